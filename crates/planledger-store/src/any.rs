@@ -1,0 +1,195 @@
+//! One event log whose backend is chosen by the database URL at start-up.
+
+use std::time::Duration;
+
+use crate::migrate::MigrationReport;
+use crate::{
+    AppendOutcome, Checkpoint, EventLog, NewEvent, PgEventLog, RecordedEvent, Snapshot, SqliteEventLog,
+    StoreError, StreamId, Version,
+};
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `postgres://...` or `sqlite://path`.
+    pub url: String,
+    /// PostgreSQL pool size; on SQLite, the number of reader connections.
+    pub max_connections: u32,
+    /// PostgreSQL ends sessions idle inside a transaction for longer than this, so that one
+    /// stuck client cannot hold back every gap-safe reader of the log.
+    pub idle_in_transaction_timeout: Duration,
+    /// How long a request waits for a pooled connection before the database counts as unavailable.
+    pub acquire_timeout: Duration,
+    /// How long SQLite waits for another process's write lock.
+    pub busy_timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            idle_in_transaction_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The event log on whichever backend the URL names.
+#[derive(Debug, Clone)]
+pub enum AnyEventLog {
+    Postgres(PgEventLog),
+    Sqlite(SqliteEventLog),
+}
+
+/// A write transaction of either backend.
+#[derive(Debug)]
+pub enum AnyTx {
+    Postgres(<PgEventLog as EventLog>::Tx),
+    Sqlite(<SqliteEventLog as EventLog>::Tx),
+}
+
+impl AnyEventLog {
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        let url = config.url.as_str();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let log = PgEventLog::connect(
+                url,
+                config.max_connections,
+                config.idle_in_transaction_timeout,
+                config.acquire_timeout,
+            )
+            .await?;
+            Ok(Self::Postgres(log))
+        } else if url.starts_with("sqlite:") {
+            let log = SqliteEventLog::connect(url, config.max_connections, config.busy_timeout).await?;
+            Ok(Self::Sqlite(log))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        match self {
+            Self::Postgres(log) => log.migrate().await,
+            Self::Sqlite(log) => log.migrate().await,
+        }
+    }
+
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        match self {
+            Self::Postgres(log) => log.pending_migrations().await,
+            Self::Sqlite(log) => log.pending_migrations().await,
+        }
+    }
+}
+
+fn mismatched() -> StoreError {
+    StoreError::Corrupt("a transaction of one backend was used with another".to_owned())
+}
+
+impl EventLog for AnyEventLog {
+    type Tx = AnyTx;
+
+    async fn begin(&self) -> Result<AnyTx, StoreError> {
+        Ok(match self {
+            Self::Postgres(log) => AnyTx::Postgres(log.begin().await?),
+            Self::Sqlite(log) => AnyTx::Sqlite(log.begin().await?),
+        })
+    }
+
+    async fn commit(&self, tx: AnyTx) -> Result<(), StoreError> {
+        match (self, tx) {
+            (Self::Postgres(log), AnyTx::Postgres(tx)) => log.commit(tx).await,
+            (Self::Sqlite(log), AnyTx::Sqlite(tx)) => log.commit(tx).await,
+            _ => Err(mismatched()),
+        }
+    }
+
+    async fn append_in(
+        &self,
+        tx: &mut AnyTx,
+        stream: &StreamId,
+        expected: Version,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome, StoreError> {
+        match (self, tx) {
+            (Self::Postgres(log), AnyTx::Postgres(tx)) => log.append_in(tx, stream, expected, events).await,
+            (Self::Sqlite(log), AnyTx::Sqlite(tx)) => log.append_in(tx, stream, expected, events).await,
+            _ => Err(mismatched()),
+        }
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        match self {
+            Self::Postgres(log) => log.stream_version(stream).await,
+            Self::Sqlite(log) => log.stream_version(stream).await,
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: Version,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self {
+            Self::Postgres(log) => log.read_stream(stream, from_version, limit).await,
+            Self::Sqlite(log) => log.read_stream(stream, from_version, limit).await,
+        }
+    }
+
+    async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self {
+            Self::Postgres(log) => log.read_all(after, limit).await,
+            Self::Sqlite(log) => log.read_all(after, limit).await,
+        }
+    }
+
+    async fn load_checkpoint(&self, consumer: &str) -> Result<Checkpoint, StoreError> {
+        match self {
+            Self::Postgres(log) => log.load_checkpoint(consumer).await,
+            Self::Sqlite(log) => log.load_checkpoint(consumer).await,
+        }
+    }
+
+    async fn compare_and_set_checkpoint_in(
+        &self,
+        tx: &mut AnyTx,
+        consumer: &str,
+        expected: Checkpoint,
+        new: Checkpoint,
+    ) -> Result<(), StoreError> {
+        match (self, tx) {
+            (Self::Postgres(log), AnyTx::Postgres(tx)) => {
+                log.compare_and_set_checkpoint_in(tx, consumer, expected, new).await
+            }
+            (Self::Sqlite(log), AnyTx::Sqlite(tx)) => {
+                log.compare_and_set_checkpoint_in(tx, consumer, expected, new).await
+            }
+            _ => Err(mismatched()),
+        }
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(log) => log.save_snapshot(snapshot).await,
+            Self::Sqlite(log) => log.save_snapshot(snapshot).await,
+        }
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        match self {
+            Self::Postgres(log) => log.load_snapshot(stream).await,
+            Self::Sqlite(log) => log.load_snapshot(stream).await,
+        }
+    }
+}

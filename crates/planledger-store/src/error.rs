@@ -1,0 +1,74 @@
+//! The store's typed errors. A version mismatch is [`StoreError::Conflict`], never a silent write.
+
+use crate::{StreamId, Version};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream is not at the version the writer decided on. Re-read and re-decide.
+    #[error("stream {stream} is at version {actual}, not the expected {expected}")]
+    Conflict {
+        stream: StreamId,
+        expected: Version,
+        actual: Version,
+    },
+    /// A uniqueness constraint refused a concurrent write that slipped past the version check
+    /// (the database's last line of defence). Treat it like a conflict.
+    #[error("a concurrent write to stream {stream} was refused by the database: {constraint}")]
+    ConcurrentWrite { stream: StreamId, constraint: String },
+    /// A checkpoint's compare-and-set found another value: another consumer instance moved it.
+    #[error("checkpoint {consumer} has moved on: expected {expected:?}, found {actual:?}")]
+    CheckpointMoved {
+        consumer: String,
+        expected: crate::Checkpoint,
+        actual: crate::Checkpoint,
+    },
+    #[error("an append needs at least one event")]
+    EmptyAppend,
+    #[error("invalid stream id {0:?}: 1 to 200 bytes, no control characters")]
+    InvalidStreamId(String),
+    #[error("unsupported database url {0:?}: use postgres://... or sqlite://...")]
+    UnsupportedUrl(String),
+    #[error("migration {version} ({name}) was changed after it was applied; add a new migration instead")]
+    MigrationChanged { version: i64, name: String },
+    #[error("the database has migration {0}, which this build does not know: it is older than the database")]
+    UnknownMigration(i64),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether a writer should re-read the stream and decide again.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. } | StoreError::ConcurrentWrite { .. })
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// Maps a unique violation on a stream's constraints to [`StoreError::ConcurrentWrite`].
+pub(crate) fn classify_write_error(error: sqlx::Error, stream: &StreamId) -> StoreError {
+    if let sqlx::Error::Database(db) = &error {
+        if db.is_unique_violation() {
+            return StoreError::ConcurrentWrite {
+                stream: stream.clone(),
+                constraint: db.constraint().unwrap_or("unique").to_owned(),
+            };
+        }
+    }
+    error.into()
+}

@@ -1,0 +1,108 @@
+//! The append-only event log of planledger.
+//!
+//! Every fact about a store is an event in that store's own stream. Writers append with the
+//! version they decided on ([`EventLog::append`]); a mismatch is a [`StoreError::Conflict`] and
+//! nothing is written, so the version check is the only lock. A unique (stream, version)
+//! constraint stands behind it. Readers of the whole log ([`EventLog::read_all`]) follow a
+//! [`Checkpoint`]; on PostgreSQL the order is (writing transaction, position) and only
+//! transactions older than every running one are read, so an event that commits late is
+//! delivered, never skipped.
+//!
+//! Two backends implement [`EventLog`]: [`PgEventLog`] (production, many nodes on one database)
+//! and [`SqliteEventLog`] (the embedded default). [`AnyEventLog`] picks one from a database URL.
+//! One conformance suite (`tests/conformance.rs`) runs against both.
+
+mod any;
+mod error;
+pub mod migrate;
+mod postgres;
+mod sqlite;
+mod types;
+
+use std::future::Future;
+
+pub use any::{AnyEventLog, AnyTx, StoreConfig};
+pub use error::StoreError;
+pub use postgres::PgEventLog;
+pub use sqlite::SqliteEventLog;
+pub use types::{
+    truncate_to_micros, AppendOutcome, Checkpoint, NewEvent, RecordedEvent, Snapshot, StreamId,
+    Version, MAX_STREAM_ID_LEN,
+};
+
+/// The most events one `read_stream` or `read_all` call returns.
+pub const MAX_READ_LIMIT: i64 = 10_000;
+
+/// The event log's operations, written once and implemented by each backend.
+///
+/// Writes come in two forms: on the log itself (their own transaction), and `*_in` a caller's
+/// transaction, so that a read-model write and a checkpoint advance commit with the events or
+/// not at all.
+pub trait EventLog: Send + Sync {
+    /// An open write transaction. Dropping it without [`EventLog::commit`] rolls it back.
+    type Tx: Send;
+
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+
+    fn commit(&self, tx: Self::Tx) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends `events` to `stream` if it is at `expected` (0 for a new stream), in `tx`.
+    fn append_in(
+        &self,
+        tx: &mut Self::Tx,
+        stream: &StreamId,
+        expected: Version,
+        events: &[NewEvent],
+    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send;
+
+    /// Appends in a transaction of its own: all events or none.
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: Version,
+        events: &[NewEvent],
+    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send {
+        async move {
+            let mut tx = self.begin().await?;
+            let outcome = self.append_in(&mut tx, stream, expected, events).await?;
+            self.commit(tx).await?;
+            Ok(outcome)
+        }
+    }
+
+    /// The stream's current version (0 if it has no events).
+    fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<Version, StoreError>> + Send;
+
+    /// Up to `limit` events of `stream` from `from_version` (inclusive), in version order.
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: Version,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Up to `limit` events of the whole log after `after`, in commit-safe order.
+    fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// A consumer's checkpoint ([`Checkpoint::ORIGIN`] if it has none).
+    fn load_checkpoint(&self, consumer: &str) -> impl Future<Output = Result<Checkpoint, StoreError>> + Send;
+
+    /// Moves `consumer`'s checkpoint from `expected` to `new` in `tx`, or fails with
+    /// [`StoreError::CheckpointMoved`] if another instance moved it first.
+    fn compare_and_set_checkpoint_in(
+        &self,
+        tx: &mut Self::Tx,
+        consumer: &str,
+        expected: Checkpoint,
+        new: Checkpoint,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Keeps `snapshot` unless a newer one is already stored.
+    fn save_snapshot(&self, snapshot: &Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+}

@@ -1,0 +1,72 @@
+//! Schema migrations of the event log, embedded in the binary and applied in order.
+//!
+//! Each migration is recorded with a checksum; a migration edited after it was applied is an
+//! error rather than a silent divergence between databases. Concurrent starters are serialized
+//! (an advisory lock on PostgreSQL, an immediate transaction on SQLite).
+
+use sha2::{Digest, Sha256};
+
+/// One schema step, the same number on both backends.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    pub fn checksum(&self) -> String {
+        let digest = Sha256::digest(self.sql.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "event_log",
+    sql: include_str!("../../../migrations/postgres/0001_event_log.sql"),
+}];
+
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "event_log",
+    sql: include_str!("../../../migrations/sqlite/0001_event_log.sql"),
+}];
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MigrationReport {
+    pub applied: Vec<i64>,
+    pub already_applied: Vec<i64>,
+}
+
+/// The migrations table, the same shape on both backends.
+pub(crate) const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS ledger_migrations (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)";
+
+/// Decides, from the applied (version, checksum) pairs, which migrations remain to apply.
+pub(crate) fn pending<'m>(
+    known: &'m [Migration],
+    applied: &[(i64, String)],
+) -> Result<Vec<&'m Migration>, crate::StoreError> {
+    for (version, checksum) in applied {
+        match known.iter().find(|m| m.version == *version) {
+            None => return Err(crate::StoreError::UnknownMigration(*version)),
+            Some(m) if &m.checksum() != checksum => {
+                return Err(crate::StoreError::MigrationChanged {
+                    version: m.version,
+                    name: m.name.to_owned(),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(known
+        .iter()
+        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+        .collect())
+}

@@ -1,0 +1,409 @@
+//! The PostgreSQL backend: many API nodes may share one database.
+//!
+//! An append is one statement: it bumps the stream's version row only if it is at the expected
+//! version (and no idempotency key of the batch was used before), and inserts the events and
+//! keys from that bump, so a failed check writes nothing. Each event records the writing
+//! transaction's id; `read_all` orders by (transaction id, position) and stops before the oldest
+//! running transaction, which is what makes it gap-safe.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use crate::migrate::{self, MigrationReport};
+use crate::types::{idempotency_ranges, recorded};
+use crate::{
+    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamId,
+    Version, MAX_READ_LIMIT,
+};
+
+/// The envelope columns, in the order [`event_from_row`] reads them.
+const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, \
+    event_id, stream_id, version, event_type, schema_version, data, correlation_id, causation_id, \
+    idempotency_key, actor, catalog_fingerprint, recorded_at";
+
+/// Bumps the version row of a stream that does not exist yet.
+const BUMP_NEW_STREAM: &str = "WITH bumped AS (
+    INSERT INTO ledger_streams (stream_id, version)
+    SELECT $1, $3
+    WHERE $2 = 0 AND NOT EXISTS (
+        SELECT 1 FROM ledger_idempotency_keys
+        WHERE stream_id = $1 AND idempotency_key = ANY($15::text[]))
+    ON CONFLICT (stream_id) DO NOTHING
+    RETURNING stream_id
+),";
+
+/// Bumps the version row of an existing stream, if it is at the expected version.
+const BUMP_EXISTING_STREAM: &str = "WITH bumped AS (
+    UPDATE ledger_streams SET version = $3
+    WHERE stream_id = $1 AND version = $2 AND NOT EXISTS (
+        SELECT 1 FROM ledger_idempotency_keys
+        WHERE stream_id = $1 AND idempotency_key = ANY($15::text[]))
+    RETURNING stream_id
+),";
+
+/// Inserts the events and idempotency keys, only if the bump above happened.
+const INSERT_FROM_BUMP: &str = "inserted AS (
+    INSERT INTO ledger_events (event_id, stream_id, version, event_type, schema_version, data,
+        correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at)
+    SELECT e.event_id, b.stream_id, e.version, e.event_type, e.schema_version, e.data,
+        e.correlation_id, e.causation_id, e.idempotency_key, e.actor, e.catalog_fingerprint, e.recorded_at
+    FROM bumped b, unnest($4::uuid[], $5::bigint[], $6::text[], $7::int4[], $8::jsonb[], $9::text[],
+        $10::text[], $11::text[], $12::text[], $13::text[], $14::timestamptz[])
+        AS e(event_id, version, event_type, schema_version, data, correlation_id, causation_id,
+             idempotency_key, actor, catalog_fingerprint, recorded_at)
+    RETURNING global_position, version, transaction_id
+), keys AS (
+    INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version)
+    SELECT b.stream_id, k.idempotency_key, k.first_version, k.last_version
+    FROM bumped b, unnest($15::text[], $16::bigint[], $17::bigint[])
+        AS k(idempotency_key, first_version, last_version)
+)
+SELECT global_position, transaction_id::text::bigint AS transaction_id FROM inserted ORDER BY version";
+
+/// Serializes concurrent `migrate` calls across nodes.
+const MIGRATION_LOCK_KEY: i64 = 0x706c_616e_6c65_6467; // "planledg"
+
+/// The event log on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgEventLog {
+    pool: PgPool,
+}
+
+impl PgEventLog {
+    /// Connects a pool of `max_connections`; every session gets
+    /// `idle_in_transaction_session_timeout`, so an abandoned transaction cannot hold back the
+    /// gap-safe readers for long.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        idle_in_transaction_timeout: Duration,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let timeout_ms = idle_in_transaction_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("planledger")
+            .options([("idle_in_transaction_session_timeout", timeout_ms.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the pending migrations in one transaction, under an advisory lock.
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(migrate::CREATE_MIGRATIONS_TABLE).execute(&mut *tx).await?;
+        let applied: Vec<(i64, String)> =
+            sqlx::query_as("SELECT version, checksum FROM ledger_migrations ORDER BY version")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut report = MigrationReport {
+            already_applied: applied.iter().map(|(v, _)| *v).collect(),
+            ..MigrationReport::default()
+        };
+        for migration in migrate::pending(migrate::POSTGRES, &applied)? {
+            sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO ledger_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, now()::text)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(migration.checksum())
+            .execute(&mut *tx)
+            .await?;
+            report.applied.push(migration.version);
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// The number of migrations this build knows that the database lacks.
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('ledger_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        if !exists {
+            return Ok(migrate::POSTGRES.len());
+        }
+        let applied: Vec<(i64, String)> =
+            sqlx::query_as("SELECT version, checksum FROM ledger_migrations").fetch_all(&self.pool).await?;
+        Ok(migrate::pending(migrate::POSTGRES, &applied)?.len())
+    }
+
+    async fn read_range_in(
+        tx: &mut Transaction<'static, Postgres>,
+        stream: &StreamId,
+        first: Version,
+        last: Version,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream.as_str())
+            .bind(first)
+            .bind(last)
+            .fetch_all(&mut **tx)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}
+
+fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let stream_id: String = row.try_get("stream_id")?;
+    let global_position: i64 = row.try_get("global_position")?;
+    let Json(data) = row.try_get::<Json<serde_json::Value>, _>("data")?;
+    Ok(RecordedEvent {
+        event_id: row.try_get("event_id")?,
+        stream_id: StreamId::parse(stream_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        version: row.try_get("version")?,
+        global_position,
+        checkpoint: Checkpoint {
+            transaction_id: row.try_get("transaction_id")?,
+            position: global_position,
+        },
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        data,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        actor: row.try_get("actor")?,
+        catalog_fingerprint: row.try_get("catalog_fingerprint")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+impl EventLog for PgEventLog {
+    type Tx = Transaction<'static, Postgres>;
+
+    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn commit(&self, tx: Self::Tx) -> Result<(), StoreError> {
+        Ok(tx.commit().await?)
+    }
+
+    async fn append_in(
+        &self,
+        tx: &mut Self::Tx,
+        stream: &StreamId,
+        expected: Version,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let new_version = expected + events.len() as Version;
+        let keys = idempotency_ranges(events, expected);
+        let bump = if expected == 0 { BUMP_NEW_STREAM } else { BUMP_EXISTING_STREAM };
+        let sql = format!("{bump}\n{INSERT_FROM_BUMP}");
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&sql)
+            .bind(stream.as_str())
+            .bind(expected)
+            .bind(new_version)
+            .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+            .bind((expected + 1..=new_version).collect::<Vec<Version>>())
+            .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| Json(&e.data)).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.correlation_id.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.causation_id.as_deref()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.idempotency_key.as_deref()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.catalog_fingerprint.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| crate::truncate_to_micros(e.recorded_at)).collect::<Vec<_>>())
+            .bind(keys.iter().map(|(k, _, _)| k.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|(_, first, _)| *first).collect::<Vec<_>>())
+            .bind(keys.iter().map(|(_, _, last)| *last).collect::<Vec<_>>())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| crate::error::classify_write_error(e, stream))?;
+
+        if rows.len() == events.len() {
+            let positions: Vec<(i64, Checkpoint)> = rows
+                .into_iter()
+                .map(|(position, transaction_id)| (position, Checkpoint { transaction_id, position }))
+                .collect();
+            return Ok(AppendOutcome::Appended {
+                new_version,
+                events: recorded(stream, expected, events, &positions),
+            });
+        }
+
+        // Nothing was written: either a key of the batch was used before, or the version moved.
+        let key_names: Vec<&str> = keys.iter().map(|(k, _, _)| k.as_str()).collect();
+        let used: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT first_version, last_version FROM ledger_idempotency_keys
+             WHERE stream_id = $1 AND idempotency_key = ANY($2::text[])
+             ORDER BY array_position($2::text[], idempotency_key) LIMIT 1",
+        )
+        .bind(stream.as_str())
+        .bind(&key_names)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some((first, last)) = used {
+            let events = Self::read_range_in(tx, stream, first, last).await?;
+            return Ok(AppendOutcome::Duplicate { events });
+        }
+        let actual: Option<i64> = sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = $1")
+            .bind(stream.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        Err(StoreError::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual: actual.unwrap_or(0),
+        })
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = $1")
+            .bind(stream.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: Version,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream.as_str())
+            .bind(from_version)
+            .bind(limit.clamp(0, MAX_READ_LIMIT))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        // Sequence numbers are taken before commit, so a later position may commit first.
+        // Reading only transactions older than the oldest running one (the snapshot's xmin)
+        // and ordering by transaction makes the order final: nothing can appear behind it.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM ledger_events
+             WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2)
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY transaction_id, global_position
+             LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.transaction_id)
+            .bind(after.position)
+            .bind(limit.clamp(0, MAX_READ_LIMIT))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn load_checkpoint(&self, consumer: &str) -> Result<Checkpoint, StoreError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT transaction_id, position FROM ledger_checkpoints WHERE consumer = $1")
+                .bind(consumer)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint {
+            transaction_id,
+            position,
+        }))
+    }
+
+    async fn compare_and_set_checkpoint_in(
+        &self,
+        tx: &mut Self::Tx,
+        consumer: &str,
+        expected: Checkpoint,
+        new: Checkpoint,
+    ) -> Result<(), StoreError> {
+        let sql = if expected == Checkpoint::ORIGIN {
+            "INSERT INTO ledger_checkpoints (consumer, transaction_id, position, updated_at)
+             VALUES ($1, $4, $5, now())
+             ON CONFLICT (consumer) DO UPDATE
+                SET transaction_id = EXCLUDED.transaction_id, position = EXCLUDED.position, updated_at = now()
+             WHERE ledger_checkpoints.transaction_id = $2 AND ledger_checkpoints.position = $3"
+        } else {
+            "UPDATE ledger_checkpoints SET transaction_id = $4, position = $5, updated_at = now()
+             WHERE consumer = $1 AND transaction_id = $2 AND position = $3"
+        };
+        let done = sqlx::query(sql)
+            .bind(consumer)
+            .bind(expected.transaction_id)
+            .bind(expected.position)
+            .bind(new.transaction_id)
+            .bind(new.position)
+            .execute(&mut **tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let actual: Option<(i64, i64)> =
+            sqlx::query_as("SELECT transaction_id, position FROM ledger_checkpoints WHERE consumer = $1")
+                .bind(consumer)
+                .fetch_optional(&mut **tx)
+                .await?;
+        Err(StoreError::CheckpointMoved {
+            consumer: consumer.to_owned(),
+            expected,
+            actual: actual.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint {
+                transaction_id,
+                position,
+            }),
+        })
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ledger_snapshots (stream_id, version, state, state_schema_version, taken_at)
+             VALUES ($1, $2, $3, $4, now())
+             ON CONFLICT (stream_id) DO UPDATE
+                SET version = EXCLUDED.version, state = EXCLUDED.state,
+                    state_schema_version = EXCLUDED.state_schema_version, taken_at = EXCLUDED.taken_at
+             WHERE ledger_snapshots.version < EXCLUDED.version
+                OR ledger_snapshots.state_schema_version <> EXCLUDED.state_schema_version",
+        )
+        .bind(snapshot.stream_id.as_str())
+        .bind(snapshot.version)
+        .bind(Json(&snapshot.state))
+        .bind(snapshot.state_schema_version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        let row: Option<(i64, Json<serde_json::Value>, i32)> = sqlx::query_as(
+            "SELECT version, state, state_schema_version FROM ledger_snapshots WHERE stream_id = $1",
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(version, Json(state), state_schema_version)| Snapshot {
+            stream_id: stream.clone(),
+            version,
+            state,
+            state_schema_version,
+        }))
+    }
+}

@@ -1,0 +1,391 @@
+//! The SQLite backend: the embedded, zero-setup default.
+//!
+//! SQLite has one writer at a time, so the backend keeps one writer connection (transactions
+//! begin `IMMEDIATE`, taking the write lock up front instead of failing on upgrade) and a pool
+//! of readers, which WAL mode lets run beside it. Commit order is rowid order, so `read_all`
+//! needs no transaction guard. `synchronous = FULL` makes every acknowledged commit durable.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use crate::migrate::{self, MigrationReport};
+use crate::types::{idempotency_ranges, recorded};
+use crate::{
+    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamId,
+    Version, MAX_READ_LIMIT,
+};
+
+/// The database's own clock, for bookkeeping times (like PostgreSQL's `now()`): decisions never
+/// read it.
+const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+
+const EVENT_COLUMNS: &str = "global_position, event_id, stream_id, version, event_type, schema_version, \
+    data, correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at_us";
+
+/// The event log on SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteEventLog {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+pub(crate) fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| StoreError::Corrupt(format!("time out of range: {us}")))
+}
+
+impl SqliteEventLog {
+    /// Opens (creating if missing) the database file of `url` (`sqlite://path`).
+    pub async fn connect(url: &str, readers: u32, busy_timeout: Duration) -> Result<Self, StoreError> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            // Each pool would get a database of its own.
+            return Err(StoreError::UnsupportedUrl(format!(
+                "{url} (in-memory SQLite is not supported: use a file, e.g. sqlite://planledger.db)"
+            )));
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(busy_timeout)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, readers })
+    }
+
+    /// The pool of the single writer connection.
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The pool of read-only connections.
+    pub fn readers(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::raw_sql(migrate::CREATE_MIGRATIONS_TABLE).execute(&mut *tx).await?;
+        let applied: Vec<(i64, String)> =
+            sqlx::query_as("SELECT version, checksum FROM ledger_migrations ORDER BY version")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut report = MigrationReport {
+            already_applied: applied.iter().map(|(v, _)| *v).collect(),
+            ..MigrationReport::default()
+        };
+        for migration in migrate::pending(migrate::SQLITE, &applied)? {
+            sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO ledger_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, datetime('now'))",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(migration.checksum())
+            .execute(&mut *tx)
+            .await?;
+            report.applied.push(migration.version);
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_migrations'")
+                .fetch_one(&self.readers)
+                .await?;
+        if !exists {
+            return Ok(migrate::SQLITE.len());
+        }
+        let applied: Vec<(i64, String)> =
+            sqlx::query_as("SELECT version, checksum FROM ledger_migrations").fetch_all(&self.readers).await?;
+        Ok(migrate::pending(migrate::SQLITE, &applied)?.len())
+    }
+
+    async fn checkpoint_in(tx: &mut Transaction<'static, Sqlite>, consumer: &str) -> Result<Checkpoint, StoreError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT transaction_id, position FROM ledger_checkpoints WHERE consumer = ?")
+                .bind(consumer)
+                .fetch_optional(&mut **tx)
+                .await?;
+        Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint {
+            transaction_id,
+            position,
+        }))
+    }
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let stream_id: String = row.try_get("stream_id")?;
+    let event_id: String = row.try_get("event_id")?;
+    let data: String = row.try_get("data")?;
+    let global_position: i64 = row.try_get("global_position")?;
+    Ok(RecordedEvent {
+        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
+        stream_id: StreamId::parse(stream_id).map_err(|e| corrupt("stream_id", &e))?,
+        version: row.try_get("version")?,
+        global_position,
+        checkpoint: Checkpoint {
+            transaction_id: 0,
+            position: global_position,
+        },
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        actor: row.try_get("actor")?,
+        catalog_fingerprint: row.try_get("catalog_fingerprint")?,
+        recorded_at: from_micros(row.try_get("recorded_at_us")?)?,
+    })
+}
+
+impl EventLog for SqliteEventLog {
+    type Tx = Transaction<'static, Sqlite>;
+
+    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn commit(&self, tx: Self::Tx) -> Result<(), StoreError> {
+        Ok(tx.commit().await?)
+    }
+
+    async fn append_in(
+        &self,
+        tx: &mut Self::Tx,
+        stream: &StreamId,
+        expected: Version,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        // The transaction holds the write lock, so these checks and the writes below are atomic.
+        let keys = idempotency_ranges(events, expected);
+        for (key, _, _) in &keys {
+            let used: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT first_version, last_version FROM ledger_idempotency_keys WHERE stream_id = ? AND idempotency_key = ?",
+            )
+            .bind(stream.as_str())
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some((first, last)) = used {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream_id = ? AND version BETWEEN ? AND ? ORDER BY version"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(stream.as_str())
+                    .bind(first)
+                    .bind(last)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                let events = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+                return Ok(AppendOutcome::Duplicate { events });
+            }
+        }
+        let actual: i64 = sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = ?")
+            .bind(stream.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+            .unwrap_or(0);
+        if actual != expected {
+            return Err(StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual,
+            });
+        }
+        let new_version = expected + events.len() as Version;
+        let write_error = |e| crate::error::classify_write_error(e, stream);
+        sqlx::query(
+            "INSERT INTO ledger_streams (stream_id, version) VALUES (?1, ?2)
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
+        )
+        .bind(stream.as_str())
+        .bind(new_version)
+        .execute(&mut **tx)
+        .await
+        .map_err(write_error)?;
+        let mut positions = Vec::with_capacity(events.len());
+        for (offset, event) in events.iter().enumerate() {
+            let data = serde_json::to_string(&event.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO ledger_events (event_id, stream_id, version, event_type, schema_version, data,
+                    correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at_us)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_position",
+            )
+            .bind(event.event_id.to_string())
+            .bind(stream.as_str())
+            .bind(expected + 1 + offset as Version)
+            .bind(&event.event_type)
+            .bind(event.schema_version)
+            .bind(data)
+            .bind(&event.correlation_id)
+            .bind(&event.causation_id)
+            .bind(&event.idempotency_key)
+            .bind(&event.actor)
+            .bind(&event.catalog_fingerprint)
+            .bind(micros(event.recorded_at))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(write_error)?;
+            positions.push((
+                position,
+                Checkpoint {
+                    transaction_id: 0,
+                    position,
+                },
+            ));
+        }
+        for (key, first, last) in &keys {
+            sqlx::query(
+                "INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version) VALUES (?, ?, ?, ?)",
+            )
+            .bind(stream.as_str())
+            .bind(key)
+            .bind(first)
+            .bind(last)
+            .execute(&mut **tx)
+            .await
+            .map_err(write_error)?;
+        }
+        Ok(AppendOutcome::Appended {
+            new_version,
+            events: recorded(stream, expected, events, &positions),
+        })
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = ?")
+            .bind(stream.as_str())
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: Version,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream.as_str())
+            .bind(from_version)
+            .bind(limit.clamp(0, MAX_READ_LIMIT))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM ledger_events WHERE global_position > ? ORDER BY global_position LIMIT ?");
+        let rows = sqlx::query(&sql)
+            .bind(after.position)
+            .bind(limit.clamp(0, MAX_READ_LIMIT))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn load_checkpoint(&self, consumer: &str) -> Result<Checkpoint, StoreError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT transaction_id, position FROM ledger_checkpoints WHERE consumer = ?")
+                .bind(consumer)
+                .fetch_optional(&self.readers)
+                .await?;
+        Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint {
+            transaction_id,
+            position,
+        }))
+    }
+
+    async fn compare_and_set_checkpoint_in(
+        &self,
+        tx: &mut Self::Tx,
+        consumer: &str,
+        expected: Checkpoint,
+        new: Checkpoint,
+    ) -> Result<(), StoreError> {
+        let actual = Self::checkpoint_in(tx, consumer).await?;
+        if actual != expected {
+            return Err(StoreError::CheckpointMoved {
+                consumer: consumer.to_owned(),
+                expected,
+                actual,
+            });
+        }
+        sqlx::query(&format!(
+            "INSERT INTO ledger_checkpoints (consumer, transaction_id, position, updated_at_us) VALUES (?, ?, ?, {NOW_US})
+             ON CONFLICT (consumer) DO UPDATE
+                SET transaction_id = excluded.transaction_id, position = excluded.position, updated_at_us = excluded.updated_at_us"
+        ))
+        .bind(consumer)
+        .bind(new.transaction_id)
+        .bind(new.position)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let state = serde_json::to_string(&snapshot.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(&format!(
+            "INSERT INTO ledger_snapshots (stream_id, version, state, state_schema_version, taken_at_us)
+             VALUES (?, ?, ?, ?, {NOW_US})
+             ON CONFLICT (stream_id) DO UPDATE
+                SET version = excluded.version, state = excluded.state,
+                    state_schema_version = excluded.state_schema_version, taken_at_us = excluded.taken_at_us
+             WHERE ledger_snapshots.version < excluded.version
+                OR ledger_snapshots.state_schema_version <> excluded.state_schema_version"
+        ))
+        .bind(snapshot.stream_id.as_str())
+        .bind(snapshot.version)
+        .bind(state)
+        .bind(snapshot.state_schema_version)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        let row: Option<(i64, String, i32)> =
+            sqlx::query_as("SELECT version, state, state_schema_version FROM ledger_snapshots WHERE stream_id = ?")
+                .bind(stream.as_str())
+                .fetch_optional(&self.readers)
+                .await?;
+        row.map(|(version, state, state_schema_version)| {
+            Ok(Snapshot {
+                stream_id: stream.clone(),
+                version,
+                state: serde_json::from_str(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                state_schema_version,
+            })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,231 @@
+//! The values that cross the event store's boundary: streams, events as written and as read,
+//! global-log checkpoints and snapshots.
+
+use std::fmt;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// A stream's version: the number of events in it. A new stream is at version 0.
+pub type Version = i64;
+
+/// The longest stream id the store accepts, in bytes.
+pub const MAX_STREAM_ID_LEN: usize = 200;
+
+/// The identity of one stream (one store's history). Built by [`StreamId::parse`], so an
+/// empty or oversized id never reaches the database.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StreamId(String);
+
+impl StreamId {
+    pub fn parse(id: impl Into<String>) -> Result<Self, StoreError> {
+        let id = id.into();
+        if id.is_empty() || id.len() > MAX_STREAM_ID_LEN || id.chars().any(char::is_control) {
+            return Err(StoreError::InvalidStreamId(id));
+        }
+        Ok(Self(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = StoreError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<StreamId> for String {
+    fn from(value: StreamId) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Both backends keep microseconds; truncating on the way in makes what `append` returns equal
+/// to what a later read returns.
+pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
+}
+
+/// An event about to be appended: everything of the envelope (SPEC 7) but what the store assigns
+/// (stream, version, global position).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Value,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    /// Appends are idempotent per (stream, key): a key already used on the stream makes the
+    /// append write nothing and return the events first written under it.
+    pub idempotency_key: Option<String>,
+    pub actor: String,
+    pub catalog_fingerprint: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl NewEvent {
+    /// An event with a fresh UUID v7 id and the given metadata; the optional parts start empty.
+    pub fn new(
+        event_type: impl Into<String>,
+        schema_version: i32,
+        data: Value,
+        correlation_id: impl Into<String>,
+        actor: impl Into<String>,
+        catalog_fingerprint: impl Into<String>,
+        recorded_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version,
+            data,
+            correlation_id: correlation_id.into(),
+            causation_id: None,
+            idempotency_key: None,
+            actor: actor.into(),
+            catalog_fingerprint: catalog_fingerprint.into(),
+            recorded_at: truncate_to_micros(recorded_at),
+        }
+    }
+
+    pub fn with_causation(mut self, causation_id: impl Into<String>) -> Self {
+        self.causation_id = Some(causation_id.into());
+        self
+    }
+
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// An event as stored: the full envelope of SPEC 7.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedEvent {
+    pub event_id: Uuid,
+    pub stream_id: StreamId,
+    pub version: Version,
+    pub global_position: i64,
+    /// Where this event sits in the global reading order; feed it back to `read_all`.
+    #[serde(skip)]
+    pub checkpoint: Checkpoint,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Value,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub actor: String,
+    pub catalog_fingerprint: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A place in the global log: the writing transaction and the position within it.
+/// On SQLite the transaction is always 0 and the position alone orders the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub transaction_id: i64,
+    pub position: i64,
+}
+
+impl Checkpoint {
+    /// Before the first event.
+    pub const ORIGIN: Checkpoint = Checkpoint {
+        transaction_id: 0,
+        position: 0,
+    };
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppendOutcome {
+    /// The events were written; the stream is now at `new_version`.
+    Appended {
+        new_version: Version,
+        events: Vec<RecordedEvent>,
+    },
+    /// An idempotency key of the batch was already used on this stream: nothing was written,
+    /// and these are the events first written under that key.
+    Duplicate { events: Vec<RecordedEvent> },
+}
+
+impl AppendOutcome {
+    pub fn events(&self) -> &[RecordedEvent] {
+        match self {
+            AppendOutcome::Appended { events, .. } | AppendOutcome::Duplicate { events } => events,
+        }
+    }
+}
+
+/// A stream's folded state at a version, kept so that loading a long stream reads only its tail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub stream_id: StreamId,
+    pub version: Version,
+    pub state: Value,
+    pub state_schema_version: i32,
+}
+
+/// The (key, first version, last version) triples an append of `events` at `expected` records.
+pub(crate) fn idempotency_ranges(events: &[NewEvent], expected: Version) -> Vec<(String, Version, Version)> {
+    let mut ranges: Vec<(String, Version, Version)> = Vec::new();
+    for (offset, event) in events.iter().enumerate() {
+        let Some(key) = &event.idempotency_key else {
+            continue;
+        };
+        let version = expected + 1 + offset as Version;
+        match ranges.iter_mut().find(|(k, _, _)| k == key) {
+            Some(range) => range.2 = version,
+            None => ranges.push((key.clone(), version, version)),
+        }
+    }
+    ranges
+}
+
+/// The events an append would store, before the database assigns their positions.
+pub(crate) fn recorded(
+    stream: &StreamId,
+    expected: Version,
+    events: &[NewEvent],
+    positions: &[(i64, Checkpoint)],
+) -> Vec<RecordedEvent> {
+    events
+        .iter()
+        .zip(positions)
+        .enumerate()
+        .map(|(offset, (event, (global_position, checkpoint)))| RecordedEvent {
+            event_id: event.event_id,
+            stream_id: stream.clone(),
+            version: expected + 1 + offset as Version,
+            global_position: *global_position,
+            checkpoint: *checkpoint,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            data: event.data.clone(),
+            correlation_id: event.correlation_id.clone(),
+            causation_id: event.causation_id.clone(),
+            idempotency_key: event.idempotency_key.clone(),
+            actor: event.actor.clone(),
+            catalog_fingerprint: event.catalog_fingerprint.clone(),
+            recorded_at: truncate_to_micros(event.recorded_at),
+        })
+        .collect()
+}
