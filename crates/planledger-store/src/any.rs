@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::migrate::MigrationReport;
 use crate::{
-    AppendOutcome, Checkpoint, EventLog, NewEvent, PgEventLog, RecordedEvent, Snapshot, SqliteEventLog,
-    StoreError, StreamId, Version,
+    AppendOutcome, Checkpoint, EventLog, NewEvent, PgEventLog, RecordedEvent, Snapshot, SqliteEventLog, StoreError,
+    StreamId, Version,
 };
 
 /// How to reach the database.

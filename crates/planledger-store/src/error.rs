@@ -6,22 +6,14 @@ use crate::{StreamId, Version};
 pub enum StoreError {
     /// The stream is not at the version the writer decided on. Re-read and re-decide.
     #[error("stream {stream} is at version {actual}, not the expected {expected}")]
-    Conflict {
-        stream: StreamId,
-        expected: Version,
-        actual: Version,
-    },
+    Conflict { stream: StreamId, expected: Version, actual: Version },
     /// A uniqueness constraint refused a concurrent write that slipped past the version check
     /// (the database's last line of defence). Treat it like a conflict.
     #[error("a concurrent write to stream {stream} was refused by the database: {constraint}")]
     ConcurrentWrite { stream: StreamId, constraint: String },
     /// A checkpoint's compare-and-set found another value: another consumer instance moved it.
     #[error("checkpoint {consumer} has moved on: expected {expected:?}, found {actual:?}")]
-    CheckpointMoved {
-        consumer: String,
-        expected: crate::Checkpoint,
-        actual: crate::Checkpoint,
-    },
+    CheckpointMoved { consumer: String, expected: crate::Checkpoint, actual: crate::Checkpoint },
     #[error("an append needs at least one event")]
     EmptyAppend,
     #[error("invalid stream id {0:?}: 1 to 200 bytes, no control characters")]

@@ -27,11 +27,8 @@ pub const POSTGRES: &[Migration] = &[Migration {
     sql: include_str!("../../../migrations/postgres/0001_event_log.sql"),
 }];
 
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../../../migrations/sqlite/0001_event_log.sql"),
-}];
+pub const SQLITE: &[Migration] =
+    &[Migration { version: 1, name: "event_log", sql: include_str!("../../../migrations/sqlite/0001_event_log.sql") }];
 
 /// What `migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -57,16 +54,10 @@ pub(crate) fn pending<'m>(
         match known.iter().find(|m| m.version == *version) {
             None => return Err(crate::StoreError::UnknownMigration(*version)),
             Some(m) if &m.checksum() != checksum => {
-                return Err(crate::StoreError::MigrationChanged {
-                    version: m.version,
-                    name: m.name.to_owned(),
-                })
+                return Err(crate::StoreError::MigrationChanged { version: m.version, name: m.name.to_owned() })
             }
             Some(_) => {}
         }
     }
-    Ok(known
-        .iter()
-        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
-        .collect())
+    Ok(known.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)).collect())
 }

@@ -16,8 +16,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use crate::migrate::{self, MigrationReport};
 use crate::types::{idempotency_ranges, recorded};
 use crate::{
-    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamId,
-    Version, MAX_READ_LIMIT,
+    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamId, Version,
+    MAX_READ_LIMIT,
 };
 
 /// The envelope columns, in the order [`event_from_row`] reads them.
@@ -102,10 +102,7 @@ impl PgEventLog {
     /// Applies the pending migrations in one transaction, under an advisory lock.
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK_KEY)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK_KEY).execute(&mut *tx).await?;
         sqlx::raw_sql(migrate::CREATE_MIGRATIONS_TABLE).execute(&mut *tx).await?;
         let applied: Vec<(i64, String)> =
             sqlx::query_as("SELECT version, checksum FROM ledger_migrations ORDER BY version")
@@ -133,9 +130,8 @@ impl PgEventLog {
 
     /// The number of migrations this build knows that the database lacks.
     pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass('ledger_migrations') IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT to_regclass('ledger_migrations') IS NOT NULL").fetch_one(&self.pool).await?;
         if !exists {
             return Ok(migrate::POSTGRES.len());
         }
@@ -153,12 +149,7 @@ impl PgEventLog {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version"
         );
-        let rows = sqlx::query(&sql)
-            .bind(stream.as_str())
-            .bind(first)
-            .bind(last)
-            .fetch_all(&mut **tx)
-            .await?;
+        let rows = sqlx::query(&sql).bind(stream.as_str()).bind(first).bind(last).fetch_all(&mut **tx).await?;
         rows.iter().map(event_from_row).collect()
     }
 }
@@ -172,10 +163,7 @@ fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         stream_id: StreamId::parse(stream_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         version: row.try_get("version")?,
         global_position,
-        checkpoint: Checkpoint {
-            transaction_id: row.try_get("transaction_id")?,
-            position: global_position,
-        },
+        checkpoint: Checkpoint { transaction_id: row.try_get("transaction_id")?, position: global_position },
         event_type: row.try_get("event_type")?,
         schema_version: row.try_get("schema_version")?,
         data,
@@ -240,10 +228,7 @@ impl EventLog for PgEventLog {
                 .into_iter()
                 .map(|(position, transaction_id)| (position, Checkpoint { transaction_id, position }))
                 .collect();
-            return Ok(AppendOutcome::Appended {
-                new_version,
-                events: recorded(stream, expected, events, &positions),
-            });
+            return Ok(AppendOutcome::Appended { new_version, events: recorded(stream, expected, events, &positions) });
         }
 
         // Nothing was written: either a key of the batch was used before, or the version moved.
@@ -265,11 +250,7 @@ impl EventLog for PgEventLog {
             .bind(stream.as_str())
             .fetch_optional(&mut **tx)
             .await?;
-        Err(StoreError::Conflict {
-            stream: stream.clone(),
-            expected,
-            actual: actual.unwrap_or(0),
-        })
+        Err(StoreError::Conflict { stream: stream.clone(), expected, actual: actual.unwrap_or(0) })
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
@@ -324,10 +305,7 @@ impl EventLog for PgEventLog {
                 .bind(consumer)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint {
-            transaction_id,
-            position,
-        }))
+        Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint { transaction_id, position }))
     }
 
     async fn compare_and_set_checkpoint_in(
@@ -366,10 +344,8 @@ impl EventLog for PgEventLog {
         Err(StoreError::CheckpointMoved {
             consumer: consumer.to_owned(),
             expected,
-            actual: actual.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint {
-                transaction_id,
-                position,
-            }),
+            actual: actual
+                .map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint { transaction_id, position }),
         })
     }
 
@@ -393,12 +369,11 @@ impl EventLog for PgEventLog {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let row: Option<(i64, Json<serde_json::Value>, i32)> = sqlx::query_as(
-            "SELECT version, state, state_schema_version FROM ledger_snapshots WHERE stream_id = $1",
-        )
-        .bind(stream.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(i64, Json<serde_json::Value>, i32)> =
+            sqlx::query_as("SELECT version, state, state_schema_version FROM ledger_snapshots WHERE stream_id = $1")
+                .bind(stream.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(version, Json(state), state_schema_version)| Snapshot {
             stream_id: stream.clone(),
             version,

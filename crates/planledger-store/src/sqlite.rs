@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::migrate::{self, MigrationReport};
 use crate::types::{idempotency_ranges, recorded};
 use crate::{
-    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamId,
-    Version, MAX_READ_LIMIT,
+    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamId, Version,
+    MAX_READ_LIMIT,
 };
 
 /// The database's own clock, for bookkeeping times (like PostgreSQL's `now()`): decisions never
@@ -62,10 +62,8 @@ impl SqliteEventLog {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(readers.max(1))
-            .connect_with(options.read_only(true))
-            .await?;
+        let readers =
+            SqlitePoolOptions::new().max_connections(readers.max(1)).connect_with(options.read_only(true)).await?;
         Ok(Self { writer, readers })
     }
 
@@ -107,10 +105,11 @@ impl SqliteEventLog {
     }
 
     pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
-        let exists: bool =
-            sqlx::query_scalar("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_migrations'")
-                .fetch_one(&self.readers)
-                .await?;
+        let exists: bool = sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_migrations'",
+        )
+        .fetch_one(&self.readers)
+        .await?;
         if !exists {
             return Ok(migrate::SQLITE.len());
         }
@@ -125,10 +124,7 @@ impl SqliteEventLog {
                 .bind(consumer)
                 .fetch_optional(&mut **tx)
                 .await?;
-        Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint {
-            transaction_id,
-            position,
-        }))
+        Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint { transaction_id, position }))
     }
 }
 
@@ -143,10 +139,7 @@ fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
         stream_id: StreamId::parse(stream_id).map_err(|e| corrupt("stream_id", &e))?,
         version: row.try_get("version")?,
         global_position,
-        checkpoint: Checkpoint {
-            transaction_id: 0,
-            position: global_position,
-        },
+        checkpoint: Checkpoint { transaction_id: 0, position: global_position },
         event_type: row.try_get("event_type")?,
         schema_version: row.try_get("schema_version")?,
         data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
@@ -194,12 +187,7 @@ impl EventLog for SqliteEventLog {
                 let sql = format!(
                     "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream_id = ? AND version BETWEEN ? AND ? ORDER BY version"
                 );
-                let rows = sqlx::query(&sql)
-                    .bind(stream.as_str())
-                    .bind(first)
-                    .bind(last)
-                    .fetch_all(&mut **tx)
-                    .await?;
+                let rows = sqlx::query(&sql).bind(stream.as_str()).bind(first).bind(last).fetch_all(&mut **tx).await?;
                 let events = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
                 return Ok(AppendOutcome::Duplicate { events });
             }
@@ -210,11 +198,7 @@ impl EventLog for SqliteEventLog {
             .await?
             .unwrap_or(0);
         if actual != expected {
-            return Err(StoreError::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
+            return Err(StoreError::Conflict { stream: stream.clone(), expected, actual });
         }
         let new_version = expected + events.len() as Version;
         let write_error = |e| crate::error::classify_write_error(e, stream);
@@ -250,13 +234,7 @@ impl EventLog for SqliteEventLog {
             .fetch_one(&mut **tx)
             .await
             .map_err(write_error)?;
-            positions.push((
-                position,
-                Checkpoint {
-                    transaction_id: 0,
-                    position,
-                },
-            ));
+            positions.push((position, Checkpoint { transaction_id: 0, position }));
         }
         for (key, first, last) in &keys {
             sqlx::query(
@@ -270,10 +248,7 @@ impl EventLog for SqliteEventLog {
             .await
             .map_err(write_error)?;
         }
-        Ok(AppendOutcome::Appended {
-            new_version,
-            events: recorded(stream, expected, events, &positions),
-        })
+        Ok(AppendOutcome::Appended { new_version, events: recorded(stream, expected, events, &positions) })
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
@@ -303,7 +278,9 @@ impl EventLog for SqliteEventLog {
     }
 
     async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM ledger_events WHERE global_position > ? ORDER BY global_position LIMIT ?");
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE global_position > ? ORDER BY global_position LIMIT ?"
+        );
         let rows = sqlx::query(&sql)
             .bind(after.position)
             .bind(limit.clamp(0, MAX_READ_LIMIT))
@@ -318,10 +295,7 @@ impl EventLog for SqliteEventLog {
                 .bind(consumer)
                 .fetch_optional(&self.readers)
                 .await?;
-        Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint {
-            transaction_id,
-            position,
-        }))
+        Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint { transaction_id, position }))
     }
 
     async fn compare_and_set_checkpoint_in(
@@ -333,11 +307,7 @@ impl EventLog for SqliteEventLog {
     ) -> Result<(), StoreError> {
         let actual = Self::checkpoint_in(tx, consumer).await?;
         if actual != expected {
-            return Err(StoreError::CheckpointMoved {
-                consumer: consumer.to_owned(),
-                expected,
-                actual,
-            });
+            return Err(StoreError::CheckpointMoved { consumer: consumer.to_owned(), expected, actual });
         }
         sqlx::query(&format!(
             "INSERT INTO ledger_checkpoints (consumer, transaction_id, position, updated_at_us) VALUES (?, ?, ?, {NOW_US})

@@ -148,20 +148,14 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Before the first event.
-    pub const ORIGIN: Checkpoint = Checkpoint {
-        transaction_id: 0,
-        position: 0,
-    };
+    pub const ORIGIN: Checkpoint = Checkpoint { transaction_id: 0, position: 0 };
 }
 
 /// What an append did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppendOutcome {
     /// The events were written; the stream is now at `new_version`.
-    Appended {
-        new_version: Version,
-        events: Vec<RecordedEvent>,
-    },
+    Appended { new_version: Version, events: Vec<RecordedEvent> },
     /// An idempotency key of the batch was already used on this stream: nothing was written,
     /// and these are the events first written under that key.
     Duplicate { events: Vec<RecordedEvent> },

@@ -37,7 +37,12 @@ fn appended(outcome: AppendOutcome) -> Vec<planledger_store::RecordedEvent> {
 /// On PostgreSQL the reader stops before the oldest running transaction of the whole server
 /// (other tests' included), so a page may be short or empty for a moment: an empty page means
 /// "nothing final yet", not "end of log". Followers poll, and so does this.
-async fn read_all_until<L: EventLog>(log: &L, mut after: Checkpoint, page: i64, count: usize) -> Vec<planledger_store::RecordedEvent> {
+async fn read_all_until<L: EventLog>(
+    log: &L,
+    mut after: Checkpoint,
+    page: i64,
+    count: usize,
+) -> Vec<planledger_store::RecordedEvent> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut seen = Vec::new();
     while seen.len() < count {
@@ -168,7 +173,8 @@ mod suite {
             event("Y", json!({})).with_idempotency_key("req-1"),
         ];
         assert!(matches!(log.append(&s, 2, &mixed).await, Ok(AppendOutcome::Duplicate { .. })));
-        let other = appended(log.append(&s, 2, &[event("X", json!({})).with_idempotency_key("req-2")]).await.expect("new key"));
+        let other =
+            appended(log.append(&s, 2, &[event("X", json!({})).with_idempotency_key("req-2")]).await.expect("new key"));
         assert_eq!(other[0].version, 3);
         // The same key on another stream is another request.
         let elsewhere = log.append(&stream("idempotent-2"), 0, &retry).await.expect("other stream");
@@ -185,7 +191,10 @@ mod suite {
             big.push(c);
         }
         assert!(big.len() > 60 * 1024 - 4, "payload is 60 KiB ({} bytes)", big.len());
-        let mut e = event("StoreRegistered", json!({"name": "Café «Zoë» 🍰", "notes": big, "nested": {"ключ": ["значение", 1.5, null, true]}}));
+        let mut e = event(
+            "StoreRegistered",
+            json!({"name": "Café «Zoë» 🍰", "notes": big, "nested": {"ключ": ["значение", 1.5, null, true]}}),
+        );
         e.correlation_id = "corr-🧭-ид".to_owned();
         e.actor = "opérateur".to_owned();
         e.idempotency_key = Some("clé-🔑".to_owned());
@@ -201,7 +210,8 @@ mod suite {
             for name in ["a", "b", "c"] {
                 let s = stream(name);
                 let version = log.stream_version(&s).await.expect("version");
-                let written = appended(log.append(&s, version, &[event("E", json!({"round": round}))]).await.expect("append"));
+                let written =
+                    appended(log.append(&s, version, &[event("E", json!({"round": round}))]).await.expect("append"));
                 expected_ids.push(written[0].event_id);
             }
         }
@@ -344,7 +354,8 @@ async fn sqlite_events_cannot_be_updated_or_deleted() {
 async fn postgres_events_cannot_be_updated_deleted_or_truncated() {
     let Some((log, _db)) = pg_log("postgres_events_cannot_be_updated_deleted_or_truncated").await else { return };
     log.append(&stream("immutable"), 0, &[event("E", json!({}))]).await.expect("append");
-    for sql in ["UPDATE ledger_events SET event_type = 'Forged'", "DELETE FROM ledger_events", "TRUNCATE ledger_events"] {
+    for sql in ["UPDATE ledger_events SET event_type = 'Forged'", "DELETE FROM ledger_events", "TRUNCATE ledger_events"]
+    {
         let error = sqlx::query(sql).execute(log.pool()).await.expect_err(sql);
         assert!(error.to_string().contains("append-only"), "{sql}: {error}");
     }
@@ -374,8 +385,11 @@ async fn postgres_read_all_never_skips_a_late_commit() {
 
     log.commit(held).await.expect("commit late");
     let rest = read_all_until(&log, after, 100, 2).await;
-    assert_eq!(rest.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![e1[0].event_id, e2[0].event_id],
-        "the late commit is delivered, in order, before what committed after it began");
+    assert_eq!(
+        rest.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        vec![e1[0].event_id, e2[0].event_id],
+        "the late commit is delivered, in order, before what committed after it began"
+    );
 }
 
 #[tokio::test]

@@ -108,10 +108,6 @@ impl SqliteTestDatabase {
             Err(e) => panic!("could not create a temporary directory: {e}"),
         };
         let path = dir.path().join("planledger.db");
-        Self {
-            url: format!("sqlite://{}", path.display()),
-            path,
-            _dir: dir,
-        }
+        Self { url: format!("sqlite://{}", path.display()), path, _dir: dir }
     }
 }

@@ -1,0 +1,15 @@
+//! End-to-end tests: the real `planledger` binary against real databases.
+
+mod migrate;
+
+use std::process::{Command, Output};
+
+/// Runs the `planledger` binary with `args` against the database at `url`.
+pub fn planledger(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_planledger"))
+        .args(args)
+        .env("PLANLEDGER_DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run the planledger binary")
+}
