@@ -1,0 +1,505 @@
+//! The catalog: the versioned rule set of plans, actions and lifecycle durations.
+//!
+//! Parsed from TOML (`config/catalog.toml`). The parser refuses unknown keys, negative limits,
+//! unknown periods, limits on unknown actions and missing plans, with a message that names the
+//! file, the line and the field. The fingerprint is a hash of the normalized content, recorded
+//! on every decision, so that a rule change is visible in the log.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use crate::values::{ActionName, PlanId};
+
+/// The plan an expired trial is downgraded to. Never chosen by a client.
+pub const MAINTENANCE_PLAN: &str = "google_only";
+
+/// What an action does, which decides how the access gates treat it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Only looks.
+    Read,
+    /// Changes what exists.
+    Update,
+    /// Creates something new.
+    Growth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    Trial,
+    Paid,
+    Internal,
+}
+
+/// The length of a quota period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    /// ISO week, from Monday 00:00.
+    Week,
+    Month,
+    Lifetime,
+}
+
+impl Period {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+            Period::Lifetime => "lifetime",
+        }
+    }
+}
+
+/// Where a plan's months start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Anchor {
+    /// Calendar months, in the store's time zone.
+    #[default]
+    Calendar,
+    /// Months counted from the day the plan started, as billing anchors do.
+    Subscription,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limit {
+    pub limit: u64,
+    pub period: Period,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub id: PlanId,
+    pub tier: String,
+    pub kind: PlanKind,
+    pub trial_eligible: bool,
+    pub features: Vec<String>,
+    pub limits: BTreeMap<ActionName, Limit>,
+    pub anchor: Anchor,
+}
+
+impl Plan {
+    pub fn limit_for(&self, action: &ActionName) -> Option<Limit> {
+        self.limits.get(action).copied()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Lifecycle {
+    pub trial_days: i64,
+    pub grace_days: i64,
+    pub maintenance_days: i64,
+}
+
+/// A parsed, validated catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    plans: BTreeMap<PlanId, Plan>,
+    actions: BTreeMap<ActionName, ActionKind>,
+    lifecycle: Lifecycle,
+    default_trial_plan: PlanId,
+    fingerprint: String,
+}
+
+/// Why a catalog file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct CatalogError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}: {}", self.file, self.field, self.message),
+            None => write!(f, "{}: {}: {}", self.file, self.field, self.message),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    lifecycle: RawLifecycle,
+    actions: BTreeMap<Spanned<String>, RawAction>,
+    plans: BTreeMap<Spanned<String>, RawPlan>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLifecycle {
+    trial_days: Spanned<i64>,
+    grace_days: Spanned<i64>,
+    maintenance_days: Spanned<i64>,
+    default_trial_plan: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    kind: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    tier: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    trial_eligible: bool,
+    #[serde(default)]
+    features: Vec<String>,
+    #[serde(default)]
+    limits: BTreeMap<Spanned<String>, RawLimit>,
+    anchor: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    limit: Spanned<i64>,
+    period: Spanned<String>,
+}
+
+/// The normalized content the fingerprint is taken over.
+#[derive(Serialize)]
+struct Normalized<'a> {
+    plans: &'a BTreeMap<PlanId, Plan>,
+    actions: &'a BTreeMap<ActionName, ActionKind>,
+    lifecycle: &'a Lifecycle,
+    default_trial_plan: &'a PlanId,
+}
+
+struct Source<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn error(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> CatalogError {
+        CatalogError {
+            file: self.file.to_owned(),
+            line: span.map(|s| self.line_of(s.start)),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn enum_value<T: for<'de> Deserialize<'de>>(
+        &self,
+        value: &Spanned<String>,
+        field: &str,
+        allowed: &str,
+    ) -> Result<T, CatalogError> {
+        T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(value.get_ref())).map_err(
+            |_| self.error(Some(value.span()), field, format!("{:?} is not one of {allowed}", value.get_ref())),
+        )
+    }
+
+    fn identifier<T>(
+        &self,
+        value: &Spanned<String>,
+        field: &str,
+        parse: fn(&str) -> Result<T, crate::values::InvalidValue>,
+    ) -> Result<T, CatalogError> {
+        parse(value.get_ref())
+            .map_err(|e| self.error(Some(value.span()), field, format!("{:?} {}", value.get_ref(), e.rule)))
+    }
+
+    fn days(&self, value: &Spanned<i64>, field: &str) -> Result<i64, CatalogError> {
+        let days = *value.get_ref();
+        if !(1..=crate::values::Days::MAX).contains(&days) {
+            return Err(self.error(
+                Some(value.span()),
+                field,
+                format!("{days} is not a number of days from 1 to 3650"),
+            ));
+        }
+        Ok(days)
+    }
+}
+
+impl Catalog {
+    /// The catalog shipped in `config/catalog.toml`.
+    pub fn builtin() -> Catalog {
+        match Catalog::parse("config/catalog.toml", BUILTIN) {
+            Ok(catalog) => catalog,
+            // The built-in file is checked by a test; reaching this is a build defect.
+            Err(e) => unreachable!("the built-in catalog is invalid: {e}"),
+        }
+    }
+
+    /// Parses and validates a catalog; `file` names it in error messages.
+    pub fn parse(file: &str, text: &str) -> Result<Catalog, CatalogError> {
+        let source = Source { file, text };
+        let raw: RawCatalog = toml::from_str(text).map_err(|e| {
+            let message = e.message().to_owned();
+            let field = message
+                .split('`')
+                .nth(1)
+                .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
+                .unwrap_or("catalog")
+                .to_owned();
+            source.error(e.span(), field, message)
+        })?;
+
+        let lifecycle = Lifecycle {
+            trial_days: source.days(&raw.lifecycle.trial_days, "lifecycle.trial_days")?,
+            grace_days: source.days(&raw.lifecycle.grace_days, "lifecycle.grace_days")?,
+            maintenance_days: source.days(&raw.lifecycle.maintenance_days, "lifecycle.maintenance_days")?,
+        };
+
+        let mut actions = BTreeMap::new();
+        for (name, action) in &raw.actions {
+            let field = format!("actions.{}", name.get_ref());
+            let id = source.identifier(name, &field, ActionName::parse)?;
+            let kind = source.enum_value(&action.kind, &format!("{field}.kind"), "\"growth\", \"update\", \"read\"")?;
+            actions.insert(id, kind);
+        }
+
+        let mut plans = BTreeMap::new();
+        for (name, plan) in &raw.plans {
+            let field = format!("plans.{}", name.get_ref());
+            let id = source.identifier(name, &field, PlanId::parse)?;
+            let kind = source.enum_value(&plan.kind, &format!("{field}.kind"), "\"trial\", \"paid\", \"internal\"")?;
+            let anchor = match &plan.anchor {
+                Some(anchor) => {
+                    source.enum_value(anchor, &format!("{field}.anchor"), "\"calendar\", \"subscription\"")?
+                }
+                None => Anchor::Calendar,
+            };
+            let mut limits = BTreeMap::new();
+            for (action, limit) in &plan.limits {
+                let limit_field = format!("{field}.limits.{}", action.get_ref());
+                let action_id = source.identifier(action, &limit_field, ActionName::parse)?;
+                if !actions.contains_key(&action_id) {
+                    return Err(source.error(Some(action.span()), limit_field, "is not an action of [actions]"));
+                }
+                let amount = *limit.limit.get_ref();
+                let amount = u64::try_from(amount).map_err(|_| {
+                    source.error(
+                        Some(limit.limit.span()),
+                        format!("{limit_field}.limit"),
+                        format!("{amount} is negative: a limit is 0 or more"),
+                    )
+                })?;
+                let period = source.enum_value(
+                    &limit.period,
+                    &format!("{limit_field}.period"),
+                    "\"day\", \"week\", \"month\", \"lifetime\"",
+                )?;
+                limits.insert(action_id, Limit { limit: amount, period });
+            }
+            if plan.tier.get_ref().trim().is_empty() {
+                return Err(source.error(Some(plan.tier.span()), format!("{field}.tier"), "must not be empty"));
+            }
+            plans.insert(
+                id.clone(),
+                Plan {
+                    id,
+                    tier: plan.tier.get_ref().clone(),
+                    kind,
+                    trial_eligible: plan.trial_eligible,
+                    features: plan.features.clone(),
+                    limits,
+                    anchor,
+                },
+            );
+        }
+
+        let maintenance = PlanId::parse(MAINTENANCE_PLAN).map_err(|e| source.error(None, "plans", e.rule))?;
+        match plans.get(&maintenance) {
+            None => {
+                return Err(source.error(
+                    None,
+                    format!("plans.{MAINTENANCE_PLAN}"),
+                    "is missing: expired trials are downgraded to it",
+                ))
+            }
+            Some(plan) if plan.kind != PlanKind::Internal => {
+                return Err(source.error(None, format!("plans.{MAINTENANCE_PLAN}.kind"), "must be \"internal\""))
+            }
+            Some(_) => {}
+        }
+        let default_field = "lifecycle.default_trial_plan";
+        let default_trial_plan = source.identifier(&raw.lifecycle.default_trial_plan, default_field, PlanId::parse)?;
+        match plans.get(&default_trial_plan) {
+            None => {
+                return Err(source.error(
+                    Some(raw.lifecycle.default_trial_plan.span()),
+                    default_field,
+                    format!("plan {default_trial_plan:?} is missing from [plans]"),
+                ))
+            }
+            Some(plan) if !plan.trial_eligible || plan.kind == PlanKind::Internal => {
+                return Err(source.error(
+                    Some(raw.lifecycle.default_trial_plan.span()),
+                    default_field,
+                    format!("plan {default_trial_plan:?} is not trial-eligible"),
+                ))
+            }
+            Some(_) => {}
+        }
+
+        let fingerprint = fingerprint(&Normalized {
+            plans: &plans,
+            actions: &actions,
+            lifecycle: &lifecycle,
+            default_trial_plan: &default_trial_plan,
+        });
+        Ok(Catalog { plans, actions, lifecycle, default_trial_plan, fingerprint })
+    }
+
+    /// A hash of the normalized content: formatting and comments do not change it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn plan(&self, id: &PlanId) -> Option<&Plan> {
+        self.plans.get(id)
+    }
+
+    pub fn plans(&self) -> impl Iterator<Item = &Plan> {
+        self.plans.values()
+    }
+
+    pub fn action_kind(&self, action: &ActionName) -> Option<ActionKind> {
+        self.actions.get(action).copied()
+    }
+
+    pub fn actions(&self) -> impl Iterator<Item = (&ActionName, ActionKind)> {
+        self.actions.iter().map(|(name, kind)| (name, *kind))
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
+    }
+
+    pub fn default_trial_plan(&self) -> &PlanId {
+        &self.default_trial_plan
+    }
+
+    pub fn maintenance_plan(&self) -> PlanId {
+        PlanId::parse(MAINTENANCE_PLAN).unwrap_or_else(|_| unreachable!("a valid identifier"))
+    }
+}
+
+fn fingerprint(normalized: &Normalized<'_>) -> String {
+    let json = serde_json::to_vec(normalized).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+const BUILTIN: &str = include_str!("../../../config/catalog.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Catalog, CatalogError> {
+        Catalog::parse("test.toml", text)
+    }
+
+    fn with(replace: &str, by: &str) -> String {
+        assert!(BUILTIN.contains(replace), "the built-in catalog contains {replace:?}");
+        BUILTIN.replacen(replace, by, 1)
+    }
+
+    #[test]
+    fn the_builtin_catalog_is_valid_and_realistic() {
+        let catalog = Catalog::builtin();
+        let plan = |id: &str| catalog.plan(&PlanId::parse(id).unwrap()).cloned().unwrap();
+        assert_eq!(plan("free_trial").kind, PlanKind::Trial);
+        assert!(plan("starter").trial_eligible && plan("professional").trial_eligible);
+        assert_eq!(plan("enterprise").kind, PlanKind::Paid);
+        assert!(plan("enterprise").limits.is_empty(), "enterprise is unmetered");
+        assert_eq!(plan("google_only").kind, PlanKind::Internal);
+        let article = ActionName::parse("create_article").unwrap();
+        assert_eq!(plan("starter").limit_for(&article), Some(Limit { limit: 30, period: Period::Month }));
+        assert_eq!(catalog.action_kind(&article), Some(ActionKind::Growth));
+        assert_eq!(catalog.lifecycle(), Lifecycle { trial_days: 14, grace_days: 3, maintenance_days: 180 });
+        assert!(catalog.fingerprint().starts_with("sha256:"));
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_formatting_but_not_rules() {
+        let base = Catalog::builtin();
+        let reformatted =
+            parse(&format!("# a comment\n\n{}", BUILTIN.replace("trial_days = 14 ", "trial_days   =   14"))).unwrap();
+        assert_eq!(reformatted.fingerprint(), base.fingerprint());
+        let changed = parse(&with("create_article = { limit = 30,", "create_article = { limit = 31,")).unwrap();
+        assert_ne!(changed.fingerprint(), base.fingerprint());
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_file_line_and_field() {
+        let err = parse(&with("trial_eligible = true\nfeatures = [\"storefront\", \"directory_listing\", \"articles\", \"products\", \"google_shopping\"]", "trial_eligible = true\nprice = 9\nfeatures = []")).unwrap_err();
+        assert_eq!(err.field, "price");
+        assert!(err.message.contains("unknown field"), "{err}");
+        let line = BUILTIN.lines().position(|l| l.starts_with("[plans.starter]")).unwrap() + 5;
+        assert_eq!(err.line, Some(line), "{err}");
+        assert!(err.to_string().starts_with(&format!("test.toml:{line}: price: ")), "{err}");
+    }
+
+    #[test]
+    fn a_negative_limit_is_refused() {
+        let err = parse(&with("create_article = { limit = 30,", "create_article = { limit = -5,")).unwrap_err();
+        assert_eq!(err.field, "plans.starter.limits.create_article.limit");
+        assert!(err.message.contains("negative"), "{err}");
+        assert!(err.line.is_some());
+    }
+
+    #[test]
+    fn an_unknown_period_is_refused() {
+        let err = parse(&with("period = \"day\" }", "period = \"fortnight\" }")).unwrap_err();
+        assert!(err.field.ends_with(".period"), "{err}");
+        assert!(err.message.contains("\"fortnight\" is not one of"), "{err}");
+    }
+
+    #[test]
+    fn a_limit_on_an_unknown_action_is_refused() {
+        let err = parse(&with("create_article = { limit = 30,", "create_articel = { limit = 30,")).unwrap_err();
+        assert_eq!(err.field, "plans.starter.limits.create_articel");
+        assert!(err.message.contains("not an action"), "{err}");
+    }
+
+    #[test]
+    fn missing_plans_are_refused() {
+        let err = parse(&with("default_trial_plan = \"free_trial\"", "default_trial_plan = \"gold\"")).unwrap_err();
+        assert_eq!(err.field, "lifecycle.default_trial_plan");
+        assert!(err.message.contains("missing"), "{err}");
+        let without_maintenance = BUILTIN.split("[plans.google_only]").next().unwrap();
+        let err = parse(without_maintenance).unwrap_err();
+        assert_eq!(err.field, "plans.google_only");
+        let err = parse("[lifecycle]\ntrial_days = 14\n").unwrap_err();
+        assert_eq!(err.field, "grace_days", "{err}");
+    }
+
+    #[test]
+    fn an_unknown_action_kind_is_refused() {
+        let err = parse(&with("kind = \"growth\"", "kind = \"grow\"")).unwrap_err();
+        assert_eq!(err.field, "actions.create_article.kind");
+        assert_eq!(err.line, Some(BUILTIN.lines().position(|l| l == "kind = \"growth\"").unwrap() + 1));
+    }
+}

@@ -1,0 +1,116 @@
+//! Commands: what callers ask the ledger to do. Built from already-parsed values, so the rules
+//! never see a malformed plan id, amount or number of days.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::catalog::Period;
+use crate::event::TransitionReason;
+use crate::values::{ActionName, Amount, Days, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName};
+
+/// The most a plan transition's metadata may weigh, serialized.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+/// Which deadline an admin extends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtensionKind {
+    Trial,
+    Grace,
+    Maintenance,
+}
+
+impl ExtensionKind {
+    pub fn parse(s: &str) -> Result<Self, crate::values::InvalidValue> {
+        match s {
+            "trial" => Ok(Self::Trial),
+            "grace" => Ok(Self::Grace),
+            "maintenance" => Ok(Self::Maintenance),
+            _ => Err(crate::values::InvalidValue::new("kind", "must be one of trial, grace, maintenance")),
+        }
+    }
+}
+
+/// A plan change (SPEC 6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionPlan {
+    /// The plan the caller believes the store is on; a mismatch means it decided on stale state.
+    pub from_plan_id: PlanId,
+    pub to_plan_id: PlanId,
+    pub reason: TransitionReason,
+    pub subscription_id: Option<SubscriptionId>,
+    pub metadata: Option<Value>,
+    /// Admins may move a store to a paid plan without a subscription id.
+    pub by_admin: bool,
+}
+
+/// A recorded consumption, as read back from the log, that a refund rolls back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumption {
+    pub consumption_id: Uuid,
+    pub action: ActionName,
+    pub amount: Amount,
+    pub period: Period,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    RegisterStore {
+        store_id: StoreId,
+        name: Option<StoreName>,
+        time_zone: Option<TimeZoneName>,
+    },
+    StartTrial {
+        plan_id: Option<PlanId>,
+        days: Option<Days>,
+        /// An admin's reason to start a trial again after one was used.
+        force_reset: Option<Reason>,
+    },
+    ActivateSubscription {
+        plan_id: PlanId,
+        subscription_id: SubscriptionId,
+    },
+    MarkPastDue,
+    MarkRecovered,
+    CancelSubscription,
+    TransitionPlan(TransitionPlan),
+    /// `consumption_id` is made by the caller, so that deciding stays deterministic.
+    Consume {
+        action: ActionName,
+        amount: Amount,
+        consumption_id: Uuid,
+    },
+    Refund {
+        consumption: Consumption,
+    },
+    Extend {
+        kind: ExtensionKind,
+        days: Days,
+        reason: Reason,
+    },
+    /// The deadline worker's command: only the due transitions.
+    ApplyDueTransitions,
+}
+
+impl Command {
+    /// A short name for journals and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::RegisterStore { .. } => "register_store",
+            Command::StartTrial { .. } => "start_trial",
+            Command::ActivateSubscription { .. } => "activate_subscription",
+            Command::MarkPastDue => "mark_past_due",
+            Command::MarkRecovered => "mark_recovered",
+            Command::CancelSubscription => "cancel_subscription",
+            Command::TransitionPlan(_) => "transition_plan",
+            Command::Consume { .. } => "consume",
+            Command::Refund { .. } => "refund",
+            Command::Extend { .. } => "extend",
+            Command::ApplyDueTransitions => "apply_due_transitions",
+        }
+    }
+}

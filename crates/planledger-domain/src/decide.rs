@@ -1,0 +1,321 @@
+//! `decide`: the rules of SPEC 3 to 6 as one pure function of (state, command, now, catalog).
+//!
+//! Time-driven transitions that are due come first, in the same result, so a command that
+//! arrives after a deadline is decided on the store's real status (SPEC 3 rule 8).
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::catalog::{Anchor, Catalog, Period, PlanKind};
+use crate::command::{Command, ExtensionKind, TransitionPlan, MAX_METADATA_BYTES};
+use crate::error::DomainError;
+use crate::event::Event;
+use crate::gate::{gate_on_effective, GateDecision};
+use crate::period::window_at;
+use crate::state::{evolve, Phase, TenantState};
+use crate::values::{ActionName, Amount, InvalidValue, TimeZoneName};
+
+/// The events `command` produces on `state` at `now`, due transitions first; or why not.
+pub fn decide(
+    state: &TenantState,
+    command: &Command,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> Result<Vec<Event>, DomainError> {
+    if let Command::RegisterStore { store_id, name, time_zone } = command {
+        return register(state, *store_id, name, *time_zone);
+    }
+    if !state.is_registered() {
+        return Err(DomainError::StoreNotFound);
+    }
+    let mut events = due_transitions(state, now, catalog);
+    let current = if events.is_empty() {
+        Cow::Borrowed(state)
+    } else {
+        Cow::Owned(events.iter().fold(state.clone(), evolve))
+    };
+    events.extend(decide_now(&current, command, now, catalog)?);
+    Ok(events)
+}
+
+/// The time-driven transitions due at `now`: trial end, grace end, maintenance end, cascading
+/// if several deadlines have passed. Each event is dated by its deadline, not by `now`.
+pub fn due_transitions(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> Vec<Event> {
+    let lifecycle = catalog.lifecycle();
+    let mut events = Vec::new();
+    let mut phase = state.phase.clone();
+    loop {
+        let next = match &phase {
+            Phase::Trialing { ends_at } if now >= *ends_at => Event::TrialExpired {
+                trial_ends_at: *ends_at,
+                grace_ends_at: *ends_at + TimeDelta::days(lifecycle.grace_days),
+            },
+            Phase::Grace { grace_ends_at } if now >= *grace_ends_at => Event::DowngradedToMaintenance {
+                from_plan_id: state.plan_id.clone(),
+                plan_id: catalog.maintenance_plan(),
+                grace_ends_at: *grace_ends_at,
+                maintenance_ends_at: *grace_ends_at + TimeDelta::days(lifecycle.maintenance_days),
+            },
+            Phase::Maintenance { maintenance_ends_at } if now >= *maintenance_ends_at => {
+                Event::StoreFrozen { maintenance_ends_at: *maintenance_ends_at }
+            }
+            _ => return events,
+        };
+        phase = match &next {
+            Event::TrialExpired { grace_ends_at, .. } => Phase::Grace { grace_ends_at: *grace_ends_at },
+            Event::DowngradedToMaintenance { maintenance_ends_at, .. } => {
+                Phase::Maintenance { maintenance_ends_at: *maintenance_ends_at }
+            }
+            _ => Phase::Frozen,
+        };
+        events.push(next);
+    }
+}
+
+fn register(
+    state: &TenantState,
+    store_id: crate::values::StoreId,
+    name: &Option<crate::values::StoreName>,
+    time_zone: Option<TimeZoneName>,
+) -> Result<Vec<Event>, DomainError> {
+    if !state.is_registered() {
+        return Ok(vec![Event::StoreRegistered {
+            store_id,
+            name: name.clone(),
+            time_zone: time_zone.unwrap_or_default(),
+        }]);
+    }
+    // Registering again is a retry if nothing it says differs from what is registered.
+    let same_name = name.is_none() || *name == state.name;
+    let same_zone = time_zone.is_none_or(|tz| tz == state.time_zone);
+    if same_name && same_zone {
+        Ok(vec![])
+    } else {
+        Err(DomainError::StoreExists)
+    }
+}
+
+/// Decides a command on a state with no transition due.
+fn decide_now(
+    state: &TenantState,
+    command: &Command,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> Result<Vec<Event>, DomainError> {
+    match command {
+        Command::RegisterStore { store_id, name, time_zone } => register(state, *store_id, name, *time_zone),
+        Command::StartTrial { plan_id, days, force_reset } => {
+            let plan_id = plan_id.clone().unwrap_or_else(|| catalog.default_trial_plan().clone());
+            let plan = catalog.plan(&plan_id).ok_or_else(|| DomainError::UnknownPlan(plan_id.clone()))?;
+            if !plan.trial_eligible || plan.kind == PlanKind::Internal {
+                return Err(DomainError::PlanNotTrialEligible(plan_id));
+            }
+            match (&state.phase, force_reset) {
+                (Phase::Active { .. } | Phase::PastDue { .. }, _) => return Err(DomainError::SubscriptionActive),
+                // Never reset by accident: a second start returns the running trial unchanged.
+                (Phase::Trialing { .. }, None) => return Ok(vec![]),
+                (_, None) if state.trial_used => return Err(DomainError::TrialAlreadyUsed),
+                _ => {}
+            }
+            let ends_at = now + TimeDelta::days(days.map_or(catalog.lifecycle().trial_days, |d| d.get()));
+            Ok(vec![match force_reset {
+                Some(reason) if state.trial_used => {
+                    Event::TrialRestarted { plan_id, started_at: now, ends_at, reason: reason.clone() }
+                }
+                _ => Event::TrialStarted { plan_id, started_at: now, ends_at },
+            }])
+        }
+        Command::ActivateSubscription { plan_id, subscription_id } => {
+            let plan = catalog.plan(plan_id).ok_or_else(|| DomainError::UnknownPlan(plan_id.clone()))?;
+            if plan.kind != PlanKind::Paid {
+                return Err(DomainError::NotAPaidPlan(plan_id.clone()));
+            }
+            let already = matches!(&state.phase, Phase::Active { subscription_id: Some(s) } if s == subscription_id);
+            if already && state.plan_id.as_ref() == Some(plan_id) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Event::SubscriptionActivated {
+                plan_id: plan_id.clone(),
+                subscription_id: subscription_id.clone(),
+                from_plan_id: state.plan_id.clone(),
+                activated_at: now,
+            }])
+        }
+        Command::MarkPastDue => match state.phase {
+            Phase::Active { .. } => {
+                Ok(vec![Event::SubscriptionPastDue { subscription_id: state.subscription_id.clone() }])
+            }
+            Phase::PastDue { .. } => Ok(vec![]),
+            _ => Err(DomainError::NoActiveSubscription),
+        },
+        Command::MarkRecovered => match state.phase {
+            Phase::PastDue { .. } => {
+                Ok(vec![Event::SubscriptionRecovered { subscription_id: state.subscription_id.clone() }])
+            }
+            Phase::Active { .. } => Ok(vec![]),
+            _ => Err(DomainError::NotPastDue),
+        },
+        Command::CancelSubscription => match state.phase {
+            Phase::Active { .. } | Phase::PastDue { .. } => {
+                Ok(vec![Event::SubscriptionCanceled { subscription_id: state.subscription_id.clone() }])
+            }
+            Phase::Canceled { .. } => Ok(vec![]),
+            _ => Err(DomainError::NoActiveSubscription),
+        },
+        Command::TransitionPlan(transition) => transition_plan(state, transition, now, catalog),
+        Command::Consume { action, amount, consumption_id } => {
+            consume(state, action, *amount, *consumption_id, now, catalog)
+        }
+        Command::Refund { consumption } => Ok(vec![Event::QuotaRefunded {
+            consumption_id: consumption.consumption_id,
+            action: consumption.action.clone(),
+            amount: consumption.amount,
+            period: consumption.period,
+            period_start: consumption.period_start,
+            period_end: consumption.period_end,
+        }]),
+        Command::Extend { kind, days, reason } => {
+            let (days, reason) = (*days, reason.clone());
+            let event = match (kind, &state.phase) {
+                (ExtensionKind::Trial, Phase::Trialing { ends_at }) => Event::TrialExtended {
+                    days,
+                    reason,
+                    previous_ends_at: *ends_at,
+                    ends_at: *ends_at + days.duration(),
+                },
+                (ExtensionKind::Grace, Phase::Grace { grace_ends_at }) => Event::GracePeriodExtended {
+                    days,
+                    reason,
+                    previous_ends_at: *grace_ends_at,
+                    ends_at: *grace_ends_at + days.duration(),
+                },
+                (ExtensionKind::Maintenance, Phase::Maintenance { maintenance_ends_at }) => {
+                    Event::MaintenanceExtended {
+                        days,
+                        reason,
+                        previous_ends_at: *maintenance_ends_at,
+                        ends_at: *maintenance_ends_at + days.duration(),
+                    }
+                }
+                (kind, _) => return Err(DomainError::NotInPhase(*kind)),
+            };
+            Ok(vec![event])
+        }
+        Command::ApplyDueTransitions => Ok(vec![]),
+    }
+}
+
+fn transition_plan(
+    state: &TenantState,
+    t: &TransitionPlan,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> Result<Vec<Event>, DomainError> {
+    if state.plan_id.as_ref() != Some(&t.from_plan_id) {
+        return Err(DomainError::PlanMismatch {
+            expected: t.from_plan_id.clone(),
+            current: state.plan_id.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string),
+        });
+    }
+    let to = catalog.plan(&t.to_plan_id).ok_or_else(|| DomainError::UnknownPlan(t.to_plan_id.clone()))?;
+    if t.to_plan_id == t.from_plan_id {
+        return Err(DomainError::InvalidTransition("the store is already on this plan"));
+    }
+    if to.kind == PlanKind::Internal {
+        return Err(DomainError::InternalTier(t.to_plan_id.clone()));
+    }
+    if to.kind == PlanKind::Paid && t.subscription_id.is_none() && !t.by_admin {
+        return Err(DomainError::SubscriptionRequired);
+    }
+    if to.kind == PlanKind::Trial && !matches!(state.phase, Phase::Trialing { .. } | Phase::Grace { .. }) {
+        return Err(DomainError::InvalidTransition(
+            "a trial plan can only be chosen during a trial or its grace period",
+        ));
+    }
+    if let Some(metadata) = &t.metadata {
+        let size = serde_json::to_vec(metadata).map_or(usize::MAX, |bytes| bytes.len());
+        if !metadata.is_object() || size > MAX_METADATA_BYTES {
+            return Err(DomainError::Validation(InvalidValue::new(
+                "metadata",
+                "must be a JSON object of at most 8 KiB",
+            )));
+        }
+    }
+    let activates_subscription =
+        to.kind == PlanKind::Paid && !matches!(state.phase, Phase::Active { .. } | Phase::PastDue { .. });
+    Ok(vec![Event::PlanTransitioned {
+        from_plan_id: t.from_plan_id.clone(),
+        to_plan_id: t.to_plan_id.clone(),
+        reason: t.reason,
+        subscription_id: t.subscription_id.clone(),
+        metadata: t.metadata.clone(),
+        activates_subscription,
+        at: now,
+    }])
+}
+
+/// The quota an action has at `now`: its limit (None: unmetered), window and use so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaPosition {
+    pub action: ActionName,
+    pub limit: Option<u64>,
+    pub window: crate::period::Window,
+    pub used: u64,
+}
+
+impl QuotaPosition {
+    pub fn remaining(&self) -> Option<u64> {
+        self.limit.map(|limit| limit.saturating_sub(self.used))
+    }
+}
+
+/// Where `action` stands on `state` (with no transition due) at `now`. Unmetered actions are
+/// counted per calendar month, so that usage is known for every action.
+pub fn quota_position(
+    state: &TenantState,
+    action: &ActionName,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> QuotaPosition {
+    let plan = state.plan_id.as_ref().and_then(|id| catalog.plan(id));
+    let limit = plan.and_then(|p| p.limit_for(action));
+    let (period, anchor) = match (limit, plan) {
+        (Some(limit), Some(plan)) => (limit.period, plan.anchor),
+        _ => (Period::Month, Anchor::Calendar),
+    };
+    let window = window_at(period, now, state.time_zone.tz(), anchor, state.plan_started_at);
+    let used = state.usage.get(action).map_or(0, |u| u.used_in(period, window.start));
+    QuotaPosition { action: action.clone(), limit: limit.map(|l| l.limit), window, used }
+}
+
+fn consume(
+    state: &TenantState,
+    action: &ActionName,
+    amount: Amount,
+    consumption_id: uuid::Uuid,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> Result<Vec<Event>, DomainError> {
+    let kind = catalog.action_kind(action).ok_or_else(|| DomainError::UnknownAction(action.to_string()))?;
+    if let GateDecision::Refused(refusal) = gate_on_effective(state, catalog, kind) {
+        return Err(DomainError::Gate(refusal));
+    }
+    let position = quota_position(state, action, now, catalog);
+    let used_after = position.used + amount.get();
+    if let Some(limit) = position.limit {
+        if used_after > limit {
+            return Err(DomainError::QuotaExceeded { limit, used: position.used, resets_at: position.window.end });
+        }
+    }
+    Ok(vec![Event::QuotaConsumed {
+        consumption_id,
+        action: action.clone(),
+        amount,
+        period: position.window.period,
+        period_start: position.window.start,
+        period_end: position.window.end,
+        used_after,
+        limit: position.limit,
+    }])
+}

@@ -1,0 +1,256 @@
+//! Events: the persistence contract of the ledger.
+//!
+//! An event's type name and its data shape are stored forever. An old event is never rewritten:
+//! a shape changes only by a new schema version plus an upcaster in [`Event::from_stored`] that
+//! reads the old shape, tested on stored old data.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::catalog::Period;
+use crate::values::{ActionName, Amount, Days, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName};
+
+/// Why a plan changed (SPEC 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionReason {
+    Upgrade,
+    Downgrade,
+    Admin,
+    Migration,
+}
+
+impl TransitionReason {
+    pub fn parse(s: &str) -> Result<Self, crate::values::InvalidValue> {
+        match s {
+            "upgrade" => Ok(Self::Upgrade),
+            "downgrade" => Ok(Self::Downgrade),
+            "admin" => Ok(Self::Admin),
+            "migration" => Ok(Self::Migration),
+            _ => Err(crate::values::InvalidValue::new("reason", "must be one of upgrade, downgrade, admin, migration")),
+        }
+    }
+}
+
+/// Every fact the ledger records about a store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all_fields = "camelCase")]
+pub enum Event {
+    StoreRegistered {
+        store_id: StoreId,
+        name: Option<StoreName>,
+        time_zone: TimeZoneName,
+    },
+    TrialStarted {
+        plan_id: PlanId,
+        started_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    },
+    /// An admin restarted a used trial (`forceReset`), with a reason.
+    TrialRestarted {
+        plan_id: PlanId,
+        started_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        reason: Reason,
+    },
+    TrialExtended {
+        days: Days,
+        reason: Reason,
+        previous_ends_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    },
+    TrialExpired {
+        trial_ends_at: DateTime<Utc>,
+        grace_ends_at: DateTime<Utc>,
+    },
+    GracePeriodExtended {
+        days: Days,
+        reason: Reason,
+        previous_ends_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    },
+    DowngradedToMaintenance {
+        from_plan_id: Option<PlanId>,
+        plan_id: PlanId,
+        grace_ends_at: DateTime<Utc>,
+        maintenance_ends_at: DateTime<Utc>,
+    },
+    MaintenanceExtended {
+        days: Days,
+        reason: Reason,
+        previous_ends_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    },
+    StoreFrozen {
+        maintenance_ends_at: DateTime<Utc>,
+    },
+    SubscriptionActivated {
+        plan_id: PlanId,
+        subscription_id: SubscriptionId,
+        from_plan_id: Option<PlanId>,
+        activated_at: DateTime<Utc>,
+    },
+    SubscriptionPastDue {
+        subscription_id: Option<SubscriptionId>,
+    },
+    SubscriptionRecovered {
+        subscription_id: Option<SubscriptionId>,
+    },
+    SubscriptionCanceled {
+        subscription_id: Option<SubscriptionId>,
+    },
+    PlanTransitioned {
+        from_plan_id: PlanId,
+        to_plan_id: PlanId,
+        reason: TransitionReason,
+        subscription_id: Option<SubscriptionId>,
+        metadata: Option<Value>,
+        /// Whether the store became `active` on a paid plan by this transition: a fact of the
+        /// moment, so that replaying under another catalog does not change history.
+        activates_subscription: bool,
+        at: DateTime<Utc>,
+    },
+    QuotaConsumed {
+        consumption_id: Uuid,
+        action: ActionName,
+        amount: Amount,
+        period: Period,
+        period_start: Option<DateTime<Utc>>,
+        period_end: Option<DateTime<Utc>>,
+        used_after: u64,
+        /// `None` for an unmetered action.
+        limit: Option<u64>,
+    },
+    QuotaRefunded {
+        consumption_id: Uuid,
+        action: ActionName,
+        amount: Amount,
+        period: Period,
+        period_start: Option<DateTime<Utc>>,
+        period_end: Option<DateTime<Utc>>,
+    },
+}
+
+/// Why a stored event could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read event {event_type} v{schema_version}: {reason}")]
+pub struct EventDecodeError {
+    pub event_type: String,
+    pub schema_version: i32,
+    pub reason: String,
+}
+
+/// Every event type name, as stored.
+pub const EVENT_TYPES: [&str; 16] = [
+    "StoreRegistered",
+    "TrialStarted",
+    "TrialRestarted",
+    "TrialExtended",
+    "TrialExpired",
+    "GracePeriodExtended",
+    "DowngradedToMaintenance",
+    "MaintenanceExtended",
+    "StoreFrozen",
+    "SubscriptionActivated",
+    "SubscriptionPastDue",
+    "SubscriptionRecovered",
+    "SubscriptionCanceled",
+    "PlanTransitioned",
+    "QuotaConsumed",
+    "QuotaRefunded",
+];
+
+/// The schema version written for an event type today.
+pub fn current_schema_version(event_type: &str) -> i32 {
+    match event_type {
+        // v2 added timeZone (v1 stores were all on UTC).
+        "StoreRegistered" => 2,
+        _ => 1,
+    }
+}
+
+impl Event {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::StoreRegistered { .. } => "StoreRegistered",
+            Event::TrialStarted { .. } => "TrialStarted",
+            Event::TrialRestarted { .. } => "TrialRestarted",
+            Event::TrialExtended { .. } => "TrialExtended",
+            Event::TrialExpired { .. } => "TrialExpired",
+            Event::GracePeriodExtended { .. } => "GracePeriodExtended",
+            Event::DowngradedToMaintenance { .. } => "DowngradedToMaintenance",
+            Event::MaintenanceExtended { .. } => "MaintenanceExtended",
+            Event::StoreFrozen { .. } => "StoreFrozen",
+            Event::SubscriptionActivated { .. } => "SubscriptionActivated",
+            Event::SubscriptionPastDue { .. } => "SubscriptionPastDue",
+            Event::SubscriptionRecovered { .. } => "SubscriptionRecovered",
+            Event::SubscriptionCanceled { .. } => "SubscriptionCanceled",
+            Event::PlanTransitioned { .. } => "PlanTransitioned",
+            Event::QuotaConsumed { .. } => "QuotaConsumed",
+            Event::QuotaRefunded { .. } => "QuotaRefunded",
+        }
+    }
+
+    pub fn schema_version(&self) -> i32 {
+        current_schema_version(self.event_type())
+    }
+
+    /// The data to store, without the type tag.
+    pub fn data(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut tagged)) => tagged.remove("data").unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// Reads a stored event, upcasting an old schema version to today's shape first.
+    pub fn from_stored(event_type: &str, schema_version: i32, data: Value) -> Result<Event, EventDecodeError> {
+        let error = |reason: String| EventDecodeError { event_type: event_type.to_owned(), schema_version, reason };
+        let current = current_schema_version(event_type);
+        if schema_version > current || schema_version < 1 {
+            return Err(error(format!("this build reads schema versions 1 to {current}")));
+        }
+        let data = upcast(event_type, schema_version, data).map_err(error)?;
+        serde_json::from_value(serde_json::json!({ "type": event_type, "data": data }))
+            .map_err(|e| error(e.to_string()))
+    }
+
+    /// The deterministic idempotency key of a time-driven transition (SPEC 8), so that two
+    /// workers on two nodes append it once.
+    pub fn system_idempotency_key(&self, store: StoreId) -> Option<String> {
+        let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        match self {
+            Event::TrialExpired { trial_ends_at, .. } => Some(format!("trial-expiry:{store}:{}", at(trial_ends_at))),
+            Event::DowngradedToMaintenance { grace_ends_at, .. } => {
+                Some(format!("grace-end:{store}:{}", at(grace_ends_at)))
+            }
+            Event::StoreFrozen { maintenance_ends_at } => {
+                Some(format!("maintenance-end:{store}:{}", at(maintenance_ends_at)))
+            }
+            // A consumption is refunded at most once: the log's key constraint guarantees it.
+            Event::QuotaRefunded { consumption_id, .. } => Some(format!("refund:{consumption_id}")),
+            _ => None,
+        }
+    }
+}
+
+/// Rewrites the data of an old schema version into the next, until it is current.
+fn upcast(event_type: &str, mut version: i32, mut data: Value) -> Result<Value, String> {
+    while version < current_schema_version(event_type) {
+        data = match (event_type, version) {
+            ("StoreRegistered", 1) => {
+                let mut object = match data {
+                    Value::Object(object) => object,
+                    other => return Err(format!("expected an object, found {other}")),
+                };
+                object.entry("timeZone").or_insert_with(|| Value::String("UTC".to_owned()));
+                Value::Object(object)
+            }
+            _ => return Err(format!("no upcaster from schema version {version}")),
+        };
+        version += 1;
+    }
+    Ok(data)
+}

@@ -1,0 +1,110 @@
+//! SPEC 4: every row of the gate table, for read, update and growth actions.
+
+use planledger_domain::*;
+
+use crate::support::*;
+
+const READ: &str = "view_analytics";
+const UPDATE: &str = "update_product";
+const GROWTH: &str = "create_article";
+
+#[track_caller]
+fn allowed(decision: GateDecision, warnings: &[&str]) {
+    match decision {
+        GateDecision::Allowed { warnings: w, .. } => assert_eq!(w, warnings),
+        GateDecision::Refused(r) => panic!("expected allowed, refused with {}", r.code),
+    }
+}
+
+#[track_caller]
+fn refused(decision: GateDecision, code: &str, http_status: u16) -> GateRefusal {
+    match decision {
+        GateDecision::Refused(r) => {
+            assert_eq!((r.code, r.http_status), (code, http_status));
+            r
+        }
+        GateDecision::Allowed { .. } => panic!("expected {code}, was allowed"),
+    }
+}
+
+#[test]
+fn without_a_subscription_a_store_may_only_read() {
+    let s = given(vec![registered()]);
+    allowed(s.gate(READ), &[]);
+    refused(s.gate(UPDATE), "no_subscription", 402);
+    let r = refused(s.gate(GROWTH), "no_subscription", 402);
+    assert_eq!(
+        (r.subscription_status, r.internal_status, r.subscription_tier),
+        (SubscriptionStatus::None, InternalStatus::None, None)
+    );
+}
+
+#[test]
+fn trialing_and_active_stores_may_do_everything() {
+    for history in [trialing(), active()] {
+        let s = given(history).at(t0() + days(3));
+        for a in [READ, UPDATE, GROWTH] {
+            allowed(s.gate(a), &[]);
+        }
+    }
+}
+
+#[test]
+fn in_grace_a_store_may_do_everything_with_a_warning() {
+    let s = given(in_grace()).at(t0() + days(15));
+    for a in [READ, UPDATE, GROWTH] {
+        allowed(s.gate(a), &["trial_expired_grace_period"]);
+    }
+}
+
+#[test]
+fn past_due_a_store_may_do_everything_with_a_warning() {
+    let s = given(past_due()).at(t0() + days(40));
+    for a in [READ, UPDATE, GROWTH] {
+        allowed(s.gate(a), &["payment_past_due"]);
+    }
+}
+
+#[test]
+fn in_maintenance_a_store_may_update_but_not_grow() {
+    let s = given(in_maintenance()).at(t0() + days(20));
+    allowed(s.gate(READ), &[]);
+    allowed(s.gate(UPDATE), &[]);
+    let r = refused(s.gate(GROWTH), "maintenance_no_growth", 403);
+    assert_eq!(r.subscription_tier.as_deref(), Some("google_only"));
+}
+
+#[test]
+fn a_frozen_store_is_read_only_with_the_seed_error_body() {
+    let s = given(in_frozen()).at(t0() + days(200));
+    allowed(s.gate(READ), &[]);
+    refused(s.gate(UPDATE), "account_frozen", 403);
+    let r = refused(s.gate(GROWTH), "account_frozen", 403);
+    assert_eq!(r.subscription_status, SubscriptionStatus::Expired);
+    assert_eq!(r.subscription_tier.as_deref(), Some("google_only"));
+    assert_eq!(r.internal_status, InternalStatus::Frozen);
+    assert!(r.message.starts_with("Your account is in read-only mode."));
+}
+
+#[test]
+fn a_canceled_store_is_read_only() {
+    let s = given(canceled()).at(t0() + days(40));
+    allowed(s.gate(READ), &[]);
+    refused(s.gate(UPDATE), "subscription_canceled", 403);
+    refused(s.gate(GROWTH), "subscription_canceled", 403);
+}
+
+#[test]
+fn an_unknown_action_is_an_error_not_a_refusal() {
+    let err = gate(&given(trialing()).state(), t0(), &catalog(), &action("launch_rocket")).unwrap_err();
+    assert_eq!((err.code(), err.http_status()), ("unknown_action", 422));
+    given(trialing()).when(consume("launch_rocket", 1)).then_err("unknown_action");
+}
+
+#[test]
+fn consuming_passes_the_gates_first() {
+    given(in_frozen()).at(t0() + days(200)).when(consume(UPDATE, 1)).then_err("account_frozen");
+    given(canceled()).at(t0() + days(40)).when(consume(GROWTH, 1)).then_err("subscription_canceled");
+    given(vec![registered()]).when(consume(GROWTH, 1)).then_err("no_subscription");
+    given(vec![registered()]).when(consume(READ, 1)).then_types(&["QuotaConsumed"]);
+}

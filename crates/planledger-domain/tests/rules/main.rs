@@ -1,0 +1,10 @@
+//! The rules of SPEC 3 to 6, one test per rule, named after it.
+
+#![allow(dead_code)]
+
+mod events;
+mod gates;
+mod lifecycle;
+mod quotas;
+mod support;
+mod transitions;
