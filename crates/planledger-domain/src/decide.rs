@@ -30,11 +30,8 @@ pub fn decide(
         return Err(DomainError::StoreNotFound);
     }
     let mut events = due_transitions(state, now, catalog);
-    let current = if events.is_empty() {
-        Cow::Borrowed(state)
-    } else {
-        Cow::Owned(events.iter().fold(state.clone(), evolve))
-    };
+    let current =
+        if events.is_empty() { Cow::Borrowed(state) } else { Cow::Owned(events.iter().fold(state.clone(), evolve)) };
     events.extend(decide_now(&current, command, now, catalog)?);
     Ok(events)
 }
