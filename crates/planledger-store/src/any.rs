@@ -147,6 +147,13 @@ impl EventLog for AnyEventLog {
         }
     }
 
+    async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        match self {
+            Self::Postgres(log) => log.read_event(event_id).await,
+            Self::Sqlite(log) => log.read_event(event_id).await,
+        }
+    }
+
     async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         match self {
             Self::Postgres(log) => log.read_all(after, limit).await,

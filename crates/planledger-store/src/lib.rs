@@ -81,6 +81,12 @@ pub trait EventLog: Send + Sync {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
+    /// One event by its id, if it exists.
+    fn read_event(
+        &self,
+        event_id: uuid::Uuid,
+    ) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send;
+
     /// Up to `limit` events of the whole log after `after`, in commit-safe order.
     fn read_all(
         &self,

@@ -21,14 +21,23 @@ impl Migration {
     }
 }
 
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../../../migrations/postgres/0001_event_log.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration { version: 1, name: "event_log", sql: include_str!("../../../migrations/postgres/0001_event_log.sql") },
+    Migration {
+        version: 2,
+        name: "command_service",
+        sql: include_str!("../../../migrations/postgres/0002_command_service.sql"),
+    },
+];
 
-pub const SQLITE: &[Migration] =
-    &[Migration { version: 1, name: "event_log", sql: include_str!("../../../migrations/sqlite/0001_event_log.sql") }];
+pub const SQLITE: &[Migration] = &[
+    Migration { version: 1, name: "event_log", sql: include_str!("../../../migrations/sqlite/0001_event_log.sql") },
+    Migration {
+        version: 2,
+        name: "command_service",
+        sql: include_str!("../../../migrations/sqlite/0002_command_service.sql"),
+    },
+];
 
 /// What `migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -279,6 +279,12 @@ impl EventLog for PgEventLog {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM ledger_events WHERE event_id = $1");
+        let row = sqlx::query(&sql).bind(event_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
     async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         // Sequence numbers are taken before commit, so a later position may commit first.
         // Reading only transactions older than the oldest running one (the snapshot's xmin)

@@ -277,6 +277,12 @@ impl EventLog for SqliteEventLog {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM ledger_events WHERE event_id = ?");
+        let row = sqlx::query(&sql).bind(event_id.to_string()).fetch_optional(&self.readers).await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
     async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE global_position > ? ORDER BY global_position LIMIT ?"

@@ -86,6 +86,8 @@ mod suite {
         assert_eq!(log.stream_version(&s).await.expect("version"), 3);
         assert_eq!(log.read_stream(&s, 3, 100).await.expect("tail").len(), 1);
         assert_eq!(log.read_stream(&s, 1, 2).await.expect("limited").len(), 2);
+        assert_eq!(log.read_event(events[1].event_id).await.expect("read_event").as_ref(), Some(&events[1]));
+        assert_eq!(log.read_event(uuid::Uuid::now_v7()).await.expect("read_event"), None);
         let all = read_all_until(&log, Checkpoint::ORIGIN, 100, 3).await;
         assert_eq!(all, events);
     }
@@ -286,7 +288,7 @@ async fn sqlite_log() -> (planledger_store::SqliteEventLog, planledger_testkit::
         .await
         .expect("open sqlite");
     let report = log.migrate().await.expect("migrate");
-    assert_eq!(report.applied, vec![1]);
+    assert_eq!(report.applied, vec![1, 2]);
     (log, db)
 }
 
@@ -397,7 +399,7 @@ async fn migrating_twice_applies_nothing_the_second_time() {
     let (log, _db) = sqlite_log().await;
     let again = log.migrate().await.expect("migrate again");
     assert!(again.applied.is_empty());
-    assert_eq!(again.already_applied, vec![1]);
+    assert_eq!(again.already_applied, vec![1, 2]);
     assert_eq!(log.pending_migrations().await.expect("pending"), 0);
     if let Some((pg, _db)) = pg_log("migrating_twice_applies_nothing_the_second_time").await {
         assert!(pg.migrate().await.expect("again").applied.is_empty());

@@ -3,6 +3,8 @@
 //! Each subcommand parses its arguments and configuration here and hands the work to a library;
 //! `anyhow` turns their typed errors into a message that says what to do next.
 
+mod serve;
+
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,8 +29,34 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the API, the deadline worker and the journal writer.
+    Serve {
+        /// The address to listen on (port 0 picks a free port).
+        #[arg(long, env = "PLANLEDGER_BIND", default_value = "127.0.0.1:8080")]
+        bind: String,
+        /// name:role:secret,... (roles reader, service, admin). Without tokens, loopback only.
+        #[arg(long, env = "PLANLEDGER_TOKENS", hide_env_values = true)]
+        tokens: Option<String>,
+        /// A catalog file instead of the built-in config/catalog.toml.
+        #[arg(long, env = "PLANLEDGER_CATALOG")]
+        catalog: Option<String>,
+        /// Expose the settable test clock (/v1/test-clock).
+        #[arg(long, env = "PLANLEDGER_TEST_CLOCK", value_parser = parse_flag, default_value = "0")]
+        test_clock: bool,
+        /// How often the deadline worker sweeps, in milliseconds.
+        #[arg(long, env = "PLANLEDGER_SWEEP_INTERVAL_MS", default_value_t = 1000)]
+        sweep_interval_ms: u64,
+    },
     /// Apply the event log's migrations (serve does it too).
     Migrate,
+}
+
+fn parse_flag(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" | "" => Ok(false),
+        other => Err(format!("{other:?} is not 1 or 0")),
+    }
 }
 
 fn store_config(cli: &Cli) -> StoreConfig {
@@ -82,6 +110,19 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Migrate => migrate(&cli).await,
+        Command::Serve { bind, tokens, catalog, test_clock, sweep_interval_ms } => match connect(&cli).await {
+            Ok(log) => {
+                let options = serve::ServeOptions {
+                    bind: bind.clone(),
+                    tokens: tokens.clone(),
+                    catalog: catalog.clone(),
+                    test_clock: *test_clock,
+                    sweep_interval: Duration::from_millis((*sweep_interval_ms).max(10)),
+                };
+                serve::serve(log, options).await
+            }
+            Err(e) => Err(e),
+        },
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

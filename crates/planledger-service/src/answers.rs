@@ -1,0 +1,106 @@
+//! Stored first answers of requests sent with an `Idempotency-Key` (SPEC 8).
+//!
+//! An answer is stored in the same transaction as the events its command appended, so a retry
+//! either finds both or neither. Keys are kept (never deleted), which is "at least 24 hours".
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use planledger_domain::StoreId;
+use planledger_store::{AnyEventLog, AnyTx, StoreError};
+use serde_json::Value;
+
+use crate::views::Answer;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
+    pub request_hash: String,
+    pub answer: Answer,
+}
+
+pub async fn load(
+    log: &AnyEventLog,
+    store: StoreId,
+    keys: &[&str],
+) -> Result<HashMap<String, StoredAnswer>, StoreError> {
+    let store = store.to_string();
+    let rows: Vec<(String, String, i64, Value)> = match log {
+        AnyEventLog::Postgres(pg) => {
+            let rows: Vec<(String, String, i32, sqlx::types::Json<Value>)> = sqlx::query_as(
+                "SELECT key, request_hash, status, body FROM idempotent_answers WHERE store_id = $1 AND key = ANY($2::text[])",
+            )
+            .bind(&store)
+            .bind(keys)
+            .fetch_all(pg.pool())
+            .await?;
+            rows.into_iter().map(|(k, h, s, sqlx::types::Json(b))| (k, h, i64::from(s), b)).collect()
+        }
+        AnyEventLog::Sqlite(lite) => {
+            let mut out = Vec::new();
+            for key in keys {
+                let row: Option<(String, String, i64, String)> = sqlx::query_as(
+                    "SELECT key, request_hash, status, body FROM idempotent_answers WHERE store_id = ? AND key = ?",
+                )
+                .bind(&store)
+                .bind(key)
+                .fetch_optional(lite.readers())
+                .await?;
+                if let Some((k, h, s, b)) = row {
+                    let body =
+                        serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(format!("idempotent answer: {e}")))?;
+                    out.push((k, h, s, body));
+                }
+            }
+            out
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(key, request_hash, status, body)| {
+            let status = u16::try_from(status).unwrap_or(500);
+            (key, StoredAnswer { request_hash, answer: Answer { status, body } })
+        })
+        .collect())
+}
+
+pub async fn insert_in(
+    tx: &mut AnyTx,
+    store: StoreId,
+    key: &str,
+    request_hash: &str,
+    answer: &Answer,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let store = store.to_string();
+    match tx {
+        AnyTx::Postgres(tx) => {
+            sqlx::query(
+                "INSERT INTO idempotent_answers (store_id, key, request_hash, status, body, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&store)
+            .bind(key)
+            .bind(request_hash)
+            .bind(i32::from(answer.status))
+            .bind(sqlx::types::Json(&answer.body))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        AnyTx::Sqlite(tx) => {
+            sqlx::query(
+                "INSERT INTO idempotent_answers (store_id, key, request_hash, status, body, created_at_us)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&store)
+            .bind(key)
+            .bind(request_hash)
+            .bind(i64::from(answer.status))
+            .bind(answer.body.to_string())
+            .bind(now.timestamp_micros())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}

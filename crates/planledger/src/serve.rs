@@ -1,0 +1,118 @@
+//! `planledger serve`: the API, the deadline worker and the journal writer in one process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use planledger_api::{AppState, Tokens};
+use planledger_domain::Catalog;
+use planledger_service::{Clock, CommandService, Journal, ServiceConfig, SystemClock, TestClock};
+use planledger_store::AnyEventLog;
+use tokio::sync::watch;
+
+#[derive(Debug)]
+pub struct ServeOptions {
+    pub bind: String,
+    pub tokens: Option<String>,
+    pub catalog: Option<String>,
+    pub test_clock: bool,
+    pub sweep_interval: Duration,
+}
+
+pub fn load_catalog(path: Option<&str>) -> anyhow::Result<Catalog> {
+    match path {
+        None => Ok(Catalog::builtin()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("could not read the catalog {path}"))?;
+            Catalog::parse(path, &text).map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))
+        }
+    }
+}
+
+pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()> {
+    let tokens = match options.tokens.as_deref() {
+        Some(spec) if !spec.trim().is_empty() => Tokens::parse(spec)?,
+        _ => Tokens::none(),
+    };
+    let addr: SocketAddr = options
+        .bind
+        .parse()
+        .with_context(|| format!("--bind {:?} is not an address like 127.0.0.1:8080", options.bind))?;
+    if tokens.is_empty() {
+        if !addr.ip().is_loopback() {
+            bail!("refusing to bind {addr} without tokens: set PLANLEDGER_TOKENS=name:role:secret,... or bind to 127.0.0.1");
+        }
+        tracing::warn!(
+            "NO TOKENS CONFIGURED (PLANLEDGER_TOKENS): every caller is admin; binding to loopback {addr} only"
+        );
+    }
+    let catalog = Arc::new(load_catalog(options.catalog.as_deref())?);
+    log.migrate().await.context("migration failed")?;
+    planledger_projections::tenant_state::ensure_schema(&log).await.context("could not create the read models")?;
+
+    let clock: Arc<dyn Clock> = if options.test_clock {
+        tracing::warn!("PLANLEDGER_TEST_CLOCK=1: decisions use a settable test clock");
+        Arc::new(TestClock::new(SystemClock.now()))
+    } else {
+        Arc::new(SystemClock)
+    };
+    let (journal, journal_writer) = Journal::spawn(log.clone());
+    let service = CommandService::new(log, catalog.clone(), clock, ServiceConfig::default(), journal);
+    let state = AppState::new(service.clone(), tokens);
+
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("could not bind {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, catalog = catalog.fingerprint(), backend = service.log().backend_name(), "planledger listening");
+    // Tests and scripts read the bound address (port 0 picks a free one) from this line.
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "planledger listening on http://{local}")?;
+        stdout.flush()?;
+    }
+
+    let (stop, stopped) = watch::channel(false);
+    let worker = tokio::spawn(deadline_worker(service.clone(), options.sweep_interval, stopped));
+    axum::serve(listener, planledger_api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shutting down: in-flight requests finished");
+    let _ = stop.send(true);
+    let _ = worker.await;
+    drop(service);
+    let _ = tokio::time::timeout(Duration::from_secs(5), journal_writer).await;
+    Ok(())
+}
+
+/// Appends due transitions every `interval` until told to stop.
+async fn deadline_worker(service: CommandService, interval: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(error) = service.sweep().await {
+            tracing::warn!(%error, "deadline sweep failed; retrying at the next interval");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
