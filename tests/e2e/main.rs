@@ -1,6 +1,10 @@
 //! End-to-end tests: the real `planledger` binary against real databases.
 
+mod api;
+mod concurrency;
+mod lifecycle;
 mod migrate;
+mod server;
 
 use std::process::{Command, Output};
 

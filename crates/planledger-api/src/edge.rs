@@ -148,12 +148,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiE
     let value = serde_path_to_error::deserialize(json).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
-        let field = match message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()) {
-            Some(unknown) if path == "." => unknown.to_owned(),
-            Some(unknown) => format!("{path}.{unknown}"),
-            None if path == "." => message.split('`').nth(1).unwrap_or("body").to_owned(),
-            None => path,
-        };
+        // The path names the field; at the root (a missing or unknown field) the message does.
+        let field = if path == "." { message.split('`').nth(1).unwrap_or("body").to_owned() } else { path };
         ApiError::validation(field, message)
     })?;
     Ok(JsonBody { value, canonical })

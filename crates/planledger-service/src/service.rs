@@ -390,18 +390,26 @@ impl Worker {
         }
     }
 
+    /// The store's state from its latest snapshot and the events after it.
     async fn load(&self) -> Result<Loaded, ServiceError> {
-        let log = &self.inner.log;
         let stream = stream_of(self.store)?;
-        let (mut version, mut state) = match log.load_snapshot(&stream).await? {
+        let base = match self.inner.log.load_snapshot(&stream).await? {
             Some(snapshot) if snapshot.state_schema_version == STATE_SCHEMA_VERSION => {
                 match serde_json::from_value::<TenantState>(snapshot.state) {
-                    Ok(state) => (snapshot.version, state),
-                    Err(_) => (0, TenantState::default()),
+                    Ok(state) => Loaded { version: snapshot.version, state },
+                    Err(_) => Loaded { version: 0, state: TenantState::default() },
                 }
             }
-            _ => (0, TenantState::default()),
+            _ => Loaded { version: 0, state: TenantState::default() },
         };
+        self.catch_up(base).await
+    }
+
+    /// Folds the events appended after `loaded` (by another node) into it.
+    async fn catch_up(&self, loaded: Loaded) -> Result<Loaded, ServiceError> {
+        let log = &self.inner.log;
+        let stream = stream_of(self.store)?;
+        let Loaded { mut version, mut state } = loaded;
         loop {
             let page = log.read_stream(&stream, version + 1, 1000).await?;
             let full = page.len() == 1000;
@@ -465,20 +473,28 @@ impl Worker {
         let inner = self.inner.clone();
         let catalog = inner.catalog.as_ref();
         let all = |e: ServiceError| BatchResult::Done(jobs.iter().map(|_| Err(e.clone())).collect());
+        let stream = match stream_of(self.store) {
+            Ok(stream) => stream,
+            Err(e) => return all(e),
+        };
         let keys: Vec<&str> = jobs.iter().filter_map(|j| j.meta.idempotency.as_ref().map(|i| i.key.as_str())).collect();
         inner.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        // Set when the cached state may be behind the log (another node appended).
+        let mut stale = false;
         for attempt in 0..inner.config.max_attempts {
             if attempt > 0 {
                 inner.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 let jitter = u64::from(Uuid::now_v7().as_bytes()[15] % 8);
                 tokio::time::sleep(Duration::from_millis(1 + jitter * u64::from(attempt))).await;
             }
-            let loaded = match self.cache.take() {
-                Some(loaded) => loaded,
-                None => match self.load().await {
-                    Ok(loaded) => loaded,
-                    Err(e) => return all(e),
-                },
+            let loaded = match (self.cache.take(), stale) {
+                (Some(loaded), false) => Ok(loaded),
+                (Some(loaded), true) => self.catch_up(loaded).await,
+                (None, _) => self.load().await,
+            };
+            let loaded = match loaded {
+                Ok(loaded) => loaded,
+                Err(e) => return all(e),
             };
             let stored = if keys.is_empty() {
                 HashMap::new()
@@ -545,8 +561,19 @@ impl Worker {
             }
 
             if events.is_empty() {
+                // Nothing to append, so no version check vouches for these answers: make sure
+                // the cached state is the log's latest before answering from it.
+                let current = match inner.log.stream_version(&stream).await {
+                    Ok(version) => version,
+                    Err(e) => return all(e.into()),
+                };
+                let fresh = current == loaded.version;
                 self.cache = Some(loaded);
-                return BatchResult::Done(finish(decided));
+                if fresh {
+                    return BatchResult::Done(finish(decided));
+                }
+                stale = true;
+                continue;
             }
 
             match self.append(&loaded, &events, &working, &decided, now).await {
@@ -556,6 +583,8 @@ impl Worker {
                 }
                 Err(AppendFailure::Conflict) => {
                     inner.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                    self.cache = Some(loaded);
+                    stale = true;
                     continue;
                 }
                 Err(AppendFailure::Duplicate) if may_split && jobs.len() > 1 => return BatchResult::Split,

@@ -1,0 +1,221 @@
+//! Real `planledger serve` processes on port 0, each on a database of its own (or a shared
+//! one), and a small JSON client for them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use planledger_testkit::{PgTestDatabase, SqliteTestDatabase};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A test database that lives as long as the servers on it.
+pub enum Db {
+    Sqlite(SqliteTestDatabase),
+    Postgres(Box<PgTestDatabase>),
+}
+
+impl Db {
+    /// A fresh database, or `None` if PostgreSQL is not reachable and not required.
+    pub async fn create(backend: Backend, test: &str) -> Option<Db> {
+        match backend {
+            Backend::Sqlite => Some(Db::Sqlite(SqliteTestDatabase::create())),
+            Backend::Postgres => PgTestDatabase::create(test).await.map(|db| Db::Postgres(Box::new(db))),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Db::Sqlite(db) => &db.url,
+            Db::Postgres(db) => &db.url,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub tokens: Option<String>,
+    pub test_clock: bool,
+    pub catalog: Option<String>,
+}
+
+pub const ADMIN: &str = "admin-secret-1";
+pub const SERVICE: &str = "service-secret-1";
+pub const READER: &str = "reader-secret-1";
+
+impl Options {
+    pub fn test_clock() -> Self {
+        Self { test_clock: true, ..Self::default() }
+    }
+
+    pub fn with_tokens(mut self) -> Self {
+        self.tokens = Some(format!("ops:admin:{ADMIN},billing:service:{SERVICE},dash:reader:{READER}"));
+        self
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub token: Option<String>,
+}
+
+impl Server {
+    /// Starts `planledger serve` on `url` and waits until it listens.
+    pub fn start(url: &str, options: &Options) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_planledger"));
+        command
+            .arg("serve")
+            .env("PLANLEDGER_DATABASE_URL", url)
+            .env("PLANLEDGER_BIND", "127.0.0.1:0")
+            .env("PLANLEDGER_TEST_CLOCK", if options.test_clock { "1" } else { "0" })
+            .env("PLANLEDGER_SWEEP_INTERVAL_MS", "200")
+            .env("PLANLEDGER_DB_POOL_SIZE", "8")
+            .env("RUST_LOG", "warn")
+            .env_remove("PLANLEDGER_TOKENS")
+            .env_remove("PLANLEDGER_CATALOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(tokens) = &options.tokens {
+            command.env("PLANLEDGER_TOKENS", tokens);
+        }
+        if let Some(catalog) = &options.catalog {
+            command.env("PLANLEDGER_CATALOG", catalog);
+        }
+        let mut child = command.spawn().expect("spawn planledger serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("planledger listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let token = options.tokens.as_ref().map(|_| ADMIN.to_owned());
+        Server { child, base, client: reqwest::Client::new(), token }
+    }
+
+    /// The same server, calling with another bearer token (or none).
+    pub fn as_token(&self, token: Option<&str>) -> Caller<'_> {
+        Caller { server: self, token: token.map(str::to_owned) }
+    }
+
+    pub fn caller(&self) -> Caller<'_> {
+        Caller { server: self, token: self.token.clone() }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.caller().get(path).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.caller().post(path, body).await
+    }
+
+    pub async fn register(&self, name: &str) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (status, body) = self.post("/v1/stores", json!({ "storeId": id, "name": name })).await;
+        assert_eq!(status, 201, "{body}");
+        id
+    }
+
+    /// The store's raw stream.
+    pub async fn event_types(&self, store: &str) -> Vec<String> {
+        let (status, body) = self.get(&format!("/v1/stores/{store}/events?limit=1000")).await;
+        assert_eq!(status, 200, "{body}");
+        body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+    }
+
+    pub async fn advance_days(&self, days: i64) -> Value {
+        let (status, body) = self.post("/v1/test-clock/advance", json!({ "seconds": days * 86_400 })).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Caller<'a> {
+    server: &'a Server,
+    token: Option<String>,
+}
+
+impl Caller<'_> {
+    fn auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = self.auth(request).send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.server.base);
+        self.send(self.server.client.get(url)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.server.base);
+        self.send(self.server.client.post(url).json(&body)).await
+    }
+
+    pub async fn raw(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let url = format!("{}{path}", self.server.base);
+        self.send(self.server.client.request(method, url).header("content-type", "application/json").body(body)).await
+    }
+}
+
+/// Runs an async test body on both backends: `fn name(backend)` becomes `sqlite::name` and
+/// `postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::server::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::server::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Starts one server on a fresh database of `backend`, or returns from the test if skipped.
+#[macro_export]
+macro_rules! server_or_skip {
+    ($backend:expr, $test:expr, $options:expr) => {{
+        let Some(db) = $crate::server::Db::create($backend, $test).await else { return };
+        let server = $crate::server::Server::start(db.url(), &$options);
+        (server, db)
+    }};
+}
