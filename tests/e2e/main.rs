@@ -4,6 +4,7 @@ mod api;
 mod concurrency;
 mod lifecycle;
 mod migrate;
+mod ops;
 mod server;
 
 use std::process::{Command, Output};

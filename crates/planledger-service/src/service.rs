@@ -215,6 +215,12 @@ impl CommandService {
         result
     }
 
+    /// Stops taking commands: every store's worker finishes what is queued and stops, after
+    /// which the last handle's drop ends the journal writer (it drains first).
+    pub fn shutdown(&self) {
+        self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Refunds a consumption (SPEC 5): looks it up in the store's stream, then decides.
     pub async fn refund(
         &self,

@@ -78,6 +78,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     tracing::info!("shutting down: in-flight requests finished");
     let _ = stop.send(true);
     let _ = worker.await;
+    service.shutdown();
     drop(service);
     let _ = tokio::time::timeout(Duration::from_secs(5), journal_writer).await;
     Ok(())

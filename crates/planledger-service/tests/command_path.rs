@@ -1,0 +1,193 @@
+//! The command path against a real database: conflicts from another writer, the bounded retry,
+//! the journal, snapshots.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use planledger_domain::{ActionName, Amount, Catalog, Command, Event, StoreId};
+use planledger_service::{Answer, Clock, CommandMeta, CommandService, Journal, ServiceConfig, ServiceError, TestClock};
+use planledger_store::{AnyEventLog, EventLog, NewEvent, SqliteEventLog, StreamId};
+use planledger_testkit::SqliteTestDatabase;
+use uuid::Uuid;
+
+async fn setup(
+    config: ServiceConfig,
+) -> (CommandService, AnyEventLog, tokio::task::JoinHandle<()>, SqliteTestDatabase) {
+    let db = SqliteTestDatabase::create();
+    let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 4, Duration::from_secs(5)).await.expect("open"));
+    log.migrate().await.expect("migrate");
+    planledger_projections::tenant_state::ensure_schema(&log).await.expect("schema");
+    let clock: Arc<dyn Clock> = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 5, 4, 12, 0, 0).unwrap()));
+    let (journal, writer) = Journal::spawn(log.clone());
+    let service = CommandService::new(log.clone(), Arc::new(Catalog::builtin()), clock, config, journal);
+    (service, log, writer, db)
+}
+
+fn meta() -> CommandMeta {
+    CommandMeta { correlation_id: "test".into(), actor: "tester".into(), idempotency: None }
+}
+
+fn consume() -> Command {
+    Command::Consume {
+        action: ActionName::parse("create_article").unwrap(),
+        amount: Amount::ONE,
+        consumption_id: Uuid::now_v7(),
+    }
+}
+
+async fn trialing_store(service: &CommandService) -> StoreId {
+    let store = StoreId::new(Uuid::new_v4());
+    let register = Command::RegisterStore { store_id: store, name: None, time_zone: None };
+    assert_eq!(service.execute(store, register, meta()).await.expect("register").status, 201);
+    let trial = Command::StartTrial { plan_id: None, days: None, force_reset: None };
+    assert_eq!(service.execute(store, trial, meta()).await.expect("trial").status, 201);
+    store
+}
+
+/// Another node appends `event` behind this node's cache.
+async fn append_event_elsewhere(log: &AnyEventLog, store: StoreId, event: Event) {
+    let stream = StreamId::parse(store.stream_name()).unwrap();
+    let version = log.stream_version(&stream).await.unwrap();
+    let new = NewEvent::new(
+        event.event_type(),
+        event.schema_version(),
+        event.data(),
+        "other-node",
+        "other",
+        "fp",
+        Utc::now(),
+    );
+    log.append(&stream, version, &[new]).await.expect("append elsewhere");
+}
+
+/// Another node consumes 9 articles behind this node's cache.
+async fn append_elsewhere(log: &AnyEventLog, store: StoreId) {
+    let event = Event::QuotaConsumed {
+        consumption_id: Uuid::now_v7(),
+        action: ActionName::parse("create_article").unwrap(),
+        amount: Amount::parse(9).unwrap(),
+        period: planledger_domain::Period::Month,
+        period_start: Some(Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap()),
+        period_end: Some(Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap()),
+        used_after: 9,
+        limit: Some(10),
+    };
+    append_event_elsewhere(log, store, event).await;
+}
+
+#[tokio::test]
+async fn a_conflict_catches_up_and_decides_again_on_the_new_state() {
+    let (service, log, _writer, _db) = setup(ServiceConfig::default()).await;
+    let store = trialing_store(&service).await;
+    append_elsewhere(&log, store).await;
+    // The cache says 0 of 10 used; the log says 9. The append conflicts, the worker catches up
+    // and decides again: 1 more fits, the next does not.
+    let first = service.execute(store, consume(), meta()).await.expect("consume");
+    assert_eq!((first.status, first.body["used"].as_u64()), (200, Some(10)), "{}", first.body);
+    let second = service.execute(store, consume(), meta()).await.expect("consume");
+    assert_eq!((second.status, second.body["error"].as_str()), (429, Some("quota_exceeded")));
+    assert!(service.metrics().conflicts.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test]
+async fn a_refusal_is_never_answered_from_a_stale_cache() {
+    let (service, log, _writer, _db) = setup(ServiceConfig::default()).await;
+    let store = trialing_store(&service).await;
+    for _ in 0..10 {
+        service.execute(store, consume(), meta()).await.expect("consume");
+    }
+    // This node's cache says 10 of 10 articles: a refusal, which appends nothing. Meanwhile
+    // another node moved the store to the unmetered enterprise plan.
+    let activated = Event::SubscriptionActivated {
+        plan_id: planledger_domain::PlanId::parse("enterprise").unwrap(),
+        subscription_id: planledger_domain::SubscriptionId::parse("sub_e").unwrap(),
+        from_plan_id: None,
+        activated_at: Utc.with_ymd_and_hms(2026, 5, 4, 12, 0, 0).unwrap(),
+    };
+    append_event_elsewhere(&log, store, activated).await;
+    let answer = service.execute(store, consume(), meta()).await.expect("consume");
+    assert_eq!(
+        (answer.status, answer.body["limit"].clone()),
+        (200, serde_json::Value::Null),
+        "decided on the log's latest state: {}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn conflicts_past_the_bound_answer_concurrency_conflict() {
+    let (service, log, _writer, _db) = setup(ServiceConfig { max_attempts: 1, ..ServiceConfig::default() }).await;
+    let store = trialing_store(&service).await;
+    append_elsewhere(&log, store).await;
+    let result: Result<Answer, ServiceError> = service.execute(store, consume(), meta()).await;
+    assert_eq!(result, Err(ServiceError::ConcurrencyConflict));
+}
+
+#[tokio::test]
+async fn the_journal_records_accepted_and_refused_commands() {
+    let (service, log, writer, _db) = setup(ServiceConfig::default()).await;
+    let store = trialing_store(&service).await;
+    let unknown = StoreId::new(Uuid::new_v4());
+    let refused = service.execute(unknown, consume(), meta()).await.expect("answer");
+    assert_eq!(refused.status, 404);
+    service.shutdown();
+    drop(service);
+    tokio::time::timeout(Duration::from_secs(5), writer).await.expect("journal drained").expect("writer");
+    let AnyEventLog::Sqlite(lite) = &log else { unreachable!() };
+    let rows: Vec<(String, String, String, Option<String>, String)> =
+        sqlx::query_as("SELECT store_id, kind, outcome, error_code, actor FROM command_journal ORDER BY id")
+            .fetch_all(lite.readers())
+            .await
+            .expect("journal");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str(), rows[0].2.as_str()),
+        (store.to_string().as_str(), "register_store", "accepted")
+    );
+    assert_eq!(
+        (rows[2].1.as_str(), rows[2].2.as_str(), rows[2].3.as_deref()),
+        ("consume", "refused", Some("store_not_found"))
+    );
+    assert_eq!(rows[2].4, "tester");
+}
+
+#[tokio::test]
+async fn snapshots_make_a_cold_load_read_only_the_tail() {
+    let config =
+        ServiceConfig { snapshot_every: 10, worker_idle: Duration::from_millis(50), ..ServiceConfig::default() };
+    let (service, log, _writer, _db) = setup(config).await;
+    let store = trialing_store(&service).await;
+    for _ in 0..10 {
+        let answer = service
+            .execute(
+                store,
+                Command::Consume {
+                    action: ActionName::parse("update_product").unwrap(),
+                    amount: Amount::ONE,
+                    consumption_id: Uuid::now_v7(),
+                },
+                meta(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+    }
+    let stream = StreamId::parse(store.stream_name()).unwrap();
+    let mut snapshot = None;
+    for _ in 0..50 {
+        snapshot = log.load_snapshot(&stream).await.unwrap();
+        if snapshot.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(snapshot.map(|s| s.version), Some(10), "a snapshot at the 10th event");
+    // The worker went idle and forgot the store; the next command loads snapshot + tail.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = service.execute(store, consume(), meta()).await.unwrap();
+    assert_eq!((answer.status, answer.body["used"].as_u64()), (200, Some(1)));
+    let (state, version) = service.load_row(store).await.unwrap().unwrap();
+    assert_eq!(version, 13);
+    assert_eq!(state.usage[&ActionName::parse("update_product").unwrap()].lifetime, 10);
+}

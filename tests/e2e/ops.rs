@@ -1,0 +1,97 @@
+//! Operating the server: graceful shutdown, the loopback rule, the command journal.
+
+use serde_json::json;
+
+use crate::on_both_backends;
+use crate::server::{Backend, Db, Options, Server};
+
+async fn sigterm_finishes_in_flight_work_and_flushes_the_journal(backend: Backend) {
+    let Some(db) = Db::create(backend, "sigterm_finishes_in_flight_work_and_flushes_the_journal").await else { return };
+    let mut server = Server::start(db.url(), &Options::default());
+    let store = server.register("Journaled").await;
+    let (status, _) =
+        server.post(&format!("/v1/stores/{store}/quota/consume"), json!({"action": "create_article"})).await;
+    assert_eq!(status, 402);
+    server.post(&format!("/v1/stores/{store}/trial"), json!({})).await;
+
+    // Requests race the signal. Each is either answered 200 with its event in the log, or
+    // refused at the connection (the listener closed) with nothing written: never half done.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let url = format!("{}/v1/stores/{store}/quota/consume", server.base);
+    let requests: Vec<_> = (0..40)
+        .map(|_| {
+            let request = client.post(&url).json(&json!({"action": "update_product"}));
+            async move { request.send().await.map(|r| r.status().as_u16()) }
+        })
+        .collect();
+    let (outcomes, ()) = tokio::join!(futures_util::future::join_all(requests), async {
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        server.terminate();
+    });
+    let exit = tokio::task::block_in_place(|| server.wait());
+    assert!(exit.success(), "a graceful exit: {exit:?}");
+    let answered = outcomes.iter().filter(|o| matches!(o, Ok(200))).count();
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(200) | Err(_))), "{outcomes:?}");
+
+    let db = &db;
+    let query = |sql: &'static str| async move {
+        match db {
+            Db::Sqlite(lite) => {
+                let pool = sqlx::SqlitePool::connect(&lite.url).await.unwrap();
+                sqlx::query_as::<_, (String, String, Option<String>)>(sql).fetch_all(&pool).await.unwrap()
+            }
+            Db::Postgres(pg) => {
+                let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+                let rows = sqlx::query_as::<_, (String, String, Option<String>)>(sql).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows
+            }
+        }
+    };
+    let consumed =
+        query("SELECT event_type, stream_id, idempotency_key FROM ledger_events WHERE event_type = 'QuotaConsumed'")
+            .await;
+    assert_eq!(consumed.len(), answered, "every acknowledged consumption is in the log, and only those");
+
+    // The journal was flushed before exit: the registration, the refusal, the trial, the answers.
+    let journal = query("SELECT kind, outcome, error_code FROM command_journal ORDER BY id").await;
+    assert_eq!(
+        journal[..3],
+        [
+            ("register_store".to_owned(), "accepted".to_owned(), None),
+            ("consume".to_owned(), "refused".to_owned(), Some("no_subscription".to_owned())),
+            ("start_trial".to_owned(), "accepted".to_owned(), None),
+        ]
+    );
+    assert_eq!(journal.len(), 3 + answered);
+}
+
+on_both_backends!(sigterm_finishes_in_flight_work_and_flushes_the_journal);
+
+#[test]
+fn without_tokens_the_server_refuses_a_non_loopback_bind() {
+    let db = planledger_testkit::SqliteTestDatabase::create();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_planledger"))
+        .args(["serve", "--bind", "0.0.0.0:0"])
+        .env("PLANLEDGER_DATABASE_URL", &db.url)
+        .env_remove("PLANLEDGER_TOKENS")
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to bind 0.0.0.0:0 without tokens"), "{stderr}");
+}
+
+#[test]
+fn a_bad_token_list_stops_the_server_without_echoing_secrets() {
+    let db = planledger_testkit::SqliteTestDatabase::create();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_planledger"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("PLANLEDGER_DATABASE_URL", &db.url)
+        .env("PLANLEDGER_TOKENS", "ops:superuser:topsecret-value")
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown role") && !stderr.contains("topsecret-value"), "{stderr}");
+}
