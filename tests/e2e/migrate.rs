@@ -7,12 +7,12 @@ use crate::planledger;
 fn assert_migrates(url: &str, backend: &str) {
     let first = planledger(url, &["migrate"]);
     assert!(first.status.success(), "migrate failed: {}", String::from_utf8_lossy(&first.stderr));
-    assert_eq!(String::from_utf8_lossy(&first.stdout).trim(), format!("{backend}: applied migrations [1, 2]"));
+    assert_eq!(String::from_utf8_lossy(&first.stdout).trim(), format!("{backend}: applied migrations [1, 2, 3]"));
     let second = planledger(url, &["migrate"]);
     assert!(second.status.success());
     assert_eq!(
         String::from_utf8_lossy(&second.stdout).trim(),
-        format!("{backend}: up to date (2 migrations applied before)")
+        format!("{backend}: up to date (3 migrations applied before)")
     );
 }
 

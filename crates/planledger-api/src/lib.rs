@@ -12,11 +12,15 @@ pub mod error;
 pub mod metrics;
 pub mod routes;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
+use planledger_projections::rebuild::{Progress, RebuildReport};
+use planledger_projections::runtime::ProjectorState;
+use planledger_projections::ReadModel;
 use planledger_service::CommandService;
 use serde_json::{json, Value};
 
@@ -32,11 +36,86 @@ pub struct AppState {
     pub service: CommandService,
     pub tokens: Arc<Tokens>,
     pub http_metrics: Arc<metrics::HttpMetrics>,
+    /// The audit projector of this process.
+    pub projector: Arc<ProjectorState>,
+    pub rebuilds: Arc<Rebuilds>,
 }
 
 impl AppState {
-    pub fn new(service: CommandService, tokens: Tokens) -> Self {
-        Self { service, tokens: Arc::new(tokens), http_metrics: Arc::new(metrics::HttpMetrics::default()) }
+    pub fn new(service: CommandService, tokens: Tokens, projector: Arc<ProjectorState>) -> Self {
+        Self {
+            service,
+            tokens: Arc::new(tokens),
+            http_metrics: Arc::new(metrics::HttpMetrics::default()),
+            projector,
+            rebuilds: Arc::new(Rebuilds::default()),
+        }
+    }
+}
+
+/// One rebuild started in this process.
+#[derive(Debug)]
+pub struct RebuildJob {
+    pub progress: Arc<Progress>,
+    /// `None` while running.
+    pub outcome: Option<Result<RebuildReport, String>>,
+}
+
+/// The rebuilds this process started, by read model.
+#[derive(Debug, Default)]
+pub struct Rebuilds {
+    jobs: Mutex<HashMap<&'static str, RebuildJob>>,
+}
+
+impl Rebuilds {
+    /// Starts a rebuild of `model` in the background unless one is running; returns whether it
+    /// started.
+    pub fn start(self: &Arc<Self>, service: &CommandService, model: ReadModel) -> bool {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if jobs.get(model.name()).is_some_and(|job| job.outcome.is_none()) {
+            return false;
+        }
+        let progress = Arc::new(Progress::default());
+        jobs.insert(model.name(), RebuildJob { progress: progress.clone(), outcome: None });
+        let (rebuilds, service) = (self.clone(), service.clone());
+        tokio::spawn(async move {
+            let now = service.clock().now();
+            let outcome =
+                planledger_projections::rebuild::rebuild(service.log(), model, service.catalog(), now, &progress)
+                    .await
+                    .map_err(|e| e.to_string());
+            if let Err(error) = &outcome {
+                tracing::error!(model = model.name(), %error, "rebuild failed; the live read model is unchanged");
+            }
+            let mut jobs = rebuilds.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(job) = jobs.get_mut(model.name()) {
+                job.outcome = Some(outcome);
+            }
+        });
+        true
+    }
+
+    /// The state of the last rebuild of `model` as JSON, if any.
+    pub fn describe(&self, model: ReadModel) -> Option<Value> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let job = jobs.get(model.name())?;
+        let p = &job.progress;
+        let (state, error, generation) = match &job.outcome {
+            None => ("running", None, None),
+            Some(Ok(report)) => ("done", None, Some(report.generation)),
+            Some(Err(e)) => ("failed", Some(e.clone()), None),
+        };
+        Some(json!({
+            "name": model.name(),
+            "state": state,
+            "phase": p.phase(),
+            "eventsDone": p.done.load(std::sync::atomic::Ordering::Relaxed),
+            "eventsTotal": p.total.load(std::sync::atomic::Ordering::Relaxed),
+            "eventsPerSecond": p.events_per_second().round(),
+            "elapsedSeconds": p.started.elapsed().as_secs_f64(),
+            "generation": generation,
+            "error": error,
+        }))
     }
 }
 
@@ -179,6 +258,38 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/v1/audit",
+        summary: "The audit view (storeId, type, correlationId, from, to, limit, cursor)",
+        role: Some(Role::Reader),
+        body: &[],
+        handler: || get(r::audit),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/audit/commands",
+        summary: "The command journal (storeId, correlationId, limit, cursor)",
+        role: Some(Role::Reader),
+        body: &[],
+        handler: || get(r::audit_commands),
+    },
+    Route {
+        method: "POST",
+        path: "/v1/admin/projections/{name}/rebuild",
+        summary: "Start a blue/green rebuild of a read model",
+        role: Some(Role::Admin),
+        body: &[],
+        handler: || post(r::start_rebuild),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/admin/projections/{name}/rebuild",
+        summary: "Progress of the last rebuild of a read model",
+        role: Some(Role::Admin),
+        body: &[],
+        handler: || get(r::rebuild_progress),
+    },
+    Route {
+        method: "GET",
         path: "/v1/admin/stores",
         summary: "Stores by internal status (internalStatus, limit, cursor)",
         role: Some(Role::Admin),
@@ -286,6 +397,9 @@ pub fn openapi_document() -> Value {
         });
         if route.path.contains("{id}") {
             operation["parameters"] = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }]);
+        }
+        if route.path.contains("{name}") {
+            operation["parameters"] = json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string", "enum": ["tenant_state", "audit_log"] } }]);
         }
         if let Some(role) = route.role {
             operation["security"] = json!([{ "bearer": [] }]);

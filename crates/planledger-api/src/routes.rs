@@ -387,6 +387,90 @@ pub async fn state_at(State(app): State<AppState>, ctx: Ctx, Path(id): Path<Stri
     Ok(Json(view).into_response())
 }
 
+// ---- audit ------------------------------------------------------------------------------
+
+fn time_param(params: &Params, name: &'static str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    params
+        .get(name)
+        .map(|raw| DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)))
+        .transpose()
+        .map_err(|_| ApiError::validation(name, "must be an RFC 3339 time"))
+}
+
+fn cursor_param(params: &Params) -> Result<i64, ApiError> {
+    params.get("cursor").map_or(Ok(0), |c| {
+        c.parse::<i64>().ok().filter(|c| *c >= 0).ok_or_else(|| ApiError::validation("cursor", "is not a cursor"))
+    })
+}
+
+fn short_text(params: &Params, name: &'static str) -> Result<Option<String>, ApiError> {
+    match params.get(name) {
+        Some(v) if v.len() > 200 || v.contains('\0') => {
+            Err(ApiError::validation(name, "must be at most 200 characters"))
+        }
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+pub async fn audit(State(app): State<AppState>, ctx: Ctx, params: Params) -> Reply {
+    ctx.principal.require(Role::Reader)?;
+    let store_id = params.get("storeId").map(|s| StoreId::parse(s).map(|s| s.to_string())).transpose()?;
+    let query = planledger_projections::audit::AuditQuery {
+        store_id,
+        event_type: short_text(&params, "type")?,
+        correlation_id: short_text(&params, "correlationId")?,
+        from: time_param(&params, "from")?,
+        to: time_param(&params, "to")?,
+        after: cursor_param(&params)?,
+        limit: params.int("limit", 100, 1..=1000)?,
+    };
+    let (items, next) = planledger_projections::audit::query(app.service.log(), &query).await?;
+    Ok(Json(json!({ "items": items, "nextCursor": next.map(|n| n.to_string()) })).into_response())
+}
+
+pub async fn audit_commands(State(app): State<AppState>, ctx: Ctx, params: Params) -> Reply {
+    ctx.principal.require(Role::Reader)?;
+    let store_id = params.get("storeId").map(|s| StoreId::parse(s).map(|s| s.to_string())).transpose()?;
+    let correlation_id = short_text(&params, "correlationId")?;
+    let limit = params.int("limit", 100, 1..=1000)?;
+    let (items, next) = planledger_projections::audit::journal(
+        app.service.log(),
+        store_id.as_deref(),
+        correlation_id.as_deref(),
+        cursor_param(&params)?,
+        limit,
+    )
+    .await?;
+    Ok(Json(json!({ "items": items, "nextCursor": next.map(|n| n.to_string()) })).into_response())
+}
+
+fn read_model(name: &str) -> Result<planledger_projections::ReadModel, ApiError> {
+    planledger_projections::ReadModel::parse(name).ok_or(ApiError::NotFound)
+}
+
+pub async fn start_rebuild(State(app): State<AppState>, ctx: Ctx, Path(name): Path<String>) -> Reply {
+    ctx.principal.require(Role::Admin)?;
+    let model = read_model(&name)?;
+    let started = app.rebuilds.start(&app.service, model);
+    let body = app.rebuilds.describe(model).unwrap_or(Value::Null);
+    Ok((if started { StatusCode::ACCEPTED } else { StatusCode::OK }, Json(body)).into_response())
+}
+
+pub async fn rebuild_progress(State(app): State<AppState>, ctx: Ctx, Path(name): Path<String>) -> Reply {
+    ctx.principal.require(Role::Admin)?;
+    let model = read_model(&name)?;
+    let info = planledger_projections::schema::info(app.service.log()).await?;
+    let live = info.iter().find(|i| i.name == model.name());
+    Ok(Json(json!({
+        "name": model.name(),
+        "generation": live.map(|i| i.generation),
+        "catalogFingerprint": live.map(|i| i.catalog_fingerprint.clone()),
+        "stale": live.is_some_and(|i| i.catalog_fingerprint != app.service.catalog().fingerprint()),
+        "lastRebuild": app.rebuilds.describe(model),
+    }))
+    .into_response())
+}
+
 // ---- admin ------------------------------------------------------------------------------
 
 pub async fn list_stores(State(app): State<AppState>, ctx: Ctx, params: Params) -> Reply {
@@ -521,17 +605,41 @@ pub async fn healthz() -> Response {
 
 pub async fn readyz(State(app): State<AppState>) -> Response {
     let log = app.service.log();
-    let (ready, checks) = match log.pending_migrations().await {
+    let (ready, mut checks) = match log.pending_migrations().await {
         Ok(0) => (true, json!({ "database": "ok", "migrations": "applied" })),
         Ok(pending) => (false, json!({ "database": "ok", "migrations": format!("{pending} pending") })),
         Err(_) => (false, json!({ "database": "unreachable" })),
     };
+    if ready {
+        // Read models built under another catalog are served while they are rebuilt: say so.
+        if let Ok(info) = planledger_projections::schema::info(log).await {
+            let stale: Vec<&str> = info
+                .iter()
+                .filter(|i| i.catalog_fingerprint != app.service.catalog().fingerprint())
+                .map(|i| i.name.as_str())
+                .collect();
+            checks["staleReadModels"] = json!(stale);
+        }
+        if let Ok(lag) = planledger_projections::runtime::audit_lag(log, app.service.clock().now()).await {
+            checks["auditLag"] = json!({ "events": lag.events, "seconds": lag.seconds });
+        }
+    }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({ "ready": ready, "checks": checks }))).into_response()
 }
 
 pub async fn metrics(State(app): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.http_metrics.render(&app.service)).into_response()
+    let mut text = app.http_metrics.render(&app.service);
+    if let Ok(lag) = planledger_projections::runtime::audit_lag(app.service.log(), app.service.clock().now()).await {
+        let leader = u8::from(app.projector.leader.load(std::sync::atomic::Ordering::Relaxed));
+        text.push_str(&format!(
+            "# HELP planledger_projector_lag_events Events the projector has yet to apply.\n# TYPE planledger_projector_lag_events gauge\nplanledger_projector_lag_events{{projector=\"audit_log\"}} {}\n\
+             # HELP planledger_projector_lag_seconds Age of the oldest event the projector has yet to apply.\n# TYPE planledger_projector_lag_seconds gauge\nplanledger_projector_lag_seconds{{projector=\"audit_log\"}} {}\n\
+             # HELP planledger_projector_leader Whether this node runs the projector.\n# TYPE planledger_projector_leader gauge\nplanledger_projector_leader{{projector=\"audit_log\"}} {leader}\n",
+            lag.events, lag.seconds
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub async fn openapi(State(_app): State<AppState>) -> Response {

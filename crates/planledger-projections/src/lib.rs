@@ -1,9 +1,18 @@
 //! planledger's read models.
 //!
-//! `tenant_state` is written in the same transaction as the events it reflects, so a read
-//! after a write sees it (read-your-writes). Its schema lives in `projections/tenant_state/`,
-//! one folder per version; read models are disposable and can be rebuilt from the log.
+//! - `tenant_state` is written in the same transaction as the events it reflects, so a read
+//!   after a write sees it (read-your-writes).
+//! - `audit_log` is written by an asynchronous projector ([`runtime`]) that follows the
+//!   gap-safe global log with a checkpoint.
+//! - Both are disposable: [`rebuild`] builds a new generation from the log beside the live one
+//!   and swaps it in. Their schemas live in `projections/<name>/v1/`; [`schema`] records which
+//!   generation is live and the catalog it was built with.
 
+pub mod audit;
+pub mod rebuild;
+pub mod runtime;
+pub mod schema;
 pub mod tenant_state;
 
+pub use schema::ReadModel;
 pub use tenant_state::TenantStateRow;

@@ -7,9 +7,6 @@ use planledger_domain::{status, Catalog, StoreId, TenantState};
 use planledger_store::{AnyEventLog, AnyTx, StoreError};
 use sqlx::Row;
 
-const POSTGRES_SCHEMA: &str = include_str!("../../../projections/tenant_state/v1/postgres.sql");
-const SQLITE_SCHEMA: &str = include_str!("../../../projections/tenant_state/v1/sqlite.sql");
-
 /// One store's row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantStateRow {
@@ -20,19 +17,6 @@ pub struct TenantStateRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Creates the table and its indexes if they are missing.
-pub async fn ensure_schema(log: &AnyEventLog) -> Result<(), StoreError> {
-    match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::raw_sql(POSTGRES_SCHEMA).execute(pg.pool()).await?;
-        }
-        AnyEventLog::Sqlite(lite) => {
-            sqlx::raw_sql(SQLITE_SCHEMA).execute(lite.writer()).await?;
-        }
-    }
-    Ok(())
-}
-
 fn micros(at: Option<DateTime<Utc>>) -> Option<i64> {
     at.map(|t| t.timestamp_micros())
 }
@@ -41,7 +25,11 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("tenant_state {what}: {e}"))
 }
 
-/// Writes the row of `store` at `version` in `tx`; a row already at a newer version is kept.
+/// The live table.
+pub const LIVE: &str = "tenant_state";
+
+/// Writes the row of `store` at `version` into the live table, in `tx`; a row already at a
+/// newer version is kept.
 pub async fn write_in(
     tx: &mut AnyTx,
     store: StoreId,
@@ -50,8 +38,23 @@ pub async fn write_in(
     now: DateTime<Utc>,
     catalog: &Catalog,
 ) -> Result<(), StoreError> {
+    write_into(tx, LIVE, store, state, version, now, catalog).await
+}
+
+/// Writes a row into `table` (the live one or a generation being rebuilt).
+#[allow(clippy::too_many_arguments)]
+pub async fn write_into(
+    tx: &mut AnyTx,
+    table: &str,
+    store: StoreId,
+    state: &TenantState,
+    version: i64,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> Result<(), StoreError> {
     let status = status(state, now, catalog);
     let json = serde_json::to_value(state).map_err(|e| corrupt("state", e))?;
+    let usage = usage_of(state, now, catalog);
     let store_id = store.to_string();
     let name = state.name.as_ref().map(|n| n.as_str().to_owned());
     let plan_id = state.plan_id.as_ref().map(ToString::to_string);
@@ -60,18 +63,18 @@ pub async fn write_in(
     match tx {
         AnyTx::Postgres(tx) => {
             let sql = format!(
-                "INSERT INTO tenant_state ({columns}, trial_ends_at, grace_ends_at, maintenance_ends_at, next_deadline,
-                    subscription_id, version, state, catalog_fingerprint, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                "INSERT INTO {table} ({columns}, trial_ends_at, grace_ends_at, maintenance_ends_at, next_deadline,
+                    subscription_id, version, state, catalog_fingerprint, updated_at, usage)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
                  ON CONFLICT (store_id) DO UPDATE SET
                     name = EXCLUDED.name, time_zone = EXCLUDED.time_zone, plan_id = EXCLUDED.plan_id,
                     tier = EXCLUDED.tier, subscription_status = EXCLUDED.subscription_status,
                     internal_status = EXCLUDED.internal_status, trial_ends_at = EXCLUDED.trial_ends_at,
                     grace_ends_at = EXCLUDED.grace_ends_at, maintenance_ends_at = EXCLUDED.maintenance_ends_at,
                     next_deadline = EXCLUDED.next_deadline, subscription_id = EXCLUDED.subscription_id,
-                    version = EXCLUDED.version, state = EXCLUDED.state,
+                    version = EXCLUDED.version, state = EXCLUDED.state, usage = EXCLUDED.usage,
                     catalog_fingerprint = EXCLUDED.catalog_fingerprint, updated_at = EXCLUDED.updated_at
-                 WHERE tenant_state.version < EXCLUDED.version"
+                 WHERE {table}.version < EXCLUDED.version"
             );
             sqlx::query(&sql)
                 .bind(&store_id)
@@ -90,23 +93,24 @@ pub async fn write_in(
                 .bind(sqlx::types::Json(&json))
                 .bind(catalog.fingerprint())
                 .bind(now)
+                .bind(sqlx::types::Json(&usage))
                 .execute(&mut **tx)
                 .await?;
         }
         AnyTx::Sqlite(tx) => {
             let sql = format!(
-                "INSERT INTO tenant_state ({columns}, trial_ends_at_us, grace_ends_at_us, maintenance_ends_at_us,
-                    next_deadline_us, subscription_id, version, state, catalog_fingerprint, updated_at_us)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO {table} ({columns}, trial_ends_at_us, grace_ends_at_us, maintenance_ends_at_us,
+                    next_deadline_us, subscription_id, version, state, catalog_fingerprint, updated_at_us, usage)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (store_id) DO UPDATE SET
                     name = excluded.name, time_zone = excluded.time_zone, plan_id = excluded.plan_id,
                     tier = excluded.tier, subscription_status = excluded.subscription_status,
                     internal_status = excluded.internal_status, trial_ends_at_us = excluded.trial_ends_at_us,
                     grace_ends_at_us = excluded.grace_ends_at_us, maintenance_ends_at_us = excluded.maintenance_ends_at_us,
                     next_deadline_us = excluded.next_deadline_us, subscription_id = excluded.subscription_id,
-                    version = excluded.version, state = excluded.state,
+                    version = excluded.version, state = excluded.state, usage = excluded.usage,
                     catalog_fingerprint = excluded.catalog_fingerprint, updated_at_us = excluded.updated_at_us
-                 WHERE tenant_state.version < excluded.version"
+                 WHERE {table}.version < excluded.version"
             );
             sqlx::query(&sql)
                 .bind(&store_id)
@@ -125,11 +129,47 @@ pub async fn write_in(
                 .bind(json.to_string())
                 .bind(catalog.fingerprint())
                 .bind(now.timestamp_micros())
+                .bind(usage.to_string())
                 .execute(&mut **tx)
                 .await?;
         }
     }
     Ok(())
+}
+
+fn rfc3339(at: Option<DateTime<Utc>>) -> serde_json::Value {
+    at.map_or(serde_json::Value::Null, |t| {
+        serde_json::Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    })
+}
+
+/// Usage per action in its current period at `now`, with the limit and what remains: every
+/// action the plan limits or the store has used, by name.
+pub fn usage_of(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> serde_json::Value {
+    let effective = planledger_domain::effective_state(state, now, catalog);
+    let plan = effective.plan_id.as_ref().and_then(|id| catalog.plan(id));
+    let mut actions: Vec<_> = catalog
+        .actions()
+        .map(|(name, _)| name.clone())
+        .filter(|name| plan.is_some_and(|p| p.limit_for(name).is_some()) || effective.usage.contains_key(name))
+        .collect();
+    actions.sort();
+    let usage: Vec<serde_json::Value> = actions
+        .iter()
+        .map(|action| {
+            let q = planledger_domain::quota_position(&effective, action, now, catalog);
+            serde_json::json!({
+                "action": action,
+                "period": q.window.period.as_str(),
+                "periodStart": rfc3339(q.window.start),
+                "periodEnd": rfc3339(q.window.end),
+                "used": q.used,
+                "limit": q.limit,
+                "remaining": q.remaining(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(usage)
 }
 
 fn parse_row(

@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use planledger_domain::{
-    effective_state, gate, quota_position, status, Catalog, Command, DomainError, Event, GateDecision, InternalStatus,
-    StoreId, TenantState, UPGRADE_URL,
+    effective_state, gate, status, Catalog, Command, DomainError, Event, GateDecision, InternalStatus, StoreId,
+    TenantState, UPGRADE_URL,
 };
 use serde_json::{json, Map, Value};
 
@@ -27,27 +27,7 @@ pub fn store_view(store: StoreId, state: &TenantState, version: i64, now: DateTi
     let effective = effective_state(state, now, catalog);
     let status = status(&effective, now, catalog);
     let plan = effective.plan_id.as_ref().and_then(|id| catalog.plan(id));
-    let mut actions: Vec<_> = catalog
-        .actions()
-        .map(|(name, _)| name.clone())
-        .filter(|name| plan.is_some_and(|p| p.limit_for(name).is_some()) || effective.usage.contains_key(name))
-        .collect();
-    actions.sort();
-    let usage: Vec<Value> = actions
-        .iter()
-        .map(|action| {
-            let q = quota_position(&effective, action, now, catalog);
-            json!({
-                "action": action,
-                "period": q.window.period.as_str(),
-                "periodStart": rfc3339(q.window.start),
-                "periodEnd": rfc3339(q.window.end),
-                "used": q.used,
-                "limit": q.limit,
-                "remaining": q.remaining(),
-            })
-        })
-        .collect();
+    let usage = planledger_projections::tenant_state::usage_of(&effective, now, catalog);
     let warnings: Vec<&str> = match status.internal_status {
         InternalStatus::Grace => vec![gate::WARNING_GRACE],
         InternalStatus::PastDue => vec![gate::WARNING_PAST_DUE],

@@ -17,7 +17,7 @@ async fn setup(
     let db = SqliteTestDatabase::create();
     let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 4, Duration::from_secs(5)).await.expect("open"));
     log.migrate().await.expect("migrate");
-    planledger_projections::tenant_state::ensure_schema(&log).await.expect("schema");
+    planledger_projections::schema::ensure(&log, "fp", Utc::now()).await.expect("schema");
     let clock: Arc<dyn Clock> = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 5, 4, 12, 0, 0).unwrap()));
     let (journal, writer) = Journal::spawn(log.clone());
     let service = CommandService::new(log.clone(), Arc::new(Catalog::builtin()), clock, config, journal);

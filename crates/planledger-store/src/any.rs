@@ -84,6 +84,39 @@ impl AnyEventLog {
         }
     }
 
+    /// How far a consumer at `after` is behind the head of the log: the number of events after
+    /// it, and the time of the oldest of them.
+    pub async fn lag_after(
+        &self,
+        after: Checkpoint,
+    ) -> Result<(i64, Option<chrono::DateTime<chrono::Utc>>), StoreError> {
+        Ok(match self {
+            Self::Postgres(log) => {
+                sqlx::query_as(
+                    "SELECT count(*), min(recorded_at) FROM ledger_events
+                     WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2)",
+                )
+                .bind(after.transaction_id)
+                .bind(after.position)
+                .fetch_one(log.pool())
+                .await?
+            }
+            Self::Sqlite(log) => {
+                let (count, oldest): (i64, Option<i64>) =
+                    sqlx::query_as("SELECT count(*), min(recorded_at_us) FROM ledger_events WHERE global_position > ?")
+                        .bind(after.position)
+                        .fetch_one(log.readers())
+                        .await?;
+                (count, oldest.and_then(chrono::DateTime::from_timestamp_micros))
+            }
+        })
+    }
+
+    /// The number of events in the log.
+    pub async fn event_count(&self) -> Result<i64, StoreError> {
+        Ok(self.lag_after(Checkpoint::ORIGIN).await?.0)
+    }
+
     pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
         match self {
             Self::Postgres(log) => log.pending_migrations().await,

@@ -28,6 +28,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "command_service",
         sql: include_str!("../../../migrations/postgres/0002_command_service.sql"),
     },
+    Migration {
+        version: 3,
+        name: "read_models",
+        sql: include_str!("../../../migrations/postgres/0003_read_models.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -37,6 +42,7 @@ pub const SQLITE: &[Migration] = &[
         name: "command_service",
         sql: include_str!("../../../migrations/sqlite/0002_command_service.sql"),
     },
+    Migration { version: 3, name: "read_models", sql: include_str!("../../../migrations/sqlite/0003_read_models.sql") },
 ];
 
 /// What `migrate` did.

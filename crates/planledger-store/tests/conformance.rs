@@ -288,7 +288,7 @@ async fn sqlite_log() -> (planledger_store::SqliteEventLog, planledger_testkit::
         .await
         .expect("open sqlite");
     let report = log.migrate().await.expect("migrate");
-    assert_eq!(report.applied, vec![1, 2]);
+    assert_eq!(report.applied, vec![1, 2, 3]);
     (log, db)
 }
 
@@ -399,7 +399,7 @@ async fn migrating_twice_applies_nothing_the_second_time() {
     let (log, _db) = sqlite_log().await;
     let again = log.migrate().await.expect("migrate again");
     assert!(again.applied.is_empty());
-    assert_eq!(again.already_applied, vec![1, 2]);
+    assert_eq!(again.already_applied, vec![1, 2, 3]);
     assert_eq!(log.pending_migrations().await.expect("pending"), 0);
     if let Some((pg, _db)) = pg_log("migrating_twice_applies_nothing_the_second_time").await {
         assert!(pg.migrate().await.expect("again").applied.is_empty());

@@ -29,7 +29,7 @@ pub fn postgres_required() -> bool {
 pub struct PgTestDatabase {
     pub url: String,
     pub name: String,
-    server: PgConnectOptions,
+    server: Box<PgConnectOptions>,
 }
 
 impl PgTestDatabase {
@@ -56,7 +56,7 @@ impl PgTestDatabase {
         }
         let _ = admin.close().await;
         let url = format!("{}/{name}", server_url.rsplit_once('/').map_or(server_url.as_str(), |(base, _)| base));
-        Some(Self { url, name, server })
+        Some(Self { url, name, server: Box::new(server) })
     }
 
     fn unreachable(test_name: &str, server_url: &str, why: &str) -> Option<Self> {
@@ -72,7 +72,7 @@ impl Drop for PgTestDatabase {
     fn drop(&mut self) {
         // Drop may run inside a runtime (or while unwinding from a panic); a thread with its own
         // runtime can block on the cleanup either way.
-        let server = self.server.clone();
+        let server = (*self.server).clone();
         let name = self.name.clone();
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;

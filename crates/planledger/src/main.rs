@@ -3,6 +3,7 @@
 //! Each subcommand parses its arguments and configuration here and hands the work to a library;
 //! `anyhow` turns their typed errors into a message that says what to do next.
 
+mod operate;
 mod serve;
 
 use std::time::Duration;
@@ -49,6 +50,38 @@ enum Command {
     },
     /// Apply the event log's migrations (serve does it too).
     Migrate,
+    /// A store's history, one line per event with the state after it.
+    Replay {
+        /// The store id.
+        #[arg(long)]
+        store: String,
+        /// Replay only up to this time (RFC 3339).
+        #[arg(long)]
+        at: Option<String>,
+        /// Also show what the state would be under this catalog (nothing is written).
+        #[arg(long)]
+        catalog: Option<String>,
+    },
+    /// Read models: status and rebuilds.
+    Projections {
+        #[command(subcommand)]
+        action: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Each read model's generation, catalog and lag.
+    Status,
+    /// Rebuild one read model (or all) from the log, blue/green, with a progress bar.
+    Rebuild {
+        /// tenant_state or audit_log; all when omitted.
+        name: Option<String>,
+    },
+}
+
+fn current_catalog() -> anyhow::Result<planledger_domain::Catalog> {
+    serve::load_catalog(std::env::var("PLANLEDGER_CATALOG").ok().filter(|c| !c.is_empty()).as_deref())
 }
 
 fn parse_flag(value: &str) -> Result<bool, String> {
@@ -110,6 +143,46 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Migrate => migrate(&cli).await,
+        Command::Replay { store, at, catalog } => {
+            async {
+                let at = at
+                    .as_deref()
+                    .map(|t| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&chrono::Utc)))
+                    .transpose()
+                    .map_err(|_| anyhow::anyhow!("--at must be an RFC 3339 time like 2026-03-01T00:00:00Z"))?;
+                let current = current_catalog()?;
+                let other = catalog.as_deref().map(|path| serve::load_catalog(Some(path))).transpose()?;
+                let log = connect(&cli).await?;
+                operate::replay(
+                    &log,
+                    store,
+                    at,
+                    &current,
+                    other.as_ref().map(|c| (catalog.as_deref().unwrap_or(""), c)),
+                )
+                .await
+            }
+            .await
+        }
+        Command::Projections { action } => {
+            async {
+                let log = connect(&cli).await?;
+                let catalog = current_catalog()?;
+                match action {
+                    ProjectionsCommand::Status => operate::status_report(&log, &catalog).await,
+                    ProjectionsCommand::Rebuild { name } => {
+                        let models = match name {
+                            None => planledger_projections::ReadModel::ALL.to_vec(),
+                            Some(name) => vec![planledger_projections::ReadModel::parse(name).ok_or_else(|| {
+                                anyhow::anyhow!("unknown read model {name:?}: use tenant_state or audit_log")
+                            })?],
+                        };
+                        operate::rebuild_models(&log, &models, &catalog).await
+                    }
+                }
+            }
+            .await
+        }
         Command::Serve { bind, tokens, catalog, test_clock, sweep_interval_ms } => match connect(&cli).await {
             Ok(log) => {
                 let options = serve::ServeOptions {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use planledger_api::{AppState, Tokens};
 use planledger_domain::Catalog;
+use planledger_projections::runtime::{run_audit_projector, ProjectorState};
+use planledger_projections::ReadModel;
 use planledger_service::{Clock, CommandService, Journal, ServiceConfig, SystemClock, TestClock};
 use planledger_store::AnyEventLog;
 use tokio::sync::watch;
@@ -49,7 +51,9 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     }
     let catalog = Arc::new(load_catalog(options.catalog.as_deref())?);
     log.migrate().await.context("migration failed")?;
-    planledger_projections::tenant_state::ensure_schema(&log).await.context("could not create the read models")?;
+    planledger_projections::schema::ensure(&log, catalog.fingerprint(), SystemClock.now())
+        .await
+        .context("could not create the read models")?;
 
     let clock: Arc<dyn Clock> = if options.test_clock {
         tracing::warn!("PLANLEDGER_TEST_CLOCK=1: decisions use a settable test clock");
@@ -58,8 +62,20 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         Arc::new(SystemClock)
     };
     let (journal, journal_writer) = Journal::spawn(log.clone());
-    let service = CommandService::new(log, catalog.clone(), clock, ServiceConfig::default(), journal);
-    let state = AppState::new(service.clone(), tokens);
+    let service = CommandService::new(log.clone(), catalog.clone(), clock, ServiceConfig::default(), journal);
+    let projector = Arc::new(ProjectorState::default());
+    let state = AppState::new(service.clone(), tokens, projector.clone());
+
+    // Read models built under another catalog are rebuilt in the background, blue/green: the
+    // live ones keep answering meanwhile.
+    for info in planledger_projections::schema::info(&log).await? {
+        if info.catalog_fingerprint != catalog.fingerprint() {
+            if let Some(model) = ReadModel::parse(&info.name) {
+                tracing::warn!(read_model = %info.name, built_with = %info.catalog_fingerprint, "read model is stale for this catalog; rebuilding in the background");
+                state.rebuilds.start(&service, model);
+            }
+        }
+    }
 
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("could not bind {addr}"))?;
     let local = listener.local_addr()?;
@@ -73,11 +89,13 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     }
 
     let (stop, stopped) = watch::channel(false);
-    let worker = tokio::spawn(deadline_worker(service.clone(), options.sweep_interval, stopped));
+    let worker = tokio::spawn(deadline_worker(service.clone(), options.sweep_interval, stopped.clone()));
+    let projector_task = tokio::spawn(run_audit_projector(log, projector, stopped));
     axum::serve(listener, planledger_api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shutting down: in-flight requests finished");
     let _ = stop.send(true);
     let _ = worker.await;
+    let _ = projector_task.await;
     service.shutdown();
     drop(service);
     let _ = tokio::time::timeout(Duration::from_secs(5), journal_writer).await;

@@ -1,5 +1,6 @@
 -- tenant_state v1: one row per store, written in the same transaction as the store's events.
-CREATE TABLE IF NOT EXISTS tenant_state (
+-- {table} is the generation's table name (tenant_state when live).
+CREATE TABLE IF NOT EXISTS {table} (
     store_id            text PRIMARY KEY,
     name                text,
     time_zone           text NOT NULL,
@@ -17,8 +18,11 @@ CREATE TABLE IF NOT EXISTS tenant_state (
     version             bigint NOT NULL,
     -- The folded domain state (facts only), so reads can derive statuses and usage at any now.
     state               jsonb NOT NULL,
+    -- Usage per action in its current period, with the limit and what remains, under the catalog
+    -- of `catalog_fingerprint`: what a rule change makes stale.
+    usage               jsonb NOT NULL,
     catalog_fingerprint text NOT NULL,
     updated_at          timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS tenant_state_next_deadline ON tenant_state (next_deadline) WHERE next_deadline IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tenant_state_by_status ON tenant_state (internal_status, store_id);
+CREATE INDEX IF NOT EXISTS {table}_next_deadline ON {table} (next_deadline) WHERE next_deadline IS NOT NULL;
+CREATE INDEX IF NOT EXISTS {table}_by_status ON {table} (internal_status, store_id);

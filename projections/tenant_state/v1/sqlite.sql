@@ -1,6 +1,7 @@
 -- tenant_state v1: one row per store, written in the same transaction as the store's events.
+-- {table} is the generation's table name (tenant_state when live).
 -- Times are microseconds since the Unix epoch (UTC).
-CREATE TABLE IF NOT EXISTS tenant_state (
+CREATE TABLE IF NOT EXISTS {table} (
     store_id               TEXT PRIMARY KEY,
     name                   TEXT,
     time_zone              TEXT NOT NULL,
@@ -15,8 +16,9 @@ CREATE TABLE IF NOT EXISTS tenant_state (
     subscription_id        TEXT,
     version                INTEGER NOT NULL,
     state                  TEXT NOT NULL,
+    usage                  TEXT NOT NULL,
     catalog_fingerprint    TEXT NOT NULL,
     updated_at_us          INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS tenant_state_next_deadline ON tenant_state (next_deadline_us) WHERE next_deadline_us IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tenant_state_by_status ON tenant_state (internal_status, store_id);
+CREATE INDEX IF NOT EXISTS {table}_next_deadline ON {table} (next_deadline_us) WHERE next_deadline_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS {table}_by_status ON {table} (internal_status, store_id);

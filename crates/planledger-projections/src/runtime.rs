@@ -1,0 +1,152 @@
+//! The projector runtime: asynchronous projectors that follow the gap-safe global log.
+//!
+//! A projector reads a page after its checkpoint, writes its rows and moves its checkpoint
+//! (compare-and-set) in one transaction, so a crash never applies an event twice or skips one.
+//! On PostgreSQL one instance per projector is active across nodes: the holder of a session
+//! advisory lock on a dedicated connection. When that node dies its connection closes, the lock
+//! is released, and a standby takes over. The compare-and-set keeps even a split brain exact.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use planledger_store::{AnyEventLog, Checkpoint, EventLog, StoreError};
+use sqlx::Connection;
+use tokio::sync::watch;
+
+use crate::audit::{self, AuditRow};
+
+/// The checkpoint name of the audit projector.
+pub const AUDIT_CONSUMER: &str = "audit_log";
+
+const PAGE: i64 = 1000;
+
+/// What a running projector reports.
+#[derive(Debug, Default)]
+pub struct ProjectorState {
+    /// Whether this node holds the projector's lock.
+    pub leader: AtomicBool,
+    /// Events projected by this node.
+    pub projected: AtomicU64,
+}
+
+/// One step: projects up to a page of events after the checkpoint. Returns how many.
+pub async fn project_audit_page(log: &AnyEventLog) -> Result<usize, StoreError> {
+    let checkpoint = log.load_checkpoint(AUDIT_CONSUMER).await?;
+    let events = log.read_all(checkpoint, PAGE).await?;
+    let Some(last) = events.last() else { return Ok(0) };
+    let rows: Vec<AuditRow> = events.iter().map(AuditRow::from_recorded).collect();
+    let mut tx = log.begin().await?;
+    audit::insert_in(&mut tx, audit::LIVE, &rows).await?;
+    match log.compare_and_set_checkpoint_in(&mut tx, AUDIT_CONSUMER, checkpoint, last.checkpoint).await {
+        Ok(()) => {}
+        // Another instance, or a rebuild's swap, moved the checkpoint: drop this page.
+        Err(StoreError::CheckpointMoved { .. }) => return Ok(0),
+        Err(e) => return Err(e),
+    }
+    log.commit(tx).await?;
+    Ok(events.len())
+}
+
+/// Keeps the lock of a projector for as long as it lives.
+enum Leadership {
+    Postgres(sqlx::PgConnection),
+    Sqlite,
+}
+
+impl Leadership {
+    async fn still_held(&mut self) -> bool {
+        match self {
+            Leadership::Postgres(conn) => conn.ping().await.is_ok(),
+            Leadership::Sqlite => true,
+        }
+    }
+}
+
+fn lock_key(name: &str) -> i64 {
+    // A stable 64-bit key per projector (FNV-1a).
+    name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)) as i64
+}
+
+async fn acquire(log: &AnyEventLog, name: &str) -> Result<Option<Leadership>, StoreError> {
+    match log {
+        AnyEventLog::Postgres(pg) => {
+            let mut conn = pg.pool().acquire().await?.detach();
+            let got: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(lock_key(name)).fetch_one(&mut conn).await?;
+            if got {
+                Ok(Some(Leadership::Postgres(conn)))
+            } else {
+                let _ = conn.close().await;
+                Ok(None)
+            }
+        }
+        // SQLite serves one node; the checkpoint's compare-and-set guards the rest.
+        AnyEventLog::Sqlite(_) => Ok(Some(Leadership::Sqlite)),
+    }
+}
+
+/// Runs the audit projector until `stop` turns true: standby until it holds the lock, then
+/// follows the log.
+pub async fn run_audit_projector(log: AnyEventLog, state: Arc<ProjectorState>, mut stop: watch::Receiver<bool>) {
+    let idle = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let mut leadership = match acquire(&log, AUDIT_CONSUMER).await {
+            Ok(Some(leadership)) => leadership,
+            Ok(None) | Err(_) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        state.leader.store(true, Ordering::Relaxed);
+        let mut checked = Instant::now();
+        loop {
+            if *stop.borrow() {
+                state.leader.store(false, Ordering::Relaxed);
+                return;
+            }
+            if checked.elapsed() > Duration::from_secs(1) {
+                checked = Instant::now();
+                if !leadership.still_held().await {
+                    break;
+                }
+            }
+            match project_audit_page(&log).await {
+                Ok(0) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(n) => {
+                    state.projected.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "audit projector step failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        state.leader.store(false, Ordering::Relaxed);
+    }
+}
+
+/// How far a projector is behind the head of the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lag {
+    pub checkpoint: Checkpoint,
+    pub events: i64,
+    pub seconds: f64,
+}
+
+pub async fn audit_lag(log: &AnyEventLog, now: chrono::DateTime<chrono::Utc>) -> Result<Lag, StoreError> {
+    let checkpoint = log.load_checkpoint(AUDIT_CONSUMER).await?;
+    let (events, oldest) = log.lag_after(checkpoint).await?;
+    let seconds = oldest.map_or(0.0, |t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0);
+    Ok(Lag { checkpoint, events, seconds })
+}

@@ -1,0 +1,179 @@
+//! The read models' schemas and generations.
+//!
+//! Each read model's schema lives in `projections/<name>/v1/<backend>.sql` with a `{table}`
+//! placeholder: the live table has the model's own name; a rebuild builds generation N as
+//! `<name>_g<N>` beside it and renames it into place. `read_models` records, per model, the
+//! live generation and the catalog fingerprint it was built with.
+
+use chrono::{DateTime, Utc};
+use planledger_store::{AnyEventLog, AnyTx, StoreError};
+
+/// The read models planledger keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReadModel {
+    /// One row per store, written with the events (inline).
+    TenantState,
+    /// One row per event, written by an asynchronous projector.
+    AuditLog,
+}
+
+impl ReadModel {
+    pub const ALL: [ReadModel; 2] = [ReadModel::TenantState, ReadModel::AuditLog];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReadModel::TenantState => "tenant_state",
+            ReadModel::AuditLog => "audit_log",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ReadModel> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    fn schema(&self, log: &AnyEventLog) -> &'static str {
+        match (self, log) {
+            (ReadModel::TenantState, AnyEventLog::Postgres(_)) => {
+                include_str!("../../../projections/tenant_state/v1/postgres.sql")
+            }
+            (ReadModel::TenantState, AnyEventLog::Sqlite(_)) => {
+                include_str!("../../../projections/tenant_state/v1/sqlite.sql")
+            }
+            (ReadModel::AuditLog, AnyEventLog::Postgres(_)) => {
+                include_str!("../../../projections/audit_log/v1/postgres.sql")
+            }
+            (ReadModel::AuditLog, AnyEventLog::Sqlite(_)) => {
+                include_str!("../../../projections/audit_log/v1/sqlite.sql")
+            }
+        }
+    }
+
+    /// The DDL that creates `table` with this model's schema.
+    pub fn ddl(&self, log: &AnyEventLog, table: &str) -> String {
+        self.schema(log).replace("{table}", table)
+    }
+}
+
+/// What `read_models` says of one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadModelInfo {
+    pub name: String,
+    pub generation: i64,
+    pub catalog_fingerprint: String,
+    pub built_at: DateTime<Utc>,
+}
+
+async fn table_exists(log: &AnyEventLog, table: &str) -> Result<bool, StoreError> {
+    Ok(match log {
+        AnyEventLog::Postgres(pg) => {
+            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(table).fetch_one(pg.pool()).await?
+        }
+        AnyEventLog::Sqlite(lite) => {
+            sqlx::query_scalar("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?")
+                .bind(table)
+                .fetch_one(lite.readers())
+                .await?
+        }
+    })
+}
+
+/// Runs DDL (several statements) in `tx`.
+pub async fn execute_in(tx: &mut AnyTx, sql: &str) -> Result<(), StoreError> {
+    use sqlx::Executor;
+    // A plain string runs unprepared, so several statements may go in one call. (sqlx's
+    // `raw_sql` would do the same, but its future is not `Send` inside generic callers.)
+    match tx {
+        AnyTx::Postgres(tx) => {
+            (&mut **tx).execute(sql).await?;
+        }
+        AnyTx::Sqlite(tx) => {
+            (&mut **tx).execute(sql).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates every read model that does not exist yet, recording the catalog it starts with.
+pub async fn ensure(log: &AnyEventLog, catalog_fingerprint: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    use planledger_store::EventLog;
+    for model in ReadModel::ALL {
+        if table_exists(log, model.name()).await? {
+            continue;
+        }
+        let mut tx = log.begin().await?;
+        execute_in(&mut tx, &model.ddl(log, model.name())).await?;
+        record_in(&mut tx, model, 1, catalog_fingerprint, now).await?;
+        log.commit(tx).await?;
+    }
+    Ok(())
+}
+
+/// Records the live generation of `model`.
+pub async fn record_in(
+    tx: &mut AnyTx,
+    model: ReadModel,
+    generation: i64,
+    fingerprint: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    match tx {
+        AnyTx::Postgres(tx) => {
+            sqlx::query(
+                "INSERT INTO read_models (name, generation, catalog_fingerprint, built_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET generation = EXCLUDED.generation,
+                    catalog_fingerprint = EXCLUDED.catalog_fingerprint, built_at = EXCLUDED.built_at",
+            )
+            .bind(model.name())
+            .bind(generation as i32)
+            .bind(fingerprint)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        AnyTx::Sqlite(tx) => {
+            sqlx::query(
+                "INSERT INTO read_models (name, generation, catalog_fingerprint, built_at_us) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET generation = excluded.generation,
+                    catalog_fingerprint = excluded.catalog_fingerprint, built_at_us = excluded.built_at_us",
+            )
+            .bind(model.name())
+            .bind(generation)
+            .bind(fingerprint)
+            .bind(now.timestamp_micros())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn info(log: &AnyEventLog) -> Result<Vec<ReadModelInfo>, StoreError> {
+    let rows: Vec<(String, i64, String, DateTime<Utc>)> = match log {
+        AnyEventLog::Postgres(pg) => {
+            let rows: Vec<(String, i32, String, DateTime<Utc>)> =
+                sqlx::query_as("SELECT name, generation, catalog_fingerprint, built_at FROM read_models ORDER BY name")
+                    .fetch_all(pg.pool())
+                    .await?;
+            rows.into_iter().map(|(n, g, f, b)| (n, i64::from(g), f, b)).collect()
+        }
+        AnyEventLog::Sqlite(lite) => {
+            let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(
+                "SELECT name, generation, catalog_fingerprint, built_at_us FROM read_models ORDER BY name",
+            )
+            .fetch_all(lite.readers())
+            .await?;
+            rows.into_iter()
+                .map(|(n, g, f, b)| (n, g, f, DateTime::from_timestamp_micros(b).unwrap_or_default()))
+                .collect()
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(name, generation, catalog_fingerprint, built_at)| ReadModelInfo {
+            name,
+            generation,
+            catalog_fingerprint,
+            built_at,
+        })
+        .collect())
+}
