@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `planledger` binary against real databases.
 
 mod api;
+mod audit;
 mod concurrency;
 mod lifecycle;
 mod migrate;
