@@ -3,6 +3,7 @@
 //! Each subcommand parses its arguments and configuration here and hands the work to a library;
 //! `anyhow` turns their typed errors into a message that says what to do next.
 
+mod bench;
 mod operate;
 mod serve;
 
@@ -61,6 +62,32 @@ enum Command {
         /// Also show what the state would be under this catalog (nothing is written).
         #[arg(long)]
         catalog: Option<String>,
+    },
+    /// Benchmarks on a fresh PostgreSQL database: planledger against the lock-row design and
+    /// the machine's commit limit.
+    Bench {
+        /// Every scenario briefly (under a minute in all), for CI's smoke check.
+        #[arg(long)]
+        quick: bool,
+        /// Also write a JSON summary to this file.
+        #[arg(long)]
+        json: Option<String>,
+        /// Concurrent clients per scenario.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds per timed scenario (default 10, or 2 with --quick).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Only the scenarios whose names start with one of these (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Option<Vec<String>>,
+        /// The PostgreSQL server to create the bench database on.
+        #[arg(
+            long,
+            env = "PLANLEDGER_BENCH_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres: String,
     },
     /// Read models: status and rebuilds.
     Projections {
@@ -137,7 +164,9 @@ async fn migrate(cli: &Cli) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -163,6 +192,17 @@ async fn main() -> std::process::ExitCode {
                 .await
             }
             .await
+        }
+        Command::Bench { quick, json, clients, duration, only, postgres } => {
+            let options = bench::BenchOptions {
+                server_url: postgres.clone(),
+                clients: (*clients).max(1),
+                duration: Duration::from_secs(duration.unwrap_or(if *quick { 2 } else { 10 }).max(1)),
+                quick: *quick,
+                json: json.clone(),
+                only: only.clone(),
+            };
+            bench::run(options).await
         }
         Command::Projections { action } => {
             async {

@@ -1,0 +1,667 @@
+//! `planledger bench`: planledger against the lock-row design it replaces and against the
+//! machine's commit limit, side by side in one run, on a fresh PostgreSQL database.
+//!
+//! Every scenario checks exactness afterwards (allowed = events in the log = usage in the read
+//! model; allowed over the limit: 0) and fails loudly otherwise. Figures are meant as ratios
+//! within one run: the machine is shared and noisy.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use planledger_domain::{evolve, ActionName, Amount, Catalog, Command, Event, StoreId, TenantState};
+use planledger_projections::rebuild::{rebuild, Progress};
+use planledger_projections::ReadModel;
+use planledger_service::{CommandMeta, CommandService, Journal, ServiceConfig, SystemClock};
+use planledger_store::{AnyEventLog, EventLog, NewEvent, PgEventLog, Snapshot, StreamId};
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub server_url: String,
+    pub clients: usize,
+    pub duration: Duration,
+    pub quick: bool,
+    pub json: Option<String>,
+    pub only: Option<Vec<String>>,
+}
+
+/// One scenario's figures.
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    name: String,
+    clients: usize,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_mb: f64,
+    overshoot: u64,
+    ratio: Option<(String, f64)>,
+    note: String,
+}
+
+type Op = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = anyhow::Result<bool>> + Send>> + Send + Sync>;
+
+/// What a timed run of clients did.
+struct Run {
+    ops: u64,
+    allowed: u64,
+    seconds: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Run {
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[index] as f64 / 1000.0
+    }
+
+    fn figures(&self, name: &str, clients: usize) -> Figures {
+        Figures {
+            name: name.to_owned(),
+            clients,
+            ops_per_sec: self.ops as f64 / self.seconds,
+            p50_ms: self.percentile_ms(0.50),
+            p99_ms: self.percentile_ms(0.99),
+            peak_rss_mb: peak_rss_mb(),
+            ..Figures::default()
+        }
+    }
+}
+
+/// Runs `clients` loops of `op` for `duration`.
+async fn run_clients(clients: usize, duration: Duration, op: Op) -> anyhow::Result<Run> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let allowed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (op, allowed) = (op.clone(), allowed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if op(client).await? {
+                    allowed.fetch_add(1, Ordering::Relaxed);
+                }
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for task in tasks {
+        latencies_us.extend(task.await.context("a bench client panicked")??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Run { ops: latencies_us.len() as u64, allowed: allowed.load(Ordering::Relaxed), seconds, latencies_us })
+}
+
+/// The process's peak resident memory since the last reset, in MiB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A fresh database on the server, dropped when the guard is dropped.
+struct BenchDb {
+    server: PgConnectOptions,
+    name: String,
+    url: String,
+}
+
+impl BenchDb {
+    async fn create(server_url: &str) -> anyhow::Result<BenchDb> {
+        let server: PgConnectOptions = server_url.parse().context("the bench needs a PostgreSQL server URL")?;
+        let mut admin =
+            server.connect().await.with_context(|| format!("could not reach PostgreSQL at {server_url}"))?;
+        let name = format!("planledger_bench_{}", Uuid::new_v4().simple());
+        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str()).await?;
+        admin.close().await?;
+        let url = format!("{}/{name}", server_url.rsplit_once('/').map_or(server_url, |(base, _)| base));
+        Ok(BenchDb { server, name, url })
+    }
+
+    async fn drop_now(self) {
+        if let Ok(mut admin) = self.server.connect().await {
+            let _ = sqlx::Executor::execute(
+                &mut admin,
+                format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str(),
+            )
+            .await;
+            let _ = admin.close().await;
+        }
+    }
+}
+
+/// The default catalog with limits far above any run's volume, so throughput is measured and
+/// exactness still checked.
+fn bench_catalog() -> anyhow::Result<Catalog> {
+    let text = include_str!("../../../config/catalog.toml").replacen(
+        "create_article = { limit = 10, period = \"month\" }",
+        "create_article = { limit = 1000000000, period = \"month\" }",
+        1,
+    );
+    Catalog::parse("bench catalog", &text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn open_log(url: &str, pool: u32) -> anyhow::Result<AnyEventLog> {
+    let log =
+        AnyEventLog::Postgres(PgEventLog::connect(url, pool, Duration::from_secs(30), Duration::from_secs(30)).await?);
+    log.migrate().await?;
+    planledger_projections::schema::ensure(&log, bench_catalog()?.fingerprint(), Utc::now()).await?;
+    Ok(log)
+}
+
+fn service(log: &AnyEventLog, catalog: &Arc<Catalog>) -> CommandService {
+    let (journal, _writer) = Journal::spawn(log.clone());
+    CommandService::new(log.clone(), catalog.clone(), Arc::new(SystemClock), ServiceConfig::default(), journal)
+}
+
+fn meta() -> CommandMeta {
+    CommandMeta { correlation_id: "bench".into(), actor: "bench".into(), idempotency: None }
+}
+
+fn consume() -> Command {
+    Command::Consume {
+        action: ActionName::parse("create_article").unwrap_or_else(|_| unreachable!()),
+        amount: Amount::ONE,
+        consumption_id: Uuid::now_v7(),
+    }
+}
+
+/// Registers `count` stores on a long trial, in parallel.
+async fn trialing_stores(service: &CommandService, count: usize) -> anyhow::Result<Vec<StoreId>> {
+    let stores: Vec<StoreId> = (0..count).map(|_| StoreId::new(Uuid::new_v4())).collect();
+    let mut tasks = Vec::new();
+    for chunk in stores.chunks(count.div_ceil(32).max(1)) {
+        let (service, chunk) = (service.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            for store in chunk {
+                let register = Command::RegisterStore { store_id: store, name: None, time_zone: None };
+                service.execute(store, register, meta()).await?;
+                let days = planledger_domain::Days::parse(3650).ok();
+                service.execute(store, Command::StartTrial { plan_id: None, days, force_reset: None }, meta()).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(stores)
+}
+
+/// Allowed consumptions = QuotaConsumed events = usage in tenant_state; over-limit allowed: 0.
+async fn check_exact(log: &AnyEventLog, name: &str, allowed: u64, limit: u64) -> anyhow::Result<u64> {
+    let AnyEventLog::Postgres(pg) = log else { bail!("the bench runs on PostgreSQL") };
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_events WHERE event_type = 'QuotaConsumed'")
+        .fetch_one(pg.pool())
+        .await?;
+    let (used, over): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT sum((u->>'used')::bigint)::bigint, count(*) FILTER (WHERE (u->>'used')::bigint > $1)
+         FROM tenant_state, jsonb_array_elements(usage) u WHERE u->>'action' = 'create_article'",
+    )
+    .bind(limit as i64)
+    .fetch_one(pg.pool())
+    .await?;
+    let used = used.unwrap_or(0) as u64;
+    if events as u64 != allowed || used != allowed {
+        bail!("{name}: NOT EXACT: {allowed} allowed, {events} QuotaConsumed events, {used} used in tenant_state");
+    }
+    Ok(over.unwrap_or(0) as u64)
+}
+
+async fn scenario_raw(url: &str, clients: usize, duration: Duration) -> anyhow::Result<Figures> {
+    let log = open_log(url, clients as u32).await?;
+    let AnyEventLog::Postgres(pg) = &log else { unreachable!() };
+    let pool = pg.pool().clone();
+    sqlx::Executor::execute(&pool, "CREATE TABLE bench_raw (LIKE ledger_events INCLUDING DEFAULTS)").await?;
+    let op: Op = Arc::new(move |client| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO bench_raw (global_position, event_id, stream_id, version, event_type, schema_version, data,
+                    correlation_id, actor, catalog_fingerprint, recorded_at)
+                 VALUES (nextval(pg_get_serial_sequence('ledger_events', 'global_position')), $1, $2, 1, 'QuotaConsumed', 1, $3, 'bench', 'bench', 'fp', now())",
+            )
+            .bind(Uuid::now_v7())
+            .bind(format!("store-{client}"))
+            .bind(sqlx::types::Json(json!({"action": "create_article", "amount": 1})))
+            .execute(&pool)
+            .await?;
+            Ok(true)
+        })
+    });
+    let run = run_clients(clients, duration, op).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_raw").fetch_one(pg.pool()).await?;
+    if rows as u64 != run.ops {
+        bail!("raw: NOT EXACT: {} inserts acknowledged, {rows} rows", run.ops);
+    }
+    Ok(run.figures("raw", clients))
+}
+
+/// The seed's design: a lock row per store with a 30-second expiry, then count, insert the usage
+/// row and an audit row, then delete the lock; one statement per call, 2 ms back-off.
+async fn scenario_lockrow(
+    url: &str,
+    name: &str,
+    stores: usize,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Figures> {
+    let log = open_log(url, clients as u32).await?;
+    let AnyEventLog::Postgres(pg) = &log else { unreachable!() };
+    let pool = pg.pool().clone();
+    sqlx::Executor::execute(
+        &pool,
+        "CREATE TABLE plan_operation_locks (store_id text PRIMARY KEY, lock_id uuid NOT NULL, expires_at timestamptz NOT NULL);
+         CREATE TABLE usage_rows (id bigserial PRIMARY KEY, store_id text NOT NULL, action text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+         CREATE INDEX ON usage_rows (store_id, action, created_at);
+         CREATE TABLE plan_audit_log (id bigserial PRIMARY KEY, store_id text NOT NULL, event_type text NOT NULL, correlation_id text, metadata jsonb, created_at timestamptz NOT NULL DEFAULT now());",
+    )
+    .await?;
+    let limit: i64 = 1_000_000_000;
+    let store_ids: Arc<Vec<String>> = Arc::new((0..stores).map(|_| Uuid::new_v4().to_string()).collect());
+    let op: Op = Arc::new(move |client| {
+        let (pool, store_ids) = (pool.clone(), store_ids.clone());
+        Box::pin(async move {
+            let store = &store_ids[(client + fastrand_index(store_ids.len())) % store_ids.len()];
+            let lock = Uuid::new_v4();
+            loop {
+                let got: Option<Uuid> = sqlx::query_scalar(
+                    "INSERT INTO plan_operation_locks (store_id, lock_id, expires_at) VALUES ($1, $2, now() + interval '30 seconds')
+                     ON CONFLICT (store_id) DO UPDATE SET lock_id = EXCLUDED.lock_id, expires_at = EXCLUDED.expires_at
+                     WHERE plan_operation_locks.expires_at < now() RETURNING lock_id",
+                )
+                .bind(store)
+                .bind(lock)
+                .fetch_optional(&pool)
+                .await?;
+                if got.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let used: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM usage_rows WHERE store_id = $1 AND action = 'create_article' AND created_at >= date_trunc('month', now())",
+            )
+            .bind(store)
+            .fetch_one(&pool)
+            .await?;
+            let allowed = used < limit;
+            if allowed {
+                sqlx::query("INSERT INTO usage_rows (store_id, action) VALUES ($1, 'create_article')")
+                    .bind(store)
+                    .execute(&pool)
+                    .await?;
+                sqlx::query("INSERT INTO plan_audit_log (store_id, event_type, correlation_id, metadata) VALUES ($1, 'quota_consumed', 'bench', '{}')")
+                    .bind(store)
+                    .execute(&pool)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM plan_operation_locks WHERE store_id = $1 AND lock_id = $2")
+                .bind(store)
+                .bind(lock)
+                .execute(&pool)
+                .await?;
+            Ok(allowed)
+        })
+    });
+    let run = run_clients(clients, duration, op).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_rows").fetch_one(pg.pool()).await?;
+    if rows as u64 != run.allowed {
+        bail!("{name}: NOT EXACT: {} allowed, {rows} usage rows", run.allowed);
+    }
+    let mut figures = run.figures(name, clients);
+    figures.note = format!("{stores} store(s)");
+    Ok(figures)
+}
+
+/// A cheap per-call spread of clients over stores.
+fn fastrand_index(n: usize) -> usize {
+    (Uuid::now_v7().as_u128() as usize) % n.max(1)
+}
+
+async fn scenario_service(
+    url: &str,
+    name: &str,
+    stores: usize,
+    clients: usize,
+    duration: Duration,
+    http: bool,
+) -> anyhow::Result<Figures> {
+    let catalog = Arc::new(bench_catalog()?);
+    let log = open_log(url, 32).await?;
+    let service = service(&log, &catalog);
+    let ids = Arc::new(trialing_stores(&service, stores).await?);
+    let op: Op = if http {
+        let state = planledger_api::AppState::new(service.clone(), planledger_api::Tokens::none(), Arc::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, planledger_api::app(state)).await });
+        let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+        Arc::new(move |worker| {
+            let (client, ids, base) = (client.clone(), ids.clone(), base.clone());
+            Box::pin(async move {
+                let store = ids[(worker + fastrand_index(ids.len())) % ids.len()];
+                let response = client
+                    .post(format!("{base}/v1/stores/{store}/quota/consume"))
+                    .json(&json!({"action": "create_article"}))
+                    .send()
+                    .await?;
+                Ok(response.status().as_u16() == 200)
+            })
+        })
+    } else {
+        let service = service.clone();
+        Arc::new(move |worker| {
+            let (service, ids) = (service.clone(), ids.clone());
+            Box::pin(async move {
+                let store = ids[(worker + fastrand_index(ids.len())) % ids.len()];
+                Ok(service.execute(store, consume(), meta()).await?.status == 200)
+            })
+        })
+    };
+    let run = run_clients(clients, duration, op).await?;
+    let overshoot = check_exact(&log, name, run.allowed, 1_000_000_000).await?;
+    let mut figures = run.figures(name, clients);
+    figures.overshoot = overshoot;
+    figures.note = format!("{stores} store(s), {} allowed", run.allowed);
+    service.shutdown();
+    Ok(figures)
+}
+
+/// Appends `events_per_store` consumptions to each of `stores` streams directly (as a busy
+/// history would have), with a snapshot at the end as the command path keeps them.
+async fn generate_history(
+    log: &AnyEventLog,
+    stores: usize,
+    events_per_store: usize,
+    catalog: &Catalog,
+) -> anyhow::Result<Vec<StoreId>> {
+    let ids: Vec<StoreId> = (0..stores).map(|_| StoreId::new(Uuid::new_v4())).collect();
+    let now = Utc::now();
+    let mut tasks = Vec::new();
+    for chunk in ids.chunks(stores.div_ceil(8).max(1)) {
+        let (log, chunk, fingerprint) = (log.clone(), chunk.to_vec(), catalog.fingerprint().to_owned());
+        let window = planledger_domain::period::window_at(
+            planledger_domain::Period::Month,
+            now,
+            planledger_domain::TimeZoneName::UTC.tz(),
+            planledger_domain::catalog::Anchor::Calendar,
+            None,
+        );
+        tasks.push(tokio::spawn(async move {
+            for store in chunk {
+                let stream = StreamId::parse(store.stream_name())?;
+                let mut state = TenantState::default();
+                let mut domain = vec![
+                    Event::StoreRegistered {
+                        store_id: store,
+                        name: None,
+                        time_zone: planledger_domain::TimeZoneName::UTC,
+                    },
+                    Event::TrialStarted {
+                        plan_id: planledger_domain::PlanId::parse("free_trial")?,
+                        started_at: now,
+                        ends_at: now + chrono::TimeDelta::days(3650),
+                    },
+                ];
+                for i in 0..events_per_store.saturating_sub(2) {
+                    domain.push(Event::QuotaConsumed {
+                        consumption_id: Uuid::now_v7(),
+                        action: ActionName::parse("update_product")?,
+                        amount: Amount::ONE,
+                        period: window.period,
+                        period_start: window.start,
+                        period_end: window.end,
+                        used_after: i as u64 + 1,
+                        limit: None,
+                    });
+                }
+                let mut version = 0;
+                for batch in domain.chunks(1000) {
+                    let new: Vec<NewEvent> = batch
+                        .iter()
+                        .map(|e| {
+                            NewEvent::new(
+                                e.event_type(),
+                                e.schema_version(),
+                                e.data(),
+                                "bench",
+                                "bench",
+                                fingerprint.clone(),
+                                now,
+                            )
+                        })
+                        .collect();
+                    log.append(&stream, version, &new).await?;
+                    version += new.len() as i64;
+                    for event in batch {
+                        state = evolve(state, event);
+                    }
+                }
+                let snapshot = Snapshot {
+                    stream_id: stream,
+                    version,
+                    state: serde_json::to_value(&state)?,
+                    state_schema_version: planledger_service::service::STATE_SCHEMA_VERSION,
+                };
+                log.save_snapshot(&snapshot).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(ids)
+}
+
+async fn scenario_rebuild(url: &str, stores: usize, events_per_store: usize) -> anyhow::Result<Figures> {
+    let catalog = bench_catalog()?;
+    let log = open_log(url, 16).await?;
+    generate_history(&log, stores, events_per_store, &catalog).await?;
+    let total = log.event_count().await? as u64;
+    reset_peak_rss();
+    let started = Instant::now();
+    let mut worst_rate = f64::MAX;
+    for model in ReadModel::ALL {
+        let progress = Progress::default();
+        let t = Instant::now();
+        rebuild(&log, model, &catalog, Utc::now(), &progress).await?;
+        worst_rate = worst_rate.min(total as f64 / t.elapsed().as_secs_f64());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let AnyEventLog::Postgres(pg) = &log else { unreachable!() };
+    let (rows, audit): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM tenant_state), (SELECT count(*) FROM audit_log)")
+            .fetch_one(pg.pool())
+            .await?;
+    if rows as usize != stores || audit as u64 != total {
+        bail!(
+            "rebuild: NOT EXACT: {rows} tenant_state rows for {stores} stores, {audit} audit rows for {total} events"
+        );
+    }
+    Ok(Figures {
+        name: "rebuild".into(),
+        clients: 1,
+        ops_per_sec: worst_rate,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        peak_rss_mb: peak_rss_mb(),
+        note: format!(
+            "{total} events over {stores} stores; both models in {seconds:.1}s; ops/s = events/s of the slower model"
+        ),
+        ..Figures::default()
+    })
+}
+
+async fn scenario_long_stream(url: &str, events: usize, samples: usize) -> anyhow::Result<(Figures, Figures)> {
+    let catalog = Arc::new(bench_catalog()?);
+    let log = open_log(url, 16).await?;
+    let long = generate_history(&log, 1, events, &catalog).await?[0];
+    let short = generate_history(&log, 1, 10, &catalog).await?[0];
+    let service = service(&log, &catalog);
+    let mut figures = Vec::new();
+    for (name, store) in [("long_stream_short", short), ("long_stream", long)] {
+        let mut latencies = Vec::with_capacity(samples);
+        let started = Instant::now();
+        for _ in 0..samples {
+            let t = Instant::now();
+            let answer = service.execute(store, consume(), meta()).await?;
+            if answer.status != 200 {
+                bail!("{name}: consume refused: {}", answer.body);
+            }
+            latencies.push(t.elapsed().as_micros() as u64);
+        }
+        let run = Run {
+            ops: samples as u64,
+            allowed: samples as u64,
+            seconds: started.elapsed().as_secs_f64(),
+            latencies_us: latencies,
+        };
+        let mut f = run.figures(name, 1);
+        f.note = format!("{} events in the stream before", if name == "long_stream" { events } else { 10 });
+        figures.push(f);
+    }
+    service.shutdown();
+    let long_figures = figures.pop().unwrap_or_default();
+    let short_figures = figures.pop().unwrap_or_default();
+    Ok((short_figures, long_figures))
+}
+
+fn print_table(figures: &[Figures]) {
+    println!(
+        "\n{:<20} {:>7} {:>12} {:>9} {:>9} {:>9} {:>9}  {:<26} note",
+        "scenario", "clients", "ops/s", "p50 ms", "p99 ms", "RSS MiB", "overshoot", "ratio"
+    );
+    for f in figures {
+        let ratio = f.ratio.as_ref().map_or(String::new(), |(vs, x)| format!("{x:.2}x {vs}"));
+        println!(
+            "{:<20} {:>7} {:>12.0} {:>9.2} {:>9.2} {:>9.0} {:>9}  {:<26} {}",
+            f.name, f.clients, f.ops_per_sec, f.p50_ms, f.p99_ms, f.peak_rss_mb, f.overshoot, ratio, f.note
+        );
+    }
+}
+
+fn ratio(figures: &mut [Figures], name: &str, vs: &str, p99: bool) {
+    let base = figures.iter().find(|f| f.name == vs).map(|f| if p99 { f.p99_ms } else { f.ops_per_sec });
+    if let (Some(base), Some(f)) = (base, figures.iter_mut().find(|f| f.name == name)) {
+        let mine = if p99 { f.p99_ms } else { f.ops_per_sec };
+        if base > 0.0 {
+            f.ratio = Some((if p99 { format!("{vs} (p99)") } else { vs.to_owned() }, mine / base));
+        }
+    }
+}
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    let wanted =
+        |name: &str| options.only.as_ref().is_none_or(|only| only.iter().any(|o| name.starts_with(o.as_str())));
+    let (clients, duration) = (options.clients, options.duration);
+    let quick = options.quick;
+    let many = if quick { 500 } else { 10_000 };
+    let mut figures: Vec<Figures> = Vec::new();
+    let scenarios: Vec<&str> = vec![
+        "raw",
+        "lockrow_hot",
+        "lockrow_many",
+        "hot_store",
+        "many_stores",
+        "http_hot_store",
+        "http_many_stores",
+        "rebuild",
+        "long_stream",
+    ];
+    for scenario in scenarios {
+        if !wanted(scenario) {
+            continue;
+        }
+        eprintln!("running {scenario} ...");
+        let db = BenchDb::create(&options.server_url).await?;
+        let outcome: anyhow::Result<Vec<Figures>> = async {
+            Ok(match scenario {
+                "raw" => vec![scenario_raw(&db.url, clients, duration).await?],
+                "lockrow_hot" => vec![scenario_lockrow(&db.url, "lockrow_hot", 1, clients, duration).await?],
+                "lockrow_many" => vec![scenario_lockrow(&db.url, "lockrow_many", many, clients, duration).await?],
+                "hot_store" => vec![scenario_service(&db.url, "hot_store", 1, clients, duration, false).await?],
+                "many_stores" => vec![scenario_service(&db.url, "many_stores", many, clients, duration, false).await?],
+                "http_hot_store" => {
+                    vec![scenario_service(&db.url, "http_hot_store", 1, clients, duration, true).await?]
+                }
+                "http_many_stores" => {
+                    vec![scenario_service(&db.url, "http_many_stores", many, clients, duration, true).await?]
+                }
+                "rebuild" => {
+                    let (stores, per_store) = if quick { (500, 100) } else { (10_000, 100) };
+                    vec![scenario_rebuild(&db.url, stores, per_store).await?]
+                }
+                "long_stream" => {
+                    let (events, samples) = if quick { (20_000, 200) } else { (1_000_000, 2_000) };
+                    let (short, long) = scenario_long_stream(&db.url, events, samples).await?;
+                    vec![short, long]
+                }
+                _ => vec![],
+            })
+        }
+        .await;
+        db.drop_now().await;
+        figures.extend(outcome.with_context(|| format!("scenario {scenario} failed"))?);
+    }
+    ratio(&mut figures, "lockrow_hot", "raw", false);
+    ratio(&mut figures, "lockrow_many", "raw", false);
+    ratio(&mut figures, "hot_store", "raw", false);
+    ratio(&mut figures, "many_stores", "raw", false);
+    ratio(&mut figures, "http_hot_store", "hot_store", false);
+    ratio(&mut figures, "http_many_stores", "many_stores", false);
+    ratio(&mut figures, "long_stream", "long_stream_short", true);
+    print_table(&figures);
+    if let Some(path) = &options.json {
+        let summary = json!({
+            "machine": machine(),
+            "quick": quick,
+            "clients": clients,
+            "durationSeconds": duration.as_secs_f64(),
+            "scenarios": figures.iter().map(|f| json!({
+                "name": f.name, "clients": f.clients, "opsPerSec": f.ops_per_sec, "p50Ms": f.p50_ms, "p99Ms": f.p99_ms,
+                "peakRssMb": f.peak_rss_mb, "overshoot": f.overshoot,
+                "ratio": f.ratio.as_ref().map(|(vs, value)| json!({"vs": vs, "value": value})),
+                "note": f.note,
+            })).collect::<Vec<Value>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("could not write {path}"))?;
+        println!("\nwrote {path}");
+    }
+    Ok(())
+}
+
+fn machine() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0, |kb| kb / 1024 / 1024);
+    json!({ "cpus": cpus, "memoryGiB": memory, "os": std::env::consts::OS })
+}
