@@ -137,6 +137,104 @@ pub async fn write_into(
     Ok(())
 }
 
+/// Writes the rows of many stores into the live table in `tx`: one statement on PostgreSQL.
+/// Each row is `(store, state, version, as of)`.
+pub async fn write_many_in(
+    tx: &mut AnyTx,
+    rows: &[(StoreId, &TenantState, i64, DateTime<Utc>)],
+    catalog: &Catalog,
+) -> Result<(), StoreError> {
+    let AnyTx::Postgres(pg) = tx else {
+        for (store, state, version, at) in rows {
+            write_into(tx, LIVE, *store, state, *version, *at, catalog).await?;
+        }
+        return Ok(());
+    };
+    let mut columns = ManyRows::default();
+    for (store, state, version, at) in rows {
+        let status = status(state, *at, catalog);
+        columns.store_id.push(store.to_string());
+        columns.name.push(state.name.as_ref().map(|n| n.as_str().to_owned()));
+        columns.time_zone.push(state.time_zone.name().to_owned());
+        columns.plan_id.push(state.plan_id.as_ref().map(ToString::to_string));
+        columns.tier.push(status.tier);
+        columns.subscription_status.push(status.subscription_status.as_str().to_owned());
+        columns.internal_status.push(status.internal_status.as_str().to_owned());
+        columns.trial_ends_at.push(state.trial_ends_at);
+        columns.grace_ends_at.push(state.grace_ends_at);
+        columns.maintenance_ends_at.push(state.maintenance_ends_at);
+        columns.next_deadline.push(state.next_deadline());
+        columns.subscription_id.push(state.subscription_id.as_ref().map(|s| s.as_str().to_owned()));
+        columns.version.push(*version);
+        columns.state.push(sqlx::types::Json(serde_json::to_value(state).map_err(|e| corrupt("state", e))?));
+        columns.updated_at.push(*at);
+        columns.usage.push(sqlx::types::Json(usage_of(state, *at, catalog)));
+    }
+    sqlx::query(
+        "INSERT INTO tenant_state (store_id, name, time_zone, plan_id, tier, subscription_status, internal_status,
+            trial_ends_at, grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state,
+            catalog_fingerprint, updated_at, usage)
+         SELECT r.store_id, r.name, r.time_zone, r.plan_id, r.tier, r.subscription_status, r.internal_status,
+            r.trial_ends_at, r.grace_ends_at, r.maintenance_ends_at, r.next_deadline, r.subscription_id, r.version, r.state,
+            $17, r.updated_at, r.usage
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::bigint[],
+            $14::jsonb[], $15::timestamptz[], $16::jsonb[])
+            AS r(store_id, name, time_zone, plan_id, tier, subscription_status, internal_status, trial_ends_at,
+                 grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state, updated_at, usage)
+         ON CONFLICT (store_id) DO UPDATE SET
+            name = EXCLUDED.name, time_zone = EXCLUDED.time_zone, plan_id = EXCLUDED.plan_id,
+            tier = EXCLUDED.tier, subscription_status = EXCLUDED.subscription_status,
+            internal_status = EXCLUDED.internal_status, trial_ends_at = EXCLUDED.trial_ends_at,
+            grace_ends_at = EXCLUDED.grace_ends_at, maintenance_ends_at = EXCLUDED.maintenance_ends_at,
+            next_deadline = EXCLUDED.next_deadline, subscription_id = EXCLUDED.subscription_id,
+            version = EXCLUDED.version, state = EXCLUDED.state, usage = EXCLUDED.usage,
+            catalog_fingerprint = EXCLUDED.catalog_fingerprint, updated_at = EXCLUDED.updated_at
+         WHERE tenant_state.version < EXCLUDED.version",
+    )
+    .bind(&columns.store_id)
+    .bind(&columns.name)
+    .bind(&columns.time_zone)
+    .bind(&columns.plan_id)
+    .bind(&columns.tier)
+    .bind(&columns.subscription_status)
+    .bind(&columns.internal_status)
+    .bind(&columns.trial_ends_at)
+    .bind(&columns.grace_ends_at)
+    .bind(&columns.maintenance_ends_at)
+    .bind(&columns.next_deadline)
+    .bind(&columns.subscription_id)
+    .bind(&columns.version)
+    .bind(&columns.state)
+    .bind(&columns.updated_at)
+    .bind(&columns.usage)
+    .bind(catalog.fingerprint())
+    .execute(&mut **pg)
+    .await?;
+    Ok(())
+}
+
+/// The columns of many rows, as arrays for `unnest`.
+#[derive(Default)]
+struct ManyRows {
+    store_id: Vec<String>,
+    name: Vec<Option<String>>,
+    time_zone: Vec<String>,
+    plan_id: Vec<Option<String>>,
+    tier: Vec<Option<String>>,
+    subscription_status: Vec<String>,
+    internal_status: Vec<String>,
+    trial_ends_at: Vec<Option<DateTime<Utc>>>,
+    grace_ends_at: Vec<Option<DateTime<Utc>>>,
+    maintenance_ends_at: Vec<Option<DateTime<Utc>>>,
+    next_deadline: Vec<Option<DateTime<Utc>>>,
+    subscription_id: Vec<Option<String>>,
+    version: Vec<i64>,
+    state: Vec<sqlx::types::Json<serde_json::Value>>,
+    updated_at: Vec<DateTime<Utc>>,
+    usage: Vec<sqlx::types::Json<serde_json::Value>>,
+}
+
 fn rfc3339(at: Option<DateTime<Utc>>) -> serde_json::Value {
     at.map_or(serde_json::Value::Null, |t| {
         serde_json::Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))

@@ -21,7 +21,9 @@ use planledger_domain::{
     decide, due_transitions, evolve, Catalog, Command, Consumption, DomainError, Event, StoreId, TenantState,
 };
 use planledger_projections::tenant_state;
-use planledger_store::{AnyEventLog, AppendOutcome, EventLog, NewEvent, Snapshot, StoreError, StreamId};
+use planledger_store::{
+    AnyEventLog, EventLog, NewEvent, Snapshot, StoreError, StreamAppend, StreamAppendOutcome, StreamId,
+};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -127,7 +129,21 @@ struct Inner {
     workers: Mutex<HashMap<StoreId, (u64, mpsc::Sender<Job>)>>,
     next_worker: AtomicU64,
     journal: Journal,
-    metrics: ServiceMetrics,
+    metrics: Arc<ServiceMetrics>,
+    committer: mpsc::Sender<CommitRequest>,
+}
+
+/// A store worker's decided batch, ready to be written.
+struct CommitRequest {
+    store: StoreId,
+    expected: i64,
+    events: Vec<NewEvent>,
+    /// The store's state after the events, for its `tenant_state` row.
+    state: TenantState,
+    now: DateTime<Utc>,
+    /// First answers to store for their idempotency keys.
+    answers: Vec<(IdempotencyRequest, Answer)>,
+    reply: oneshot::Sender<Result<i64, AppendFailure>>,
 }
 
 /// The command path; cheap to clone.
@@ -154,6 +170,9 @@ impl CommandService {
         config: ServiceConfig,
         journal: Journal,
     ) -> Self {
+        let metrics = Arc::new(ServiceMetrics::default());
+        let (committer, requests) = mpsc::channel(8192);
+        tokio::spawn(run_committer(log.clone(), catalog.clone(), metrics.clone(), requests));
         Self {
             inner: Arc::new(Inner {
                 log,
@@ -163,7 +182,8 @@ impl CommandService {
                 workers: Mutex::new(HashMap::new()),
                 next_worker: AtomicU64::new(0),
                 journal,
-                metrics: ServiceMetrics::default(),
+                metrics,
+                committer,
             }),
         }
     }
@@ -625,8 +645,8 @@ impl Worker {
         all(ServiceError::ConcurrencyConflict)
     }
 
-    /// Appends the batch's events with the `tenant_state` row and the stored answers, in one
-    /// transaction. The cache is left empty: the caller fills it on success.
+    /// Hands the batch to the committer, which writes it with the `tenant_state` row and the
+    /// stored answers in one transaction (shared with other stores' batches), and waits.
     async fn append(
         &self,
         loaded: &Loaded,
@@ -635,25 +655,29 @@ impl Worker {
         decided: &[Decided],
         now: DateTime<Utc>,
     ) -> Result<i64, AppendFailure> {
-        let inner = &self.inner;
-        let log = &inner.log;
-        let stream = stream_of(self.store).map_err(AppendFailure::Failed)?;
-        let mut tx = log.begin().await.map_err(AppendFailure::from)?;
-        let new_version = match log.append_in(&mut tx, &stream, loaded.version, events).await {
-            Ok(AppendOutcome::Appended { new_version, .. }) => new_version,
-            Ok(AppendOutcome::Duplicate { .. }) => return Err(AppendFailure::Duplicate),
-            Err(e) => return Err(e.into()),
+        let answers = decided
+            .iter()
+            .filter_map(|item| match item {
+                Decided::Accepted { answer, store_key: Some(request) } => Some((request.clone(), answer.clone())),
+                _ => None,
+            })
+            .collect();
+        let (reply, outcome) = oneshot::channel();
+        let request = CommitRequest {
+            store: self.store,
+            expected: loaded.version,
+            events: events.to_vec(),
+            state: working.clone(),
+            now,
+            answers,
+            reply,
         };
-        tenant_state::write_in(&mut tx, self.store, working, new_version, now, &inner.catalog).await?;
-        for item in decided {
-            if let Decided::Accepted { answer, store_key: Some(request) } = item {
-                answers::insert_in(&mut tx, self.store, &request.key, &request.request_hash, answer, now).await?;
-            }
+        if self.inner.committer.send(request).await.is_err() {
+            return Err(AppendFailure::Failed(ServiceError::Internal("the committer stopped".into())));
         }
-        log.commit(tx).await?;
-        inner.metrics.appends.fetch_add(1, Ordering::Relaxed);
-        inner.metrics.appended_events.fetch_add(events.len() as u64, Ordering::Relaxed);
-        Ok(new_version)
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(AppendFailure::Failed(ServiceError::Internal("the committer stopped".into()))))
     }
 
     fn remember(&mut self, old_version: i64, new_version: i64, state: TenantState) {
@@ -677,6 +701,96 @@ impl Worker {
         }
         self.cache = Some(Loaded { version: new_version, state });
     }
+}
+
+/// The most store batches one group transaction carries.
+const MAX_GROUP: usize = 256;
+
+/// Writes the batches of many stores in shared transactions (group commit): one multi-stream
+/// append, one multi-row `tenant_state` write, one commit for all of them. Each stream is still
+/// checked on its own version, so a conflict on one store fails only that store's batch.
+async fn run_committer(
+    log: AnyEventLog,
+    catalog: Arc<Catalog>,
+    metrics: Arc<ServiceMetrics>,
+    mut requests: mpsc::Receiver<CommitRequest>,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        let results = match commit_group(&log, &catalog, &group).await {
+            Ok(results) => results,
+            // The shared statement failed as a whole (a constraint race, a lost connection):
+            // write each batch on its own, so one store's trouble is not everyone's.
+            Err(_) if group.len() > 1 => {
+                let mut results = Vec::with_capacity(group.len());
+                for request in &group {
+                    results.push(match commit_group(&log, &catalog, std::slice::from_ref(request)).await {
+                        Ok(mut one) => one.pop().unwrap_or(Err(AppendFailure::Conflict)),
+                        Err(e) => Err(e),
+                    });
+                }
+                results
+            }
+            Err(e) => vec![Err(e)],
+        };
+        for (request, result) in group.into_iter().zip(results) {
+            if result.is_ok() {
+                metrics.appends.fetch_add(1, Ordering::Relaxed);
+                metrics.appended_events.fetch_add(request.events.len() as u64, Ordering::Relaxed);
+            }
+            let _ = request.reply.send(result);
+        }
+    }
+}
+
+async fn commit_group(
+    log: &AnyEventLog,
+    catalog: &Catalog,
+    group: &[CommitRequest],
+) -> Result<Vec<Result<i64, AppendFailure>>, AppendFailure> {
+    let parts = group
+        .iter()
+        .map(|r| {
+            Ok(StreamAppend {
+                stream: stream_of(r.store).map_err(AppendFailure::Failed)?,
+                expected: r.expected,
+                events: r.events.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, AppendFailure>>()?;
+    let mut tx = log.begin().await?;
+    let outcomes = log.append_many_in(&mut tx, &parts).await?;
+    let mut rows = Vec::new();
+    let mut results = Vec::with_capacity(group.len());
+    for (request, outcome) in group.iter().zip(&outcomes) {
+        results.push(match outcome {
+            StreamAppendOutcome::Appended { new_version, .. } => {
+                rows.push((request.store, &request.state, *new_version, request.now));
+                Ok(*new_version)
+            }
+            StreamAppendOutcome::Conflict => Err(AppendFailure::Conflict),
+            StreamAppendOutcome::Duplicate => Err(AppendFailure::Duplicate),
+        });
+    }
+    if !rows.is_empty() {
+        tenant_state::write_many_in(&mut tx, &rows, catalog).await?;
+        for (request, outcome) in group.iter().zip(&outcomes) {
+            if matches!(outcome, StreamAppendOutcome::Appended { .. }) {
+                for (key, answer) in &request.answers {
+                    answers::insert_in(&mut tx, request.store, &key.key, &key.request_hash, answer, request.now)
+                        .await?;
+                }
+            }
+        }
+        log.commit(tx).await?;
+    }
+    Ok(results)
 }
 
 enum BatchResult {

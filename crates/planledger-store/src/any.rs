@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::migrate::MigrationReport;
 use crate::{
     AppendOutcome, Checkpoint, EventLog, NewEvent, PgEventLog, RecordedEvent, Snapshot, SqliteEventLog, StoreError,
-    StreamId, Version,
+    StreamAppend, StreamAppendOutcome, StreamId, Version,
 };
 
 /// How to reach the database.
@@ -115,6 +115,20 @@ impl AnyEventLog {
     /// The number of events in the log.
     pub async fn event_count(&self) -> Result<i64, StoreError> {
         Ok(self.lag_after(Checkpoint::ORIGIN).await?.0)
+    }
+
+    /// Appends to several streams in one transaction (one statement on PostgreSQL); each stream
+    /// is checked on its own, so one conflict does not stop the others.
+    pub async fn append_many_in(
+        &self,
+        tx: &mut AnyTx,
+        parts: &[StreamAppend],
+    ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
+        match (self, tx) {
+            (Self::Postgres(_), AnyTx::Postgres(tx)) => PgEventLog::append_many_in(tx, parts).await,
+            (Self::Sqlite(log), AnyTx::Sqlite(tx)) => log.append_many_in(tx, parts).await,
+            _ => Err(mismatched()),
+        }
     }
 
     pub async fn pending_migrations(&self) -> Result<usize, StoreError> {

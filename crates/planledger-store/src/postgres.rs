@@ -16,8 +16,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use crate::migrate::{self, MigrationReport};
 use crate::types::{idempotency_ranges, recorded};
 use crate::{
-    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamId, Version,
-    MAX_READ_LIMIT,
+    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
+    StreamAppendOutcome, StreamId, Version, MAX_READ_LIMIT,
 };
 
 /// The envelope columns, in the order [`event_from_row`] reads them.
@@ -63,6 +63,48 @@ const INSERT_FROM_BUMP: &str = "inserted AS (
         AS k(idempotency_key, first_version, last_version)
 )
 SELECT global_position, transaction_id::text::bigint AS transaction_id FROM inserted ORDER BY version";
+
+/// Appends to many streams in one statement: each stream's version row is bumped only at its
+/// expected version (and if none of its keys was used), and only bumped streams get events.
+/// Streams are independent: one's conflict does not stop the others.
+const APPEND_MANY: &str = "WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS i(stream_id, expected, new_version)
+), used AS (
+    SELECT DISTINCT q.stream_id FROM unnest($15::text[], $16::text[]) AS q(stream_id, idempotency_key)
+    JOIN ledger_idempotency_keys k ON k.stream_id = q.stream_id AND k.idempotency_key = q.idempotency_key
+), created AS (
+    INSERT INTO ledger_streams (stream_id, version)
+    SELECT i.stream_id, i.new_version FROM input i
+    WHERE i.expected = 0 AND i.stream_id NOT IN (SELECT stream_id FROM used)
+    ON CONFLICT (stream_id) DO NOTHING
+    RETURNING stream_id
+), moved AS (
+    UPDATE ledger_streams s SET version = i.new_version FROM input i
+    WHERE s.stream_id = i.stream_id AND i.expected > 0 AND s.version = i.expected
+      AND i.stream_id NOT IN (SELECT stream_id FROM used)
+    RETURNING s.stream_id
+), bumped AS (
+    SELECT stream_id FROM created UNION ALL SELECT stream_id FROM moved
+), inserted AS (
+    INSERT INTO ledger_events (event_id, stream_id, version, event_type, schema_version, data,
+        correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at)
+    SELECT e.event_id, e.stream_id, e.version, e.event_type, e.schema_version, e.data,
+        e.correlation_id, e.causation_id, e.idempotency_key, e.actor, e.catalog_fingerprint, e.recorded_at
+    FROM unnest($4::text[], $5::uuid[], $6::bigint[], $7::text[], $8::int4[], $9::jsonb[], $10::text[],
+        $11::text[], $12::text[], $13::text[], $14::text[], $17::timestamptz[])
+        AS e(stream_id, event_id, version, event_type, schema_version, data, correlation_id, causation_id,
+             idempotency_key, actor, catalog_fingerprint, recorded_at)
+    WHERE e.stream_id IN (SELECT stream_id FROM bumped)
+    RETURNING stream_id, version, global_position, transaction_id
+), keys AS (
+    INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version)
+    SELECT k.stream_id, k.idempotency_key, k.first_version, k.last_version
+    FROM unnest($18::text[], $19::text[], $20::bigint[], $21::bigint[]) AS k(stream_id, idempotency_key, first_version, last_version)
+    WHERE k.stream_id IN (SELECT stream_id FROM bumped)
+)
+SELECT stream_id, version, global_position, transaction_id::text::bigint AS transaction_id, false AS used FROM inserted
+UNION ALL
+SELECT stream_id, 0, 0, 0, true FROM used";
 
 /// Serializes concurrent `migrate` calls across nodes.
 const MIGRATION_LOCK_KEY: i64 = 0x706c_616e_6c65_6467; // "planledg"
@@ -138,6 +180,94 @@ impl PgEventLog {
         let applied: Vec<(i64, String)> =
             sqlx::query_as("SELECT version, checksum FROM ledger_migrations").fetch_all(&self.pool).await?;
         Ok(migrate::pending(migrate::POSTGRES, &applied)?.len())
+    }
+
+    /// Appends to several streams in one statement, in `tx`; see [`StreamAppendOutcome`].
+    pub async fn append_many_in(
+        tx: &mut Transaction<'static, Postgres>,
+        parts: &[StreamAppend],
+    ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
+        let mut streams = Vec::new();
+        let (mut expected, mut new_version) = (Vec::new(), Vec::new());
+        let mut e_stream = Vec::new();
+        let mut e_version = Vec::new();
+        let mut all_events: Vec<&NewEvent> = Vec::new();
+        let (mut used_stream, mut used_key) = (Vec::new(), Vec::new());
+        let (mut k_stream, mut k_key, mut k_first, mut k_last) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for part in parts {
+            if part.events.is_empty() {
+                return Err(StoreError::EmptyAppend);
+            }
+            streams.push(part.stream.as_str());
+            expected.push(part.expected);
+            new_version.push(part.expected + part.events.len() as Version);
+            for (offset, event) in part.events.iter().enumerate() {
+                e_stream.push(part.stream.as_str());
+                e_version.push(part.expected + 1 + offset as Version);
+                all_events.push(event);
+            }
+            for (key, first, last) in idempotency_ranges(&part.events, part.expected) {
+                used_stream.push(part.stream.as_str());
+                used_key.push(key.clone());
+                k_stream.push(part.stream.as_str());
+                k_key.push(key);
+                k_first.push(first);
+                k_last.push(last);
+            }
+        }
+        let rows: Vec<(String, i64, i64, i64, bool)> = sqlx::query_as(APPEND_MANY)
+            .bind(&streams)
+            .bind(&expected)
+            .bind(&new_version)
+            .bind(&e_stream)
+            .bind(all_events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+            .bind(&e_version)
+            .bind(all_events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+            .bind(all_events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+            .bind(all_events.iter().map(|e| Json(&e.data)).collect::<Vec<_>>())
+            .bind(all_events.iter().map(|e| e.correlation_id.as_str()).collect::<Vec<_>>())
+            .bind(all_events.iter().map(|e| e.causation_id.as_deref()).collect::<Vec<_>>())
+            .bind(all_events.iter().map(|e| e.idempotency_key.as_deref()).collect::<Vec<_>>())
+            .bind(all_events.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+            .bind(all_events.iter().map(|e| e.catalog_fingerprint.as_str()).collect::<Vec<_>>())
+            .bind(&used_stream)
+            .bind(&used_key)
+            .bind(all_events.iter().map(|e| crate::truncate_to_micros(e.recorded_at)).collect::<Vec<_>>())
+            .bind(&k_stream)
+            .bind(&k_key)
+            .bind(&k_first)
+            .bind(&k_last)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut positions: std::collections::HashMap<&str, Vec<(i64, i64, Checkpoint)>> =
+            std::collections::HashMap::new();
+        let mut duplicates = std::collections::HashSet::new();
+        for (stream, version, position, transaction_id, used) in &rows {
+            if *used {
+                duplicates.insert(stream.as_str());
+            } else {
+                positions.entry(stream.as_str()).or_default().push((
+                    *version,
+                    *position,
+                    Checkpoint { transaction_id: *transaction_id, position: *position },
+                ));
+            }
+        }
+        Ok(parts
+            .iter()
+            .map(|part| match positions.get_mut(part.stream.as_str()) {
+                Some(found) if found.len() == part.events.len() => {
+                    found.sort_unstable_by_key(|(version, _, _)| *version);
+                    let positions: Vec<(i64, Checkpoint)> = found.iter().map(|(_, p, c)| (*p, *c)).collect();
+                    StreamAppendOutcome::Appended {
+                        new_version: part.expected + part.events.len() as Version,
+                        events: recorded(&part.stream, part.expected, &part.events, &positions),
+                    }
+                }
+                _ if duplicates.contains(part.stream.as_str()) => StreamAppendOutcome::Duplicate,
+                _ => StreamAppendOutcome::Conflict,
+            })
+            .collect())
     }
 
     async fn read_range_in(

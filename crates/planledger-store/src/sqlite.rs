@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::migrate::{self, MigrationReport};
 use crate::types::{idempotency_ranges, recorded};
 use crate::{
-    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamId, Version,
-    MAX_READ_LIMIT,
+    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
+    StreamAppendOutcome, StreamId, Version, MAX_READ_LIMIT,
 };
 
 /// The database's own clock, for bookkeeping times (like PostgreSQL's `now()`): decisions never
@@ -116,6 +116,28 @@ impl SqliteEventLog {
         let applied: Vec<(i64, String)> =
             sqlx::query_as("SELECT version, checksum FROM ledger_migrations").fetch_all(&self.readers).await?;
         Ok(migrate::pending(migrate::SQLITE, &applied)?.len())
+    }
+
+    /// Appends to several streams in `tx`, each independently; see [`StreamAppendOutcome`].
+    pub async fn append_many_in(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        parts: &[StreamAppend],
+    ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(parts.len());
+        for part in parts {
+            // A refused part writes nothing (the checks come before the writes), so the
+            // transaction goes on with the next.
+            outcomes.push(match self.append_in(tx, &part.stream, part.expected, &part.events).await {
+                Ok(AppendOutcome::Appended { new_version, events }) => {
+                    StreamAppendOutcome::Appended { new_version, events }
+                }
+                Ok(AppendOutcome::Duplicate { .. }) => StreamAppendOutcome::Duplicate,
+                Err(StoreError::Conflict { .. }) => StreamAppendOutcome::Conflict,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(outcomes)
     }
 
     async fn checkpoint_in(tx: &mut Transaction<'static, Sqlite>, consumer: &str) -> Result<Checkpoint, StoreError> {

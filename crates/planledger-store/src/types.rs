@@ -223,3 +223,24 @@ pub(crate) fn recorded(
         })
         .collect()
 }
+
+/// One stream's part of a multi-stream append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    pub stream: StreamId,
+    pub expected: Version,
+    pub events: Vec<NewEvent>,
+}
+
+/// What a multi-stream append did to one stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamAppendOutcome {
+    Appended {
+        new_version: Version,
+        events: Vec<RecordedEvent>,
+    },
+    /// Nothing written: the stream was not at the expected version.
+    Conflict,
+    /// Nothing written: an idempotency key of the part was already used on the stream.
+    Duplicate,
+}

@@ -406,3 +406,46 @@ async fn migrating_twice_applies_nothing_the_second_time() {
         assert_eq!(pg.pending_migrations().await.expect("pending"), 0);
     }
 }
+
+/// Several streams in one transaction: each checked on its own.
+async fn appending_to_many_streams_checks_each_on_its_own(log: planledger_store::AnyEventLog) {
+    use planledger_store::{StreamAppend, StreamAppendOutcome};
+    let (a, b, c, d) = (stream("many-a"), stream("many-b"), stream("many-c"), stream("many-d"));
+    log.append(&b, 0, &[event("E", json!({}))]).await.expect("b");
+    log.append(&d, 0, &[event("E", json!({})).with_idempotency_key("k-d")]).await.expect("d");
+    let parts = vec![
+        StreamAppend { stream: a.clone(), expected: 0, events: vec![event("A1", json!({})), event("A2", json!({}))] },
+        StreamAppend { stream: b.clone(), expected: 0, events: vec![event("B2", json!({}))] },
+        StreamAppend { stream: c.clone(), expected: 0, events: vec![event("C1", json!({}))] },
+        StreamAppend {
+            stream: d.clone(),
+            expected: 1,
+            events: vec![event("D2", json!({})).with_idempotency_key("k-d")],
+        },
+    ];
+    let mut tx = log.begin().await.expect("begin");
+    let outcomes = log.append_many_in(&mut tx, &parts).await.expect("append many");
+    log.commit(tx).await.expect("commit");
+    assert!(matches!(&outcomes[0], StreamAppendOutcome::Appended { new_version: 2, events } if events.len() == 2));
+    assert_eq!(outcomes[1], StreamAppendOutcome::Conflict, "b is at version 1, not 0");
+    assert!(matches!(&outcomes[2], StreamAppendOutcome::Appended { new_version: 1, .. }));
+    assert_eq!(outcomes[3], StreamAppendOutcome::Duplicate, "d's key was used");
+    assert_eq!(log.stream_version(&a).await.unwrap(), 2);
+    assert_eq!(log.stream_version(&b).await.unwrap(), 1, "the conflicting part wrote nothing");
+    assert_eq!(log.stream_version(&d).await.unwrap(), 1);
+    let read = log.read_stream(&a, 1, 10).await.unwrap();
+    let StreamAppendOutcome::Appended { events, .. } = &outcomes[0] else { unreachable!() };
+    assert_eq!(&read, events, "what the multi-append reported is what is stored");
+}
+
+#[tokio::test]
+async fn sqlite_appending_to_many_streams_checks_each_on_its_own() {
+    let (log, _db) = sqlite_log().await;
+    appending_to_many_streams_checks_each_on_its_own(planledger_store::AnyEventLog::Sqlite(log)).await;
+}
+
+#[tokio::test]
+async fn postgres_appending_to_many_streams_checks_each_on_its_own() {
+    let Some((log, _db)) = pg_log("postgres_appending_to_many_streams_checks_each_on_its_own").await else { return };
+    appending_to_many_streams_checks_each_on_its_own(planledger_store::AnyEventLog::Postgres(log)).await;
+}
