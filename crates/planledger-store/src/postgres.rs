@@ -423,7 +423,7 @@ impl EventLog for PgEventLog {
             "SELECT {EVENT_COLUMNS} FROM ledger_events
              WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2)
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY transaction_id, global_position
+             ORDER BY ledger_events.transaction_id, ledger_events.global_position
              LIMIT $3"
         );
         let rows = sqlx::query(&sql)
