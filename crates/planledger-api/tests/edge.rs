@@ -1,0 +1,58 @@
+//! The edge middleware: a panic in a handler is a 500 with a correlation id, and the process
+//! (and the connection's next request) go on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use planledger_api::{edge, AppState, Tokens};
+use planledger_domain::Catalog;
+use planledger_service::{CommandService, Journal, ServiceConfig, SystemClock};
+use planledger_store::{AnyEventLog, SqliteEventLog};
+use tower::ServiceExt;
+
+async fn state() -> (AppState, planledger_testkit::SqliteTestDatabase) {
+    let db = planledger_testkit::SqliteTestDatabase::create();
+    let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 2, Duration::from_secs(5)).await.unwrap());
+    log.migrate().await.unwrap();
+    let (journal, _writer) = Journal::spawn(log.clone());
+    let service = CommandService::new(
+        log,
+        Arc::new(Catalog::builtin()),
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+        journal,
+    );
+    (AppState::new(service, Tokens::none(), Arc::default()), db)
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_with_a_correlation_id() {
+    let (state, _db) = state().await;
+    let router: Router = Router::new()
+        .route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("a bug")
+                }
+            }),
+        )
+        .route("/fine", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge::edge))
+        .with_state(state);
+    let request = Request::get("/boom").header("x-correlation-id", "trace-77").body(Body::empty()).unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.headers()["x-correlation-id"], "trace-77");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["error"], "internal");
+    assert_eq!(json["correlationId"], "trace-77");
+    assert!(!json.to_string().contains("a bug"), "internal text never reaches a client");
+    let response = router.oneshot(Request::get("/fine").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the service goes on");
+}
