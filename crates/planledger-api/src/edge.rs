@@ -78,6 +78,20 @@ async fn with_correlation_id(response: Response, correlation_id: &str) -> Respon
     Response::from_parts(parts, body)
 }
 
+/// Refuses a caller without the route's role before anything else of the request is looked
+/// at, so an unauthorized caller learns nothing from validation errors.
+pub async fn require_role(
+    State((app, role)): State<(AppState, crate::auth::Role)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    match app.tokens.authenticate(header).and_then(|principal| principal.require(role)) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
 /// A request's caller and the request's bookkeeping.
 #[derive(Debug, Clone)]
 pub struct Ctx {

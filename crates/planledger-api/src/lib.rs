@@ -372,9 +372,15 @@ pub fn app(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     let mut by_path: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
     for route in ROUTES {
+        let handler = match route.role {
+            Some(role) => {
+                (route.handler)().layer(axum::middleware::from_fn_with_state((state.clone(), role), edge::require_role))
+            }
+            None => (route.handler)(),
+        };
         match by_path.iter_mut().find(|(path, _)| *path == route.path) {
-            Some((_, methods)) => *methods = std::mem::take(methods).merge((route.handler)()),
-            None => by_path.push((route.path, (route.handler)())),
+            Some((_, methods)) => *methods = std::mem::take(methods).merge(handler),
+            None => by_path.push((route.path, handler)),
         }
     }
     for (path, methods) in by_path {

@@ -556,8 +556,8 @@ fn clock_body(now: DateTime<Utc>) -> Response {
 }
 
 pub async fn get_test_clock(State(app): State<AppState>, ctx: Ctx) -> Reply {
-    let clock = test_clock(&app)?;
     ctx.principal.require(Role::Admin)?;
+    let clock = test_clock(&app)?;
     Ok(clock_body(planledger_service::Clock::now(clock)))
 }
 
@@ -568,8 +568,8 @@ pub struct SetClockBody {
 }
 
 pub async fn set_test_clock(State(app): State<AppState>, ctx: Ctx, body: JsonBody<SetClockBody>) -> Reply {
-    let clock = test_clock(&app)?;
     ctx.principal.require(Role::Admin)?;
+    let clock = test_clock(&app)?;
     let now = DateTime::parse_from_rfc3339(&body.value.now)
         .map_err(|_| ApiError::validation("now", "must be an RFC 3339 time"))?
         .with_timezone(&Utc);
@@ -585,8 +585,8 @@ pub struct AdvanceBody {
 }
 
 pub async fn advance_test_clock(State(app): State<AppState>, ctx: Ctx, body: JsonBody<AdvanceBody>) -> Reply {
-    let clock = test_clock(&app)?;
     ctx.principal.require(Role::Admin)?;
+    let clock = test_clock(&app)?;
     let seconds = body.value.seconds;
     if !(0..=10 * 366 * 86_400).contains(&seconds) {
         return Err(ApiError::validation("seconds", "must be from 0 to ten years"));

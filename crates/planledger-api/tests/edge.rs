@@ -56,3 +56,60 @@ async fn a_panicking_handler_answers_500_with_a_correlation_id() {
     let response = router.oneshot(Request::get("/fine").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "the service goes on");
 }
+
+/// Every route against every kind of caller: no token, a wrong token, and each role.
+#[tokio::test]
+async fn every_route_enforces_its_role() {
+    use planledger_api::{Role, ROUTES};
+    let db = planledger_testkit::SqliteTestDatabase::create();
+    let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 2, Duration::from_secs(5)).await.unwrap());
+    log.migrate().await.unwrap();
+    planledger_projections::schema::ensure(&log, Catalog::builtin().fingerprint(), chrono::Utc::now()).await.unwrap();
+    let (journal, _writer) = Journal::spawn(log.clone());
+    let service = CommandService::new(
+        log,
+        Arc::new(Catalog::builtin()),
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+        journal,
+    );
+    let tokens = Tokens::parse("r:reader:reader-secret-1,s:service:service-secret-1,a:admin:admin-secret-1").unwrap();
+    let router = planledger_api::app(AppState::new(service, tokens, Arc::default()));
+    let callers: [(&str, Option<&str>, Option<Role>); 5] = [
+        ("no token", None, None),
+        ("wrong token", Some("Bearer nope-nope-nope"), None),
+        ("reader", Some("Bearer reader-secret-1"), Some(Role::Reader)),
+        ("service", Some("Bearer service-secret-1"), Some(Role::Service)),
+        ("admin", Some("Bearer admin-secret-1"), Some(Role::Admin)),
+    ];
+    let mut checked = 0;
+    for route in ROUTES {
+        let uri = route.path.replace("{id}", &uuid::Uuid::new_v4().to_string()).replace("{name}", "audit_log");
+        for (who, header, role) in &callers {
+            let mut request = Request::builder().method(route.method).uri(&uri);
+            if let Some(header) = header {
+                request = request.header("authorization", *header);
+            }
+            let response = router.clone().oneshot(request.body(Body::from("{}")).unwrap()).await.unwrap();
+            let status = response.status().as_u16();
+            let expected = match (route.role, role) {
+                (None, _) => "open",
+                (Some(_), None) => "401",
+                (Some(needed), Some(has)) if has < &needed => "403",
+                _ => "allowed",
+            };
+            match expected {
+                "401" => assert_eq!(status, 401, "{} {} as {who}", route.method, route.path),
+                "403" => assert_eq!(status, 403, "{} {} as {who}", route.method, route.path),
+                _ => assert!(
+                    status != 401 && status != 403 && status < 500,
+                    "{} {} as {who}: {status}",
+                    route.method,
+                    route.path
+                ),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, ROUTES.len() * 5);
+}
