@@ -3,6 +3,7 @@
 mod api;
 mod audit;
 mod concurrency;
+mod crash;
 mod lifecycle;
 mod migrate;
 mod ops;
