@@ -66,8 +66,6 @@ async fn sigterm_finishes_in_flight_work_and_flushes_the_journal(backend: Backen
     assert_eq!(journal.len(), 3 + answered);
 }
 
-on_both_backends!(sigterm_finishes_in_flight_work_and_flushes_the_journal);
-
 #[test]
 fn without_tokens_the_server_refuses_a_non_loopback_bind() {
     let db = planledger_testkit::SqliteTestDatabase::create();
@@ -95,3 +93,25 @@ fn a_bad_token_list_stops_the_server_without_echoing_secrets() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown role") && !stderr.contains("topsecret-value"), "{stderr}");
 }
+
+/// Tokens never reach the logs, even at debug level, whether right or wrong.
+async fn no_secret_reaches_the_logs(backend: Backend) {
+    let Some(db) = Db::create(backend, "no_secret_reaches_the_logs").await else { return };
+    let log = std::env::temp_dir().join(format!("planledger-log-{}.txt", uuid::Uuid::new_v4()));
+    let options = Options { log_file: Some(log.clone()), ..Options::default().with_tokens() };
+    let mut server = Server::start(db.url(), &options);
+    let store = server.register("Secretive").await;
+    server.as_token(Some(crate::server::SERVICE)).post(&format!("/v1/stores/{store}/trial"), json!({})).await;
+    server.as_token(Some("guessed-secret-123")).get(&format!("/v1/stores/{store}")).await;
+    server.as_token(Some(crate::server::READER)).get(&format!("/v1/stores/{store}")).await;
+    server.terminate();
+    server.wait();
+    let text = std::fs::read_to_string(&log).expect("the server's log");
+    assert!(text.len() > 200, "the server logged at debug level: {text}");
+    for secret in [crate::server::ADMIN, crate::server::SERVICE, crate::server::READER, "guessed-secret-123"] {
+        assert!(!text.contains(secret), "{secret} appears in the log");
+    }
+    let _ = std::fs::remove_file(log);
+}
+
+on_both_backends!(sigterm_finishes_in_flight_work_and_flushes_the_journal, no_secret_reaches_the_logs);

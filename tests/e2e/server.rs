@@ -41,6 +41,8 @@ pub struct Options {
     pub tokens: Option<String>,
     pub test_clock: bool,
     pub catalog: Option<String>,
+    /// Capture the server's log (stderr, at debug level) into this file.
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 pub const ADMIN: &str = "admin-secret-1";
@@ -86,6 +88,9 @@ impl Server {
         }
         if let Some(catalog) = &options.catalog {
             command.env("PLANLEDGER_CATALOG", catalog);
+        }
+        if let Some(path) = &options.log_file {
+            command.env("RUST_LOG", "debug").stderr(std::fs::File::create(path).expect("log file"));
         }
         let mut child = command.spawn().expect("spawn planledger serve");
         let stdout = child.stdout.take().expect("stdout");
