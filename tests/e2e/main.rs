@@ -7,6 +7,7 @@ mod crash;
 mod lifecycle;
 mod migrate;
 mod ops;
+mod outage;
 mod server;
 
 use std::process::{Command, Output};

@@ -25,6 +25,11 @@ struct Cli {
     #[arg(long, global = true, env = "PLANLEDGER_DB_POOL_SIZE", default_value_t = 16)]
     db_pool_size: u32,
 
+    /// How long a request waits for a database connection before answering 503
+    /// `storage_unavailable`, in milliseconds.
+    #[arg(long, global = true, env = "PLANLEDGER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    db_acquire_timeout_ms: u64,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -122,7 +127,7 @@ fn parse_flag(value: &str) -> Result<bool, String> {
 fn store_config(cli: &Cli) -> StoreConfig {
     StoreConfig {
         max_connections: cli.db_pool_size.max(1),
-        acquire_timeout: Duration::from_secs(5),
+        acquire_timeout: Duration::from_millis(cli.db_acquire_timeout_ms.max(100)),
         ..StoreConfig::new(cli.database_url.clone())
     }
 }
