@@ -6,6 +6,7 @@ mod concurrency;
 mod crash;
 mod lifecycle;
 mod migrate;
+mod nodes;
 mod ops;
 mod outage;
 mod server;

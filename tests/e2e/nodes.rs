@@ -1,0 +1,87 @@
+//! Three servers on one PostgreSQL database: exact quotas on shared stores, each due transition
+//! appended once, one active audit projector, taken over when the node holding it is killed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::server::{Backend, Db, Options, Server};
+
+async fn leader_flag(server: &Server) -> Option<u8> {
+    let text = server.client.get(format!("{}/metrics", server.base)).send().await.ok()?.text().await.ok()?;
+    text.lines().find(|l| l.starts_with("planledger_projector_leader{"))?.rsplit(' ').next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_share_one_database_exactly() {
+    let Some(db) = Db::create(Backend::Postgres, "three_nodes_share_one_database_exactly").await else { return };
+    let mut nodes: Vec<Server> = (0..3).map(|_| Server::start(db.url(), &Options::test_clock())).collect();
+    let mut stores = Vec::new();
+    for i in 0..3 {
+        let store = nodes[i].register(&format!("Shared {i}")).await;
+        assert_eq!(nodes[(i + 1) % 3].post(&format!("/v1/stores/{store}/trial"), json!({})).await.0, 201);
+        stores.push(store);
+    }
+
+    // Mixed load from all nodes on all stores: products (limit 50 each, lifetime) and reads.
+    let mut clients = Vec::new();
+    for c in 0..24 {
+        let (node, stores) = (&nodes[c % 3], &stores);
+        clients.push(async move {
+            let mut allowed = vec![0; stores.len()];
+            for i in 0..12 {
+                let s = (c + i) % stores.len();
+                let action = if i % 4 == 3 { "view_analytics" } else { "create_product" };
+                let (status, _) =
+                    node.post(&format!("/v1/stores/{}/quota/consume", stores[s]), json!({"action": action})).await;
+                assert!(status == 200 || status == 429, "status {status}");
+                if status == 200 && action == "create_product" {
+                    allowed[s] += 1;
+                }
+            }
+            allowed
+        });
+    }
+    let results = futures_util::future::join_all(clients).await;
+    for (s, store) in stores.iter().enumerate() {
+        let allowed: usize = results.iter().map(|r| r[s]).sum();
+        assert_eq!(allowed, 50, "{store}: demand was above the limit, so exactly the limit is allowed");
+        let (_, view) = nodes[2].get(&format!("/v1/stores/{store}")).await;
+        let products =
+            view["usage"].as_array().unwrap().iter().find(|u| u["action"] == "create_product").unwrap()["used"].clone();
+        assert_eq!(products, json!(allowed), "the read model agrees with what was allowed");
+    }
+
+    // Every node's clock passes the trials' end; each trial expires once.
+    for node in &nodes {
+        node.advance_days(15).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for store in &stores {
+        let types = nodes[0].event_types(store).await;
+        assert_eq!(types.iter().filter(|t| *t == "TrialExpired").count(), 1, "{types:?}");
+    }
+
+    // One audit projector is active; when its node is killed another takes over.
+    let flags = [leader_flag(&nodes[0]).await, leader_flag(&nodes[1]).await, leader_flag(&nodes[2]).await];
+    assert_eq!(flags.iter().map(|f| f.unwrap_or(0)).sum::<u8>(), 1, "exactly one leader: {flags:?}");
+    let leader = flags.iter().position(|f| *f == Some(1)).unwrap();
+    nodes[leader].kill();
+    let survivor = (leader + 1) % 3;
+    let store = nodes[survivor].register("After the leader died").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = nodes[survivor].get(&format!("/v1/audit?storeId={store}")).await;
+        if page["items"].as_array().is_some_and(|items| items.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no node took the audit projector over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let mut leaders = 0;
+    for i in others {
+        leaders += leader_flag(&nodes[i]).await.unwrap_or(0);
+    }
+    assert_eq!(leaders, 1, "exactly one leader after the takeover");
+}
