@@ -1,5 +1,5 @@
-//! Crash safety: `planledger serve` killed with SIGKILL in the middle of a concurrent load, ten
-//! times. Every command answered 2xx is in the log exactly once, stream versions have no gaps,
+//! Crash safety: `planledger serve` killed with SIGKILL in the middle of a concurrent load of
+//! consumptions and plan transitions, all with idempotency keys, ten times. Every command answered 2xx is in the log exactly once, stream versions have no gaps,
 //! re-sending every request with its idempotency key appends nothing, and the read models catch
 //! up with the log.
 
@@ -42,8 +42,8 @@ async fn killed_servers_lose_nothing_and_double_nothing(backend: Backend) {
         }
         stores
     };
-    // key -> (store, the first answer's consumption id)
-    let acknowledged: Arc<Mutex<HashMap<String, (String, Value)>>> = Arc::default();
+    // key -> (store, route, body, the first answer)
+    let acknowledged: Arc<Mutex<HashMap<String, (String, &'static str, Value, Value)>>> = Arc::default();
     let mut attempted = 0;
     for cycle in 0..CYCLES {
         let mut server = Server::start(db.url(), &Options::default());
@@ -57,19 +57,33 @@ async fn killed_servers_lose_nothing_and_double_nothing(backend: Backend) {
                 for i in 0.. {
                     let store = &stores[(worker + i) % stores.len()];
                     let key = format!("crash-{cycle}-{worker}-{i}");
+                    // Two clients in twelve move plans; the others consume.
+                    let (path, body) = if worker < 2 {
+                        let Ok(view) = client.get(format!("{base}/v1/stores/{store}")).send().await else { break };
+                        let Ok(view) = view.json::<Value>().await else { break };
+                        let from = view["planId"].as_str().unwrap_or("free_trial").to_owned();
+                        let to = if from == "starter" { "professional" } else { "starter" };
+                        ("plan-transitions", json!({"fromPlanId": from, "toPlanId": to, "reason": "upgrade", "subscriptionId": "sub_crash"}))
+                    } else {
+                        ("quota/consume", json!({"action": "update_product"}))
+                    };
                     let response = client
-                        .post(format!("{base}/v1/stores/{store}/quota/consume"))
+                        .post(format!("{base}/v1/stores/{store}/{path}"))
                         .header("Idempotency-Key", &key)
-                        .json(&json!({"action": "update_product"}))
+                        .json(&body)
                         .send()
                         .await;
                     sent += 1;
                     let Ok(response) = response else { break };
-                    if response.status().as_u16() != 200 {
+                    let status = response.status().as_u16();
+                    if status == 409 {
+                        continue; // a transition decided on a plan another client had just changed
+                    }
+                    if status != 200 {
                         break;
                     }
-                    let Ok(body) = response.json::<Value>().await else { break };
-                    acknowledged.lock().unwrap().insert(key, (store.clone(), body["consumptionId"].clone()));
+                    let Ok(answer) = response.json::<Value>().await else { break };
+                    acknowledged.lock().unwrap().insert(key, (store.clone(), path, body, answer));
                 }
                 sent
             }));
@@ -97,14 +111,14 @@ async fn killed_servers_lose_nothing_and_double_nothing(backend: Backend) {
     // Re-sending every acknowledged request appends nothing and answers as the first time.
     let server = Server::start(db.url(), &Options::default());
     let before = scalar(&db, "SELECT count(*) FROM ledger_events").await;
-    for (key, (store, consumption)) in &acknowledged {
+    for (key, (store, path, body, first)) in &acknowledged {
         let request = server
             .client
-            .post(format!("{}/v1/stores/{store}/quota/consume", server.base))
+            .post(format!("{}/v1/stores/{store}/{path}", server.base))
             .header("Idempotency-Key", key)
-            .json(&json!({"action": "update_product"}));
-        let (status, body) = server.caller().send(request).await;
-        assert_eq!((status, &body["consumptionId"]), (200, consumption), "{key}");
+            .json(body);
+        let (status, answer) = server.caller().send(request).await;
+        assert_eq!((status, &answer), (200, first), "{key}: the first answer, word for word");
     }
     assert_eq!(scalar(&db, "SELECT count(*) FROM ledger_events").await, before, "retries appended nothing");
 
@@ -123,8 +137,10 @@ async fn killed_servers_lose_nothing_and_double_nothing(backend: Backend) {
     )
     .await;
     assert_eq!(behind, 0, "every tenant_state row is at its stream's version");
+    let transitions = acknowledged.values().filter(|(_, path, _, _)| *path == "plan-transitions").count();
+    assert!(transitions > 0, "plan transitions were part of the load");
     println!(
-        "crash cycles: {CYCLES}, requests sent: {attempted}, acknowledged: {}, lost: 0, doubled: 0",
+        "crash cycles: {CYCLES}, requests sent: {attempted}, acknowledged: {} ({transitions} plan transitions), lost: 0, doubled: 0",
         acknowledged.len()
     );
 }
