@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use crate::on_both_backends;
 use crate::server::{Backend, Db, Options, Server};
 
+/// An acknowledged request: store, route, body, and the first answer.
+type Acknowledged = (String, &'static str, Value, Value);
+
 const CYCLES: usize = 10;
 const CLIENTS: usize = 12;
 
@@ -42,8 +45,7 @@ async fn killed_servers_lose_nothing_and_double_nothing(backend: Backend) {
         }
         stores
     };
-    // key -> (store, route, body, the first answer)
-    let acknowledged: Arc<Mutex<HashMap<String, (String, &'static str, Value, Value)>>> = Arc::default();
+    let acknowledged: Arc<Mutex<HashMap<String, Acknowledged>>> = Arc::default();
     let mut attempted = 0;
     for cycle in 0..CYCLES {
         let mut server = Server::start(db.url(), &Options::default());
