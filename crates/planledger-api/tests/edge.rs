@@ -14,10 +14,12 @@ use planledger_service::{CommandService, Journal, ServiceConfig, SystemClock};
 use planledger_store::{AnyEventLog, SqliteEventLog};
 use tower::ServiceExt;
 
-async fn state() -> (AppState, planledger_testkit::SqliteTestDatabase) {
+/// The API's state on a fresh, migrated SQLite database, with `tokens`.
+async fn state(tokens: Tokens) -> (AppState, planledger_testkit::SqliteTestDatabase) {
     let db = planledger_testkit::SqliteTestDatabase::create();
     let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 2, Duration::from_secs(5)).await.unwrap());
     log.migrate().await.unwrap();
+    planledger_projections::schema::ensure(&log, Catalog::builtin().fingerprint(), chrono::Utc::now()).await.unwrap();
     let (journal, _writer) = Journal::spawn(log.clone());
     let service = CommandService::new(
         log,
@@ -26,12 +28,12 @@ async fn state() -> (AppState, planledger_testkit::SqliteTestDatabase) {
         ServiceConfig::default(),
         journal,
     );
-    (AppState::new(service, Tokens::none(), Arc::default()), db)
+    (AppState::new(service, tokens, Arc::default()), db)
 }
 
 #[tokio::test]
 async fn a_panicking_handler_answers_500_with_a_correlation_id() {
-    let (state, _db) = state().await;
+    let (state, _db) = state(Tokens::none()).await;
     let router: Router = Router::new()
         .route(
             "/boom",
@@ -61,20 +63,9 @@ async fn a_panicking_handler_answers_500_with_a_correlation_id() {
 #[tokio::test]
 async fn every_route_enforces_its_role() {
     use planledger_api::{Role, ROUTES};
-    let db = planledger_testkit::SqliteTestDatabase::create();
-    let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 2, Duration::from_secs(5)).await.unwrap());
-    log.migrate().await.unwrap();
-    planledger_projections::schema::ensure(&log, Catalog::builtin().fingerprint(), chrono::Utc::now()).await.unwrap();
-    let (journal, _writer) = Journal::spawn(log.clone());
-    let service = CommandService::new(
-        log,
-        Arc::new(Catalog::builtin()),
-        Arc::new(SystemClock),
-        ServiceConfig::default(),
-        journal,
-    );
     let tokens = Tokens::parse("r:reader:reader-secret-1,s:service:service-secret-1,a:admin:admin-secret-1").unwrap();
-    let router = planledger_api::app(AppState::new(service, tokens, Arc::default()));
+    let (state, _db) = state(tokens).await;
+    let router = planledger_api::app(state);
     let callers: [(&str, Option<&str>, Option<Role>); 5] = [
         ("no token", None, None),
         ("wrong token", Some("Bearer nope-nope-nope"), None),
