@@ -136,14 +136,20 @@ struct Inner {
 /// A store worker's decided batch, ready to be written.
 struct CommitRequest {
     store: StoreId,
-    expected: i64,
-    events: Vec<NewEvent>,
+    /// The stream, the version the batch was decided on, and its events.
+    part: StreamAppend,
     /// The store's state after the events, for its `tenant_state` row.
     state: TenantState,
     now: DateTime<Utc>,
     /// First answers to store for their idempotency keys.
     answers: Vec<(IdempotencyRequest, Answer)>,
     reply: oneshot::Sender<Result<i64, AppendFailure>>,
+}
+
+impl AsRef<StreamAppend> for CommitRequest {
+    fn as_ref(&self) -> &StreamAppend {
+        &self.part
+    }
 }
 
 /// The command path; cheap to clone.
@@ -602,7 +608,7 @@ impl Worker {
                 continue;
             }
 
-            match self.append(&loaded, &events, &working, &decided, now).await {
+            match self.append(&loaded, events, &working, &decided, now).await {
                 Ok(new_version) => {
                     self.remember(loaded.version, new_version, working);
                     return BatchResult::Done(finish(decided));
@@ -650,7 +656,7 @@ impl Worker {
     async fn append(
         &self,
         loaded: &Loaded,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
         working: &TenantState,
         decided: &[Decided],
         now: DateTime<Utc>,
@@ -662,11 +668,11 @@ impl Worker {
                 _ => None,
             })
             .collect();
+        let stream = stream_of(self.store).map_err(AppendFailure::Failed)?;
         let (reply, outcome) = oneshot::channel();
         let request = CommitRequest {
             store: self.store,
-            expected: loaded.version,
-            events: events.to_vec(),
+            part: StreamAppend { stream, expected: loaded.version, events },
             state: working.clone(),
             now,
             answers,
@@ -742,7 +748,7 @@ async fn run_committer(
         for (request, result) in group.into_iter().zip(results) {
             if result.is_ok() {
                 metrics.appends.fetch_add(1, Ordering::Relaxed);
-                metrics.appended_events.fetch_add(request.events.len() as u64, Ordering::Relaxed);
+                metrics.appended_events.fetch_add(request.part.events.len() as u64, Ordering::Relaxed);
             }
             let _ = request.reply.send(result);
         }
@@ -754,18 +760,8 @@ async fn commit_group(
     catalog: &Catalog,
     group: &[CommitRequest],
 ) -> Result<Vec<Result<i64, AppendFailure>>, AppendFailure> {
-    let parts = group
-        .iter()
-        .map(|r| {
-            Ok(StreamAppend {
-                stream: stream_of(r.store).map_err(AppendFailure::Failed)?,
-                expected: r.expected,
-                events: r.events.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>, AppendFailure>>()?;
     let mut tx = log.begin().await?;
-    let outcomes = log.append_many_in(&mut tx, &parts).await?;
+    let outcomes = log.append_many_in(&mut tx, group).await?;
     let mut rows = Vec::new();
     let mut results = Vec::with_capacity(group.len());
     for (request, outcome) in group.iter().zip(&outcomes) {

@@ -122,7 +122,7 @@ impl AnyEventLog {
     pub async fn append_many_in(
         &self,
         tx: &mut AnyTx,
-        parts: &[StreamAppend],
+        parts: &[impl AsRef<StreamAppend> + Sync],
     ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
         match (self, tx) {
             (Self::Postgres(_), AnyTx::Postgres(tx)) => PgEventLog::append_many_in(tx, parts).await,

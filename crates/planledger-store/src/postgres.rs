@@ -185,7 +185,7 @@ impl PgEventLog {
     /// Appends to several streams in one statement, in `tx`; see [`StreamAppendOutcome`].
     pub async fn append_many_in(
         tx: &mut Transaction<'static, Postgres>,
-        parts: &[StreamAppend],
+        parts: &[impl AsRef<StreamAppend> + Sync],
     ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
         let mut streams = Vec::new();
         let (mut expected, mut new_version) = (Vec::new(), Vec::new());
@@ -195,6 +195,7 @@ impl PgEventLog {
         let (mut used_stream, mut used_key) = (Vec::new(), Vec::new());
         let (mut k_stream, mut k_key, mut k_first, mut k_last) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for part in parts {
+            let part = part.as_ref();
             if part.events.is_empty() {
                 return Err(StoreError::EmptyAppend);
             }
@@ -255,6 +256,7 @@ impl PgEventLog {
         }
         Ok(parts
             .iter()
+            .map(AsRef::as_ref)
             .map(|part| match positions.get_mut(part.stream.as_str()) {
                 Some(found) if found.len() == part.events.len() => {
                     found.sort_unstable_by_key(|(version, _, _)| *version);

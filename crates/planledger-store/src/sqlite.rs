@@ -122,10 +122,11 @@ impl SqliteEventLog {
     pub async fn append_many_in(
         &self,
         tx: &mut Transaction<'static, Sqlite>,
-        parts: &[StreamAppend],
+        parts: &[impl AsRef<StreamAppend> + Sync],
     ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
         let mut outcomes = Vec::with_capacity(parts.len());
         for part in parts {
+            let part = part.as_ref();
             // A refused part writes nothing (the checks come before the writes), so the
             // transaction goes on with the next.
             outcomes.push(match self.append_in(tx, &part.stream, part.expected, &part.events).await {

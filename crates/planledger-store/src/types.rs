@@ -232,6 +232,12 @@ pub struct StreamAppend {
     pub events: Vec<NewEvent>,
 }
 
+impl AsRef<StreamAppend> for StreamAppend {
+    fn as_ref(&self) -> &StreamAppend {
+        self
+    }
+}
+
 /// What a multi-stream append did to one stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamAppendOutcome {
