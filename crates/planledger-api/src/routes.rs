@@ -367,7 +367,7 @@ pub async fn state_at(State(app): State<AppState>, ctx: Ctx, Path(id): Path<Stri
             if until.is_some_and(|v| recorded.version > v) || at.is_some_and(|t| recorded.recorded_at > t) {
                 break 'pages;
             }
-            let event = Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data)
+            let event = Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data, recorded.recorded_at)
                 .map_err(|_| ApiError::Internal)?;
             state = planledger_domain::evolve(state, &event);
             version = recorded.version;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::catalog::Period;
-use crate::event::TransitionReason;
+use crate::event::{Event, TransitionReason};
 use crate::values::{ActionName, Amount, Days, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName};
 
 /// The most a plan transition's metadata may weigh, serialized.
@@ -55,6 +55,27 @@ pub struct Consumption {
     pub period: Period,
     pub period_start: Option<DateTime<Utc>>,
     pub period_end: Option<DateTime<Utc>>,
+    pub consumed_at: DateTime<Utc>,
+}
+
+impl Consumption {
+    /// The consumption a `QuotaConsumed` event records; `None` for any other event.
+    pub fn from_event(event: &Event) -> Option<Consumption> {
+        match event {
+            Event::QuotaConsumed { consumption_id, action, amount, period, period_start, period_end, at, .. } => {
+                Some(Consumption {
+                    consumption_id: *consumption_id,
+                    action: action.clone(),
+                    amount: *amount,
+                    period: *period,
+                    period_start: *period_start,
+                    period_end: *period_end,
+                    consumed_at: *at,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,8 +105,11 @@ pub enum Command {
         amount: Amount,
         consumption_id: Uuid,
     },
+    /// Rolls back the consumption `consumption_id`. The command path looks it up in the store's
+    /// own stream: `consumption` is what it found there (`None`: no such consumption).
     Refund {
-        consumption: Consumption,
+        consumption_id: Uuid,
+        consumption: Option<Consumption>,
     },
     Extend {
         kind: ExtensionKind,

@@ -8,11 +8,11 @@ use std::borrow::Cow;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::catalog::{Anchor, Catalog, Period, PlanKind};
-use crate::command::{Command, ExtensionKind, TransitionPlan, MAX_METADATA_BYTES};
+use crate::command::{Command, Consumption, ExtensionKind, TransitionPlan, MAX_METADATA_BYTES};
 use crate::error::DomainError;
 use crate::event::Event;
 use crate::gate::{gate_on_effective, GateDecision};
-use crate::period::window_at;
+use crate::period::{local_day, window_at};
 use crate::state::{evolve, Phase, TenantState};
 use crate::values::{ActionName, Amount, InvalidValue, TimeZoneName};
 
@@ -164,14 +164,7 @@ fn decide_now(
         Command::Consume { action, amount, consumption_id } => {
             consume(state, action, *amount, *consumption_id, now, catalog)
         }
-        Command::Refund { consumption } => Ok(vec![Event::QuotaRefunded {
-            consumption_id: consumption.consumption_id,
-            action: consumption.action.clone(),
-            amount: consumption.amount,
-            period: consumption.period,
-            period_start: consumption.period_start,
-            period_end: consumption.period_end,
-        }]),
+        Command::Refund { consumption, .. } => refund(state, consumption.as_ref(), now),
         Command::Extend { kind, days, reason } => {
             let (days, reason) = (*days, reason.clone());
             let event = match (kind, &state.phase) {
@@ -281,8 +274,9 @@ pub fn quota_position(
         (Some(limit), Some(plan)) => (limit.period, plan.anchor),
         _ => (Period::Month, Anchor::Calendar),
     };
-    let window = window_at(period, now, state.time_zone.tz(), anchor, state.plan_started_at);
-    let used = state.usage.get(action).map_or(0, |u| u.used_in(period, window.start));
+    let tz = state.time_zone.tz();
+    let window = window_at(period, now, tz, anchor, state.billing_anchor);
+    let used = state.usage.get(action).map_or(0, |u| u.used_in(&window, tz));
     QuotaPosition { action: action.clone(), limit: limit.map(|l| l.limit), window, used }
 }
 
@@ -314,5 +308,35 @@ fn consume(
         period_end: position.window.end,
         used_after,
         limit: position.limit,
+        at: now,
+    }])
+}
+
+/// A consumption is refunded at most once, only on its own store, and only while its day is
+/// still kept (lifetime ones at any age: a refund is how a deleted item gives its quota back).
+fn refund(state: &TenantState, consumption: Option<&Consumption>, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+    let c = consumption.ok_or(DomainError::ConsumptionNotFound)?;
+    let usage = state.usage.get(&c.action);
+    if usage.is_some_and(|u| u.refunded.contains_key(&c.consumption_id)) {
+        return Err(DomainError::AlreadyRefunded);
+    }
+    if c.period != Period::Lifetime {
+        let tz = state.time_zone.tz();
+        let horizon = usage.map_or_else(
+            || local_day(now, tz) - chrono::Days::new(crate::state::USAGE_RETAINED_DAYS),
+            |u| u.horizon(local_day(now, tz)),
+        );
+        if local_day(c.consumed_at, tz) < horizon {
+            return Err(DomainError::RefundWindowClosed);
+        }
+    }
+    Ok(vec![Event::QuotaRefunded {
+        consumption_id: c.consumption_id,
+        action: c.action.clone(),
+        amount: c.amount,
+        period: c.period,
+        period_start: c.period_start,
+        period_end: c.period_end,
+        consumed_at: c.consumed_at,
     }])
 }

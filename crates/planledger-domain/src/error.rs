@@ -56,6 +56,12 @@ pub enum DomainError {
     NoActiveSubscription,
     #[error("the subscription is not past due")]
     NotPastDue,
+    #[error("no consumption with this id on this store")]
+    ConsumptionNotFound,
+    #[error("this consumption was already refunded")]
+    AlreadyRefunded,
+    #[error("this consumption is older than the {} days a refund can reach", crate::state::USAGE_RETAINED_DAYS)]
+    RefundWindowClosed,
     #[error("{0}")]
     Validation(InvalidValue),
 }
@@ -83,13 +89,16 @@ impl DomainError {
             DomainError::NotInPhase(ExtensionKind::Maintenance) => "not_in_maintenance",
             DomainError::NoActiveSubscription => "no_active_subscription",
             DomainError::NotPastDue => "not_past_due",
+            DomainError::ConsumptionNotFound => "consumption_not_found",
+            DomainError::AlreadyRefunded => "already_refunded",
+            DomainError::RefundWindowClosed => "refund_window_closed",
             DomainError::Validation(_) => "validation_failed",
         }
     }
 
     pub fn http_status(&self) -> u16 {
         match self {
-            DomainError::StoreNotFound => 404,
+            DomainError::StoreNotFound | DomainError::ConsumptionNotFound => 404,
             DomainError::Gate(refusal) => refusal.http_status,
             DomainError::StoreExists
             | DomainError::TrialAlreadyUsed
@@ -97,7 +106,9 @@ impl DomainError {
             | DomainError::PlanMismatch { .. }
             | DomainError::NotInPhase(_)
             | DomainError::NoActiveSubscription
-            | DomainError::NotPastDue => 409,
+            | DomainError::NotPastDue
+            | DomainError::AlreadyRefunded
+            | DomainError::RefundWindowClosed => 409,
             DomainError::QuotaExceeded { .. } => 429,
             DomainError::UnknownPlan(_)
             | DomainError::PlanNotTrialEligible(_)

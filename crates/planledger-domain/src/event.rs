@@ -122,6 +122,8 @@ pub enum Event {
         used_after: u64,
         /// `None` for an unmetered action.
         limit: Option<u64>,
+        /// When it was decided: the local day it counts in (v2; v1 events take `recordedAt`).
+        at: DateTime<Utc>,
     },
     QuotaRefunded {
         consumption_id: Uuid,
@@ -130,6 +132,8 @@ pub enum Event {
         period: Period,
         period_start: Option<DateTime<Utc>>,
         period_end: Option<DateTime<Utc>>,
+        /// When the refunded consumption was decided (v2; v1 events take its `periodStart`).
+        consumed_at: DateTime<Utc>,
     },
 }
 
@@ -167,6 +171,8 @@ pub fn current_schema_version(event_type: &str) -> i32 {
     match event_type {
         // v2 added timeZone (v1 stores were all on UTC).
         "StoreRegistered" => 2,
+        // v2 added the decision time (`at`, `consumedAt`): usage is kept per local day.
+        "QuotaConsumed" | "QuotaRefunded" => 2,
         _ => 1,
     }
 }
@@ -206,13 +212,19 @@ impl Event {
     }
 
     /// Reads a stored event, upcasting an old schema version to today's shape first.
-    pub fn from_stored(event_type: &str, schema_version: i32, data: Value) -> Result<Event, EventDecodeError> {
+    /// `recorded_at` is the envelope's time, which some upcasters need.
+    pub fn from_stored(
+        event_type: &str,
+        schema_version: i32,
+        data: Value,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<Event, EventDecodeError> {
         let error = |reason: String| EventDecodeError { event_type: event_type.to_owned(), schema_version, reason };
         let current = current_schema_version(event_type);
         if schema_version > current || schema_version < 1 {
             return Err(error(format!("this build reads schema versions 1 to {current}")));
         }
-        let data = upcast(event_type, schema_version, data).map_err(error)?;
+        let data = upcast(event_type, schema_version, data, recorded_at).map_err(error)?;
         serde_json::from_value(serde_json::json!({ "type": event_type, "data": data }))
             .map_err(|e| error(e.to_string()))
     }
@@ -237,19 +249,30 @@ impl Event {
 }
 
 /// Rewrites the data of an old schema version into the next, until it is current.
-fn upcast(event_type: &str, mut version: i32, mut data: Value) -> Result<Value, String> {
+fn upcast(event_type: &str, mut version: i32, mut data: Value, recorded_at: DateTime<Utc>) -> Result<Value, String> {
+    let recorded_at = Value::String(recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     while version < current_schema_version(event_type) {
-        data = match (event_type, version) {
+        let mut object = match data {
+            Value::Object(object) => object,
+            other => return Err(format!("expected an object, found {other}")),
+        };
+        match (event_type, version) {
             ("StoreRegistered", 1) => {
-                let mut object = match data {
-                    Value::Object(object) => object,
-                    other => return Err(format!("expected an object, found {other}")),
-                };
                 object.entry("timeZone").or_insert_with(|| Value::String("UTC".to_owned()));
-                Value::Object(object)
+            }
+            // A consumption was decided when it was recorded.
+            ("QuotaConsumed", 1) => {
+                object.entry("at").or_insert_with(|| recorded_at.clone());
+            }
+            // A v1 refund does not say when its consumption was decided: the start of the
+            // consumption's window is the nearest fact it has (its own time for lifetime ones).
+            ("QuotaRefunded", 1) => {
+                let start = object.get("periodStart").filter(|v| !v.is_null()).cloned();
+                object.entry("consumedAt").or_insert_with(|| start.unwrap_or_else(|| recorded_at.clone()));
             }
             _ => return Err(format!("no upcaster from schema version {version}")),
-        };
+        }
+        data = Value::Object(object);
         version += 1;
     }
     Ok(data)

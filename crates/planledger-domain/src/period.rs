@@ -22,6 +22,16 @@ impl Window {
     pub fn contains(&self, at: DateTime<Utc>) -> bool {
         self.start.is_none_or(|s| s <= at) && self.end.is_none_or(|e| at < e)
     }
+
+    /// The local days `[first, end)` the window covers in `tz`; `None` for a lifetime window.
+    pub fn local_days(&self, tz: Tz) -> Option<(NaiveDate, NaiveDate)> {
+        Some((local_day(self.start?, tz), local_day(self.end?, tz)))
+    }
+}
+
+/// The store's local calendar day of an instant: the unit usage is kept in.
+pub fn local_day(at: DateTime<Utc>, tz: Tz) -> NaiveDate {
+    at.with_timezone(&tz).date_naive()
 }
 
 /// The instant a local wall-clock time names in `tz`. In a daylight-saving gap (the clock jumps
@@ -52,14 +62,18 @@ fn add_months(anchor: NaiveDateTime, n: i64) -> Option<NaiveDateTime> {
     }
 }
 
-/// The window of `period` that contains `now`, for a store in `tz` on a plan with `anchor`
-/// whose plan started at `plan_started_at` (used only by subscription-anchored months).
+/// The window of `period` that contains `now`, for a store in `tz` on a plan with `anchor`.
+/// `billing_anchor` is the store's billing anchor (used only by subscription-anchored months).
+///
+/// Every window starts and ends at a local midnight (anchored months too, on the anchor's day),
+/// so the usage of any window is the sum of whole local days: what lets usage carry across a
+/// change of period kind or anchor (see `state::ActionUsage`).
 pub fn window_at(
     period: Period,
     now: DateTime<Utc>,
     tz: Tz,
     anchor: Anchor,
-    plan_started_at: Option<DateTime<Utc>>,
+    billing_anchor: Option<DateTime<Utc>>,
 ) -> Window {
     let local = now.with_timezone(&tz).naive_local();
     let (start, end) = match period {
@@ -72,7 +86,7 @@ pub fn window_at(
             let monday = local.date() - ChronoDays::new(u64::from(local.weekday().num_days_from_monday()));
             (midnight(monday), midnight(monday + ChronoDays::new(7)))
         }
-        Period::Month => match (anchor, plan_started_at) {
+        Period::Month => match (anchor, billing_anchor) {
             (Anchor::Subscription, Some(started)) => anchored_month(tz, started, local),
             _ => {
                 let first = local.date().with_day(1).unwrap_or(local.date());
@@ -84,9 +98,10 @@ pub fn window_at(
     Window { period, start: Some(instant(tz, start)), end: Some(instant(tz, end)) }
 }
 
-/// The month window counted from `started` (anchor + n months) that holds `local`.
+/// The month window counted from the local midnight of `started`'s day (anchor + n months) that
+/// holds `local`.
 fn anchored_month(tz: Tz, started: DateTime<Utc>, local: NaiveDateTime) -> (NaiveDateTime, NaiveDateTime) {
-    let anchor = started.with_timezone(&tz).naive_local();
+    let anchor = midnight(started.with_timezone(&tz).date_naive());
     let months_between =
         i64::from(local.year() - anchor.year()) * 12 + i64::from(local.month()) - i64::from(anchor.month());
     // The estimate is off by at most one either way; settle it against the real boundaries.
@@ -156,16 +171,17 @@ mod tests {
         let started = "2026-01-31T10:00:00Z";
         assert_eq!(
             anchored(started, "2026-02-15T00:00:00Z"),
-            ("2026-01-31T10:00:00+00:00".into(), "2026-02-28T10:00:00+00:00".into())
+            ("2026-01-31T00:00:00+00:00".into(), "2026-02-28T00:00:00+00:00".into()),
+            "an anchored month starts at midnight of the anchor's day"
         );
         assert_eq!(
             anchored(started, "2026-03-01T00:00:00Z"),
-            ("2026-02-28T10:00:00+00:00".into(), "2026-03-31T10:00:00+00:00".into()),
+            ("2026-02-28T00:00:00+00:00".into(), "2026-03-31T00:00:00+00:00".into()),
             "back to the 31st after February"
         );
         assert_eq!(
             anchored(started, "2026-04-30T10:00:00Z"),
-            ("2026-04-30T10:00:00+00:00".into(), "2026-05-31T10:00:00+00:00".into())
+            ("2026-04-30T00:00:00+00:00".into(), "2026-05-31T00:00:00+00:00".into())
         );
         assert_eq!(
             anchored("2028-01-31T00:00:00Z", "2028-02-29T12:00:00Z").0,
@@ -173,8 +189,8 @@ mod tests {
             "29 February in a leap year"
         );
         assert_eq!(
-            anchored(started, "2026-01-31T09:59:59Z").1,
-            "2026-01-31T10:00:00+00:00",
+            anchored(started, "2026-01-30T23:59:59Z").1,
+            "2026-01-31T00:00:00+00:00",
             "before the anchor counts backwards"
         );
     }

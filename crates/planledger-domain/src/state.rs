@@ -6,11 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Days as ChronoDays, NaiveDate, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::catalog::Period;
 use crate::event::Event;
+use crate::period::{local_day, Window};
 use crate::values::{ActionName, PlanId, StoreId, StoreName, SubscriptionId, TimeZoneName};
 
 /// Where a store is in its lifecycle (SPEC 3). One enum, so impossible combinations
@@ -45,20 +48,51 @@ pub enum Phase {
     },
 }
 
-/// Quota used by one action: per window (keyed by period and window start) and in total.
+/// How many local days of usage a store keeps: twice the longest window (a month), so that every
+/// window that can still be current and every refund the rules accept find their days.
+pub const USAGE_RETAINED_DAYS: u64 = 62;
+
+/// Quota used by one action: in total, per local day, and which consumptions were refunded.
+///
+/// Usage is kept per local day of the store's time zone, not per window: every window starts and
+/// ends at a local midnight, so the usage of whatever window the current plan defines is the sum
+/// of its days. A plan change (another period kind, another anchor) thus keeps what was used in
+/// the period and applies the new limit: nothing opens a fresh window (SPEC 5).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ActionUsage {
+    /// Consumed minus refunded, ever: what lifetime limits count.
     pub lifetime: u64,
-    /// Used amount per (period, window start); lifetime windows have no start.
-    pub windows: BTreeMap<(Period, Option<DateTime<Utc>>), u64>,
+    /// Consumed minus refunded per local day, for the last [`USAGE_RETAINED_DAYS`] days.
+    pub days: BTreeMap<NaiveDate, u64>,
+    /// Refunded consumptions, with the local day they were consumed on; `None` for consumptions
+    /// under a lifetime limit, which a refund (a deleted item) may reach at any age.
+    pub refunded: BTreeMap<Uuid, Option<NaiveDate>>,
 }
 
 impl ActionUsage {
-    pub fn used_in(&self, period: Period, start: Option<DateTime<Utc>>) -> u64 {
-        match period {
-            Period::Lifetime => self.lifetime,
-            _ => self.windows.get(&(period, start)).copied().unwrap_or(0),
+    /// What was used in `window`, in the store's time zone `tz`.
+    pub fn used_in(&self, window: &Window, tz: Tz) -> u64 {
+        match window.local_days(tz) {
+            None => self.lifetime,
+            Some((first, end)) => self.days.range(first..end).map(|(_, used)| used).sum(),
         }
+    }
+
+    /// The earliest local day whose usage (and refunds) is still kept, seen from `today`.
+    pub fn horizon(&self, today: NaiveDate) -> NaiveDate {
+        let newest = self.days.last_key_value().map_or(today, |(day, _)| (*day).max(today));
+        newest - ChronoDays::new(USAGE_RETAINED_DAYS)
+    }
+
+    /// Forgets the days (and their refunds) that no window or refund can reach any more.
+    fn prune(&mut self) {
+        let Some((newest, _)) = self.days.last_key_value() else {
+            return;
+        };
+        let horizon = *newest - ChronoDays::new(USAGE_RETAINED_DAYS);
+        self.days = self.days.split_off(&horizon);
+        self.refunded.retain(|_, day| day.is_none_or(|d| d >= horizon));
     }
 }
 
@@ -70,8 +104,9 @@ pub struct TenantState {
     pub name: Option<StoreName>,
     pub time_zone: TimeZoneName,
     pub plan_id: Option<PlanId>,
-    /// When the current plan started: the anchor of subscription-anchored months.
-    pub plan_started_at: Option<DateTime<Utc>>,
+    /// The store's billing anchor: when its first plan started. Subscription-anchored months
+    /// count from its day. A plan change never moves it, so it never opens a fresh window.
+    pub billing_anchor: Option<DateTime<Utc>>,
     pub phase: Phase,
     /// A trial was started once; only an admin's force reset starts another.
     pub trial_used: bool,
@@ -91,7 +126,7 @@ impl Default for TenantState {
             name: None,
             time_zone: TimeZoneName::UTC,
             plan_id: None,
-            plan_started_at: None,
+            billing_anchor: None,
             phase: Phase::Unsubscribed,
             trial_used: false,
             trial_ends_at: None,
@@ -135,7 +170,7 @@ pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
         Event::TrialStarted { plan_id, started_at, ends_at }
         | Event::TrialRestarted { plan_id, started_at, ends_at, .. } => {
             state.plan_id = Some(plan_id.clone());
-            state.plan_started_at = Some(*started_at);
+            state.billing_anchor.get_or_insert(*started_at);
             state.phase = Phase::Trialing { ends_at: *ends_at };
             state.trial_used = true;
             state.trial_ends_at = Some(*ends_at);
@@ -156,7 +191,7 @@ pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
         }
         Event::DowngradedToMaintenance { plan_id, grace_ends_at, maintenance_ends_at, .. } => {
             state.plan_id = Some(plan_id.clone());
-            state.plan_started_at = Some(*grace_ends_at);
+            state.billing_anchor.get_or_insert(*grace_ends_at);
             state.phase = Phase::Maintenance { maintenance_ends_at: *maintenance_ends_at };
             state.maintenance_ends_at = Some(*maintenance_ends_at);
         }
@@ -166,9 +201,7 @@ pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
         }
         Event::StoreFrozen { .. } => state.phase = Phase::Frozen,
         Event::SubscriptionActivated { plan_id, subscription_id, activated_at, .. } => {
-            if state.plan_id.as_ref() != Some(plan_id) {
-                state.plan_started_at = Some(*activated_at);
-            }
+            state.billing_anchor.get_or_insert(*activated_at);
             state.plan_id = Some(plan_id.clone());
             state.phase = Phase::Active { subscription_id: Some(subscription_id.clone()) };
             state.subscription_id = Some(subscription_id.clone());
@@ -185,7 +218,7 @@ pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
         }
         Event::PlanTransitioned { to_plan_id, subscription_id, activates_subscription, at, .. } => {
             state.plan_id = Some(to_plan_id.clone());
-            state.plan_started_at = Some(*at);
+            state.billing_anchor.get_or_insert(*at);
             if subscription_id.is_some() {
                 state.subscription_id = subscription_id.clone();
             }
@@ -196,19 +229,21 @@ pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
                 state.phase = Phase::Active { subscription_id: state.subscription_id.clone() };
             }
         }
-        Event::QuotaConsumed { action, amount, period, period_start, .. } => {
+        Event::QuotaConsumed { action, amount, at, .. } => {
+            let day = local_day(*at, state.time_zone.tz());
             let usage = state.usage.entry(action.clone()).or_default();
             usage.lifetime += amount.get();
-            if *period != Period::Lifetime {
-                *usage.windows.entry((*period, *period_start)).or_default() += amount.get();
-            }
+            *usage.days.entry(day).or_default() += amount.get();
+            usage.prune();
         }
-        Event::QuotaRefunded { action, amount, period, period_start, .. } => {
+        Event::QuotaRefunded { consumption_id, action, amount, period, consumed_at, .. } => {
+            let day = local_day(*consumed_at, state.time_zone.tz());
             let usage = state.usage.entry(action.clone()).or_default();
             usage.lifetime = usage.lifetime.saturating_sub(amount.get());
-            if let Some(used) = usage.windows.get_mut(&(*period, *period_start)) {
+            if let Some(used) = usage.days.get_mut(&day) {
                 *used = used.saturating_sub(amount.get());
             }
+            usage.refunded.insert(*consumption_id, (*period != Period::Lifetime).then_some(day));
         }
     }
     state
@@ -226,34 +261,25 @@ mod usage_as_list {
     use super::*;
     use serde::{Deserializer, Serializer};
 
-    #[derive(Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
+    #[derive(Deserialize)]
     struct Entry {
         action: ActionName,
-        lifetime: u64,
-        windows: Vec<(Period, Option<DateTime<Utc>>, u64)>,
+        #[serde(flatten)]
+        usage: ActionUsage,
+    }
+
+    #[derive(Serialize)]
+    struct EntryRef<'a> {
+        action: &'a ActionName,
+        #[serde(flatten)]
+        usage: &'a ActionUsage,
     }
 
     pub fn serialize<S: Serializer>(usage: &BTreeMap<ActionName, ActionUsage>, s: S) -> Result<S::Ok, S::Error> {
-        let entries: Vec<Entry> = usage
-            .iter()
-            .map(|(action, u)| Entry {
-                action: action.clone(),
-                lifetime: u.lifetime,
-                windows: u.windows.iter().map(|((p, start), used)| (*p, *start, *used)).collect(),
-            })
-            .collect();
-        entries.serialize(s)
+        s.collect_seq(usage.iter().map(|(action, usage)| EntryRef { action, usage }))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<ActionName, ActionUsage>, D::Error> {
-        let entries = Vec::<Entry>::deserialize(d)?;
-        Ok(entries
-            .into_iter()
-            .map(|e| {
-                let windows = e.windows.into_iter().map(|(p, start, used)| ((p, start), used)).collect();
-                (e.action, ActionUsage { lifetime: e.lifetime, windows })
-            })
-            .collect())
+        Ok(Vec::<Entry>::deserialize(d)?.into_iter().map(|e| (e.action, e.usage)).collect())
     }
 }

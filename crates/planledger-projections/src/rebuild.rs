@@ -132,7 +132,7 @@ impl<'a> LogPages<'a> {
 }
 
 fn decode(recorded: &RecordedEvent) -> Result<Event, StoreError> {
-    Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data.clone())
+    Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data.clone(), recorded.recorded_at)
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 

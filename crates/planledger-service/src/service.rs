@@ -446,7 +446,7 @@ impl Worker {
             let page = log.read_stream(&stream, version + 1, 1000).await?;
             let full = page.len() == 1000;
             for recorded in page {
-                let event = Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data)
+                let event = Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data, recorded.recorded_at)
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 state = evolve(state, &event);
                 version = recorded.version;

@@ -275,7 +275,7 @@ async fn nothing_written_during_a_rebuild_is_missing(postgres: bool) {
         let folded = events.iter().fold(planledger_domain::TenantState::default(), |s, e| {
             planledger_domain::evolve(
                 s,
-                &planledger_domain::Event::from_stored(&e.event_type, e.schema_version, e.data.clone()).unwrap(),
+                &planledger_domain::Event::from_stored(&e.event_type, e.schema_version, e.data.clone(), e.recorded_at).unwrap(),
             )
         });
         assert_eq!(state, folded);

@@ -47,7 +47,7 @@ pub async fn replay(
             if at.is_some_and(|t| recorded.recorded_at > t) {
                 break 'pages;
             }
-            let event = Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data.clone())
+            let event = Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data.clone(), recorded.recorded_at)
                 .map_err(|e| anyhow!("event {} of the store cannot be read: {e}", recorded.version))?;
             state = evolve(state, &event);
             let mut after = line_of(&state, recorded.recorded_at, current);
