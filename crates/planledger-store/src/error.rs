@@ -16,6 +16,9 @@ pub enum StoreError {
     CheckpointMoved { consumer: String, expected: crate::Checkpoint, actual: crate::Checkpoint },
     #[error("an append needs at least one event")]
     EmptyAppend,
+    /// Two events of one append carry the same idempotency key: a decision taken twice.
+    #[error("an append to stream {stream} carries the key {key} twice")]
+    RepeatedKey { stream: StreamId, key: String },
     #[error("invalid stream id {0:?}: 1 to 200 bytes, no control characters")]
     InvalidStreamId(String),
     #[error("unsupported database url {0:?}: use postgres://... or sqlite://...")]

@@ -26,7 +26,7 @@ pub use error::StoreError;
 pub use postgres::PgEventLog;
 pub use sqlite::SqliteEventLog;
 pub use types::{
-    truncate_to_micros, AppendOutcome, Checkpoint, NewEvent, RecordedEvent, Snapshot, StreamAppend,
+    truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, NewEvent, RecordedEvent, Snapshot, StreamAppend,
     StreamAppendOutcome, StreamId, Version, MAX_STREAM_ID_LEN,
 };
 

@@ -14,7 +14,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::migrate::{self, MigrationReport};
-use crate::types::{idempotency_ranges, recorded};
+use crate::types::{idempotency_keys, recorded};
 use crate::{
     AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
     StreamAppendOutcome, StreamId, Version, MAX_READ_LIMIT,
@@ -207,13 +207,13 @@ impl PgEventLog {
                 e_version.push(part.expected + 1 + offset as Version);
                 all_events.push(event);
             }
-            for (key, first, last) in idempotency_ranges(&part.events, part.expected) {
+            for (key, version) in idempotency_keys(&part.stream, &part.events, part.expected)? {
                 used_stream.push(part.stream.as_str());
                 used_key.push(key.clone());
                 k_stream.push(part.stream.as_str());
                 k_key.push(key);
-                k_first.push(first);
-                k_last.push(last);
+                k_first.push(version);
+                k_last.push(version);
             }
         }
         let rows: Vec<(String, i64, i64, i64, bool)> = sqlx::query_as(APPEND_MANY)
@@ -228,7 +228,7 @@ impl PgEventLog {
             .bind(all_events.iter().map(|e| Json(&e.data)).collect::<Vec<_>>())
             .bind(all_events.iter().map(|e| e.correlation_id.as_str()).collect::<Vec<_>>())
             .bind(all_events.iter().map(|e| e.causation_id.as_deref()).collect::<Vec<_>>())
-            .bind(all_events.iter().map(|e| e.idempotency_key.as_deref()).collect::<Vec<_>>())
+            .bind(all_events.iter().map(|e| e.idempotency_key.as_ref().map(|k| k.key.as_str())).collect::<Vec<_>>())
             .bind(all_events.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
             .bind(all_events.iter().map(|e| e.catalog_fingerprint.as_str()).collect::<Vec<_>>())
             .bind(&used_stream)
@@ -330,7 +330,7 @@ impl EventLog for PgEventLog {
             return Err(StoreError::EmptyAppend);
         }
         let new_version = expected + events.len() as Version;
-        let keys = idempotency_ranges(events, expected);
+        let keys = idempotency_keys(stream, events, expected)?;
         let bump = if expected == 0 { BUMP_NEW_STREAM } else { BUMP_EXISTING_STREAM };
         let sql = format!("{bump}\n{INSERT_FROM_BUMP}");
         let rows: Vec<(i64, i64)> = sqlx::query_as(&sql)
@@ -344,13 +344,13 @@ impl EventLog for PgEventLog {
             .bind(events.iter().map(|e| Json(&e.data)).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.correlation_id.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.causation_id.as_deref()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.idempotency_key.as_deref()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.idempotency_key.as_ref().map(|k| k.key.as_str())).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.catalog_fingerprint.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| crate::truncate_to_micros(e.recorded_at)).collect::<Vec<_>>())
-            .bind(keys.iter().map(|(k, _, _)| k.as_str()).collect::<Vec<_>>())
-            .bind(keys.iter().map(|(_, first, _)| *first).collect::<Vec<_>>())
-            .bind(keys.iter().map(|(_, _, last)| *last).collect::<Vec<_>>())
+            .bind(keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|(_, version)| *version).collect::<Vec<_>>())
+            .bind(keys.iter().map(|(_, version)| *version).collect::<Vec<_>>())
             .fetch_all(&mut **tx)
             .await
             .map_err(|e| crate::error::classify_write_error(e, stream))?;
@@ -364,7 +364,7 @@ impl EventLog for PgEventLog {
         }
 
         // Nothing was written: either a key of the batch was used before, or the version moved.
-        let key_names: Vec<&str> = keys.iter().map(|(k, _, _)| k.as_str()).collect();
+        let key_names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
         let used: Option<(i64, i64)> = sqlx::query_as(
             "SELECT first_version, last_version FROM ledger_idempotency_keys
              WHERE stream_id = $1 AND idempotency_key = ANY($2::text[])

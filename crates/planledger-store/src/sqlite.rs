@@ -14,7 +14,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use crate::migrate::{self, MigrationReport};
-use crate::types::{idempotency_ranges, recorded};
+use crate::types::{idempotency_keys, recorded};
 use crate::{
     AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
     StreamAppendOutcome, StreamId, Version, MAX_READ_LIMIT,
@@ -197,8 +197,8 @@ impl EventLog for SqliteEventLog {
             return Err(StoreError::EmptyAppend);
         }
         // The transaction holds the write lock, so these checks and the writes below are atomic.
-        let keys = idempotency_ranges(events, expected);
-        for (key, _, _) in &keys {
+        let keys = idempotency_keys(stream, events, expected)?;
+        for (key, _) in &keys {
             let used: Option<(i64, i64)> = sqlx::query_as(
                 "SELECT first_version, last_version FROM ledger_idempotency_keys WHERE stream_id = ? AND idempotency_key = ?",
             )
@@ -250,7 +250,7 @@ impl EventLog for SqliteEventLog {
             .bind(data)
             .bind(&event.correlation_id)
             .bind(&event.causation_id)
-            .bind(&event.idempotency_key)
+            .bind(event.idempotency_key.as_ref().map(|k| k.key.as_str()))
             .bind(&event.actor)
             .bind(&event.catalog_fingerprint)
             .bind(micros(event.recorded_at))
@@ -259,14 +259,14 @@ impl EventLog for SqliteEventLog {
             .map_err(write_error)?;
             positions.push((position, Checkpoint { transaction_id: 0, position }));
         }
-        for (key, first, last) in &keys {
+        for (key, version) in &keys {
             sqlx::query(
                 "INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version) VALUES (?, ?, ?, ?)",
             )
             .bind(stream.as_str())
             .bind(key)
-            .bind(first)
-            .bind(last)
+            .bind(version)
+            .bind(version)
             .execute(&mut **tx)
             .await
             .map_err(write_error)?;

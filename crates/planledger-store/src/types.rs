@@ -72,8 +72,9 @@ pub struct NewEvent {
     pub correlation_id: String,
     pub causation_id: Option<String>,
     /// Appends are idempotent per (stream, key): a key already used on the stream makes the
-    /// append write nothing and return the events first written under it.
-    pub idempotency_key: Option<String>,
+    /// append write nothing and return the events first written under it. One append may not
+    /// carry a key twice.
+    pub idempotency_key: Option<IdempotencyKey>,
     pub actor: String,
     pub catalog_fingerprint: String,
     pub recorded_at: DateTime<Utc>,
@@ -109,9 +110,52 @@ impl NewEvent {
         self
     }
 
-    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
-        self.idempotency_key = Some(key.into());
+    /// Labels the event with a caller's key (an `Idempotency-Key` header).
+    pub fn with_client_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(IdempotencyKey::client(key));
         self
+    }
+
+    /// Labels the event with a key the ledger made itself (a deadline, a refund).
+    pub fn with_system_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(IdempotencyKey::system(key));
+        self
+    }
+}
+
+/// Whose key it is. Clients' keys and the ledger's own keys live in separate namespaces, so that
+/// no string a client sends can ever take (and so block) a key the ledger needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyScope {
+    Client,
+    System,
+}
+
+/// An idempotency key in its namespace. The envelope shows `key` as it was given; the log's key
+/// constraint holds [`IdempotencyKey::namespaced`], which differs between the scopes whatever
+/// `key` is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    pub scope: KeyScope,
+    pub key: String,
+}
+
+impl IdempotencyKey {
+    pub fn client(key: impl Into<String>) -> Self {
+        Self { scope: KeyScope::Client, key: key.into() }
+    }
+
+    pub fn system(key: impl Into<String>) -> Self {
+        Self { scope: KeyScope::System, key: key.into() }
+    }
+
+    /// The form the key constraint holds: the scope, a colon, the key.
+    pub fn namespaced(&self) -> String {
+        let scope = match self.scope {
+            KeyScope::Client => "client",
+            KeyScope::System => "system",
+        };
+        format!("{scope}:{}", self.key)
     }
 }
 
@@ -178,20 +222,25 @@ pub struct Snapshot {
     pub state_schema_version: i32,
 }
 
-/// The (key, first version, last version) triples an append of `events` at `expected` records.
-pub(crate) fn idempotency_ranges(events: &[NewEvent], expected: Version) -> Vec<(String, Version, Version)> {
-    let mut ranges: Vec<(String, Version, Version)> = Vec::new();
+/// The (namespaced key, version) pairs an append of `events` at `expected` records; refused if
+/// two events carry the same key (one decision cannot happen twice in one append).
+pub(crate) fn idempotency_keys(
+    stream: &StreamId,
+    events: &[NewEvent],
+    expected: Version,
+) -> Result<Vec<(String, Version)>, StoreError> {
+    let mut keys: Vec<(String, Version)> = Vec::new();
     for (offset, event) in events.iter().enumerate() {
         let Some(key) = &event.idempotency_key else {
             continue;
         };
-        let version = expected + 1 + offset as Version;
-        match ranges.iter_mut().find(|(k, _, _)| k == key) {
-            Some(range) => range.2 = version,
-            None => ranges.push((key.clone(), version, version)),
+        let key = key.namespaced();
+        if keys.iter().any(|(k, _)| *k == key) {
+            return Err(StoreError::RepeatedKey { stream: stream.clone(), key });
         }
+        keys.push((key, expected + 1 + offset as Version));
     }
-    ranges
+    Ok(keys)
 }
 
 /// The events an append would store, before the database assigns their positions.
@@ -216,7 +265,7 @@ pub(crate) fn recorded(
             data: event.data.clone(),
             correlation_id: event.correlation_id.clone(),
             causation_id: event.causation_id.clone(),
-            idempotency_key: event.idempotency_key.clone(),
+            idempotency_key: event.idempotency_key.as_ref().map(|k| k.key.clone()),
             actor: event.actor.clone(),
             catalog_fingerprint: event.catalog_fingerprint.clone(),
             recorded_at: truncate_to_micros(event.recorded_at),

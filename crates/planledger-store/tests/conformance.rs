@@ -66,7 +66,7 @@ mod suite {
         let s = stream("round-trip");
         let batch = vec![
             event("StoreRegistered", json!({"name": "Shop"})).with_causation("cmd-1"),
-            event("TrialStarted", json!({"planId": "free_trial", "days": 14})).with_idempotency_key("k-1"),
+            event("TrialStarted", json!({"planId": "free_trial", "days": 14})).with_client_key("k-1"),
             event("QuotaConsumed", json!({"action": "create_article", "amount": 1})),
         ];
         let outcome = log.append(&s, 0, &batch).await.expect("append");
@@ -156,12 +156,13 @@ mod suite {
     pub async fn an_idempotent_retry_returns_the_original_events<L: EventLog>(log: L) {
         let s = stream("idempotent");
         let first = vec![
-            event("TrialStarted", json!({"n": 1})).with_idempotency_key("req-1"),
-            event("QuotaConsumed", json!({"n": 2})).with_idempotency_key("req-1"),
+            event("TrialExpired", json!({"n": 1})).with_system_key("expiry-1"),
+            event("QuotaConsumed", json!({"n": 2})).with_client_key("req-1"),
         ];
         let original = appended(log.append(&s, 0, &first).await.expect("first"));
+        let original = original[1..].to_vec();
         // A retry built anew (fresh event ids), at the stream's current version and at a stale one.
-        let retry = vec![event("TrialStarted", json!({"n": 1})).with_idempotency_key("req-1")];
+        let retry = vec![event("QuotaConsumed", json!({"n": 2})).with_client_key("req-1")];
         for expected in [2, 0] {
             match log.append(&s, expected, &retry).await.expect("retry") {
                 AppendOutcome::Duplicate { events } => assert_eq!(events, original),
@@ -170,17 +171,43 @@ mod suite {
         }
         assert_eq!(log.stream_version(&s).await.expect("version"), 2, "a retry appends nothing");
         // A batch holding a used key among new ones is still a duplicate: nothing is written.
-        let mixed = vec![
-            event("X", json!({})).with_idempotency_key("req-2"),
-            event("Y", json!({})).with_idempotency_key("req-1"),
-        ];
+        let mixed = vec![event("X", json!({})).with_client_key("req-2"), event("Y", json!({})).with_client_key("req-1")];
         assert!(matches!(log.append(&s, 2, &mixed).await, Ok(AppendOutcome::Duplicate { .. })));
         let other =
-            appended(log.append(&s, 2, &[event("X", json!({})).with_idempotency_key("req-2")]).await.expect("new key"));
+            appended(log.append(&s, 2, &[event("X", json!({})).with_client_key("req-2")]).await.expect("new key"));
         assert_eq!(other[0].version, 3);
         // The same key on another stream is another request.
         let elsewhere = log.append(&stream("idempotent-2"), 0, &retry).await.expect("other stream");
         assert!(matches!(elsewhere, AppendOutcome::Appended { new_version: 1, .. }));
+    }
+
+    pub async fn an_append_that_carries_a_key_twice_writes_nothing<L: EventLog>(log: L) {
+        let s = stream("repeated");
+        // Two refunds of one consumption in one append: one decision taken twice.
+        let twice = vec![
+            event("QuotaRefunded", json!({"n": 1})).with_system_key("refund:c1"),
+            event("QuotaRefunded", json!({"n": 2})).with_system_key("refund:c1"),
+        ];
+        let error = log.append(&s, 0, &twice).await.expect_err("a repeated key is refused");
+        assert!(matches!(error, StoreError::RepeatedKey { ref key, .. } if key == "system:refund:c1"), "{error}");
+        let clients = vec![event("A", json!({})).with_client_key("k"), event("B", json!({})).with_client_key("k")];
+        assert!(matches!(log.append(&s, 0, &clients).await, Err(StoreError::RepeatedKey { .. })));
+        assert_eq!(log.stream_version(&s).await.expect("version"), 0, "nothing was written");
+    }
+
+    pub async fn a_client_key_never_meets_a_system_key<L: EventLog>(log: L) {
+        let s = stream("namespaces");
+        // A client sends, as its Idempotency-Key, the very key the ledger will use at expiry.
+        let system_key = "trial-expiry:store-1:2026-03-16T10:00:00.000000Z";
+        appended(log.append(&s, 0, &[event("QuotaConsumed", json!({})).with_client_key(system_key)]).await.expect("client"));
+        let expiry = log.append(&s, 1, &[event("TrialExpired", json!({})).with_system_key(system_key)]).await;
+        assert!(matches!(expiry, Ok(AppendOutcome::Appended { new_version: 2, .. })), "{expiry:?}");
+        // And the other way round: the ledger's key does not make a client's request a retry.
+        let client = log.append(&s, 2, &[event("QuotaConsumed", json!({})).with_client_key("refund:c1")]).await;
+        let refund = log.append(&s, 3, &[event("QuotaRefunded", json!({})).with_system_key("refund:c1")]).await;
+        assert!(matches!((client, refund), (Ok(AppendOutcome::Appended { .. }), Ok(AppendOutcome::Appended { .. }))));
+        let read = log.read_stream(&s, 1, 10).await.expect("read");
+        assert_eq!(read[1].idempotency_key.as_deref(), Some(system_key), "the envelope shows the key as given");
     }
 
     pub async fn unicode_and_60_kib_payloads_round_trip<L: EventLog>(log: L) {
@@ -199,7 +226,7 @@ mod suite {
         );
         e.correlation_id = "corr-🧭-ид".to_owned();
         e.actor = "opérateur".to_owned();
-        e.idempotency_key = Some("clé-🔑".to_owned());
+        e.idempotency_key = Some(planledger_store::IdempotencyKey::client("clé-🔑"));
         let written = appended(log.append(&s, 0, &[e]).await.expect("append"));
         let read = log.read_stream(&s, 1, 10).await.expect("read");
         assert_eq!(read, written);
@@ -335,6 +362,8 @@ backends!(
     a_stale_version_is_a_conflict_carrying_the_actual_version,
     racing_appenders_write_every_version_exactly_once,
     an_idempotent_retry_returns_the_original_events,
+    an_append_that_carries_a_key_twice_writes_nothing,
+    a_client_key_never_meets_a_system_key,
     unicode_and_60_kib_payloads_round_trip,
     read_all_pages_through_every_stream_in_commit_order,
     checkpoints_compare_and_set,
@@ -412,7 +441,7 @@ async fn appending_to_many_streams_checks_each_on_its_own(log: planledger_store:
     use planledger_store::{StreamAppend, StreamAppendOutcome};
     let (a, b, c, d) = (stream("many-a"), stream("many-b"), stream("many-c"), stream("many-d"));
     log.append(&b, 0, &[event("E", json!({}))]).await.expect("b");
-    log.append(&d, 0, &[event("E", json!({})).with_idempotency_key("k-d")]).await.expect("d");
+    log.append(&d, 0, &[event("E", json!({})).with_client_key("k-d")]).await.expect("d");
     let parts = vec![
         StreamAppend { stream: a.clone(), expected: 0, events: vec![event("A1", json!({})), event("A2", json!({}))] },
         StreamAppend { stream: b.clone(), expected: 0, events: vec![event("B2", json!({}))] },
@@ -420,7 +449,7 @@ async fn appending_to_many_streams_checks_each_on_its_own(log: planledger_store:
         StreamAppend {
             stream: d.clone(),
             expected: 1,
-            events: vec![event("D2", json!({})).with_idempotency_key("k-d")],
+            events: vec![event("D2", json!({})).with_client_key("k-d")],
         },
     ];
     let mut tx = log.begin().await.expect("begin");
