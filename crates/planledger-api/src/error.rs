@@ -28,6 +28,8 @@ pub enum ApiError {
     StorageUnavailable,
     #[error("the store kept changing under this command; try again")]
     ConcurrencyConflict,
+    #[error("the database did not confirm whether this command was recorded; retry with the same Idempotency-Key to learn its answer")]
+    OutcomeUnknown,
     #[error("internal error")]
     Internal,
 }
@@ -46,7 +48,7 @@ impl ApiError {
             ApiError::StoreNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageUnavailable | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ConcurrencyConflict => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -63,6 +65,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::OutcomeUnknown => "outcome_unknown",
             ApiError::ConcurrencyConflict => "concurrency_conflict",
             ApiError::Internal => "internal",
         }
@@ -77,6 +80,10 @@ impl From<ServiceError> for ApiError {
                 ApiError::StorageUnavailable
             }
             ServiceError::ConcurrencyConflict => ApiError::ConcurrencyConflict,
+            ServiceError::OutcomeUnknown => {
+                tracing::warn!("a commit's outcome is unknown; its commands were answered outcome_unknown");
+                ApiError::OutcomeUnknown
+            }
             ServiceError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ApiError::Internal

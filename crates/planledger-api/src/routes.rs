@@ -77,9 +77,11 @@ pub struct RegisterBody {
 pub async fn register_store(State(app): State<AppState>, ctx: Ctx, body: JsonBody<RegisterBody>) -> Reply {
     ctx.principal.require(Role::Service)?;
     let b = body.value;
-    let store = match &b.store_id {
-        Some(id) => StoreId::parse(id)?,
-        None => StoreId::new(Uuid::new_v4()),
+    let store = match (&b.store_id, &ctx.idempotency_key) {
+        (Some(id), _) => StoreId::parse(id)?,
+        // A retry must register the same store: its id comes from the caller and its key.
+        (None, Some(key)) => derived_store_id(&ctx.principal.name, key),
+        (None, None) => StoreId::new(Uuid::new_v4()),
     };
     no_nul("name", &b.name)?;
     let command = Command::RegisterStore {
@@ -88,6 +90,13 @@ pub async fn register_store(State(app): State<AppState>, ctx: Ctx, body: JsonBod
         time_zone: optional(b.time_zone, TimeZoneName::parse)?,
     };
     run(&app, &ctx, store, command, "/v1/stores", &body.canonical).await
+}
+
+/// The store id a registration without `storeId` gets for `key`: the same for every retry of
+/// one caller's request, another for another caller or key (a name-based UUID, version 5).
+fn derived_store_id(caller: &str, key: &str) -> StoreId {
+    const REGISTRATIONS: Uuid = Uuid::from_u128(0x6f1c_2a44_1d1e_4c6a_9f57_3f1f_0c7e_2b10);
+    StoreId::new(Uuid::new_v5(&REGISTRATIONS, format!("{caller}\n{key}").as_bytes()))
 }
 
 pub async fn get_store(State(app): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Reply {
@@ -367,8 +376,9 @@ pub async fn state_at(State(app): State<AppState>, ctx: Ctx, Path(id): Path<Stri
             if until.is_some_and(|v| recorded.version > v) || at.is_some_and(|t| recorded.recorded_at > t) {
                 break 'pages;
             }
-            let event = Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data, recorded.recorded_at)
-                .map_err(|_| ApiError::Internal)?;
+            let event =
+                Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data, recorded.recorded_at)
+                    .map_err(|_| ApiError::Internal)?;
             state = planledger_domain::evolve(state, &event);
             version = recorded.version;
             last_time = Some(recorded.recorded_at);
@@ -465,7 +475,7 @@ pub async fn rebuild_progress(State(app): State<AppState>, ctx: Ctx, Path(name):
         "name": model.name(),
         "generation": live.map(|i| i.generation),
         "catalogFingerprint": live.map(|i| i.catalog_fingerprint.clone()),
-        "stale": live.is_some_and(|i| i.catalog_fingerprint != app.service.catalog().fingerprint()),
+        "stale": live.is_some_and(|i| i.catalog_fingerprint != planledger_projections::schema::built_with(app.service.catalog())),
         "lastRebuild": app.rebuilds.describe(model),
     }))
     .into_response())
@@ -519,15 +529,14 @@ pub async fn bulk_extensions(State(app): State<AppState>, ctx: Ctx, body: JsonBo
     let kind = ExtensionKind::parse(&b.kind)?;
     let days = Days::parse(b.days)?;
     let reason = Reason::parse(&b.reason)?;
+    // Each store keeps the first answer to the request's key, so a retried bulk request
+    // extends no store twice (and answers as it first did).
+    let meta = meta(&ctx, &Method::POST, "/v1/admin/stores/extensions", &body.canonical);
     let mut tasks = Vec::with_capacity(stores.len());
     for store in stores {
         let service = app.service.clone();
         let command = Command::Extend { kind, days, reason: reason.clone() };
-        let meta = CommandMeta {
-            correlation_id: ctx.correlation_id.clone(),
-            actor: ctx.principal.name.clone(),
-            idempotency: None,
-        };
+        let meta = meta.clone();
         tasks.push(tokio::spawn(async move { (store, service.execute(store, command, meta).await) }));
     }
     let mut results = Vec::with_capacity(tasks.len());
@@ -615,7 +624,7 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         if let Ok(info) = planledger_projections::schema::info(log).await {
             let stale: Vec<&str> = info
                 .iter()
-                .filter(|i| i.catalog_fingerprint != app.service.catalog().fingerprint())
+                .filter(|i| i.catalog_fingerprint != planledger_projections::schema::built_with(app.service.catalog()))
                 .map(|i| i.name.as_str())
                 .collect();
             checks["staleReadModels"] = json!(stale);

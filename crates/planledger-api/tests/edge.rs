@@ -19,7 +19,13 @@ async fn state(tokens: Tokens) -> (AppState, planledger_testkit::SqliteTestDatab
     let db = planledger_testkit::SqliteTestDatabase::create();
     let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 2, Duration::from_secs(5)).await.unwrap());
     log.migrate().await.unwrap();
-    planledger_projections::schema::ensure(&log, Catalog::builtin().fingerprint(), chrono::Utc::now()).await.unwrap();
+    planledger_projections::schema::ensure(
+        &log,
+        &planledger_projections::schema::built_with(&Catalog::builtin()),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     let (journal, _writer) = Journal::spawn(log.clone());
     let service = CommandService::new(
         log,

@@ -155,7 +155,13 @@ async fn hostile_requests_never_cause_a_5xx_or_a_write() {
     let db = planledger_testkit::SqliteTestDatabase::create();
     let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 4, Duration::from_secs(5)).await.unwrap());
     log.migrate().await.unwrap();
-    planledger_projections::schema::ensure(&log, Catalog::builtin().fingerprint(), chrono::Utc::now()).await.unwrap();
+    planledger_projections::schema::ensure(
+        &log,
+        &planledger_projections::schema::built_with(&Catalog::builtin()),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     let (journal, _writer) = Journal::spawn(log.clone());
     let service = CommandService::new(
         log.clone(),

@@ -314,7 +314,11 @@ fn consume(
 
 /// A consumption is refunded at most once, only on its own store, and only while its day is
 /// still kept (lifetime ones at any age: a refund is how a deleted item gives its quota back).
-fn refund(state: &TenantState, consumption: Option<&Consumption>, now: DateTime<Utc>) -> Result<Vec<Event>, DomainError> {
+fn refund(
+    state: &TenantState,
+    consumption: Option<&Consumption>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, DomainError> {
     let c = consumption.ok_or(DomainError::ConsumptionNotFound)?;
     let usage = state.usage.get(&c.action);
     if usage.is_some_and(|u| u.refunded.contains_key(&c.consumption_id)) {

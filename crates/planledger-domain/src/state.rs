@@ -48,6 +48,12 @@ pub enum Phase {
     },
 }
 
+/// The version of the fold: bump it whenever [`evolve`] folds an event differently or
+/// [`TenantState`] changes shape. Snapshots and read models record it, so that state folded by an
+/// older fold is never read as if this one had made it (they are rebuilt from the log instead).
+/// 2: usage per local day, refunds remembered, the billing anchor.
+pub const FOLD_VERSION: i32 = 2;
+
 /// How many local days of usage a store keeps: twice the longest window (a month), so that every
 /// window that can still be current and every refund the rules accept find their days.
 pub const USAGE_RETAINED_DAYS: u64 = 62;

@@ -135,7 +135,10 @@ fn run(steps: Vec<Step>) {
             // Any consumption, refunded or not, or one that does not exist: the rules decide.
             Step::Refund { pick } => {
                 let consumption = consumptions.get(pick % (consumptions.len() + 1)).cloned();
-                Command::Refund { consumption_id: consumption.as_ref().map_or(Uuid::nil(), |c| c.consumption_id), consumption }
+                Command::Refund {
+                    consumption_id: consumption.as_ref().map_or(Uuid::nil(), |c| c.consumption_id),
+                    consumption,
+                }
             }
             Step::Extend { kind, days } => Command::Extend {
                 kind: [ExtensionKind::Trial, ExtensionKind::Grace, ExtensionKind::Maintenance][usize::from(kind)],
@@ -191,8 +194,13 @@ fn run(steps: Vec<Step>) {
         .iter()
         .map(|e| {
             let text = serde_json::to_string(&e.data).unwrap();
-            Event::from_stored(&e.event_type, current_schema_version(&e.event_type), serde_json::from_str(&text).unwrap(), e.recorded_at)
-                .unwrap()
+            Event::from_stored(
+                &e.event_type,
+                current_schema_version(&e.event_type),
+                serde_json::from_str(&text).unwrap(),
+                e.recorded_at,
+            )
+            .unwrap()
         })
         .collect();
     assert_eq!(TenantState::from_events(&decoded), state);

@@ -81,7 +81,8 @@ fn is_calendar_month(start: DateTime<Utc>, end: DateTime<Utc>, tz: Tz) -> bool {
 /// Checks one store's stream, in version order; returns every violation found.
 pub fn check_stream(events: &[StoredEvent]) -> Vec<Violation> {
     let mut violations = Vec::new();
-    let mut fail = |version: i64, rule: &'static str, detail: String| violations.push(Violation { version, rule, detail });
+    let mut fail =
+        |version: i64, rule: &'static str, detail: String| violations.push(Violation { version, rule, detail });
     let mut tz: Tz = Tz::UTC;
     let mut consumed: Vec<Consumed> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
@@ -108,10 +109,18 @@ pub fn check_stream(events: &[StoredEvent]) -> Vec<Violation> {
                     (Some(s), Some(e)) => s <= c.at && c.at < e,
                     _ => true,
                 };
-                let used: u64 =
-                    consumed.iter().filter(|c| c.action == action && !c.refunded).filter(inside).map(|c| c.amount).sum();
+                let used: u64 = consumed
+                    .iter()
+                    .filter(|c| c.action == action && !c.refunded)
+                    .filter(inside)
+                    .map(|c| c.amount)
+                    .sum();
                 if number(data, "usedAfter") != Some(used) {
-                    fail(v, "usedAfter is the recount of its window", format!("{action}: says {:?}, the log holds {used}", number(data, "usedAfter")));
+                    fail(
+                        v,
+                        "usedAfter is the recount of its window",
+                        format!("{action}: says {:?}, the log holds {used}", number(data, "usedAfter")),
+                    );
                 }
                 if let Some(limit) = number(data, "limit") {
                     if used > limit {
@@ -128,9 +137,14 @@ pub fn check_stream(events: &[StoredEvent]) -> Vec<Violation> {
                         let calendar_beside_anchored =
                             period == "month" && is_calendar_month(s, e, tz) != is_calendar_month(w.start, w.end, tz);
                         if partial && !calendar_beside_anchored {
-                            fail(v, "windows never partially overlap (no fresh window mid-period)", format!(
-                                "{action} {period}: [{s}, {e}) overlaps [{}, {}) of v{}", w.start, w.end, w.version
-                            ));
+                            fail(
+                                v,
+                                "windows never partially overlap (no fresh window mid-period)",
+                                format!(
+                                    "{action} {period}: [{s}, {e}) overlaps [{}, {}) of v{}",
+                                    w.start, w.end, w.version
+                                ),
+                            );
                         }
                     }
                     if !seen.iter().any(|w| w.start == s && w.end == e) {

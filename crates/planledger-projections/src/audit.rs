@@ -78,7 +78,12 @@ pub fn summary(event: &Event) -> String {
 
 impl AuditRow {
     pub fn from_recorded(recorded: &RecordedEvent) -> AuditRow {
-        let summary = match Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data.clone(), recorded.recorded_at) {
+        let summary = match Event::from_stored(
+            &recorded.event_type,
+            recorded.schema_version,
+            recorded.data.clone(),
+            recorded.recorded_at,
+        ) {
             Ok(event) => summary(&event),
             Err(e) => format!("unreadable event: {e}"),
         };

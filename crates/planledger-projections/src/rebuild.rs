@@ -238,7 +238,7 @@ async fn rebuild_tenant_state(
         tenant_state::write_into(&mut tx, table, store, &folded.state, folded.version, folded.at, catalog).await?;
         caught_up += 1;
     }
-    swap_in(&mut tx, ReadModel::TenantState, table, generation, catalog.fingerprint(), now).await?;
+    swap_in(&mut tx, ReadModel::TenantState, table, generation, &schema::built_with(catalog), now).await?;
     log.commit(tx).await?;
     drop_table(log, &retired(ReadModel::TenantState, generation)).await?;
     Ok(RebuildReport {
@@ -333,7 +333,7 @@ async fn rebuild_audit_log(
             Err(StoreError::CheckpointMoved { .. }) => continue,
             Err(e) => return Err(e),
         }
-        swap_in(&mut tx, ReadModel::AuditLog, table, generation, catalog.fingerprint(), now).await?;
+        swap_in(&mut tx, ReadModel::AuditLog, table, generation, &schema::built_with(catalog), now).await?;
         log.commit(tx).await?;
         drop_table(log, &retired(ReadModel::AuditLog, generation)).await?;
         return Ok(RebuildReport {

@@ -93,6 +93,12 @@ pub async fn execute_in(tx: &mut AnyTx, sql: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What a read model records it was built with: the catalog's fingerprint and the fold's
+/// version. A model built with anything else is stale and rebuilt from the log.
+pub fn built_with(catalog: &planledger_domain::Catalog) -> String {
+    format!("{}+fold{}", catalog.fingerprint(), planledger_domain::state::FOLD_VERSION)
+}
+
 /// Creates every read model that does not exist yet, recording the catalog it starts with.
 pub async fn ensure(log: &AnyEventLog, catalog_fingerprint: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
     use planledger_store::EventLog;

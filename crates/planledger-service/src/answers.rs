@@ -1,6 +1,8 @@
 //! Stored first answers of requests sent with an `Idempotency-Key` (SPEC 8).
 //!
-//! An answer is stored in the same transaction as the events its command appended, so a retry
+//! Every command decided on a registered store with a key has its answer stored, refusals and
+//! no-ops included (the answer to a key never changes), in the same transaction as the events
+//! the command appended (or as the check of the stream's version it was decided on), so a retry
 //! either finds both or neither. Keys are kept (never deleted), which is "at least 24 hours".
 
 use std::collections::HashMap;
@@ -71,6 +73,15 @@ pub async fn insert_in(
     answer: &Answer,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    // Two nodes that decided the same key at once: the second insert finds the first. Like a
+    // version conflict, the loser reloads and replays the stored answer.
+    let stream = planledger_store::StreamId::parse(store.stream_name())?;
+    let raced = |error: sqlx::Error| match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::ConcurrentWrite { stream: stream.clone(), constraint: "idempotent_answers".to_owned() }
+        }
+        _ => StoreError::from(error),
+    };
     let store = store.to_string();
     match tx {
         AnyTx::Postgres(tx) => {
@@ -85,7 +96,8 @@ pub async fn insert_in(
             .bind(sqlx::types::Json(&answer.body))
             .bind(now)
             .execute(&mut **tx)
-            .await?;
+            .await
+            .map_err(raced)?;
         }
         AnyTx::Sqlite(tx) => {
             sqlx::query(
@@ -99,7 +111,8 @@ pub async fn insert_in(
             .bind(answer.body.to_string())
             .bind(now.timestamp_micros())
             .execute(&mut **tx)
-            .await?;
+            .await
+            .map_err(raced)?;
         }
     }
     Ok(())

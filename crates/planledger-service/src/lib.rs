@@ -8,11 +8,15 @@
 
 mod answers;
 pub mod clock;
+pub mod faults;
 pub mod journal;
 pub mod service;
 pub mod views;
 
 pub use clock::{Clock, SystemClock, TestClock};
+pub use faults::InjectedFaults;
 pub use journal::{Journal, JournalEntry};
-pub use service::{CommandMeta, CommandService, IdempotencyRequest, ServiceConfig, ServiceError, ServiceMetrics};
+pub use service::{
+    CommandMeta, CommandService, FaultInjector, IdempotencyRequest, ServiceConfig, ServiceError, ServiceMetrics,
+};
 pub use views::Answer;

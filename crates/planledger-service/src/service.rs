@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use planledger_domain::state::FOLD_VERSION;
 use planledger_domain::{
     decide, due_transitions, evolve, Catalog, Command, Consumption, DomainError, Event, StoreId, TenantState,
 };
 use planledger_projections::tenant_state;
 use planledger_store::{
-    AnyEventLog, EventLog, NewEvent, Snapshot, StoreError, StreamAppend, StreamAppendOutcome, StreamId,
+    AnyEventLog, EventLog, IdempotencyKey, NewEvent, Snapshot, StoreError, StreamAppend, StreamAppendOutcome, StreamId,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -32,8 +33,18 @@ use crate::clock::Clock;
 use crate::journal::{Journal, JournalEntry};
 use crate::views::{self, Answer};
 
-/// The schema of the folded state kept in snapshots; bump it when `TenantState` changes shape.
-pub const STATE_SCHEMA_VERSION: i32 = 1;
+/// Faults to inject into the commit path, for the simulator and the tests of what the command
+/// path does when the database misbehaves (a commit that fails, a commit that succeeds but
+/// reports an error, a lost connection while finding out which).
+pub trait FaultInjector: Send + Sync + std::fmt::Debug {
+    /// Fail the group's transaction before its commit is sent (nothing is written).
+    fn fail_before_commit(&self) -> bool;
+    /// Commit the group, then report an error as a dropped connection would: the outcome is
+    /// unknown to the committer.
+    fn fail_after_commit(&self) -> bool;
+    /// Fail the look-up that finds out whether an unknown commit happened.
+    fn fail_probe(&self) -> bool;
+}
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -45,11 +56,23 @@ pub struct ServiceConfig {
     pub worker_idle: Duration,
     /// A snapshot of the folded state is kept every this many events.
     pub snapshot_every: i64,
+    /// How long the committer keeps trying to learn whether a commit that reported an error
+    /// happened, before answering `OutcomeUnknown`.
+    pub probe_for: Duration,
+    /// Injected faults (tests and the simulator only).
+    pub faults: Option<Arc<dyn FaultInjector>>,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self { max_batch: 512, max_attempts: 8, worker_idle: Duration::from_secs(30), snapshot_every: 100 }
+        Self {
+            max_batch: 512,
+            max_attempts: 8,
+            worker_idle: Duration::from_secs(30),
+            snapshot_every: 100,
+            probe_for: Duration::from_secs(3),
+            faults: None,
+        }
     }
 }
 
@@ -81,6 +104,10 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("the store kept changing under this command; try again")]
     ConcurrencyConflict,
+    /// The commit reported an error and the database could not be asked whether it happened.
+    /// Nothing is decided again: a retry with the same `Idempotency-Key` gets the answer.
+    #[error("the database did not confirm whether this command was recorded")]
+    OutcomeUnknown,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -178,7 +205,13 @@ impl CommandService {
     ) -> Self {
         let metrics = Arc::new(ServiceMetrics::default());
         let (committer, requests) = mpsc::channel(8192);
-        tokio::spawn(run_committer(log.clone(), catalog.clone(), metrics.clone(), requests));
+        tokio::spawn(run_committer(
+            log.clone(),
+            catalog.clone(),
+            metrics.clone(),
+            CommitterConfig { probe_for: config.probe_for, faults: config.faults.clone() },
+            requests,
+        ));
         Self {
             inner: Arc::new(Inner {
                 log,
@@ -214,6 +247,11 @@ impl CommandService {
         &self.inner.journal
     }
 
+    /// How many stores have a worker (and a cached state) right now.
+    pub fn active_workers(&self) -> usize {
+        self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Decides and records `command` for `store`, through the store's queue.
     pub async fn execute(&self, store: StoreId, command: Command, meta: CommandMeta) -> Result<Answer, ServiceError> {
         let started = Instant::now();
@@ -247,7 +285,8 @@ impl CommandService {
         self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Refunds a consumption (SPEC 5): looks it up in the store's stream, then decides.
+    /// Refunds a consumption (SPEC 5): looks it up in the store's own stream, then the rules
+    /// decide (an unknown or already refunded consumption is refused there).
     pub async fn refund(
         &self,
         store: StoreId,
@@ -255,27 +294,11 @@ impl CommandService {
         meta: CommandMeta,
     ) -> Result<Answer, ServiceError> {
         let event = self.inner.log.read_event(consumption_id).await?;
-        let consumption = event.filter(|e| e.stream_id.as_str() == store.stream_name()).and_then(|e| {
-            match Event::from_stored(&e.event_type, e.schema_version, e.data).ok()? {
-                Event::QuotaConsumed { consumption_id, action, amount, period, period_start, period_end, .. } => {
-                    Some(Consumption { consumption_id, action, amount, period, period_start, period_end })
-                }
-                _ => None,
-            }
-        });
-        match consumption {
-            Some(consumption) => self.execute(store, Command::Refund { consumption }, meta).await,
-            None => {
-                let answer = views::plain_error(
-                    404,
-                    "consumption_not_found",
-                    "no consumption with this id on this store",
-                    &meta.correlation_id,
-                );
-                self.record(store, "refund", &meta, &Ok(answer.clone()), Instant::now());
-                Ok(answer)
-            }
-        }
+        let consumption = event
+            .filter(|e| e.stream_id.as_str() == store.stream_name())
+            .and_then(|e| Event::from_stored(&e.event_type, e.schema_version, e.data, e.recorded_at).ok())
+            .and_then(|event| Consumption::from_event(&event));
+        self.execute(store, Command::Refund { consumption_id, consumption }, meta).await
     }
 
     fn record(
@@ -290,6 +313,7 @@ impl CommandService {
             Ok(answer) if answer.status < 300 => ("accepted", None),
             Ok(answer) => ("refused", answer.body.get("error").and_then(|e| e.as_str()).map(str::to_owned)),
             Err(ServiceError::ConcurrencyConflict) => ("failed", Some("concurrency_conflict".to_owned())),
+            Err(ServiceError::OutcomeUnknown) => ("unknown", Some("outcome_unknown".to_owned())),
             Err(ServiceError::Unavailable(_)) => ("failed", Some("storage_unavailable".to_owned())),
             Err(ServiceError::Internal(_)) => ("failed", Some("internal".to_owned())),
         };
@@ -375,13 +399,15 @@ struct Worker {
     cache: Option<Loaded>,
 }
 
-/// What became of one command in a batch, before the append.
+/// What became of one command in a batch, before the commit.
 enum Decided {
-    /// Answered without writing: a refusal, a no-op or a replay.
+    /// Answered with nothing to record: a replay of a stored answer, a key reused with another
+    /// body, or a command to a store that does not exist (nothing executes, nothing is kept).
     Answered(Answer),
-    /// Accepted; its answer is final once the batch commits. `store_key` asks to store the
-    /// answer for its idempotency key.
-    Accepted { answer: Answer, store_key: Option<IdempotencyRequest> },
+    /// Decided on the batch's state, accepted or refused: its answer holds once the batch
+    /// commits (or, if the batch appends nothing, once the stream's version is confirmed).
+    /// `store_key` keeps it as the first answer to its `Idempotency-Key`.
+    Decided { answer: Answer, store_key: Option<IdempotencyRequest> },
     /// The same key appeared earlier in this batch: answer as that job did.
     SameAs(usize),
 }
@@ -393,21 +419,8 @@ impl Worker {
                 Ok(Some(job)) => job,
                 Ok(None) => return,
                 Err(_idle) => {
-                    {
-                        let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
-                        if workers.get(&self.store).is_some_and(|(g, _)| *g == self.generation) {
-                            workers.remove(&self.store);
-                        }
-                    }
-                    jobs.close();
-                    // Jobs sent before the close are still served.
-                    let mut rest = Vec::new();
-                    while let Ok(job) = jobs.try_recv() {
-                        rest.push(job);
-                    }
-                    if !rest.is_empty() {
-                        self.process(rest, true).await;
-                    }
+                    // Jobs sent before the queue closes are still served.
+                    self.retire(&mut jobs).await;
                     return;
                 }
             };
@@ -419,6 +432,30 @@ impl Worker {
                 }
             }
             self.process(batch, true).await;
+            if self.cache.as_ref().is_some_and(|c| !c.state.is_registered()) {
+                // A store that does not exist keeps nothing once its requests are answered: a
+                // flood of commands to random ids must not leave a worker per id behind.
+                self.retire(&mut jobs).await;
+                return;
+            }
+        }
+    }
+
+    /// Leaves the workers' table, then serves what was queued before the queue closed.
+    async fn retire(&mut self, jobs: &mut mpsc::Receiver<Job>) {
+        {
+            let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+            if workers.get(&self.store).is_some_and(|(g, _)| *g == self.generation) {
+                workers.remove(&self.store);
+            }
+        }
+        jobs.close();
+        let mut rest = Vec::new();
+        while let Ok(job) = jobs.try_recv() {
+            rest.push(job);
+        }
+        if !rest.is_empty() {
+            self.process(rest, true).await;
         }
     }
 
@@ -426,7 +463,7 @@ impl Worker {
     async fn load(&self) -> Result<Loaded, ServiceError> {
         let stream = stream_of(self.store)?;
         let base = match self.inner.log.load_snapshot(&stream).await? {
-            Some(snapshot) if snapshot.state_schema_version == STATE_SCHEMA_VERSION => {
+            Some(snapshot) if snapshot.state_schema_version == FOLD_VERSION => {
                 match serde_json::from_value::<TenantState>(snapshot.state) {
                     Ok(state) => Loaded { version: snapshot.version, state },
                     Err(_) => Loaded { version: 0, state: TenantState::default() },
@@ -446,8 +483,13 @@ impl Worker {
             let page = log.read_stream(&stream, version + 1, 1000).await?;
             let full = page.len() == 1000;
             for recorded in page {
-                let event = Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data, recorded.recorded_at)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let event = Event::from_stored(
+                    &recorded.event_type,
+                    recorded.schema_version,
+                    recorded.data,
+                    recorded.recorded_at,
+                )
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 state = evolve(state, &event);
                 version = recorded.version;
             }
@@ -479,8 +521,11 @@ impl Worker {
             // A consumption is found again (for a refund) by its event id.
             new.event_id = *consumption_id;
         }
-        new.idempotency_key =
-            event.system_idempotency_key(self.store).or_else(|| meta.idempotency.as_ref().map(|i| i.key.clone()));
+        // The ledger's own keys and clients' keys live in separate namespaces (see `KeyScope`).
+        new.idempotency_key = match event.system_idempotency_key(self.store) {
+            Some(key) => Some(IdempotencyKey::system(key)),
+            None => meta.idempotency.as_ref().map(|i| IdempotencyKey::client(i.key.clone())),
+        };
         new
     }
 
@@ -576,6 +621,7 @@ impl Worker {
                     }
                     seen.insert(request.key.as_str(), (index, request.request_hash.as_str()));
                 }
+                let store_key = job.meta.idempotency.clone();
                 match decide(&working, &job.command, now, catalog) {
                     Ok(own) => {
                         let causation = Uuid::now_v7().to_string();
@@ -585,16 +631,25 @@ impl Worker {
                         }
                         let version = loaded.version + events.len() as i64;
                         let answer = views::accepted(&job.command, &own, self.store, &working, version, now, catalog);
-                        let store_key = if own.is_empty() { None } else { job.meta.idempotency.clone() };
-                        decided.push(Decided::Accepted { answer, store_key });
+                        decided.push(Decided::Decided { answer, store_key });
                     }
-                    Err(error) => decided.push(Decided::Answered(refusal(&error, &job.meta))),
+                    Err(DomainError::StoreNotFound) => {
+                        decided.push(Decided::Answered(refusal(&DomainError::StoreNotFound, &job.meta)));
+                    }
+                    Err(error) => decided.push(Decided::Decided { answer: refusal(&error, &job.meta), store_key }),
                 }
             }
+            let answers: Vec<(IdempotencyRequest, Answer)> = decided
+                .iter()
+                .filter_map(|item| match item {
+                    Decided::Decided { answer, store_key: Some(request) } => Some((request.clone(), answer.clone())),
+                    _ => None,
+                })
+                .collect();
 
-            if events.is_empty() {
-                // Nothing to append, so no version check vouches for these answers: make sure
-                // the cached state is the log's latest before answering from it.
+            if events.is_empty() && answers.is_empty() {
+                // Nothing to record, so no commit vouches for these answers: make sure the
+                // cached state is the log's latest before answering from it.
                 let current = match inner.log.stream_version(&stream).await {
                     Ok(version) => version,
                     Err(e) => return all(e.into()),
@@ -608,7 +663,7 @@ impl Worker {
                 continue;
             }
 
-            match self.append(&loaded, events, &working, &decided, now).await {
+            match self.commit(&loaded, events, &working, answers, now).await {
                 Ok(new_version) => {
                     self.remember(loaded.version, new_version, working);
                     return BatchResult::Done(finish(decided));
@@ -621,8 +676,8 @@ impl Worker {
                 }
                 Err(AppendFailure::Duplicate) if may_split && jobs.len() > 1 => return BatchResult::Split,
                 Err(AppendFailure::Duplicate) => {
-                    // A key of this one command was used: by a request that committed on another
-                    // node, or (for a refund) by an earlier refund of the same consumption.
+                    // A key of this one command was used by a request that committed on another
+                    // node: its stored answer is the answer. Otherwise the log moved: reload.
                     let job = &jobs[0];
                     if let Some(request) = &job.meta.idempotency {
                         match answers::load(&inner.log, self.store, &[request.key.as_str()]).await {
@@ -634,40 +689,35 @@ impl Worker {
                             Err(e) => return all(e.into()),
                         }
                     }
-                    if let Command::Refund { .. } = job.command {
-                        let answer = views::plain_error(
-                            409,
-                            "already_refunded",
-                            "this consumption was already refunded",
-                            &job.meta.correlation_id,
-                        );
-                        return BatchResult::Done(vec![Ok(answer)]);
-                    }
                     continue;
                 }
-                Err(AppendFailure::Failed(e)) => return all(e),
+                Err(AppendFailure::Failed(e)) => {
+                    // Nothing was written: the cache still holds the log's latest state.
+                    self.cache = Some(loaded);
+                    return all(e);
+                }
+                Err(AppendFailure::OutcomeUnknown) => {
+                    // The events may or may not be in the log. Deciding again could decide twice,
+                    // so the commands are answered as unknown and the next batch reloads.
+                    return all(ServiceError::OutcomeUnknown);
+                }
             }
         }
         all(ServiceError::ConcurrencyConflict)
     }
 
     /// Hands the batch to the committer, which writes it with the `tenant_state` row and the
-    /// stored answers in one transaction (shared with other stores' batches), and waits.
-    async fn append(
+    /// stored answers in one transaction (shared with other stores' batches), and waits. A batch
+    /// with no events is a check of the stream's version, in the transaction that stores its
+    /// answers.
+    async fn commit(
         &self,
         loaded: &Loaded,
         events: Vec<NewEvent>,
         working: &TenantState,
-        decided: &[Decided],
+        answers: Vec<(IdempotencyRequest, Answer)>,
         now: DateTime<Utc>,
     ) -> Result<i64, AppendFailure> {
-        let answers = decided
-            .iter()
-            .filter_map(|item| match item {
-                Decided::Accepted { answer, store_key: Some(request) } => Some((request.clone(), answer.clone())),
-                _ => None,
-            })
-            .collect();
         let stream = stream_of(self.store).map_err(AppendFailure::Failed)?;
         let (reply, outcome) = oneshot::channel();
         let request = CommitRequest {
@@ -687,6 +737,10 @@ impl Worker {
     }
 
     fn remember(&mut self, old_version: i64, new_version: i64, state: TenantState) {
+        if new_version == old_version {
+            self.cache = Some(Loaded { version: new_version, state });
+            return;
+        }
         let every = self.inner.config.snapshot_every.max(1);
         if new_version / every > old_version / every {
             // Snapshots only speed up cold loads; the log stays the truth, so this may lag.
@@ -697,7 +751,7 @@ impl Worker {
                         stream_id: stream,
                         version: new_version,
                         state: json,
-                        state_schema_version: STATE_SCHEMA_VERSION,
+                        state_schema_version: FOLD_VERSION,
                     };
                     if let Err(error) = log.save_snapshot(&snapshot).await {
                         tracing::debug!(%error, "snapshot not saved");
@@ -712,6 +766,27 @@ impl Worker {
 /// The most store batches one group transaction carries.
 const MAX_GROUP: usize = 256;
 
+struct CommitterConfig {
+    probe_for: Duration,
+    faults: Option<Arc<dyn FaultInjector>>,
+}
+
+/// Why a whole group transaction failed.
+enum GroupFailure {
+    /// Nothing was written. `alone_may_succeed`: the failure may belong to one batch (a
+    /// constraint), so each batch is tried again on its own; not when the database is away.
+    Definite { error: StoreError, alone_may_succeed: bool },
+    /// The commit reported an error and the database could not say whether it happened.
+    Unknown,
+}
+
+impl From<StoreError> for GroupFailure {
+    fn from(error: StoreError) -> Self {
+        let alone_may_succeed = !matches!(error, StoreError::Unavailable(_));
+        GroupFailure::Definite { error, alone_may_succeed }
+    }
+}
+
 /// Writes the batches of many stores in shared transactions (group commit): one multi-stream
 /// append, one multi-row `tenant_state` write, one commit for all of them. Each stream is still
 /// checked on its own version, so a conflict on one store fails only that store's batch.
@@ -719,6 +794,7 @@ async fn run_committer(
     log: AnyEventLog,
     catalog: Arc<Catalog>,
     metrics: Arc<ServiceMetrics>,
+    config: CommitterConfig,
     mut requests: mpsc::Receiver<CommitRequest>,
 ) {
     while let Some(first) = requests.recv().await {
@@ -729,24 +805,29 @@ async fn run_committer(
                 Err(_) => break,
             }
         }
-        let results = match commit_group(&log, &catalog, &group).await {
+        let results = match commit_group(&log, &catalog, &config, &group).await {
             Ok(results) => results,
-            // The shared statement failed as a whole (a constraint race, a lost connection):
-            // write each batch on its own, so one store's trouble is not everyone's.
-            Err(_) if group.len() > 1 => {
+            // Nothing was written and the cause may be one batch's (a constraint race): write
+            // each batch on its own, so one store's trouble is not everyone's.
+            Err(GroupFailure::Definite { alone_may_succeed: true, .. }) if group.len() > 1 => {
                 let mut results = Vec::with_capacity(group.len());
                 for request in &group {
-                    results.push(match commit_group(&log, &catalog, std::slice::from_ref(request)).await {
+                    results.push(match commit_group(&log, &catalog, &config, std::slice::from_ref(request)).await {
                         Ok(mut one) => one.pop().unwrap_or(Err(AppendFailure::Conflict)),
-                        Err(e) => Err(e),
+                        Err(failure) => Err(failure.into()),
                     });
                 }
                 results
             }
-            Err(e) => vec![Err(e)],
+            // The database is away (every batch would wait its own acquire timeout) or the
+            // outcome is unknown (trying again could write twice): one answer for all.
+            Err(failure) => {
+                let failure = AppendFailure::from(failure);
+                group.iter().map(|_| Err(failure.clone())).collect()
+            }
         };
         for (request, result) in group.into_iter().zip(results) {
-            if result.is_ok() {
+            if result.is_ok() && !request.part.events.is_empty() {
                 metrics.appends.fetch_add(1, Ordering::Relaxed);
                 metrics.appended_events.fetch_add(request.part.events.len() as u64, Ordering::Relaxed);
             }
@@ -758,8 +839,9 @@ async fn run_committer(
 async fn commit_group(
     log: &AnyEventLog,
     catalog: &Catalog,
+    config: &CommitterConfig,
     group: &[CommitRequest],
-) -> Result<Vec<Result<i64, AppendFailure>>, AppendFailure> {
+) -> Result<Vec<Result<i64, AppendFailure>>, GroupFailure> {
     let mut tx = log.begin().await?;
     let outcomes = log.append_many_in(&mut tx, group).await?;
     let mut rows = Vec::new();
@@ -770,23 +852,101 @@ async fn commit_group(
                 rows.push((request.store, &request.state, *new_version, request.now));
                 Ok(*new_version)
             }
+            StreamAppendOutcome::Checked { version } => Ok(*version),
             StreamAppendOutcome::Conflict => Err(AppendFailure::Conflict),
             StreamAppendOutcome::Duplicate => Err(AppendFailure::Duplicate),
         });
     }
+    if results.iter().all(Result::is_err) {
+        return Ok(results);
+    }
     if !rows.is_empty() {
         tenant_state::write_many_in(&mut tx, &rows, catalog).await?;
-        for (request, outcome) in group.iter().zip(&outcomes) {
-            if matches!(outcome, StreamAppendOutcome::Appended { .. }) {
-                for (key, answer) in &request.answers {
-                    answers::insert_in(&mut tx, request.store, &key.key, &key.request_hash, answer, request.now)
-                        .await?;
-                }
+    }
+    for (request, result) in group.iter().zip(&results) {
+        if result.is_ok() {
+            for (key, answer) in &request.answers {
+                answers::insert_in(&mut tx, request.store, &key.key, &key.request_hash, answer, request.now).await?;
             }
         }
-        log.commit(tx).await?;
+    }
+    let faults = config.faults.as_deref();
+    if faults.is_some_and(FaultInjector::fail_before_commit) {
+        drop(tx);
+        return Err(GroupFailure::Definite {
+            error: StoreError::Corrupt("injected: the commit failed".into()),
+            alone_may_succeed: true,
+        });
+    }
+    let committed = log.commit(tx).await;
+    let committed = match committed {
+        Ok(()) if faults.is_some_and(FaultInjector::fail_after_commit) => Err(()),
+        Ok(()) => Ok(()),
+        Err(_) => Err(()),
+    };
+    if committed.is_err() {
+        // The commit may have happened before the error (a connection lost after the server
+        // committed). Never guess: ask the log whether what this transaction wrote is there.
+        match probe(log, config, group, &results).await {
+            Some(true) => {}
+            Some(false) => {
+                return Err(GroupFailure::Definite {
+                    error: StoreError::Corrupt("the commit failed".into()),
+                    alone_may_succeed: false,
+                })
+            }
+            None => return Err(GroupFailure::Unknown),
+        }
     }
     Ok(results)
+}
+
+/// Whether the group's transaction committed: one thing it wrote is looked up (an event's id,
+/// or else a stored answer), since a transaction commits whole or not at all. `None` if the
+/// database could not be asked within `probe_for`.
+async fn probe(
+    log: &AnyEventLog,
+    config: &CommitterConfig,
+    group: &[CommitRequest],
+    results: &[Result<i64, AppendFailure>],
+) -> Option<bool> {
+    let written = group.iter().zip(results).filter(|(_, r)| r.is_ok()).map(|(request, _)| request);
+    let mut witness = None;
+    for request in written {
+        if let Some(event) = request.part.events.first() {
+            witness = Some(Witness::Event(event.event_id));
+            break;
+        }
+        if let Some((key, answer)) = request.answers.first() {
+            witness.get_or_insert(Witness::Answer(request.store, key.key.clone(), answer.clone()));
+        }
+    }
+    let witness = witness?;
+    let deadline = Instant::now() + config.probe_for;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let seen = if config.faults.as_deref().is_some_and(FaultInjector::fail_probe) {
+            None
+        } else {
+            match &witness {
+                Witness::Event(id) => log.read_event(*id).await.ok().map(|found| found.is_some()),
+                Witness::Answer(store, key, answer) => answers::load(log, *store, &[key.as_str()])
+                    .await
+                    .ok()
+                    .map(|stored| stored.get(key).is_some_and(|s| s.answer == *answer)),
+            }
+        };
+        if seen.is_some() || Instant::now() + pause > deadline {
+            return seen;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+enum Witness {
+    Event(Uuid),
+    Answer(StoreId, String, Answer),
 }
 
 enum BatchResult {
@@ -795,10 +955,23 @@ enum BatchResult {
     Split,
 }
 
+#[derive(Clone)]
 enum AppendFailure {
     Conflict,
     Duplicate,
+    /// Nothing was written.
     Failed(ServiceError),
+    /// The commit may or may not have happened.
+    OutcomeUnknown,
+}
+
+impl From<GroupFailure> for AppendFailure {
+    fn from(failure: GroupFailure) -> Self {
+        match failure {
+            GroupFailure::Definite { error, .. } => error.into(),
+            GroupFailure::Unknown => AppendFailure::OutcomeUnknown,
+        }
+    }
 }
 
 impl From<StoreError> for AppendFailure {
@@ -815,7 +988,7 @@ fn finish(decided: Vec<Decided>) -> Vec<Result<Answer, ServiceError>> {
     let mut answers: Vec<Answer> = Vec::with_capacity(decided.len());
     for item in decided {
         let answer = match item {
-            Decided::Answered(answer) | Decided::Accepted { answer, .. } => answer,
+            Decided::Answered(answer) | Decided::Decided { answer, .. } => answer,
             Decided::SameAs(earlier) => answers[earlier].clone(),
         };
         answers.push(answer);

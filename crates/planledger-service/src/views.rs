@@ -135,7 +135,7 @@ pub fn accepted(
                 }),
             }
         }
-        Command::Refund { consumption } => Answer {
+        Command::Refund { consumption: Some(consumption), .. } => Answer {
             status: 200,
             body: json!({
                 "refunded": true,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use planledger_domain::{ActionName, Amount, Catalog, Command, Event, StoreId};
-use planledger_service::{Answer, Clock, CommandMeta, CommandService, Journal, ServiceConfig, ServiceError, TestClock};
+use planledger_service::{
+    Answer, Clock, CommandMeta, CommandService, InjectedFaults, Journal, ServiceConfig, ServiceError, TestClock,
+};
 use planledger_store::{AnyEventLog, EventLog, NewEvent, SqliteEventLog, StreamId};
 use planledger_testkit::SqliteTestDatabase;
 use uuid::Uuid;
@@ -72,6 +74,7 @@ async fn append_elsewhere(log: &AnyEventLog, store: StoreId) {
         period_end: Some(Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap()),
         used_after: 9,
         limit: Some(10),
+        at: Utc.with_ymd_and_hms(2026, 5, 4, 11, 0, 0).unwrap(),
     };
     append_event_elsewhere(log, store, event).await;
 }
@@ -190,4 +193,113 @@ async fn snapshots_make_a_cold_load_read_only_the_tail() {
     let (state, version) = service.load_row(store).await.unwrap().unwrap();
     assert_eq!(version, 13);
     assert_eq!(state.usage[&ActionName::parse("update_product").unwrap()].lifetime, 10);
+}
+
+fn extend_trial() -> Command {
+    Command::Extend {
+        kind: planledger_domain::ExtensionKind::Trial,
+        days: planledger_domain::Days::parse(3).unwrap(),
+        reason: planledger_domain::Reason::parse("support ticket").unwrap(),
+    }
+}
+
+async fn count_of(log: &AnyEventLog, store: StoreId, event_type: &str) -> usize {
+    let stream = StreamId::parse(store.stream_name()).unwrap();
+    log.read_stream(&stream, 1, 1000).await.unwrap().iter().filter(|e| e.event_type == event_type).count()
+}
+
+fn with_faults(faults: InjectedFaults) -> (ServiceConfig, Arc<InjectedFaults>) {
+    let faults = Arc::new(faults);
+    let config = ServiceConfig {
+        faults: Some(faults.clone()),
+        probe_for: Duration::from_millis(300),
+        ..ServiceConfig::default()
+    };
+    (config, faults)
+}
+
+#[tokio::test]
+async fn a_commit_that_errors_after_committing_is_found_in_the_log_not_decided_again() {
+    let (config, faults) = with_faults(InjectedFaults::next(0, 1, 0));
+    let (service, log, _writer, _db) = setup(config).await;
+    let store = trialing_store(&service).await;
+    // The commit happens, then reports an error (a connection lost after the server
+    // committed). The committer asks the log, finds the event, and answers what happened.
+    let answer = service.execute(store, extend_trial(), meta()).await.expect("the extension is confirmed");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(faults.injected(), 1);
+    assert_eq!(count_of(&log, store, "TrialExtended").await, 1, "decided once, appended once");
+    // The worker's state is right: a transition from the trial plan is decided on it.
+    let next = service.execute(store, extend_trial(), meta()).await.expect("next");
+    assert_eq!(next.status, 200);
+    assert_eq!(count_of(&log, store, "TrialExtended").await, 2);
+}
+
+#[tokio::test]
+async fn a_commit_whose_outcome_cannot_be_learned_is_answered_unknown_and_never_decided_twice() {
+    let (config, _faults) = with_faults(InjectedFaults::next(0, 1, u32::MAX));
+    let (service, log, _writer, _db) = setup(config).await;
+    let store = StoreId::new(Uuid::new_v4());
+    let register = Command::RegisterStore { store_id: store, name: None, time_zone: None };
+    let answer = service.execute(store, register, meta()).await;
+    assert_eq!(answer, Err(ServiceError::OutcomeUnknown));
+    let stream = StreamId::parse(store.stream_name()).unwrap();
+    assert_eq!(log.stream_version(&stream).await.unwrap(), 1, "it did commit, once");
+}
+
+#[tokio::test]
+async fn a_commit_that_fails_before_committing_writes_nothing_and_keeps_the_cache_right() {
+    let (config, _faults) = with_faults(InjectedFaults::next(1, 0, 0));
+    let (service, log, _writer, _db) = setup(config).await;
+    let store = StoreId::new(Uuid::new_v4());
+    let register = Command::RegisterStore { store_id: store, name: None, time_zone: None };
+    assert!(service.execute(store, register.clone(), meta()).await.is_err());
+    let stream = StreamId::parse(store.stream_name()).unwrap();
+    assert_eq!(log.stream_version(&stream).await.unwrap(), 0);
+    assert_eq!(service.execute(store, register, meta()).await.expect("again").status, 201);
+}
+
+#[tokio::test]
+async fn a_keyed_refusal_is_stored_so_a_retry_gets_it_even_after_the_state_changed() {
+    let (service, _log, _writer, _db) = setup(ServiceConfig::default()).await;
+    let store = trialing_store(&service).await;
+    let mut consumptions = Vec::new();
+    for _ in 0..10 {
+        consumptions.push(service.execute(store, consume(), meta()).await.unwrap().body["consumptionId"].clone());
+    }
+    let keyed = CommandMeta {
+        idempotency: Some(planledger_service::IdempotencyRequest { key: "k-429".into(), request_hash: "h".into() }),
+        ..meta()
+    };
+    let first = service.execute(store, consume(), keyed.clone()).await.unwrap();
+    assert_eq!(first.status, 429);
+    let id = Uuid::parse_str(consumptions[0].as_str().unwrap()).unwrap();
+    assert_eq!(service.refund(store, id, meta()).await.unwrap().status, 200, "room again");
+    let retry = service.execute(store, consume(), keyed.clone()).await.unwrap();
+    assert_eq!(retry, first, "the answer to a key never changes");
+    let other_body = CommandMeta {
+        idempotency: Some(planledger_service::IdempotencyRequest { key: "k-429".into(), request_hash: "h2".into() }),
+        ..meta()
+    };
+    let reused = service.execute(store, consume(), other_body).await.unwrap();
+    assert_eq!((reused.status, reused.body["error"].as_str()), (422, Some("idempotency_key_reused")));
+}
+
+#[tokio::test]
+async fn commands_to_unknown_stores_leave_no_worker_behind() {
+    let (service, _log, _writer, _db) = setup(ServiceConfig::default()).await;
+    let store = trialing_store(&service).await;
+    for _ in 0..200 {
+        let answer = service.execute(StoreId::new(Uuid::new_v4()), consume(), meta()).await.unwrap();
+        assert_eq!(answer.status, 404);
+    }
+    // Workers retire as soon as their batch is answered; the one registered store stays.
+    for _ in 0..100 {
+        if service.active_workers() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(service.active_workers(), 1, "only the registered store keeps a worker");
+    assert_eq!(service.execute(store, consume(), meta()).await.unwrap().status, 200);
 }

@@ -32,7 +32,13 @@ async fn open(postgres: bool, test: &str) -> Option<(AnyEventLog, Db)> {
         (AnyEventLog::Sqlite(log), Db::Sqlite(db))
     };
     log.migrate().await.unwrap();
-    planledger_projections::schema::ensure(&log, Catalog::builtin().fingerprint(), Utc::now()).await.unwrap();
+    planledger_projections::schema::ensure(
+        &log,
+        &planledger_projections::schema::built_with(&Catalog::builtin()),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     Some((log, db))
 }
 
@@ -275,7 +281,8 @@ async fn nothing_written_during_a_rebuild_is_missing(postgres: bool) {
         let folded = events.iter().fold(planledger_domain::TenantState::default(), |s, e| {
             planledger_domain::evolve(
                 s,
-                &planledger_domain::Event::from_stored(&e.event_type, e.schema_version, e.data.clone(), e.recorded_at).unwrap(),
+                &planledger_domain::Event::from_stored(&e.event_type, e.schema_version, e.data.clone(), e.recorded_at)
+                    .unwrap(),
             )
         });
         assert_eq!(state, folded);

@@ -1,5 +1,6 @@
 //! One event log whose backend is chosen by the database URL at start-up.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::migrate::MigrationReport;
@@ -118,17 +119,70 @@ impl AnyEventLog {
     }
 
     /// Appends to several streams in one transaction (one statement on PostgreSQL); each stream
-    /// is checked on its own, so one conflict does not stop the others.
+    /// is checked on its own, so one conflict does not stop the others. A part with no events is
+    /// a version check only ([`StreamAppendOutcome::Checked`] or `Conflict`): what a decision
+    /// that appends nothing but must be recorded (a stored answer) rests on.
     pub async fn append_many_in(
         &self,
         tx: &mut AnyTx,
         parts: &[impl AsRef<StreamAppend> + Sync],
     ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
-        match (self, tx) {
-            (Self::Postgres(_), AnyTx::Postgres(tx)) => PgEventLog::append_many_in(tx, parts).await,
-            (Self::Sqlite(log), AnyTx::Sqlite(tx)) => log.append_many_in(tx, parts).await,
-            _ => Err(mismatched()),
+        let (writes, checks): (Vec<&StreamAppend>, Vec<&StreamAppend>) =
+            parts.iter().map(AsRef::as_ref).partition(|part| !part.events.is_empty());
+        let mut written = if writes.is_empty() {
+            Vec::new()
+        } else {
+            match (self, &mut *tx) {
+                (Self::Postgres(_), AnyTx::Postgres(tx)) => PgEventLog::append_many_in(tx, &writes).await?,
+                (Self::Sqlite(log), AnyTx::Sqlite(tx)) => log.append_many_in(tx, &writes).await?,
+                _ => return Err(mismatched()),
+            }
         }
+        .into_iter();
+        let versions = if checks.is_empty() { HashMap::new() } else { self.versions_in(tx, &checks).await? };
+        Ok(parts
+            .iter()
+            .map(AsRef::as_ref)
+            .map(|part| {
+                if !part.events.is_empty() {
+                    return written.next().unwrap_or(StreamAppendOutcome::Conflict);
+                }
+                match versions.get(part.stream.as_str()).copied().unwrap_or(0) {
+                    version if version == part.expected => StreamAppendOutcome::Checked { version },
+                    _ => StreamAppendOutcome::Conflict,
+                }
+            })
+            .collect())
+    }
+
+    /// The versions of `parts`' streams, read in `tx`.
+    async fn versions_in(
+        &self,
+        tx: &mut AnyTx,
+        parts: &[&StreamAppend],
+    ) -> Result<HashMap<String, Version>, StoreError> {
+        let names: Vec<&str> = parts.iter().map(|p| p.stream.as_str()).collect();
+        let rows: Vec<(String, i64)> = match tx {
+            AnyTx::Postgres(tx) => {
+                sqlx::query_as("SELECT stream_id, version FROM ledger_streams WHERE stream_id = ANY($1::text[])")
+                    .bind(&names)
+                    .fetch_all(&mut **tx)
+                    .await?
+            }
+            AnyTx::Sqlite(tx) => {
+                let mut rows = Vec::with_capacity(names.len());
+                for name in names {
+                    let version: Option<i64> =
+                        sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = ?")
+                            .bind(name)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                    rows.extend(version.map(|v| (name.to_owned(), v)));
+                }
+                rows
+            }
+        };
+        Ok(rows.into_iter().collect())
     }
 
     pub async fn pending_migrations(&self) -> Result<usize, StoreError> {

@@ -26,8 +26,8 @@ pub use error::StoreError;
 pub use postgres::PgEventLog;
 pub use sqlite::SqliteEventLog;
 pub use types::{
-    truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, NewEvent, RecordedEvent, Snapshot, StreamAppend,
-    StreamAppendOutcome, StreamId, Version, MAX_STREAM_ID_LEN,
+    truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, NewEvent, RecordedEvent, Snapshot,
+    StreamAppend, StreamAppendOutcome, StreamId, Version, MAX_STREAM_ID_LEN,
 };
 
 /// The most events one `read_stream` or `read_all` call returns.

@@ -294,6 +294,10 @@ pub enum StreamAppendOutcome {
         new_version: Version,
         events: Vec<RecordedEvent>,
     },
+    /// A part with no events: the stream is at the expected version, as of this transaction.
+    Checked {
+        version: Version,
+    },
     /// Nothing written: the stream was not at the expected version.
     Conflict,
     /// Nothing written: an idempotency key of the part was already used on the stream.

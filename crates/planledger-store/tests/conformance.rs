@@ -171,7 +171,8 @@ mod suite {
         }
         assert_eq!(log.stream_version(&s).await.expect("version"), 2, "a retry appends nothing");
         // A batch holding a used key among new ones is still a duplicate: nothing is written.
-        let mixed = vec![event("X", json!({})).with_client_key("req-2"), event("Y", json!({})).with_client_key("req-1")];
+        let mixed =
+            vec![event("X", json!({})).with_client_key("req-2"), event("Y", json!({})).with_client_key("req-1")];
         assert!(matches!(log.append(&s, 2, &mixed).await, Ok(AppendOutcome::Duplicate { .. })));
         let other =
             appended(log.append(&s, 2, &[event("X", json!({})).with_client_key("req-2")]).await.expect("new key"));
@@ -199,7 +200,9 @@ mod suite {
         let s = stream("namespaces");
         // A client sends, as its Idempotency-Key, the very key the ledger will use at expiry.
         let system_key = "trial-expiry:store-1:2026-03-16T10:00:00.000000Z";
-        appended(log.append(&s, 0, &[event("QuotaConsumed", json!({})).with_client_key(system_key)]).await.expect("client"));
+        appended(
+            log.append(&s, 0, &[event("QuotaConsumed", json!({})).with_client_key(system_key)]).await.expect("client"),
+        );
         let expiry = log.append(&s, 1, &[event("TrialExpired", json!({})).with_system_key(system_key)]).await;
         assert!(matches!(expiry, Ok(AppendOutcome::Appended { new_version: 2, .. })), "{expiry:?}");
         // And the other way round: the ledger's key does not make a client's request a retry.
@@ -446,11 +449,7 @@ async fn appending_to_many_streams_checks_each_on_its_own(log: planledger_store:
         StreamAppend { stream: a.clone(), expected: 0, events: vec![event("A1", json!({})), event("A2", json!({}))] },
         StreamAppend { stream: b.clone(), expected: 0, events: vec![event("B2", json!({}))] },
         StreamAppend { stream: c.clone(), expected: 0, events: vec![event("C1", json!({}))] },
-        StreamAppend {
-            stream: d.clone(),
-            expected: 1,
-            events: vec![event("D2", json!({})).with_client_key("k-d")],
-        },
+        StreamAppend { stream: d.clone(), expected: 1, events: vec![event("D2", json!({})).with_client_key("k-d")] },
     ];
     let mut tx = log.begin().await.expect("begin");
     let outcomes = log.append_many_in(&mut tx, &parts).await.expect("append many");

@@ -438,6 +438,7 @@ async fn generate_history(
                         period_end: window.end,
                         used_after: i as u64 + 1,
                         limit: None,
+                        at: now,
                     });
                 }
                 let mut version = 0;
@@ -466,7 +467,7 @@ async fn generate_history(
                     stream_id: stream,
                     version,
                     state: serde_json::to_value(&state)?,
-                    state_schema_version: planledger_service::service::STATE_SCHEMA_VERSION,
+                    state_schema_version: planledger_domain::state::FOLD_VERSION,
                 };
                 log.save_snapshot(&snapshot).await?;
             }

@@ -47,8 +47,13 @@ pub async fn replay(
             if at.is_some_and(|t| recorded.recorded_at > t) {
                 break 'pages;
             }
-            let event = Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data.clone(), recorded.recorded_at)
-                .map_err(|e| anyhow!("event {} of the store cannot be read: {e}", recorded.version))?;
+            let event = Event::from_stored(
+                &recorded.event_type,
+                recorded.schema_version,
+                recorded.data.clone(),
+                recorded.recorded_at,
+            )
+            .map_err(|e| anyhow!("event {} of the store cannot be read: {e}", recorded.version))?;
             state = evolve(state, &event);
             let mut after = line_of(&state, recorded.recorded_at, current);
             if let Some((_, other)) = other {
@@ -127,7 +132,7 @@ pub async fn status_report(log: &AnyEventLog, catalog: &Catalog) -> anyhow::Resu
             )?;
             continue;
         };
-        let catalog_state = if i.catalog_fingerprint == catalog.fingerprint() {
+        let catalog_state = if i.catalog_fingerprint == schema::built_with(catalog) {
             i.catalog_fingerprint.clone()
         } else {
             format!("STALE ({})", i.catalog_fingerprint)
@@ -158,7 +163,7 @@ fn bar(progress: &Progress) -> String {
 }
 
 pub async fn rebuild_models(log: &AnyEventLog, names: &[ReadModel], catalog: &Catalog) -> anyhow::Result<()> {
-    schema::ensure(log, catalog.fingerprint(), Utc::now()).await?;
+    schema::ensure(log, &schema::built_with(catalog), Utc::now()).await?;
     for model in names {
         let progress = Arc::new(Progress::default());
         let task = {

@@ -51,9 +51,13 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     }
     let catalog = Arc::new(load_catalog(options.catalog.as_deref())?);
     log.migrate().await.context("migration failed")?;
-    planledger_projections::schema::ensure(&log, catalog.fingerprint(), SystemClock.now())
-        .await
-        .context("could not create the read models")?;
+    planledger_projections::schema::ensure(
+        &log,
+        &planledger_projections::schema::built_with(&catalog),
+        SystemClock.now(),
+    )
+    .await
+    .context("could not create the read models")?;
 
     let clock: Arc<dyn Clock> = if options.test_clock {
         tracing::warn!("PLANLEDGER_TEST_CLOCK=1: decisions use a settable test clock");
@@ -69,7 +73,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     // Read models built under another catalog are rebuilt in the background, blue/green: the
     // live ones keep answering meanwhile.
     for info in planledger_projections::schema::info(&log).await? {
-        if info.catalog_fingerprint != catalog.fingerprint() {
+        if info.catalog_fingerprint != planledger_projections::schema::built_with(&catalog) {
             if let Some(model) = ReadModel::parse(&info.name) {
                 tracing::warn!(read_model = %info.name, built_with = %info.catalog_fingerprint, "read model is stale for this catalog; rebuilding in the background");
                 state.rebuilds.start(&service, model);

@@ -102,7 +102,8 @@ fn evolve_is_deterministic_over_a_stored_history() {
     let history = one_of_each();
     let stored: Vec<(String, i32, serde_json::Value)> =
         history.iter().map(|e| (e.event_type().to_owned(), e.schema_version(), e.data())).collect();
-    let replayed: Vec<Event> = stored.into_iter().map(|(t, v, d)| Event::from_stored(&t, v, d, t0()).unwrap()).collect();
+    let replayed: Vec<Event> =
+        stored.into_iter().map(|(t, v, d)| Event::from_stored(&t, v, d, t0()).unwrap()).collect();
     assert_eq!(TenantState::from_events(&replayed), TenantState::from_events(&history));
     let state = TenantState::from_events(&history);
     let json = serde_json::to_value(&state).unwrap();
@@ -116,7 +117,8 @@ fn an_old_consumption_without_its_time_counts_at_its_recorded_time() {
         "period": "month", "periodStart": "2026-03-01T00:00:00Z", "periodEnd": "2026-04-01T00:00:00Z",
         "usedAfter": 3, "limit": 10});
     let recorded_at = t("2026-03-09T08:00:00Z");
-    let Event::QuotaConsumed { at, .. } = Event::from_stored("QuotaConsumed", 1, stored_v1, recorded_at).unwrap() else {
+    let Event::QuotaConsumed { at, .. } = Event::from_stored("QuotaConsumed", 1, stored_v1, recorded_at).unwrap()
+    else {
         panic!("a consumption")
     };
     assert_eq!(at, recorded_at);

@@ -143,7 +143,11 @@ fn a_refund_reaches_back_as_far_as_usage_is_kept_and_lifetime_ones_at_any_age() 
     let reach = days(USAGE_RETAINED_DAYS as i64);
     given(history.clone()).at(t0() + reach).when(refund(&article)).then_types(&["QuotaRefunded"]);
     given(history.clone()).at(t0() + reach + days(1)).when(refund(&article)).then_err("refund_window_closed");
-    given(history).at(t0() + days(200)).when(refund(&product)).then_types(&["TrialExpired", "DowngradedToMaintenance", "QuotaRefunded"]);
+    given(history).at(t0() + days(200)).when(refund(&product)).then_types(&[
+        "TrialExpired",
+        "DowngradedToMaintenance",
+        "QuotaRefunded",
+    ]);
 }
 
 #[test]
@@ -212,7 +216,8 @@ fn moving_away_from_an_anchored_plan_and_back_keeps_the_month_usage() {
     let history = apply(history, now, consume("create_article", 150));
     let history = apply(history, now, transition("professional", "starter"));
     let history = apply(history, now + TimeDelta::hours(1), transition("starter", "professional"));
-    let err = given(history).at(now + TimeDelta::hours(2)).when(consume("create_article", 1)).then_err("quota_exceeded");
+    let err =
+        given(history).at(now + TimeDelta::hours(2)).when(consume("create_article", 1)).then_err("quota_exceeded");
     assert_eq!(err, DomainError::QuotaExceeded { limit: 150, used: 150, resets_at: Some(t("2026-04-15T00:00:00Z")) });
 }
 
@@ -292,7 +297,10 @@ fn every_pair_of_periods_carries_the_usage_across_a_plan_change() {
             };
             run(Command::RegisterStore { store_id: store(), name: None, time_zone: None }, anchor);
             run(Command::ActivateSubscription { plan_id: plan(from), subscription_id: sub("sub_1") }, anchor);
-            run(Command::Consume { action: action("a"), amount: amount(10), consumption_id: uuid::Uuid::from_u128(1) }, now);
+            run(
+                Command::Consume { action: action("a"), amount: amount(10), consumption_id: uuid::Uuid::from_u128(1) },
+                now,
+            );
             run(transition(from, to), now + TimeDelta::hours(1));
             let refused = decide(
                 &state,
