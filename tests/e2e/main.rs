@@ -4,6 +4,7 @@ mod api;
 mod audit;
 mod concurrency;
 mod crash;
+mod exactness;
 mod lifecycle;
 mod migrate;
 mod nodes;

@@ -87,8 +87,29 @@ async fn a_database_outage_answers_503_quickly_and_recovers() {
         assert_eq!(server.post(&consume, json!({"action": "update_product"})).await.0, 200);
         allowed += 1;
     }
+    // Sixteen more stores whose workers hold their state: their commands during the outage go
+    // straight to the group commit, which must fail them together, not one acquire timeout
+    // after another.
+    let mut warm = Vec::new();
+    for i in 0..16 {
+        let other = server.register(&format!("Warm {i}")).await;
+        server.post(&format!("/v1/stores/{other}/trial"), json!({})).await;
+        let path = format!("/v1/stores/{other}/quota/consume");
+        assert_eq!(server.post(&path, json!({"action": "update_product"})).await.0, 200);
+        warm.push(path);
+    }
 
     cluster.stop();
+    let burst = Instant::now();
+    let answers = futures_util::future::join_all(warm.iter().map(|path| async {
+        let answer = server.post(path, json!({"action": "update_product"})).await;
+        (answer, burst.elapsed())
+    }))
+    .await;
+    for ((status, body), took) in answers {
+        assert_eq!((status, body["error"].as_str()), (503, Some("storage_unavailable")), "{body}");
+        assert!(took < Duration::from_secs(5), "a store of the concurrent burst was answered after {took:?}");
+    }
     for _ in 0..3 {
         let started = Instant::now();
         let (status, body) = server.post(&consume, json!({"action": "update_product"})).await;

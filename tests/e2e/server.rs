@@ -122,6 +122,22 @@ impl Server {
         self.caller().post(path, body).await
     }
 
+    /// POSTs with an `Idempotency-Key`.
+    pub async fn post_keyed(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        self.caller().send(self.client.post(url).header("Idempotency-Key", key).json(&body)).await
+    }
+
+    /// The server process's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub async fn register(&self, name: &str) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         let (status, body) = self.post("/v1/stores", json!({ "storeId": id, "name": name })).await;

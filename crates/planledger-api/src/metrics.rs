@@ -103,6 +103,12 @@ impl HttpMetrics {
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP planledger_store_workers Stores with a worker (and a cached state) now\n\
+             # TYPE planledger_store_workers gauge\nplanledger_store_workers {}",
+            service.active_workers()
+        );
         out
     }
 }
