@@ -407,7 +407,7 @@ enum Decided {
     /// Decided on the batch's state, accepted or refused: its answer holds once the batch
     /// commits (or, if the batch appends nothing, once the stream's version is confirmed).
     /// `store_key` keeps it as the first answer to its `Idempotency-Key`.
-    Decided { answer: Answer, store_key: Option<IdempotencyRequest> },
+    Recorded { answer: Answer, store_key: Option<IdempotencyRequest> },
     /// The same key appeared earlier in this batch: answer as that job did.
     SameAs(usize),
 }
@@ -631,18 +631,18 @@ impl Worker {
                         }
                         let version = loaded.version + events.len() as i64;
                         let answer = views::accepted(&job.command, &own, self.store, &working, version, now, catalog);
-                        decided.push(Decided::Decided { answer, store_key });
+                        decided.push(Decided::Recorded { answer, store_key });
                     }
                     Err(DomainError::StoreNotFound) => {
                         decided.push(Decided::Answered(refusal(&DomainError::StoreNotFound, &job.meta)));
                     }
-                    Err(error) => decided.push(Decided::Decided { answer: refusal(&error, &job.meta), store_key }),
+                    Err(error) => decided.push(Decided::Recorded { answer: refusal(&error, &job.meta), store_key }),
                 }
             }
             let answers: Vec<(IdempotencyRequest, Answer)> = decided
                 .iter()
                 .filter_map(|item| match item {
-                    Decided::Decided { answer, store_key: Some(request) } => Some((request.clone(), answer.clone())),
+                    Decided::Recorded { answer, store_key: Some(request) } => Some((request.clone(), answer.clone())),
                     _ => None,
                 })
                 .collect();
@@ -988,7 +988,7 @@ fn finish(decided: Vec<Decided>) -> Vec<Result<Answer, ServiceError>> {
     let mut answers: Vec<Answer> = Vec::with_capacity(decided.len());
     for item in decided {
         let answer = match item {
-            Decided::Answered(answer) | Decided::Decided { answer, .. } => answer,
+            Decided::Answered(answer) | Decided::Recorded { answer, .. } => answer,
             Decided::SameAs(earlier) => answers[earlier].clone(),
         };
         answers.push(answer);

@@ -36,8 +36,8 @@ use planledger_domain::{
 };
 use planledger_oracle::{check_stream, StoredEvent};
 use planledger_service::{
-    Answer, Clock, CommandMeta, CommandService, IdempotencyRequest, InjectedFaults, Journal, ServiceConfig, ServiceError,
-    TestClock,
+    Answer, Clock, CommandMeta, CommandService, IdempotencyRequest, InjectedFaults, Journal, ServiceConfig,
+    ServiceError, TestClock,
 };
 use planledger_store::{AnyEventLog, EventLog, StoreConfig, StreamId};
 use planledger_testkit::{PgTestDatabase, SqliteTestDatabase};
@@ -68,6 +68,10 @@ impl Rng {
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
+    }
+
+    fn name(&mut self, names: &[&'static str]) -> &'static str {
+        names[self.below(names.len())]
     }
 }
 
@@ -122,11 +126,8 @@ struct World {
 async fn node(url: &str, catalog: &Arc<Catalog>, clock: &Arc<TestClock>, rng: &mut Rng, faults: bool) -> Node {
     let config = StoreConfig { max_connections: 4, ..StoreConfig::new(url) };
     let log = AnyEventLog::connect(&config).await.expect("connect");
-    let faults = Arc::new(if faults {
-        InjectedFaults::seeded(rng.next(), 20, 40, 300)
-    } else {
-        InjectedFaults::default()
-    });
+    let faults =
+        Arc::new(if faults { InjectedFaults::seeded(rng.next(), 20, 40, 300) } else { InjectedFaults::default() });
     let config = ServiceConfig {
         // Workers stop and forget their state often: the next command reloads it.
         worker_idle: Duration::from_millis(2 + rng.below(40) as u64),
@@ -178,11 +179,20 @@ impl World {
 
     /// Sends `command` through a node; a keyed command is sent again (same key, same body) while
     /// its answer is unknown, as a careful client does.
-    async fn send(&self, rng: &mut Rng, store: StoreId, command: Command, correlation: String, body: String, keyed: bool) {
+    async fn send(
+        &self,
+        rng: &mut Rng,
+        store: StoreId,
+        command: Command,
+        correlation: String,
+        body: String,
+        keyed: bool,
+    ) {
         let kind = command.kind();
         let key = keyed.then(|| IdempotencyRequest { key: format!("key-{correlation}"), request_hash: body });
         for attempt in 0..3 {
-            let meta = CommandMeta { correlation_id: correlation.clone(), actor: "sim".into(), idempotency: key.clone() };
+            let meta =
+                CommandMeta { correlation_id: correlation.clone(), actor: "sim".into(), idempotency: key.clone() };
             let service = {
                 let nodes = self.nodes.read().await;
                 nodes[rng.below(nodes.len())].service.clone()
@@ -199,7 +209,13 @@ impl World {
                 }
             }
             let retry = key.is_some() && result.is_err() && attempt < 2;
-            self.sent.lock().unwrap().push(Sent { store, kind, correlation: correlation.clone(), key: key.clone(), result });
+            self.sent.lock().unwrap().push(Sent {
+                store,
+                kind,
+                correlation: correlation.clone(),
+                key: key.clone(),
+                result,
+            });
             if !retry {
                 break;
             }
@@ -272,7 +288,7 @@ async fn random_command(rng: &mut Rng, world: &World, store: StoreId) -> (Comman
             force_reset: rng.chance(200).then(reason),
         },
         14..=19 => Command::ActivateSubscription {
-            plan_id: plan(*rng.pick(&PLANS[..3])),
+            plan_id: plan(rng.name(&PLANS[..3])),
             subscription_id: SubscriptionId::parse(&format!("sub_{}", rng.below(2))).unwrap(),
         },
         20..=22 => Command::MarkPastDue,
@@ -284,7 +300,7 @@ async fn random_command(rng: &mut Rng, world: &World, store: StoreId) -> (Comman
             let current = nodes[0].service.load_row(store).await.ok().flatten().and_then(|(s, _)| s.plan_id);
             Command::TransitionPlan(TransitionPlan {
                 from_plan_id: current.unwrap_or_else(|| plan("free_trial")),
-                to_plan_id: plan(*rng.pick(&PLANS)),
+                to_plan_id: plan(rng.name(&PLANS)),
                 reason: TransitionReason::Admin,
                 subscription_id: Some(SubscriptionId::parse("sub_0").unwrap()),
                 metadata: None,
@@ -299,7 +315,7 @@ async fn random_command(rng: &mut Rng, world: &World, store: StoreId) -> (Comman
         _ => {
             let most = if rng.chance(200) { 60 } else { 4 };
             Command::Consume {
-                action: ActionName::parse(*rng.pick(&ACTIONS)).unwrap(),
+                action: ActionName::parse(rng.name(&ACTIONS)).unwrap(),
                 amount: Amount::parse(1 + rng.below(most) as i64).unwrap(),
                 consumption_id: Uuid::now_v7(),
             }
@@ -428,7 +444,8 @@ async fn check(world: &World, service: &CommandService) -> Vec<String> {
                     let used = quota_position(&state, &action, now, &world.catalog);
                     let recount = recount(&recorded, &action, used.window.start, used.window.end);
                     if used.used != recount {
-                        problems.push(format!("store {store}: {action} used {} but the log holds {recount}", used.used));
+                        problems
+                            .push(format!("store {store}: {action} used {} but the log holds {recount}", used.used));
                     }
                 }
             }
@@ -451,9 +468,8 @@ async fn check(world: &World, service: &CommandService) -> Vec<String> {
         let reused = answer.body["error"] == "idempotency_key_reused"
             || (s.key.is_some() && answer.body["error"] == "store_not_found");
         match appends_when_accepted(s.kind, answer) {
-            Some(true) if answer.status < 300 && events != 1 => {
-                problems.push(format!("{} {} was answered {} but has {events} events", s.kind, s.correlation, answer.status))
-            }
+            Some(true) if answer.status < 300 && events != 1 => problems
+                .push(format!("{} {} was answered {} but has {events} events", s.kind, s.correlation, answer.status)),
             _ if answer.status >= 400 && events != 0 && !reused => problems.push(format!(
                 "{} {} was refused ({}) but has {events} events",
                 s.kind, s.correlation, answer.body["error"]
@@ -488,7 +504,10 @@ async fn check(world: &World, service: &CommandService) -> Vec<String> {
             }
             if request.request_hash == *hash {
                 if answer.status != *status || answer.body != *body {
-                    problems.push(format!("key {key}: answered {} {} but the first answer was {status} {body}", answer.status, answer.body));
+                    problems.push(format!(
+                        "key {key}: answered {} {} but the first answer was {status} {body}",
+                        answer.status, answer.body
+                    ));
                 }
             } else if answer.body["error"] != "idempotency_key_reused" {
                 problems.push(format!("key {key} reused with another body was answered {}", answer.body));
@@ -551,12 +570,11 @@ async fn stored_answers(db: &Db) -> HashMap<(String, String), (String, u16, serd
         }
         Db::Postgres(pg) => {
             let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
-            let rows = sqlx::query_as(
-                "SELECT store_id, key, request_hash, status::int8, body::text FROM idempotent_answers",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+            let rows =
+                sqlx::query_as("SELECT store_id, key, request_hash, status::int8, body::text FROM idempotent_answers")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
             pool.close().await;
             rows
         }
@@ -606,7 +624,10 @@ async fn sweep(postgres: bool) {
         total.unknown,
         total.faults
     );
-    assert!(failed.is_empty(), "seeds that broke an invariant on {backend}: {failed:?} (rerun one with PLANLEDGER_SIM_SEEDS=N..N+1)");
+    assert!(
+        failed.is_empty(),
+        "seeds that broke an invariant on {backend}: {failed:?} (rerun one with PLANLEDGER_SIM_SEEDS=N..N+1)"
+    );
     assert!(total.faults > 0 && total.accepted > 0, "the sweep must exercise faults and acceptances: {total:?}");
 }
 
