@@ -872,29 +872,24 @@ async fn commit_group(
     }
     let faults = config.faults.as_deref();
     if faults.is_some_and(FaultInjector::fail_before_commit) {
+        // As a commit the server refused (a serialization failure, say): nothing written.
         drop(tx);
-        return Err(GroupFailure::Definite {
-            error: StoreError::Corrupt("injected: the commit failed".into()),
-            alone_may_succeed: true,
-        });
+        let error = StoreError::Database(sqlx::Error::Protocol("injected: the commit was refused".into()));
+        return Err(GroupFailure::Definite { error, alone_may_succeed: true });
     }
-    let committed = log.commit(tx).await;
-    let committed = match committed {
-        Ok(()) if faults.is_some_and(FaultInjector::fail_after_commit) => Err(()),
-        Ok(()) => Ok(()),
-        Err(_) => Err(()),
+    let commit_error = match log.commit(tx).await {
+        Ok(()) if faults.is_some_and(FaultInjector::fail_after_commit) => Some(StoreError::Unavailable(
+            sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected: lost after commit")),
+        )),
+        Ok(()) => None,
+        Err(error) => Some(error),
     };
-    if committed.is_err() {
+    if let Some(error) = commit_error {
         // The commit may have happened before the error (a connection lost after the server
         // committed). Never guess: ask the log whether what this transaction wrote is there.
         match probe(log, config, group, &results).await {
             Some(true) => {}
-            Some(false) => {
-                return Err(GroupFailure::Definite {
-                    error: StoreError::Corrupt("the commit failed".into()),
-                    alone_may_succeed: false,
-                })
-            }
+            Some(false) => return Err(GroupFailure::Definite { error, alone_may_succeed: false }),
             None => return Err(GroupFailure::Unknown),
         }
     }

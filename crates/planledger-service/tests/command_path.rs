@@ -253,7 +253,8 @@ async fn a_commit_that_fails_before_committing_writes_nothing_and_keeps_the_cach
     let (service, log, _writer, _db) = setup(config).await;
     let store = StoreId::new(Uuid::new_v4());
     let register = Command::RegisterStore { store_id: store, name: None, time_zone: None };
-    assert!(service.execute(store, register.clone(), meta()).await.is_err());
+    let refused = service.execute(store, register.clone(), meta()).await;
+    assert!(matches!(refused, Err(ServiceError::Unavailable(_))), "a refused commit is a 503, not a 500: {refused:?}");
     let stream = StreamId::parse(store.stream_name()).unwrap();
     assert_eq!(log.stream_version(&stream).await.unwrap(), 0);
     assert_eq!(service.execute(store, register, meta()).await.expect("again").status, 201);

@@ -19,7 +19,8 @@
 //!   none;
 //! - the answer to a key never changes: every answer to a key with the stored request equals
 //!   the stored first answer, every other request with that key was refused as a reuse;
-//! - every deadline that passed was appended, and the read model equals the fold of the log.
+//! - every deadline that passed was appended, and the read model equals the fold of the log;
+//! - no command failed with an internal error, whatever fault was injected.
 //!
 //! `PLANLEDGER_SIM_SEEDS` (a count, or `first..end`) and `PLANLEDGER_SIM_STEPS` (per client) set
 //! the sweep; `docs/reliability.md` says how to run a long one.
@@ -461,6 +462,9 @@ async fn check(world: &World, service: &CommandService) -> Vec<String> {
     // Every acknowledged answer against the log.
     let sent = world.sent.lock().unwrap().clone();
     for s in &sent {
+        if let Err(ServiceError::Internal(detail)) = &s.result {
+            problems.push(format!("{} {} failed with an internal error: {detail}", s.kind, s.correlation));
+        }
         let Ok(answer) = &s.result else { continue };
         let events = own_events.get(&s.correlation).copied().unwrap_or(0);
         // A key reused with another body is refused whatever the first request did; a keyed
