@@ -65,54 +65,63 @@ pub async fn load(
         .collect())
 }
 
-pub async fn insert_in(
-    tx: &mut AnyTx,
-    store: StoreId,
-    key: &str,
-    request_hash: &str,
-    answer: &Answer,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+/// One answer to store: the store, its key and request hash, the answer, when.
+pub struct NewAnswer<'a> {
+    pub store: StoreId,
+    pub key: &'a str,
+    pub request_hash: &'a str,
+    pub answer: &'a Answer,
+    pub at: DateTime<Utc>,
+}
+
+/// Stores `answers` in `tx`: one statement on PostgreSQL, whatever their number.
+pub async fn insert_many_in(tx: &mut AnyTx, answers: &[NewAnswer<'_>]) -> Result<(), StoreError> {
+    let Some(first) = answers.first() else {
+        return Ok(());
+    };
     // Two nodes that decided the same key at once: the second insert finds the first. Like a
-    // version conflict, the loser reloads and replays the stored answer.
-    let stream = planledger_store::StreamId::parse(store.stream_name())?;
+    // version conflict, the loser reloads and replays the stored answer (a group that fails
+    // this way is written again batch by batch, which names the store).
+    let stream = planledger_store::StreamId::parse(first.store.stream_name())?;
     let raced = |error: sqlx::Error| match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::ConcurrentWrite { stream: stream.clone(), constraint: "idempotent_answers".to_owned() }
         }
         _ => StoreError::from(error),
     };
-    let store = store.to_string();
     match tx {
         AnyTx::Postgres(tx) => {
             sqlx::query(
                 "INSERT INTO idempotent_answers (store_id, key, request_hash, status, body, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::jsonb[], $6::timestamptz[])",
             )
-            .bind(&store)
-            .bind(key)
-            .bind(request_hash)
-            .bind(i32::from(answer.status))
-            .bind(sqlx::types::Json(&answer.body))
-            .bind(now)
+            .bind(answers.iter().map(|a| a.store.to_string()).collect::<Vec<_>>())
+            .bind(answers.iter().map(|a| a.key).collect::<Vec<_>>())
+            .bind(answers.iter().map(|a| a.request_hash).collect::<Vec<_>>())
+            .bind(answers.iter().map(|a| i32::from(a.answer.status)).collect::<Vec<_>>())
+            .bind(answers.iter().map(|a| sqlx::types::Json(&a.answer.body)).collect::<Vec<_>>())
+            .bind(answers.iter().map(|a| a.at).collect::<Vec<_>>())
             .execute(&mut **tx)
             .await
             .map_err(raced)?;
         }
+        // One writer in this process: a statement per answer costs no round trip to a server.
         AnyTx::Sqlite(tx) => {
-            sqlx::query(
-                "INSERT INTO idempotent_answers (store_id, key, request_hash, status, body, created_at_us)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&store)
-            .bind(key)
-            .bind(request_hash)
-            .bind(i64::from(answer.status))
-            .bind(answer.body.to_string())
-            .bind(now.timestamp_micros())
-            .execute(&mut **tx)
-            .await
-            .map_err(raced)?;
+            for a in answers {
+                sqlx::query(
+                    "INSERT INTO idempotent_answers (store_id, key, request_hash, status, body, created_at_us)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(a.store.to_string())
+                .bind(a.key)
+                .bind(a.request_hash)
+                .bind(i64::from(a.answer.status))
+                .bind(a.answer.body.to_string())
+                .bind(a.at.timestamp_micros())
+                .execute(&mut **tx)
+                .await
+                .map_err(raced)?;
+            }
         }
     }
     Ok(())

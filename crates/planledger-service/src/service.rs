@@ -863,13 +863,21 @@ async fn commit_group(
     if !rows.is_empty() {
         tenant_state::write_many_in(&mut tx, &rows, catalog).await?;
     }
-    for (request, result) in group.iter().zip(&results) {
-        if result.is_ok() {
-            for (key, answer) in &request.answers {
-                answers::insert_in(&mut tx, request.store, &key.key, &key.request_hash, answer, request.now).await?;
-            }
-        }
-    }
+    let stored: Vec<answers::NewAnswer<'_>> = group
+        .iter()
+        .zip(&results)
+        .filter(|(_, result)| result.is_ok())
+        .flat_map(|(request, _)| {
+            request.answers.iter().map(|(key, answer)| answers::NewAnswer {
+                store: request.store,
+                key: &key.key,
+                request_hash: &key.request_hash,
+                answer,
+                at: request.now,
+            })
+        })
+        .collect();
+    answers::insert_many_in(&mut tx, &stored).await?;
     let faults = config.faults.as_deref();
     if faults.is_some_and(FaultInjector::fail_before_commit) {
         // As a commit the server refused (a serialization failure, say): nothing written.
