@@ -13,7 +13,7 @@ use crate::error::DomainError;
 use crate::event::Event;
 use crate::gate::{gate_on_effective, GateDecision};
 use crate::period::{local_day, window_at};
-use crate::state::{evolve, Phase, TenantState};
+use crate::state::{evolve, ActionUsage, Phase, TenantState};
 use crate::values::{ActionName, Amount, InvalidValue, TimeZoneName};
 
 /// The events `command` produces on `state` at `now`, due transitions first; or why not.
@@ -326,11 +326,7 @@ fn refund(
     }
     if c.period != Period::Lifetime {
         let tz = state.time_zone.tz();
-        let horizon = usage.map_or_else(
-            || local_day(now, tz) - chrono::Days::new(crate::state::USAGE_RETAINED_DAYS),
-            |u| u.horizon(local_day(now, tz)),
-        );
-        if local_day(c.consumed_at, tz) < horizon {
+        if local_day(c.consumed_at, tz) < ActionUsage::horizon(usage, local_day(now, tz)) {
             return Err(DomainError::RefundWindowClosed);
         }
     }

@@ -85,9 +85,10 @@ impl ActionUsage {
         }
     }
 
-    /// The earliest local day whose usage (and refunds) is still kept, seen from `today`.
-    pub fn horizon(&self, today: NaiveDate) -> NaiveDate {
-        let newest = self.days.last_key_value().map_or(today, |(day, _)| (*day).max(today));
+    /// The earliest local day whose usage (and refunds) `usage` still keeps, seen from `today`:
+    /// [`USAGE_RETAINED_DAYS`] before the later of today and its newest day.
+    pub fn horizon(usage: Option<&ActionUsage>, today: NaiveDate) -> NaiveDate {
+        let newest = usage.and_then(|u| u.days.last_key_value()).map_or(today, |(day, _)| (*day).max(today));
         newest - ChronoDays::new(USAGE_RETAINED_DAYS)
     }
 
@@ -96,7 +97,7 @@ impl ActionUsage {
         let Some((newest, _)) = self.days.last_key_value() else {
             return;
         };
-        let horizon = *newest - ChronoDays::new(USAGE_RETAINED_DAYS);
+        let horizon = Self::horizon(Some(self), *newest);
         self.days = self.days.split_off(&horizon);
         self.refunded.retain(|_, day| day.is_none_or(|d| d >= horizon));
     }

@@ -737,10 +737,6 @@ impl Worker {
     }
 
     fn remember(&mut self, old_version: i64, new_version: i64, state: TenantState) {
-        if new_version == old_version {
-            self.cache = Some(Loaded { version: new_version, state });
-            return;
-        }
         let every = self.inner.config.snapshot_every.max(1);
         if new_version / every > old_version / every {
             // Snapshots only speed up cold loads; the log stays the truth, so this may lag.
