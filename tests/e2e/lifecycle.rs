@@ -83,7 +83,7 @@ async fn the_full_lifecycle_runs_on_the_test_clock(backend: Backend) {
         ]
     );
     let (_, events) = server.get(&format!("/v1/stores/{store}/events")).await;
-    let expired = &events["events"][2];
+    let expired = &events["items"][2];
     assert_eq!(expired["actor"], "system");
     assert!(expired["idempotencyKey"].as_str().unwrap().starts_with(&format!("trial-expiry:{store}:")));
 }

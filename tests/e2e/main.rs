@@ -3,6 +3,7 @@
 mod api;
 mod audit;
 mod concurrency;
+mod contract;
 mod crash;
 mod exactness;
 mod lifecycle;

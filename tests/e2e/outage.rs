@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use planledger_client::wire::{Consume, ErrorCode};
+use planledger_client::{Error as ClientError, Options as ClientOptions};
 use serde_json::json;
 
 use crate::server::{Options, Server};
@@ -110,10 +112,18 @@ async fn a_database_outage_answers_503_quickly_and_recovers() {
         assert_eq!((status, body["error"].as_str()), (503, Some("storage_unavailable")), "{body}");
         assert!(took < Duration::from_secs(5), "a store of the concurrent burst was answered after {took:?}");
     }
+    let client = server.client();
+    let store_id = uuid::Uuid::parse_str(&store).unwrap();
     for _ in 0..3 {
         let started = Instant::now();
-        let (status, body) = server.post(&consume, json!({"action": "update_product"})).await;
-        assert_eq!((status, body["error"].as_str()), (503, Some("storage_unavailable")), "{body}");
+        let consume = Consume { action: "update_product".into(), amount: None };
+        match client.consume(store_id, &consume, &ClientOptions::default()).await {
+            Err(ClientError::Api { status, body, retry_after }) => {
+                assert_eq!((status, body.error), (503, ErrorCode::StorageUnavailable));
+                assert_eq!(retry_after, Some(1), "a 503 says when to retry");
+            }
+            other => panic!("expected 503 storage_unavailable, got {other:?}"),
+        }
         assert!(started.elapsed() < Duration::from_secs(5), "answered in {:?}", started.elapsed());
     }
     let (status, ready) = server.get("/readyz").await;

@@ -105,6 +105,15 @@ impl Server {
         Server { child, base, client: reqwest::Client::new(), token }
     }
 
+    /// A typed client of this server, with the admin token if tokens are on.
+    pub fn client(&self) -> planledger_client::Client {
+        let client = planledger_client::Client::with_http(self.client.clone(), &self.base);
+        match &self.token {
+            Some(token) => client.with_token(token),
+            None => client,
+        }
+    }
+
     /// The same server, calling with another bearer token (or none).
     pub fn as_token(&self, token: Option<&str>) -> Caller<'_> {
         Caller { server: self, token: token.map(str::to_owned) }
@@ -139,17 +148,21 @@ impl Server {
     }
 
     pub async fn register(&self, name: &str) -> String {
-        let id = uuid::Uuid::new_v4().to_string();
-        let (status, body) = self.post("/v1/stores", json!({ "storeId": id, "name": name })).await;
-        assert_eq!(status, 201, "{body}");
-        id
+        let body = planledger_client::wire::RegisterStore {
+            store_id: Some(uuid::Uuid::new_v4()),
+            name: Some(name.to_owned()),
+            time_zone: None,
+        };
+        let reply = self.client().register_store(&body, &Default::default()).await.expect("register");
+        assert_eq!(reply.status, 201);
+        reply.value.store_id.to_string()
     }
 
     /// The store's raw stream.
     pub async fn event_types(&self, store: &str) -> Vec<String> {
         let (status, body) = self.get(&format!("/v1/stores/{store}/events?limit=1000")).await;
         assert_eq!(status, 200, "{body}");
-        body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+        body["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
     }
 
     pub async fn advance_days(&self, days: i64) -> Value {

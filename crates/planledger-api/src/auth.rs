@@ -17,6 +17,14 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Service => "service",
+            Role::Admin => "admin",
+        }
+    }
+
     fn parse(s: &str) -> Option<Role> {
         match s {
             "reader" => Some(Role::Reader),

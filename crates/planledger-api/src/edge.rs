@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method};
@@ -15,15 +15,35 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
+use chrono::{DateTime, Utc};
+
 use crate::auth::Principal;
-use crate::error::{ApiError, NeedsCorrelationId};
+use crate::error::ApiError;
 use crate::AppState;
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
-/// The request's correlation id: the caller's `X-Correlation-Id` if it is sane, else a new one.
+/// What every part of a request's handling may need without being handed it: the request's
+/// correlation id (the caller's `X-Correlation-Id` if it is sane, else a new one) and the
+/// ledger's time when it arrived (errors carry the one, `Retry-After` needs the other).
 #[derive(Debug, Clone)]
-pub struct CorrelationId(pub String);
+pub struct RequestScope {
+    pub correlation_id: String,
+    pub now: DateTime<Utc>,
+}
+
+tokio::task_local! {
+    static SCOPE: RequestScope;
+}
+
+impl RequestScope {
+    /// The scope of the request being handled (outside one: a fresh id and the system time).
+    pub fn current() -> RequestScope {
+        SCOPE
+            .try_with(Clone::clone)
+            .unwrap_or_else(|_| RequestScope { correlation_id: uuid::Uuid::now_v7().to_string(), now: Utc::now() })
+    }
+}
 
 fn acceptable_correlation_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
@@ -32,7 +52,7 @@ fn acceptable_correlation_id(value: &HeaderValue) -> Option<String> {
 }
 
 /// The outermost middleware: correlation id in and out, a span, the panic guard, metrics.
-pub async fn edge(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn edge(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let correlation_id = request
         .headers()
@@ -41,41 +61,23 @@ pub async fn edge(State(app): State<AppState>, mut request: Request, next: Next)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let method = request.method().clone();
-    request.extensions_mut().insert(CorrelationId(correlation_id.clone()));
     let span = tracing::info_span!("request", %method, %route, correlation_id = %correlation_id);
-    let outcome = AssertUnwindSafe(next.run(request)).catch_unwind().instrument(span).await;
-    let mut response = match outcome {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::error!(%route, correlation_id = %correlation_id, "a handler panicked");
-            ApiError::Internal.into_response()
+    let scope = RequestScope { correlation_id: correlation_id.clone(), now: app.service.clock().now() };
+    let handled = async {
+        match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::error!(%route, correlation_id = %correlation_id, "a handler panicked");
+                ApiError::Internal.into_response()
+            }
         }
     };
-    if response.extensions().get::<NeedsCorrelationId>().is_some() {
-        response = with_correlation_id(response, &correlation_id).await;
-    }
+    let mut response = SCOPE.scope(scope, handled).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
         response.headers_mut().insert(CORRELATION_HEADER, value);
     }
     app.http_metrics.observe(&method, &route, response.status().as_u16(), started.elapsed());
     response
-}
-
-async fn with_correlation_id(response: Response, correlation_id: &str) -> Response {
-    let (parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-        return Response::from_parts(parts, Body::empty());
-    };
-    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(mut json) => {
-            json["correlationId"] = serde_json::Value::String(correlation_id.to_owned());
-            Body::from(json.to_string())
-        }
-        Err(_) => Body::from(bytes),
-    };
-    let mut parts = parts;
-    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, body)
 }
 
 /// Refuses a caller without the route's role before anything else of the request is looked
@@ -98,14 +100,30 @@ pub struct Ctx {
     pub correlation_id: String,
     pub principal: Principal,
     pub idempotency_key: Option<String>,
+    /// `If-Match: "N"`: decide only if the store's stream is at version N.
+    pub if_match: Option<i64>,
+}
+
+/// An `If-Match` header: one quoted store version (an `ETag` of `GET /v1/stores/{id}`).
+fn if_match(parts: &Parts) -> Result<Option<i64>, ApiError> {
+    let Some(value) = parts.headers.get(axum::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix('"')?.strip_suffix('"').map(str::to_owned))
+        .filter(|digits| (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::validation("If-Match", "must be a quoted store version, e.g. \"7\""))
 }
 
 impl FromRequestParts<AppState> for Ctx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        let correlation_id =
-            parts.extensions.get::<CorrelationId>().map_or_else(|| uuid::Uuid::now_v7().to_string(), |c| c.0.clone());
+        let correlation_id = RequestScope::current().correlation_id;
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
         let principal = app.tokens.authenticate(header)?;
         let idempotency_key = match parts.headers.get("idempotency-key") {
@@ -123,7 +141,8 @@ impl FromRequestParts<AppState> for Ctx {
                 )
             }
         };
-        Ok(Ctx { correlation_id, principal, idempotency_key })
+        let if_match = if_match(parts)?;
+        Ok(Ctx { correlation_id, principal, idempotency_key, if_match })
     }
 }
 
@@ -200,14 +219,19 @@ impl Params {
     }
 }
 
-/// A hash of the request, so that a reused `Idempotency-Key` with another body is told apart.
-pub fn request_hash(method: &Method, path: &str, canonical_body: &str) -> String {
-    let digest = Sha256::new()
+/// A hash of the request, so that a reused `Idempotency-Key` with another request is told apart
+/// (another body, or another `If-Match`).
+pub fn request_hash(method: &Method, path: &str, canonical_body: &str, if_match: Option<i64>) -> String {
+    let mut hasher = Sha256::new()
         .chain_update(method.as_str())
         .chain_update(b" ")
         .chain_update(path)
         .chain_update(b"\n")
-        .chain_update(canonical_body)
-        .finalize();
+        .chain_update(canonical_body);
+    if let Some(version) = if_match {
+        // Requests without If-Match hash as they always did, so stored answers stay reachable.
+        hasher.update(format!("\nIf-Match: {version}"));
+    }
+    let digest = hasher.finalize();
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,10 +1,19 @@
-//! One error type for the HTTP edge: every failure becomes `{error, message, correlationId}`
-//! with the right status. Internal error text never reaches a client.
+//! The one mapping of failures to statuses: every failure (a malformed request, a rule's
+//! refusal, the database away) becomes an [`ApiError`], rendered here alone as
+//! `{error, message, correlationId, ...}` with its status and headers (`Retry-After` on 429
+//! and 503, `WWW-Authenticate` on 401). Internal error text never reaches a client.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use planledger_service::ServiceError;
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use planledger_domain::{DomainError, ExtensionKind, GateReason, UPGRADE_URL};
+use planledger_service::{Refusal, ServiceError};
+use planledger_wire::{ErrorBody, ErrorCode};
+
+use crate::render::{self, Json};
+
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_UNAVAILABLE: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
@@ -16,14 +25,17 @@ pub enum ApiError {
     Unauthorized,
     #[error("this token's role may not do this")]
     Forbidden,
-    #[error("store not found")]
-    StoreNotFound,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
+    /// The ledger refused the command (a rule, or the store moved past the caller's version).
+    #[error("{}", refusal_message(.0))]
+    Refused(Refusal),
+    #[error("this Idempotency-Key was used with another request body")]
+    KeyReused,
     #[error("the database is unavailable; try again shortly")]
     StorageUnavailable,
     #[error("the store kept changing under this command; try again")]
@@ -34,42 +46,168 @@ pub enum ApiError {
     Internal,
 }
 
+fn refusal_message(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Rule(error) => error.to_string(),
+        Refusal::VersionMoved { expected, current } => {
+            format!("the store is at version {current}, not {expected}: it changed since the caller looked")
+        }
+    }
+}
+
 impl ApiError {
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Validation { field: field.into(), message: message.into() }
     }
 
+    pub fn refused(error: DomainError) -> Self {
+        ApiError::Refused(Refusal::Rule(error))
+    }
+
+    pub fn store_not_found() -> Self {
+        Self::refused(DomainError::StoreNotFound)
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation { .. } | ApiError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::StoreNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Refused(Refusal::Rule(error)) => rule_status(error),
+            ApiError::Refused(Refusal::VersionMoved { .. }) => StatusCode::CONFLICT,
             ApiError::StorageUnavailable | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ConcurrencyConflict => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::MalformedJson(_) => "malformed_json",
-            ApiError::Validation { .. } => "validation_failed",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden => "forbidden",
-            ApiError::StoreNotFound => "store_not_found",
-            ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::StorageUnavailable => "storage_unavailable",
-            ApiError::OutcomeUnknown => "outcome_unknown",
-            ApiError::ConcurrencyConflict => "concurrency_conflict",
-            ApiError::Internal => "internal",
+            ApiError::MalformedJson(_) => ErrorCode::MalformedJson,
+            ApiError::Validation { .. } => ErrorCode::ValidationFailed,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden => ErrorCode::Forbidden,
+            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::Refused(Refusal::Rule(error)) => rule_code(error),
+            ApiError::Refused(Refusal::VersionMoved { .. }) => ErrorCode::VersionMismatch,
+            ApiError::KeyReused => ErrorCode::IdempotencyKeyReused,
+            ApiError::StorageUnavailable => ErrorCode::StorageUnavailable,
+            ApiError::OutcomeUnknown => ErrorCode::OutcomeUnknown,
+            ApiError::ConcurrencyConflict => ErrorCode::ConcurrencyConflict,
+            ApiError::Internal => ErrorCode::Internal,
         }
     }
+
+    /// The body, with the fields of the rule that refused.
+    pub fn body(&self, correlation_id: &str) -> ErrorBody {
+        let mut body = ErrorBody::new(self.code(), self.to_string(), correlation_id);
+        match self {
+            ApiError::Validation { field, .. } => body.field = Some(field.clone()),
+            ApiError::Refused(Refusal::VersionMoved { current, .. }) => body.current_version = Some(*current),
+            ApiError::Refused(Refusal::Rule(error)) => match error {
+                DomainError::Gate(refusal) => {
+                    body.subscription_status = Some(render::subscription_status(refusal.subscription_status));
+                    body.subscription_tier = refusal.subscription_tier.clone();
+                    body.internal_status = Some(render::internal_status(refusal.internal_status));
+                    body.upgrade_url = Some(UPGRADE_URL.to_owned());
+                }
+                DomainError::QuotaExceeded { limit, used, resets_at } => {
+                    body.limit = Some(*limit);
+                    body.used = Some(*used);
+                    body.resets_at = *resets_at;
+                }
+                DomainError::PlanMismatch { current, .. } => body.current_plan_id = Some(current.clone()),
+                DomainError::Validation(invalid) => body.field = Some(invalid.field.to_owned()),
+                _ => {}
+            },
+            _ => {}
+        }
+        body
+    }
+
+    /// The status and body, for storage as a first answer and for sending.
+    pub fn json(&self, correlation_id: &str) -> Json {
+        Json::new(self.status(), &self.body(correlation_id))
+    }
+}
+
+/// The status of each rule's refusal.
+fn rule_status(error: &DomainError) -> StatusCode {
+    match error {
+        DomainError::StoreNotFound | DomainError::ConsumptionNotFound => StatusCode::NOT_FOUND,
+        DomainError::Gate(refusal) => match refusal.reason {
+            GateReason::NoSubscription => StatusCode::PAYMENT_REQUIRED,
+            GateReason::MaintenanceNoGrowth | GateReason::AccountFrozen | GateReason::SubscriptionCanceled => {
+                StatusCode::FORBIDDEN
+            }
+        },
+        DomainError::StoreExists
+        | DomainError::TrialAlreadyUsed
+        | DomainError::SubscriptionActive
+        | DomainError::PlanMismatch { .. }
+        | DomainError::NotInPhase(_)
+        | DomainError::NoActiveSubscription
+        | DomainError::NotPastDue
+        | DomainError::AlreadyRefunded
+        | DomainError::RefundWindowClosed
+        | DomainError::InvalidTransition(_) => StatusCode::CONFLICT,
+        DomainError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+        DomainError::UnknownPlan(_)
+        | DomainError::PlanNotTrialEligible(_)
+        | DomainError::NotAPaidPlan(_)
+        | DomainError::UnknownAction(_)
+        | DomainError::InternalTier(_)
+        | DomainError::SubscriptionRequired
+        | DomainError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+/// The contract's code of each rule's refusal (the domain's `code()`, typed).
+fn rule_code(error: &DomainError) -> ErrorCode {
+    match error {
+        DomainError::StoreNotFound => ErrorCode::StoreNotFound,
+        DomainError::StoreExists => ErrorCode::StoreExists,
+        DomainError::Gate(refusal) => match refusal.reason {
+            GateReason::NoSubscription => ErrorCode::NoSubscription,
+            GateReason::MaintenanceNoGrowth => ErrorCode::MaintenanceNoGrowth,
+            GateReason::AccountFrozen => ErrorCode::AccountFrozen,
+            GateReason::SubscriptionCanceled => ErrorCode::SubscriptionCanceled,
+        },
+        DomainError::TrialAlreadyUsed => ErrorCode::TrialAlreadyUsed,
+        DomainError::SubscriptionActive => ErrorCode::SubscriptionActive,
+        DomainError::UnknownPlan(_) => ErrorCode::UnknownPlan,
+        DomainError::PlanNotTrialEligible(_) => ErrorCode::PlanNotTrialEligible,
+        DomainError::NotAPaidPlan(_) => ErrorCode::NotAPaidPlan,
+        DomainError::UnknownAction(_) => ErrorCode::UnknownAction,
+        DomainError::PlanMismatch { .. } => ErrorCode::PlanMismatch,
+        DomainError::InvalidTransition(_) => ErrorCode::InvalidTransition,
+        DomainError::InternalTier(_) => ErrorCode::InternalTier,
+        DomainError::SubscriptionRequired => ErrorCode::SubscriptionRequired,
+        DomainError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+        DomainError::NotInPhase(ExtensionKind::Trial) => ErrorCode::NotTrialing,
+        DomainError::NotInPhase(ExtensionKind::Grace) => ErrorCode::NotInGrace,
+        DomainError::NotInPhase(ExtensionKind::Maintenance) => ErrorCode::NotInMaintenance,
+        DomainError::NoActiveSubscription => ErrorCode::NoActiveSubscription,
+        DomainError::NotPastDue => ErrorCode::NotPastDue,
+        DomainError::ConsumptionNotFound => ErrorCode::ConsumptionNotFound,
+        DomainError::AlreadyRefunded => ErrorCode::AlreadyRefunded,
+        DomainError::RefundWindowClosed => ErrorCode::RefundWindowClosed,
+        DomainError::Validation(_) => ErrorCode::ValidationFailed,
+    }
+}
+
+/// `Retry-After` of a 429: the seconds until the quota's window resets (at least 1). A lifetime
+/// quota never resets, so it has none: retrying would not help.
+pub fn retry_after(body: &ErrorBody, now: DateTime<Utc>) -> Option<u64> {
+    let resets_at = body.resets_at?;
+    let seconds = (resets_at - now).num_seconds().max(1);
+    u64::try_from(seconds).ok()
 }
 
 impl From<ServiceError> for ApiError {
@@ -84,6 +222,7 @@ impl From<ServiceError> for ApiError {
                 tracing::warn!("a commit's outcome is unknown; its commands were answered outcome_unknown");
                 ApiError::OutcomeUnknown
             }
+            ServiceError::KeyReused => ApiError::KeyReused,
             ServiceError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ApiError::Internal
@@ -106,17 +245,30 @@ impl From<planledger_domain::InvalidValue> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // The correlation id is filled in by the correlation middleware, which sees every response.
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
-        if let ApiError::Validation { field, .. } = &self {
-            body["field"] = json!(field);
+        let scope = crate::edge::RequestScope::current();
+        let body = self.body(&scope.correlation_id);
+        let retry_after = match self.status() {
+            StatusCode::TOO_MANY_REQUESTS => retry_after(&body, scope.now),
+            StatusCode::SERVICE_UNAVAILABLE => Some(u64::from(RETRY_AFTER_UNAVAILABLE)),
+            _ => None,
+        };
+        let mut response = Json::new(self.status(), &body).into_response();
+        let headers = response.headers_mut();
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        let mut response = (self.status(), axum::Json(body)).into_response();
-        response.extensions_mut().insert(NeedsCorrelationId);
+        if self == ApiError::Unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"planledger\""));
+        }
         response
     }
 }
 
-/// Marks an error response whose body still lacks the correlation id.
-#[derive(Debug, Clone, Copy)]
-pub struct NeedsCorrelationId;
+/// 405, with the methods the path does serve in `Allow`.
+pub fn method_not_allowed(allow: String) -> Response {
+    let mut response = ApiError::MethodNotAllowed.into_response();
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}

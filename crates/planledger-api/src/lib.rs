@@ -1,15 +1,18 @@
 //! planledger's internal HTTP API (SPEC 11).
 //!
-//! [`app`] builds the router from [`ROUTES`], the one table of routes; `/v1/openapi.json` is
-//! generated from the same table, so the document cannot drift from what is served. Every
-//! request passes [`edge::edge`] (correlation id, panic guard, metrics); handlers in
-//! [`routes`] parse input into domain values and hand commands to the service; errors are
-//! mapped once, in [`error::ApiError`].
+//! [`app`] builds the router from [`ROUTES`], the one table of routes and the roles that may
+//! call them; `/v1/openapi.json` is generated ([`openapi`]) from the handlers' annotations and
+//! the contract's types (`planledger-wire`), with each route's security from the same table.
+//! Every request passes [`edge::edge`] (correlation id, panic guard, metrics); handlers in
+//! [`routes`] parse input into domain values and hand commands to the service; answers are
+//! rendered in [`render`] and failures mapped once, in [`error::ApiError`].
 
 pub mod auth;
 pub mod edge;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
+pub mod render;
 pub mod routes;
 
 use std::collections::HashMap;
@@ -22,7 +25,7 @@ use planledger_projections::rebuild::{Progress, RebuildReport};
 use planledger_projections::runtime::ProjectorState;
 use planledger_projections::ReadModel;
 use planledger_service::CommandService;
-use serde_json::{json, Value};
+use planledger_wire as wire;
 
 pub use auth::{Role, Tokens};
 pub use error::ApiError;
@@ -95,39 +98,44 @@ impl Rebuilds {
         true
     }
 
-    /// The state of the last rebuild of `model` as JSON, if any.
-    pub fn describe(&self, model: ReadModel) -> Option<Value> {
+    /// The state of the last rebuild of `model`, if any.
+    pub fn describe(&self, model: ReadModel) -> Option<wire::RebuildJob> {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let job = jobs.get(model.name())?;
         let p = &job.progress;
         let (state, error, generation) = match &job.outcome {
-            None => ("running", None, None),
-            Some(Ok(report)) => ("done", None, Some(report.generation)),
-            Some(Err(e)) => ("failed", Some(e.clone()), None),
+            None => (wire::RebuildState::Running, None, None),
+            Some(Ok(report)) => (wire::RebuildState::Done, None, Some(report.generation)),
+            Some(Err(e)) => (wire::RebuildState::Failed, Some(e.clone()), None),
         };
-        Some(json!({
-            "name": model.name(),
-            "state": state,
-            "phase": p.phase(),
-            "eventsDone": p.done.load(std::sync::atomic::Ordering::Relaxed),
-            "eventsTotal": p.total.load(std::sync::atomic::Ordering::Relaxed),
-            "eventsPerSecond": p.events_per_second().round(),
-            "elapsedSeconds": p.started.elapsed().as_secs_f64(),
-            "generation": generation,
-            "error": error,
-        }))
+        Some(wire::RebuildJob {
+            name: read_model_name(model),
+            state,
+            phase: p.phase().to_owned(),
+            events_done: p.done.load(std::sync::atomic::Ordering::Relaxed),
+            events_total: p.total.load(std::sync::atomic::Ordering::Relaxed),
+            events_per_second: p.events_per_second().round(),
+            elapsed_seconds: p.started.elapsed().as_secs_f64(),
+            generation,
+            error,
+        })
     }
 }
 
-/// One route: how it is served and how it is documented.
+pub fn read_model_name(model: ReadModel) -> wire::ReadModelName {
+    match model {
+        ReadModel::TenantState => wire::ReadModelName::TenantState,
+        ReadModel::AuditLog => wire::ReadModelName::AuditLog,
+    }
+}
+
+/// One route: its method and path, who may call it, its handler. Its documentation is the
+/// handler's `#[utoipa::path]`; a test holds the two to the same method and path.
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
-    pub summary: &'static str,
     /// The least role that may call it; `None` for the unauthenticated operations routes.
     pub role: Option<Role>,
-    /// Body fields: (name, JSON type, required).
-    pub body: &'static [(&'static str, &'static str, bool)],
     pub handler: fn() -> MethodRouter<AppState>,
 }
 
@@ -141,230 +149,102 @@ use routes as r;
 
 /// Every route the API serves.
 pub const ROUTES: &[Route] = &[
-    Route {
-        method: "POST",
-        path: "/v1/stores",
-        summary: "Register a store (201; 200 if it exists alike)",
-        role: Some(Role::Service),
-        body: &[("storeId", "string", false), ("name", "string", false), ("timeZone", "string", false)],
-        handler: || post(r::register_store),
-    },
-    Route {
-        method: "GET",
-        path: "/v1/stores/{id}",
-        summary: "The store's state, statuses derived at now",
-        role: Some(Role::Reader),
-        body: &[],
-        handler: || get(r::get_store),
-    },
+    Route { method: "POST", path: "/v1/stores", role: Some(Role::Service), handler: || post(r::register_store) },
+    Route { method: "GET", path: "/v1/stores/{id}", role: Some(Role::Reader), handler: || get(r::get_store) },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/trial",
-        summary: "Start a trial",
         role: Some(Role::Service),
-        body: &[
-            ("planId", "string", false),
-            ("days", "integer", false),
-            ("forceReset", "boolean", false),
-            ("reason", "string", false),
-        ],
         handler: || post(r::start_trial),
     },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/subscription",
-        summary: "Activate a paid subscription",
         role: Some(Role::Service),
-        body: &[("planId", "string", true), ("subscriptionId", "string", true)],
         handler: || post(r::activate_subscription),
     },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/subscription/past-due",
-        summary: "Mark the subscription past due",
         role: Some(Role::Service),
-        body: &[],
         handler: || post(r::mark_past_due),
     },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/subscription/recovered",
-        summary: "Mark a past-due subscription recovered",
         role: Some(Role::Service),
-        body: &[],
         handler: || post(r::mark_recovered),
     },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/subscription/cancel",
-        summary: "Cancel the subscription",
         role: Some(Role::Service),
-        body: &[],
         handler: || post(r::cancel_subscription),
     },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/plan-transitions",
-        summary: "Transition the store to another plan",
         role: Some(Role::Service),
-        body: &[
-            ("fromPlanId", "string", true),
-            ("toPlanId", "string", true),
-            ("reason", "string", true),
-            ("subscriptionId", "string", false),
-            ("metadata", "object", false),
-        ],
         handler: || post(r::transition_plan),
     },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/authorize",
-        summary: "Check the access gate for an action",
         role: Some(Role::Service),
-        body: &[("action", "string", true)],
         handler: || post(r::authorize),
     },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/quota/consume",
-        summary: "Consume quota",
         role: Some(Role::Service),
-        body: &[("action", "string", true), ("amount", "integer", false)],
         handler: || post(r::consume),
     },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/quota/refund",
-        summary: "Refund a consumption",
         role: Some(Role::Service),
-        body: &[("consumptionId", "string", true)],
         handler: || post(r::refund),
     },
-    Route {
-        method: "GET",
-        path: "/v1/stores/{id}/events",
-        summary: "The store's raw stream (fromVersion, limit)",
-        role: Some(Role::Reader),
-        body: &[],
-        handler: || get(r::events),
-    },
-    Route {
-        method: "GET",
-        path: "/v1/stores/{id}/state",
-        summary: "The state replayed to a time (at) or version",
-        role: Some(Role::Reader),
-        body: &[],
-        handler: || get(r::state_at),
-    },
-    Route {
-        method: "GET",
-        path: "/v1/audit",
-        summary: "The audit view (storeId, type, correlationId, from, to, limit, cursor)",
-        role: Some(Role::Reader),
-        body: &[],
-        handler: || get(r::audit),
-    },
-    Route {
-        method: "GET",
-        path: "/v1/audit/commands",
-        summary: "The command journal (storeId, correlationId, limit, cursor)",
-        role: Some(Role::Reader),
-        body: &[],
-        handler: || get(r::audit_commands),
-    },
+    Route { method: "GET", path: "/v1/stores/{id}/events", role: Some(Role::Reader), handler: || get(r::events) },
+    Route { method: "GET", path: "/v1/stores/{id}/state", role: Some(Role::Reader), handler: || get(r::state_at) },
+    Route { method: "GET", path: "/v1/audit", role: Some(Role::Reader), handler: || get(r::audit) },
+    Route { method: "GET", path: "/v1/audit/commands", role: Some(Role::Reader), handler: || get(r::audit_commands) },
     Route {
         method: "POST",
         path: "/v1/admin/projections/{name}/rebuild",
-        summary: "Start a blue/green rebuild of a read model",
         role: Some(Role::Admin),
-        body: &[],
         handler: || post(r::start_rebuild),
     },
     Route {
         method: "GET",
         path: "/v1/admin/projections/{name}/rebuild",
-        summary: "Progress of the last rebuild of a read model",
         role: Some(Role::Admin),
-        body: &[],
         handler: || get(r::rebuild_progress),
     },
-    Route {
-        method: "GET",
-        path: "/v1/admin/stores",
-        summary: "Stores by internal status (internalStatus, limit, cursor)",
-        role: Some(Role::Admin),
-        body: &[],
-        handler: || get(r::list_stores),
-    },
+    Route { method: "GET", path: "/v1/admin/stores", role: Some(Role::Admin), handler: || get(r::list_stores) },
     Route {
         method: "POST",
         path: "/v1/admin/stores/extensions",
-        summary: "Extend trials, grace periods or maintenance windows in bulk",
         role: Some(Role::Admin),
-        body: &[
-            ("storeIds", "array", true),
-            ("kind", "string", true),
-            ("days", "integer", true),
-            ("reason", "string", true),
-        ],
         handler: || post(r::bulk_extensions),
     },
-    Route {
-        method: "GET",
-        path: "/v1/test-clock",
-        summary: "The test clock (PLANLEDGER_TEST_CLOCK=1 only)",
-        role: Some(Role::Admin),
-        body: &[],
-        handler: || get(r::get_test_clock),
-    },
+    Route { method: "GET", path: "/v1/test-clock", role: Some(Role::Admin), handler: || get(r::get_test_clock) },
     Route {
         method: "PUT",
         path: "/v1/test-clock",
-        summary: "Set the test clock, then sweep deadlines",
         role: Some(Role::Admin),
-        body: &[("now", "string", true)],
         handler: || axum::routing::put(r::set_test_clock),
     },
     Route {
         method: "POST",
         path: "/v1/test-clock/advance",
-        summary: "Advance the test clock, then sweep deadlines",
         role: Some(Role::Admin),
-        body: &[("seconds", "integer", true)],
         handler: || post(r::advance_test_clock),
     },
-    Route {
-        method: "GET",
-        path: "/v1/openapi.json",
-        summary: "This document",
-        role: None,
-        body: &[],
-        handler: || get(r::openapi),
-    },
-    Route {
-        method: "GET",
-        path: "/healthz",
-        summary: "The process is up",
-        role: None,
-        body: &[],
-        handler: || get(r::healthz),
-    },
-    Route {
-        method: "GET",
-        path: "/readyz",
-        summary: "The database is reachable and migrated",
-        role: None,
-        body: &[],
-        handler: || get(r::readyz),
-    },
-    Route {
-        method: "GET",
-        path: "/metrics",
-        summary: "Prometheus metrics",
-        role: None,
-        body: &[],
-        handler: || get(r::metrics),
-    },
+    Route { method: "GET", path: "/v1/openapi.json", role: None, handler: || get(r::openapi) },
+    Route { method: "GET", path: "/healthz", role: None, handler: || get(r::healthz) },
+    Route { method: "GET", path: "/readyz", role: None, handler: || get(r::readyz) },
+    Route { method: "GET", path: "/metrics", role: None, handler: || get(r::metrics) },
 ];
 
 /// The router, with every route of [`ROUTES`] and the edge middleware.
@@ -384,47 +264,17 @@ pub fn app(state: AppState) -> Router {
         }
     }
     for (path, methods) in by_path {
-        router = router.route(path, methods.fallback(r::method_not_allowed));
+        let allowed: Vec<&str> = ROUTES.iter().filter(|r| r.path == path).map(|r| r.method).collect();
+        let allow = allowed.join(", ");
+        let fallback = move || {
+            let allow = allow.clone();
+            async move { error::method_not_allowed(allow) }
+        };
+        router = router.route(path, methods.fallback(fallback));
     }
     router
         .fallback(r::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::edge))
         .with_state(state)
-}
-
-/// The OpenAPI 3.1 document of [`ROUTES`].
-pub fn openapi_document() -> Value {
-    let mut paths = serde_json::Map::new();
-    for route in ROUTES {
-        let mut operation = json!({
-            "summary": route.summary,
-            "responses": { "default": { "description": "JSON; errors are {error, message, correlationId}" } },
-        });
-        if route.path.contains("{id}") {
-            operation["parameters"] = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }]);
-        }
-        if route.path.contains("{name}") {
-            operation["parameters"] = json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string", "enum": ["tenant_state", "audit_log"] } }]);
-        }
-        if let Some(role) = route.role {
-            operation["security"] = json!([{ "bearer": [] }]);
-            operation["x-role"] = json!(format!("{role:?}").to_lowercase());
-        }
-        if !route.body.is_empty() {
-            let properties: serde_json::Map<String, Value> =
-                route.body.iter().map(|(name, ty, _)| ((*name).to_owned(), json!({ "type": ty }))).collect();
-            let required: Vec<&str> = route.body.iter().filter(|(_, _, req)| *req).map(|(name, _, _)| *name).collect();
-            operation["requestBody"] = json!({ "content": { "application/json": { "schema": {
-                "type": "object", "properties": properties, "required": required, "additionalProperties": false } } } });
-        }
-        let entry = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
-        entry[route.method.to_lowercase()] = operation;
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": { "title": "planledger", "version": env!("CARGO_PKG_VERSION") },
-        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
-        "paths": paths,
-    })
 }

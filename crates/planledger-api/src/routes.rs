@@ -1,53 +1,58 @@
-//! The handlers of SPEC 11. Each parses its input into domain values (422 naming the field on
-//! failure), checks the caller's role, and hands the command to the service.
+//! The handlers of SPEC 11. Each parses its input (the contract's types, then domain values:
+//! 422 naming the field on failure) and hands the command to the service; the caller's role
+//! was checked by the route table's middleware before the request reached it. Answers are
+//! rendered by `render`, failures by `ApiError`.
 
 use axum::extract::{Path, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, TimeDelta, Utc};
 use planledger_domain::{
-    gate, ActionName, Amount, Command, Days, Event, ExtensionKind, InternalStatus, PlanId, Reason, StoreId, StoreName,
-    SubscriptionId, TenantState, TimeZoneName, TransitionPlan, TransitionReason,
+    gate, ActionName, Amount, Command, Days, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName,
+    TransitionPlan,
 };
-use planledger_service::views::{self, Answer};
-use planledger_service::{CommandMeta, IdempotencyRequest};
+use planledger_projections::history::{fold_stream, Folded, Until};
+use planledger_service::{Answer, CommandMeta, IdempotencyRequest};
 use planledger_store::{EventLog, StreamId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use planledger_wire as wire;
 use uuid::Uuid;
 
 use crate::auth::Role;
-use crate::edge::{request_hash, Ctx, JsonBody, Params};
+use crate::edge::{request_hash, Ctx, JsonBody, Params, RequestScope};
 use crate::error::ApiError;
+use crate::render::{self, Json};
 use crate::AppState;
 
 type Reply = Result<Response, ApiError>;
 
-fn reply(answer: Answer) -> Response {
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(answer.body)).into_response()
-}
-
 /// A store id in a path. A string that is not a UUID cannot name a store: 404.
 fn store_id(raw: &str) -> Result<StoreId, ApiError> {
-    StoreId::parse(raw).map_err(|_| ApiError::StoreNotFound)
+    StoreId::parse(raw).map_err(|_| ApiError::store_not_found())
 }
 
-fn meta(ctx: &Ctx, method: &Method, path: &str, canonical_body: &str) -> CommandMeta {
+fn meta(ctx: &Ctx, path: &str, canonical_body: &str) -> CommandMeta {
     CommandMeta {
         correlation_id: ctx.correlation_id.clone(),
         actor: ctx.principal.name.clone(),
         idempotency: ctx.idempotency_key.as_ref().map(|key| IdempotencyRequest {
             key: key.clone(),
-            request_hash: request_hash(method, path, canonical_body),
+            request_hash: request_hash(&Method::POST, path, canonical_body, ctx.if_match),
         }),
+        expected_version: ctx.if_match,
+    }
+}
+
+/// The service's answer as the caller gets it.
+fn answer(app: &AppState, answer: Answer) -> Reply {
+    match answer {
+        Answer::Decided(outcome) => Ok(render::outcome(outcome, app.service.catalog())?.into_response()),
+        Answer::Replayed(first) => Ok(render::replayed(first, RequestScope::current().now)),
     }
 }
 
 async fn run(app: &AppState, ctx: &Ctx, store: StoreId, command: Command, path: &str, body: &str) -> Reply {
-    let meta = meta(ctx, &Method::POST, path, body);
-    Ok(reply(app.service.execute(store, command, meta).await?))
+    let meta = meta(ctx, path, body);
+    answer(app, app.service.execute(store, command, meta).await?)
 }
 
 fn optional<T>(
@@ -57,33 +62,32 @@ fn optional<T>(
     value.map(|v| parse(&v)).transpose().map_err(ApiError::from)
 }
 
-fn no_nul(field: &'static str, value: &Option<String>) -> Result<(), ApiError> {
-    if value.as_deref().is_some_and(|v| v.contains('\0')) {
-        return Err(ApiError::validation(field, "must not contain NUL characters"));
-    }
-    Ok(())
-}
-
 // ---- stores -----------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RegisterBody {
-    store_id: Option<String>,
-    name: Option<String>,
-    time_zone: Option<String>,
-}
-
-pub async fn register_store(State(app): State<AppState>, ctx: Ctx, body: JsonBody<RegisterBody>) -> Reply {
-    ctx.principal.require(Role::Service)?;
+/// Register a store (201; 200 if it exists alike).
+#[utoipa::path(post, path = "/v1/stores", tag = "stores", operation_id = "registerStore",
+    request_body = wire::RegisterStore,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry; without `storeId`, also names the store", pattern = r"^[!-~]{1,255}$")),
+    responses(
+        (status = 201, description = "Registered", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 200, description = "Already registered alike: nothing changed", body = wire::StoreView),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "The token's role may not register stores", body = wire::ErrorBody),
+        (status = 409, description = "`store_exists`: registered with another name or time zone", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "A field is invalid, or the key was used with another body", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable, or the outcome is unknown: retry with the same key", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn register_store(State(app): State<AppState>, ctx: Ctx, body: JsonBody<wire::RegisterStore>) -> Reply {
     let b = body.value;
-    let store = match (&b.store_id, &ctx.idempotency_key) {
-        (Some(id), _) => StoreId::parse(id)?,
+    let store = match (b.store_id, &ctx.idempotency_key) {
+        (Some(id), _) => StoreId::new(id),
         // A retry must register the same store: its id comes from the caller and its key.
         (None, Some(key)) => derived_store_id(&ctx.principal.name, key),
         (None, None) => StoreId::new(Uuid::new_v4()),
     };
-    no_nul("name", &b.name)?;
     let command = Command::RegisterStore {
         store_id: store,
         name: optional(b.name, StoreName::parse)?,
@@ -99,40 +103,66 @@ fn derived_store_id(caller: &str, key: &str) -> StoreId {
     StoreId::new(Uuid::new_v5(&REGISTRATIONS, format!("{caller}\n{key}").as_bytes()))
 }
 
-pub async fn get_store(State(app): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Reply {
-    ctx.principal.require(Role::Reader)?;
+/// The store's state, statuses derived at now.
+#[utoipa::path(get, path = "/v1/stores/{id}", tag = "stores", operation_id = "getStore",
+    params(("id" = Uuid, Path, description = "The store's id")),
+    responses(
+        (status = 200, description = "The store; `ETag` is its version", body = wire::StoreView, headers(("ETag" = String, description = "The store's version, quoted: send it as `If-Match`"))),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn get_store(State(app): State<AppState>, Path(id): Path<String>) -> Reply {
     let store = store_id(&id)?;
-    let (state, version) = app.service.load_row(store).await?.ok_or(ApiError::StoreNotFound)?;
+    let (state, version) = app.service.load_row(store).await?.ok_or_else(ApiError::store_not_found)?;
     let now = app.service.clock().now();
-    Ok(Json(views::store_view(store, &state, version, now, app.service.catalog())).into_response())
+    let mut response =
+        Json::ok(&render::store_view(store, &state, version, now, app.service.catalog())).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
 }
 
 // ---- lifecycle --------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TrialBody {
-    plan_id: Option<String>,
-    days: Option<i64>,
-    #[serde(default)]
-    force_reset: bool,
-    reason: Option<String>,
-}
-
+/// Start a trial (201; 200 if one is running already).
+#[utoipa::path(post, path = "/v1/stores/{id}/trial", tag = "lifecycle", operation_id = "startTrial",
+    request_body = wire::StartTrial,
+    params(
+        ("id" = Uuid, Path, description = "The store's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
+        ("If-Match" = Option<String>, Header, description = "Decide only at this store version (the `ETag` of `GET /v1/stores/{id}`)", pattern = r#"^"[0-9]{1,18}"$"#),
+    ),
+    responses(
+        (status = 201, description = "Started", body = wire::TrialAnswer, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 200, description = "A trial is running already", body = wire::TrialAnswer),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "A forced reset needs an admin token", body = wire::ErrorBody),
+        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
+        (status = 409, description = "`trial_already_used`, `subscription_active`, `version_mismatch`", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_plan`, `plan_not_trial_eligible`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
 pub async fn start_trial(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: JsonBody<TrialBody>,
+    body: JsonBody<wire::StartTrial>,
 ) -> Reply {
-    ctx.principal.require(Role::Service)?;
     let store = store_id(&id)?;
     let b = body.value;
     let force_reset = if b.force_reset {
+        // The one role check a handler makes: it depends on the body.
         ctx.principal.require(Role::Admin)?;
         let reason = b.reason.ok_or_else(|| ApiError::validation("reason", "a forced reset needs a reason"))?;
         Some(Reason::parse(&reason)?)
     } else {
+        optional(b.reason, Reason::parse)?;
         None
     };
     let command = Command::StartTrial {
@@ -143,20 +173,32 @@ pub async fn start_trial(
     run(&app, &ctx, store, command, &format!("/v1/stores/{store}/trial"), &body.canonical).await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SubscriptionBody {
-    plan_id: String,
-    subscription_id: String,
-}
-
+/// Activate a paid subscription.
+#[utoipa::path(post, path = "/v1/stores/{id}/subscription", tag = "lifecycle", operation_id = "activateSubscription",
+    request_body = wire::ActivateSubscription,
+    params(
+        ("id" = Uuid, Path, description = "The store's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
+        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
+    ),
+    responses(
+        (status = 200, description = "Active", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
+        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
+        (status = 409, description = "`version_mismatch`", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_plan`, `not_a_paid_plan`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
 pub async fn activate_subscription(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: JsonBody<SubscriptionBody>,
+    body: JsonBody<wire::ActivateSubscription>,
 ) -> Reply {
-    ctx.principal.require(Role::Service)?;
     let store = store_id(&id)?;
     let command = Command::ActivateSubscription {
         plan_id: PlanId::parse(&body.value.plan_id)?,
@@ -165,124 +207,209 @@ pub async fn activate_subscription(
     run(&app, &ctx, store, command, &format!("/v1/stores/{store}/subscription"), &body.canonical).await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmptyBody {}
-
 async fn paid_lifecycle(
     app: AppState,
     ctx: Ctx,
     id: String,
-    body: JsonBody<EmptyBody>,
+    body: JsonBody<wire::NoFields>,
     command: Command,
     suffix: &str,
 ) -> Reply {
-    ctx.principal.require(Role::Service)?;
     let store = store_id(&id)?;
     run(&app, &ctx, store, command, &format!("/v1/stores/{store}/subscription/{suffix}"), &body.canonical).await
 }
 
+/// Mark the subscription past due.
+#[utoipa::path(post, path = "/v1/stores/{id}/subscription/past-due", tag = "lifecycle", operation_id = "markPastDue",
+    request_body(content = Option<wire::NoFields>, description = "Empty, or `{}`"),
+    params(
+        ("id" = Uuid, Path, description = "The store's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
+        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
+    ),
+    responses(
+        (status = 200, description = "Past due", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
+        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
+        (status = 409, description = "`no_active_subscription`, `version_mismatch`", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
 pub async fn mark_past_due(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: JsonBody<EmptyBody>,
+    body: JsonBody<wire::NoFields>,
 ) -> Reply {
     paid_lifecycle(app, ctx, id, body, Command::MarkPastDue, "past-due").await
 }
 
+/// Mark a past-due subscription recovered.
+#[utoipa::path(post, path = "/v1/stores/{id}/subscription/recovered", tag = "lifecycle", operation_id = "markRecovered",
+    request_body(content = Option<wire::NoFields>, description = "Empty, or `{}`"),
+    params(
+        ("id" = Uuid, Path, description = "The store's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
+        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
+    ),
+    responses(
+        (status = 200, description = "Active again", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
+        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
+        (status = 409, description = "`not_past_due`, `version_mismatch`", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
 pub async fn mark_recovered(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: JsonBody<EmptyBody>,
+    body: JsonBody<wire::NoFields>,
 ) -> Reply {
     paid_lifecycle(app, ctx, id, body, Command::MarkRecovered, "recovered").await
 }
 
+/// Cancel the subscription.
+#[utoipa::path(post, path = "/v1/stores/{id}/subscription/cancel", tag = "lifecycle", operation_id = "cancelSubscription",
+    request_body(content = Option<wire::NoFields>, description = "Empty, or `{}`"),
+    params(
+        ("id" = Uuid, Path, description = "The store's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
+        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
+    ),
+    responses(
+        (status = 200, description = "Canceled", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
+        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
+        (status = 409, description = "`no_active_subscription`, `version_mismatch`", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
 pub async fn cancel_subscription(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: JsonBody<EmptyBody>,
+    body: JsonBody<wire::NoFields>,
 ) -> Reply {
     paid_lifecycle(app, ctx, id, body, Command::CancelSubscription, "cancel").await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TransitionBody {
-    from_plan_id: String,
-    to_plan_id: String,
-    reason: String,
-    subscription_id: Option<String>,
-    metadata: Option<Value>,
-}
-
+/// Transition the store to another plan.
+#[utoipa::path(post, path = "/v1/stores/{id}/plan-transitions", tag = "lifecycle", operation_id = "transitionPlan",
+    request_body = wire::TransitionPlan,
+    params(
+        ("id" = Uuid, Path, description = "The store's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
+        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
+    ),
+    responses(
+        (status = 200, description = "Transitioned", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
+        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
+        (status = 409, description = "`plan_mismatch` (with `currentPlanId`), `version_mismatch`", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_plan`, `invalid_transition`, `internal_tier`, `subscription_required`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
 pub async fn transition_plan(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: JsonBody<TransitionBody>,
+    body: JsonBody<wire::TransitionPlan>,
 ) -> Reply {
-    ctx.principal.require(Role::Service)?;
     let store = store_id(&id)?;
     let b = body.value;
-    if b.metadata.as_ref().is_some_and(|m| m.to_string().contains("\\u0000")) {
-        return Err(ApiError::validation("metadata", "must not contain NUL characters"));
-    }
     let command = Command::TransitionPlan(TransitionPlan {
         from_plan_id: PlanId::parse(&b.from_plan_id).map_err(|e| ApiError::validation("fromPlanId", e.rule))?,
         to_plan_id: PlanId::parse(&b.to_plan_id).map_err(|e| ApiError::validation("toPlanId", e.rule))?,
-        reason: TransitionReason::parse(&b.reason)?,
+        reason: transition_reason(b.reason),
         subscription_id: optional(b.subscription_id, SubscriptionId::parse)?,
-        metadata: b.metadata,
+        metadata: b.metadata.map(serde_json::Value::Object),
         by_admin: ctx.principal.is_admin(),
     });
     run(&app, &ctx, store, command, &format!("/v1/stores/{store}/plan-transitions"), &body.canonical).await
 }
 
-// ---- gates and quotas -------------------------------------------------------------------
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AuthorizeBody {
-    action: String,
-}
-
-pub async fn authorize(
-    State(app): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-    body: JsonBody<AuthorizeBody>,
-) -> Reply {
-    ctx.principal.require(Role::Service)?;
-    let store = store_id(&id)?;
-    let action = ActionName::parse(&body.value.action)?;
-    let (state, _) = app.service.load_row(store).await?.ok_or(ApiError::StoreNotFound)?;
-    let now = app.service.clock().now();
-    match gate(&state, now, app.service.catalog(), &action) {
-        Ok(decision) => Ok(reply(views::authorization(&decision, &ctx.correlation_id))),
-        Err(error) => {
-            Ok(reply(Answer { status: error.http_status(), body: views::error_body(&error, &ctx.correlation_id) }))
-        }
+fn transition_reason(reason: wire::TransitionReason) -> planledger_domain::TransitionReason {
+    use planledger_domain::TransitionReason as R;
+    match reason {
+        wire::TransitionReason::Upgrade => R::Upgrade,
+        wire::TransitionReason::Downgrade => R::Downgrade,
+        wire::TransitionReason::Admin => R::Admin,
+        wire::TransitionReason::Migration => R::Migration,
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ConsumeBody {
-    action: String,
-    amount: Option<i64>,
+// ---- gates and quotas -------------------------------------------------------------------
+
+/// Check the access gate for an action (nothing is recorded).
+#[utoipa::path(post, path = "/v1/stores/{id}/authorize", tag = "quotas", operation_id = "authorize",
+    request_body = wire::Authorize,
+    params(("id" = Uuid, Path, description = "The store's id")),
+    responses(
+        (status = 200, description = "Allowed, with warnings", body = wire::Authorized),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 402, description = "`no_subscription`", body = wire::ErrorBody),
+        (status = 403, description = "`maintenance_no_growth`, `account_frozen`, `subscription_canceled`; or the token's role may not do this", body = wire::ErrorBody),
+        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_action`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn authorize(State(app): State<AppState>, Path(id): Path<String>, body: JsonBody<wire::Authorize>) -> Reply {
+    let store = store_id(&id)?;
+    let action = ActionName::parse(&body.value.action)?;
+    let (state, _) = app.service.load_row(store).await?.ok_or_else(ApiError::store_not_found)?;
+    let now = app.service.clock().now();
+    let decision = gate(&state, now, app.service.catalog(), &action).map_err(ApiError::refused)?;
+    Ok(render::authorization(decision)?.into_response())
 }
 
+/// Consume quota.
+#[utoipa::path(post, path = "/v1/stores/{id}/quota/consume", tag = "quotas", operation_id = "consume",
+    request_body = wire::Consume,
+    params(
+        ("id" = Uuid, Path, description = "The store's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
+        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
+    ),
+    responses(
+        (status = 200, description = "Consumed", body = wire::Consumed, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 402, description = "`no_subscription`", body = wire::ErrorBody),
+        (status = 403, description = "`maintenance_no_growth`, `account_frozen`, `subscription_canceled`; or the token's role may not do this", body = wire::ErrorBody),
+        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
+        (status = 409, description = "`version_mismatch`", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_action`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 429, description = "`quota_exceeded`: `Retry-After` is the time to the window's reset (none for a lifetime quota)", body = wire::ErrorBody, headers(("Retry-After" = u64))),
+        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
 pub async fn consume(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: JsonBody<ConsumeBody>,
+    body: JsonBody<wire::Consume>,
 ) -> Reply {
-    ctx.principal.require(Role::Service)?;
     let store = store_id(&id)?;
     let command = Command::Consume {
         action: ActionName::parse(&body.value.action)?,
@@ -292,112 +419,102 @@ pub async fn consume(
     run(&app, &ctx, store, command, &format!("/v1/stores/{store}/quota/consume"), &body.canonical).await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RefundBody {
-    consumption_id: String,
-}
-
+/// Refund a consumption.
+#[utoipa::path(post, path = "/v1/stores/{id}/quota/refund", tag = "quotas", operation_id = "refund",
+    request_body = wire::Refund,
+    params(
+        ("id" = Uuid, Path, description = "The store's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
+        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
+    ),
+    responses(
+        (status = 200, description = "Refunded", body = wire::Refunded, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
+        (status = 404, description = "`store_not_found`, `consumption_not_found`", body = wire::ErrorBody),
+        (status = 409, description = "`already_refunded`, `refund_window_closed`, `version_mismatch`", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
 pub async fn refund(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: JsonBody<RefundBody>,
+    body: JsonBody<wire::Refund>,
 ) -> Reply {
-    ctx.principal.require(Role::Service)?;
     let store = store_id(&id)?;
-    let consumption = Uuid::parse_str(&body.value.consumption_id)
-        .map_err(|_| ApiError::validation("consumptionId", "must be a UUID"))?;
-    let meta = meta(&ctx, &Method::POST, &format!("/v1/stores/{store}/quota/refund"), &body.canonical);
-    Ok(reply(app.service.refund(store, consumption, meta).await?))
+    let meta = meta(&ctx, &format!("/v1/stores/{store}/quota/refund"), &body.canonical);
+    answer(&app, app.service.refund(store, body.value.consumption_id, meta).await?)
 }
 
 // ---- history ----------------------------------------------------------------------------
 
-fn envelope(e: &planledger_store::RecordedEvent) -> Value {
-    json!({
-        "eventId": e.event_id,
-        "streamId": e.stream_id,
-        "version": e.version,
-        "globalPosition": e.global_position,
-        "type": e.event_type,
-        "schemaVersion": e.schema_version,
-        "data": e.data,
-        "correlationId": e.correlation_id,
-        "causationId": e.causation_id,
-        "idempotencyKey": e.idempotency_key,
-        "actor": e.actor,
-        "catalogFingerprint": e.catalog_fingerprint,
-        "recordedAt": e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+fn envelope(e: planledger_store::RecordedEvent) -> wire::EventEnvelope {
+    wire::EventEnvelope {
+        event_id: e.event_id,
+        stream_id: e.stream_id.as_str().to_owned(),
+        version: e.version,
+        global_position: e.global_position,
+        event_type: e.event_type,
+        schema_version: e.schema_version,
+        data: e.data,
+        correlation_id: e.correlation_id,
+        causation_id: e.causation_id,
+        idempotency_key: e.idempotency_key,
+        actor: e.actor,
+        catalog_fingerprint: e.catalog_fingerprint,
+        recorded_at: e.recorded_at,
+    }
+}
+
+/// The `cursor` of a list: a non-negative integer (the position after which the page starts).
+fn cursor_param(params: &Params) -> Result<i64, ApiError> {
+    params.get("cursor").map_or(Ok(0), |c| {
+        c.parse::<i64>().ok().filter(|c| *c >= 0).ok_or_else(|| ApiError::validation("cursor", "is not a cursor"))
     })
 }
 
-fn stream(store: StoreId) -> Result<StreamId, ApiError> {
-    StreamId::parse(store.stream_name()).map_err(|_| ApiError::StoreNotFound)
+/// One page: `limit` items at most, read one further to know whether another page follows.
+fn page<T>(mut items: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> wire::Page<T> {
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = if more { items.last().map(cursor_of) } else { None };
+    wire::Page { items, next_cursor }
 }
 
-pub async fn events(State(app): State<AppState>, ctx: Ctx, Path(id): Path<String>, params: Params) -> Reply {
-    ctx.principal.require(Role::Reader)?;
+/// The store's raw stream, in version order.
+#[utoipa::path(get, path = "/v1/stores/{id}/events", tag = "history", operation_id = "listEvents",
+    params(
+        ("id" = Uuid, Path, description = "The store's id"),
+        ("cursor" = Option<String>, Query, description = "The `nextCursor` of the previous page (a version: the page starts after it)", pattern = "^[0-9]{1,18}$"),
+        ("fromVersion" = Option<i64>, Query, description = "The first version of the page (SPEC 11); `cursor` wins if both are given", minimum = 1),
+        ("limit" = Option<i64>, Query, description = "Default 100", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = wire::Page<wire::EventEnvelope>),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn events(State(app): State<AppState>, Path(id): Path<String>, params: Params) -> Reply {
     let store = store_id(&id)?;
-    let from = params.int("fromVersion", 1, 1..=i64::MAX)?;
+    let from_version = params.int("fromVersion", 1, 1..=i64::MAX)?;
+    let after = if params.get("cursor").is_some() { cursor_param(&params)? } else { from_version - 1 };
     let limit = params.int("limit", 100, 1..=1000)?;
     let log = app.service.log();
-    let s = stream(store)?;
-    let events = log.read_stream(&s, from, limit).await?;
-    if events.is_empty() && log.stream_version(&s).await? == 0 {
-        return Err(ApiError::StoreNotFound);
+    let stream = StreamId::parse(store.stream_name()).map_err(|_| ApiError::store_not_found())?;
+    let events = log.read_stream(&stream, after.saturating_add(1), limit + 1).await?;
+    if events.is_empty() && log.stream_version(&stream).await? == 0 {
+        return Err(ApiError::store_not_found());
     }
-    let next = events.last().map_or(from, |e| e.version + 1);
-    Ok(Json(json!({ "events": events.iter().map(envelope).collect::<Vec<_>>(), "nextVersion": next })).into_response())
+    let items = events.into_iter().map(envelope).collect();
+    Ok(Json::ok(&page(items, limit, |e: &wire::EventEnvelope| e.version.to_string())).into_response())
 }
-
-pub async fn state_at(State(app): State<AppState>, ctx: Ctx, Path(id): Path<String>, params: Params) -> Reply {
-    ctx.principal.require(Role::Reader)?;
-    let store = store_id(&id)?;
-    let at = params
-        .get("at")
-        .map(|raw| DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)))
-        .transpose()
-        .map_err(|_| ApiError::validation("at", "must be an RFC 3339 time"))?;
-    let until = params.get("version").map(|_| params.int("version", 0, 1..=i64::MAX)).transpose()?;
-    if at.is_some() && until.is_some() {
-        return Err(ApiError::validation("at", "give either at or version, not both"));
-    }
-    let log = app.service.log();
-    let s = stream(store)?;
-    let mut state = TenantState::default();
-    let mut version = 0;
-    let mut last_time = None;
-    let mut from = 1;
-    'pages: loop {
-        let page = log.read_stream(&s, from, 1000).await?;
-        let full = page.len() == 1000;
-        for recorded in page {
-            if until.is_some_and(|v| recorded.version > v) || at.is_some_and(|t| recorded.recorded_at > t) {
-                break 'pages;
-            }
-            let event =
-                Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data, recorded.recorded_at)
-                    .map_err(|_| ApiError::Internal)?;
-            state = planledger_domain::evolve(state, &event);
-            version = recorded.version;
-            last_time = Some(recorded.recorded_at);
-            from = recorded.version + 1;
-        }
-        if !full {
-            break;
-        }
-    }
-    if version == 0 {
-        return Err(ApiError::StoreNotFound);
-    }
-    let now = at.or(if until.is_some() { last_time } else { None }).unwrap_or_else(|| app.service.clock().now());
-    let mut view = views::store_view(store, &state, version, now, app.service.catalog());
-    view["asOf"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-    Ok(Json(view).into_response())
-}
-
-// ---- audit ------------------------------------------------------------------------------
 
 fn time_param(params: &Params, name: &'static str) -> Result<Option<DateTime<Utc>>, ApiError> {
     params
@@ -407,88 +524,239 @@ fn time_param(params: &Params, name: &'static str) -> Result<Option<DateTime<Utc
         .map_err(|_| ApiError::validation(name, "must be an RFC 3339 time"))
 }
 
-fn cursor_param(params: &Params) -> Result<i64, ApiError> {
-    params.get("cursor").map_or(Ok(0), |c| {
-        c.parse::<i64>().ok().filter(|c| *c >= 0).ok_or_else(|| ApiError::validation("cursor", "is not a cursor"))
-    })
+/// The state replayed to a time, a version, or both (whichever comes first).
+#[utoipa::path(get, path = "/v1/stores/{id}/state", tag = "history", operation_id = "getStateAt",
+    params(
+        ("id" = Uuid, Path, description = "The store's id"),
+        ("at" = Option<DateTime<Utc>>, Query, description = "Replay the events recorded until this time; statuses are derived at it"),
+        ("version" = Option<i64>, Query, description = "Replay the events up to this version", minimum = 1),
+    ),
+    responses(
+        (status = 200, description = "The store as it was", body = wire::StateAt),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "`store_not_found` (or no event by then)", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn state_at(State(app): State<AppState>, Path(id): Path<String>, params: Params) -> Reply {
+    let store = store_id(&id)?;
+    let at = time_param(&params, "at")?;
+    let version = params.get("version").map(|_| params.int("version", 0, 1..=i64::MAX)).transpose()?;
+    let until = Until { version, time: at };
+    let folded =
+        fold_stream(app.service.log(), store, Folded::default(), until, |_, _, _| Ok::<_, ApiError>(())).await?;
+    let Some(last_at) = folded.at else {
+        return Err(ApiError::store_not_found());
+    };
+    // Statuses are derived at `at`; at a version, when its event was recorded; else now.
+    let as_of = at.or(version.map(|_| last_at)).unwrap_or_else(|| app.service.clock().now());
+    let store_view = render::store_view(store, &folded.state, folded.version, as_of, app.service.catalog());
+    Ok(Json::ok(&wire::StateAt { store: store_view, as_of }).into_response())
 }
+
+// ---- audit ------------------------------------------------------------------------------
 
 fn short_text(params: &Params, name: &'static str) -> Result<Option<String>, ApiError> {
     match params.get(name) {
-        Some(v) if v.len() > 200 || v.contains('\0') => {
-            Err(ApiError::validation(name, "must be at most 200 characters"))
+        Some(v) if v.chars().count() > 200 || v.contains('\0') => {
+            Err(ApiError::validation(name, "must be at most 200 characters, without NUL"))
         }
         other => Ok(other.map(str::to_owned)),
     }
 }
 
-pub async fn audit(State(app): State<AppState>, ctx: Ctx, params: Params) -> Reply {
-    ctx.principal.require(Role::Reader)?;
-    let store_id = params.get("storeId").map(|s| StoreId::parse(s).map(|s| s.to_string())).transpose()?;
+fn store_filter(params: &Params) -> Result<Option<String>, ApiError> {
+    params.get("storeId").map(|s| StoreId::parse(s).map(|s| s.to_string())).transpose().map_err(ApiError::from)
+}
+
+/// The audit view: one entry per event, in log order.
+#[utoipa::path(get, path = "/v1/audit", tag = "history", operation_id = "listAudit",
+    params(
+        ("storeId" = Option<Uuid>, Query, description = "Only this store"),
+        ("type" = Option<String>, Query, description = "Only this event type", max_length = 200, pattern = r"^[^\u0000]*$"),
+        ("correlationId" = Option<String>, Query, description = "Only this correlation id", max_length = 200, pattern = r"^[^\u0000]*$"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "Recorded at or after"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "Recorded before"),
+        ("cursor" = Option<String>, Query, description = "The `nextCursor` of the previous page", pattern = "^[0-9]{1,18}$"),
+        ("limit" = Option<i64>, Query, description = "Default 100", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "A page of the audit view", body = wire::Page<wire::AuditEntry>),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn audit(State(app): State<AppState>, params: Params) -> Reply {
+    let limit = params.int("limit", 100, 1..=1000)?;
     let query = planledger_projections::audit::AuditQuery {
-        store_id,
+        store_id: store_filter(&params)?,
         event_type: short_text(&params, "type")?,
         correlation_id: short_text(&params, "correlationId")?,
         from: time_param(&params, "from")?,
         to: time_param(&params, "to")?,
         after: cursor_param(&params)?,
-        limit: params.int("limit", 100, 1..=1000)?,
+        limit: limit + 1,
     };
-    let (items, next) = planledger_projections::audit::query(app.service.log(), &query).await?;
-    Ok(Json(json!({ "items": items, "nextCursor": next.map(|n| n.to_string()) })).into_response())
+    let rows = planledger_projections::audit::query(app.service.log(), &query).await?;
+    let items: Vec<(i64, wire::AuditEntry)> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.position,
+                wire::AuditEntry {
+                    store_id: r.store_id,
+                    version: r.version,
+                    event_type: r.event_type,
+                    correlation_id: r.correlation_id,
+                    actor: r.actor,
+                    recorded_at: r.recorded_at,
+                    summary: r.summary,
+                },
+            )
+        })
+        .collect();
+    let page = page(items, limit, |(position, _)| position.to_string());
+    Ok(Json::ok(&wire::Page { items: page.items.into_iter().map(|(_, e)| e).collect(), next_cursor: page.next_cursor })
+        .into_response())
 }
 
-pub async fn audit_commands(State(app): State<AppState>, ctx: Ctx, params: Params) -> Reply {
-    ctx.principal.require(Role::Reader)?;
-    let store_id = params.get("storeId").map(|s| StoreId::parse(s).map(|s| s.to_string())).transpose()?;
+fn command_outcome(outcome: &str) -> wire::CommandOutcome {
+    match outcome {
+        "accepted" => wire::CommandOutcome::Accepted,
+        "refused" => wire::CommandOutcome::Refused,
+        "replayed" => wire::CommandOutcome::Replayed,
+        "unknown" => wire::CommandOutcome::Unknown,
+        _ => wire::CommandOutcome::Failed,
+    }
+}
+
+/// The command journal: every command, accepted or refused.
+#[utoipa::path(get, path = "/v1/audit/commands", tag = "history", operation_id = "listCommands",
+    params(
+        ("storeId" = Option<Uuid>, Query, description = "Only this store"),
+        ("correlationId" = Option<String>, Query, description = "Only this correlation id", max_length = 200, pattern = r"^[^\u0000]*$"),
+        ("cursor" = Option<String>, Query, description = "The `nextCursor` of the previous page", pattern = "^[0-9]{1,18}$"),
+        ("limit" = Option<i64>, Query, description = "Default 100", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "A page of the journal", body = wire::Page<wire::JournalEntry>),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn audit_commands(State(app): State<AppState>, params: Params) -> Reply {
+    let store_id = store_filter(&params)?;
     let correlation_id = short_text(&params, "correlationId")?;
     let limit = params.int("limit", 100, 1..=1000)?;
-    let (items, next) = planledger_projections::audit::journal(
+    let rows = planledger_projections::audit::journal(
         app.service.log(),
         store_id.as_deref(),
         correlation_id.as_deref(),
         cursor_param(&params)?,
-        limit,
+        limit + 1,
     )
     .await?;
-    Ok(Json(json!({ "items": items, "nextCursor": next.map(|n| n.to_string()) })).into_response())
+    let items: Vec<(i64, wire::JournalEntry)> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.id,
+                wire::JournalEntry {
+                    store_id: r.store_id,
+                    kind: r.kind,
+                    outcome: command_outcome(&r.outcome),
+                    error_code: r.error_code,
+                    correlation_id: r.correlation_id,
+                    actor: r.actor,
+                    idempotency_key: r.idempotency_key,
+                    duration_us: r.duration_us,
+                    recorded_at: r.recorded_at,
+                },
+            )
+        })
+        .collect();
+    let page = page(items, limit, |(id, _)| id.to_string());
+    Ok(Json::ok(&wire::Page { items: page.items.into_iter().map(|(_, e)| e).collect(), next_cursor: page.next_cursor })
+        .into_response())
 }
+
+// ---- read models ------------------------------------------------------------------------
 
 fn read_model(name: &str) -> Result<planledger_projections::ReadModel, ApiError> {
     planledger_projections::ReadModel::parse(name).ok_or(ApiError::NotFound)
 }
 
-pub async fn start_rebuild(State(app): State<AppState>, ctx: Ctx, Path(name): Path<String>) -> Reply {
-    ctx.principal.require(Role::Admin)?;
+/// Start a blue/green rebuild of a read model (202; 200 if one is running).
+#[utoipa::path(post, path = "/v1/admin/projections/{name}/rebuild", tag = "admin", operation_id = "startRebuild",
+    params(("name" = wire::ReadModelName, Path, description = "The read model")),
+    responses(
+        (status = 202, description = "Started", body = wire::RebuildJob),
+        (status = 200, description = "A rebuild is running already", body = wire::RebuildJob),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        (status = 404, description = "No such read model", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn start_rebuild(State(app): State<AppState>, Path(name): Path<String>) -> Reply {
     let model = read_model(&name)?;
     let started = app.rebuilds.start(&app.service, model);
-    let body = app.rebuilds.describe(model).unwrap_or(Value::Null);
-    Ok((if started { StatusCode::ACCEPTED } else { StatusCode::OK }, Json(body)).into_response())
+    let job = app.rebuilds.describe(model).ok_or(ApiError::Internal)?;
+    Ok(Json::new(if started { StatusCode::ACCEPTED } else { StatusCode::OK }, &job).into_response())
 }
 
-pub async fn rebuild_progress(State(app): State<AppState>, ctx: Ctx, Path(name): Path<String>) -> Reply {
-    ctx.principal.require(Role::Admin)?;
+/// The live generation of a read model and its last rebuild.
+#[utoipa::path(get, path = "/v1/admin/projections/{name}/rebuild", tag = "admin", operation_id = "getRebuild",
+    params(("name" = wire::ReadModelName, Path, description = "The read model")),
+    responses(
+        (status = 200, description = "The read model", body = wire::ReadModelStatus),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        (status = 404, description = "No such read model", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn rebuild_progress(State(app): State<AppState>, Path(name): Path<String>) -> Reply {
     let model = read_model(&name)?;
     let info = planledger_projections::schema::info(app.service.log()).await?;
     let live = info.iter().find(|i| i.name == model.name());
-    Ok(Json(json!({
-        "name": model.name(),
-        "generation": live.map(|i| i.generation),
-        "catalogFingerprint": live.map(|i| i.catalog_fingerprint.clone()),
-        "stale": live.is_some_and(|i| i.catalog_fingerprint != planledger_projections::schema::built_with(app.service.catalog())),
-        "lastRebuild": app.rebuilds.describe(model),
-    }))
+    let built_with = planledger_projections::schema::built_with(app.service.catalog());
+    Ok(Json::ok(&wire::ReadModelStatus {
+        name: crate::read_model_name(model),
+        generation: live.map(|i| i.generation),
+        catalog_fingerprint: live.map(|i| i.catalog_fingerprint.clone()),
+        stale: live.is_some_and(|i| i.catalog_fingerprint != built_with),
+        last_rebuild: app.rebuilds.describe(model),
+    })
     .into_response())
 }
 
 // ---- admin ------------------------------------------------------------------------------
 
-pub async fn list_stores(State(app): State<AppState>, ctx: Ctx, params: Params) -> Reply {
-    ctx.principal.require(Role::Admin)?;
+/// Stores by internal status, in store id order.
+#[utoipa::path(get, path = "/v1/admin/stores", tag = "admin", operation_id = "listStores",
+    params(
+        ("internalStatus" = Option<wire::InternalStatus>, Query, description = "Only stores with this status"),
+        ("cursor" = Option<Uuid>, Query, description = "The `nextCursor` of the previous page"),
+        ("limit" = Option<i64>, Query, description = "Default 100", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "A page of stores", body = wire::Page<wire::StoreView>),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
     let status = params
         .get("internalStatus")
         .map(|s| {
-            InternalStatus::parse(s).ok_or_else(|| ApiError::validation("internalStatus", "is not an internal status"))
+            serde_json::from_value::<wire::InternalStatus>(serde_json::Value::String(s.to_owned()))
+                .map(render::internal_status_of)
+                .map_err(|_| ApiError::validation("internalStatus", "is not an internal status"))
         })
         .transpose()?;
     let limit = params.int("limit", 100, 1..=1000)?;
@@ -496,45 +764,46 @@ pub async fn list_stores(State(app): State<AppState>, ctx: Ctx, params: Params) 
         .get("cursor")
         .map(|c| StoreId::parse(c).map_err(|_| ApiError::validation("cursor", "is not a cursor")))
         .transpose()?;
-    let rows = planledger_projections::tenant_state::list(app.service.log(), status.map(|s| s.as_str()), cursor, limit)
-        .await?;
+    let rows =
+        planledger_projections::tenant_state::list(app.service.log(), status.map(|s| s.as_str()), cursor, limit + 1)
+            .await?;
     let now = app.service.clock().now();
     let catalog = app.service.catalog();
-    let next = if rows.len() as i64 == limit { rows.last().map(|r| r.store_id.to_string()) } else { None };
-    let items: Vec<Value> =
-        rows.iter().map(|r| views::store_view(r.store_id, &r.state, r.version, now, catalog)).collect();
-    Ok(Json(json!({ "items": items, "nextCursor": next })).into_response())
+    let items = rows.iter().map(|r| render::store_view(r.store_id, &r.state, r.version, now, catalog)).collect();
+    Ok(Json::ok(&page(items, limit, |s: &wire::StoreView| s.store_id.to_string())).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ExtensionsBody {
-    store_ids: Vec<String>,
-    kind: String,
-    days: i64,
-    reason: String,
-}
-
-pub async fn bulk_extensions(State(app): State<AppState>, ctx: Ctx, body: JsonBody<ExtensionsBody>) -> Reply {
-    ctx.principal.require(Role::Admin)?;
+/// Extend trials, grace periods or maintenance windows in bulk.
+#[utoipa::path(post, path = "/v1/admin/stores/extensions", tag = "admin", operation_id = "extendStores",
+    request_body = wire::Extensions,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry: each store keeps its first answer", pattern = r"^[!-~]{1,255}$")),
+    responses(
+        (status = 200, description = "Each store's result", body = wire::ExtensionResults),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn bulk_extensions(State(app): State<AppState>, ctx: Ctx, body: JsonBody<wire::Extensions>) -> Reply {
     let b = body.value;
     if b.store_ids.is_empty() || b.store_ids.len() > 1000 {
         return Err(ApiError::validation("storeIds", "must list 1 to 1000 stores"));
     }
-    let stores = b
-        .store_ids
-        .iter()
-        .map(|id| StoreId::parse(id).map_err(|_| ApiError::validation("storeIds", format!("{id:?} is not a UUID"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let kind = ExtensionKind::parse(&b.kind)?;
+    let kind = match b.kind {
+        wire::ExtensionKind::Trial => planledger_domain::ExtensionKind::Trial,
+        wire::ExtensionKind::Grace => planledger_domain::ExtensionKind::Grace,
+        wire::ExtensionKind::Maintenance => planledger_domain::ExtensionKind::Maintenance,
+    };
     let days = Days::parse(b.days)?;
     let reason = Reason::parse(&b.reason)?;
     // Each store keeps the first answer to the request's key, so a retried bulk request
     // extends no store twice (and answers as it first did).
-    let meta = meta(&ctx, &Method::POST, "/v1/admin/stores/extensions", &body.canonical);
-    let mut tasks = Vec::with_capacity(stores.len());
-    for store in stores {
-        let service = app.service.clone();
+    let meta = meta(&ctx, "/v1/admin/stores/extensions", &body.canonical);
+    let mut tasks = Vec::with_capacity(b.store_ids.len());
+    for id in b.store_ids {
+        let (service, store) = (app.service.clone(), StoreId::new(id));
         let command = Command::Extend { kind, days, reason: reason.clone() };
         let meta = meta.clone();
         tasks.push(tokio::spawn(async move { (store, service.execute(store, command, meta).await) }));
@@ -542,16 +811,18 @@ pub async fn bulk_extensions(State(app): State<AppState>, ctx: Ctx, body: JsonBo
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
         let (store, outcome) = task.await.map_err(|_| ApiError::Internal)?;
-        results.push(match outcome {
-            Ok(answer) => json!({ "storeId": store, "status": answer.status, "ok": answer.status < 300,
-                                  "error": answer.body.get("error").cloned() }),
-            Err(e) => {
-                let error = ApiError::from(e);
-                json!({ "storeId": store, "status": error.status().as_u16(), "ok": false, "error": error.code() })
-            }
+        let (status, error) = match outcome.map_err(ApiError::from).and_then(|a| answer(&app, a)) {
+            Ok(response) => (response.status(), None),
+            Err(e) => (e.status(), Some(e.code())),
+        };
+        results.push(wire::ExtensionResult {
+            store_id: store.as_uuid(),
+            status: status.as_u16(),
+            ok: status.is_success(),
+            error: error.or_else(|| (!status.is_success()).then_some(wire::ErrorCode::Internal)),
         });
     }
-    Ok(Json(json!({ "results": results })).into_response())
+    Ok(Json::ok(&wire::ExtensionResults { results }).into_response())
 }
 
 // ---- test clock -------------------------------------------------------------------------
@@ -560,83 +831,127 @@ fn test_clock(app: &AppState) -> Result<&planledger_service::TestClock, ApiError
     app.service.clock().as_test_clock().ok_or(ApiError::NotFound)
 }
 
-fn clock_body(now: DateTime<Utc>) -> Response {
-    Json(json!({ "now": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true) })).into_response()
+fn clock_reading(now: DateTime<Utc>) -> Response {
+    Json::ok(&wire::ClockReading { now }).into_response()
 }
 
-pub async fn get_test_clock(State(app): State<AppState>, ctx: Ctx) -> Reply {
-    ctx.principal.require(Role::Admin)?;
+/// The test clock (`PLANLEDGER_TEST_CLOCK=1` only; 404 otherwise).
+#[utoipa::path(get, path = "/v1/test-clock", tag = "test clock", operation_id = "getTestClock",
+    responses(
+        (status = 200, description = "The clock", body = wire::ClockReading),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        (status = 404, description = "No test clock", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn get_test_clock(State(app): State<AppState>) -> Reply {
     let clock = test_clock(&app)?;
-    Ok(clock_body(planledger_service::Clock::now(clock)))
+    Ok(clock_reading(planledger_service::Clock::now(clock)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetClockBody {
-    now: String,
-}
-
-pub async fn set_test_clock(State(app): State<AppState>, ctx: Ctx, body: JsonBody<SetClockBody>) -> Reply {
-    ctx.principal.require(Role::Admin)?;
+/// Set the test clock, then sweep deadlines.
+#[utoipa::path(put, path = "/v1/test-clock", tag = "test clock", operation_id = "setTestClock",
+    request_body = wire::SetClock,
+    responses(
+        (status = 200, description = "The clock", body = wire::ClockReading),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        (status = 404, description = "No test clock", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn set_test_clock(State(app): State<AppState>, body: JsonBody<wire::SetClock>) -> Reply {
     let clock = test_clock(&app)?;
-    let now = DateTime::parse_from_rfc3339(&body.value.now)
-        .map_err(|_| ApiError::validation("now", "must be an RFC 3339 time"))?
-        .with_timezone(&Utc);
-    clock.set(now);
+    clock.set(body.value.now);
     app.service.sweep().await?;
-    Ok(clock_body(planledger_service::Clock::now(clock)))
+    Ok(clock_reading(planledger_service::Clock::now(clock)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdvanceBody {
-    seconds: i64,
-}
-
-pub async fn advance_test_clock(State(app): State<AppState>, ctx: Ctx, body: JsonBody<AdvanceBody>) -> Reply {
-    ctx.principal.require(Role::Admin)?;
+/// Advance the test clock, then sweep deadlines.
+#[utoipa::path(post, path = "/v1/test-clock/advance", tag = "test clock", operation_id = "advanceTestClock",
+    request_body = wire::AdvanceClock,
+    responses(
+        (status = 200, description = "The clock", body = wire::ClockReading),
+        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        (status = 404, description = "No test clock", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
+        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+    ),
+    security(("bearer" = [])))]
+pub async fn advance_test_clock(State(app): State<AppState>, body: JsonBody<wire::AdvanceClock>) -> Reply {
     let clock = test_clock(&app)?;
     let seconds = body.value.seconds;
-    if !(0..=10 * 366 * 86_400).contains(&seconds) {
+    if !(0..=wire::MAX_ADVANCE_SECONDS).contains(&seconds) {
         return Err(ApiError::validation("seconds", "must be from 0 to ten years"));
     }
     let now = clock.advance(TimeDelta::seconds(seconds));
     // Deadlines that passed are appended before the answer, as the deadline worker would.
     app.service.sweep().await?;
-    Ok(clock_body(now))
+    Ok(clock_reading(now))
 }
 
 // ---- operations -------------------------------------------------------------------------
 
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "healthz",
+    responses((status = 200, description = "Up", body = wire::Health)))]
 pub async fn healthz() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
+    Json::ok(&wire::Health { status: "ok".to_owned() }).into_response()
 }
 
+/// The database is reachable and migrated (503 otherwise).
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready", body = wire::Readiness),
+        (status = 503, description = "Not ready", body = wire::Readiness, headers(("Retry-After" = u32))),
+    ))]
 pub async fn readyz(State(app): State<AppState>) -> Response {
+    use serde_json::{json, Map};
     let log = app.service.log();
-    let (ready, mut checks) = match log.pending_migrations().await {
-        Ok(0) => (true, json!({ "database": "ok", "migrations": "applied" })),
-        Ok(pending) => (false, json!({ "database": "ok", "migrations": format!("{pending} pending") })),
-        Err(_) => (false, json!({ "database": "unreachable" })),
+    let mut checks = Map::new();
+    let ready = match log.pending_migrations().await {
+        Ok(0) => {
+            checks.insert("database".into(), json!("ok"));
+            checks.insert("migrations".into(), json!("applied"));
+            true
+        }
+        Ok(pending) => {
+            checks.insert("database".into(), json!("ok"));
+            checks.insert("migrations".into(), json!(format!("{pending} pending")));
+            false
+        }
+        Err(_) => {
+            checks.insert("database".into(), json!("unreachable"));
+            false
+        }
     };
     if ready {
         // Read models built under another catalog are served while they are rebuilt: say so.
         if let Ok(info) = planledger_projections::schema::info(log).await {
-            let stale: Vec<&str> = info
-                .iter()
-                .filter(|i| i.catalog_fingerprint != planledger_projections::schema::built_with(app.service.catalog()))
-                .map(|i| i.name.as_str())
-                .collect();
-            checks["staleReadModels"] = json!(stale);
+            let built_with = planledger_projections::schema::built_with(app.service.catalog());
+            let stale: Vec<&str> =
+                info.iter().filter(|i| i.catalog_fingerprint != built_with).map(|i| i.name.as_str()).collect();
+            checks.insert("staleReadModels".into(), json!(stale));
         }
         if let Ok(lag) = planledger_projections::runtime::audit_lag(log, app.service.clock().now()).await {
-            checks["auditLag"] = json!({ "events": lag.events, "seconds": lag.seconds });
+            checks.insert("auditLag".into(), json!({ "events": lag.events, "seconds": lag.seconds }));
         }
     }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "ready": ready, "checks": checks }))).into_response()
+    let mut response = Json::new(status, &wire::Readiness { ready, checks }).into_response();
+    if !ready {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(crate::error::RETRY_AFTER_UNAVAILABLE));
+    }
+    response
 }
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let mut text = app.http_metrics.render(&app.service);
     if let Ok(lag) = planledger_projections::runtime::audit_lag(app.service.log(), app.service.clock().now()).await {
@@ -651,14 +966,13 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-pub async fn openapi(State(_app): State<AppState>) -> Response {
-    Json(crate::openapi_document()).into_response()
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi(State(app): State<AppState>) -> Response {
+    Json::ok(&crate::openapi::document(app.service.catalog())).into_response()
 }
 
 pub async fn not_found() -> ApiError {
     ApiError::NotFound
-}
-
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
 }

@@ -33,6 +33,7 @@ async fn state(tokens: Tokens) -> (AppState, planledger_testkit::SqliteTestDatab
         Arc::new(SystemClock),
         ServiceConfig::default(),
         journal,
+        Arc::new(planledger_api::render::JsonRenderer),
     );
     (AppState::new(service, tokens, Arc::default()), db)
 }

@@ -169,6 +169,7 @@ async fn hostile_requests_never_cause_a_5xx_or_a_write() {
         Arc::new(SystemClock),
         ServiceConfig::default(),
         journal,
+        Arc::new(planledger_api::render::JsonRenderer),
     );
     let state = AppState::new(
         service,

@@ -10,8 +10,39 @@ use crate::catalog::Period;
 use crate::event::{Event, TransitionReason};
 use crate::values::{ActionName, Amount, Days, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName};
 
-/// The most a plan transition's metadata may weigh, serialized.
-pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// A plan transition's metadata is a flat object: at most this many fields,
+pub const METADATA_MAX_FIELDS: usize = 8;
+/// named by 1 to this many characters (no NUL),
+pub const METADATA_MAX_NAME_CHARS: usize = 40;
+/// each a number, a boolean, null, or text of at most this many characters (no NUL). Together
+/// these keep it under 8 KiB serialized, and every part of the rule is one a JSON Schema states.
+pub const METADATA_MAX_TEXT_CHARS: usize = 120;
+
+/// Checks a plan transition's metadata against the rule above.
+pub fn validate_metadata(metadata: &Value) -> Result<(), crate::values::InvalidValue> {
+    let invalid = || {
+        crate::values::InvalidValue::new(
+            "metadata",
+            "must be an object of at most 8 fields (names of 1 to 40 characters), each text of at most 120 characters, a number, a boolean or null; no NUL characters",
+        )
+    };
+    let fields = metadata.as_object().ok_or_else(invalid)?;
+    let text_ok = |s: &str, min: usize, max: usize| (min..=max).contains(&s.chars().count()) && !s.contains('\0');
+    let ok = fields.len() <= METADATA_MAX_FIELDS
+        && fields.iter().all(|(name, value)| {
+            text_ok(name, 1, METADATA_MAX_NAME_CHARS)
+                && match value {
+                    Value::String(text) => text_ok(text, 0, METADATA_MAX_TEXT_CHARS),
+                    Value::Number(_) | Value::Bool(_) | Value::Null => true,
+                    Value::Array(_) | Value::Object(_) => false,
+                }
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid())
+    }
+}
 
 /// Which deadline an admin extends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

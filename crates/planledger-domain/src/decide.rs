@@ -8,13 +8,13 @@ use std::borrow::Cow;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::catalog::{Anchor, Catalog, Period, PlanKind};
-use crate::command::{Command, Consumption, ExtensionKind, TransitionPlan, MAX_METADATA_BYTES};
+use crate::command::{validate_metadata, Command, Consumption, ExtensionKind, TransitionPlan};
 use crate::error::DomainError;
 use crate::event::Event;
 use crate::gate::{gate_on_effective, GateDecision};
 use crate::period::{local_day, window_at};
 use crate::state::{evolve, ActionUsage, Phase, TenantState};
-use crate::values::{ActionName, Amount, InvalidValue, TimeZoneName};
+use crate::values::{ActionName, Amount, TimeZoneName};
 
 /// The events `command` produces on `state` at `now`, due transitions first; or why not.
 pub fn decide(
@@ -224,13 +224,7 @@ fn transition_plan(
         ));
     }
     if let Some(metadata) = &t.metadata {
-        let size = serde_json::to_vec(metadata).map_or(usize::MAX, |bytes| bytes.len());
-        if !metadata.is_object() || size > MAX_METADATA_BYTES {
-            return Err(DomainError::Validation(InvalidValue::new(
-                "metadata",
-                "must be a JSON object of at most 8 KiB",
-            )));
-        }
+        validate_metadata(metadata).map_err(DomainError::Validation)?;
     }
     let activates_subscription =
         to.kind == PlanKind::Paid && !matches!(state.phase, Phase::Active { .. } | Phase::PastDue { .. });

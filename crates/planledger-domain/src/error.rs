@@ -1,4 +1,5 @@
-//! The rules' refusals: each with a stable code, an HTTP status and a message for people.
+//! The rules' refusals: each with a stable code and a message for people. How a refusal is
+//! carried to a caller (an HTTP status, a body) is the edge's business, not the rules'.
 
 use chrono::{DateTime, Utc};
 
@@ -6,12 +7,47 @@ use crate::command::ExtensionKind;
 use crate::status::{InternalStatus, SubscriptionStatus};
 use crate::values::{InvalidValue, PlanId};
 
-/// A refused access gate, with the body fields the seed's clients expect (SPEC 4).
+/// Why a gate refused (SPEC 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GateReason {
+    /// No trial and no subscription.
+    NoSubscription,
+    /// In maintenance: may update, not grow.
+    MaintenanceNoGrowth,
+    /// Frozen: read-only.
+    AccountFrozen,
+    /// Canceled: read-only.
+    SubscriptionCanceled,
+}
+
+impl GateReason {
+    pub const ALL: [GateReason; 4] =
+        [Self::NoSubscription, Self::MaintenanceNoGrowth, Self::AccountFrozen, Self::SubscriptionCanceled];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NoSubscription => "no_subscription",
+            Self::MaintenanceNoGrowth => "maintenance_no_growth",
+            Self::AccountFrozen => "account_frozen",
+            Self::SubscriptionCanceled => "subscription_canceled",
+        }
+    }
+
+    /// What the store's people read.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::NoSubscription => "This store has no trial or subscription. Start a trial or subscribe to continue.",
+            Self::MaintenanceNoGrowth => "Your trial has ended and your account is in maintenance mode: you can update what you have, but not add anything new. Upgrade to grow again.",
+            Self::AccountFrozen => "Your account is in read-only mode. Your storefront and directory listing remain visible, but you cannot make changes. Please upgrade to regain full access.",
+            Self::SubscriptionCanceled => "Your subscription was canceled, so your account is read-only. Subscribe again or contact support to make changes.",
+        }
+    }
+}
+
+/// A refused access gate, with the fields the seed's clients expect (SPEC 4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateRefusal {
-    pub code: &'static str,
-    pub http_status: u16,
-    pub message: &'static str,
+    pub reason: GateReason,
     pub subscription_status: SubscriptionStatus,
     pub subscription_tier: Option<String>,
     pub internal_status: InternalStatus,
@@ -26,7 +62,7 @@ pub enum DomainError {
     StoreNotFound,
     #[error("the store is already registered with another name or time zone")]
     StoreExists,
-    #[error("{}", .0.message)]
+    #[error("{}", .0.reason.message())]
     Gate(GateRefusal),
     #[error("a trial was already used on this store; an admin can restart it with forceReset and a reason")]
     TrialAlreadyUsed,
@@ -72,7 +108,7 @@ impl DomainError {
         match self {
             DomainError::StoreNotFound => "store_not_found",
             DomainError::StoreExists => "store_exists",
-            DomainError::Gate(refusal) => refusal.code,
+            DomainError::Gate(refusal) => refusal.reason.code(),
             DomainError::TrialAlreadyUsed => "trial_already_used",
             DomainError::SubscriptionActive => "subscription_active",
             DomainError::UnknownPlan(_) => "unknown_plan",
@@ -93,31 +129,6 @@ impl DomainError {
             DomainError::AlreadyRefunded => "already_refunded",
             DomainError::RefundWindowClosed => "refund_window_closed",
             DomainError::Validation(_) => "validation_failed",
-        }
-    }
-
-    pub fn http_status(&self) -> u16 {
-        match self {
-            DomainError::StoreNotFound | DomainError::ConsumptionNotFound => 404,
-            DomainError::Gate(refusal) => refusal.http_status,
-            DomainError::StoreExists
-            | DomainError::TrialAlreadyUsed
-            | DomainError::SubscriptionActive
-            | DomainError::PlanMismatch { .. }
-            | DomainError::NotInPhase(_)
-            | DomainError::NoActiveSubscription
-            | DomainError::NotPastDue
-            | DomainError::AlreadyRefunded
-            | DomainError::RefundWindowClosed => 409,
-            DomainError::QuotaExceeded { .. } => 429,
-            DomainError::UnknownPlan(_)
-            | DomainError::PlanNotTrialEligible(_)
-            | DomainError::NotAPaidPlan(_)
-            | DomainError::UnknownAction(_)
-            | DomainError::InvalidTransition(_)
-            | DomainError::InternalTier(_)
-            | DomainError::SubscriptionRequired
-            | DomainError::Validation(_) => 422,
         }
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::catalog::{ActionKind, Catalog};
-use crate::error::{DomainError, GateRefusal};
+use crate::error::{DomainError, GateReason, GateRefusal};
 use crate::state::TenantState;
 use crate::status::{status, status_of, InternalStatus, Status};
 use crate::values::ActionName;
@@ -39,11 +39,9 @@ pub(crate) fn gate_on_effective(state: &TenantState, catalog: &Catalog, kind: Ac
 pub fn gate_for(status: &Status, kind: ActionKind) -> GateDecision {
     use ActionKind::{Growth, Read, Update};
     use InternalStatus as S;
-    let refuse = |code: &'static str, http_status: u16, message: &'static str| {
+    let refuse = |reason: GateReason| {
         GateDecision::Refused(GateRefusal {
-            code,
-            http_status,
-            message,
+            reason,
             subscription_status: status.subscription_status,
             subscription_tier: status.tier.clone(),
             internal_status: status.internal_status,
@@ -61,25 +59,9 @@ pub fn gate_for(status: &Status, kind: ActionKind) -> GateDecision {
         (S::Grace, Update | Growth) => allow(vec![WARNING_GRACE]),
         (S::PastDue, Update | Growth) => allow(vec![WARNING_PAST_DUE]),
         (S::Maintenance, Update) => allow(vec![]),
-        (S::None, Update | Growth) => refuse(
-            "no_subscription",
-            402,
-            "This store has no trial or subscription. Start a trial or subscribe to continue.",
-        ),
-        (S::Maintenance, Growth) => refuse(
-            "maintenance_no_growth",
-            403,
-            "Your trial has ended and your account is in maintenance mode: you can update what you have, but not add anything new. Upgrade to grow again.",
-        ),
-        (S::Frozen, Update | Growth) => refuse(
-            "account_frozen",
-            403,
-            "Your account is in read-only mode. Your storefront and directory listing remain visible, but you cannot make changes. Please upgrade to regain full access.",
-        ),
-        (S::Canceled, Update | Growth) => refuse(
-            "subscription_canceled",
-            403,
-            "Your subscription was canceled, so your account is read-only. Subscribe again or contact support to make changes.",
-        ),
+        (S::None, Update | Growth) => refuse(GateReason::NoSubscription),
+        (S::Maintenance, Growth) => refuse(GateReason::MaintenanceNoGrowth),
+        (S::Frozen, Update | Growth) => refuse(GateReason::AccountFrozen),
+        (S::Canceled, Update | Growth) => refuse(GateReason::SubscriptionCanceled),
     }
 }

@@ -26,7 +26,7 @@ pub mod values;
 pub use catalog::{ActionKind, Catalog, CatalogError, Period, Plan, PlanKind};
 pub use command::{Command, Consumption, ExtensionKind, TransitionPlan};
 pub use decide::{decide, due_transitions, quota_position, QuotaPosition};
-pub use error::{DomainError, GateRefusal, UPGRADE_URL};
+pub use error::{DomainError, GateReason, GateRefusal, UPGRADE_URL};
 pub use event::{Event, EventDecodeError, TransitionReason};
 pub use gate::{gate, GateDecision};
 pub use state::{evolve, Phase, TenantState};

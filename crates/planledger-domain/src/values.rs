@@ -133,6 +133,11 @@ impl TimeZoneName {
     pub fn name(&self) -> &'static str {
         self.0.name()
     }
+
+    /// Every name `parse` accepts.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+    }
 }
 
 impl Default for TimeZoneName {
@@ -233,10 +238,12 @@ pub struct Reason(String);
 impl Reason {
     pub const MAX_LEN: usize = 500;
 
+    /// The rule is on the text as sent (so that a JSON Schema states it exactly); it is kept
+    /// trimmed.
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let trimmed = s.trim();
-        if trimmed.is_empty() || trimmed.chars().count() > Self::MAX_LEN || trimmed.contains('\0') {
-            return Err(InvalidValue::new("reason", "must be 1 to 500 characters, without NUL"));
+        if trimmed.is_empty() || s.chars().count() > Self::MAX_LEN || s.contains('\0') {
+            return Err(InvalidValue::new("reason", "must be 1 to 500 characters, without NUL, not only spaces"));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -266,7 +273,7 @@ pub struct SubscriptionId(String);
 
 impl SubscriptionId {
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        if s.is_empty() || s.len() > 200 || s.chars().any(char::is_control) {
+        if s.is_empty() || s.chars().count() > 200 || s.chars().any(char::is_control) {
             return Err(InvalidValue::new("subscriptionId", "must be 1 to 200 printable characters"));
         }
         Ok(Self(s.to_owned()))
@@ -298,8 +305,11 @@ pub struct StoreName(String);
 impl StoreName {
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let trimmed = s.trim();
-        if trimmed.is_empty() || trimmed.chars().count() > 200 || trimmed.chars().any(char::is_control) {
-            return Err(InvalidValue::new("name", "must be 1 to 200 characters, without control characters"));
+        if trimmed.is_empty() || s.chars().count() > 200 || s.chars().any(char::is_control) {
+            return Err(InvalidValue::new(
+                "name",
+                "must be 1 to 200 characters, without control characters, not only spaces",
+            ));
         }
         Ok(Self(trimmed.to_owned()))
     }

@@ -4,7 +4,6 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use planledger_domain::Event;
 use planledger_store::{AnyEventLog, AnyTx, RecordedEvent, StoreError};
-use serde_json::{json, Value};
 
 /// The live table.
 pub const LIVE: &str = "audit_log";
@@ -171,8 +170,21 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
-/// One page of the audit view (items as JSON) and the cursor of the next page.
-pub async fn query(log: &AnyEventLog, q: &AuditQuery) -> Result<(Vec<Value>, Option<i64>), StoreError> {
+/// One entry of the audit view, with its position (the cursor after it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub position: i64,
+    pub store_id: String,
+    pub version: i64,
+    pub event_type: String,
+    pub correlation_id: String,
+    pub actor: String,
+    pub recorded_at: DateTime<Utc>,
+    pub summary: String,
+}
+
+/// Up to `q.limit` entries of the audit view after position `q.after`.
+pub async fn query(log: &AnyEventLog, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
     let rows: Vec<AuditTuple<DateTime<Utc>>> = match log {
         AnyEventLog::Postgres(pg) => {
             sqlx::query_as(
@@ -214,27 +226,44 @@ pub async fn query(log: &AnyEventLog, q: &AuditQuery) -> Result<(Vec<Value>, Opt
                 .collect()
         }
     };
-    let next = if rows.len() as i64 == q.limit { rows.last().map(|r| r.0) } else { None };
-    let items = rows
+    Ok(rows
         .into_iter()
-        .map(|(_, store_id, version, event_type, correlation_id, actor, recorded_at, summary)| {
-            json!({
-                "storeId": store_id, "version": version, "type": event_type, "correlationId": correlation_id,
-                "actor": actor, "recordedAt": recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true), "summary": summary,
-            })
+        .map(|(position, store_id, version, event_type, correlation_id, actor, recorded_at, summary)| AuditRecord {
+            position,
+            store_id,
+            version,
+            event_type,
+            correlation_id,
+            actor,
+            recorded_at,
+            summary,
         })
-        .collect();
-    Ok((items, next))
+        .collect())
 }
 
-/// One page of the command journal, by store and/or correlation id.
+/// One command of the journal, with its id (the cursor after it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRecord {
+    pub id: i64,
+    pub store_id: String,
+    pub kind: String,
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub correlation_id: String,
+    pub actor: String,
+    pub idempotency_key: Option<String>,
+    pub duration_us: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Up to `limit` commands of the journal after id `after`, by store and/or correlation id.
 pub async fn journal(
     log: &AnyEventLog,
     store_id: Option<&str>,
     correlation_id: Option<&str>,
     after: i64,
     limit: i64,
-) -> Result<(Vec<Value>, Option<i64>), StoreError> {
+) -> Result<Vec<JournalRecord>, StoreError> {
     type Row = (i64, String, String, String, Option<String>, String, String, Option<String>, i64);
     let rows: Vec<(Row, DateTime<Utc>)> = match log {
         AnyEventLog::Postgres(pg) => {
@@ -270,16 +299,21 @@ pub async fn journal(
                 .collect()
         }
     };
-    let next = if rows.len() as i64 == limit { rows.last().map(|r| r.0 .0) } else { None };
-    let items = rows
+    Ok(rows
         .into_iter()
-        .map(|((_, store_id, kind, outcome, error_code, correlation_id, actor, idempotency_key, duration_us), at)| {
-            json!({
-                "storeId": store_id, "kind": kind, "outcome": outcome, "errorCode": error_code, "correlationId": correlation_id,
-                "actor": actor, "idempotencyKey": idempotency_key, "durationUs": duration_us,
-                "recordedAt": at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            })
+        .map(|((id, store_id, kind, outcome, error_code, correlation_id, actor, idempotency_key, duration_us), at)| {
+            JournalRecord {
+                id,
+                store_id,
+                kind,
+                outcome,
+                error_code,
+                correlation_id,
+                actor,
+                idempotency_key,
+                duration_us,
+                recorded_at: at,
+            }
         })
-        .collect();
-    Ok((items, next))
+        .collect())
 }

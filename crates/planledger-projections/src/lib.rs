@@ -7,8 +7,10 @@
 //! - Both are disposable: [`rebuild`] builds a new generation from the log beside the live one
 //!   and swaps it in. Their schemas live in `projections/<name>/v1/`; [`schema`] records which
 //!   generation is live and the catalog it was built with.
+//! - [`history`]: the one fold of a store's stream into its state, for every reader.
 
 pub mod audit;
+pub mod history;
 pub mod rebuild;
 pub mod runtime;
 pub mod schema;

@@ -19,11 +19,12 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use planledger_domain::{evolve, Catalog, Event, StoreId, TenantState};
+use planledger_domain::{Catalog, StoreId};
 use planledger_store::{AnyEventLog, AnyTx, Checkpoint, EventLog, RecordedEvent, StoreError, StreamId};
 use sqlx::Row;
 
 use crate::audit::{self, AuditRow};
+use crate::history::{fold_stream, Folded, Until};
 use crate::runtime::AUDIT_CONSUMER;
 use crate::schema::{self, execute_in, ReadModel};
 use crate::tenant_state;
@@ -131,28 +132,6 @@ impl<'a> LogPages<'a> {
     }
 }
 
-fn decode(recorded: &RecordedEvent) -> Result<Event, StoreError> {
-    Event::from_stored(&recorded.event_type, recorded.schema_version, recorded.data.clone(), recorded.recorded_at)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-/// A store's state folded up to `version`, whose last event was recorded `at`.
-#[derive(Debug, Default)]
-struct Folded {
-    state: TenantState,
-    version: i64,
-    at: DateTime<Utc>,
-}
-
-impl Folded {
-    fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), StoreError> {
-        self.state = evolve(std::mem::take(&mut self.state), &decode(recorded)?);
-        self.version = recorded.version;
-        self.at = recorded.recorded_at;
-        Ok(())
-    }
-}
-
 fn store_of(stream: &StreamId) -> Option<StoreId> {
     stream.as_str().strip_prefix("store-").and_then(|id| StoreId::parse(id).ok())
 }
@@ -205,8 +184,8 @@ async fn rebuild_tenant_state(
     for chunk in stores.chunks(1000) {
         let mut tx = log.begin().await?;
         for (store, folded) in chunk {
-            tenant_state::write_into(&mut tx, table, **store, &folded.state, folded.version, folded.at, catalog)
-                .await?;
+            let at = folded.at.unwrap_or_default();
+            tenant_state::write_into(&mut tx, table, **store, &folded.state, folded.version, at, catalog).await?;
         }
         log.commit(tx).await?;
     }
@@ -220,22 +199,13 @@ async fn rebuild_tenant_state(
     let changed = changed_since_build(&mut tx, table).await?;
     let mut caught_up = 0;
     for (store, built_version) in changed {
-        let mut folded = match states.remove(&store) {
+        let known = match states.remove(&store) {
             Some(known) if known.version == built_version => known,
             _ => Folded::default(),
         };
-        let stream = StreamId::parse(store.stream_name())?;
-        loop {
-            let page = log.read_stream(&stream, folded.version + 1, PAGE).await?;
-            let full = page.len() as i64 == PAGE;
-            for recorded in &page {
-                folded.apply(recorded)?;
-            }
-            if !full {
-                break;
-            }
-        }
-        tenant_state::write_into(&mut tx, table, store, &folded.state, folded.version, folded.at, catalog).await?;
+        let folded = fold_stream(log, store, known, Until::END, |_, _, _| Ok::<_, StoreError>(())).await?;
+        let at = folded.at.unwrap_or_default();
+        tenant_state::write_into(&mut tx, table, store, &folded.state, folded.version, at, catalog).await?;
         caught_up += 1;
     }
     swap_in(&mut tx, ReadModel::TenantState, table, generation, &schema::built_with(catalog), now).await?;

@@ -28,19 +28,6 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 /// The live table.
 pub const LIVE: &str = "tenant_state";
 
-/// Writes the row of `store` at `version` into the live table, in `tx`; a row already at a
-/// newer version is kept.
-pub async fn write_in(
-    tx: &mut AnyTx,
-    store: StoreId,
-    state: &TenantState,
-    version: i64,
-    now: DateTime<Utc>,
-    catalog: &Catalog,
-) -> Result<(), StoreError> {
-    write_into(tx, LIVE, store, state, version, now, catalog).await
-}
-
 /// Writes a row into `table` (the live one or a generation being rebuilt).
 #[allow(clippy::too_many_arguments)]
 pub async fn write_into(
@@ -243,7 +230,7 @@ fn rfc3339(at: Option<DateTime<Utc>>) -> serde_json::Value {
 
 /// Usage per action in its current period at `now`, with the limit and what remains: every
 /// action the plan limits or the store has used, by name.
-pub fn usage_of(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> serde_json::Value {
+fn usage_of(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> serde_json::Value {
     let effective = planledger_domain::effective_state(state, now, catalog);
     let plan = effective.plan_id.as_ref().and_then(|id| catalog.plan(id));
     let mut actions: Vec<_> = catalog

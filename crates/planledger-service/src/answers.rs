@@ -10,14 +10,13 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use planledger_domain::StoreId;
 use planledger_store::{AnyEventLog, AnyTx, StoreError};
-use serde_json::Value;
 
-use crate::views::Answer;
+use crate::outcome::RenderedAnswer;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredAnswer {
     pub request_hash: String,
-    pub answer: Answer,
+    pub answer: RenderedAnswer,
 }
 
 pub async fn load(
@@ -26,16 +25,16 @@ pub async fn load(
     keys: &[&str],
 ) -> Result<HashMap<String, StoredAnswer>, StoreError> {
     let store = store.to_string();
-    let rows: Vec<(String, String, i64, Value)> = match log {
+    let rows: Vec<(String, String, i64, String)> = match log {
         AnyEventLog::Postgres(pg) => {
-            let rows: Vec<(String, String, i32, sqlx::types::Json<Value>)> = sqlx::query_as(
+            let rows: Vec<(String, String, i32, String)> = sqlx::query_as(
                 "SELECT key, request_hash, status, body FROM idempotent_answers WHERE store_id = $1 AND key = ANY($2::text[])",
             )
             .bind(&store)
             .bind(keys)
             .fetch_all(pg.pool())
             .await?;
-            rows.into_iter().map(|(k, h, s, sqlx::types::Json(b))| (k, h, i64::from(s), b)).collect()
+            rows.into_iter().map(|(k, h, s, b)| (k, h, i64::from(s), b)).collect()
         }
         AnyEventLog::Sqlite(lite) => {
             let mut out = Vec::new();
@@ -47,11 +46,7 @@ pub async fn load(
                 .bind(key)
                 .fetch_optional(lite.readers())
                 .await?;
-                if let Some((k, h, s, b)) = row {
-                    let body =
-                        serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(format!("idempotent answer: {e}")))?;
-                    out.push((k, h, s, body));
-                }
+                out.extend(row);
             }
             out
         }
@@ -60,7 +55,7 @@ pub async fn load(
         .into_iter()
         .map(|(key, request_hash, status, body)| {
             let status = u16::try_from(status).unwrap_or(500);
-            (key, StoredAnswer { request_hash, answer: Answer { status, body } })
+            (key, StoredAnswer { request_hash, answer: RenderedAnswer { status, body } })
         })
         .collect())
 }
@@ -70,7 +65,7 @@ pub struct NewAnswer<'a> {
     pub store: StoreId,
     pub key: &'a str,
     pub request_hash: &'a str,
-    pub answer: &'a Answer,
+    pub answer: &'a RenderedAnswer,
     pub at: DateTime<Utc>,
 }
 
@@ -93,13 +88,13 @@ pub async fn insert_many_in(tx: &mut AnyTx, answers: &[NewAnswer<'_>]) -> Result
         AnyTx::Postgres(tx) => {
             sqlx::query(
                 "INSERT INTO idempotent_answers (store_id, key, request_hash, status, body, created_at)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::jsonb[], $6::timestamptz[])",
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[])",
             )
             .bind(answers.iter().map(|a| a.store.to_string()).collect::<Vec<_>>())
             .bind(answers.iter().map(|a| a.key).collect::<Vec<_>>())
             .bind(answers.iter().map(|a| a.request_hash).collect::<Vec<_>>())
             .bind(answers.iter().map(|a| i32::from(a.answer.status)).collect::<Vec<_>>())
-            .bind(answers.iter().map(|a| sqlx::types::Json(&a.answer.body)).collect::<Vec<_>>())
+            .bind(answers.iter().map(|a| a.answer.body.as_str()).collect::<Vec<_>>())
             .bind(answers.iter().map(|a| a.at).collect::<Vec<_>>())
             .execute(&mut **tx)
             .await
@@ -116,7 +111,7 @@ pub async fn insert_many_in(tx: &mut AnyTx, answers: &[NewAnswer<'_>]) -> Result
                 .bind(a.key)
                 .bind(a.request_hash)
                 .bind(i64::from(a.answer.status))
-                .bind(a.answer.body.to_string())
+                .bind(a.answer.body.as_str())
                 .bind(a.at.timestamp_micros())
                 .execute(&mut **tx)
                 .await

@@ -2,7 +2,8 @@
 //!
 //! - [`CommandService`] serves each store through a queue whose worker decides waiting
 //!   commands in order and appends them in one transaction (see `service.rs`).
-//! - [`views`] builds what clients see: the store view and each command's answer.
+//! - [`outcome`]: what a command became (accepted with its facts, refused with a reason), in
+//!   types; the edge renders them.
 //! - [`Journal`] records every command, accepted or refused, off the hot path.
 //! - [`Clock`]: the one clock decisions read; a settable [`TestClock`] for tests.
 
@@ -10,13 +11,13 @@ mod answers;
 pub mod clock;
 pub mod faults;
 pub mod journal;
+pub mod outcome;
 pub mod service;
-pub mod views;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use faults::InjectedFaults;
 pub use journal::{Journal, JournalEntry};
+pub use outcome::{Accepted, Answer, Outcome, Refusal, RenderedAnswer, Renderer};
 pub use service::{
     CommandMeta, CommandService, FaultInjector, IdempotencyRequest, ServiceConfig, ServiceError, ServiceMetrics,
 };
-pub use views::Answer;

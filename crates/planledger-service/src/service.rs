@@ -21,6 +21,7 @@ use planledger_domain::state::FOLD_VERSION;
 use planledger_domain::{
     decide, due_transitions, evolve, Catalog, Command, Consumption, DomainError, Event, StoreId, TenantState,
 };
+use planledger_projections::history::{fold_stream, Folded, Until};
 use planledger_projections::tenant_state;
 use planledger_store::{
     AnyEventLog, EventLog, IdempotencyKey, NewEvent, Snapshot, StoreError, StreamAppend, StreamAppendOutcome, StreamId,
@@ -31,7 +32,7 @@ use uuid::Uuid;
 use crate::answers;
 use crate::clock::Clock;
 use crate::journal::{Journal, JournalEntry};
-use crate::views::{self, Answer};
+use crate::outcome::{Accepted, Answer, Outcome, Refusal, RenderedAnswer, Renderer};
 
 /// Faults to inject into the commit path, for the simulator and the tests of what the command
 /// path does when the database misbehaves (a commit that fails, a commit that succeeds but
@@ -83,11 +84,19 @@ pub struct CommandMeta {
     /// The token's name, or `system` for the deadline worker.
     pub actor: String,
     pub idempotency: Option<IdempotencyRequest>,
+    /// Decide only if the store's stream is at this version (the caller's `If-Match`); else
+    /// the command is refused with [`Refusal::VersionMoved`].
+    pub expected_version: Option<i64>,
 }
 
 impl CommandMeta {
     pub fn system(correlation_id: impl Into<String>) -> Self {
-        Self { correlation_id: correlation_id.into(), actor: "system".to_owned(), idempotency: None }
+        Self {
+            correlation_id: correlation_id.into(),
+            actor: "system".to_owned(),
+            idempotency: None,
+            expected_version: None,
+        }
     }
 }
 
@@ -108,6 +117,9 @@ pub enum ServiceError {
     /// Nothing is decided again: a retry with the same `Idempotency-Key` gets the answer.
     #[error("the database did not confirm whether this command was recorded")]
     OutcomeUnknown,
+    /// The request's `Idempotency-Key` was first used with another request.
+    #[error("this Idempotency-Key was used with another request")]
+    KeyReused,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -158,6 +170,7 @@ struct Inner {
     journal: Journal,
     metrics: Arc<ServiceMetrics>,
     committer: mpsc::Sender<CommitRequest>,
+    renderer: Arc<dyn Renderer>,
 }
 
 /// A store worker's decided batch, ready to be written.
@@ -169,7 +182,7 @@ struct CommitRequest {
     state: TenantState,
     now: DateTime<Utc>,
     /// First answers to store for their idempotency keys.
-    answers: Vec<(IdempotencyRequest, Answer)>,
+    answers: Vec<(IdempotencyRequest, RenderedAnswer)>,
     reply: oneshot::Sender<Result<i64, AppendFailure>>,
 }
 
@@ -202,6 +215,7 @@ impl CommandService {
         clock: Arc<dyn Clock>,
         config: ServiceConfig,
         journal: Journal,
+        renderer: Arc<dyn Renderer>,
     ) -> Self {
         let metrics = Arc::new(ServiceMetrics::default());
         let (committer, requests) = mpsc::channel(8192);
@@ -223,6 +237,7 @@ impl CommandService {
                 journal,
                 metrics,
                 committer,
+                renderer,
             }),
         }
     }
@@ -310,8 +325,10 @@ impl CommandService {
         started: Instant,
     ) {
         let (outcome, error_code) = match result {
-            Ok(answer) if answer.status < 300 => ("accepted", None),
-            Ok(answer) => ("refused", answer.body.get("error").and_then(|e| e.as_str()).map(str::to_owned)),
+            Ok(Answer::Decided(Outcome::Accepted(_))) => ("accepted", None),
+            Ok(Answer::Decided(Outcome::Refused(refusal))) => ("refused", Some(refusal.code().to_owned())),
+            Ok(Answer::Replayed(_)) => ("replayed", None),
+            Err(ServiceError::KeyReused) => ("refused", Some("idempotency_key_reused".to_owned())),
             Err(ServiceError::ConcurrencyConflict) => ("failed", Some("concurrency_conflict".to_owned())),
             Err(ServiceError::OutcomeUnknown) => ("unknown", Some("outcome_unknown".to_owned())),
             Err(ServiceError::Unavailable(_)) => ("failed", Some("storage_unavailable".to_owned())),
@@ -403,11 +420,11 @@ struct Worker {
 enum Decided {
     /// Answered with nothing to record: a replay of a stored answer, a key reused with another
     /// body, or a command to a store that does not exist (nothing executes, nothing is kept).
-    Answered(Answer),
+    Answered(Result<Answer, ServiceError>),
     /// Decided on the batch's state, accepted or refused: its answer holds once the batch
     /// commits (or, if the batch appends nothing, once the stream's version is confirmed).
-    /// `store_key` keeps it as the first answer to its `Idempotency-Key`.
-    Recorded { answer: Answer, store_key: Option<IdempotencyRequest> },
+    /// `stored` is its rendering, kept as the first answer to its `Idempotency-Key`.
+    Recorded { outcome: Outcome, stored: Option<(IdempotencyRequest, RenderedAnswer)> },
     /// The same key appeared earlier in this batch: answer as that job did.
     SameAs(usize),
 }
@@ -476,27 +493,10 @@ impl Worker {
 
     /// Folds the events appended after `loaded` (by another node) into it.
     async fn catch_up(&self, loaded: Loaded) -> Result<Loaded, ServiceError> {
-        let log = &self.inner.log;
-        let stream = stream_of(self.store)?;
-        let Loaded { mut version, mut state } = loaded;
-        loop {
-            let page = log.read_stream(&stream, version + 1, 1000).await?;
-            let full = page.len() == 1000;
-            for recorded in page {
-                let event = Event::from_stored(
-                    &recorded.event_type,
-                    recorded.schema_version,
-                    recorded.data,
-                    recorded.recorded_at,
-                )
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                state = evolve(state, &event);
-                version = recorded.version;
-            }
-            if !full {
-                return Ok(Loaded { version, state });
-            }
-        }
+        let from = Folded::at_version(loaded.state, loaded.version);
+        let folded =
+            fold_stream(&self.inner.log, self.store, from, Until::END, |_, _, _| Ok::<_, ServiceError>(())).await?;
+        Ok(Loaded { version: folded.version, state: folded.state })
     }
 
     fn new_event(
@@ -601,6 +601,7 @@ impl Worker {
                     working = evolve(working, event);
                 }
             }
+            let due_count = events.len();
 
             let mut decided: Vec<Decided> = Vec::with_capacity(jobs.len());
             let mut seen: HashMap<&str, (usize, &str)> = HashMap::new();
@@ -608,41 +609,61 @@ impl Worker {
                 if let Some(request) = &job.meta.idempotency {
                     if let Some(first) = stored.get(&request.key) {
                         inner.metrics.replays.fetch_add(1, Ordering::Relaxed);
-                        decided.push(Decided::Answered(replay_or_reused(first, request, &job.meta)));
+                        decided.push(Decided::Answered(replay_or_reused(first, request)));
                         continue;
                     }
                     if let Some((earlier, hash)) = seen.get(request.key.as_str()) {
                         decided.push(if *hash == request.request_hash {
                             Decided::SameAs(*earlier)
                         } else {
-                            Decided::Answered(key_reused(&job.meta))
+                            Decided::Answered(Err(ServiceError::KeyReused))
                         });
                         continue;
                     }
                     seen.insert(request.key.as_str(), (index, request.request_hash.as_str()));
                 }
-                let store_key = job.meta.idempotency.clone();
-                match decide(&working, &job.command, now, catalog) {
-                    Ok(own) => {
-                        let causation = Uuid::now_v7().to_string();
-                        for event in &own {
-                            events.push(self.new_event(event, &job.meta, &job.meta.actor, &causation, now));
-                            working = evolve(working, event);
+                // The version the caller could have seen: the log's, and the commands before
+                // this one in the batch; not the due transitions this batch decided first.
+                let seen_version = loaded.version + (events.len() - due_count) as i64;
+                let outcome = match job.meta.expected_version {
+                    Some(expected) if working.is_registered() && expected != seen_version => {
+                        Outcome::Refused(Refusal::VersionMoved { expected, current: seen_version })
+                    }
+                    _ => match decide(&working, &job.command, now, catalog) {
+                        Ok(own) => {
+                            let causation = Uuid::now_v7().to_string();
+                            for event in &own {
+                                events.push(self.new_event(event, &job.meta, &job.meta.actor, &causation, now));
+                                working = evolve(working, event);
+                            }
+                            Outcome::Accepted(Box::new(Accepted {
+                                store: self.store,
+                                command: job.command.clone(),
+                                facts: own,
+                                state: working.clone(),
+                                version: loaded.version + events.len() as i64,
+                                decided_at: now,
+                            }))
                         }
-                        let version = loaded.version + events.len() as i64;
-                        let answer = views::accepted(&job.command, &own, self.store, &working, version, now, catalog);
-                        decided.push(Decided::Recorded { answer, store_key });
-                    }
-                    Err(DomainError::StoreNotFound) => {
-                        decided.push(Decided::Answered(refusal(&DomainError::StoreNotFound, &job.meta)));
-                    }
-                    Err(error) => decided.push(Decided::Recorded { answer: refusal(&error, &job.meta), store_key }),
-                }
+                        Err(DomainError::StoreNotFound) => {
+                            // Nothing about an unknown store is kept, not even the answer.
+                            decided.push(Decided::Answered(Ok(Answer::Decided(Outcome::Refused(Refusal::Rule(
+                                DomainError::StoreNotFound,
+                            ))))));
+                            continue;
+                        }
+                        Err(error) => Outcome::Refused(Refusal::Rule(error)),
+                    },
+                };
+                let stored = job.meta.idempotency.as_ref().map(|request| {
+                    (request.clone(), inner.renderer.render(&outcome, catalog, &job.meta.correlation_id))
+                });
+                decided.push(Decided::Recorded { outcome, stored });
             }
-            let answers: Vec<(IdempotencyRequest, Answer)> = decided
+            let answers: Vec<(IdempotencyRequest, RenderedAnswer)> = decided
                 .iter()
                 .filter_map(|item| match item {
-                    Decided::Recorded { answer, store_key: Some(request) } => Some((request.clone(), answer.clone())),
+                    Decided::Recorded { stored: Some(stored), .. } => Some(stored.clone()),
                     _ => None,
                 })
                 .collect();
@@ -683,7 +704,7 @@ impl Worker {
                         match answers::load(&inner.log, self.store, &[request.key.as_str()]).await {
                             Ok(stored) => {
                                 if let Some(first) = stored.get(&request.key) {
-                                    return BatchResult::Done(vec![Ok(replay_or_reused(first, request, &job.meta))]);
+                                    return BatchResult::Done(vec![replay_or_reused(first, request)]);
                                 }
                             }
                             Err(e) => return all(e.into()),
@@ -715,7 +736,7 @@ impl Worker {
         loaded: &Loaded,
         events: Vec<NewEvent>,
         working: &TenantState,
-        answers: Vec<(IdempotencyRequest, Answer)>,
+        answers: Vec<(IdempotencyRequest, RenderedAnswer)>,
         now: DateTime<Utc>,
     ) -> Result<i64, AppendFailure> {
         let stream = stream_of(self.store).map_err(AppendFailure::Failed)?;
@@ -945,7 +966,7 @@ async fn probe(
 
 enum Witness {
     Event(Uuid),
-    Answer(StoreId, String, Answer),
+    Answer(StoreId, String, RenderedAnswer),
 }
 
 enum BatchResult {
@@ -984,34 +1005,28 @@ impl From<StoreError> for AppendFailure {
 }
 
 fn finish(decided: Vec<Decided>) -> Vec<Result<Answer, ServiceError>> {
-    let mut answers: Vec<Answer> = Vec::with_capacity(decided.len());
+    let mut results: Vec<Result<Answer, ServiceError>> = Vec::with_capacity(decided.len());
+    let mut renderings: Vec<Option<RenderedAnswer>> = Vec::with_capacity(decided.len());
     for item in decided {
-        let answer = match item {
-            Decided::Answered(answer) | Decided::Recorded { answer, .. } => answer,
-            Decided::SameAs(earlier) => answers[earlier].clone(),
+        let (result, rendering) = match item {
+            Decided::Answered(result) => (result, None),
+            Decided::Recorded { outcome, stored } => (Ok(Answer::Decided(outcome)), stored.map(|(_, r)| r)),
+            // A request sent twice at once is decided once: the second is a replay of the first.
+            Decided::SameAs(earlier) => match &renderings[earlier] {
+                Some(rendered) => (Ok(Answer::Replayed(rendered.clone())), None),
+                None => (results[earlier].clone(), None),
+            },
         };
-        answers.push(answer);
+        results.push(result);
+        renderings.push(rendering);
     }
-    answers.into_iter().map(Ok).collect()
+    results
 }
 
-fn refusal(error: &DomainError, meta: &CommandMeta) -> Answer {
-    Answer { status: error.http_status(), body: views::error_body(error, &meta.correlation_id) }
-}
-
-fn key_reused(meta: &CommandMeta) -> Answer {
-    views::plain_error(
-        422,
-        "idempotency_key_reused",
-        "this Idempotency-Key was used with another request body",
-        &meta.correlation_id,
-    )
-}
-
-fn replay_or_reused(first: &answers::StoredAnswer, request: &IdempotencyRequest, meta: &CommandMeta) -> Answer {
+fn replay_or_reused(first: &answers::StoredAnswer, request: &IdempotencyRequest) -> Result<Answer, ServiceError> {
     if first.request_hash == request.request_hash {
-        first.answer.clone()
+        Ok(Answer::Replayed(first.answer.clone()))
     } else {
-        key_reused(meta)
+        Err(ServiceError::KeyReused)
     }
 }

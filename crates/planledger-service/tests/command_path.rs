@@ -22,12 +22,43 @@ async fn setup(
     planledger_projections::schema::ensure(&log, "fp", Utc::now()).await.expect("schema");
     let clock: Arc<dyn Clock> = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 5, 4, 12, 0, 0).unwrap()));
     let (journal, writer) = Journal::spawn(log.clone());
-    let service = CommandService::new(log.clone(), Arc::new(Catalog::builtin()), clock, config, journal);
+    let service = CommandService::new(
+        log.clone(),
+        Arc::new(Catalog::builtin()),
+        clock,
+        config,
+        journal,
+        Arc::new(planledger_api::render::JsonRenderer),
+    );
     (service, log, writer, db)
 }
 
 fn meta() -> CommandMeta {
-    CommandMeta { correlation_id: "test".into(), actor: "tester".into(), idempotency: None }
+    CommandMeta { correlation_id: "test".into(), actor: "tester".into(), idempotency: None, expected_version: None }
+}
+
+/// An answer as a caller of the API sees it: a status and a JSON body.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    status: u16,
+    body: serde_json::Value,
+}
+
+trait SeenAs {
+    fn seen(self) -> Seen;
+}
+
+impl SeenAs for Result<Answer, ServiceError> {
+    fn seen(self) -> Seen {
+        let rendered = planledger_api::render::rendered(self, &Catalog::builtin(), "test");
+        Seen { status: rendered.status, body: serde_json::from_str(&rendered.body).expect("JSON") }
+    }
+}
+
+impl SeenAs for Answer {
+    fn seen(self) -> Seen {
+        Ok(self).seen()
+    }
 }
 
 fn consume() -> Command {
@@ -41,9 +72,9 @@ fn consume() -> Command {
 async fn trialing_store(service: &CommandService) -> StoreId {
     let store = StoreId::new(Uuid::new_v4());
     let register = Command::RegisterStore { store_id: store, name: None, time_zone: None };
-    assert_eq!(service.execute(store, register, meta()).await.expect("register").status, 201);
+    assert_eq!(service.execute(store, register, meta()).await.expect("register").seen().status, 201);
     let trial = Command::StartTrial { plan_id: None, days: None, force_reset: None };
-    assert_eq!(service.execute(store, trial, meta()).await.expect("trial").status, 201);
+    assert_eq!(service.execute(store, trial, meta()).await.expect("trial").seen().status, 201);
     store
 }
 
@@ -86,9 +117,9 @@ async fn a_conflict_catches_up_and_decides_again_on_the_new_state() {
     append_elsewhere(&log, store).await;
     // The cache says 0 of 10 used; the log says 9. The append conflicts, the worker catches up
     // and decides again: 1 more fits, the next does not.
-    let first = service.execute(store, consume(), meta()).await.expect("consume");
+    let first = service.execute(store, consume(), meta()).await.expect("consume").seen();
     assert_eq!((first.status, first.body["used"].as_u64()), (200, Some(10)), "{}", first.body);
-    let second = service.execute(store, consume(), meta()).await.expect("consume");
+    let second = service.execute(store, consume(), meta()).await.expect("consume").seen();
     assert_eq!((second.status, second.body["error"].as_str()), (429, Some("quota_exceeded")));
     assert!(service.metrics().conflicts.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }
@@ -109,7 +140,7 @@ async fn a_refusal_is_never_answered_from_a_stale_cache() {
         activated_at: Utc.with_ymd_and_hms(2026, 5, 4, 12, 0, 0).unwrap(),
     };
     append_event_elsewhere(&log, store, activated).await;
-    let answer = service.execute(store, consume(), meta()).await.expect("consume");
+    let answer = service.execute(store, consume(), meta()).await.expect("consume").seen();
     assert_eq!(
         (answer.status, answer.body["limit"].clone()),
         (200, serde_json::Value::Null),
@@ -132,7 +163,7 @@ async fn the_journal_records_accepted_and_refused_commands() {
     let (service, log, writer, _db) = setup(ServiceConfig::default()).await;
     let store = trialing_store(&service).await;
     let unknown = StoreId::new(Uuid::new_v4());
-    let refused = service.execute(unknown, consume(), meta()).await.expect("answer");
+    let refused = service.execute(unknown, consume(), meta()).await.expect("answer").seen();
     assert_eq!(refused.status, 404);
     service.shutdown();
     drop(service);
@@ -173,7 +204,8 @@ async fn snapshots_make_a_cold_load_read_only_the_tail() {
                 meta(),
             )
             .await
-            .unwrap();
+            .unwrap()
+            .seen();
         assert_eq!(answer.status, 200);
     }
     let stream = StreamId::parse(store.stream_name()).unwrap();
@@ -188,7 +220,7 @@ async fn snapshots_make_a_cold_load_read_only_the_tail() {
     assert_eq!(snapshot.map(|s| s.version), Some(10), "a snapshot at the 10th event");
     // The worker went idle and forgot the store; the next command loads snapshot + tail.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let answer = service.execute(store, consume(), meta()).await.unwrap();
+    let answer = service.execute(store, consume(), meta()).await.unwrap().seen();
     assert_eq!((answer.status, answer.body["used"].as_u64()), (200, Some(1)));
     let (state, version) = service.load_row(store).await.unwrap().unwrap();
     assert_eq!(version, 13);
@@ -225,12 +257,12 @@ async fn a_commit_that_errors_after_committing_is_found_in_the_log_not_decided_a
     let store = trialing_store(&service).await;
     // The commit happens, then reports an error (a connection lost after the server
     // committed). The committer asks the log, finds the event, and answers what happened.
-    let answer = service.execute(store, extend_trial(), meta()).await.expect("the extension is confirmed");
+    let answer = service.execute(store, extend_trial(), meta()).await.expect("the extension is confirmed").seen();
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(faults.injected(), 1);
     assert_eq!(count_of(&log, store, "TrialExtended").await, 1, "decided once, appended once");
     // The worker's state is right: a transition from the trial plan is decided on it.
-    let next = service.execute(store, extend_trial(), meta()).await.expect("next");
+    let next = service.execute(store, extend_trial(), meta()).await.expect("next").seen();
     assert_eq!(next.status, 200);
     assert_eq!(count_of(&log, store, "TrialExtended").await, 2);
 }
@@ -257,7 +289,7 @@ async fn a_commit_that_fails_before_committing_writes_nothing_and_keeps_the_cach
     assert!(matches!(refused, Err(ServiceError::Unavailable(_))), "a refused commit is a 503, not a 500: {refused:?}");
     let stream = StreamId::parse(store.stream_name()).unwrap();
     assert_eq!(log.stream_version(&stream).await.unwrap(), 0);
-    assert_eq!(service.execute(store, register, meta()).await.expect("again").status, 201);
+    assert_eq!(service.execute(store, register, meta()).await.expect("again").seen().status, 201);
 }
 
 #[tokio::test]
@@ -266,23 +298,24 @@ async fn a_keyed_refusal_is_stored_so_a_retry_gets_it_even_after_the_state_chang
     let store = trialing_store(&service).await;
     let mut consumptions = Vec::new();
     for _ in 0..10 {
-        consumptions.push(service.execute(store, consume(), meta()).await.unwrap().body["consumptionId"].clone());
+        consumptions
+            .push(service.execute(store, consume(), meta()).await.unwrap().seen().body["consumptionId"].clone());
     }
     let keyed = CommandMeta {
         idempotency: Some(planledger_service::IdempotencyRequest { key: "k-429".into(), request_hash: "h".into() }),
         ..meta()
     };
-    let first = service.execute(store, consume(), keyed.clone()).await.unwrap();
+    let first = service.execute(store, consume(), keyed.clone()).await.unwrap().seen();
     assert_eq!(first.status, 429);
     let id = Uuid::parse_str(consumptions[0].as_str().unwrap()).unwrap();
-    assert_eq!(service.refund(store, id, meta()).await.unwrap().status, 200, "room again");
-    let retry = service.execute(store, consume(), keyed.clone()).await.unwrap();
+    assert_eq!(service.refund(store, id, meta()).await.unwrap().seen().status, 200, "room again");
+    let retry = service.execute(store, consume(), keyed.clone()).await.unwrap().seen();
     assert_eq!(retry, first, "the answer to a key never changes");
     let other_body = CommandMeta {
         idempotency: Some(planledger_service::IdempotencyRequest { key: "k-429".into(), request_hash: "h2".into() }),
         ..meta()
     };
-    let reused = service.execute(store, consume(), other_body).await.unwrap();
+    let reused = service.execute(store, consume(), other_body).await.seen();
     assert_eq!((reused.status, reused.body["error"].as_str()), (422, Some("idempotency_key_reused")));
 }
 
@@ -291,7 +324,7 @@ async fn commands_to_unknown_stores_leave_no_worker_behind() {
     let (service, _log, _writer, _db) = setup(ServiceConfig::default()).await;
     let store = trialing_store(&service).await;
     for _ in 0..200 {
-        let answer = service.execute(StoreId::new(Uuid::new_v4()), consume(), meta()).await.unwrap();
+        let answer = service.execute(StoreId::new(Uuid::new_v4()), consume(), meta()).await.unwrap().seen();
         assert_eq!(answer.status, 404);
     }
     // Workers retire as soon as their batch is answered; the one registered store stays.
@@ -302,5 +335,5 @@ async fn commands_to_unknown_stores_leave_no_worker_behind() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(service.active_workers(), 1, "only the registered store keeps a worker");
-    assert_eq!(service.execute(store, consume(), meta()).await.unwrap().status, 200);
+    assert_eq!(service.execute(store, consume(), meta()).await.unwrap().seen().status, 200);
 }

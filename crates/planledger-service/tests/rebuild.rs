@@ -44,11 +44,18 @@ async fn open(postgres: bool, test: &str) -> Option<(AnyEventLog, Db)> {
 
 fn service(log: &AnyEventLog, clock: Arc<TestClock>) -> CommandService {
     let (journal, _writer) = Journal::spawn(log.clone());
-    CommandService::new(log.clone(), Arc::new(Catalog::builtin()), clock, ServiceConfig::default(), journal)
+    CommandService::new(
+        log.clone(),
+        Arc::new(Catalog::builtin()),
+        clock,
+        ServiceConfig::default(),
+        journal,
+        Arc::new(planledger_api::render::JsonRenderer),
+    )
 }
 
 fn meta() -> CommandMeta {
-    CommandMeta { correlation_id: "workload".into(), actor: "tester".into(), idempotency: None }
+    CommandMeta { correlation_id: "workload".into(), actor: "tester".into(), idempotency: None, expected_version: None }
 }
 
 /// A small deterministic generator, so a failing workload can be replayed.
@@ -240,7 +247,10 @@ async fn nothing_written_during_a_rebuild_is_missing(postgres: bool) {
                         amount: Amount::ONE,
                         consumption_id: Uuid::now_v7(),
                     };
-                    if service.execute(*store, command, meta()).await.unwrap().status == 200 {
+                    if matches!(
+                        service.execute(*store, command, meta()).await.unwrap(),
+                        planledger_service::Answer::Decided(planledger_service::Outcome::Accepted(_))
+                    ) {
                         written += 1;
                     }
                 }

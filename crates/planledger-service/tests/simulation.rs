@@ -109,7 +109,28 @@ struct Sent {
     /// The command's identity: retries with a key reuse it, nothing else does.
     correlation: String,
     key: Option<IdempotencyRequest>,
-    result: Result<Answer, ServiceError>,
+    result: Result<Seen, ServiceError>,
+}
+
+/// An answer as an API caller sees it: status, body, and the body's exact text.
+#[derive(Debug, Clone)]
+struct Seen {
+    status: u16,
+    body: serde_json::Value,
+    text: String,
+}
+
+/// The service's result as the API renders it. A key reused with another body is a 422 answer
+/// to the caller, like any refusal; the other failures stay failures.
+fn seen(result: Result<Answer, ServiceError>, catalog: &Catalog, correlation: &str) -> Result<Seen, ServiceError> {
+    match result {
+        Err(error) if error != ServiceError::KeyReused => Err(error),
+        result => {
+            let rendered = planledger_api::render::rendered(result, catalog, correlation);
+            let body = serde_json::from_str(&rendered.body).expect("answers are JSON");
+            Ok(Seen { status: rendered.status, body, text: rendered.body })
+        }
+    }
 }
 
 struct World {
@@ -138,7 +159,17 @@ async fn node(url: &str, catalog: &Arc<Catalog>, clock: &Arc<TestClock>, rng: &m
         ..ServiceConfig::default()
     };
     let (journal, _writer) = Journal::spawn(log.clone());
-    Node { service: CommandService::new(log, catalog.clone(), clock.clone(), config, journal), faults }
+    Node {
+        service: CommandService::new(
+            log,
+            catalog.clone(),
+            clock.clone(),
+            config,
+            journal,
+            Arc::new(planledger_api::render::JsonRenderer),
+        ),
+        faults,
+    }
 }
 
 fn plan(id: &str) -> PlanId {
@@ -192,8 +223,12 @@ impl World {
         let kind = command.kind();
         let key = keyed.then(|| IdempotencyRequest { key: format!("key-{correlation}"), request_hash: body });
         for attempt in 0..3 {
-            let meta =
-                CommandMeta { correlation_id: correlation.clone(), actor: "sim".into(), idempotency: key.clone() };
+            let meta = CommandMeta {
+                correlation_id: correlation.clone(),
+                actor: "sim".into(),
+                idempotency: key.clone(),
+                expected_version: None,
+            };
             let service = {
                 let nodes = self.nodes.read().await;
                 nodes[rng.below(nodes.len())].service.clone()
@@ -202,6 +237,7 @@ impl World {
                 Command::Refund { consumption_id, .. } => service.refund(store, *consumption_id, meta).await,
                 other => service.execute(store, fresh(other), meta).await,
             };
+            let result = seen(result, &self.catalog, &correlation);
             if let Ok(answer) = &result {
                 if let Some(id) = answer.body.get("consumptionId").and_then(|v| v.as_str()) {
                     if answer.status == 200 && kind == "consume" {
@@ -397,7 +433,7 @@ struct Summary {
 }
 
 /// Which commands, when accepted, append exactly one event of their own.
-fn appends_when_accepted(kind: &str, answer: &Answer) -> Option<bool> {
+fn appends_when_accepted(kind: &str, answer: &Seen) -> Option<bool> {
     match kind {
         "consume" | "refund" | "transition_plan" | "extend" => Some(true),
         "register_store" | "start_trial" => Some(answer.status == 201),
@@ -507,10 +543,11 @@ async fn check(world: &World, service: &CommandService) -> Vec<String> {
                 continue;
             }
             if request.request_hash == *hash {
-                if answer.status != *status || answer.body != *body {
+                // Word for word: the replay is the stored text itself.
+                if answer.status != *status || answer.text != *body {
                     problems.push(format!(
                         "key {key}: answered {} {} but the first answer was {status} {body}",
-                        answer.status, answer.body
+                        answer.status, answer.text
                     ));
                 }
             } else if answer.body["error"] != "idempotency_key_reused" {
@@ -563,7 +600,7 @@ fn recount(
     total.max(0) as u64
 }
 
-async fn stored_answers(db: &Db) -> HashMap<(String, String), (String, u16, serde_json::Value)> {
+async fn stored_answers(db: &Db) -> HashMap<(String, String), (String, u16, String)> {
     let rows: Vec<(String, String, String, i64, String)> = match db {
         Db::Sqlite(lite) => {
             let pool = sqlx::SqlitePool::connect(&lite.url).await.unwrap();
@@ -583,11 +620,7 @@ async fn stored_answers(db: &Db) -> HashMap<(String, String), (String, u16, serd
             rows
         }
     };
-    rows.into_iter()
-        .map(|(store, key, hash, status, body)| {
-            ((store, key), (hash, status as u16, serde_json::from_str(&body).unwrap()))
-        })
-        .collect()
+    rows.into_iter().map(|(store, key, hash, status, body)| ((store, key), (hash, status as u16, body))).collect()
 }
 
 fn seeds() -> std::ops::Range<u64> {

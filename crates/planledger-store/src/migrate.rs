@@ -33,6 +33,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "read_models",
         sql: include_str!("../../../migrations/postgres/0003_read_models.sql"),
     },
+    Migration {
+        version: 4,
+        name: "rendered_answers",
+        sql: include_str!("../../../migrations/postgres/0004_rendered_answers.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[

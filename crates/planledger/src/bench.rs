@@ -175,11 +175,18 @@ async fn open_log(url: &str, pool: u32) -> anyhow::Result<AnyEventLog> {
 
 fn service(log: &AnyEventLog, catalog: &Arc<Catalog>) -> CommandService {
     let (journal, _writer) = Journal::spawn(log.clone());
-    CommandService::new(log.clone(), catalog.clone(), Arc::new(SystemClock), ServiceConfig::default(), journal)
+    CommandService::new(
+        log.clone(),
+        catalog.clone(),
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+        journal,
+        Arc::new(planledger_api::render::JsonRenderer),
+    )
 }
 
 fn meta() -> CommandMeta {
-    CommandMeta { correlation_id: "bench".into(), actor: "bench".into(), idempotency: None }
+    CommandMeta { correlation_id: "bench".into(), actor: "bench".into(), idempotency: None, expected_version: None }
 }
 
 fn consume() -> Command {
@@ -379,7 +386,7 @@ async fn scenario_service(
             let (service, ids) = (service.clone(), ids.clone());
             Box::pin(async move {
                 let store = ids[(worker + fastrand_index(ids.len())) % ids.len()];
-                Ok(service.execute(store, consume(), meta()).await?.status == 200)
+                Ok(accepted(&service.execute(store, consume(), meta()).await?))
             })
         })
     };
@@ -532,8 +539,8 @@ async fn scenario_long_stream(url: &str, events: usize, samples: usize) -> anyho
         for _ in 0..samples {
             let t = Instant::now();
             let answer = service.execute(store, consume(), meta()).await?;
-            if answer.status != 200 {
-                bail!("{name}: consume refused: {}", answer.body);
+            if !accepted(&answer) {
+                bail!("{name}: consume refused: {answer:?}");
             }
             latencies.push(t.elapsed().as_micros() as u64);
         }
@@ -665,4 +672,8 @@ fn machine() -> Value {
         .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
         .map_or(0, |kb| kb / 1024 / 1024);
     json!({ "cpus": cpus, "memoryGiB": memory, "os": std::env::consts::OS })
+}
+
+fn accepted(answer: &planledger_service::Answer) -> bool {
+    matches!(answer, planledger_service::Answer::Decided(planledger_service::Outcome::Accepted(_)))
 }

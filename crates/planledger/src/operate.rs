@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, SecondsFormat, Utc};
-use planledger_domain::{evolve, quota_position, status, Catalog, Event, StoreId, TenantState};
+use planledger_domain::{quota_position, status, Catalog, StoreId, TenantState};
 use planledger_projections::audit::summary;
+use planledger_projections::history::{fold_stream, Folded, Until};
 use planledger_projections::rebuild::{rebuild, Progress};
 use planledger_projections::runtime::audit_lag;
 use planledger_projections::{schema, ReadModel};
-use planledger_store::{AnyEventLog, EventLog, StreamId};
+use planledger_store::AnyEventLog;
 
 fn line_of(state: &TenantState, at: DateTime<Utc>, catalog: &Catalog) -> String {
     let s = status(state, at, catalog);
@@ -29,59 +30,37 @@ pub async fn replay(
     other: Option<(&str, &Catalog)>,
 ) -> anyhow::Result<()> {
     let store = StoreId::parse(store).map_err(|_| anyhow!("--store must be a store id (a UUID), not {store:?}"))?;
-    let stream = StreamId::parse(store.stream_name())?;
     let mut out = std::io::stdout().lock();
-    let mut state = TenantState::default();
-    let mut from = 1;
-    let mut count = 0;
-    let mut last_time = None;
     writeln!(
         out,
         "{:>5}  {:<27} {:<24} {:<12} {:<38} {:<44} status / plan after",
         "ver", "recorded at", "type", "actor", "correlation id", "summary"
     )?;
-    'pages: loop {
-        let page = log.read_stream(&stream, from, 1000).await?;
-        let full = page.len() == 1000;
-        for recorded in page {
-            if at.is_some_and(|t| recorded.recorded_at > t) {
-                break 'pages;
-            }
-            let event = Event::from_stored(
-                &recorded.event_type,
-                recorded.schema_version,
-                recorded.data.clone(),
-                recorded.recorded_at,
-            )
-            .map_err(|e| anyhow!("event {} of the store cannot be read: {e}", recorded.version))?;
-            state = evolve(state, &event);
-            let mut after = line_of(&state, recorded.recorded_at, current);
-            if let Some((_, other)) = other {
-                let theirs = line_of(&state, recorded.recorded_at, other);
-                let mark = if theirs == after { ' ' } else { '*' };
-                after = format!("{after:<28} {mark} {theirs}");
-            }
-            let mut text = summary(&event);
-            text.truncate(44);
-            writeln!(
-                out,
-                "{:>5}  {:<27} {:<24} {:<12} {:<38} {:<44} {}",
-                recorded.version,
-                recorded.recorded_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                recorded.event_type,
-                recorded.actor,
-                recorded.correlation_id,
-                text,
-                after
-            )?;
-            from = recorded.version + 1;
-            count += 1;
-            last_time = Some(recorded.recorded_at);
+    let until = Until { version: None, time: at };
+    let folded = fold_stream(log, store, Folded::default(), until, |recorded, event, folded| {
+        let mut after = line_of(&folded.state, recorded.recorded_at, current);
+        if let Some((_, other)) = other {
+            let theirs = line_of(&folded.state, recorded.recorded_at, other);
+            let mark = if theirs == after { ' ' } else { '*' };
+            after = format!("{after:<28} {mark} {theirs}");
         }
-        if !full {
-            break;
-        }
-    }
+        let mut text = summary(event);
+        text.truncate(44);
+        writeln!(
+            out,
+            "{:>5}  {:<27} {:<24} {:<12} {:<38} {:<44} {}",
+            recorded.version,
+            recorded.recorded_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            recorded.event_type,
+            recorded.actor,
+            recorded.correlation_id,
+            text,
+            after
+        )?;
+        anyhow::Ok(())
+    })
+    .await?;
+    let (state, count, last_time) = (folded.state, folded.version, folded.at);
     if count == 0 {
         bail!("store {store} has no events{}", at.map_or(String::new(), |t| format!(" before {t}")));
     }

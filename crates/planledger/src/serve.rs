@@ -66,7 +66,14 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         Arc::new(SystemClock)
     };
     let (journal, journal_writer) = Journal::spawn(log.clone());
-    let service = CommandService::new(log.clone(), catalog.clone(), clock, ServiceConfig::default(), journal);
+    let service = CommandService::new(
+        log.clone(),
+        catalog.clone(),
+        clock,
+        ServiceConfig::default(),
+        journal,
+        Arc::new(planledger_api::render::JsonRenderer),
+    );
     let projector = Arc::new(ProjectorState::default());
     let state = AppState::new(service.clone(), tokens, projector.clone());
 

@@ -36,10 +36,7 @@ fn an_upgrade_moves_the_store_to_the_new_plan() {
 
 #[test]
 fn a_stale_from_plan_is_a_mismatch() {
-    let err = given(active())
-        .when(Command::TransitionPlan(transition("free_trial", "professional")))
-        .then_err("plan_mismatch");
-    assert_eq!(err.http_status(), 409);
+    given(active()).when(Command::TransitionPlan(transition("free_trial", "professional"))).then_err("plan_mismatch");
     given(vec![registered()])
         .when(Command::TransitionPlan(transition("free_trial", "starter")))
         .then_err("plan_mismatch");
@@ -57,9 +54,7 @@ fn the_target_plan_must_differ() {
 
 #[test]
 fn the_internal_tier_cannot_be_chosen() {
-    let err =
-        given(active()).when(Command::TransitionPlan(transition("starter", "google_only"))).then_err("internal_tier");
-    assert_eq!(err.http_status(), 422);
+    given(active()).when(Command::TransitionPlan(transition("starter", "google_only"))).then_err("internal_tier");
 }
 
 #[test]

@@ -1,0 +1,277 @@
+//! The one place answers are rendered: domain values and the service's outcomes become the
+//! contract's types (`planledger-wire`), then a status and a JSON body. The service stores the
+//! rendering of a keyed command's first answer through [`JsonRenderer`], the same code that
+//! renders it for the caller, so a replay is the first answer word for word.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use planledger_domain::{
+    effective_state, gate, quota_position, status, Catalog, Command, Event, GateDecision, InternalStatus, Period,
+    StoreId, SubscriptionStatus, TenantState,
+};
+use planledger_service::{Outcome, RenderedAnswer, Renderer};
+use planledger_wire as wire;
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+pub fn internal_status(s: InternalStatus) -> wire::InternalStatus {
+    match s {
+        InternalStatus::None => wire::InternalStatus::None,
+        InternalStatus::Trialing => wire::InternalStatus::Trialing,
+        InternalStatus::Grace => wire::InternalStatus::Grace,
+        InternalStatus::Active => wire::InternalStatus::Active,
+        InternalStatus::PastDue => wire::InternalStatus::PastDue,
+        InternalStatus::Maintenance => wire::InternalStatus::Maintenance,
+        InternalStatus::Frozen => wire::InternalStatus::Frozen,
+        InternalStatus::Canceled => wire::InternalStatus::Canceled,
+    }
+}
+
+pub fn internal_status_of(s: wire::InternalStatus) -> InternalStatus {
+    match s {
+        wire::InternalStatus::None => InternalStatus::None,
+        wire::InternalStatus::Trialing => InternalStatus::Trialing,
+        wire::InternalStatus::Grace => InternalStatus::Grace,
+        wire::InternalStatus::Active => InternalStatus::Active,
+        wire::InternalStatus::PastDue => InternalStatus::PastDue,
+        wire::InternalStatus::Maintenance => InternalStatus::Maintenance,
+        wire::InternalStatus::Frozen => InternalStatus::Frozen,
+        wire::InternalStatus::Canceled => InternalStatus::Canceled,
+    }
+}
+
+pub fn subscription_status(s: SubscriptionStatus) -> wire::SubscriptionStatus {
+    match s {
+        SubscriptionStatus::None => wire::SubscriptionStatus::None,
+        SubscriptionStatus::Trial => wire::SubscriptionStatus::Trial,
+        SubscriptionStatus::Active => wire::SubscriptionStatus::Active,
+        SubscriptionStatus::PastDue => wire::SubscriptionStatus::PastDue,
+        SubscriptionStatus::Canceled => wire::SubscriptionStatus::Canceled,
+        SubscriptionStatus::Expired => wire::SubscriptionStatus::Expired,
+    }
+}
+
+fn period(p: Period) -> wire::Period {
+    match p {
+        Period::Day => wire::Period::Day,
+        Period::Week => wire::Period::Week,
+        Period::Month => wire::Period::Month,
+        Period::Lifetime => wire::Period::Lifetime,
+    }
+}
+
+pub fn warning(code: &str) -> wire::Warning {
+    if code == gate::WARNING_PAST_DUE {
+        wire::Warning::PaymentPastDue
+    } else {
+        wire::Warning::TrialExpiredGracePeriod
+    }
+}
+
+fn warnings_of(s: InternalStatus) -> Vec<wire::Warning> {
+    match s {
+        InternalStatus::Grace => vec![wire::Warning::TrialExpiredGracePeriod],
+        InternalStatus::PastDue => vec![wire::Warning::PaymentPastDue],
+        _ => vec![],
+    }
+}
+
+/// The store at `now` (SPEC 11 `GET /v1/stores/{id}`), derived: due transitions that no worker
+/// has appended yet are already reflected.
+pub fn store_view(
+    store: StoreId,
+    state: &TenantState,
+    version: i64,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> wire::StoreView {
+    let effective = effective_state(state, now, catalog);
+    let status = status(&effective, now, catalog);
+    let plan = effective.plan_id.as_ref().and_then(|id| catalog.plan(id));
+    let mut actions: Vec<_> = catalog
+        .actions()
+        .map(|(name, _)| name.clone())
+        .filter(|name| plan.is_some_and(|p| p.limit_for(name).is_some()) || effective.usage.contains_key(name))
+        .collect();
+    actions.sort();
+    let usage = actions
+        .iter()
+        .map(|action| {
+            let q = quota_position(&effective, action, now, catalog);
+            wire::Usage {
+                action: action.to_string(),
+                period: period(q.window.period),
+                period_start: q.window.start,
+                period_end: q.window.end,
+                used: q.used,
+                limit: q.limit,
+                remaining: q.remaining(),
+            }
+        })
+        .collect();
+    wire::StoreView {
+        store_id: store.as_uuid(),
+        name: effective.name.as_ref().map(|n| n.as_str().to_owned()),
+        time_zone: effective.time_zone.name().to_owned(),
+        plan_id: effective.plan_id.as_ref().map(ToString::to_string),
+        tier: status.tier.clone(),
+        subscription_status: subscription_status(status.subscription_status),
+        internal_status: internal_status(status.internal_status),
+        trial_ends_at: effective.trial_ends_at,
+        grace_ends_at: effective.grace_ends_at,
+        maintenance_ends_at: effective.maintenance_ends_at,
+        next_deadline: effective.next_deadline(),
+        subscription_id: effective.subscription_id.as_ref().map(|s| s.as_str().to_owned()),
+        trial_used: effective.trial_used,
+        features: plan.map(|p| p.features.clone()).unwrap_or_default(),
+        version,
+        warnings: warnings_of(status.internal_status),
+        usage,
+    }
+}
+
+/// An answer ready to send: a status and a JSON body.
+#[derive(Debug)]
+pub struct Json {
+    pub status: StatusCode,
+    pub body: String,
+}
+
+impl Json {
+    pub fn new(status: StatusCode, body: &impl Serialize) -> Self {
+        // The contract's types serialize infallibly (no maps with non-string keys).
+        Self { status, body: serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned()) }
+    }
+
+    pub fn ok(body: &impl Serialize) -> Self {
+        Self::new(StatusCode::OK, body)
+    }
+}
+
+impl IntoResponse for Json {
+    fn into_response(self) -> Response {
+        (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.body).into_response()
+    }
+}
+
+/// An accepted command's answer.
+fn accepted(accepted: &planledger_service::Accepted, catalog: &Catalog) -> Json {
+    let created = if accepted.facts.is_empty() { StatusCode::OK } else { StatusCode::CREATED };
+    let view = || store_view(accepted.store, &accepted.state, accepted.version, accepted.decided_at, catalog);
+    match &accepted.command {
+        Command::RegisterStore { .. } => Json::new(created, &view()),
+        Command::StartTrial { .. } => {
+            Json::new(created, &wire::TrialAnswer { store: view(), already_active: accepted.facts.is_empty() })
+        }
+        Command::Consume { action, .. } => {
+            let Some(Event::QuotaConsumed {
+                consumption_id,
+                used_after,
+                limit,
+                period: p,
+                period_start,
+                period_end,
+                ..
+            }) = accepted.facts.iter().find(|e| matches!(e, Event::QuotaConsumed { .. }))
+            else {
+                // `decide` records a consumption for every accepted consume; were it not to,
+                // the store is the answer.
+                return Json::ok(&view());
+            };
+            let warnings = match gate(&accepted.state, accepted.decided_at, catalog, action) {
+                Ok(GateDecision::Allowed { warnings, .. }) => warnings.iter().map(|w| warning(w)).collect(),
+                _ => vec![],
+            };
+            Json::ok(&wire::Consumed {
+                allowed: true,
+                consumption_id: *consumption_id,
+                action: action.to_string(),
+                used: *used_after,
+                limit: *limit,
+                remaining: limit.map(|l| l.saturating_sub(*used_after)),
+                period: period(*p),
+                period_start: *period_start,
+                period_end: *period_end,
+                warnings,
+            })
+        }
+        Command::Refund { consumption: Some(c), .. } => Json::ok(&wire::Refunded {
+            refunded: true,
+            consumption_id: c.consumption_id,
+            action: c.action.to_string(),
+            amount: c.amount.get(),
+            period_start: c.period_start,
+            period_end: c.period_end,
+        }),
+        _ => Json::ok(&view()),
+    }
+}
+
+/// The answer to an authorization check (no events).
+pub fn authorization(decision: GateDecision) -> Result<Json, ApiError> {
+    match decision {
+        GateDecision::Allowed { internal_status: s, warnings } => Ok(Json::ok(&wire::Authorized {
+            allowed: true,
+            internal_status: internal_status(s),
+            warnings: warnings.iter().map(|w| warning(w)).collect(),
+        })),
+        GateDecision::Refused(refusal) => Err(ApiError::refused(planledger_domain::DomainError::Gate(refusal))),
+    }
+}
+
+/// An outcome as the caller gets it: an accepted command's answer, or its refusal as an error.
+pub fn outcome(outcome: Outcome, catalog: &Catalog) -> Result<Json, ApiError> {
+    match outcome {
+        Outcome::Accepted(a) => Ok(accepted(&a, catalog)),
+        Outcome::Refused(refusal) => Err(ApiError::Refused(refusal)),
+    }
+}
+
+/// The renderer the service stores first answers with: the same rendering as [`outcome`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonRenderer;
+
+impl Renderer for JsonRenderer {
+    fn render(&self, o: &Outcome, catalog: &Catalog, correlation_id: &str) -> RenderedAnswer {
+        let json = match o {
+            Outcome::Accepted(a) => accepted(a, catalog),
+            Outcome::Refused(refusal) => ApiError::Refused(refusal.clone()).json(correlation_id),
+        };
+        RenderedAnswer { status: json.status.as_u16(), body: json.body }
+    }
+}
+
+/// A stored first answer, sent again for a retry: marked `Idempotent-Replayed: true`.
+pub fn replayed(answer: RenderedAnswer, now: DateTime<Utc>) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
+        .then(|| serde_json::from_str::<wire::ErrorBody>(&answer.body).ok())
+        .flatten()
+        .and_then(|body| crate::error::retry_after(&body, now));
+    let mut response = Json { status, body: answer.body }.into_response();
+    let headers = response.headers_mut();
+    headers.insert(wire::headers::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    if let Some(seconds) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// The status and body a caller gets for the service's `result`: the routes' rendering, without
+/// headers (for callers of the service that are not HTTP, and tests).
+pub fn rendered(
+    result: Result<planledger_service::Answer, planledger_service::ServiceError>,
+    catalog: &Catalog,
+    correlation_id: &str,
+) -> RenderedAnswer {
+    match result {
+        Ok(planledger_service::Answer::Decided(o)) => JsonRenderer.render(&o, catalog, correlation_id),
+        Ok(planledger_service::Answer::Replayed(first)) => first,
+        Err(error) => {
+            let json = ApiError::from(error).json(correlation_id);
+            RenderedAnswer { status: json.status.as_u16(), body: json.body }
+        }
+    }
+}

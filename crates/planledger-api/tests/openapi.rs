@@ -1,0 +1,130 @@
+//! The published contract cannot drift: the route table and the document name the same
+//! operations, every operation documents typed answers, the document equals the committed
+//! `docs/openapi.json` (regenerate with `PLANLEDGER_UPDATE_OPENAPI=1 cargo test -p
+//! planledger-api --test openapi`), and every refusal's code is one the contract lists.
+
+use std::collections::BTreeSet;
+
+use planledger_api::{openapi, ApiError, ROUTES};
+use planledger_domain::{
+    Catalog, DomainError, ExtensionKind, GateReason, GateRefusal, InternalStatus, InvalidValue, PlanId,
+    SubscriptionStatus,
+};
+use serde_json::Value;
+
+fn document() -> Value {
+    openapi::document(&Catalog::builtin())
+}
+
+#[test]
+fn the_route_table_and_the_document_name_the_same_operations() {
+    let doc = document();
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone())))
+        .collect();
+    let served: BTreeSet<(String, String)> = ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
+    assert_eq!(documented, served);
+}
+
+#[test]
+fn every_operation_documents_typed_answers_and_its_security() {
+    let doc = document();
+    for route in ROUTES {
+        let op = &doc["paths"][route.path][route.method.to_lowercase()];
+        let responses = op["responses"].as_object().unwrap();
+        assert!(!responses.contains_key("default"), "{route:?} documents a catch-all answer");
+        for (status, response) in responses {
+            let content = response["content"].as_object();
+            assert!(content.is_some_and(|c| !c.is_empty()), "{route:?} {status} has no schema");
+        }
+        let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+        assert_eq!(secured, route.role.is_some(), "{route:?}'s security");
+        if route.role.is_some() {
+            assert!(responses.contains_key("401"), "{route:?} does not document 401");
+        }
+    }
+    // Request bodies refuse unknown fields, as the server does.
+    for schema in ["RegisterStore", "StartTrial", "TransitionPlan", "Consume", "Refund", "Extensions"] {
+        assert_eq!(doc["components"]["schemas"][schema]["additionalProperties"], false, "{schema}");
+    }
+}
+
+#[test]
+fn the_document_is_the_committed_one() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    let generated = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+    if std::env::var("PLANLEDGER_UPDATE_OPENAPI").is_ok_and(|v| v == "1") {
+        std::fs::write(path, &generated).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/openapi.json is not the document the code generates: a route or a type changed without it. \
+         Regenerate it with PLANLEDGER_UPDATE_OPENAPI=1 cargo test -p planledger-api --test openapi, and review the diff."
+    );
+}
+
+#[test]
+fn the_catalog_names_what_commands_accept() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let enumerated = |schema: &str, field: &str| -> Vec<String> {
+        schemas[schema]["properties"][field]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema}.{field} has no enum"))
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(enumerated("Consume", "action").contains(&"create_article".to_owned()));
+    assert!(enumerated("StartTrial", "planId").contains(&"free_trial".to_owned()));
+    assert!(!enumerated("TransitionPlan", "toPlanId").contains(&"google_only".to_owned()), "internal plans");
+    assert!(!enumerated("ActivateSubscription", "planId").contains(&"free_trial".to_owned()), "paid plans only");
+    assert!(enumerated("RegisterStore", "timeZone").contains(&"Europe/Paris".to_owned()));
+}
+
+#[test]
+fn every_refusal_code_is_one_the_contract_lists() {
+    let plan = PlanId::parse("starter").unwrap();
+    let gate = |reason| {
+        DomainError::Gate(GateRefusal {
+            reason,
+            subscription_status: SubscriptionStatus::None,
+            subscription_tier: None,
+            internal_status: InternalStatus::None,
+        })
+    };
+    let mut errors = vec![
+        DomainError::StoreNotFound,
+        DomainError::StoreExists,
+        DomainError::TrialAlreadyUsed,
+        DomainError::SubscriptionActive,
+        DomainError::UnknownPlan(plan.clone()),
+        DomainError::PlanNotTrialEligible(plan.clone()),
+        DomainError::NotAPaidPlan(plan.clone()),
+        DomainError::UnknownAction("x".into()),
+        DomainError::PlanMismatch { expected: plan.clone(), current: "pro".into() },
+        DomainError::InvalidTransition("x"),
+        DomainError::InternalTier(plan),
+        DomainError::SubscriptionRequired,
+        DomainError::QuotaExceeded { limit: 1, used: 1, resets_at: None },
+        DomainError::NoActiveSubscription,
+        DomainError::NotPastDue,
+        DomainError::ConsumptionNotFound,
+        DomainError::AlreadyRefunded,
+        DomainError::RefundWindowClosed,
+        DomainError::Validation(InvalidValue::new("f", "r")),
+    ];
+    errors.extend(GateReason::ALL.map(gate));
+    errors
+        .extend([ExtensionKind::Trial, ExtensionKind::Grace, ExtensionKind::Maintenance].map(DomainError::NotInPhase));
+    for error in errors {
+        let api = ApiError::refused(error.clone());
+        assert_eq!(serde_json::to_value(api.code()).unwrap(), error.code(), "{error:?}");
+        assert!(api.status().is_client_error(), "{error:?} maps to {}", api.status());
+    }
+}

@@ -1,0 +1,403 @@
+//! A typed client of planledger's HTTP API for other Rust services.
+//!
+//! Requests and answers are the contract's own types (`planledger-wire`), the ones the server
+//! parses and renders with, so a field cannot be misspelt on one side only.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), planledger_client::Error> {
+//! use planledger_client::{Client, Options};
+//! use planledger_client::wire::{Consume, RegisterStore};
+//!
+//! let client = Client::new("http://127.0.0.1:8080").with_token("SECRET");
+//! let store = client.register_store(&RegisterStore::default(), &Options::key("signup-8812")).await?;
+//! let id = store.value.store_id;
+//! client.start_trial(id, &Default::default(), &Options::default()).await?;
+//! let consumed = client
+//!     .consume(id, &Consume { action: "create_article".into(), amount: Some(3) }, &Options::key("article-77"))
+//!     .await?;
+//! println!("{} of {:?} used", consumed.value.used, consumed.value.limit);
+//! # Ok(()) }
+//! ```
+//!
+//! Send an `Idempotency-Key` ([`Options::key`]) with every command you may retry: a retry gets
+//! the first answer ([`Reply::replayed`]) and changes nothing. A refusal is an [`Error::Api`]
+//! with the contract's [`wire::ErrorBody`].
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, AUTHORIZATION, ETAG, IF_MATCH, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use planledger_wire as wire;
+use wire::headers;
+
+/// How one request is sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `Idempotency-Key`: a retry with the same key and body gets the first answer.
+    pub idempotency_key: Option<String>,
+    /// `If-Match`: decide only if the store is at this version (409 `version_mismatch` if not).
+    pub if_match: Option<i64>,
+    /// `X-Correlation-Id`, recorded with the events the command appends.
+    pub correlation_id: Option<String>,
+}
+
+impl Options {
+    pub fn key(key: impl Into<String>) -> Self {
+        Self { idempotency_key: Some(key.into()), ..Self::default() }
+    }
+
+    pub fn if_match(mut self, version: i64) -> Self {
+        self.if_match = Some(version);
+        self
+    }
+
+    pub fn correlation(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+}
+
+/// A successful answer and what its headers said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply<T> {
+    pub value: T,
+    pub status: u16,
+    /// `Idempotent-Replayed: true`: the first answer to this key, sent again.
+    pub replayed: bool,
+    pub correlation_id: Option<String>,
+    /// The store's version, from `ETag` (`GET /v1/stores/{id}`).
+    pub version: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error: its status, body, and `Retry-After` in seconds.
+    #[error("{status} {}: {}", serde_json::to_value(.body.error).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), .body.message)]
+    Api { status: u16, body: Box<wire::ErrorBody>, retry_after: Option<u64> },
+    /// The request did not get an answer (connection refused, reset, timed out).
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The answer was not what the contract says.
+    #[error("unexpected answer {status}: {text}")]
+    Unexpected { status: u16, text: String },
+}
+
+impl Error {
+    /// The contract's error code, if the server answered with one.
+    pub fn code(&self) -> Option<wire::ErrorCode> {
+        match self {
+            Error::Api { body, .. } => Some(body.error),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } | Error::Unexpected { status, .. } => Some(*status),
+            Error::Transport(e) => e.status().map(|s| s.as_u16()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<Reply<T>, Error>;
+
+/// A client of one planledger server; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// A list's filters and position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/audit`'s filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub store_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub correlation_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl Client {
+    /// A client of the server at `base` (`http://host:port`).
+    pub fn new(base: impl Into<String>) -> Self {
+        Self::with_http(reqwest::Client::new(), base)
+    }
+
+    /// The same, on a `reqwest::Client` of the caller's (timeouts, pools, proxies).
+    pub fn with_http(http: reqwest::Client, base: impl Into<String>) -> Self {
+        Self { http, base: base.into().trim_end_matches('/').to_owned(), token: None }
+    }
+
+    /// Sends `Authorization: Bearer token` with every request.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The same client without a token.
+    pub fn without_token(mut self) -> Self {
+        self.token = None;
+        self
+    }
+
+    /// Sends one request and reads the contract's answer. The typed methods below all come here.
+    pub async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+        options: &Options,
+    ) -> Result<T> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).query(query);
+        if let Some(token) = &self.token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(key) = &options.idempotency_key {
+            request = request.header(headers::IDEMPOTENCY_KEY, key);
+        }
+        if let Some(version) = options.if_match {
+            request = request.header(IF_MATCH, format!("\"{version}\""));
+        }
+        if let Some(id) = &options.correlation_id {
+            request = request.header(headers::CORRELATION_ID, id);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let head = response.headers().clone();
+        let text = response.text().await?;
+        if status.is_success() {
+            let value = serde_json::from_str(&text)
+                .map_err(|_| Error::Unexpected { status: status.as_u16(), text: text.clone() })?;
+            Ok(Reply {
+                value,
+                status: status.as_u16(),
+                replayed: header(&head, headers::IDEMPOTENT_REPLAYED).is_some_and(|v| v == "true"),
+                correlation_id: header(&head, headers::CORRELATION_ID),
+                version: header(&head, ETAG.as_str()).and_then(|v| v.trim_matches('"').parse().ok()),
+            })
+        } else {
+            Err(api_error(status, &head, text))
+        }
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        options: &Options,
+    ) -> Result<T> {
+        self.send(Method::POST, path, &[], Some(body), options).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        self.send::<(), T>(Method::GET, path, query, None, &Options::default()).await
+    }
+
+    // ---- stores and their lifecycle ----
+
+    pub async fn register_store(&self, body: &wire::RegisterStore, options: &Options) -> Result<wire::StoreView> {
+        self.post("/v1/stores", body, options).await
+    }
+
+    /// The store; [`Reply::version`] is its `ETag`.
+    pub async fn get_store(&self, store: Uuid) -> Result<wire::StoreView> {
+        self.get(&format!("/v1/stores/{store}"), &[]).await
+    }
+
+    pub async fn start_trial(
+        &self,
+        store: Uuid,
+        body: &wire::StartTrial,
+        options: &Options,
+    ) -> Result<wire::TrialAnswer> {
+        self.post(&format!("/v1/stores/{store}/trial"), body, options).await
+    }
+
+    pub async fn activate_subscription(
+        &self,
+        store: Uuid,
+        body: &wire::ActivateSubscription,
+        options: &Options,
+    ) -> Result<wire::StoreView> {
+        self.post(&format!("/v1/stores/{store}/subscription"), body, options).await
+    }
+
+    pub async fn mark_past_due(&self, store: Uuid, options: &Options) -> Result<wire::StoreView> {
+        self.post(&format!("/v1/stores/{store}/subscription/past-due"), &wire::NoFields {}, options).await
+    }
+
+    pub async fn mark_recovered(&self, store: Uuid, options: &Options) -> Result<wire::StoreView> {
+        self.post(&format!("/v1/stores/{store}/subscription/recovered"), &wire::NoFields {}, options).await
+    }
+
+    pub async fn cancel_subscription(&self, store: Uuid, options: &Options) -> Result<wire::StoreView> {
+        self.post(&format!("/v1/stores/{store}/subscription/cancel"), &wire::NoFields {}, options).await
+    }
+
+    pub async fn transition_plan(
+        &self,
+        store: Uuid,
+        body: &wire::TransitionPlan,
+        options: &Options,
+    ) -> Result<wire::StoreView> {
+        self.post(&format!("/v1/stores/{store}/plan-transitions"), body, options).await
+    }
+
+    // ---- gates and quotas ----
+
+    pub async fn authorize(&self, store: Uuid, action: &str) -> Result<wire::Authorized> {
+        let body = wire::Authorize { action: action.to_owned() };
+        self.post(&format!("/v1/stores/{store}/authorize"), &body, &Options::default()).await
+    }
+
+    pub async fn consume(&self, store: Uuid, body: &wire::Consume, options: &Options) -> Result<wire::Consumed> {
+        self.post(&format!("/v1/stores/{store}/quota/consume"), body, options).await
+    }
+
+    pub async fn refund(&self, store: Uuid, consumption_id: Uuid, options: &Options) -> Result<wire::Refunded> {
+        self.post(&format!("/v1/stores/{store}/quota/refund"), &wire::Refund { consumption_id }, options).await
+    }
+
+    // ---- history ----
+
+    pub async fn events(&self, store: Uuid, page: &PageRequest) -> Result<wire::Page<wire::EventEnvelope>> {
+        self.get(&format!("/v1/stores/{store}/events"), &page_query(page)).await
+    }
+
+    /// The store replayed up to `version` and/or the time `at`.
+    pub async fn state_at(
+        &self,
+        store: Uuid,
+        at: Option<DateTime<Utc>>,
+        version: Option<i64>,
+    ) -> Result<wire::StateAt> {
+        let mut query = Vec::new();
+        if let Some(at) = at {
+            query.push(("at", wire::time::format(&at)));
+        }
+        if let Some(version) = version {
+            query.push(("version", version.to_string()));
+        }
+        self.get(&format!("/v1/stores/{store}/state"), &query).await
+    }
+
+    pub async fn audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<wire::Page<wire::AuditEntry>> {
+        let mut query = page_query(page);
+        query.extend(filter.store_id.map(|s| ("storeId", s.to_string())));
+        query.extend(filter.event_type.clone().map(|t| ("type", t)));
+        query.extend(filter.correlation_id.clone().map(|c| ("correlationId", c)));
+        query.extend(filter.from.map(|t| ("from", wire::time::format(&t))));
+        query.extend(filter.to.map(|t| ("to", wire::time::format(&t))));
+        self.get("/v1/audit", &query).await
+    }
+
+    pub async fn commands(
+        &self,
+        store_id: Option<Uuid>,
+        correlation_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<wire::Page<wire::JournalEntry>> {
+        let mut query = page_query(page);
+        query.extend(store_id.map(|s| ("storeId", s.to_string())));
+        query.extend(correlation_id.map(|c| ("correlationId", c.to_owned())));
+        self.get("/v1/audit/commands", &query).await
+    }
+
+    // ---- admin ----
+
+    pub async fn list_stores(
+        &self,
+        status: Option<wire::InternalStatus>,
+        page: &PageRequest,
+    ) -> Result<wire::Page<wire::StoreView>> {
+        let mut query = page_query(page);
+        if let Some(status) =
+            status.and_then(|s| serde_json::to_value(s).ok()).and_then(|v| v.as_str().map(str::to_owned))
+        {
+            query.push(("internalStatus", status));
+        }
+        self.get("/v1/admin/stores", &query).await
+    }
+
+    pub async fn extend(&self, body: &wire::Extensions, options: &Options) -> Result<wire::ExtensionResults> {
+        self.post("/v1/admin/stores/extensions", body, options).await
+    }
+
+    pub async fn start_rebuild(&self, model: wire::ReadModelName) -> Result<wire::RebuildJob> {
+        self.send::<(), _>(Method::POST, &rebuild_path(model), &[], None, &Options::default()).await
+    }
+
+    pub async fn rebuild_status(&self, model: wire::ReadModelName) -> Result<wire::ReadModelStatus> {
+        self.get(&rebuild_path(model), &[]).await
+    }
+
+    // ---- the test clock (servers started with PLANLEDGER_TEST_CLOCK=1) ----
+
+    pub async fn test_clock(&self) -> Result<wire::ClockReading> {
+        self.get("/v1/test-clock", &[]).await
+    }
+
+    pub async fn set_test_clock(&self, now: DateTime<Utc>) -> Result<wire::ClockReading> {
+        self.send(Method::PUT, "/v1/test-clock", &[], Some(&wire::SetClock { now }), &Options::default()).await
+    }
+
+    pub async fn advance_test_clock(&self, seconds: i64) -> Result<wire::ClockReading> {
+        self.post("/v1/test-clock/advance", &wire::AdvanceClock { seconds }, &Options::default()).await
+    }
+
+    // ---- operations ----
+
+    pub async fn health(&self) -> Result<wire::Health> {
+        self.get("/healthz", &[]).await
+    }
+
+    pub async fn readiness(&self) -> Result<wire::Readiness> {
+        self.get("/readyz", &[]).await
+    }
+}
+
+fn rebuild_path(model: wire::ReadModelName) -> String {
+    let name = match model {
+        wire::ReadModelName::TenantState => "tenant_state",
+        wire::ReadModelName::AuditLog => "audit_log",
+    };
+    format!("/v1/admin/projections/{name}/rebuild")
+}
+
+fn page_query(page: &PageRequest) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
+    query.extend(page.cursor.clone().map(|c| ("cursor", c)));
+    query.extend(page.limit.map(|l| ("limit", l.to_string())));
+    query
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn api_error(status: StatusCode, head: &HeaderMap, text: String) -> Error {
+    match serde_json::from_str::<wire::ErrorBody>(&text) {
+        Ok(body) => Error::Api {
+            status: status.as_u16(),
+            body: Box::new(body),
+            retry_after: header(head, RETRY_AFTER.as_str()).and_then(|v| v.parse().ok()),
+        },
+        Err(_) => Error::Unexpected { status: status.as_u16(), text },
+    }
+}

@@ -1,0 +1,78 @@
+//! What the command path answers, in types: a command is accepted (with the facts it recorded
+//! and the store after them) or refused (with the rule's reason); a retry of a keyed request is
+//! answered with the first answer as it was rendered then.
+//!
+//! The service never renders: how an outcome reaches a caller (a status, a body) belongs to the
+//! edge, which hands the service a [`Renderer`]. The service calls it only to store the first
+//! answer to an `Idempotency-Key` in the same transaction as the command's events, so that a
+//! retry replays it word for word.
+
+use chrono::{DateTime, Utc};
+use planledger_domain::{Catalog, Command, DomainError, Event, StoreId, TenantState};
+
+/// A command decided on the store's state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Accepted(Box<Accepted>),
+    Refused(Refusal),
+}
+
+/// An accepted command: what it recorded and the store after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub store: StoreId,
+    pub command: Command,
+    /// The events this command recorded, without the due transitions decided before it. Empty
+    /// when there was nothing to change (registering a store again alike, a trial already
+    /// running).
+    pub facts: Vec<Event>,
+    /// The store after `facts`.
+    pub state: TenantState,
+    /// The store's stream version after `facts`.
+    pub version: i64,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// A rule of the ledger refused it.
+    Rule(DomainError),
+    /// The caller made the command conditional on the stream's version (`If-Match`), and the
+    /// store has moved since.
+    VersionMoved { expected: i64, current: i64 },
+}
+
+impl Refusal {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Rule(error) => error.code(),
+            Refusal::VersionMoved { .. } => "version_mismatch",
+        }
+    }
+}
+
+/// The service's answer to a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Decided now (or, for a request whose key appeared twice in one batch, decided once for
+    /// both: see [`Answer::Replayed`]).
+    Decided(Outcome),
+    /// A retry of a keyed request: the first answer, as it was rendered and stored.
+    Replayed(RenderedAnswer),
+}
+
+/// An outcome as the edge renders it for its callers: opaque to the service, which stores it
+/// and hands it back unchanged. `status` and `body` are whatever the edge's protocol needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Renders outcomes for storage; the edge's one renderer, so that a replay equals the answer
+/// first given.
+pub trait Renderer: Send + Sync + std::fmt::Debug {
+    fn render(&self, outcome: &Outcome, catalog: &Catalog, correlation_id: &str) -> RenderedAnswer;
+}

@@ -1,0 +1,425 @@
+//! Answers and errors.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Where a store is in its lifecycle (SPEC 3), as the gates see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InternalStatus {
+    None,
+    Trialing,
+    Grace,
+    Active,
+    PastDue,
+    Maintenance,
+    Frozen,
+    Canceled,
+}
+
+/// The subscription status the seed's clients read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    None,
+    Trial,
+    Active,
+    PastDue,
+    Canceled,
+    Expired,
+}
+
+/// A warning an allowed answer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Warning {
+    TrialExpiredGracePeriod,
+    PaymentPastDue,
+}
+
+/// A quota window's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+    Lifetime,
+}
+
+/// One action's quota in its current window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub action: String,
+    pub period: Period,
+    #[serde(with = "crate::time::option")]
+    pub period_start: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::option")]
+    pub period_end: Option<DateTime<Utc>>,
+    pub used: u64,
+    /// `null`: unmetered.
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+}
+
+/// A store's state: plan, tier, statuses derived at the time of the answer, deadlines, usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreView {
+    pub store_id: Uuid,
+    pub name: Option<String>,
+    pub time_zone: String,
+    pub plan_id: Option<String>,
+    pub tier: Option<String>,
+    pub subscription_status: SubscriptionStatus,
+    pub internal_status: InternalStatus,
+    #[serde(with = "crate::time::option")]
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::option")]
+    pub grace_ends_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::option")]
+    pub maintenance_ends_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::option")]
+    pub next_deadline: Option<DateTime<Utc>>,
+    pub subscription_id: Option<String>,
+    pub trial_used: bool,
+    pub features: Vec<String>,
+    /// The store's stream version: send it as `If-Match` to make a command conditional on it.
+    pub version: i64,
+    pub warnings: Vec<Warning>,
+    pub usage: Vec<Usage>,
+}
+
+/// The answer to `POST /v1/stores/{id}/trial`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrialAnswer {
+    #[serde(flatten)]
+    pub store: StoreView,
+    /// The trial was already running: nothing changed (200, not 201).
+    pub already_active: bool,
+}
+
+/// The answer to `GET /v1/stores/{id}/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StateAt {
+    #[serde(flatten)]
+    pub store: StoreView,
+    /// The time the statuses are derived at.
+    #[serde(with = "crate::time")]
+    pub as_of: DateTime<Utc>,
+}
+
+/// The answer to `POST /v1/stores/{id}/quota/consume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumed {
+    pub allowed: bool,
+    /// Refund with this id.
+    pub consumption_id: Uuid,
+    pub action: String,
+    /// Used in the window, this consumption included.
+    pub used: u64,
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    pub period: Period,
+    #[serde(with = "crate::time::option")]
+    pub period_start: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::option")]
+    pub period_end: Option<DateTime<Utc>>,
+    pub warnings: Vec<Warning>,
+}
+
+/// The answer to `POST /v1/stores/{id}/quota/refund`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Refunded {
+    pub refunded: bool,
+    pub consumption_id: Uuid,
+    pub action: String,
+    pub amount: u64,
+    #[serde(with = "crate::time::option")]
+    pub period_start: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::option")]
+    pub period_end: Option<DateTime<Utc>>,
+}
+
+/// The answer to `POST /v1/stores/{id}/authorize` when the gate allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Authorized {
+    pub allowed: bool,
+    pub internal_status: InternalStatus,
+    pub warnings: Vec<Warning>,
+}
+
+/// One page of a list. `nextCursor` is `null` on the last page; otherwise pass it as `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// One recorded event, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventEnvelope {
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub version: i64,
+    pub global_position: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub schema_version: i32,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub actor: String,
+    pub catalog_fingerprint: String,
+    #[serde(with = "crate::time")]
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One row of the audit view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub store_id: String,
+    pub version: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub correlation_id: String,
+    pub actor: String,
+    #[serde(with = "crate::time")]
+    pub recorded_at: DateTime<Utc>,
+    /// For people.
+    pub summary: String,
+}
+
+/// What became of a command, in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandOutcome {
+    Accepted,
+    Refused,
+    /// A retry answered with the first answer to its `Idempotency-Key`.
+    Replayed,
+    /// The commit's outcome could not be learned (`outcome_unknown`).
+    Unknown,
+    Failed,
+}
+
+/// One command of the command journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalEntry {
+    pub store_id: String,
+    pub kind: String,
+    pub outcome: CommandOutcome,
+    pub error_code: Option<String>,
+    pub correlation_id: String,
+    pub actor: String,
+    pub idempotency_key: Option<String>,
+    pub duration_us: i64,
+    #[serde(with = "crate::time")]
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One store's result in a bulk extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionResult {
+    pub store_id: Uuid,
+    /// The status this store's command alone would have been answered with.
+    pub status: u16,
+    pub ok: bool,
+    pub error: Option<ErrorCode>,
+}
+
+/// The answer to `POST /v1/admin/stores/extensions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionResults {
+    pub results: Vec<ExtensionResult>,
+}
+
+/// A read model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadModelName {
+    TenantState,
+    AuditLog,
+}
+
+/// A rebuild's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RebuildState {
+    Running,
+    Done,
+    Failed,
+}
+
+/// A rebuild started by this process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildJob {
+    pub name: ReadModelName,
+    pub state: RebuildState,
+    pub phase: String,
+    pub events_done: u64,
+    pub events_total: u64,
+    pub events_per_second: f64,
+    pub elapsed_seconds: f64,
+    /// The generation it built, once done.
+    pub generation: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// `GET /v1/admin/projections/{name}/rebuild`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadModelStatus {
+    pub name: ReadModelName,
+    /// The live generation.
+    pub generation: Option<i64>,
+    pub catalog_fingerprint: Option<String>,
+    /// Built under another catalog: a rebuild is due.
+    pub stale: bool,
+    pub last_rebuild: Option<RebuildJob>,
+}
+
+/// The test clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClockReading {
+    #[serde(with = "crate::time")]
+    pub now: DateTime<Utc>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// `GET /readyz`: 200 when ready, 503 when not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// `database`, `migrations`, `staleReadModels`, `auditLag`.
+    #[schema(value_type = Object)]
+    pub checks: Map<String, Value>,
+}
+
+/// Every error code the API answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // The request.
+    MalformedJson,
+    ValidationFailed,
+    PayloadTooLarge,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    IdempotencyKeyReused,
+    // The store and its rules.
+    StoreNotFound,
+    StoreExists,
+    NoSubscription,
+    MaintenanceNoGrowth,
+    AccountFrozen,
+    SubscriptionCanceled,
+    TrialAlreadyUsed,
+    SubscriptionActive,
+    UnknownPlan,
+    PlanNotTrialEligible,
+    NotAPaidPlan,
+    UnknownAction,
+    PlanMismatch,
+    InvalidTransition,
+    InternalTier,
+    SubscriptionRequired,
+    QuotaExceeded,
+    NotTrialing,
+    NotInGrace,
+    NotInMaintenance,
+    NoActiveSubscription,
+    NotPastDue,
+    ConsumptionNotFound,
+    AlreadyRefunded,
+    RefundWindowClosed,
+    VersionMismatch,
+    // The ledger.
+    ConcurrencyConflict,
+    StorageUnavailable,
+    OutcomeUnknown,
+    Internal,
+}
+
+/// Every error: a stable `error` code, a `message` for people, the request's correlation id,
+/// and the fields of the rule that refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"error": "quota_exceeded", "message": "quota exceeded: 10 of 10 used", "correlationId": "0193a8d2-7c4e-7b1a-9d0e-2f4c5b6a7d8e", "limit": 10, "used": 10, "resetsAt": "2026-04-01T00:00:00.000000Z"}))]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    pub message: String,
+    pub correlation_id: String,
+    /// `validation_failed`: the field at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// `quota_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// `quota_exceeded`: used before this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<u64>,
+    /// `quota_exceeded`: when the window resets (absent for a lifetime quota).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::option")]
+    pub resets_at: Option<DateTime<Utc>>,
+    /// `plan_mismatch`: the store's plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_plan_id: Option<String>,
+    /// `version_mismatch`: the store's stream version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i64>,
+    /// Gate refusals (402, 403): the fields of SPEC 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_status: Option<SubscriptionStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_tier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_status: Option<InternalStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_url: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(error: ErrorCode, message: impl Into<String>, correlation_id: impl Into<String>) -> Self {
+        Self {
+            error,
+            message: message.into(),
+            correlation_id: correlation_id.into(),
+            field: None,
+            limit: None,
+            used: None,
+            resets_at: None,
+            current_plan_id: None,
+            current_version: None,
+            subscription_status: None,
+            subscription_tier: None,
+            internal_status: None,
+            upgrade_url: None,
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Request bodies. Unknown fields are refused (422 naming the field); every constraint the
+//! server enforces is stated on the field.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// `POST /v1/stores`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"storeId": "6f1c2a44-1d1e-4c6a-9f57-3f1f0c7e2b10", "name": "Corner Shop", "timeZone": "Europe/Paris"}))]
+pub struct RegisterStore {
+    /// The store's id. Without it, a request with an `Idempotency-Key` gets an id derived from
+    /// the caller and the key (the same for every retry); one without gets a new id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    pub name: Option<String>,
+    /// An IANA time zone name; quota windows start at its local midnight. Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// `POST /v1/stores/{id}/trial`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"planId": "free_trial", "days": 14}))]
+pub struct StartTrial {
+    /// A trial-eligible plan; default the catalog's trial plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    pub plan_id: Option<String>,
+    /// Default the catalog's trial length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3650)]
+    pub days: Option<i64>,
+    /// Start a trial again after one was used (admin only; needs `reason`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_reset: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/stores/{id}/subscription`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"planId": "professional", "subscriptionId": "sub_1QfXo2"}))]
+pub struct ActivateSubscription {
+    /// A paid plan.
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    pub plan_id: String,
+    /// The payment provider's subscription id.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
+    pub subscription_id: String,
+}
+
+/// The body of a command that takes no fields (`{}` or none at all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
+
+/// Why a plan changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionReason {
+    Upgrade,
+    Downgrade,
+    Admin,
+    Migration,
+}
+
+/// `POST /v1/stores/{id}/plan-transitions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"fromPlanId": "starter", "toPlanId": "professional", "reason": "upgrade", "subscriptionId": "sub_1QfXo2"}))]
+pub struct TransitionPlan {
+    /// The plan the caller believes the store is on (409 `plan_mismatch` if it moved).
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    pub from_plan_id: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    pub to_plan_id: String,
+    pub reason: TransitionReason,
+    /// Required for a paid plan, unless an admin makes the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
+    pub subscription_id: Option<String>,
+    /// Kept with the event: up to 16 fields of text (no control characters, up to 200), number,
+    /// boolean or null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// `POST /v1/stores/{id}/authorize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"action": "create_article"}))]
+pub struct Authorize {
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    pub action: String,
+}
+
+/// `POST /v1/stores/{id}/quota/consume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"action": "create_article", "amount": 3}))]
+pub struct Consume {
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    pub action: String,
+    /// Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub amount: Option<i64>,
+}
+
+/// `POST /v1/stores/{id}/quota/refund`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Refund {
+    /// The `consumptionId` of a consumption of this store.
+    pub consumption_id: Uuid,
+}
+
+/// Which deadline an extension moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtensionKind {
+    Trial,
+    Grace,
+    Maintenance,
+}
+
+/// `POST /v1/admin/stores/extensions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"storeIds": ["6f1c2a44-1d1e-4c6a-9f57-3f1f0c7e2b10"], "kind": "trial", "days": 7, "reason": "support ticket 4411"}))]
+pub struct Extensions {
+    #[schema(min_items = 1, max_items = 1000)]
+    pub store_ids: Vec<Uuid>,
+    pub kind: ExtensionKind,
+    #[schema(minimum = 1, maximum = 3650)]
+    pub days: i64,
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
+    pub reason: String,
+}
+
+/// `PUT /v1/test-clock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetClock {
+    #[serde(with = "crate::time")]
+    pub now: DateTime<Utc>,
+}
+
+/// The most `POST /v1/test-clock/advance` moves the clock: ten years.
+pub const MAX_ADVANCE_SECONDS: i64 = 10 * 366 * 86_400;
+
+/// `POST /v1/test-clock/advance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceClock {
+    #[schema(minimum = 0, maximum = 316_224_000)]
+    pub seconds: i64,
+}
