@@ -180,7 +180,7 @@ async fn idempotent_retries_return_the_first_answer(backend: Backend) {
     assert_eq!((status, &retry), (200, &first), "same key and body: the first answer, word for word");
     assert_error(
         send("order-1", json!({"action": "create_article", "amount": 3})).await,
-        422,
+        409,
         "idempotency_key_reused",
     );
     let consumed = server.event_types(&store).await.iter().filter(|t| *t == "QuotaConsumed").count();

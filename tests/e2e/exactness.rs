@@ -169,7 +169,7 @@ async fn registering_without_a_store_id_is_idempotent_by_key(backend: Backend) {
     assert_eq!(first.0, 201, "{first:?}");
     assert_eq!(retry, first, "the retry gets the first answer, the same store");
     let (status, reused) = server.post_keyed("/v1/stores", "register-1", json!({"name": "Another"})).await;
-    assert_eq!((status, reused["error"].as_str()), (422, Some("idempotency_key_reused")), "{reused}");
+    assert_eq!((status, reused["error"].as_str()), (409, Some("idempotency_key_reused")), "{reused}");
     let (_, listed) = server.get("/v1/admin/stores?limit=100").await;
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "one store registered: {listed}");
     let (_, other) = server.post_keyed("/v1/stores", "register-2", json!({"name": "Keyed"})).await;
@@ -187,7 +187,7 @@ async fn a_keyed_answer_never_changes_refusals_included(backend: Backend) {
     let retry = server.post_keyed(&consume_path, "k-1", json!({"action": "create_article"})).await;
     assert_eq!(retry, refused, "a retry after a refund still gets the first answer, word for word");
     let (status, reused) = server.post_keyed(&consume_path, "k-1", json!({"action": "create_product"})).await;
-    assert_eq!((status, reused["error"].as_str()), (422, Some("idempotency_key_reused")), "{reused}");
+    assert_eq!((status, reused["error"].as_str()), (409, Some("idempotency_key_reused")), "{reused}");
     // A no-op is an answer too.
     let trial = format!("/v1/stores/{store}/trial");
     let noop = server.post_keyed(&trial, "k-2", json!({})).await;

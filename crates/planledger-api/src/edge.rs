@@ -106,7 +106,9 @@ pub struct Ctx {
 
 /// An `If-Match` header: one quoted store version (an `ETag` of `GET /v1/stores/{id}`).
 fn if_match(parts: &Parts) -> Result<Option<i64>, ApiError> {
-    let Some(value) = parts.headers.get(axum::http::header::IF_MATCH) else {
+    // An empty field is an empty list of entity tags: no condition.
+    let Some(value) = parts.headers.get(axum::http::header::IF_MATCH).filter(|v| !v.as_bytes().trim_ascii().is_empty())
+    else {
         return Ok(None);
     };
     value

@@ -71,7 +71,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            ApiError::Validation { .. } | ApiError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            // The request may be fine; its key's first use conflicts with it.
+            ApiError::KeyReused => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -113,7 +115,7 @@ impl ApiError {
             ApiError::Refused(Refusal::Rule(error)) => match error {
                 DomainError::Gate(refusal) => {
                     body.subscription_status = Some(render::subscription_status(refusal.subscription_status));
-                    body.subscription_tier = refusal.subscription_tier.clone();
+                    body.subscription_tier = Some(refusal.subscription_tier.clone());
                     body.internal_status = Some(render::internal_status(refusal.internal_status));
                     body.upgrade_url = Some(UPGRADE_URL.to_owned());
                 }

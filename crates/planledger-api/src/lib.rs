@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod render;
+mod responses;
 pub mod routes;
 
 use std::collections::HashMap;

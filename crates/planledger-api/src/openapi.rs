@@ -69,7 +69,44 @@ pub fn document(catalog: &Catalog) -> Value {
     add_catalog(&mut doc, catalog);
     add_conditions(&mut doc);
     add_links(&mut doc);
+    tidy_parameters(&mut doc);
+    optional_bodies(&mut doc);
     doc
+}
+
+/// A header or query parameter is absent or a value: it is never `null` (utoipa writes an
+/// `Option` as `["string", "null"]`, which a client would send as the text `null`).
+fn tidy_parameters(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in item.values_mut() {
+            let Some(parameters) = op.get_mut("parameters").and_then(Value::as_array_mut) else { continue };
+            for schema in parameters.iter_mut().filter_map(|p| p.get_mut("schema")) {
+                if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+                    types.retain(|t| t != "null");
+                    if types.len() == 1 {
+                        let only = types[0].clone();
+                        schema["type"] = only;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Commands whose fields are all optional take no body at all as well as `{}`.
+fn optional_bodies(doc: &mut Value) {
+    for route in ROUTES {
+        let Some(op) = operation(doc, route.method, route.path) else { continue };
+        let all_optional = op.get("operationId").and_then(Value::as_str).is_some_and(|id| {
+            ["registerStore", "startTrial", "markPastDue", "markRecovered", "cancelSubscription"].contains(&id)
+        });
+        if all_optional {
+            if let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut) {
+                body.insert("required".into(), Value::Bool(false));
+            }
+        }
+    }
 }
 
 /// Rules between fields: a forced trial reset needs a reason.
@@ -138,22 +175,46 @@ fn add_catalog(doc: &mut Value, catalog: &Catalog) {
     set_enum(doc, "RegisterStore", "timeZone", &zones, true);
 }
 
-/// A registered store's id flows into every route of `/v1/stores/{id}`.
+/// Links, for clients and stateful testing: a store's id flows from every answer that shows the
+/// store into every route of `/v1/stores/{id}`, and a consumption's id into its refund.
 fn add_links(doc: &mut Value) {
-    let mut links = Map::new();
-    for route in ROUTES.iter().filter(|r| r.path.starts_with("/v1/stores/{id}")) {
+    let store_routes: Vec<&crate::Route> = ROUTES.iter().filter(|r| r.path.starts_with("/v1/stores/{id}")).collect();
+    let mut to_store = Map::new();
+    for route in &store_routes {
         let Some(id) = operation(doc, route.method, route.path).and_then(|op| op.get("operationId")).cloned() else {
             continue;
         };
         let Some(id) = id.as_str() else { continue };
-        links.insert(id.to_owned(), json!({ "operationId": id, "parameters": { "id": "$response.body#/storeId" } }));
+        to_store.insert(id.to_owned(), json!({ "operationId": id, "parameters": { "id": "$response.body#/storeId" } }));
     }
+    let showing_the_store = [
+        ("POST", "/v1/stores"),
+        ("POST", "/v1/stores/{id}/trial"),
+        ("POST", "/v1/stores/{id}/subscription"),
+        ("POST", "/v1/stores/{id}/subscription/past-due"),
+        ("POST", "/v1/stores/{id}/subscription/recovered"),
+        ("POST", "/v1/stores/{id}/subscription/cancel"),
+        ("POST", "/v1/stores/{id}/plan-transitions"),
+    ];
+    for (method, path) in showing_the_store {
+        insert_links(doc, method, path, &to_store);
+    }
+    let refund = json!({
+        "refund": {
+            "operationId": "refund",
+            "parameters": { "id": "$request.path.id" },
+            "requestBody": { "consumptionId": "$response.body#/consumptionId" },
+        }
+    });
+    if let Value::Object(refund) = refund {
+        insert_links(doc, "POST", "/v1/stores/{id}/quota/consume", &refund);
+    }
+}
+
+fn insert_links(doc: &mut Value, method: &str, path: &str, links: &Map<String, Value>) {
+    let Some(responses) = operation(doc, method, path).and_then(|op| op.get_mut("responses")) else { return };
     for status in ["200", "201"] {
-        if let Some(response) = operation(doc, "POST", "/v1/stores")
-            .and_then(|op| op.get_mut("responses"))
-            .and_then(|responses| responses.get_mut(status))
-            .and_then(Value::as_object_mut)
-        {
+        if let Some(response) = responses.get_mut(status).and_then(Value::as_object_mut) {
             response.insert("links".into(), Value::Object(links.clone()));
         }
     }

@@ -21,6 +21,7 @@ use crate::auth::Role;
 use crate::edge::{request_hash, Ctx, JsonBody, Params, RequestScope};
 use crate::error::ApiError;
 use crate::render::{self, Json};
+use crate::responses as rs;
 use crate::AppState;
 
 type Reply = Result<Response, ApiError>;
@@ -71,13 +72,12 @@ fn optional<T>(
     responses(
         (status = 201, description = "Registered", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         (status = 200, description = "Already registered alike: nothing changed", body = wire::StoreView),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "The token's role may not register stores", body = wire::ErrorBody),
-        (status = 409, description = "`store_exists`: registered with another name or time zone", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
-        (status = 422, description = "A field is invalid, or the key was used with another body", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable, or the outcome is unknown: retry with the same key", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::ServiceOnly,
+        (status = 409, description = "`store_exists`: registered with another name or time zone; `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 422, description = "A field is invalid", body = wire::ErrorBody),
+        rs::CommandUnavailable,
     ),
     security(("bearer" = [])))]
 pub async fn register_store(State(app): State<AppState>, ctx: Ctx, body: JsonBody<wire::RegisterStore>) -> Reply {
@@ -108,9 +108,9 @@ fn derived_store_id(caller: &str, key: &str) -> StoreId {
     params(("id" = Uuid, Path, description = "The store's id")),
     responses(
         (status = 200, description = "The store; `ETag` is its version", body = wire::StoreView, headers(("ETag" = String, description = "The store's version, quoted: send it as `If-Match`"))),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::Unauthorized,
+        rs::StoreNotFound,
+        rs::Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn get_store(State(app): State<AppState>, Path(id): Path<String>) -> Reply {
@@ -138,14 +138,13 @@ pub async fn get_store(State(app): State<AppState>, Path(id): Path<String>) -> R
     responses(
         (status = 201, description = "Started", body = wire::TrialAnswer, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         (status = 200, description = "A trial is running already", body = wire::TrialAnswer),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        rs::BadBody,
+        rs::Unauthorized,
         (status = 403, description = "A forced reset needs an admin token", body = wire::ErrorBody),
-        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
-        (status = 409, description = "`trial_already_used`, `subscription_active`, `version_mismatch`", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`, `unknown_plan`, `plan_not_trial_eligible`, `idempotency_key_reused`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::StoreNotFound,
+        (status = 409, description = "`trial_already_used`, `subscription_active`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_plan`, `plan_not_trial_eligible`", body = wire::ErrorBody),
+        rs::CommandUnavailable,
     ),
     security(("bearer" = [])))]
 pub async fn start_trial(
@@ -183,14 +182,13 @@ pub async fn start_trial(
     ),
     responses(
         (status = 200, description = "Active", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
-        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
-        (status = 409, description = "`version_mismatch`", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`, `unknown_plan`, `not_a_paid_plan`, `idempotency_key_reused`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::ServiceOnly,
+        rs::StoreNotFound,
+        (status = 409, description = "`version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_plan`, `not_a_paid_plan`", body = wire::ErrorBody),
+        rs::CommandUnavailable,
     ),
     security(("bearer" = [])))]
 pub async fn activate_subscription(
@@ -221,7 +219,7 @@ async fn paid_lifecycle(
 
 /// Mark the subscription past due.
 #[utoipa::path(post, path = "/v1/stores/{id}/subscription/past-due", tag = "lifecycle", operation_id = "markPastDue",
-    request_body(content = Option<wire::NoFields>, description = "Empty, or `{}`"),
+    request_body(content = wire::NoFields, description = "Empty, or `{}`"),
     params(
         ("id" = Uuid, Path, description = "The store's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
@@ -229,14 +227,13 @@ async fn paid_lifecycle(
     ),
     responses(
         (status = 200, description = "Past due", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
-        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
-        (status = 409, description = "`no_active_subscription`, `version_mismatch`", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::ServiceOnly,
+        rs::StoreNotFound,
+        (status = 409, description = "`no_active_subscription`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        rs::Invalid,
+        rs::CommandUnavailable,
     ),
     security(("bearer" = [])))]
 pub async fn mark_past_due(
@@ -250,7 +247,7 @@ pub async fn mark_past_due(
 
 /// Mark a past-due subscription recovered.
 #[utoipa::path(post, path = "/v1/stores/{id}/subscription/recovered", tag = "lifecycle", operation_id = "markRecovered",
-    request_body(content = Option<wire::NoFields>, description = "Empty, or `{}`"),
+    request_body(content = wire::NoFields, description = "Empty, or `{}`"),
     params(
         ("id" = Uuid, Path, description = "The store's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
@@ -258,14 +255,13 @@ pub async fn mark_past_due(
     ),
     responses(
         (status = 200, description = "Active again", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
-        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
-        (status = 409, description = "`not_past_due`, `version_mismatch`", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::ServiceOnly,
+        rs::StoreNotFound,
+        (status = 409, description = "`not_past_due`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        rs::Invalid,
+        rs::CommandUnavailable,
     ),
     security(("bearer" = [])))]
 pub async fn mark_recovered(
@@ -279,7 +275,7 @@ pub async fn mark_recovered(
 
 /// Cancel the subscription.
 #[utoipa::path(post, path = "/v1/stores/{id}/subscription/cancel", tag = "lifecycle", operation_id = "cancelSubscription",
-    request_body(content = Option<wire::NoFields>, description = "Empty, or `{}`"),
+    request_body(content = wire::NoFields, description = "Empty, or `{}`"),
     params(
         ("id" = Uuid, Path, description = "The store's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
@@ -287,14 +283,13 @@ pub async fn mark_recovered(
     ),
     responses(
         (status = 200, description = "Canceled", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
-        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
-        (status = 409, description = "`no_active_subscription`, `version_mismatch`", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::ServiceOnly,
+        rs::StoreNotFound,
+        (status = 409, description = "`no_active_subscription`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        rs::Invalid,
+        rs::CommandUnavailable,
     ),
     security(("bearer" = [])))]
 pub async fn cancel_subscription(
@@ -316,14 +311,13 @@ pub async fn cancel_subscription(
     ),
     responses(
         (status = 200, description = "Transitioned", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
-        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
-        (status = 409, description = "`plan_mismatch` (with `currentPlanId`), `version_mismatch`", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`, `unknown_plan`, `invalid_transition`, `internal_tier`, `subscription_required`, `idempotency_key_reused`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::ServiceOnly,
+        rs::StoreNotFound,
+        (status = 409, description = "`plan_mismatch` (with `currentPlanId`), `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_plan`, `invalid_transition`, `internal_tier`, `subscription_required`", body = wire::ErrorBody),
+        rs::CommandUnavailable,
     ),
     security(("bearer" = [])))]
 pub async fn transition_plan(
@@ -363,14 +357,13 @@ fn transition_reason(reason: wire::TransitionReason) -> planledger_domain::Trans
     params(("id" = Uuid, Path, description = "The store's id")),
     responses(
         (status = 200, description = "Allowed, with warnings", body = wire::Authorized),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        rs::BadBody,
+        rs::Unauthorized,
         (status = 402, description = "`no_subscription`", body = wire::ErrorBody),
         (status = 403, description = "`maintenance_no_growth`, `account_frozen`, `subscription_canceled`; or the token's role may not do this", body = wire::ErrorBody),
-        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
+        rs::StoreNotFound,
         (status = 422, description = "`validation_failed`, `unknown_action`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn authorize(State(app): State<AppState>, Path(id): Path<String>, body: JsonBody<wire::Authorize>) -> Reply {
@@ -392,16 +385,15 @@ pub async fn authorize(State(app): State<AppState>, Path(id): Path<String>, body
     ),
     responses(
         (status = 200, description = "Consumed", body = wire::Consumed, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        rs::BadBody,
+        rs::Unauthorized,
         (status = 402, description = "`no_subscription`", body = wire::ErrorBody),
         (status = 403, description = "`maintenance_no_growth`, `account_frozen`, `subscription_canceled`; or the token's role may not do this", body = wire::ErrorBody),
-        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
-        (status = 409, description = "`version_mismatch`", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`, `unknown_action`, `idempotency_key_reused`", body = wire::ErrorBody),
+        rs::StoreNotFound,
+        (status = 409, description = "`version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_action`", body = wire::ErrorBody),
         (status = 429, description = "`quota_exceeded`: `Retry-After` is the time to the window's reset (none for a lifetime quota)", body = wire::ErrorBody, headers(("Retry-After" = u64))),
-        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::CommandUnavailable,
     ),
     security(("bearer" = [])))]
 pub async fn consume(
@@ -429,14 +421,13 @@ pub async fn consume(
     ),
     responses(
         (status = 200, description = "Refunded", body = wire::Refunded, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "The token's role may not do this", body = wire::ErrorBody),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::ServiceOnly,
         (status = 404, description = "`store_not_found`, `consumption_not_found`", body = wire::ErrorBody),
-        (status = 409, description = "`already_refunded`, `refund_window_closed`, `version_mismatch`", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable, or the outcome is unknown", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        (status = 409, description = "`already_refunded`, `refund_window_closed`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        rs::Invalid,
+        rs::CommandUnavailable,
     ),
     security(("bearer" = [])))]
 pub async fn refund(
@@ -495,10 +486,10 @@ fn page<T>(mut items: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> w
     ),
     responses(
         (status = 200, description = "A page of events", body = wire::Page<wire::EventEnvelope>),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 404, description = "`store_not_found`", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::Unauthorized,
+        rs::StoreNotFound,
+        rs::Invalid,
+        rs::Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn events(State(app): State<AppState>, Path(id): Path<String>, params: Params) -> Reply {
@@ -533,10 +524,10 @@ fn time_param(params: &Params, name: &'static str) -> Result<Option<DateTime<Utc
     ),
     responses(
         (status = 200, description = "The store as it was", body = wire::StateAt),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
+        rs::Unauthorized,
         (status = 404, description = "`store_not_found` (or no event by then)", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::Invalid,
+        rs::Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn state_at(State(app): State<AppState>, Path(id): Path<String>, params: Params) -> Reply {
@@ -583,9 +574,9 @@ fn store_filter(params: &Params) -> Result<Option<String>, ApiError> {
     ),
     responses(
         (status = 200, description = "A page of the audit view", body = wire::Page<wire::AuditEntry>),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::Unauthorized,
+        rs::Invalid,
+        rs::Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn audit(State(app): State<AppState>, params: Params) -> Reply {
@@ -642,9 +633,9 @@ fn command_outcome(outcome: &str) -> wire::CommandOutcome {
     ),
     responses(
         (status = 200, description = "A page of the journal", body = wire::Page<wire::JournalEntry>),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::Unauthorized,
+        rs::Invalid,
+        rs::Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn audit_commands(State(app): State<AppState>, params: Params) -> Reply {
@@ -695,8 +686,8 @@ fn read_model(name: &str) -> Result<planledger_projections::ReadModel, ApiError>
     responses(
         (status = 202, description = "Started", body = wire::RebuildJob),
         (status = 200, description = "A rebuild is running already", body = wire::RebuildJob),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        rs::Unauthorized,
+        rs::AdminOnly,
         (status = 404, description = "No such read model", body = wire::ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -712,10 +703,10 @@ pub async fn start_rebuild(State(app): State<AppState>, Path(name): Path<String>
     params(("name" = wire::ReadModelName, Path, description = "The read model")),
     responses(
         (status = 200, description = "The read model", body = wire::ReadModelStatus),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        rs::Unauthorized,
+        rs::AdminOnly,
         (status = 404, description = "No such read model", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn rebuild_progress(State(app): State<AppState>, Path(name): Path<String>) -> Reply {
@@ -744,10 +735,10 @@ pub async fn rebuild_progress(State(app): State<AppState>, Path(name): Path<Stri
     ),
     responses(
         (status = 200, description = "A page of stores", body = wire::Page<wire::StoreView>),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "Admins only", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::Unauthorized,
+        rs::AdminOnly,
+        rs::Invalid,
+        rs::Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
@@ -779,11 +770,10 @@ pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry: each store keeps its first answer", pattern = r"^[!-~]{1,255}$")),
     responses(
         (status = 200, description = "Each store's result", body = wire::ExtensionResults),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "Admins only", body = wire::ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::AdminOnly,
+        rs::Invalid,
     ),
     security(("bearer" = [])))]
 pub async fn bulk_extensions(State(app): State<AppState>, ctx: Ctx, body: JsonBody<wire::Extensions>) -> Reply {
@@ -839,8 +829,8 @@ fn clock_reading(now: DateTime<Utc>) -> Response {
 #[utoipa::path(get, path = "/v1/test-clock", tag = "test clock", operation_id = "getTestClock",
     responses(
         (status = 200, description = "The clock", body = wire::ClockReading),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        rs::Unauthorized,
+        rs::AdminOnly,
         (status = 404, description = "No test clock", body = wire::ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -854,12 +844,12 @@ pub async fn get_test_clock(State(app): State<AppState>) -> Reply {
     request_body = wire::SetClock,
     responses(
         (status = 200, description = "The clock", body = wire::ClockReading),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::AdminOnly,
         (status = 404, description = "No test clock", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::Invalid,
+        rs::Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn set_test_clock(State(app): State<AppState>, body: JsonBody<wire::SetClock>) -> Reply {
@@ -874,12 +864,12 @@ pub async fn set_test_clock(State(app): State<AppState>, body: JsonBody<wire::Se
     request_body = wire::AdvanceClock,
     responses(
         (status = 200, description = "The clock", body = wire::ClockReading),
-        (status = 400, description = "The body is not JSON", body = wire::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = wire::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "Admins only", body = wire::ErrorBody),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::AdminOnly,
         (status = 404, description = "No test clock", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`", body = wire::ErrorBody),
-        (status = 503, description = "The database is unavailable", body = wire::ErrorBody, headers(("Retry-After" = u32))),
+        rs::Invalid,
+        rs::Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn advance_test_clock(State(app): State<AppState>, body: JsonBody<wire::AdvanceClock>) -> Reply {

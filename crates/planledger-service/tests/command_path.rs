@@ -316,7 +316,7 @@ async fn a_keyed_refusal_is_stored_so_a_retry_gets_it_even_after_the_state_chang
         ..meta()
     };
     let reused = service.execute(store, consume(), other_body).await.seen();
-    assert_eq!((reused.status, reused.body["error"].as_str()), (422, Some("idempotency_key_reused")));
+    assert_eq!((reused.status, reused.body["error"].as_str()), (409, Some("idempotency_key_reused")));
 }
 
 #[tokio::test]

@@ -396,8 +396,10 @@ pub struct ErrorBody {
     /// Gate refusals (402, 403): the fields of SPEC 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_status: Option<SubscriptionStatus>,
+    /// The store's tier; `null` when it has none (present on every gate refusal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subscription_tier: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub subscription_tier: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internal_status: Option<InternalStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

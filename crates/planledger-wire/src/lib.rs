@@ -9,6 +9,7 @@
 //! plans and actions exist) is added to the served document from the catalog in use.
 
 mod answers;
+pub mod integer;
 mod requests;
 pub mod time;
 

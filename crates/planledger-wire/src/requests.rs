@@ -38,7 +38,11 @@ pub struct StartTrial {
     #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub plan_id: Option<String>,
     /// Default the catalog's trial length.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::integer::option::deserialize"
+    )]
     #[schema(minimum = 1, maximum = 3650)]
     pub days: Option<i64>,
     /// Start a trial again after one was used (admin only; needs `reason`).
@@ -116,7 +120,11 @@ pub struct Consume {
     #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub action: String,
     /// Default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::integer::option::deserialize"
+    )]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub amount: Option<i64>,
 }
@@ -146,6 +154,7 @@ pub struct Extensions {
     #[schema(min_items = 1, max_items = 1000)]
     pub store_ids: Vec<Uuid>,
     pub kind: ExtensionKind,
+    #[serde(deserialize_with = "crate::integer::deserialize")]
     #[schema(minimum = 1, maximum = 3650)]
     pub days: i64,
     #[schema(min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
@@ -167,6 +176,7 @@ pub const MAX_ADVANCE_SECONDS: i64 = 10 * 366 * 86_400;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvanceClock {
+    #[serde(deserialize_with = "crate::integer::deserialize")]
     #[schema(minimum = 0, maximum = 316_224_000)]
     pub seconds: i64,
 }

@@ -1,0 +1,65 @@
+//! Answers many routes share, documented once: each handler's `#[utoipa::path]` names the sets
+//! it can answer with beside its own statuses.
+
+#![allow(dead_code)] // The variants are read by utoipa's derive, never built.
+
+use planledger_wire::ErrorBody;
+use utoipa::IntoResponses;
+
+/// Every route that needs a token.
+#[derive(IntoResponses)]
+pub enum Unauthorized {
+    #[response(status = 401, description = "No valid bearer token", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"planledger\"`")))]
+    Unauthorized(ErrorBody),
+}
+
+/// Routes that read a JSON body.
+#[derive(IntoResponses)]
+pub enum BadBody {
+    #[response(status = 400, description = "`malformed_json`: the body is not JSON")]
+    MalformedJson(ErrorBody),
+    #[response(status = 413, description = "`payload_too_large`: the body is over 64 KiB")]
+    TooLarge(ErrorBody),
+}
+
+/// Routes that read the database.
+#[derive(IntoResponses)]
+pub enum Unavailable {
+    #[response(status = 503, description = "`storage_unavailable`: retry after `Retry-After` seconds", headers(("Retry-After" = u32, description = "Seconds")))]
+    Unavailable(ErrorBody),
+}
+
+/// Commands: the database may be away, or a commit's outcome unknown.
+#[derive(IntoResponses)]
+pub enum CommandUnavailable {
+    #[response(status = 503, description = "`storage_unavailable`, or `outcome_unknown`: retry with the same `Idempotency-Key` to learn the answer", headers(("Retry-After" = u32, description = "Seconds")))]
+    Unavailable(ErrorBody),
+}
+
+/// Routes of one store.
+#[derive(IntoResponses)]
+pub enum StoreNotFound {
+    #[response(status = 404, description = "`store_not_found`")]
+    NotFound(ErrorBody),
+}
+
+/// Routes whose only failure of their own is a field.
+#[derive(IntoResponses)]
+pub enum Invalid {
+    #[response(status = 422, description = "`validation_failed`, naming the `field`")]
+    Invalid(ErrorBody),
+}
+
+/// Admin routes.
+#[derive(IntoResponses)]
+pub enum AdminOnly {
+    #[response(status = 403, description = "`forbidden`: admins only")]
+    Forbidden(ErrorBody),
+}
+
+/// Store commands a reader's token may not send.
+#[derive(IntoResponses)]
+pub enum ServiceOnly {
+    #[response(status = 403, description = "`forbidden`: the token's role may not do this")]
+    Forbidden(ErrorBody),
+}
