@@ -138,23 +138,55 @@ async fn replay_shows_history_and_what_if(backend: Backend) {
     let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/catalog.toml")).unwrap();
     std::fs::write(&catalog, base.replacen("create_article = { limit = 10,", "create_article = { limit = 100,", 1))
         .unwrap();
-    let out = planledger(db.url(), &["replay", "--store", &store, "--catalog", &catalog.display().to_string()]);
+    let out = planledger(db.url(), &["replay", "--store", &store, "--compare", &catalog.display().to_string()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("0/10") && text.contains("* under"), "the difference is marked: {text}");
     assert!(text.contains("0/100"), "{text}");
     assert!(text.contains("(what-if: nothing was written)"));
     assert_eq!(events_as_text(&db).await, events_before, "a what-if replay writes nothing");
+    // The same as one JSON document; and under --catalog, the other rules are the ones in force.
+    let out = planledger(db.url(), &["replay", "--store", &store, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replayed: Value = serde_json::from_slice(&out.stdout).expect("replay --json is JSON");
+    assert_eq!(replayed["events"][1]["type"], "TrialStarted");
+    assert_eq!(replayed["events"][1]["after"]["internalStatus"], "trialing");
+    let article = |doc: &Value| {
+        doc["usage"].as_array().unwrap().iter().find(|u| u["action"] == "create_article").unwrap()["current"]["limit"]
+            .clone()
+    };
+    assert_eq!(article(&replayed), 10);
+    let out =
+        planledger(db.url(), &["replay", "--store", &store, "--json", "--catalog", &catalog.display().to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(article(&serde_json::from_slice(&out.stdout).unwrap()), 100, "--catalog sets the rules replayed under");
 
     let out = planledger(db.url(), &["replay", "--store", &uuid::Uuid::new_v4().to_string()]);
     assert!(!out.status.success());
     let out = planledger(db.url(), &["projections", "rebuild", "audit_log"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit_log: generation 2 swapped in"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ev/s"), "a progress bar");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains('\r') && !stderr.contains("events,"), "no progress bar off a terminal: {stderr:?}");
     let out = planledger(db.url(), &["projections", "status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("audit_log") && text.contains("tenant_state"), "{text}");
+    let status = |extra: &[&str]| {
+        let mut args = vec!["projections", "status", "--json"];
+        args.extend_from_slice(extra);
+        let out = planledger(db.url(), &args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+        report["readModels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap().to_owned(), m["stale"].as_bool().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(status(&[]), [("tenant_state".to_owned(), false), ("audit_log".to_owned(), false)]);
+    let other = catalog.display().to_string();
+    assert!(status(&["--catalog", &other]).iter().all(|(_, stale)| *stale), "under another catalog both are stale");
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

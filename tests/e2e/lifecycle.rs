@@ -1,77 +1,89 @@
 //! The lifecycle through the test clock: trial, grace, maintenance, frozen, reactivated; paid
-//! protection; the deadline worker.
+//! protection; the deadline worker. Spoken through the typed client, as another Rust service
+//! would.
 
-use serde_json::json;
+use planledger_client::wire::{
+    ActivateSubscription, Consume, ErrorBody, ErrorCode, ExtensionKind, Extensions, InternalStatus, StartTrial,
+    SubscriptionStatus, Warning,
+};
+use planledger_client::{Client, Error, Options as Send, PageRequest};
+use uuid::Uuid;
 
 use crate::server::{Backend, Options};
 use crate::{on_both_backends, server_or_skip};
 
+fn consume(action: &str) -> Consume {
+    Consume { action: action.to_owned(), amount: None }
+}
+
+fn subscribe(plan: &str, subscription: &str) -> ActivateSubscription {
+    ActivateSubscription { plan_id: plan.to_owned(), subscription_id: subscription.to_owned() }
+}
+
+/// The refusal a call was answered with.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(result: planledger_client::Result<T>) -> (u16, Box<ErrorBody>) {
+    match result {
+        Err(Error::Api { status, body, .. }) => (status, body),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn register(client: &Client, name: &str) -> Uuid {
+    Uuid::parse_str(&crate::server::register_with(client, name).await).unwrap()
+}
+
+async fn event_types(client: &Client, store: Uuid) -> Vec<String> {
+    let page = client.events(store, &PageRequest { cursor: None, limit: Some(1000) }).await.expect("events");
+    page.value.items.into_iter().map(|e| e.event_type).collect()
+}
+
 async fn the_full_lifecycle_runs_on_the_test_clock(backend: Backend) {
     let (server, _db) = server_or_skip!(backend, "the_full_lifecycle_runs_on_the_test_clock", Options::test_clock());
-    let store = server.register("Corner Shop").await;
-    let (status, body) = server.post(&format!("/v1/stores/{store}/trial"), json!({})).await;
+    let client = server.client();
+    let store = register(&client, "Corner Shop").await;
+    let trial = client.start_trial(store, &StartTrial::default(), &Send::default()).await.expect("trial");
     assert_eq!(
-        (status, body["internalStatus"].as_str(), body["alreadyActive"].as_bool()),
-        (201, Some("trialing"), Some(false)),
-        "{body}"
+        (trial.status, trial.value.store.internal_status, trial.value.already_active),
+        (201, InternalStatus::Trialing, false)
     );
 
     // 15 days: the trial ended 1 day ago; grace, with the trial's limits and a warning.
     server.advance_days(15).await;
-    let (_, view) = server.get(&format!("/v1/stores/{store}")).await;
-    assert_eq!(
-        (view["internalStatus"].as_str(), view["subscriptionStatus"].as_str()),
-        (Some("grace"), Some("expired")),
-        "{view}"
-    );
-    let (status, consumed) =
-        server.post(&format!("/v1/stores/{store}/quota/consume"), json!({"action": "create_article"})).await;
-    assert_eq!(status, 200, "{consumed}");
-    assert_eq!(consumed["warnings"], json!(["trial_expired_grace_period"]));
+    let view = client.get_store(store).await.expect("store").value;
+    assert_eq!((view.internal_status, view.subscription_status), (InternalStatus::Grace, SubscriptionStatus::Expired));
+    let consumed = client.consume(store, &consume("create_article"), &Send::default()).await.expect("consume");
+    assert_eq!(consumed.value.warnings, [Warning::TrialExpiredGracePeriod]);
 
     // 18 days: downgraded to google_only; updates yes, growth no.
     server.advance_days(3).await;
-    let (_, view) = server.get(&format!("/v1/stores/{store}")).await;
-    assert_eq!(
-        (view["internalStatus"].as_str(), view["tier"].as_str()),
-        (Some("maintenance"), Some("google_only")),
-        "{view}"
-    );
-    let (status, refused) =
-        server.post(&format!("/v1/stores/{store}/quota/consume"), json!({"action": "create_product"})).await;
-    assert_eq!((status, refused["error"].as_str()), (403, Some("maintenance_no_growth")), "{refused}");
-    let (status, _) = server.post(&format!("/v1/stores/{store}/authorize"), json!({"action": "update_product"})).await;
-    assert_eq!(status, 200);
+    let view = client.get_store(store).await.expect("store").value;
+    assert_eq!((view.internal_status, view.tier.as_deref()), (InternalStatus::Maintenance, Some("google_only")));
+    let (status, body) = refused(client.consume(store, &consume("create_product"), &Send::default()).await);
+    assert_eq!((status, body.error), (403, ErrorCode::MaintenanceNoGrowth));
+    client.authorize(store, "update_product").await.expect("updates stay allowed");
 
     // 200 days: frozen, read-only, with the seed's error body.
     server.advance_days(182).await;
-    let (status, frozen) =
-        server.post(&format!("/v1/stores/{store}/authorize"), json!({"action": "update_product"})).await;
-    assert_eq!(status, 403, "{frozen}");
-    assert_eq!(frozen["error"], "account_frozen");
-    assert_eq!(frozen["subscriptionStatus"], "expired");
-    assert_eq!(frozen["subscriptionTier"], "google_only");
-    assert_eq!(frozen["internalStatus"], "frozen");
-    assert_eq!(frozen["upgradeUrl"], "/settings/subscription");
-    assert!(frozen["correlationId"].as_str().is_some_and(|c| !c.is_empty()));
-    let (status, _) = server.post(&format!("/v1/stores/{store}/authorize"), json!({"action": "view_analytics"})).await;
-    assert_eq!(status, 200, "reads stay open");
+    let (status, frozen) = refused(client.authorize(store, "update_product").await);
+    assert_eq!(status, 403);
+    assert_eq!(frozen.error, ErrorCode::AccountFrozen);
+    assert_eq!(frozen.subscription_status, Some(SubscriptionStatus::Expired));
+    assert_eq!(frozen.subscription_tier, Some(Some("google_only".to_owned())));
+    assert_eq!(frozen.internal_status, Some(InternalStatus::Frozen));
+    assert_eq!(frozen.upgrade_url.as_deref(), Some("/settings/subscription"));
+    assert!(!frozen.correlation_id.is_empty());
+    client.authorize(store, "view_analytics").await.expect("reads stay open");
 
     // A paid subscription reactivates it.
-    let (status, view) = server
-        .post(&format!("/v1/stores/{store}/subscription"), json!({"planId": "starter", "subscriptionId": "sub_42"}))
-        .await;
-    assert_eq!(
-        (status, view["internalStatus"].as_str(), view["tier"].as_str()),
-        (200, Some("active"), Some("starter")),
-        "{view}"
-    );
-    assert_eq!(view["maintenanceEndsAt"], serde_json::Value::Null);
+    let view = client.activate_subscription(store, &subscribe("starter", "sub_42"), &Send::default()).await;
+    let view = view.expect("subscribe").value;
+    assert_eq!((view.internal_status, view.tier.as_deref()), (InternalStatus::Active, Some("starter")));
+    assert_eq!(view.maintenance_ends_at, None);
 
     // The worker appended each transition once, in order.
-    let types = server.event_types(&store).await;
     assert_eq!(
-        types,
+        event_types(&client, store).await,
         [
             "StoreRegistered",
             "TrialStarted",
@@ -82,72 +94,67 @@ async fn the_full_lifecycle_runs_on_the_test_clock(backend: Backend) {
             "SubscriptionActivated"
         ]
     );
-    let (_, events) = server.get(&format!("/v1/stores/{store}/events")).await;
-    let expired = &events["items"][2];
-    assert_eq!(expired["actor"], "system");
-    assert!(expired["idempotencyKey"].as_str().unwrap().starts_with(&format!("trial-expiry:{store}:")));
+    let events = client.events(store, &PageRequest::default()).await.expect("events").value;
+    let expired = &events.items[2];
+    assert_eq!(expired.actor, "system");
+    assert!(expired.idempotency_key.as_deref().unwrap().starts_with(&format!("trial-expiry:{store}:")));
 }
 
 async fn a_paid_subscription_keeps_its_plan_when_the_trial_ends(backend: Backend) {
     let (server, _db) =
         server_or_skip!(backend, "a_paid_subscription_keeps_its_plan_when_the_trial_ends", Options::test_clock());
-    let store = server.register("Paid Shop").await;
-    server.post(&format!("/v1/stores/{store}/trial"), json!({"planId": "starter"})).await;
-    let (status, _) = server
-        .post(&format!("/v1/stores/{store}/subscription"), json!({"planId": "starter", "subscriptionId": "sub_1"}))
-        .await;
-    assert_eq!(status, 200);
+    let client = server.client();
+    let store = register(&client, "Paid Shop").await;
+    let trial = StartTrial { plan_id: Some("starter".into()), ..StartTrial::default() };
+    client.start_trial(store, &trial, &Send::default()).await.expect("trial");
+    client.activate_subscription(store, &subscribe("starter", "sub_1"), &Send::default()).await.expect("subscribe");
     server.advance_days(30).await;
-    let (_, view) = server.get(&format!("/v1/stores/{store}")).await;
-    assert_eq!((view["internalStatus"].as_str(), view["tier"].as_str()), (Some("active"), Some("starter")), "{view}");
-    assert!(!server.event_types(&store).await.contains(&"TrialExpired".to_owned()));
+    let view = client.get_store(store).await.expect("store").value;
+    assert_eq!((view.internal_status, view.tier.as_deref()), (InternalStatus::Active, Some("starter")));
+    assert!(!event_types(&client, store).await.contains(&"TrialExpired".to_owned()));
 }
 
 async fn the_paid_lifecycle_and_extensions_work_over_http(backend: Backend) {
     let (server, _db) =
         server_or_skip!(backend, "the_paid_lifecycle_and_extensions_work_over_http", Options::test_clock());
-    let store = server.register("Lifecycle").await;
-    let path = |suffix: &str| format!("/v1/stores/{store}{suffix}");
-    assert_eq!(server.post(&path("/subscription/past-due"), json!({})).await.1["error"], "no_active_subscription");
-    server.post(&path("/subscription"), json!({"planId": "professional", "subscriptionId": "sub_p"})).await;
-    let (status, view) = server.post(&path("/subscription/past-due"), json!({})).await;
-    assert_eq!((status, view["internalStatus"].as_str()), (200, Some("past_due")));
-    let (_, consumed) = server.post(&path("/quota/consume"), json!({"action": "create_article"})).await;
-    assert_eq!(consumed["warnings"], json!(["payment_past_due"]));
-    let (status, view) = server.post(&path("/subscription/recovered"), json!({})).await;
-    assert_eq!((status, view["internalStatus"].as_str()), (200, Some("active")));
-    let (status, view) = server.post(&path("/subscription/cancel"), json!({})).await;
-    assert_eq!((status, view["internalStatus"].as_str()), (200, Some("canceled")));
-    let (status, refused) = server.post(&path("/quota/consume"), json!({"action": "update_product"})).await;
-    assert_eq!((status, refused["error"].as_str()), (403, Some("subscription_canceled")));
-    assert_eq!(server.post(&path("/subscription/recovered"), json!({})).await.1["error"], "not_past_due");
+    let client = server.client();
+    let none = Send::default();
+    let store = register(&client, "Lifecycle").await;
+    assert_eq!(refused(client.mark_past_due(store, &none).await).1.error, ErrorCode::NoActiveSubscription);
+    client.activate_subscription(store, &subscribe("professional", "sub_p"), &none).await.expect("subscribe");
+    let view = client.mark_past_due(store, &none).await.expect("past due").value;
+    assert_eq!(view.internal_status, InternalStatus::PastDue);
+    let consumed = client.consume(store, &consume("create_article"), &none).await.expect("consume").value;
+    assert_eq!(consumed.warnings, [Warning::PaymentPastDue]);
+    assert_eq!(
+        client.mark_recovered(store, &none).await.expect("recovered").value.internal_status,
+        InternalStatus::Active
+    );
+    assert_eq!(
+        client.cancel_subscription(store, &none).await.expect("cancel").value.internal_status,
+        InternalStatus::Canceled
+    );
+    let (status, body) = refused(client.consume(store, &consume("update_product"), &none).await);
+    assert_eq!((status, body.error), (403, ErrorCode::SubscriptionCanceled));
+    assert_eq!(refused(client.mark_recovered(store, &none).await).1.error, ErrorCode::NotPastDue);
 
     // Bulk extension: one store in trial is extended, one that is not reports its refusal.
-    let trialing = server.register("Trialing").await;
-    server.post(&format!("/v1/stores/{trialing}/trial"), json!({})).await;
-    let (status, bulk) = server
-        .post(
-            "/v1/admin/stores/extensions",
-            json!({"storeIds": [trialing, store], "kind": "trial", "days": 7, "reason": "outage credit"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{bulk}");
-    assert_eq!(bulk["results"][0]["ok"], true);
-    assert_eq!(bulk["results"][1]["error"], "not_trialing");
-    let (_, view) = server.get(&format!("/v1/stores/{trialing}")).await;
-    let ends = chrono_days(&view["trialEndsAt"]);
-    assert_eq!(ends, 21, "14 + 7 days");
-    let (_, listed) = server.get("/v1/admin/stores?internalStatus=canceled").await;
-    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "{listed}");
-    assert_eq!(listed["items"][0]["storeId"], store.as_str());
-}
-
-/// Days from the test clock's start (the first store's registration) to `at`, rounded.
-fn chrono_days(at: &serde_json::Value) -> i64 {
-    let at = at.as_str().expect("a time");
-    let at = chrono::DateTime::parse_from_rfc3339(at).expect("RFC 3339");
-    let now = chrono::Utc::now();
-    ((at.timestamp() - now.timestamp()) as f64 / 86_400.0).round() as i64
+    let trialing = register(&client, "Trialing").await;
+    client.start_trial(trialing, &StartTrial::default(), &none).await.expect("trial");
+    let extensions = Extensions {
+        store_ids: vec![trialing, store],
+        kind: ExtensionKind::Trial,
+        days: 7,
+        reason: "outage credit".into(),
+    };
+    let bulk = client.extend(&extensions, &none).await.expect("extend").value;
+    assert!(bulk.results[0].ok);
+    assert_eq!(bulk.results[1].error, Some(ErrorCode::NotTrialing));
+    let view = client.get_store(trialing).await.expect("store").value;
+    let days = (view.trial_ends_at.expect("a trial end") - chrono::Utc::now()).num_minutes() as f64 / 1440.0;
+    assert_eq!(days.round(), 21.0, "14 + 7 days");
+    let listed = client.list_stores(Some(InternalStatus::Canceled), &PageRequest::default()).await.expect("list");
+    assert_eq!(listed.value.items.iter().map(|s| s.store_id).collect::<Vec<_>>(), [store]);
 }
 
 on_both_backends!(

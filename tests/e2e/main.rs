@@ -2,6 +2,7 @@
 
 mod api;
 mod audit;
+mod cli;
 mod concurrency;
 mod contract;
 mod crash;

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use planledger_testkit::{PgTestDatabase, SqliteTestDatabase};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -148,14 +148,7 @@ impl Server {
     }
 
     pub async fn register(&self, name: &str) -> String {
-        let body = planledger_client::wire::RegisterStore {
-            store_id: Some(uuid::Uuid::new_v4()),
-            name: Some(name.to_owned()),
-            time_zone: None,
-        };
-        let reply = self.client().register_store(&body, &Default::default()).await.expect("register");
-        assert_eq!(reply.status, 201);
-        reply.value.store_id.to_string()
+        register_with(&self.client(), name).await
     }
 
     /// The store's raw stream.
@@ -165,10 +158,9 @@ impl Server {
         body["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
     }
 
-    pub async fn advance_days(&self, days: i64) -> Value {
-        let (status, body) = self.post("/v1/test-clock/advance", json!({ "seconds": days * 86_400 })).await;
-        assert_eq!(status, 200, "{body}");
-        body
+    /// Moves the test clock on; the server sweeps the deadlines that passed before answering.
+    pub async fn advance_days(&self, days: i64) -> chrono::DateTime<chrono::Utc> {
+        self.client().advance_test_clock(days * 86_400).await.expect("advance the test clock").value.now
     }
 
     /// Sends SIGTERM.
@@ -230,6 +222,18 @@ impl Caller<'_> {
         let url = format!("{}{path}", self.server.base);
         self.send(self.server.client.request(method, url).header("content-type", "application/json").body(body)).await
     }
+}
+
+/// Registers a new store named `name` through `client`; returns its id.
+pub async fn register_with(client: &planledger_client::Client, name: &str) -> String {
+    let body = planledger_client::wire::RegisterStore {
+        store_id: Some(uuid::Uuid::new_v4()),
+        name: Some(name.to_owned()),
+        time_zone: None,
+    };
+    let reply = client.register_store(&body, &Default::default()).await.expect("register");
+    assert_eq!(reply.status, 201);
+    reply.value.store_id.to_string()
 }
 
 /// Runs an async test body on both backends: `fn name(backend)` becomes `sqlite::name` and

@@ -109,8 +109,23 @@ fn optional_bodies(doc: &mut Value) {
     }
 }
 
-/// Rules between fields: a forced trial reset needs a reason.
+/// Rules the derive cannot state: a forced trial reset needs a reason; a transition's metadata
+/// is a flat object (`planledger_domain::validate_metadata`, the same limits).
 fn add_conditions(doc: &mut Value) {
+    use planledger_domain::command::{METADATA_MAX_FIELDS, METADATA_MAX_NAME_CHARS, METADATA_MAX_TEXT_CHARS};
+    if let Some(metadata) = doc.pointer_mut("/components/schemas/TransitionPlan/properties/metadata") {
+        *metadata = json!({
+            "type": ["object", "null"],
+            "description": "Kept with the event: a flat object of text, numbers, booleans and nulls.",
+            "maxProperties": METADATA_MAX_FIELDS,
+            "propertyNames": { "minLength": 1, "maxLength": METADATA_MAX_NAME_CHARS, "pattern": "^[^\\u0000]*$" },
+            "additionalProperties": {
+                "type": ["string", "number", "boolean", "null"],
+                "maxLength": METADATA_MAX_TEXT_CHARS,
+                "pattern": "^[^\\u0000]*$",
+            },
+        });
+    }
     if let Some(schema) = doc.pointer_mut("/components/schemas/StartTrial").and_then(Value::as_object_mut) {
         schema.insert(
             "if".into(),

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use planledger_domain::{
-    effective_state, gate, quota_position, status, Catalog, Command, Event, GateDecision, InternalStatus, Period,
+    effective_state, gate, status, usage_positions, Catalog, Command, Event, GateDecision, InternalStatus, Period,
     StoreId, SubscriptionStatus, TenantState,
 };
 use planledger_service::{Outcome, RenderedAnswer, Renderer};
@@ -90,25 +90,16 @@ pub fn store_view(
     let effective = effective_state(state, now, catalog);
     let status = status(&effective, now, catalog);
     let plan = effective.plan_id.as_ref().and_then(|id| catalog.plan(id));
-    let mut actions: Vec<_> = catalog
-        .actions()
-        .map(|(name, _)| name.clone())
-        .filter(|name| plan.is_some_and(|p| p.limit_for(name).is_some()) || effective.usage.contains_key(name))
-        .collect();
-    actions.sort();
-    let usage = actions
-        .iter()
-        .map(|action| {
-            let q = quota_position(&effective, action, now, catalog);
-            wire::Usage {
-                action: action.to_string(),
-                period: period(q.window.period),
-                period_start: q.window.start,
-                period_end: q.window.end,
-                used: q.used,
-                limit: q.limit,
-                remaining: q.remaining(),
-            }
+    let usage = usage_positions(state, now, catalog)
+        .into_iter()
+        .map(|q| wire::Usage {
+            action: q.action.to_string(),
+            period: period(q.window.period),
+            period_start: q.window.start,
+            period_end: q.window.end,
+            used: q.used,
+            limit: q.limit,
+            remaining: q.remaining(),
         })
         .collect();
     wire::StoreView {

@@ -63,3 +63,25 @@ pub enum ServiceOnly {
     #[response(status = 403, description = "`forbidden`: the token's role may not do this")]
     Forbidden(ErrorBody),
 }
+
+/// The path of every route of one store.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct StorePath {
+    /// The store's id.
+    pub id: uuid::Uuid,
+}
+
+/// The headers every store command takes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct CommandHeaders {
+    /// Makes the request safe to retry: a retry with the same key and request gets the first
+    /// answer (marked `Idempotent-Replayed: true`) and changes nothing.
+    #[param(rename = "Idempotency-Key", pattern = r"^[!-~]{1,255}$")]
+    pub idempotency_key: Option<String>,
+    /// Decide only at this store version (the `ETag` of `GET /v1/stores/{id}`, quoted); else
+    /// 409 `version_mismatch` with `currentVersion`. Empty: no condition.
+    #[param(rename = "If-Match", pattern = r#"^("[0-9]{1,18}")?$"#)]
+    pub if_match: Option<String>,
+}

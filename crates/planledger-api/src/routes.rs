@@ -105,7 +105,7 @@ fn derived_store_id(caller: &str, key: &str) -> StoreId {
 
 /// The store's state, statuses derived at now.
 #[utoipa::path(get, path = "/v1/stores/{id}", tag = "stores", operation_id = "getStore",
-    params(("id" = Uuid, Path, description = "The store's id")),
+    params(rs::StorePath),
     responses(
         (status = 200, description = "The store; `ETag` is its version", body = wire::StoreView, headers(("ETag" = String, description = "The store's version, quoted: send it as `If-Match`"))),
         rs::Unauthorized,
@@ -130,11 +130,7 @@ pub async fn get_store(State(app): State<AppState>, Path(id): Path<String>) -> R
 /// Start a trial (201; 200 if one is running already).
 #[utoipa::path(post, path = "/v1/stores/{id}/trial", tag = "lifecycle", operation_id = "startTrial",
     request_body = wire::StartTrial,
-    params(
-        ("id" = Uuid, Path, description = "The store's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
-        ("If-Match" = Option<String>, Header, description = "Decide only at this store version (the `ETag` of `GET /v1/stores/{id}`)", pattern = r#"^"[0-9]{1,18}"$"#),
-    ),
+    params(rs::StorePath, rs::CommandHeaders),
     responses(
         (status = 201, description = "Started", body = wire::TrialAnswer, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         (status = 200, description = "A trial is running already", body = wire::TrialAnswer),
@@ -175,11 +171,7 @@ pub async fn start_trial(
 /// Activate a paid subscription.
 #[utoipa::path(post, path = "/v1/stores/{id}/subscription", tag = "lifecycle", operation_id = "activateSubscription",
     request_body = wire::ActivateSubscription,
-    params(
-        ("id" = Uuid, Path, description = "The store's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
-        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
-    ),
+    params(rs::StorePath, rs::CommandHeaders),
     responses(
         (status = 200, description = "Active", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         rs::BadBody,
@@ -220,11 +212,7 @@ async fn paid_lifecycle(
 /// Mark the subscription past due.
 #[utoipa::path(post, path = "/v1/stores/{id}/subscription/past-due", tag = "lifecycle", operation_id = "markPastDue",
     request_body(content = wire::NoFields, description = "Empty, or `{}`"),
-    params(
-        ("id" = Uuid, Path, description = "The store's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
-        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
-    ),
+    params(rs::StorePath, rs::CommandHeaders),
     responses(
         (status = 200, description = "Past due", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         rs::BadBody,
@@ -248,11 +236,7 @@ pub async fn mark_past_due(
 /// Mark a past-due subscription recovered.
 #[utoipa::path(post, path = "/v1/stores/{id}/subscription/recovered", tag = "lifecycle", operation_id = "markRecovered",
     request_body(content = wire::NoFields, description = "Empty, or `{}`"),
-    params(
-        ("id" = Uuid, Path, description = "The store's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
-        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
-    ),
+    params(rs::StorePath, rs::CommandHeaders),
     responses(
         (status = 200, description = "Active again", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         rs::BadBody,
@@ -276,11 +260,7 @@ pub async fn mark_recovered(
 /// Cancel the subscription.
 #[utoipa::path(post, path = "/v1/stores/{id}/subscription/cancel", tag = "lifecycle", operation_id = "cancelSubscription",
     request_body(content = wire::NoFields, description = "Empty, or `{}`"),
-    params(
-        ("id" = Uuid, Path, description = "The store's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
-        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
-    ),
+    params(rs::StorePath, rs::CommandHeaders),
     responses(
         (status = 200, description = "Canceled", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         rs::BadBody,
@@ -304,11 +284,7 @@ pub async fn cancel_subscription(
 /// Transition the store to another plan.
 #[utoipa::path(post, path = "/v1/stores/{id}/plan-transitions", tag = "lifecycle", operation_id = "transitionPlan",
     request_body = wire::TransitionPlan,
-    params(
-        ("id" = Uuid, Path, description = "The store's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
-        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
-    ),
+    params(rs::StorePath, rs::CommandHeaders),
     responses(
         (status = 200, description = "Transitioned", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         rs::BadBody,
@@ -354,7 +330,7 @@ fn transition_reason(reason: wire::TransitionReason) -> planledger_domain::Trans
 /// Check the access gate for an action (nothing is recorded).
 #[utoipa::path(post, path = "/v1/stores/{id}/authorize", tag = "quotas", operation_id = "authorize",
     request_body = wire::Authorize,
-    params(("id" = Uuid, Path, description = "The store's id")),
+    params(rs::StorePath),
     responses(
         (status = 200, description = "Allowed, with warnings", body = wire::Authorized),
         rs::BadBody,
@@ -378,11 +354,7 @@ pub async fn authorize(State(app): State<AppState>, Path(id): Path<String>, body
 /// Consume quota.
 #[utoipa::path(post, path = "/v1/stores/{id}/quota/consume", tag = "quotas", operation_id = "consume",
     request_body = wire::Consume,
-    params(
-        ("id" = Uuid, Path, description = "The store's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
-        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
-    ),
+    params(rs::StorePath, rs::CommandHeaders),
     responses(
         (status = 200, description = "Consumed", body = wire::Consumed, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         rs::BadBody,
@@ -414,11 +386,7 @@ pub async fn consume(
 /// Refund a consumption.
 #[utoipa::path(post, path = "/v1/stores/{id}/quota/refund", tag = "quotas", operation_id = "refund",
     request_body = wire::Refund,
-    params(
-        ("id" = Uuid, Path, description = "The store's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry", pattern = r"^[!-~]{1,255}$"),
-        ("If-Match" = Option<String>, Header, description = "Decide only at this store version", pattern = r#"^"[0-9]{1,18}"$"#),
-    ),
+    params(rs::StorePath, rs::CommandHeaders),
     responses(
         (status = 200, description = "Refunded", body = wire::Refunded, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         rs::BadBody,
@@ -479,7 +447,7 @@ fn page<T>(mut items: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> w
 /// The store's raw stream, in version order.
 #[utoipa::path(get, path = "/v1/stores/{id}/events", tag = "history", operation_id = "listEvents",
     params(
-        ("id" = Uuid, Path, description = "The store's id"),
+        rs::StorePath,
         ("cursor" = Option<String>, Query, description = "The `nextCursor` of the previous page (a version: the page starts after it)", pattern = "^[0-9]{1,18}$"),
         ("fromVersion" = Option<i64>, Query, description = "The first version of the page (SPEC 11); `cursor` wins if both are given", minimum = 1),
         ("limit" = Option<i64>, Query, description = "Default 100", minimum = 1, maximum = 1000),
@@ -518,7 +486,7 @@ fn time_param(params: &Params, name: &'static str) -> Result<Option<DateTime<Utc
 /// The state replayed to a time, a version, or both (whichever comes first).
 #[utoipa::path(get, path = "/v1/stores/{id}/state", tag = "history", operation_id = "getStateAt",
     params(
-        ("id" = Uuid, Path, description = "The store's id"),
+        rs::StorePath,
         ("at" = Option<DateTime<Utc>>, Query, description = "Replay the events recorded until this time; statuses are derived at it"),
         ("version" = Option<i64>, Query, description = "Replay the events up to this version", minimum = 1),
     ),

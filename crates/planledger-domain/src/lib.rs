@@ -25,7 +25,7 @@ pub mod values;
 
 pub use catalog::{ActionKind, Catalog, CatalogError, Period, Plan, PlanKind};
 pub use command::{Command, Consumption, ExtensionKind, TransitionPlan};
-pub use decide::{decide, due_transitions, quota_position, QuotaPosition};
+pub use decide::{decide, due_transitions, quota_position, usage_positions, QuotaPosition};
 pub use error::{DomainError, GateReason, GateRefusal, UPGRADE_URL};
 pub use event::{Event, EventDecodeError, TransitionReason};
 pub use gate::{gate, GateDecision};

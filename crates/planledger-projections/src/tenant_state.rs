@@ -222,39 +222,39 @@ struct ManyRows {
     usage: Vec<sqlx::types::Json<serde_json::Value>>,
 }
 
-fn rfc3339(at: Option<DateTime<Utc>>) -> serde_json::Value {
-    at.map_or(serde_json::Value::Null, |t| {
-        serde_json::Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-    })
-}
-
 /// Usage per action in its current period at `now`, with the limit and what remains: every
 /// action the plan limits or the store has used, by name.
 fn usage_of(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> serde_json::Value {
-    let effective = planledger_domain::effective_state(state, now, catalog);
-    let plan = effective.plan_id.as_ref().and_then(|id| catalog.plan(id));
-    let mut actions: Vec<_> = catalog
-        .actions()
-        .map(|(name, _)| name.clone())
-        .filter(|name| plan.is_some_and(|p| p.limit_for(name).is_some()) || effective.usage.contains_key(name))
-        .collect();
-    actions.sort();
-    let usage: Vec<serde_json::Value> = actions
-        .iter()
-        .map(|action| {
-            let q = planledger_domain::quota_position(&effective, action, now, catalog);
-            serde_json::json!({
-                "action": action,
-                "period": q.window.period.as_str(),
-                "periodStart": rfc3339(q.window.start),
-                "periodEnd": rfc3339(q.window.end),
-                "used": q.used,
-                "limit": q.limit,
-                "remaining": q.remaining(),
-            })
+    let usage: Vec<StoredUsage> = planledger_domain::usage_positions(state, now, catalog)
+        .into_iter()
+        .map(|q| StoredUsage {
+            action: q.action.to_string(),
+            period: q.window.period.as_str(),
+            period_start: rfc3339_micros(q.window.start),
+            period_end: rfc3339_micros(q.window.end),
+            used: q.used,
+            limit: q.limit,
+            remaining: q.remaining(),
         })
         .collect();
-    serde_json::Value::Array(usage)
+    serde_json::to_value(usage).unwrap_or_default()
+}
+
+fn rfc3339_micros(at: Option<DateTime<Utc>>) -> Option<String> {
+    at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+/// One action's usage as the `usage` column keeps it (for SQL readers of the read model).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredUsage {
+    action: String,
+    period: &'static str,
+    period_start: Option<String>,
+    period_end: Option<String>,
+    used: u64,
+    limit: Option<u64>,
+    remaining: Option<u64>,
 }
 
 fn parse_row(

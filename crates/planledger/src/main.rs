@@ -17,9 +17,21 @@ use planledger_store::{AnyEventLog, StoreConfig};
 #[derive(Debug, Parser)]
 #[command(name = "planledger", version, about)]
 struct Cli {
-    /// postgres://... or sqlite://path (the embedded default).
-    #[arg(long, global = true, env = "PLANLEDGER_DATABASE_URL", default_value = "sqlite://planledger.db")]
+    /// postgres://... or sqlite://path (the embedded default). Its value is never printed here:
+    /// it may hold a password.
+    #[arg(
+        long,
+        global = true,
+        env = "PLANLEDGER_DATABASE_URL",
+        default_value = "sqlite://planledger.db",
+        hide_env_values = true
+    )]
     database_url: String,
+
+    /// The catalog (plans, actions, lifecycle) in force, for serve, replay and projections;
+    /// default: the built-in config/catalog.toml.
+    #[arg(long, global = true, env = "PLANLEDGER_CATALOG")]
+    catalog: Option<String>,
 
     /// Connections in the PostgreSQL pool (readers on SQLite).
     #[arg(long, global = true, env = "PLANLEDGER_DB_POOL_SIZE", default_value_t = 16)]
@@ -44,9 +56,6 @@ enum Command {
         /// name:role:secret,... (roles reader, service, admin). Without tokens, loopback only.
         #[arg(long, env = "PLANLEDGER_TOKENS", hide_env_values = true)]
         tokens: Option<String>,
-        /// A catalog file instead of the built-in config/catalog.toml.
-        #[arg(long, env = "PLANLEDGER_CATALOG")]
-        catalog: Option<String>,
         /// Expose the settable test clock (/v1/test-clock).
         #[arg(long, env = "PLANLEDGER_TEST_CLOCK", value_parser = parse_flag, default_value = "0")]
         test_clock: bool,
@@ -55,7 +64,11 @@ enum Command {
         sweep_interval_ms: u64,
     },
     /// Apply the event log's migrations (serve does it too).
-    Migrate,
+    Migrate {
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// A store's history, one line per event with the state after it.
     Replay {
         /// The store id.
@@ -66,7 +79,10 @@ enum Command {
         at: Option<String>,
         /// Also show what the state would be under this catalog (nothing is written).
         #[arg(long)]
-        catalog: Option<String>,
+        compare: Option<String>,
+        /// Print the history as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Benchmarks on a fresh PostgreSQL database: planledger against the lock-row design and
     /// the machine's commit limit.
@@ -90,7 +106,8 @@ enum Command {
         #[arg(
             long,
             env = "PLANLEDGER_BENCH_POSTGRES_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+            hide_env_values = true
         )]
         postgres: String,
     },
@@ -104,7 +121,11 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
     /// Each read model's generation, catalog and lag.
-    Status,
+    Status {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild one read model (or all) from the log, blue/green, with a progress bar.
     Rebuild {
         /// tenant_state or audit_log; all when omitted.
@@ -112,8 +133,8 @@ enum ProjectionsCommand {
     },
 }
 
-fn current_catalog() -> anyhow::Result<planledger_domain::Catalog> {
-    serve::load_catalog(std::env::var("PLANLEDGER_CATALOG").ok().filter(|c| !c.is_empty()).as_deref())
+fn current_catalog(cli: &Cli) -> anyhow::Result<planledger_domain::Catalog> {
+    serve::load_catalog(cli.catalog.as_deref().filter(|c| !c.is_empty()))
 }
 
 fn parse_flag(value: &str) -> Result<bool, String> {
@@ -155,10 +176,18 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn migrate(cli: &Cli) -> anyhow::Result<()> {
+async fn migrate(cli: &Cli, json: bool) -> anyhow::Result<()> {
     let log = connect(cli).await?;
     let report = log.migrate().await.context("migration failed; nothing was changed")?;
-    if report.applied.is_empty() {
+    tracing::info!(backend = log.backend_name(), applied = ?report.applied, "migrations checked");
+    if json {
+        let document = serde_json::json!({
+            "backend": log.backend_name(),
+            "applied": report.applied,
+            "alreadyApplied": report.already_applied,
+        });
+        println!("{document}");
+    } else if report.applied.is_empty() {
         println!("{}: up to date ({} migrations applied before)", log.backend_name(), report.already_applied.len());
     } else {
         println!("{}: applied migrations {:?}", log.backend_name(), report.applied);
@@ -166,35 +195,41 @@ async fn migrate(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs go to stderr: coloured only on a terminal; one JSON object per line with
+/// `PLANLEDGER_LOG_FORMAT=json`.
+fn init_logs() -> Result<(), String> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match std::env::var("PLANLEDGER_LOG_FORMAT").unwrap_or_default().as_str() {
+        "json" => logs.json().with_current_span(false).init(),
+        "" | "text" => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        other => return Err(format!("PLANLEDGER_LOG_FORMAT must be text or json, not {other:?}")),
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(error) = init_logs() {
+        eprintln!("error: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let outcome = match &cli.command {
-        Command::Migrate => migrate(&cli).await,
-        Command::Replay { store, at, catalog } => {
+        Command::Migrate { json } => migrate(&cli, *json).await,
+        Command::Replay { store, at, compare, json } => {
             async {
                 let at = at
                     .as_deref()
                     .map(|t| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&chrono::Utc)))
                     .transpose()
                     .map_err(|_| anyhow::anyhow!("--at must be an RFC 3339 time like 2026-03-01T00:00:00Z"))?;
-                let current = current_catalog()?;
-                let other = catalog.as_deref().map(|path| serve::load_catalog(Some(path))).transpose()?;
+                let current = current_catalog(&cli)?;
+                let other = compare.as_deref().map(|path| serve::load_catalog(Some(path))).transpose()?;
                 let log = connect(&cli).await?;
-                operate::replay(
-                    &log,
-                    store,
-                    at,
-                    &current,
-                    other.as_ref().map(|c| (catalog.as_deref().unwrap_or(""), c)),
-                )
-                .await
+                let other = other.as_ref().map(|c| (compare.as_deref().unwrap_or(""), c));
+                operate::replay(&log, store, at, &current, other, *json).await
             }
             .await
         }
@@ -212,9 +247,9 @@ async fn main() -> std::process::ExitCode {
         Command::Projections { action } => {
             async {
                 let log = connect(&cli).await?;
-                let catalog = current_catalog()?;
+                let catalog = current_catalog(&cli)?;
                 match action {
-                    ProjectionsCommand::Status => operate::status_report(&log, &catalog).await,
+                    ProjectionsCommand::Status { json } => operate::status_report(&log, &catalog, *json).await,
                     ProjectionsCommand::Rebuild { name } => {
                         let models = match name {
                             None => planledger_projections::ReadModel::ALL.to_vec(),
@@ -228,12 +263,12 @@ async fn main() -> std::process::ExitCode {
             }
             .await
         }
-        Command::Serve { bind, tokens, catalog, test_clock, sweep_interval_ms } => match connect(&cli).await {
+        Command::Serve { bind, tokens, test_clock, sweep_interval_ms } => match connect(&cli).await {
             Ok(log) => {
                 let options = serve::ServeOptions {
                     bind: bind.clone(),
                     tokens: tokens.clone(),
-                    catalog: catalog.clone(),
+                    catalog: cli.catalog.clone(),
                     test_clock: *test_clock,
                     sweep_interval: Duration::from_millis((*sweep_interval_ms).max(10)),
                 };

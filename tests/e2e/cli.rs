@@ -1,0 +1,77 @@
+//! The command line: no secret in `--help`, `--json` from `migrate`, logs without colour codes
+//! off a terminal and as JSON on request. (`replay --json`, `projections status --json` and
+//! `--catalog` are in `audit.rs`, beside the history they read.)
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_planledger"));
+    command.args(args).env_remove("PLANLEDGER_LOG_FORMAT").env_remove("RUST_LOG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run planledger")
+}
+
+#[test]
+fn help_never_prints_a_secret() {
+    let env = [
+        ("PLANLEDGER_DATABASE_URL", "postgres://app:hunter2-db@db.internal:5432/ledger"),
+        ("PLANLEDGER_TOKENS", "ops:admin:hunter2-token"),
+        ("PLANLEDGER_BENCH_POSTGRES_URL", "postgres://bench:hunter2-bench@127.0.0.1/postgres"),
+    ];
+    let helps: [&[&str]; 7] = [
+        &["--help"],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["replay", "--help"],
+        &["projections", "status", "--help"],
+        &["projections", "rebuild", "--help"],
+        &["bench", "--help"],
+    ];
+    for args in helps {
+        let out = run(args, &env);
+        assert!(out.status.success(), "{args:?}");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains("hunter2"), "{args:?} printed a secret:\n{text}");
+    }
+    let serve = run(&["serve", "--help"], &env);
+    let text = String::from_utf8_lossy(&serve.stdout);
+    assert!(text.contains("PLANLEDGER_DATABASE_URL") && text.contains("--catalog"), "{text}");
+}
+
+#[test]
+fn migrate_reports_as_json_and_logs_plainly_or_as_json() {
+    let dir = std::env::temp_dir().join(format!("planledger-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("cli.db").display());
+    let out = run(&["migrate", "--json"], &[("PLANLEDGER_DATABASE_URL", &url), ("RUST_LOG", "info")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("migrate --json is JSON");
+    assert_eq!(report["backend"], "sqlite");
+    assert_eq!(report["applied"].as_array().map(Vec::len), Some(3));
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("migrations checked"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "no colour codes off a terminal: {logs:?}");
+
+    let out = run(
+        &["migrate", "--json"],
+        &[("PLANLEDGER_DATABASE_URL", &url), ("RUST_LOG", "info"), ("PLANLEDGER_LOG_FORMAT", "json")],
+    );
+    assert!(out.status.success());
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (again["applied"].as_array().map(Vec::len), again["alreadyApplied"].as_array().map(Vec::len)),
+        (Some(0), Some(3))
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("a log line that is not JSON: {line:?}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "migrations checked" && l["level"] == "INFO"), "{lines:?}");
+
+    let out = run(&["migrate"], &[("PLANLEDGER_DATABASE_URL", &url), ("PLANLEDGER_LOG_FORMAT", "xml")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PLANLEDGER_LOG_FORMAT must be text or json"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
