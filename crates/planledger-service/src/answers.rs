@@ -121,3 +121,47 @@ pub async fn insert_many_in(tx: &mut AnyTx, answers: &[NewAnswer<'_>]) -> Result
     }
     Ok(())
 }
+
+/// Which of `keys` (store, key) already have a stored answer, read in `tx`: the committer's
+/// one look-up per group, so that workers need not look before deciding.
+pub async fn existing_in(
+    tx: &mut AnyTx,
+    keys: &[(StoreId, &str)],
+) -> Result<std::collections::HashSet<(StoreId, String)>, StoreError> {
+    let mut found = std::collections::HashSet::new();
+    if keys.is_empty() {
+        return Ok(found);
+    }
+    match tx {
+        AnyTx::Postgres(tx) => {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT a.store_id, a.key FROM idempotent_answers a
+                 JOIN unnest($1::text[], $2::text[]) AS k(store_id, key) ON a.store_id = k.store_id AND a.key = k.key",
+            )
+            .bind(keys.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|(_, k)| *k).collect::<Vec<_>>())
+            .fetch_all(&mut **tx)
+            .await?;
+            for (store, key) in rows {
+                if let Ok(store) = StoreId::parse(&store) {
+                    found.insert((store, key));
+                }
+            }
+        }
+        // One writer in this process: a statement per key costs no round trip to a server.
+        AnyTx::Sqlite(tx) => {
+            for (store, key) in keys {
+                let row: Option<(i64,)> =
+                    sqlx::query_as("SELECT 1 FROM idempotent_answers WHERE store_id = ? AND key = ?")
+                        .bind(store.to_string())
+                        .bind(*key)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if row.is_some() {
+                    found.insert((*store, (*key).to_owned()));
+                }
+            }
+        }
+    }
+    Ok(found)
+}

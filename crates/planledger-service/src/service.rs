@@ -145,6 +145,8 @@ pub struct ServiceMetrics {
     pub conflicts: AtomicU64,
     pub retries: AtomicU64,
     pub replays: AtomicU64,
+    /// Reads of stored answers by workers (a keyed batch whose key was answered before).
+    pub answer_lookups: AtomicU64,
     pub sweeps: AtomicU64,
     pub swept_stores: AtomicU64,
 }
@@ -358,7 +360,9 @@ impl CommandService {
         let (queue, jobs) = mpsc::channel(4096);
         workers.insert(store, (generation, queue.clone()));
         let inner = self.inner.clone();
-        tokio::spawn(async move { Worker { inner, store, generation, cache: None }.run(jobs).await });
+        tokio::spawn(async move {
+            Worker { inner, store, generation, cache: None, recent: RecentAnswers::default() }.run(jobs).await
+        });
         (generation, queue)
     }
 
@@ -414,6 +418,36 @@ struct Worker {
     store: StoreId,
     generation: u64,
     cache: Option<Loaded>,
+    /// The first answers this worker committed lately, by key: a client's retry usually comes
+    /// back to the same worker soon, and is then answered without a database read. A stored
+    /// answer never changes, so keeping a copy is safe.
+    recent: RecentAnswers,
+}
+
+/// A bounded memory of committed first answers (oldest forgotten first).
+#[derive(Default)]
+struct RecentAnswers {
+    by_key: HashMap<String, answers::StoredAnswer>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl RecentAnswers {
+    const CAPACITY: usize = 1024;
+
+    fn get(&self, key: &str) -> Option<&answers::StoredAnswer> {
+        self.by_key.get(key)
+    }
+
+    fn remember(&mut self, key: String, answer: answers::StoredAnswer) {
+        if self.by_key.insert(key.clone(), answer).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_key.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// What became of one command in a batch, before the commit.
@@ -558,12 +592,19 @@ impl Worker {
         inner.metrics.batches.fetch_add(1, Ordering::Relaxed);
         // Set when the cached state may be behind the log (another node appended).
         let mut stale = false;
+        // Keyed commands are decided without looking for stored answers first: the committer
+        // looks for the whole group at once and answers `Duplicate` for a batch with a key
+        // answered before. Then (and for a single command split out of a batch) they are read.
+        let mut load_answers = !may_split;
+        // Set when the last attempt only lacked the stored answers (no contention: no pause).
+        let mut answers_missing = false;
         for attempt in 0..inner.config.max_attempts {
-            if attempt > 0 {
+            if attempt > 0 && !answers_missing {
                 inner.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 let jitter = u64::from(Uuid::now_v7().as_bytes()[15] % 8);
                 tokio::time::sleep(Duration::from_millis(1 + jitter * u64::from(attempt))).await;
             }
+            answers_missing = false;
             let loaded = match (self.cache.take(), stale) {
                 (Some(loaded), false) => Ok(loaded),
                 (Some(loaded), true) => self.catch_up(loaded).await,
@@ -573,9 +614,10 @@ impl Worker {
                 Ok(loaded) => loaded,
                 Err(e) => return all(e),
             };
-            let stored = if keys.is_empty() {
+            let stored = if keys.is_empty() || !load_answers {
                 HashMap::new()
             } else {
+                inner.metrics.answer_lookups.fetch_add(1, Ordering::Relaxed);
                 match answers::load(&inner.log, self.store, &keys).await {
                     Ok(stored) => stored,
                     Err(e) => return all(e.into()),
@@ -607,7 +649,7 @@ impl Worker {
             let mut seen: HashMap<&str, (usize, &str)> = HashMap::new();
             for (index, job) in jobs.iter().enumerate() {
                 if let Some(request) = &job.meta.idempotency {
-                    if let Some(first) = stored.get(&request.key) {
+                    if let Some(first) = stored.get(&request.key).or_else(|| self.recent.get(&request.key)) {
                         inner.metrics.replays.fetch_add(1, Ordering::Relaxed);
                         decided.push(Decided::Answered(replay_or_reused(first, request)));
                         continue;
@@ -684,13 +726,33 @@ impl Worker {
                 continue;
             }
 
+            let committed: Vec<(String, answers::StoredAnswer)> = answers
+                .iter()
+                .map(|(key, answer)| {
+                    let first =
+                        answers::StoredAnswer { request_hash: key.request_hash.clone(), answer: answer.clone() };
+                    (key.key.clone(), first)
+                })
+                .collect();
             match self.commit(&loaded, events, &working, answers, now).await {
                 Ok(new_version) => {
                     self.remember(loaded.version, new_version, working);
+                    for (key, first) in committed {
+                        self.recent.remember(key, first);
+                    }
                     return BatchResult::Done(finish(decided));
                 }
                 Err(AppendFailure::Conflict) => {
                     inner.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                    self.cache = Some(loaded);
+                    stale = true;
+                    continue;
+                }
+                Err(AppendFailure::Duplicate) if !load_answers && !keys.is_empty() => {
+                    // A key of this batch was answered before (a retry, or a request on another
+                    // node): decide again with the stored answers in hand. Nothing was written.
+                    load_answers = true;
+                    answers_missing = true;
                     self.cache = Some(loaded);
                     stale = true;
                     continue;
@@ -701,6 +763,7 @@ impl Worker {
                     // node: its stored answer is the answer. Otherwise the log moved: reload.
                     let job = &jobs[0];
                     if let Some(request) = &job.meta.idempotency {
+                        inner.metrics.answer_lookups.fetch_add(1, Ordering::Relaxed);
                         match answers::load(&inner.log, self.store, &[request.key.as_str()]).await {
                             Ok(stored) => {
                                 if let Some(first) = stored.get(&request.key) {
@@ -860,7 +923,29 @@ async fn commit_group(
     group: &[CommitRequest],
 ) -> Result<Vec<Result<i64, AppendFailure>>, GroupFailure> {
     let mut tx = log.begin().await?;
-    let outcomes = log.append_many_in(&mut tx, group).await?;
+    // Workers decide keyed commands without looking for a stored answer first; one look-up here
+    // serves the whole group. A batch with a key already answered writes nothing and is told
+    // `Duplicate`: its worker then reads the stored answer and replays it.
+    let keyed: Vec<(StoreId, &str)> = group
+        .iter()
+        .flat_map(|request| request.answers.iter().map(|(key, _)| (request.store, key.key.as_str())))
+        .collect();
+    let answered = answers::existing_in(&mut tx, &keyed).await?;
+    let answered_before = |request: &CommitRequest| {
+        request.answers.iter().any(|(key, _)| answered.contains(&(request.store, key.key.clone())))
+    };
+    let writable: Vec<&CommitRequest> = group.iter().filter(|r| !answered_before(r)).collect();
+    let mut appended = log.append_many_in(&mut tx, &writable).await?.into_iter();
+    let outcomes: Vec<StreamAppendOutcome> = group
+        .iter()
+        .map(|request| {
+            if answered_before(request) {
+                StreamAppendOutcome::Duplicate
+            } else {
+                appended.next().unwrap_or(StreamAppendOutcome::Conflict)
+            }
+        })
+        .collect();
     let mut rows = Vec::new();
     let mut results = Vec::with_capacity(group.len());
     for (request, outcome) in group.iter().zip(&outcomes) {

@@ -20,17 +20,16 @@ async fn setup(
     let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 4, Duration::from_secs(5)).await.expect("open"));
     log.migrate().await.expect("migrate");
     planledger_projections::schema::ensure(&log, "fp", Utc::now()).await.expect("schema");
+    let (service, writer) = node(&log, config);
+    (service, log, writer, db)
+}
+
+/// A command service (a node) on `log`, and its journal writer.
+fn node(log: &AnyEventLog, config: ServiceConfig) -> (CommandService, tokio::task::JoinHandle<()>) {
     let clock: Arc<dyn Clock> = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 5, 4, 12, 0, 0).unwrap()));
     let (journal, writer) = Journal::spawn(log.clone());
-    let service = CommandService::new(
-        log.clone(),
-        Arc::new(Catalog::builtin()),
-        clock,
-        config,
-        journal,
-        Arc::new(planledger_api::render::JsonRenderer),
-    );
-    (service, log, writer, db)
+    let renderer = Arc::new(planledger_api::render::JsonRenderer);
+    (CommandService::new(log.clone(), Arc::new(Catalog::builtin()), clock, config, journal, renderer), writer)
 }
 
 fn meta() -> CommandMeta {
@@ -336,4 +335,49 @@ async fn commands_to_unknown_stores_leave_no_worker_behind() {
     }
     assert_eq!(service.active_workers(), 1, "only the registered store keeps a worker");
     assert_eq!(service.execute(store, consume(), meta()).await.unwrap().seen().status, 200);
+}
+
+#[tokio::test]
+async fn fresh_keys_cost_no_lookup_and_a_retry_still_gets_the_first_answer() {
+    let (service, log, _writer, _db) = setup(ServiceConfig::default()).await;
+    let store = trialing_store(&service).await;
+    let keyed = |key: &str, hash: &str| CommandMeta {
+        idempotency: Some(planledger_service::IdempotencyRequest { key: key.into(), request_hash: hash.into() }),
+        ..meta()
+    };
+    let lookups = || service.metrics().answer_lookups.load(std::sync::atomic::Ordering::Relaxed);
+    let firsts = futures_util::future::join_all((0..8).map(|i| {
+        let service = service.clone();
+        let meta = keyed(&format!("k-{i}"), "h");
+        async move { service.execute(store, update(), meta).await.seen() }
+    }))
+    .await;
+    assert!(firsts.iter().all(|a| a.status == 200), "{firsts:?}");
+    assert_eq!(lookups(), 0, "a fresh key is decided without reading stored answers");
+    // A retry of each, concurrently with new keys: the retries replay, the new ones are decided.
+    let mixed = futures_util::future::join_all((0..16).map(|i| {
+        let service = service.clone();
+        let meta = keyed(&format!("k-{}", i % 8 + if i < 8 { 0 } else { 100 }), "h");
+        async move { service.execute(store, update(), meta).await.seen() }
+    }))
+    .await;
+    for (i, answer) in mixed.iter().take(8).enumerate() {
+        assert_eq!(answer, &firsts[i], "the retry of k-{i} is its first answer");
+    }
+    assert_eq!(lookups(), 0, "the worker remembers the answers it committed");
+    assert_eq!(count_of(&log, store, "QuotaConsumed").await, 16, "8 + 8 new, none twice");
+    // Another node never saw these keys: its commit finds them answered, it reads, it replays.
+    let (other, _other_writer) = node(&log, ServiceConfig::default());
+    let elsewhere = other.execute(store, update(), keyed("k-3", "h")).await.seen();
+    assert_eq!(elsewhere, firsts[3], "the first answer, from another node");
+    assert!(other.metrics().answer_lookups.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(count_of(&log, store, "QuotaConsumed").await, 16, "nothing appended by the replay");
+}
+
+fn update() -> Command {
+    Command::Consume {
+        action: ActionName::parse("update_product").unwrap(),
+        amount: Amount::ONE,
+        consumption_id: Uuid::now_v7(),
+    }
 }

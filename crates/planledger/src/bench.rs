@@ -16,7 +16,7 @@ use chrono::Utc;
 use planledger_domain::{evolve, ActionName, Amount, Catalog, Command, Event, StoreId, TenantState};
 use planledger_projections::rebuild::{rebuild, Progress};
 use planledger_projections::ReadModel;
-use planledger_service::{CommandMeta, CommandService, Journal, ServiceConfig, SystemClock};
+use planledger_service::{CommandMeta, CommandService, IdempotencyRequest, Journal, ServiceConfig, SystemClock};
 use planledger_store::{AnyEventLog, EventLog, NewEvent, PgEventLog, Snapshot, StreamId};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -350,6 +350,23 @@ fn fastrand_index(n: usize) -> usize {
     (Uuid::now_v7().as_u128() as usize) % n.max(1)
 }
 
+/// How a scenario's clients send: without keys, or with a fresh `Idempotency-Key` on every
+/// command, as clients that retry safely do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    None,
+    /// Every hundredth command is sent twice with its key: the second answer must be the first,
+    /// marked replayed, and append nothing (the run's exactness check counts the log).
+    Fresh,
+}
+
+/// The key of the `n`th keyed command, and whether this one is sent again as a retry.
+fn next_key(counter: &AtomicU64) -> (String, bool) {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    (format!("bench-{n}"), n % 100 == 99)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn scenario_service(
     url: &str,
     name: &str,
@@ -357,36 +374,79 @@ async fn scenario_service(
     clients: usize,
     duration: Duration,
     http: bool,
+    keys: Keys,
 ) -> anyhow::Result<Figures> {
     let catalog = Arc::new(bench_catalog()?);
     let log = open_log(url, 32).await?;
     let service = service(&log, &catalog);
     let ids = Arc::new(trialing_stores(&service, stores).await?);
+    let counter = Arc::new(AtomicU64::new(0));
+    let replays = Arc::new(AtomicU64::new(0));
     let op: Op = if http {
         let state = planledger_api::AppState::new(service.clone(), planledger_api::Tokens::none(), Arc::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, planledger_api::app(state)).await });
         let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+        let (counter, replays) = (counter.clone(), replays.clone());
         Arc::new(move |worker| {
             let (client, ids, base) = (client.clone(), ids.clone(), base.clone());
+            let (counter, replays) = (counter.clone(), replays.clone());
             Box::pin(async move {
                 let store = ids[(worker + fastrand_index(ids.len())) % ids.len()];
-                let response = client
-                    .post(format!("{base}/v1/stores/{store}/quota/consume"))
-                    .json(&json!({"action": "create_article"}))
-                    .send()
-                    .await?;
-                Ok(response.status().as_u16() == 200)
+                let url = format!("{base}/v1/stores/{store}/quota/consume");
+                let send = |key: Option<&str>| {
+                    let mut request = client.post(&url).json(&json!({"action": "create_article"}));
+                    if let Some(key) = key {
+                        request = request.header("Idempotency-Key", key);
+                    }
+                    request.send()
+                };
+                if keys == Keys::None {
+                    return Ok(send(None).await?.status().as_u16() == 200);
+                }
+                let (key, retry) = next_key(&counter);
+                let first = send(Some(&key)).await?;
+                let ok = first.status().as_u16() == 200;
+                let first_body = first.bytes().await?;
+                if retry {
+                    let again = send(Some(&key)).await?;
+                    let marked = again.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+                    if !marked || again.bytes().await? != first_body {
+                        bail!("{key}: the retry was not the first answer, replayed");
+                    }
+                    replays.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(ok)
             })
         })
     } else {
         let service = service.clone();
+        let (counter, replays, catalog) = (counter.clone(), replays.clone(), catalog.clone());
         Arc::new(move |worker| {
-            let (service, ids) = (service.clone(), ids.clone());
+            let (service, ids, catalog) = (service.clone(), ids.clone(), catalog.clone());
+            let (counter, replays) = (counter.clone(), replays.clone());
             Box::pin(async move {
                 let store = ids[(worker + fastrand_index(ids.len())) % ids.len()];
-                Ok(accepted(&service.execute(store, consume(), meta()).await?))
+                if keys == Keys::None {
+                    return Ok(accepted(&service.execute(store, consume(), meta()).await?));
+                }
+                let (key, retry) = next_key(&counter);
+                let keyed = CommandMeta {
+                    idempotency: Some(IdempotencyRequest { key: key.clone(), request_hash: "bench".into() }),
+                    ..meta()
+                };
+                let first = service.execute(store, consume(), keyed.clone()).await?;
+                let ok = accepted(&first);
+                if retry {
+                    let again = service.execute(store, consume(), keyed).await?;
+                    let rendered = planledger_api::render::rendered(Ok(first), &catalog, "bench");
+                    if again != planledger_service::Answer::Replayed(rendered) {
+                        bail!("{key}: the retry was not the first answer, replayed: {again:?}");
+                    }
+                    replays.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(ok)
             })
         })
     };
@@ -394,7 +454,14 @@ async fn scenario_service(
     let overshoot = check_exact(&log, name, run.allowed, 1_000_000_000).await?;
     let mut figures = run.figures(name, clients);
     figures.overshoot = overshoot;
-    figures.note = format!("{stores} store(s), {} allowed", run.allowed);
+    figures.note = match keys {
+        Keys::None => format!("{stores} store(s), {} allowed", run.allowed),
+        Keys::Fresh => format!(
+            "{stores} store(s), {} allowed, a fresh key each, {} retries replayed",
+            run.allowed,
+            replays.load(Ordering::Relaxed)
+        ),
+    };
     service.shutdown();
     Ok(figures)
 }
@@ -599,6 +666,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         "many_stores",
         "http_hot_store",
         "http_many_stores",
+        "hot_store_keyed",
+        "many_stores_keyed",
+        "http_hot_store_keyed",
+        "http_many_stores_keyed",
         "rebuild",
         "long_stream",
     ];
@@ -613,13 +684,18 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                 "raw" => vec![scenario_raw(&db.url, clients, duration).await?],
                 "lockrow_hot" => vec![scenario_lockrow(&db.url, "lockrow_hot", 1, clients, duration).await?],
                 "lockrow_many" => vec![scenario_lockrow(&db.url, "lockrow_many", many, clients, duration).await?],
-                "hot_store" => vec![scenario_service(&db.url, "hot_store", 1, clients, duration, false).await?],
-                "many_stores" => vec![scenario_service(&db.url, "many_stores", many, clients, duration, false).await?],
-                "http_hot_store" => {
-                    vec![scenario_service(&db.url, "http_hot_store", 1, clients, duration, true).await?]
-                }
-                "http_many_stores" => {
-                    vec![scenario_service(&db.url, "http_many_stores", many, clients, duration, true).await?]
+                name @ ("hot_store"
+                | "many_stores"
+                | "http_hot_store"
+                | "http_many_stores"
+                | "hot_store_keyed"
+                | "many_stores_keyed"
+                | "http_hot_store_keyed"
+                | "http_many_stores_keyed") => {
+                    let stores = if name.contains("hot_store") { 1 } else { many };
+                    let http = name.starts_with("http_");
+                    let keys = if name.ends_with("_keyed") { Keys::Fresh } else { Keys::None };
+                    vec![scenario_service(&db.url, name, stores, clients, duration, http, keys).await?]
                 }
                 "rebuild" => {
                     let (stores, per_store) = if quick { (500, 100) } else { (10_000, 100) };
@@ -643,6 +719,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     ratio(&mut figures, "many_stores", "raw", false);
     ratio(&mut figures, "http_hot_store", "hot_store", false);
     ratio(&mut figures, "http_many_stores", "many_stores", false);
+    // Keyed against unkeyed, same scenario (target 0.9x); many stores keyed against raw (1.0x).
+    ratio(&mut figures, "hot_store_keyed", "hot_store", false);
+    ratio(&mut figures, "many_stores_keyed", "raw", false);
+    ratio(&mut figures, "http_hot_store_keyed", "http_hot_store", false);
+    ratio(&mut figures, "http_many_stores_keyed", "http_many_stores", false);
     ratio(&mut figures, "long_stream", "long_stream_short", true);
     print_table(&figures);
     if let Some(path) = &options.json {
