@@ -500,11 +500,7 @@ impl Worker {
                 workers.remove(&self.store);
             }
         }
-        jobs.close();
-        let mut rest = Vec::new();
-        while let Ok(job) = jobs.try_recv() {
-            rest.push(job);
-        }
+        let rest = drain_closed(jobs).await;
         if !rest.is_empty() {
             self.process(rest, true).await;
         }
@@ -931,15 +927,17 @@ async fn commit_group(
         .flat_map(|request| request.answers.iter().map(|(key, _)| (request.store, key.key.as_str())))
         .collect();
     let answered = answers::existing_in(&mut tx, &keyed).await?;
-    let answered_before = |request: &CommitRequest| {
-        request.answers.iter().any(|(key, _)| answered.contains(&(request.store, key.key.clone())))
-    };
-    let writable: Vec<&CommitRequest> = group.iter().filter(|r| !answered_before(r)).collect();
-    let mut appended = log.append_many_in(&mut tx, &writable).await?.into_iter();
-    let outcomes: Vec<StreamAppendOutcome> = group
+    let answered_before: Vec<bool> = group
         .iter()
-        .map(|request| {
-            if answered_before(request) {
+        .map(|request| request.answers.iter().any(|(key, _)| answered.contains(&(request.store, key.key.clone()))))
+        .collect();
+    let writable: Vec<&CommitRequest> =
+        group.iter().zip(&answered_before).filter(|(_, answered)| !**answered).map(|(r, _)| r).collect();
+    let mut appended = log.append_many_in(&mut tx, &writable).await?.into_iter();
+    let outcomes: Vec<StreamAppendOutcome> = answered_before
+        .iter()
+        .map(|answered| {
+            if *answered {
                 StreamAppendOutcome::Duplicate
             } else {
                 appended.next().unwrap_or(StreamAppendOutcome::Conflict)
@@ -1108,10 +1106,42 @@ fn finish(decided: Vec<Decided>) -> Vec<Result<Answer, ServiceError>> {
     results
 }
 
+/// Closes a queue and takes everything sent to it. A sender may hold a permit taken before the
+/// close and put its job in just after it, so the queue is read until it says it is finished
+/// (`recv` answers `None`), not until it looks empty: a job left behind would be dropped with
+/// the queue, and its caller would never learn what became of its command.
+async fn drain_closed<T>(queue: &mut mpsc::Receiver<T>) -> Vec<T> {
+    queue.close();
+    let mut rest = Vec::new();
+    while let Some(item) = queue.recv().await {
+        rest.push(item);
+    }
+    rest
+}
+
 fn replay_or_reused(first: &answers::StoredAnswer, request: &IdempotencyRequest) -> Result<Answer, ServiceError> {
     if first.request_hash == request.request_hash {
         Ok(Answer::Replayed(first.answer.clone()))
     } else {
         Err(ServiceError::KeyReused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_retiring_queue_keeps_a_job_sent_on_a_permit_taken_before_it_closed() {
+        let (sender, mut queue) = mpsc::channel::<u32>(4);
+        sender.send(1).await.unwrap();
+        // `Sender::send` takes a permit, then puts the job in: a close can fall in between.
+        let permit = sender.reserve().await.unwrap();
+        let drained = tokio::spawn(async move { drain_closed(&mut queue).await });
+        tokio::task::yield_now().await;
+        permit.send(2);
+        // Finished once the permit is used, though a sender is still alive.
+        assert_eq!(drained.await.unwrap(), vec![1, 2]);
+        drop(sender);
     }
 }
