@@ -97,12 +97,22 @@ fn tidy_parameters(doc: &mut Value) {
 /// Commands whose fields are all optional take no body at all as well as `{}`.
 fn optional_bodies(doc: &mut Value) {
     for route in ROUTES {
-        let Some(op) = operation(doc, route.method, route.path) else { continue };
-        let all_optional = op.get("operationId").and_then(Value::as_str).is_some_and(|id| {
-            ["registerStore", "startTrial", "markPastDue", "markRecovered", "cancelSubscription"].contains(&id)
-        });
-        if all_optional {
-            if let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut) {
+        let schema = operation(doc, route.method, route.path)
+            .and_then(|op| op.get("requestBody"))
+            .and_then(|body| body.pointer("/content/application~1json/schema/$ref"))
+            .and_then(Value::as_str)
+            .and_then(|reference| reference.strip_prefix("#/components/schemas/"))
+            .map(str::to_owned);
+        let Some(schema) = schema else { continue };
+        let requires_nothing = doc
+            .pointer(&format!("/components/schemas/{schema}/required"))
+            .and_then(Value::as_array)
+            .is_none_or(|required| required.is_empty());
+        if requires_nothing {
+            if let Some(body) = operation(doc, route.method, route.path)
+                .and_then(|op| op.get_mut("requestBody"))
+                .and_then(Value::as_object_mut)
+            {
                 body.insert("required".into(), Value::Bool(false));
             }
         }

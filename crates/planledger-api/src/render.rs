@@ -29,19 +29,6 @@ pub fn internal_status(s: InternalStatus) -> wire::InternalStatus {
     }
 }
 
-pub fn internal_status_of(s: wire::InternalStatus) -> InternalStatus {
-    match s {
-        wire::InternalStatus::None => InternalStatus::None,
-        wire::InternalStatus::Trialing => InternalStatus::Trialing,
-        wire::InternalStatus::Grace => InternalStatus::Grace,
-        wire::InternalStatus::Active => InternalStatus::Active,
-        wire::InternalStatus::PastDue => InternalStatus::PastDue,
-        wire::InternalStatus::Maintenance => InternalStatus::Maintenance,
-        wire::InternalStatus::Frozen => InternalStatus::Frozen,
-        wire::InternalStatus::Canceled => InternalStatus::Canceled,
-    }
-}
-
 pub fn subscription_status(s: SubscriptionStatus) -> wire::SubscriptionStatus {
     match s {
         SubscriptionStatus::None => wire::SubscriptionStatus::None,
@@ -90,7 +77,7 @@ pub fn store_view(
     let effective = effective_state(state, now, catalog);
     let status = status(&effective, now, catalog);
     let plan = effective.plan_id.as_ref().and_then(|id| catalog.plan(id));
-    let usage = usage_positions(state, now, catalog)
+    let usage = usage_positions(&effective, now, catalog)
         .into_iter()
         .map(|q| wire::Usage {
             action: q.action.to_string(),

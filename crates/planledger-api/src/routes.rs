@@ -78,8 +78,7 @@ fn optional<T>(
         (status = 409, description = "`store_exists`: registered with another name or time zone; `idempotency_key_reused`", body = wire::ErrorBody),
         (status = 422, description = "A field is invalid", body = wire::ErrorBody),
         rs::CommandUnavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn register_store(State(app): State<AppState>, ctx: Ctx, body: JsonBody<wire::RegisterStore>) -> Reply {
     let b = body.value;
     let store = match (b.store_id, &ctx.idempotency_key) {
@@ -111,8 +110,7 @@ fn derived_store_id(caller: &str, key: &str) -> StoreId {
         rs::Unauthorized,
         rs::StoreNotFound,
         rs::Unavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn get_store(State(app): State<AppState>, Path(id): Path<String>) -> Reply {
     let store = store_id(&id)?;
     let (state, version) = app.service.load_row(store).await?.ok_or_else(ApiError::store_not_found)?;
@@ -141,8 +139,7 @@ pub async fn get_store(State(app): State<AppState>, Path(id): Path<String>) -> R
         (status = 409, description = "`trial_already_used`, `subscription_active`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
         (status = 422, description = "`validation_failed`, `unknown_plan`, `plan_not_trial_eligible`", body = wire::ErrorBody),
         rs::CommandUnavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn start_trial(
     State(app): State<AppState>,
     ctx: Ctx,
@@ -181,8 +178,7 @@ pub async fn start_trial(
         (status = 409, description = "`version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
         (status = 422, description = "`validation_failed`, `unknown_plan`, `not_a_paid_plan`", body = wire::ErrorBody),
         rs::CommandUnavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn activate_subscription(
     State(app): State<AppState>,
     ctx: Ctx,
@@ -222,8 +218,7 @@ async fn paid_lifecycle(
         (status = 409, description = "`no_active_subscription`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
         rs::Invalid,
         rs::CommandUnavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn mark_past_due(
     State(app): State<AppState>,
     ctx: Ctx,
@@ -246,8 +241,7 @@ pub async fn mark_past_due(
         (status = 409, description = "`not_past_due`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
         rs::Invalid,
         rs::CommandUnavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn mark_recovered(
     State(app): State<AppState>,
     ctx: Ctx,
@@ -270,8 +264,7 @@ pub async fn mark_recovered(
         (status = 409, description = "`no_active_subscription`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
         rs::Invalid,
         rs::CommandUnavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn cancel_subscription(
     State(app): State<AppState>,
     ctx: Ctx,
@@ -294,8 +287,7 @@ pub async fn cancel_subscription(
         (status = 409, description = "`plan_mismatch` (with `currentPlanId`), `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
         (status = 422, description = "`validation_failed`, `unknown_plan`, `invalid_transition`, `internal_tier`, `subscription_required`", body = wire::ErrorBody),
         rs::CommandUnavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn transition_plan(
     State(app): State<AppState>,
     ctx: Ctx,
@@ -340,8 +332,7 @@ fn transition_reason(reason: wire::TransitionReason) -> planledger_domain::Trans
         rs::StoreNotFound,
         (status = 422, description = "`validation_failed`, `unknown_action`", body = wire::ErrorBody),
         rs::Unavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn authorize(State(app): State<AppState>, Path(id): Path<String>, body: JsonBody<wire::Authorize>) -> Reply {
     let store = store_id(&id)?;
     let action = ActionName::parse(&body.value.action)?;
@@ -366,8 +357,7 @@ pub async fn authorize(State(app): State<AppState>, Path(id): Path<String>, body
         (status = 422, description = "`validation_failed`, `unknown_action`", body = wire::ErrorBody),
         (status = 429, description = "`quota_exceeded`: `Retry-After` is the time to the window's reset (none for a lifetime quota)", body = wire::ErrorBody, headers(("Retry-After" = u64))),
         rs::CommandUnavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn consume(
     State(app): State<AppState>,
     ctx: Ctx,
@@ -396,8 +386,7 @@ pub async fn consume(
         (status = 409, description = "`already_refunded`, `refund_window_closed`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
         rs::Invalid,
         rs::CommandUnavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn refund(
     State(app): State<AppState>,
     ctx: Ctx,
@@ -458,8 +447,7 @@ fn page<T>(mut items: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> w
         rs::StoreNotFound,
         rs::Invalid,
         rs::Unavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn events(State(app): State<AppState>, Path(id): Path<String>, params: Params) -> Reply {
     let store = store_id(&id)?;
     let from_version = params.int("fromVersion", 1, 1..=i64::MAX)?;
@@ -496,8 +484,7 @@ fn time_param(params: &Params, name: &'static str) -> Result<Option<DateTime<Utc
         (status = 404, description = "`store_not_found` (or no event by then)", body = wire::ErrorBody),
         rs::Invalid,
         rs::Unavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn state_at(State(app): State<AppState>, Path(id): Path<String>, params: Params) -> Reply {
     let store = store_id(&id)?;
     let at = time_param(&params, "at")?;
@@ -545,8 +532,7 @@ fn store_filter(params: &Params) -> Result<Option<String>, ApiError> {
         rs::Unauthorized,
         rs::Invalid,
         rs::Unavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn audit(State(app): State<AppState>, params: Params) -> Reply {
     let limit = params.int("limit", 100, 1..=1000)?;
     let query = planledger_projections::audit::AuditQuery {
@@ -604,8 +590,7 @@ fn command_outcome(outcome: &str) -> wire::CommandOutcome {
         rs::Unauthorized,
         rs::Invalid,
         rs::Unavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn audit_commands(State(app): State<AppState>, params: Params) -> Reply {
     let store_id = store_filter(&params)?;
     let correlation_id = short_text(&params, "correlationId")?;
@@ -657,8 +642,7 @@ fn read_model(name: &str) -> Result<planledger_projections::ReadModel, ApiError>
         rs::Unauthorized,
         rs::AdminOnly,
         (status = 404, description = "No such read model", body = wire::ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn start_rebuild(State(app): State<AppState>, Path(name): Path<String>) -> Reply {
     let model = read_model(&name)?;
     let started = app.rebuilds.start(&app.service, model);
@@ -675,8 +659,7 @@ pub async fn start_rebuild(State(app): State<AppState>, Path(name): Path<String>
         rs::AdminOnly,
         (status = 404, description = "No such read model", body = wire::ErrorBody),
         rs::Unavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn rebuild_progress(State(app): State<AppState>, Path(name): Path<String>) -> Reply {
     let model = read_model(&name)?;
     let info = planledger_projections::schema::info(app.service.log()).await?;
@@ -707,15 +690,13 @@ pub async fn rebuild_progress(State(app): State<AppState>, Path(name): Path<Stri
         rs::AdminOnly,
         rs::Invalid,
         rs::Unavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
     let status = params
         .get("internalStatus")
         .map(|s| {
-            serde_json::from_value::<wire::InternalStatus>(serde_json::Value::String(s.to_owned()))
-                .map(render::internal_status_of)
-                .map_err(|_| ApiError::validation("internalStatus", "is not an internal status"))
+            planledger_domain::InternalStatus::parse(s)
+                .ok_or_else(|| ApiError::validation("internalStatus", "is not an internal status"))
         })
         .transpose()?;
     let limit = params.int("limit", 100, 1..=1000)?;
@@ -742,8 +723,7 @@ pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
         rs::Unauthorized,
         rs::AdminOnly,
         rs::Invalid,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn bulk_extensions(State(app): State<AppState>, ctx: Ctx, body: JsonBody<wire::Extensions>) -> Reply {
     let b = body.value;
     if b.store_ids.is_empty() || b.store_ids.len() > 1000 {
@@ -800,8 +780,7 @@ fn clock_reading(now: DateTime<Utc>) -> Response {
         rs::Unauthorized,
         rs::AdminOnly,
         (status = 404, description = "No test clock", body = wire::ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn get_test_clock(State(app): State<AppState>) -> Reply {
     let clock = test_clock(&app)?;
     Ok(clock_reading(planledger_service::Clock::now(clock)))
@@ -818,8 +797,7 @@ pub async fn get_test_clock(State(app): State<AppState>) -> Reply {
         (status = 404, description = "No test clock", body = wire::ErrorBody),
         rs::Invalid,
         rs::Unavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn set_test_clock(State(app): State<AppState>, body: JsonBody<wire::SetClock>) -> Reply {
     let clock = test_clock(&app)?;
     clock.set(body.value.now);
@@ -838,8 +816,7 @@ pub async fn set_test_clock(State(app): State<AppState>, body: JsonBody<wire::Se
         (status = 404, description = "No test clock", body = wire::ErrorBody),
         rs::Invalid,
         rs::Unavailable,
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn advance_test_clock(State(app): State<AppState>, body: JsonBody<wire::AdvanceClock>) -> Reply {
     let clock = test_clock(&app)?;
     let seconds = body.value.seconds;

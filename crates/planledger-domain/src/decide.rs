@@ -336,9 +336,9 @@ fn refund(
 }
 
 /// The quota position at `now` of every action a store's usage shows: those its plan limits and
-/// those it has used, by name. `state` is taken as it is at `now` (due transitions applied).
-pub fn usage_positions(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> Vec<QuotaPosition> {
-    let effective = crate::status::effective_state(state, now, catalog);
+/// those it has used, by name. `effective` is the store as it is at `now`, due transitions
+/// applied (`effective_state`): callers have it already, so it is not folded twice.
+pub fn usage_positions(effective: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> Vec<QuotaPosition> {
     let plan = effective.plan_id.as_ref().and_then(|id| catalog.plan(id));
     let mut actions: Vec<_> = catalog
         .actions()
@@ -346,5 +346,5 @@ pub fn usage_positions(state: &TenantState, now: DateTime<Utc>, catalog: &Catalo
         .filter(|name| plan.is_some_and(|p| p.limit_for(name).is_some()) || effective.usage.contains_key(name))
         .collect();
     actions.sort();
-    actions.iter().map(|action| quota_position(&effective, action, now, catalog)).collect()
+    actions.iter().map(|action| quota_position(effective, action, now, catalog)).collect()
 }

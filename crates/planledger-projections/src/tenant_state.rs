@@ -225,7 +225,8 @@ struct ManyRows {
 /// Usage per action in its current period at `now`, with the limit and what remains: every
 /// action the plan limits or the store has used, by name.
 fn usage_of(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> serde_json::Value {
-    let usage: Vec<StoredUsage> = planledger_domain::usage_positions(state, now, catalog)
+    let effective = planledger_domain::effective_state(state, now, catalog);
+    let usage: Vec<StoredUsage> = planledger_domain::usage_positions(&effective, now, catalog)
         .into_iter()
         .map(|q| StoredUsage {
             action: q.action.to_string(),
