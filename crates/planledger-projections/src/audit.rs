@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use planledger_domain::Event;
+use planledger_store::copy_text::push_field;
 use planledger_store::{AnyEventLog, AnyTx, RecordedEvent, StoreError};
 
 /// The live table.
@@ -149,6 +150,41 @@ pub async fn insert_in(tx: &mut AnyTx, table: &str, rows: &[AuditRow]) -> Result
             }
         }
     }
+    Ok(())
+}
+
+/// Appends rows to `table` in bulk, for a rebuild: `COPY ... FROM STDIN` on PostgreSQL (no
+/// statement to plan, no arrays to build), a multi-row insert on SQLite.
+pub async fn copy_in(tx: &mut AnyTx, table: &str, rows: &[AuditRow]) -> Result<(), StoreError> {
+    let AnyTx::Postgres(pg) = tx else { return insert_in(tx, table, rows).await };
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::with_capacity(rows.len() * 192);
+    for r in rows {
+        push_field(&mut text, &r.store_id);
+        text.push('\t');
+        text.push_str(&r.version.to_string());
+        text.push('\t');
+        text.push_str(&r.global_position.to_string());
+        text.push('\t');
+        push_field(&mut text, &r.event_type);
+        text.push('\t');
+        push_field(&mut text, &r.correlation_id);
+        text.push('\t');
+        push_field(&mut text, &r.actor);
+        text.push('\t');
+        text.push_str(&r.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true));
+        text.push('\t');
+        push_field(&mut text, &r.summary);
+        text.push('\n');
+    }
+    let statement = format!(
+        "COPY {table} (store_id, version, global_position, event_type, correlation_id, actor, recorded_at, summary) FROM STDIN"
+    );
+    let mut copy = pg.copy_in_raw(&statement).await?;
+    copy.send(text.into_bytes()).await?;
+    copy.finish().await?;
     Ok(())
 }
 

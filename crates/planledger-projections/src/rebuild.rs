@@ -13,7 +13,6 @@
 //! through a checkpoint: the swap catches the new table up and moves the checkpoint with a
 //! compare-and-set, so the projector continues from the new table's position.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -79,10 +78,23 @@ async fn current_generation(log: &AnyEventLog, model: ReadModel) -> Result<i64, 
     Ok(schema::info(log).await?.into_iter().find(|i| i.name == model.name()).map_or(1, |i| i.generation))
 }
 
+/// Creates `table` afresh without its secondary indexes: the rows are loaded first.
 async fn fresh_table(log: &AnyEventLog, model: ReadModel, table: &str) -> Result<(), StoreError> {
     let mut tx = log.begin().await?;
     execute_in(&mut tx, &format!("DROP TABLE IF EXISTS {table}")).await?;
-    execute_in(&mut tx, &model.ddl(log, table)).await?;
+    execute_in(&mut tx, &model.ddl_then_indexes(log, table).0).await?;
+    log.commit(tx).await
+}
+
+/// Builds `table`'s secondary indexes once its rows are loaded: one sort per index instead of
+/// a B-tree insertion per row.
+async fn build_indexes(log: &AnyEventLog, model: ReadModel, table: &str) -> Result<(), StoreError> {
+    let mut tx = log.begin().await?;
+    if let AnyTx::Postgres(pg) = &mut tx {
+        // The sorts run in the server's memory; the default 64 MB spills a large log to disk.
+        sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut **pg).await?;
+    }
+    execute_in(&mut tx, &model.ddl_then_indexes(log, table).1).await?;
     log.commit(tx).await
 }
 
@@ -156,6 +168,77 @@ pub async fn rebuild(
     Ok(report)
 }
 
+/// Reads the log one stream after another (`EventLog::read_by_stream`), page by page.
+struct StreamPages<'a> {
+    log: &'a AnyEventLog,
+    after: Option<(StreamId, i64)>,
+    finished: bool,
+}
+
+impl StreamPages<'_> {
+    async fn next(&mut self) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let page = self.log.read_by_stream(self.after.as_ref().map(|(s, v)| (s, *v)), PAGE).await?;
+        self.finished = (page.len() as i64) < PAGE;
+        match page.last() {
+            Some(last) => {
+                self.after = Some((last.stream_id.clone(), last.version));
+                Ok(Some(page))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Folds events that come one stream after another, holding only the stream being folded.
+#[derive(Default)]
+struct StreamFold {
+    current: Option<(StoreId, Folded)>,
+}
+
+impl StreamFold {
+    /// Folds a page in; answers the stores the page finished (their last event was before it
+    /// ended).
+    fn fold(&mut self, page: Vec<RecordedEvent>) -> Result<Vec<(StoreId, Folded)>, StoreError> {
+        let mut finished = Vec::new();
+        for recorded in &page {
+            let Some(store) = store_of(&recorded.stream_id) else { continue };
+            if self.current.as_ref().is_none_or(|(current, _)| *current != store) {
+                finished.extend(self.current.replace((store, Folded::default())));
+            }
+            if let Some((_, folded)) = &mut self.current {
+                if recorded.version == folded.version + 1 {
+                    folded.apply(recorded)?;
+                }
+            }
+        }
+        Ok(finished)
+    }
+
+    fn finish(self) -> Vec<(StoreId, Folded)> {
+        self.current.into_iter().collect()
+    }
+}
+
+/// Writes folded stores into `table`, as of each one's last event, in one transaction.
+async fn write_folded(
+    log: &AnyEventLog,
+    table: &str,
+    stores: &[(StoreId, Folded)],
+    catalog: &Catalog,
+) -> Result<(), StoreError> {
+    if stores.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(StoreId, &planledger_domain::TenantState, i64, DateTime<Utc>)> =
+        stores.iter().map(|(store, f)| (*store, &f.state, f.version, f.at.unwrap_or_default())).collect();
+    let mut tx = log.begin().await?;
+    tenant_state::write_many_into(&mut tx, table, &rows, catalog).await?;
+    log.commit(tx).await
+}
+
 async fn rebuild_tenant_state(
     log: &AnyEventLog,
     table: &str,
@@ -164,31 +247,24 @@ async fn rebuild_tenant_state(
     now: DateTime<Utc>,
     progress: &Progress,
 ) -> Result<RebuildReport, StoreError> {
-    progress.set_phase("reading the log");
-    // Each row is written as of its store's last event, as the command path wrote it: the
-    // read model is a function of the log and the catalog, not of when it was rebuilt.
-    let mut states: HashMap<StoreId, Folded> = HashMap::new();
-    let mut pages = LogPages::new(log);
-    while let Some(page) = pages.next(progress).await? {
-        for recorded in &page {
-            let Some(store) = store_of(&recorded.stream_id) else { continue };
-            let entry = states.entry(store).or_default();
-            if recorded.version == entry.version + 1 {
-                entry.apply(recorded)?;
-            }
-        }
+    progress.set_phase("folding streams");
+    // One stream at a time, so memory does not grow with the number of stores; the next page
+    // is read while this one is folded and its finished stores are written. Each row is written
+    // as of its store's last event, as the command path wrote it: the read model is a function
+    // of the log and the catalog, not of when it was rebuilt.
+    let mut pages = StreamPages { log, after: None, finished: false };
+    let mut fold = StreamFold::default();
+    let mut page = pages.next().await?;
+    while let Some(events) = page {
+        progress.done.fetch_add(events.len() as u64, Ordering::Relaxed);
+        let finished = fold.fold(events)?;
+        let (next, written) = tokio::join!(pages.next(), write_folded(log, table, &finished, catalog));
+        written?;
+        page = next?;
     }
-
-    progress.set_phase("writing rows");
-    let stores: Vec<(&StoreId, &Folded)> = states.iter().collect();
-    for chunk in stores.chunks(1000) {
-        let mut tx = log.begin().await?;
-        for (store, folded) in chunk {
-            let at = folded.at.unwrap_or_default();
-            tenant_state::write_into(&mut tx, table, **store, &folded.state, folded.version, at, catalog).await?;
-        }
-        log.commit(tx).await?;
-    }
+    write_folded(log, table, &fold.finish(), catalog).await?;
+    progress.set_phase("indexing");
+    build_indexes(log, ReadModel::TenantState, table).await?;
 
     progress.set_phase("swapping");
     let mut tx = log.begin().await?;
@@ -198,12 +274,8 @@ async fn rebuild_tenant_state(
     }
     let changed = changed_since_build(&mut tx, table).await?;
     let mut caught_up = 0;
-    for (store, built_version) in changed {
-        let known = match states.remove(&store) {
-            Some(known) if known.version == built_version => known,
-            _ => Folded::default(),
-        };
-        let folded = fold_stream(log, store, known, Until::END, |_, _, _| Ok::<_, StoreError>(())).await?;
+    for (store, _built_version) in changed {
+        let folded = fold_stream(log, store, Folded::default(), Until::END, |_, _, _| Ok::<_, StoreError>(())).await?;
         let at = folded.at.unwrap_or_default();
         tenant_state::write_into(&mut tx, table, store, &folded.state, folded.version, at, catalog).await?;
         caught_up += 1;
@@ -272,14 +344,25 @@ async fn rebuild_audit_log(
     progress: &Progress,
 ) -> Result<RebuildReport, StoreError> {
     progress.set_phase("reading the log");
+    // The next page is read while this one's rows are written, in bulk, to a table without
+    // secondary indexes; they are built once at the end.
     let mut pages = LogPages::new(log);
-    while let Some(page) = pages.next(progress).await? {
-        let rows: Vec<AuditRow> = page.iter().map(AuditRow::from_recorded).collect();
-        let mut tx = log.begin().await?;
-        audit::insert_in(&mut tx, table, &rows).await?;
-        log.commit(tx).await?;
+    let mut page = pages.next(progress).await?;
+    while let Some(events) = page {
+        let rows: Vec<AuditRow> = events.iter().map(AuditRow::from_recorded).collect();
+        drop(events);
+        let write = async {
+            let mut tx = log.begin().await?;
+            audit::copy_in(&mut tx, table, &rows).await?;
+            log.commit(tx).await
+        };
+        let (next, written) = tokio::join!(pages.next(progress), write);
+        written?;
+        page = next?;
     }
     let after = pages.after;
+    progress.set_phase("indexing");
+    build_indexes(log, ReadModel::AuditLog, table).await?;
 
     progress.set_phase("swapping");
     for _ in 0..20 {

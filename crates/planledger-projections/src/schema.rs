@@ -52,6 +52,15 @@ impl ReadModel {
     pub fn ddl(&self, log: &AnyEventLog, table: &str) -> String {
         self.schema(log).replace("{table}", table)
     }
+
+    /// The DDL of `table` without its secondary indexes, and the DDL of those indexes: a
+    /// rebuild loads the rows first and builds the indexes once, after (as a bulk load should),
+    /// instead of maintaining them row by row. Each `CREATE INDEX` is one line of the file.
+    pub fn ddl_then_indexes(&self, log: &AnyEventLog, table: &str) -> (String, String) {
+        let (indexes, rest): (Vec<&str>, Vec<&str>) =
+            self.schema(log).lines().partition(|line| line.trim_start().starts_with("CREATE INDEX"));
+        (rest.join("\n").replace("{table}", table), indexes.join("\n").replace("{table}", table))
+    }
 }
 
 /// What `read_models` says of one model.

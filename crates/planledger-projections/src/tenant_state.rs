@@ -40,7 +40,8 @@ pub async fn write_into(
     catalog: &Catalog,
 ) -> Result<(), StoreError> {
     let status = status(state, now, catalog);
-    let json = serde_json::to_value(state).map_err(|e| corrupt("state", e))?;
+    // Serialized straight to text (jsonb parses it in the server): no `Value` tree per row.
+    let json = serde_json::to_string(state).map_err(|e| corrupt("state", e))?;
     let usage = usage_of(state, now, catalog);
     let store_id = store.to_string();
     let name = state.name.as_ref().map(|n| n.as_str().to_owned());
@@ -52,7 +53,7 @@ pub async fn write_into(
             let sql = format!(
                 "INSERT INTO {table} ({columns}, trial_ends_at, grace_ends_at, maintenance_ends_at, next_deadline,
                     subscription_id, version, state, catalog_fingerprint, updated_at, usage)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::text::jsonb, $15, $16, $17::text::jsonb)
                  ON CONFLICT (store_id) DO UPDATE SET
                     name = EXCLUDED.name, time_zone = EXCLUDED.time_zone, plan_id = EXCLUDED.plan_id,
                     tier = EXCLUDED.tier, subscription_status = EXCLUDED.subscription_status,
@@ -77,10 +78,10 @@ pub async fn write_into(
                 .bind(state.next_deadline())
                 .bind(subscription_id)
                 .bind(version)
-                .bind(sqlx::types::Json(&json))
+                .bind(&json)
                 .bind(catalog.fingerprint())
                 .bind(now)
-                .bind(sqlx::types::Json(&usage))
+                .bind(&usage)
                 .execute(&mut **tx)
                 .await?;
         }
@@ -113,10 +114,10 @@ pub async fn write_into(
                 .bind(micros(state.next_deadline()))
                 .bind(subscription_id)
                 .bind(version)
-                .bind(json.to_string())
+                .bind(&json)
                 .bind(catalog.fingerprint())
                 .bind(now.timestamp_micros())
-                .bind(usage.to_string())
+                .bind(&usage)
                 .execute(&mut **tx)
                 .await?;
         }
@@ -124,16 +125,17 @@ pub async fn write_into(
     Ok(())
 }
 
-/// Writes the rows of many stores into the live table in `tx`: one statement on PostgreSQL.
-/// Each row is `(store, state, version, as of)`.
-pub async fn write_many_in(
+/// Writes the rows of many stores into `table` (the live one or a generation being rebuilt) in
+/// `tx`: one statement on PostgreSQL. Each row is `(store, state, version, as of)`.
+pub async fn write_many_into(
     tx: &mut AnyTx,
+    table: &str,
     rows: &[(StoreId, &TenantState, i64, DateTime<Utc>)],
     catalog: &Catalog,
 ) -> Result<(), StoreError> {
     let AnyTx::Postgres(pg) = tx else {
         for (store, state, version, at) in rows {
-            write_into(tx, LIVE, *store, state, *version, *at, catalog).await?;
+            write_into(tx, table, *store, state, *version, *at, catalog).await?;
         }
         return Ok(());
     };
@@ -153,20 +155,20 @@ pub async fn write_many_in(
         columns.next_deadline.push(state.next_deadline());
         columns.subscription_id.push(state.subscription_id.as_ref().map(|s| s.as_str().to_owned()));
         columns.version.push(*version);
-        columns.state.push(sqlx::types::Json(serde_json::to_value(state).map_err(|e| corrupt("state", e))?));
+        columns.state.push(serde_json::to_string(state).map_err(|e| corrupt("state", e))?);
         columns.updated_at.push(*at);
-        columns.usage.push(sqlx::types::Json(usage_of(state, *at, catalog)));
+        columns.usage.push(usage_of(state, *at, catalog));
     }
-    sqlx::query(
-        "INSERT INTO tenant_state (store_id, name, time_zone, plan_id, tier, subscription_status, internal_status,
+    let sql = format!(
+        "INSERT INTO {table} (store_id, name, time_zone, plan_id, tier, subscription_status, internal_status,
             trial_ends_at, grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state,
             catalog_fingerprint, updated_at, usage)
          SELECT r.store_id, r.name, r.time_zone, r.plan_id, r.tier, r.subscription_status, r.internal_status,
-            r.trial_ends_at, r.grace_ends_at, r.maintenance_ends_at, r.next_deadline, r.subscription_id, r.version, r.state,
-            $17, r.updated_at, r.usage
+            r.trial_ends_at, r.grace_ends_at, r.maintenance_ends_at, r.next_deadline, r.subscription_id, r.version, r.state::jsonb,
+            $17, r.updated_at, r.usage::jsonb
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::bigint[],
-            $14::jsonb[], $15::timestamptz[], $16::jsonb[])
+            $14::text[], $15::timestamptz[], $16::text[])
             AS r(store_id, name, time_zone, plan_id, tier, subscription_status, internal_status, trial_ends_at,
                  grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state, updated_at, usage)
          ON CONFLICT (store_id) DO UPDATE SET
@@ -177,27 +179,28 @@ pub async fn write_many_in(
             next_deadline = EXCLUDED.next_deadline, subscription_id = EXCLUDED.subscription_id,
             version = EXCLUDED.version, state = EXCLUDED.state, usage = EXCLUDED.usage,
             catalog_fingerprint = EXCLUDED.catalog_fingerprint, updated_at = EXCLUDED.updated_at
-         WHERE tenant_state.version < EXCLUDED.version",
-    )
-    .bind(&columns.store_id)
-    .bind(&columns.name)
-    .bind(&columns.time_zone)
-    .bind(&columns.plan_id)
-    .bind(&columns.tier)
-    .bind(&columns.subscription_status)
-    .bind(&columns.internal_status)
-    .bind(&columns.trial_ends_at)
-    .bind(&columns.grace_ends_at)
-    .bind(&columns.maintenance_ends_at)
-    .bind(&columns.next_deadline)
-    .bind(&columns.subscription_id)
-    .bind(&columns.version)
-    .bind(&columns.state)
-    .bind(&columns.updated_at)
-    .bind(&columns.usage)
-    .bind(catalog.fingerprint())
-    .execute(&mut **pg)
-    .await?;
+         WHERE {table}.version < EXCLUDED.version",
+    );
+    sqlx::query(&sql)
+        .bind(&columns.store_id)
+        .bind(&columns.name)
+        .bind(&columns.time_zone)
+        .bind(&columns.plan_id)
+        .bind(&columns.tier)
+        .bind(&columns.subscription_status)
+        .bind(&columns.internal_status)
+        .bind(&columns.trial_ends_at)
+        .bind(&columns.grace_ends_at)
+        .bind(&columns.maintenance_ends_at)
+        .bind(&columns.next_deadline)
+        .bind(&columns.subscription_id)
+        .bind(&columns.version)
+        .bind(&columns.state)
+        .bind(&columns.updated_at)
+        .bind(&columns.usage)
+        .bind(catalog.fingerprint())
+        .execute(&mut **pg)
+        .await?;
     Ok(())
 }
 
@@ -217,14 +220,14 @@ struct ManyRows {
     next_deadline: Vec<Option<DateTime<Utc>>>,
     subscription_id: Vec<Option<String>>,
     version: Vec<i64>,
-    state: Vec<sqlx::types::Json<serde_json::Value>>,
+    state: Vec<String>,
     updated_at: Vec<DateTime<Utc>>,
-    usage: Vec<sqlx::types::Json<serde_json::Value>>,
+    usage: Vec<String>,
 }
 
 /// Usage per action in its current period at `now`, with the limit and what remains: every
 /// action the plan limits or the store has used, by name.
-fn usage_of(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> serde_json::Value {
+fn usage_of(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> String {
     let effective = planledger_domain::effective_state(state, now, catalog);
     let usage: Vec<StoredUsage> = planledger_domain::usage_positions(&effective, now, catalog)
         .into_iter()
@@ -238,7 +241,7 @@ fn usage_of(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> serde
             remaining: q.remaining(),
         })
         .collect();
-    serde_json::to_value(usage).unwrap_or_default()
+    serde_json::to_string(&usage).unwrap_or_else(|_| "[]".to_owned())
 }
 
 fn rfc3339_micros(at: Option<DateTime<Utc>>) -> Option<String> {

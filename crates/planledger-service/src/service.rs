@@ -961,7 +961,7 @@ async fn commit_group(
         return Ok(results);
     }
     if !rows.is_empty() {
-        tenant_state::write_many_in(&mut tx, &rows, catalog).await?;
+        tenant_state::write_many_into(&mut tx, tenant_state::LIVE, &rows, catalog).await?;
     }
     let stored: Vec<answers::NewAnswer<'_>> = group
         .iter()

@@ -171,6 +171,35 @@ async fn tenant_rows(log: &AnyEventLog) -> Vec<String> {
     rows
 }
 
+/// The indexes of a live table, as their columns and conditions (their names carry the
+/// generation that built them).
+async fn index_shapes(log: &AnyEventLog, table: &str) -> Vec<String> {
+    let mut shapes: Vec<String> = match log {
+        AnyEventLog::Postgres(pg) => {
+            sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE tablename = $1")
+                .bind(table)
+                .fetch_all(pg.pool())
+                .await
+        }
+        AnyEventLog::Sqlite(lite) => {
+            sqlx::query_scalar(
+                "SELECT COALESCE(sql, 'automatic') FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+            )
+            .bind(table)
+            .fetch_all(lite.readers())
+            .await
+        }
+    }
+    .unwrap();
+    for shape in &mut shapes {
+        // `CREATE INDEX audit_log_g2_by_store ON public.audit_log_g2 USING btree (...)`: keep what follows ON.
+        let columns = shape.split_once('(').map_or(shape.as_str(), |(_, rest)| rest).to_owned();
+        *shape = columns;
+    }
+    shapes.sort();
+    shapes
+}
+
 async fn audit_rows(log: &AnyEventLog) -> Vec<String> {
     match log {
         AnyEventLog::Postgres(pg) => sqlx::query_scalar(
@@ -212,10 +241,16 @@ async fn rebuilt_copies_equal_the_live_ones(postgres: bool) {
     assert_eq!(live_tenants.len(), 40);
     assert!(live_audit.len() > 300, "a real workload: {} events", live_audit.len());
 
+    let live_indexes = [index_shapes(&log, "tenant_state").await, index_shapes(&log, "audit_log").await];
+    assert!(live_indexes.iter().all(|shapes| shapes.len() >= 3), "{live_indexes:?}");
+
     for model in ReadModel::ALL {
         let report = rebuild(&log, model, service.catalog(), clock.now(), &Progress::default()).await.unwrap();
         assert_eq!(report.generation, 2);
     }
+    // Loaded without secondary indexes, then indexed: the swapped-in tables have them all.
+    let rebuilt_indexes = [index_shapes(&log, "tenant_state").await, index_shapes(&log, "audit_log").await];
+    assert_eq!(rebuilt_indexes, live_indexes);
     let rebuilt_tenants = tenant_rows(&log).await;
     for (live, rebuilt) in live_tenants.iter().zip(&rebuilt_tenants) {
         assert_eq!(live, rebuilt);

@@ -248,6 +248,17 @@ impl EventLog for AnyEventLog {
         }
     }
 
+    async fn read_by_stream(
+        &self,
+        after: Option<(&StreamId, Version)>,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self {
+            Self::Postgres(log) => log.read_by_stream(after, limit).await,
+            Self::Sqlite(log) => log.read_by_stream(after, limit).await,
+        }
+    }
+
     async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
         match self {
             Self::Postgres(log) => log.read_event(event_id).await,

@@ -13,6 +13,7 @@
 //! One conformance suite (`tests/conformance.rs`) runs against both.
 
 mod any;
+pub mod copy_text;
 mod error;
 pub mod migrate;
 mod postgres;
@@ -78,6 +79,16 @@ pub trait EventLog: Send + Sync {
         &self,
         stream: &StreamId,
         from_version: Version,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Up to `limit` events after `after` (a stream and a version in it; the log's start if
+    /// `None`) in stream order: each stream's events together, in version order, streams by id.
+    /// For folds that take one stream at a time in bounded memory (a rebuild of a per-store
+    /// model). Not a feed: a stream already passed may grow after it was read.
+    fn read_by_stream(
+        &self,
+        after: Option<(&StreamId, Version)>,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 

@@ -411,6 +411,26 @@ impl EventLog for PgEventLog {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn read_by_stream(
+        &self,
+        after: Option<(&StreamId, Version)>,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // The row comparison walks the (stream_id, version) unique index.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE (stream_id, version) > ($1, $2)
+             ORDER BY stream_id, version LIMIT $3"
+        );
+        let (stream, version) = after.map_or(("", 0), |(stream, version)| (stream.as_str(), version));
+        let rows = sqlx::query(&sql)
+            .bind(stream)
+            .bind(version)
+            .bind(limit.clamp(0, MAX_READ_LIMIT))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM ledger_events WHERE event_id = $1");
         let row = sqlx::query(&sql).bind(event_id).fetch_optional(&self.pool).await?;

@@ -300,6 +300,26 @@ impl EventLog for SqliteEventLog {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn read_by_stream(
+        &self,
+        after: Option<(&StreamId, Version)>,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // The row comparison walks the (stream_id, version) unique index.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE (stream_id, version) > (?, ?)
+             ORDER BY stream_id, version LIMIT ?"
+        );
+        let (stream, version) = after.map_or(("", 0), |(stream, version)| (stream.as_str(), version));
+        let rows = sqlx::query(&sql)
+            .bind(stream)
+            .bind(version)
+            .bind(limit.clamp(0, MAX_READ_LIMIT))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM ledger_events WHERE event_id = ?");
         let row = sqlx::query(&sql).bind(event_id.to_string()).fetch_optional(&self.readers).await?;

@@ -259,6 +259,30 @@ mod suite {
         assert!(per_stream.values().all(|v| v == &vec![1, 2, 3]));
     }
 
+    pub async fn read_by_stream_pages_each_stream_whole_and_in_order<L: EventLog>(log: L) {
+        // Written interleaved, read back one stream after another.
+        for round in 0..3 {
+            for name in ["c", "a", "b"] {
+                let s = stream(name);
+                let version = log.stream_version(&s).await.expect("version");
+                log.append(&s, version, &[event("E", json!({"round": round}))]).await.expect("append");
+            }
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<(StreamId, i64)> = None;
+        loop {
+            let page = log.read_by_stream(after.as_ref().map(|(s, v)| (s, *v)), 2).await.expect("read_by_stream");
+            let Some(last) = page.last() else { break };
+            after = Some((last.stream_id.clone(), last.version));
+            seen.extend(page.iter().map(|e| (e.stream_id.to_string(), e.version, e.data["round"].as_i64())));
+        }
+        let expected: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|name| (1..=3).map(move |v| (format!("store-{name}"), v, Some(v - 1))))
+            .collect();
+        assert_eq!(seen, expected, "every event once, each stream whole, streams by id");
+    }
+
     pub async fn checkpoints_compare_and_set<L: EventLog>(log: L) {
         let c1 = Checkpoint { transaction_id: 0, position: 10 };
         let c2 = Checkpoint { transaction_id: 0, position: 20 };
@@ -369,6 +393,7 @@ backends!(
     a_client_key_never_meets_a_system_key,
     unicode_and_60_kib_payloads_round_trip,
     read_all_pages_through_every_stream_in_commit_order,
+    read_by_stream_pages_each_stream_whole_and_in_order,
     checkpoints_compare_and_set,
     snapshots_keep_the_newest,
 );

@@ -17,7 +17,7 @@ use planledger_domain::{evolve, ActionName, Amount, Catalog, Command, Event, Sto
 use planledger_projections::rebuild::{rebuild, Progress};
 use planledger_projections::ReadModel;
 use planledger_service::{CommandMeta, CommandService, IdempotencyRequest, Journal, ServiceConfig, SystemClock};
-use planledger_store::{AnyEventLog, EventLog, NewEvent, PgEventLog, Snapshot, StreamId};
+use planledger_store::{AnyEventLog, EventLog, PgEventLog, Snapshot, StreamId};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -43,6 +43,8 @@ struct Figures {
     p99_ms: f64,
     peak_rss_mb: f64,
     overshoot: u64,
+    /// Resident memory at the end, where the scenario measures it (`serve_*`).
+    rss_after_mb: Option<f64>,
     ratio: Option<(String, f64)>,
     note: String,
 }
@@ -109,14 +111,58 @@ async fn run_clients(clients: usize, duration: Duration, op: Op) -> anyhow::Resu
     Ok(Run { ops: latencies_us.len() as u64, allowed: allowed.load(Ordering::Relaxed), seconds, latencies_us })
 }
 
-/// The process's peak resident memory since the last reset, in MiB.
-fn peak_rss_mb() -> f64 {
+/// Runs `clients` loops of `op` until `done` says so.
+async fn run_until_done(clients: usize, op: Op, done: impl Fn() -> bool) -> anyhow::Result<Run> {
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let allowed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (op, allowed, finished) = (op.clone(), allowed.clone(), finished.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !finished.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if op(client).await? {
+                    allowed.fetch_add(1, Ordering::Relaxed);
+                }
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    finished.store(true, Ordering::Relaxed);
+    let mut latencies_us = Vec::new();
+    for task in tasks {
+        latencies_us.extend(task.await.context("a bench client panicked")??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Run { ops: latencies_us.len() as u64, allowed: allowed.load(Ordering::Relaxed), seconds, latencies_us })
+}
+
+/// A memory figure of this process from `/proc/self/status` (`VmHWM`, `VmRSS`), in MiB.
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            s.lines()
+                .find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The process's peak resident memory since the last reset, in MiB.
+fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM")
+}
+
+/// The process's resident memory now, in MiB.
+fn rss_mb() -> f64 {
+    status_mb("VmRSS")
 }
 
 fn reset_peak_rss() {
@@ -466,107 +512,239 @@ async fn scenario_service(
     Ok(figures)
 }
 
-/// Appends `events_per_store` consumptions to each of `stores` streams directly (as a busy
-/// history would have), with a snapshot at the end as the command path keeps them.
+/// Writes a history straight into the log with `COPY` (a busy ledger's past, in seconds rather
+/// than through the command path): each store registered and on a trial, then
+/// `events_per_store - 2` consumptions. Stores with a long stream get a snapshot at the end, as
+/// the command path keeps them.
 async fn generate_history(
     log: &AnyEventLog,
     stores: usize,
     events_per_store: usize,
     catalog: &Catalog,
 ) -> anyhow::Result<Vec<StoreId>> {
+    let AnyEventLog::Postgres(pg) = log else { bail!("the bench runs on PostgreSQL") };
     let ids: Vec<StoreId> = (0..stores).map(|_| StoreId::new(Uuid::new_v4())).collect();
     let now = Utc::now();
-    let mut tasks = Vec::new();
-    for chunk in ids.chunks(stores.div_ceil(8).max(1)) {
-        let (log, chunk, fingerprint) = (log.clone(), chunk.to_vec(), catalog.fingerprint().to_owned());
-        let window = planledger_domain::period::window_at(
-            planledger_domain::Period::Month,
-            now,
-            planledger_domain::TimeZoneName::UTC.tz(),
-            planledger_domain::catalog::Anchor::Calendar,
-            None,
+    let window = planledger_domain::period::window_at(
+        planledger_domain::Period::Month,
+        now,
+        planledger_domain::TimeZoneName::UTC.tz(),
+        planledger_domain::catalog::Anchor::Calendar,
+        None,
+    );
+    let mut copy = HistoryCopy::new(catalog.fingerprint(), now);
+    for store in &ids {
+        let mut state = TenantState::default();
+        let mut version = 0;
+        let mut append = |copy: &mut HistoryCopy, event: Event| {
+            version += 1;
+            copy.event(*store, version, &event);
+            state = evolve(std::mem::take(&mut state), &event);
+        };
+        append(
+            &mut copy,
+            Event::StoreRegistered { store_id: *store, name: None, time_zone: planledger_domain::TimeZoneName::UTC },
         );
-        tasks.push(tokio::spawn(async move {
-            for store in chunk {
-                let stream = StreamId::parse(store.stream_name())?;
-                let mut state = TenantState::default();
-                let mut domain = vec![
-                    Event::StoreRegistered {
-                        store_id: store,
-                        name: None,
-                        time_zone: planledger_domain::TimeZoneName::UTC,
-                    },
-                    Event::TrialStarted {
-                        plan_id: planledger_domain::PlanId::parse("free_trial")?,
-                        started_at: now,
-                        ends_at: now + chrono::TimeDelta::days(3650),
-                    },
-                ];
-                for i in 0..events_per_store.saturating_sub(2) {
-                    domain.push(Event::QuotaConsumed {
-                        consumption_id: Uuid::now_v7(),
-                        action: ActionName::parse("update_product")?,
-                        amount: Amount::ONE,
-                        period: window.period,
-                        period_start: window.start,
-                        period_end: window.end,
-                        used_after: i as u64 + 1,
-                        limit: None,
-                        at: now,
-                    });
-                }
-                let mut version = 0;
-                for batch in domain.chunks(1000) {
-                    let new: Vec<NewEvent> = batch
-                        .iter()
-                        .map(|e| {
-                            NewEvent::new(
-                                e.event_type(),
-                                e.schema_version(),
-                                e.data(),
-                                "bench",
-                                "bench",
-                                fingerprint.clone(),
-                                now,
-                            )
-                        })
-                        .collect();
-                    log.append(&stream, version, &new).await?;
-                    version += new.len() as i64;
-                    for event in batch {
-                        state = evolve(state, event);
-                    }
-                }
-                let snapshot = Snapshot {
-                    stream_id: stream,
-                    version,
-                    state: serde_json::to_value(&state)?,
-                    state_schema_version: planledger_domain::state::FOLD_VERSION,
-                };
-                log.save_snapshot(&snapshot).await?;
+        append(
+            &mut copy,
+            Event::TrialStarted {
+                plan_id: planledger_domain::PlanId::parse("free_trial")?,
+                started_at: now,
+                ends_at: now + chrono::TimeDelta::days(3650),
+            },
+        );
+        for i in 0..events_per_store.saturating_sub(2) {
+            append(
+                &mut copy,
+                Event::QuotaConsumed {
+                    consumption_id: Uuid::now_v7(),
+                    action: ActionName::parse("update_product")?,
+                    amount: Amount::ONE,
+                    period: window.period,
+                    period_start: window.start,
+                    period_end: window.end,
+                    used_after: i as u64 + 1,
+                    limit: None,
+                    at: now,
+                },
+            );
+            if copy.full() {
+                copy.flush(pg).await?;
             }
-            anyhow::Ok(())
-        }));
+        }
+        copy.stream(*store, version);
+        if version > 1000 {
+            let snapshot = Snapshot {
+                stream_id: StreamId::parse(store.stream_name())?,
+                version,
+                state: serde_json::to_value(&state)?,
+                state_schema_version: planledger_domain::state::FOLD_VERSION,
+            };
+            copy.flush(pg).await?;
+            log.save_snapshot(&snapshot).await?;
+        }
+        if copy.full() {
+            copy.flush(pg).await?;
+        }
     }
-    for task in tasks {
-        task.await??;
-    }
+    copy.flush(pg).await?;
+    sqlx::Executor::execute(pg.pool(), "ANALYZE ledger_events").await?;
     Ok(ids)
 }
 
-async fn scenario_rebuild(url: &str, stores: usize, events_per_store: usize) -> anyhow::Result<Figures> {
+/// Rows of `ledger_events` and `ledger_streams` in `COPY`'s text format, sent in chunks.
+struct HistoryCopy {
+    events: String,
+    streams: String,
+    fingerprint: String,
+    at: String,
+}
+
+impl HistoryCopy {
+    /// About this many bytes of rows per `COPY` (and per transaction).
+    const CHUNK: usize = 32 << 20;
+
+    fn new(fingerprint: &str, at: chrono::DateTime<Utc>) -> Self {
+        Self {
+            events: String::new(),
+            streams: String::new(),
+            fingerprint: fingerprint.to_owned(),
+            at: at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.events.len() >= Self::CHUNK
+    }
+
+    fn event(&mut self, store: StoreId, version: i64, event: &Event) {
+        use planledger_store::copy_text::{push_field, push_nullable};
+        let id = match event {
+            // A consumption is found again (for a refund) by its event id.
+            Event::QuotaConsumed { consumption_id, .. } => *consumption_id,
+            _ => Uuid::now_v7(),
+        };
+        let out = &mut self.events;
+        for field in [
+            id.to_string(),
+            store.stream_name(),
+            version.to_string(),
+            event.event_type().to_owned(),
+            event.schema_version().to_string(),
+            event.data().to_string(),
+        ] {
+            push_field(out, &field);
+            out.push('\t');
+        }
+        for field in [Some("bench"), None, None, Some("bench"), Some(self.fingerprint.as_str()), Some(self.at.as_str())]
+        {
+            push_nullable(out, field);
+            out.push('\t');
+        }
+        out.pop();
+        out.push('\n');
+    }
+
+    fn stream(&mut self, store: StoreId, version: i64) {
+        planledger_store::copy_text::push_field(&mut self.streams, &store.stream_name());
+        self.streams.push_str(&format!("\t{version}\n"));
+    }
+
+    async fn flush(&mut self, pg: &PgEventLog) -> anyhow::Result<()> {
+        let mut tx = pg.pool().begin().await?;
+        for (statement, rows) in [
+            (
+                "COPY ledger_events (event_id, stream_id, version, event_type, schema_version, data, correlation_id,
+                    causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at) FROM STDIN",
+                std::mem::take(&mut self.events),
+            ),
+            ("COPY ledger_streams (stream_id, version) FROM STDIN", std::mem::take(&mut self.streams)),
+        ] {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut copy = tx.copy_in_raw(statement).await?;
+            copy.send(rows.into_bytes()).await?;
+            copy.finish().await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The machine's in-database ceiling for a rebuild, on the log the rebuild then reads: every
+/// event read in log order (`COPY (SELECT ...) TO STDOUT`), and an audit-shaped table of as many
+/// rows written (`INSERT ... SELECT`) with its indexes built after. Its rate is rows written and
+/// indexed per second; the read's time is in the note.
+async fn scenario_copy_limit(log: &AnyEventLog) -> anyhow::Result<Figures> {
+    use futures_util::StreamExt;
+    let AnyEventLog::Postgres(pg) = log else { bail!("the bench runs on PostgreSQL") };
+    let total = log.event_count().await? as f64;
+    let mut conn = pg.pool().acquire().await?;
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    {
+        let mut out = conn
+            .copy_out_raw("COPY (SELECT * FROM ledger_events ORDER BY transaction_id, global_position) TO STDOUT")
+            .await?;
+        while let Some(chunk) = out.next().await {
+            bytes += chunk?.len();
+        }
+    }
+    let read = started.elapsed().as_secs_f64();
+    let (table, indexes) = ReadModel::AuditLog.ddl_then_indexes(log, "copy_limit_audit");
+    sqlx::raw_sql(&table).execute(&mut *conn).await?;
+    let started = Instant::now();
+    sqlx::query(
+        "INSERT INTO copy_limit_audit (store_id, version, global_position, event_type, correlation_id, actor, recorded_at, summary)
+         SELECT substr(stream_id, 7), version, global_position, event_type, correlation_id, actor, recorded_at, event_type
+         FROM ledger_events ORDER BY transaction_id, global_position",
+    )
+    .execute(&mut *conn)
+    .await?;
+    // As the rebuild builds its indexes.
+    sqlx::raw_sql(&format!("SET maintenance_work_mem = '256MB'; {indexes}")).execute(&mut *conn).await?;
+    let write = started.elapsed().as_secs_f64();
+    sqlx::raw_sql("RESET maintenance_work_mem; DROP TABLE copy_limit_audit").execute(&mut *conn).await?;
+    Ok(Figures {
+        name: "copy_limit".into(),
+        clients: 1,
+        ops_per_sec: total / write,
+        peak_rss_mb: peak_rss_mb(),
+        note: format!(
+            "{total} events: read in log order in {read:.1}s ({:.0} MB), written and indexed in {write:.1}s; ops/s = rows written and indexed per second",
+            bytes as f64 / 1e6
+        ),
+        ..Figures::default()
+    })
+}
+
+/// The ceiling (`copy_limit`), then the rebuild of both read models, on one generated log.
+async fn scenario_rebuild(url: &str, stores: usize, events_per_store: usize) -> anyhow::Result<Vec<Figures>> {
     let catalog = bench_catalog()?;
     let log = open_log(url, 16).await?;
     generate_history(&log, stores, events_per_store, &catalog).await?;
+    let mut figures = vec![scenario_copy_limit(&log).await?];
+    figures.extend(rebuild_figures(&log, "rebuild", stores).await?);
+    Ok(figures)
+}
+
+/// Rebuilds both read models of `log`'s history (of `stores` stores) and checks them.
+async fn rebuild_figures(log: &AnyEventLog, name: &str, stores: usize) -> anyhow::Result<Vec<Figures>> {
+    let catalog = bench_catalog()?;
+    let mut figures = Vec::new();
     let total = log.event_count().await? as u64;
     reset_peak_rss();
     let started = Instant::now();
     let mut worst_rate = f64::MAX;
+    let mut each = Vec::new();
     for model in ReadModel::ALL {
         let progress = Progress::default();
         let t = Instant::now();
-        rebuild(&log, model, &catalog, Utc::now(), &progress).await?;
-        worst_rate = worst_rate.min(total as f64 / t.elapsed().as_secs_f64());
+        rebuild(log, model, &catalog, Utc::now(), &progress).await?;
+        let seconds = t.elapsed().as_secs_f64();
+        worst_rate = worst_rate.min(total as f64 / seconds);
+        each.push(format!("{} {seconds:.1}s", model.name()));
     }
     let seconds = started.elapsed().as_secs_f64();
     let AnyEventLog::Postgres(pg) = &log else { unreachable!() };
@@ -575,22 +753,122 @@ async fn scenario_rebuild(url: &str, stores: usize, events_per_store: usize) -> 
             .fetch_one(pg.pool())
             .await?;
     if rows as usize != stores || audit as u64 != total {
-        bail!(
-            "rebuild: NOT EXACT: {rows} tenant_state rows for {stores} stores, {audit} audit rows for {total} events"
-        );
+        bail!("{name}: NOT EXACT: {rows} tenant_state rows for {stores} stores, {audit} audit rows for {total} events");
     }
-    Ok(Figures {
-        name: "rebuild".into(),
+    figures.push(Figures {
+        name: name.into(),
         clients: 1,
         ops_per_sec: worst_rate,
         p50_ms: 0.0,
         p99_ms: 0.0,
         peak_rss_mb: peak_rss_mb(),
         note: format!(
-            "{total} events over {stores} stores; both models in {seconds:.1}s; ops/s = events/s of the slower model"
+            "{total} events over {stores} stores; both models in {seconds:.1}s ({}); ops/s = events/s of the slower model",
+            each.join(", ")
         ),
         ..Figures::default()
-    })
+    });
+    Ok(figures)
+}
+
+/// Waits until every worker of `service` has idled out (at most `limit`).
+async fn until_idle(service: &CommandService, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while service.active_workers() > 0 {
+        if Instant::now() > deadline {
+            bail!("{} workers still active after {limit:?}", service.active_workers());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// `serve`'s memory with many stores, on the rebuild's log of `stores` stores: each store sends
+/// one command through the command path, and resident memory is read once their workers have
+/// idled out; then a flood of `flood` commands to stores that do not exist, and memory is read
+/// again once they are answered (no worker may be left behind).
+async fn scenario_memory(
+    log: &AnyEventLog,
+    ids: Vec<StoreId>,
+    flood: usize,
+    clients: usize,
+) -> anyhow::Result<Vec<Figures>> {
+    let catalog = Arc::new(bench_catalog()?);
+    let idle = Duration::from_secs(2);
+    let (journal, _writer) = Journal::spawn(log.clone());
+    let service = CommandService::new(
+        log.clone(),
+        catalog,
+        Arc::new(SystemClock),
+        ServiceConfig { worker_idle: idle, ..ServiceConfig::default() },
+        journal,
+        Arc::new(planledger_api::render::JsonRenderer),
+    );
+    reset_peak_rss();
+    let before = rss_mb();
+    let stores = ids.len();
+    let ids = Arc::new(ids);
+    let next = Arc::new(AtomicU64::new(0));
+    let run = {
+        let (service, ids, counter) = (service.clone(), ids.clone(), next.clone());
+        let op: Op = Arc::new(move |_| {
+            let next = counter.clone();
+            let (service, ids) = (service.clone(), ids.clone());
+            Box::pin(async move {
+                let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(store) = ids.get(index) else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    return Ok(false);
+                };
+                Ok(accepted(&service.execute(*store, consume(), meta()).await?))
+            })
+        });
+        run_until_done(clients, op, || next.load(Ordering::Relaxed) as usize >= stores).await?
+    };
+    if run.allowed as usize != stores {
+        bail!("serve_many_stores: {} of {stores} first commands accepted", run.allowed);
+    }
+    check_exact(log, "serve_many_stores", run.allowed, 1_000_000_000).await?;
+    let peak = peak_rss_mb();
+    until_idle(&service, Duration::from_secs(120)).await?;
+    tokio::time::sleep(idle).await;
+    let after_stores = rss_mb();
+    let mut first = run.figures("serve_many_stores", clients);
+    first.ops_per_sec = stores as f64 / run.seconds;
+    first.peak_rss_mb = peak;
+    first.rss_after_mb = Some(after_stores);
+    first.note = format!(
+        "one command to each of {stores} stores; resident {before:.0} MiB before, {after_stores:.0} MiB once their workers idled out ({idle:?})"
+    );
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let run = {
+        let (service, counter) = (service.clone(), sent.clone());
+        let op: Op = Arc::new(move |_| {
+            let (service, sent) = (service.clone(), counter.clone());
+            Box::pin(async move {
+                sent.fetch_add(1, Ordering::Relaxed);
+                let answer = service.execute(StoreId::new(Uuid::new_v4()), consume(), meta()).await?;
+                if accepted(&answer) {
+                    bail!("a command to a store that does not exist was accepted");
+                }
+                Ok(false)
+            })
+        });
+        run_until_done(clients, op, || sent.load(Ordering::Relaxed) as usize >= flood).await?
+    };
+    // Unknown stores' workers stop as soon as they have answered: no idle wait.
+    until_idle(&service, Duration::from_secs(5)).await?;
+    let after_flood = rss_mb();
+    let mut second = run.figures("serve_unknown_flood", clients);
+    second.rss_after_mb = Some(after_flood);
+    second.note = format!(
+        "{} commands to stores that do not exist; resident {after_flood:.0} MiB after ({:+.0} MiB), no worker left",
+        run.ops,
+        after_flood - after_stores
+    );
+    service.shutdown();
+    Ok(vec![first, second])
 }
 
 async fn scenario_long_stream(url: &str, events: usize, samples: usize) -> anyhow::Result<(Figures, Figures)> {
@@ -652,8 +930,12 @@ fn ratio(figures: &mut [Figures], name: &str, vs: &str, p99: bool) {
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
-    let wanted =
-        |name: &str| options.only.as_ref().is_none_or(|only| only.iter().any(|o| name.starts_with(o.as_str())));
+    // `copy_limit` is measured within `rebuild`, on its log.
+    let wanted = |name: &str| {
+        options.only.as_ref().is_none_or(|only| {
+            only.iter().any(|o| name.starts_with(o.as_str()) || (name == "rebuild" && o == "copy_limit"))
+        })
+    };
     let (clients, duration) = (options.clients, options.duration);
     let quick = options.quick;
     let many = if quick { 500 } else { 10_000 };
@@ -671,6 +953,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         "http_hot_store_keyed",
         "http_many_stores_keyed",
         "rebuild",
+        "many_stores_memory",
         "long_stream",
     ];
     for scenario in scenarios {
@@ -699,7 +982,18 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                 }
                 "rebuild" => {
                     let (stores, per_store) = if quick { (500, 100) } else { (10_000, 100) };
-                    vec![scenario_rebuild(&db.url, stores, per_store).await?]
+                    scenario_rebuild(&db.url, stores, per_store).await?
+                }
+                "many_stores_memory" => {
+                    // A million stores with two events each: the rebuild's memory must not grow
+                    // with them, nor serve's once their workers idle out.
+                    let (stores, flood) = if quick { (5_000, 5_000) } else { (1_000_000, 100_000) };
+                    let catalog = bench_catalog()?;
+                    let log = open_log(&db.url, 32).await?;
+                    let ids = generate_history(&log, stores, 2, &catalog).await?;
+                    let mut figures = rebuild_figures(&log, "rebuild_many_stores", stores).await?;
+                    figures.extend(scenario_memory(&log, ids, flood, clients).await?);
+                    figures
                 }
                 "long_stream" => {
                     let (events, samples) = if quick { (20_000, 200) } else { (1_000_000, 2_000) };
@@ -725,6 +1019,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     ratio(&mut figures, "http_hot_store_keyed", "http_hot_store", false);
     ratio(&mut figures, "http_many_stores_keyed", "http_many_stores", false);
     ratio(&mut figures, "long_stream", "long_stream_short", true);
+    ratio(&mut figures, "rebuild", "copy_limit", false);
     print_table(&figures);
     if let Some(path) = &options.json {
         let summary = json!({
@@ -734,7 +1029,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             "durationSeconds": duration.as_secs_f64(),
             "scenarios": figures.iter().map(|f| json!({
                 "name": f.name, "clients": f.clients, "opsPerSec": f.ops_per_sec, "p50Ms": f.p50_ms, "p99Ms": f.p99_ms,
-                "peakRssMb": f.peak_rss_mb, "overshoot": f.overshoot,
+                "peakRssMb": f.peak_rss_mb, "rssAfterMb": f.rss_after_mb, "overshoot": f.overshoot,
                 "ratio": f.ratio.as_ref().map(|(vs, value)| json!({"vs": vs, "value": value})),
                 "note": f.note,
             })).collect::<Vec<Value>>(),
