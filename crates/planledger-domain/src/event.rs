@@ -225,7 +225,11 @@ impl Event {
             return Err(error(format!("this build reads schema versions 1 to {current}")));
         }
         let data = upcast(event_type, schema_version, data, recorded_at).map_err(error)?;
-        serde_json::from_value(serde_json::json!({ "type": event_type, "data": data }))
+        // The tag first, then the data: serde then reads the data straight into its variant. A
+        // `{"type", "data"}` object would present "data" first (its keys are sorted), and serde
+        // would buffer the whole payload before it knew the variant.
+        let tagged = [("type", Value::String(event_type.to_owned())), ("data", data)];
+        Event::deserialize(serde::de::value::MapDeserializer::<_, serde_json::Error>::new(tagged.into_iter()))
             .map_err(|e| error(e.to_string()))
     }
 

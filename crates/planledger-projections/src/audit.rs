@@ -77,28 +77,25 @@ pub fn summary(event: &Event) -> String {
 }
 
 impl AuditRow {
-    pub fn from_recorded(recorded: &RecordedEvent) -> AuditRow {
+    /// The row of an event; it takes the event, whose strings and data it reuses.
+    pub fn from_recorded(recorded: RecordedEvent) -> AuditRow {
         let summary = match Event::from_stored(
             &recorded.event_type,
             recorded.schema_version,
-            recorded.data.clone(),
+            recorded.data,
             recorded.recorded_at,
         ) {
             Ok(event) => summary(&event),
             Err(e) => format!("unreadable event: {e}"),
         };
+        let stream = recorded.stream_id.as_str();
         AuditRow {
-            store_id: recorded
-                .stream_id
-                .as_str()
-                .strip_prefix("store-")
-                .unwrap_or(recorded.stream_id.as_str())
-                .to_owned(),
+            store_id: stream.strip_prefix("store-").unwrap_or(stream).to_owned(),
             version: recorded.version,
             global_position: recorded.global_position,
-            event_type: recorded.event_type.clone(),
-            correlation_id: recorded.correlation_id.clone(),
-            actor: recorded.actor.clone(),
+            event_type: recorded.event_type,
+            correlation_id: recorded.correlation_id,
+            actor: recorded.actor,
             recorded_at: recorded.recorded_at,
             summary,
         }

@@ -12,6 +12,11 @@
 //! name again once it is released, and write into the new table. `audit_log` follows the log
 //! through a checkpoint: the swap catches the new table up and moves the checkpoint with a
 //! compare-and-set, so the projector continues from the new table's position.
+//!
+//! The new table is loaded as a bulk load: without its secondary indexes (built once it is
+//! full), `tenant_state` one stream after another (memory holds one store's state, however many
+//! stores the log has), `audit_log` in log order with `COPY`; reading, decoding and writing
+//! overlap.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -203,14 +208,14 @@ impl StreamFold {
     /// ended).
     fn fold(&mut self, page: Vec<RecordedEvent>) -> Result<Vec<(StoreId, Folded)>, StoreError> {
         let mut finished = Vec::new();
-        for recorded in &page {
+        for recorded in page {
             let Some(store) = store_of(&recorded.stream_id) else { continue };
             if self.current.as_ref().is_none_or(|(current, _)| *current != store) {
                 finished.extend(self.current.replace((store, Folded::default())));
             }
             if let Some((_, folded)) = &mut self.current {
                 if recorded.version == folded.version + 1 {
-                    folded.apply(recorded)?;
+                    folded.apply_owned(recorded)?;
                 }
             }
         }
@@ -252,16 +257,27 @@ async fn rebuild_tenant_state(
     // is read while this one is folded and its finished stores are written. Each row is written
     // as of its store's last event, as the command path wrote it: the read model is a function
     // of the log and the catalog, not of when it was rebuilt.
+    // Three stages at once: a page is read, the one before folded on the blocking pool, the
+    // stores finished before that written.
     let mut pages = StreamPages { log, after: None, finished: false };
     let mut fold = StreamFold::default();
     let mut page = pages.next().await?;
-    while let Some(events) = page {
+    let mut finished: Vec<(StoreId, Folded)> = Vec::new();
+    while let Some(events) = page.take() {
         progress.done.fetch_add(events.len() as u64, Ordering::Relaxed);
-        let finished = fold.fold(events)?;
+        let folding = tokio::task::spawn_blocking(move || {
+            let finished = fold.fold(events);
+            (fold, finished)
+        });
         let (next, written) = tokio::join!(pages.next(), write_folded(log, table, &finished, catalog));
         written?;
+        let (folded, newly_finished) =
+            folding.await.map_err(|e| StoreError::Corrupt(format!("folding streams: {e}")))?;
+        fold = folded;
+        finished = newly_finished?;
         page = next?;
     }
+    write_folded(log, table, &finished, catalog).await?;
     write_folded(log, table, &fold.finish(), catalog).await?;
     progress.set_phase("indexing");
     build_indexes(log, ReadModel::TenantState, table).await?;
@@ -346,18 +362,35 @@ async fn rebuild_audit_log(
     progress.set_phase("reading the log");
     // The next page is read while this one's rows are written, in bulk, to a table without
     // secondary indexes; they are built once at the end.
+    // Three stages at once: page N+2 is read, page N+1 turned into rows on the blocking pool
+    // (decoding events is this process's main cost), page N's rows written. Writes stay in log
+    // order.
     let mut pages = LogPages::new(log);
     let mut page = pages.next(progress).await?;
-    while let Some(events) = page {
-        let rows: Vec<AuditRow> = events.iter().map(AuditRow::from_recorded).collect();
-        drop(events);
+    let mut ready: Option<Vec<AuditRow>> = None;
+    while page.is_some() || ready.is_some() {
+        let converting = page.take().map(|events| {
+            tokio::task::spawn_blocking(move || events.into_iter().map(AuditRow::from_recorded).collect::<Vec<_>>())
+        });
+        let rows = ready.take();
         let write = async {
+            let Some(rows) = rows else { return Ok(()) };
             let mut tx = log.begin().await?;
             audit::copy_in(&mut tx, table, &rows).await?;
             log.commit(tx).await
         };
-        let (next, written) = tokio::join!(pages.next(progress), write);
+        let read = async {
+            if converting.is_some() {
+                pages.next(progress).await
+            } else {
+                Ok(None)
+            }
+        };
+        let (next, written) = tokio::join!(read, write);
         written?;
+        if let Some(converting) = converting {
+            ready = Some(converting.await.map_err(|e| StoreError::Corrupt(format!("converting events: {e}")))?);
+        }
         page = next?;
     }
     let after = pages.after;
@@ -377,9 +410,9 @@ async fn rebuild_audit_log(
             let page = log.read_all(position, PAGE).await?;
             let Some(last) = page.last() else { break };
             position = last.checkpoint;
-            let rows: Vec<AuditRow> = page.iter().map(AuditRow::from_recorded).collect();
-            audit::insert_in(&mut tx, table, &rows).await?;
             progress.done.fetch_add(page.len() as u64, Ordering::Relaxed);
+            let rows: Vec<AuditRow> = page.into_iter().map(AuditRow::from_recorded).collect();
+            audit::insert_in(&mut tx, table, &rows).await?;
         }
         match log.compare_and_set_checkpoint_in(&mut tx, AUDIT_CONSUMER, live, position).await {
             Ok(()) => {}

@@ -34,18 +34,19 @@ pub struct ProjectorState {
 pub async fn project_audit_page(log: &AnyEventLog) -> Result<usize, StoreError> {
     let checkpoint = log.load_checkpoint(AUDIT_CONSUMER).await?;
     let events = log.read_all(checkpoint, PAGE).await?;
-    let Some(last) = events.last() else { return Ok(0) };
-    let rows: Vec<AuditRow> = events.iter().map(AuditRow::from_recorded).collect();
+    let Some(last) = events.last().map(|e| e.checkpoint) else { return Ok(0) };
+    let count = events.len();
+    let rows: Vec<AuditRow> = events.into_iter().map(AuditRow::from_recorded).collect();
     let mut tx = log.begin().await?;
     audit::insert_in(&mut tx, audit::LIVE, &rows).await?;
-    match log.compare_and_set_checkpoint_in(&mut tx, AUDIT_CONSUMER, checkpoint, last.checkpoint).await {
+    match log.compare_and_set_checkpoint_in(&mut tx, AUDIT_CONSUMER, checkpoint, last).await {
         Ok(()) => {}
         // Another instance, or a rebuild's swap, moved the checkpoint: drop this page.
         Err(StoreError::CheckpointMoved { .. }) => return Ok(0),
         Err(e) => return Err(e),
     }
     log.commit(tx).await?;
-    Ok(events.len())
+    Ok(count)
 }
 
 /// Keeps the lock of a projector for as long as it lives.

@@ -499,6 +499,12 @@ impl Worker {
             if workers.get(&self.store).is_some_and(|(g, _)| *g == self.generation) {
                 workers.remove(&self.store);
             }
+            // A map never gives back the room a burst of stores made it grow to: shrink it once
+            // it is mostly empty, so memory follows the active stores, not the busiest moment.
+            if workers.capacity() > 4 * workers.len() + 1024 {
+                let keep = 2 * workers.len();
+                workers.shrink_to(keep);
+            }
         }
         let rest = drain_closed(jobs).await;
         if !rest.is_empty() {

@@ -804,6 +804,10 @@ async fn scenario_memory(
         journal,
         Arc::new(planledger_api::render::JsonRenderer),
     );
+    // As `serve` does: free memory goes back to the system once a burst is over.
+    let (stop_release, stopped) = tokio::sync::watch::channel(false);
+    let release = tokio::spawn(crate::memory::release_after_bursts(crate::memory::CHECK_EVERY, stopped));
+    tokio::time::sleep(crate::memory::CHECK_EVERY + Duration::from_secs(1)).await;
     reset_peak_rss();
     let before = rss_mb();
     let stores = ids.len();
@@ -831,14 +835,14 @@ async fn scenario_memory(
     check_exact(log, "serve_many_stores", run.allowed, 1_000_000_000).await?;
     let peak = peak_rss_mb();
     until_idle(&service, Duration::from_secs(120)).await?;
-    tokio::time::sleep(idle).await;
+    tokio::time::sleep(crate::memory::CHECK_EVERY + Duration::from_secs(1)).await;
     let after_stores = rss_mb();
     let mut first = run.figures("serve_many_stores", clients);
     first.ops_per_sec = stores as f64 / run.seconds;
     first.peak_rss_mb = peak;
     first.rss_after_mb = Some(after_stores);
     first.note = format!(
-        "one command to each of {stores} stores; resident {before:.0} MiB before, {after_stores:.0} MiB once their workers idled out ({idle:?})"
+        "one command to each of {stores} stores; resident {before:.0} MiB before, {after_stores:.0} MiB once their workers idled out ({idle:?}) and memory was released"
     );
 
     let sent = Arc::new(AtomicU64::new(0));
@@ -859,7 +863,10 @@ async fn scenario_memory(
     };
     // Unknown stores' workers stop as soon as they have answered: no idle wait.
     until_idle(&service, Duration::from_secs(5)).await?;
+    tokio::time::sleep(crate::memory::CHECK_EVERY + Duration::from_secs(1)).await;
     let after_flood = rss_mb();
+    let _ = stop_release.send(true);
+    let _ = release.await;
     let mut second = run.figures("serve_unknown_flood", clients);
     second.rss_after_mb = Some(after_flood);
     second.note = format!(

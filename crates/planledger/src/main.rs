@@ -4,6 +4,7 @@
 //! `anyhow` turns their typed errors into a message that says what to do next.
 
 mod bench;
+mod memory;
 mod operate;
 mod serve;
 

@@ -101,12 +101,14 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
 
     let (stop, stopped) = watch::channel(false);
     let worker = tokio::spawn(deadline_worker(service.clone(), options.sweep_interval, stopped.clone()));
-    let projector_task = tokio::spawn(run_audit_projector(log, projector, stopped));
+    let projector_task = tokio::spawn(run_audit_projector(log, projector, stopped.clone()));
+    let memory_task = tokio::spawn(crate::memory::release_after_bursts(crate::memory::CHECK_EVERY, stopped));
     axum::serve(listener, planledger_api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shutting down: in-flight requests finished");
     let _ = stop.send(true);
     let _ = worker.await;
     let _ = projector_task.await;
+    let _ = memory_task.await;
     service.shutdown();
     drop(service);
     let _ = tokio::time::timeout(Duration::from_secs(5), journal_writer).await;
