@@ -165,7 +165,10 @@ fn rss_mb() -> f64 {
     status_mb("VmRSS")
 }
 
+/// Starts a scenario's own peak: free memory earlier scenarios left with the allocator goes
+/// back to the system first (as `serve` gives it back), or it would count in this peak.
 fn reset_peak_rss() {
+    crate::memory::release_if_worth_it();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
