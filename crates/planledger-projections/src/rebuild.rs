@@ -25,7 +25,6 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use planledger_domain::{Catalog, StoreId};
 use planledger_store::{AnyEventLog, AnyTx, Checkpoint, EventLog, RecordedEvent, StoreError, StreamId};
-use sqlx::Row;
 
 use crate::audit::{self, AuditRow};
 use crate::history::{fold_stream, Folded, Until};
@@ -290,7 +289,7 @@ async fn rebuild_tenant_state(
     }
     let changed = changed_since_build(&mut tx, table).await?;
     let mut caught_up = 0;
-    for (store, _built_version) in changed {
+    for store in changed {
         let folded = fold_stream(log, store, Folded::default(), Until::END, |_, _, _| Ok::<_, StoreError>(())).await?;
         let at = folded.at.unwrap_or_default();
         tenant_state::write_into(&mut tx, table, store, &folded.state, folded.version, at, catalog).await?;
@@ -327,28 +326,17 @@ async fn swap_in(
     schema::record_in(tx, model, generation, fingerprint, now).await
 }
 
-/// Stores whose live row is newer than (or missing from) the rebuilt `table`, with the rebuilt
-/// version.
-async fn changed_since_build(tx: &mut AnyTx, table: &str) -> Result<Vec<(StoreId, i64)>, StoreError> {
+/// Stores whose live row is newer than (or missing from) the rebuilt `table`.
+async fn changed_since_build(tx: &mut AnyTx, table: &str) -> Result<Vec<StoreId>, StoreError> {
     let sql = format!(
-        "SELECT l.store_id, COALESCE(r.version, 0) FROM tenant_state l LEFT JOIN {table} r ON r.store_id = l.store_id
+        "SELECT l.store_id FROM tenant_state l LEFT JOIN {table} r ON r.store_id = l.store_id
          WHERE r.version IS NULL OR l.version > r.version"
     );
-    let rows: Vec<(String, i64)> = match tx {
-        AnyTx::Postgres(tx) => sqlx::query(&sql)
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()?,
-        AnyTx::Sqlite(tx) => sqlx::query(&sql)
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()?,
+    let ids: Vec<String> = match tx {
+        AnyTx::Postgres(tx) => sqlx::query_scalar(&sql).fetch_all(&mut **tx).await?,
+        AnyTx::Sqlite(tx) => sqlx::query_scalar(&sql).fetch_all(&mut **tx).await?,
     };
-    Ok(rows.into_iter().filter_map(|(id, v)| StoreId::parse(&id).ok().map(|s| (s, v))).collect())
+    Ok(ids.iter().filter_map(|id| StoreId::parse(id).ok()).collect())
 }
 
 async fn rebuild_audit_log(

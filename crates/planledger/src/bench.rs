@@ -85,43 +85,20 @@ impl Run {
 
 /// Runs `clients` loops of `op` for `duration`.
 async fn run_clients(clients: usize, duration: Duration, op: Op) -> anyhow::Result<Run> {
-    let started = Instant::now();
-    let deadline = started + duration;
-    let allowed = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for client in 0..clients {
-        let (op, allowed) = (op.clone(), allowed.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                if op(client).await? {
-                    allowed.fetch_add(1, Ordering::Relaxed);
-                }
-                latencies.push(t.elapsed().as_micros() as u64);
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies_us = Vec::new();
-    for task in tasks {
-        latencies_us.extend(task.await.context("a bench client panicked")??);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(Run { ops: latencies_us.len() as u64, allowed: allowed.load(Ordering::Relaxed), seconds, latencies_us })
+    let deadline = Instant::now() + duration;
+    run_until(clients, op, Arc::new(move || Instant::now() >= deadline)).await
 }
 
-/// Runs `clients` loops of `op` until `done` says so.
-async fn run_until_done(clients: usize, op: Op, done: impl Fn() -> bool) -> anyhow::Result<Run> {
-    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// Runs `clients` loops of `op`, each until `done` says so.
+async fn run_until(clients: usize, op: Op, done: Arc<dyn Fn() -> bool + Send + Sync>) -> anyhow::Result<Run> {
     let started = Instant::now();
     let allowed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for client in 0..clients {
-        let (op, allowed, finished) = (op.clone(), allowed.clone(), finished.clone());
+        let (op, allowed, done) = (op.clone(), allowed.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            while !finished.load(Ordering::Relaxed) {
+            while !done() {
                 let t = Instant::now();
                 if op(client).await? {
                     allowed.fetch_add(1, Ordering::Relaxed);
@@ -131,10 +108,6 @@ async fn run_until_done(clients: usize, op: Op, done: impl Fn() -> bool) -> anyh
             anyhow::Ok(latencies)
         }));
     }
-    while !done() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    finished.store(true, Ordering::Relaxed);
     let mut latencies_us = Vec::new();
     for task in tasks {
         latencies_us.extend(task.await.context("a bench client panicked")??);
@@ -830,7 +803,8 @@ async fn scenario_memory(
                 Ok(accepted(&service.execute(*store, consume(), meta()).await?))
             })
         });
-        run_until_done(clients, op, || next.load(Ordering::Relaxed) as usize >= stores).await?
+        let next = next.clone();
+        run_until(clients, op, Arc::new(move || next.load(Ordering::Relaxed) as usize >= stores)).await?
     };
     if run.allowed as usize != stores {
         bail!("serve_many_stores: {} of {stores} first commands accepted", run.allowed);
@@ -862,7 +836,8 @@ async fn scenario_memory(
                 Ok(false)
             })
         });
-        run_until_done(clients, op, || sent.load(Ordering::Relaxed) as usize >= flood).await?
+        let sent = sent.clone();
+        run_until(clients, op, Arc::new(move || sent.load(Ordering::Relaxed) as usize >= flood)).await?
     };
     // Unknown stores' workers stop as soon as they have answered: no idle wait.
     until_idle(&service, Duration::from_secs(5)).await?;
