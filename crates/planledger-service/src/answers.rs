@@ -3,9 +3,12 @@
 //! Every command decided on a registered store with a key has its answer stored, refusals and
 //! no-ops included (the answer to a key never changes), in the same transaction as the events
 //! the command appended (or as the check of the stream's version it was decided on), so a retry
-//! either finds both or neither. Keys are kept (never deleted), which is "at least 24 hours".
+//! either finds both or neither. The stored answer is also the key's only constraint: the
+//! committer claims a group's keys by inserting their answers before it appends (the log labels
+//! events with client keys but does not check them). Keys are kept (never deleted), which is
+//! "at least 24 hours".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use planledger_domain::StoreId;
@@ -69,43 +72,49 @@ pub struct NewAnswer<'a> {
     pub at: DateTime<Utc>,
 }
 
-/// Stores `answers` in `tx`: one statement on PostgreSQL, whatever their number.
-pub async fn insert_many_in(tx: &mut AnyTx, answers: &[NewAnswer<'_>]) -> Result<(), StoreError> {
-    let Some(first) = answers.first() else {
-        return Ok(());
-    };
-    // Two nodes that decided the same key at once: the second insert finds the first. Like a
-    // version conflict, the loser reloads and replays the stored answer (a group that fails
-    // this way is written again batch by batch, which names the store).
-    let stream = planledger_store::StreamId::parse(first.store.stream_name())?;
-    let raced = |error: sqlx::Error| match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::ConcurrentWrite { stream: stream.clone(), constraint: "idempotent_answers".to_owned() }
-        }
-        _ => StoreError::from(error),
-    };
+/// Claims the keys of `answers` in `tx` by storing their answers, and returns the keys that were
+/// already taken: answered before, or claimed by a transaction that committed while this one
+/// waited for it. The key's row is the only record that a keyed command happened (the log does
+/// not check client keys), so a taken key means the command must not be written again.
+///
+/// Keys are claimed in one order (store, then key) so that two groups that share keys wait for
+/// each other instead of deadlocking. One statement on PostgreSQL, whatever their number.
+pub async fn claim_in(tx: &mut AnyTx, answers: &[NewAnswer<'_>]) -> Result<HashSet<(StoreId, String)>, StoreError> {
+    let mut ordered: Vec<&NewAnswer<'_>> = answers.iter().collect();
+    ordered.sort_unstable_by(|a, b| (a.store.as_uuid(), a.key).cmp(&(b.store.as_uuid(), b.key)));
+    let mut taken: HashSet<(StoreId, String)> = HashSet::new();
     match tx {
         AnyTx::Postgres(tx) => {
-            sqlx::query(
+            if ordered.is_empty() {
+                return Ok(taken);
+            }
+            let claimed: Vec<(String, String)> = sqlx::query_as(
                 "INSERT INTO idempotent_answers (store_id, key, request_hash, status, body, created_at)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[])",
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[])
+                 ON CONFLICT (store_id, key) DO NOTHING
+                 RETURNING store_id, key",
             )
-            .bind(answers.iter().map(|a| a.store.to_string()).collect::<Vec<_>>())
-            .bind(answers.iter().map(|a| a.key).collect::<Vec<_>>())
-            .bind(answers.iter().map(|a| a.request_hash).collect::<Vec<_>>())
-            .bind(answers.iter().map(|a| i32::from(a.answer.status)).collect::<Vec<_>>())
-            .bind(answers.iter().map(|a| a.answer.body.as_str()).collect::<Vec<_>>())
-            .bind(answers.iter().map(|a| a.at).collect::<Vec<_>>())
-            .execute(&mut **tx)
-            .await
-            .map_err(raced)?;
+            .bind(ordered.iter().map(|a| a.store.to_string()).collect::<Vec<_>>())
+            .bind(ordered.iter().map(|a| a.key).collect::<Vec<_>>())
+            .bind(ordered.iter().map(|a| a.request_hash).collect::<Vec<_>>())
+            .bind(ordered.iter().map(|a| i32::from(a.answer.status)).collect::<Vec<_>>())
+            .bind(ordered.iter().map(|a| a.answer.body.as_str()).collect::<Vec<_>>())
+            .bind(ordered.iter().map(|a| a.at).collect::<Vec<_>>())
+            .fetch_all(&mut **tx)
+            .await?;
+            let claimed: HashSet<(String, String)> = claimed.into_iter().collect();
+            for a in &ordered {
+                if !claimed.contains(&(a.store.to_string(), a.key.to_owned())) {
+                    taken.insert((a.store, a.key.to_owned()));
+                }
+            }
         }
         // One writer in this process: a statement per answer costs no round trip to a server.
         AnyTx::Sqlite(tx) => {
-            for a in answers {
-                sqlx::query(
+            for a in ordered {
+                let inserted = sqlx::query(
                     "INSERT INTO idempotent_answers (store_id, key, request_hash, status, body, created_at_us)
-                     VALUES (?, ?, ?, ?, ?, ?)",
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (store_id, key) DO NOTHING",
                 )
                 .bind(a.store.to_string())
                 .bind(a.key)
@@ -114,54 +123,42 @@ pub async fn insert_many_in(tx: &mut AnyTx, answers: &[NewAnswer<'_>]) -> Result
                 .bind(a.answer.body.as_str())
                 .bind(a.at.timestamp_micros())
                 .execute(&mut **tx)
-                .await
-                .map_err(raced)?;
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    taken.insert((a.store, a.key.to_owned()));
+                }
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// Takes back, in `tx`, keys of `store` that this transaction claimed for a batch it then did
+/// not write (its version moved, or another of its keys was taken): the batch will be decided
+/// again, and its answers with it.
+pub async fn withdraw_in(tx: &mut AnyTx, store: StoreId, keys: &[&str]) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let store = store.to_string();
+    match tx {
+        AnyTx::Postgres(tx) => {
+            sqlx::query("DELETE FROM idempotent_answers WHERE store_id = $1 AND key = ANY($2::text[])")
+                .bind(&store)
+                .bind(keys)
+                .execute(&mut **tx)
+                .await?;
+        }
+        AnyTx::Sqlite(tx) => {
+            for key in keys {
+                sqlx::query("DELETE FROM idempotent_answers WHERE store_id = ? AND key = ?")
+                    .bind(&store)
+                    .bind(*key)
+                    .execute(&mut **tx)
+                    .await?;
             }
         }
     }
     Ok(())
-}
-
-/// Which of `keys` (store, key) already have a stored answer, read in `tx`: the committer's
-/// one look-up per group, so that workers need not look before deciding.
-pub async fn existing_in(
-    tx: &mut AnyTx,
-    keys: &[(StoreId, &str)],
-) -> Result<std::collections::HashSet<(StoreId, String)>, StoreError> {
-    let mut found = std::collections::HashSet::new();
-    if keys.is_empty() {
-        return Ok(found);
-    }
-    match tx {
-        AnyTx::Postgres(tx) => {
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT a.store_id, a.key FROM idempotent_answers a
-                 JOIN unnest($1::text[], $2::text[]) AS k(store_id, key) ON a.store_id = k.store_id AND a.key = k.key",
-            )
-            .bind(keys.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>())
-            .bind(keys.iter().map(|(_, k)| *k).collect::<Vec<_>>())
-            .fetch_all(&mut **tx)
-            .await?;
-            for (store, key) in rows {
-                if let Ok(store) = StoreId::parse(&store) {
-                    found.insert((store, key));
-                }
-            }
-        }
-        // One writer in this process: a statement per key costs no round trip to a server.
-        AnyTx::Sqlite(tx) => {
-            for (store, key) in keys {
-                let row: Option<(i64,)> =
-                    sqlx::query_as("SELECT 1 FROM idempotent_answers WHERE store_id = ? AND key = ?")
-                        .bind(store.to_string())
-                        .bind(*key)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                if row.is_some() {
-                    found.insert((*store, (*key).to_owned()));
-                }
-            }
-        }
-    }
-    Ok(found)
 }

@@ -925,17 +925,26 @@ async fn commit_group(
     group: &[CommitRequest],
 ) -> Result<Vec<Result<i64, AppendFailure>>, GroupFailure> {
     let mut tx = log.begin().await?;
-    // Workers decide keyed commands without looking for a stored answer first; one look-up here
-    // serves the whole group. A batch with a key already answered writes nothing and is told
-    // `Duplicate`: its worker then reads the stored answer and replays it.
-    let keyed: Vec<(StoreId, &str)> = group
+    // Workers decide keyed commands without looking for a stored answer first. The group's keys
+    // are claimed here, all at once, by storing their answers before anything is appended: a
+    // batch with a key already answered writes nothing and is told `Duplicate`; its worker then
+    // reads the stored answer and replays it.
+    let claims: Vec<answers::NewAnswer<'_>> = group
         .iter()
-        .flat_map(|request| request.answers.iter().map(|(key, _)| (request.store, key.key.as_str())))
+        .flat_map(|request| {
+            request.answers.iter().map(|(key, answer)| answers::NewAnswer {
+                store: request.store,
+                key: &key.key,
+                request_hash: &key.request_hash,
+                answer,
+                at: request.now,
+            })
+        })
         .collect();
-    let answered = answers::existing_in(&mut tx, &keyed).await?;
+    let taken = answers::claim_in(&mut tx, &claims).await?;
     let answered_before: Vec<bool> = group
         .iter()
-        .map(|request| request.answers.iter().any(|(key, _)| answered.contains(&(request.store, key.key.clone()))))
+        .map(|request| request.answers.iter().any(|(key, _)| taken.contains(&(request.store, key.key.clone()))))
         .collect();
     let writable: Vec<&CommitRequest> =
         group.iter().zip(&answered_before).filter(|(_, answered)| !**answered).map(|(r, _)| r).collect();
@@ -964,26 +973,22 @@ async fn commit_group(
         });
     }
     if results.iter().all(Result::is_err) {
+        // Rolled back: the claims go with it.
         return Ok(results);
+    }
+    for (request, _) in group.iter().zip(&results).filter(|(_, result)| result.is_err()) {
+        // Claimed for a batch that is not written: its worker decides it again.
+        let own: Vec<&str> = request
+            .answers
+            .iter()
+            .map(|(key, _)| key.key.as_str())
+            .filter(|key| !taken.contains(&(request.store, (*key).to_owned())))
+            .collect();
+        answers::withdraw_in(&mut tx, request.store, &own).await?;
     }
     if !rows.is_empty() {
         tenant_state::write_many_into(&mut tx, tenant_state::LIVE, &rows, catalog).await?;
     }
-    let stored: Vec<answers::NewAnswer<'_>> = group
-        .iter()
-        .zip(&results)
-        .filter(|(_, result)| result.is_ok())
-        .flat_map(|(request, _)| {
-            request.answers.iter().map(|(key, answer)| answers::NewAnswer {
-                store: request.store,
-                key: &key.key,
-                request_hash: &key.request_hash,
-                answer,
-                at: request.now,
-            })
-        })
-        .collect();
-    answers::insert_many_in(&mut tx, &stored).await?;
     let faults = config.faults.as_deref();
     if faults.is_some_and(FaultInjector::fail_before_commit) {
         // As a commit the server refused (a serialization failure, say): nothing written.

@@ -67,11 +67,19 @@ SELECT global_position, transaction_id::text::bigint AS transaction_id FROM inse
 /// Appends to many streams in one statement: each stream's version row is bumped only at its
 /// expected version (and if none of its keys was used), and only bumped streams get events.
 /// Streams are independent: one's conflict does not stop the others.
+///
+/// The look-up of used keys is a lateral subquery with `LIMIT 1` so that it can only be an index
+/// probe per key: as a plain join, a generic plan made while the key table was small hashed the
+/// keys and scanned the whole table on every append, a cost that grew with the log (seen in
+/// `hot_store_keyed`; docs/benchmarks.md).
 const APPEND_MANY: &str = "WITH input AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS i(stream_id, expected, new_version)
 ), used AS (
     SELECT DISTINCT q.stream_id FROM unnest($15::text[], $16::text[]) AS q(stream_id, idempotency_key)
-    JOIN ledger_idempotency_keys k ON k.stream_id = q.stream_id AND k.idempotency_key = q.idempotency_key
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM ledger_idempotency_keys k
+        WHERE k.stream_id = q.stream_id AND k.idempotency_key = q.idempotency_key LIMIT 1
+    ) AS hit
 ), created AS (
     INSERT INTO ledger_streams (stream_id, version)
     SELECT i.stream_id, i.new_version FROM input i
@@ -538,5 +546,39 @@ impl EventLog for PgEventLog {
             state,
             state_schema_version,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pooled connection keeps a prepared statement's generic plan for as long as it lives,
+    /// and that plan is made from what the planner knew of the tables then: on a young log,
+    /// nothing. Forced generic on empty tables, the group commit's append must still find each
+    /// stream row and each key by its primary key, never by reading the table (an earlier plan
+    /// hashed the keys and scanned the whole key table on every append).
+    #[tokio::test]
+    async fn the_group_append_finds_rows_by_key_even_in_a_plan_made_on_empty_tables() {
+        let Some(db) = planledger_testkit::PgTestDatabase::create("append_many_plan").await else {
+            return;
+        };
+        let log = PgEventLog::connect(&db.url, 2, Duration::from_secs(10), Duration::from_secs(10))
+            .await
+            .expect("connect postgres");
+        log.migrate().await.expect("migrate");
+        let mut conn = log.pool().acquire().await.expect("connection");
+        sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.expect("generic plans");
+        sqlx::raw_sql(&format!("PREPARE append_many AS {APPEND_MANY}")).execute(&mut *conn).await.expect("prepare");
+        let nulls = vec!["NULL"; 21].join(", ");
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE append_many({nulls})"))
+            .fetch_all(&mut *conn)
+            .await
+            .expect("explain");
+        let plan = plan.join("\n");
+        for table in ["ledger_streams", "ledger_idempotency_keys"] {
+            assert!(!plan.contains(&format!("Seq Scan on {table}")), "{table} is read whole:\n{plan}");
+        }
+        assert!(plan.contains("ledger_idempotency_keys_pkey"), "keys are looked up by key:\n{plan}");
     }
 }

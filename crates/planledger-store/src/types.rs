@@ -71,9 +71,11 @@ pub struct NewEvent {
     pub data: Value,
     pub correlation_id: String,
     pub causation_id: Option<String>,
-    /// Appends are idempotent per (stream, key): a key already used on the stream makes the
-    /// append write nothing and return the events first written under it. One append may not
-    /// carry a key twice.
+    /// The key the event was written under, shown on the envelope. A system key is also a
+    /// constraint: appends are idempotent per (stream, system key), so a system key already used
+    /// on the stream makes the append write nothing and return the events first written under
+    /// it, and one append may not carry a key twice. A client key is a label only (see
+    /// [`KeyScope`]).
     pub idempotency_key: Option<IdempotencyKey>,
     pub actor: String,
     pub catalog_fingerprint: String,
@@ -110,30 +112,37 @@ impl NewEvent {
         self
     }
 
-    /// Labels the event with a caller's key (an `Idempotency-Key` header).
+    /// Labels the event with a caller's key (an `Idempotency-Key` header); the log does not
+    /// enforce it (see [`KeyScope::Client`]).
     pub fn with_client_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(IdempotencyKey::client(key));
         self
     }
 
-    /// Labels the event with a key the ledger made itself (a deadline, a refund).
+    /// Labels the event with a key the ledger made itself (a deadline, a refund), which the log's
+    /// key constraint enforces.
     pub fn with_system_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(IdempotencyKey::system(key));
         self
     }
 }
 
-/// Whose key it is. Clients' keys and the ledger's own keys live in separate namespaces, so that
-/// no string a client sends can ever take (and so block) a key the ledger needs.
+/// Whose key it is, and so who enforces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyScope {
+    /// A caller's `Idempotency-Key`: recorded on the envelope, never checked by the log. The
+    /// command service enforces it where it keeps the key's first answer (`idempotent_answers`,
+    /// claimed in the transaction that appends the command's events), so one constraint, not
+    /// two, decides whether a keyed command already happened; and no string a client sends can
+    /// take (and so block) a key the ledger needs.
     Client,
+    /// A key the ledger made itself (a deadline passed, a consumption refunded): the log's key
+    /// constraint makes such a fact happen at most once per stream.
     System,
 }
 
-/// An idempotency key in its namespace. The envelope shows `key` as it was given; the log's key
-/// constraint holds [`IdempotencyKey::namespaced`], which differs between the scopes whatever
-/// `key` is.
+/// An idempotency key in its scope. The envelope shows `key` as it was given; the log's key
+/// constraint holds [`IdempotencyKey::namespaced`] of system keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey {
     pub scope: KeyScope,
@@ -222,8 +231,9 @@ pub struct Snapshot {
     pub state_schema_version: i32,
 }
 
-/// The (namespaced key, version) pairs an append of `events` at `expected` records; refused if
-/// two events carry the same key (one decision cannot happen twice in one append).
+/// The (namespaced key, version) pairs of system keys an append of `events` at `expected`
+/// records; refused if two events carry the same system key (one decision cannot happen twice in
+/// one append). Client keys are labels (see [`KeyScope::Client`]): not recorded here.
 pub(crate) fn idempotency_keys(
     stream: &StreamId,
     events: &[NewEvent],
@@ -231,7 +241,7 @@ pub(crate) fn idempotency_keys(
 ) -> Result<Vec<(String, Version)>, StoreError> {
     let mut keys: Vec<(String, Version)> = Vec::new();
     for (offset, event) in events.iter().enumerate() {
-        let Some(key) = &event.idempotency_key else {
+        let Some(key) = event.idempotency_key.as_ref().filter(|key| key.scope == KeyScope::System) else {
             continue;
         };
         let key = key.namespaced();

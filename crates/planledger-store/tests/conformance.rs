@@ -157,12 +157,12 @@ mod suite {
         let s = stream("idempotent");
         let first = vec![
             event("TrialExpired", json!({"n": 1})).with_system_key("expiry-1"),
-            event("QuotaConsumed", json!({"n": 2})).with_client_key("req-1"),
+            event("QuotaRefunded", json!({"n": 2})).with_system_key("refund:c1"),
         ];
         let original = appended(log.append(&s, 0, &first).await.expect("first"));
         let original = original[1..].to_vec();
         // A retry built anew (fresh event ids), at the stream's current version and at a stale one.
-        let retry = vec![event("QuotaConsumed", json!({"n": 2})).with_client_key("req-1")];
+        let retry = vec![event("QuotaRefunded", json!({"n": 2})).with_system_key("refund:c1")];
         for expected in [2, 0] {
             match log.append(&s, expected, &retry).await.expect("retry") {
                 AppendOutcome::Duplicate { events } => assert_eq!(events, original),
@@ -171,13 +171,15 @@ mod suite {
         }
         assert_eq!(log.stream_version(&s).await.expect("version"), 2, "a retry appends nothing");
         // A batch holding a used key among new ones is still a duplicate: nothing is written.
-        let mixed =
-            vec![event("X", json!({})).with_client_key("req-2"), event("Y", json!({})).with_client_key("req-1")];
+        let mixed = vec![
+            event("X", json!({})).with_system_key("refund:c2"),
+            event("Y", json!({})).with_system_key("refund:c1"),
+        ];
         assert!(matches!(log.append(&s, 2, &mixed).await, Ok(AppendOutcome::Duplicate { .. })));
         let other =
-            appended(log.append(&s, 2, &[event("X", json!({})).with_client_key("req-2")]).await.expect("new key"));
+            appended(log.append(&s, 2, &[event("X", json!({})).with_system_key("refund:c2")]).await.expect("new key"));
         assert_eq!(other[0].version, 3);
-        // The same key on another stream is another request.
+        // The same key on another stream is another fact.
         let elsewhere = log.append(&stream("idempotent-2"), 0, &retry).await.expect("other stream");
         assert!(matches!(elsewhere, AppendOutcome::Appended { new_version: 1, .. }));
     }
@@ -191,26 +193,28 @@ mod suite {
         ];
         let error = log.append(&s, 0, &twice).await.expect_err("a repeated key is refused");
         assert!(matches!(error, StoreError::RepeatedKey { ref key, .. } if key == "system:refund:c1"), "{error}");
-        let clients = vec![event("A", json!({})).with_client_key("k"), event("B", json!({})).with_client_key("k")];
-        assert!(matches!(log.append(&s, 0, &clients).await, Err(StoreError::RepeatedKey { .. })));
         assert_eq!(log.stream_version(&s).await.expect("version"), 0, "nothing was written");
     }
 
-    pub async fn a_client_key_never_meets_a_system_key<L: EventLog>(log: L) {
-        let s = stream("namespaces");
-        // A client sends, as its Idempotency-Key, the very key the ledger will use at expiry.
+    pub async fn client_keys_are_labels_the_log_does_not_check<L: EventLog>(log: L) {
+        let s = stream("labels");
+        // The command service enforces a client's key where it stores the key's answer; the log
+        // only shows it. The same client key twice is two appends here.
+        for expected in [0, 1] {
+            let outcome = log.append(&s, expected, &[event("QuotaConsumed", json!({})).with_client_key("req-1")]).await;
+            assert!(matches!(outcome, Ok(AppendOutcome::Appended { .. })), "{outcome:?}");
+        }
+        // A client sends, as its Idempotency-Key, the very key the ledger will use at expiry:
+        // it takes nothing from the ledger.
         let system_key = "trial-expiry:store-1:2026-03-16T10:00:00.000000Z";
         appended(
-            log.append(&s, 0, &[event("QuotaConsumed", json!({})).with_client_key(system_key)]).await.expect("client"),
+            log.append(&s, 2, &[event("QuotaConsumed", json!({})).with_client_key(system_key)]).await.expect("client"),
         );
-        let expiry = log.append(&s, 1, &[event("TrialExpired", json!({})).with_system_key(system_key)]).await;
-        assert!(matches!(expiry, Ok(AppendOutcome::Appended { new_version: 2, .. })), "{expiry:?}");
-        // And the other way round: the ledger's key does not make a client's request a retry.
-        let client = log.append(&s, 2, &[event("QuotaConsumed", json!({})).with_client_key("refund:c1")]).await;
-        let refund = log.append(&s, 3, &[event("QuotaRefunded", json!({})).with_system_key("refund:c1")]).await;
-        assert!(matches!((client, refund), (Ok(AppendOutcome::Appended { .. }), Ok(AppendOutcome::Appended { .. }))));
+        let expiry = log.append(&s, 3, &[event("TrialExpired", json!({})).with_system_key(system_key)]).await;
+        assert!(matches!(expiry, Ok(AppendOutcome::Appended { new_version: 4, .. })), "{expiry:?}");
         let read = log.read_stream(&s, 1, 10).await.expect("read");
-        assert_eq!(read[1].idempotency_key.as_deref(), Some(system_key), "the envelope shows the key as given");
+        assert_eq!(read[0].idempotency_key.as_deref(), Some("req-1"), "the envelope shows the key as given");
+        assert_eq!(read[3].idempotency_key.as_deref(), Some(system_key));
     }
 
     pub async fn unicode_and_60_kib_payloads_round_trip<L: EventLog>(log: L) {
@@ -390,7 +394,7 @@ backends!(
     racing_appenders_write_every_version_exactly_once,
     an_idempotent_retry_returns_the_original_events,
     an_append_that_carries_a_key_twice_writes_nothing,
-    a_client_key_never_meets_a_system_key,
+    client_keys_are_labels_the_log_does_not_check,
     unicode_and_60_kib_payloads_round_trip,
     read_all_pages_through_every_stream_in_commit_order,
     read_by_stream_pages_each_stream_whole_and_in_order,
@@ -469,12 +473,12 @@ async fn appending_to_many_streams_checks_each_on_its_own(log: planledger_store:
     use planledger_store::{StreamAppend, StreamAppendOutcome};
     let (a, b, c, d) = (stream("many-a"), stream("many-b"), stream("many-c"), stream("many-d"));
     log.append(&b, 0, &[event("E", json!({}))]).await.expect("b");
-    log.append(&d, 0, &[event("E", json!({})).with_client_key("k-d")]).await.expect("d");
+    log.append(&d, 0, &[event("E", json!({})).with_system_key("k-d")]).await.expect("d");
     let parts = vec![
         StreamAppend { stream: a.clone(), expected: 0, events: vec![event("A1", json!({})), event("A2", json!({}))] },
         StreamAppend { stream: b.clone(), expected: 0, events: vec![event("B2", json!({}))] },
         StreamAppend { stream: c.clone(), expected: 0, events: vec![event("C1", json!({}))] },
-        StreamAppend { stream: d.clone(), expected: 1, events: vec![event("D2", json!({})).with_client_key("k-d")] },
+        StreamAppend { stream: d.clone(), expected: 1, events: vec![event("D2", json!({})).with_system_key("k-d")] },
     ];
     let mut tx = log.begin().await.expect("begin");
     let outcomes = log.append_many_in(&mut tx, &parts).await.expect("append many");
