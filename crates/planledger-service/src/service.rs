@@ -60,6 +60,9 @@ pub struct ServiceConfig {
     /// How long the committer keeps trying to learn whether a commit that reported an error
     /// happened, before answering `OutcomeUnknown`.
     pub probe_for: Duration,
+    /// Group transactions in flight at once on PostgreSQL (one on SQLite, which has one
+    /// writer). While one group waits for its commit to reach the disk, the next is written.
+    pub committers: usize,
     /// Injected faults (tests and the simulator only).
     pub faults: Option<Arc<dyn FaultInjector>>,
 }
@@ -72,6 +75,7 @@ impl Default for ServiceConfig {
             worker_idle: Duration::from_secs(30),
             snapshot_every: 100,
             probe_for: Duration::from_secs(3),
+            committers: 4,
             faults: None,
         }
     }
@@ -221,13 +225,20 @@ impl CommandService {
     ) -> Self {
         let metrics = Arc::new(ServiceMetrics::default());
         let (committer, requests) = mpsc::channel(8192);
-        tokio::spawn(run_committer(
-            log.clone(),
-            catalog.clone(),
-            metrics.clone(),
-            CommitterConfig { probe_for: config.probe_for, faults: config.faults.clone() },
-            requests,
-        ));
+        let requests = Arc::new(tokio::sync::Mutex::new(requests));
+        let committers = match log {
+            AnyEventLog::Postgres(_) => config.committers.max(1),
+            AnyEventLog::Sqlite(_) => 1,
+        };
+        for _ in 0..committers {
+            tokio::spawn(run_committer(
+                log.clone(),
+                catalog.clone(),
+                metrics.clone(),
+                CommitterConfig { probe_for: config.probe_for, faults: config.faults.clone() },
+                requests.clone(),
+            ));
+        }
         Self {
             inner: Arc::new(Inner {
                 log,
@@ -872,21 +883,32 @@ impl From<StoreError> for GroupFailure {
 /// Writes the batches of many stores in shared transactions (group commit): one multi-stream
 /// append, one multi-row `tenant_state` write, one commit for all of them. Each stream is still
 /// checked on its own version, so a conflict on one store fails only that store's batch.
+///
+/// Several committers share the queue: each takes what is waiting as its group and writes it
+/// while the next takes the next. Groups in flight together never share a store (a store's
+/// worker has at most one batch in flight), so they touch disjoint rows and cannot deadlock.
 async fn run_committer(
     log: AnyEventLog,
     catalog: Arc<Catalog>,
     metrics: Arc<ServiceMetrics>,
     config: CommitterConfig,
-    mut requests: mpsc::Receiver<CommitRequest>,
+    requests: Arc<tokio::sync::Mutex<mpsc::Receiver<CommitRequest>>>,
 ) {
-    while let Some(first) = requests.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match requests.try_recv() {
-                Ok(request) => group.push(request),
-                Err(_) => break,
+    loop {
+        let group = {
+            let mut requests = requests.lock().await;
+            let Some(first) = requests.recv().await else {
+                break;
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match requests.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
             }
-        }
+            group
+        };
         let results = match commit_group(&log, &catalog, &config, &group).await {
             Ok(results) => results,
             // Nothing was written and the cause may be one batch's (a constraint race): write
