@@ -79,22 +79,26 @@ pub struct NewAnswer<'a> {
 ///
 /// Keys are claimed in one order (store, then key) so that two groups that share keys wait for
 /// each other instead of deadlocking. One statement on PostgreSQL, whatever their number.
-pub async fn claim_in(tx: &mut AnyTx, answers: &[NewAnswer<'_>]) -> Result<HashSet<(StoreId, String)>, StoreError> {
-    let mut ordered: Vec<&NewAnswer<'_>> = answers.iter().collect();
+pub async fn claim_in<'a>(
+    tx: &mut AnyTx,
+    answers: &[NewAnswer<'a>],
+) -> Result<HashSet<(StoreId, &'a str)>, StoreError> {
+    let mut ordered: Vec<&NewAnswer<'a>> = answers.iter().collect();
     ordered.sort_unstable_by(|a, b| (a.store.as_uuid(), a.key).cmp(&(b.store.as_uuid(), b.key)));
-    let mut taken: HashSet<(StoreId, String)> = HashSet::new();
+    let mut taken: HashSet<(StoreId, &'a str)> = HashSet::new();
     match tx {
         AnyTx::Postgres(tx) => {
             if ordered.is_empty() {
                 return Ok(taken);
             }
+            let stores: Vec<String> = ordered.iter().map(|a| a.store.to_string()).collect();
             let claimed: Vec<(String, String)> = sqlx::query_as(
                 "INSERT INTO idempotent_answers (store_id, key, request_hash, status, body, created_at)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[])
                  ON CONFLICT (store_id, key) DO NOTHING
                  RETURNING store_id, key",
             )
-            .bind(ordered.iter().map(|a| a.store.to_string()).collect::<Vec<_>>())
+            .bind(&stores)
             .bind(ordered.iter().map(|a| a.key).collect::<Vec<_>>())
             .bind(ordered.iter().map(|a| a.request_hash).collect::<Vec<_>>())
             .bind(ordered.iter().map(|a| i32::from(a.answer.status)).collect::<Vec<_>>())
@@ -102,10 +106,10 @@ pub async fn claim_in(tx: &mut AnyTx, answers: &[NewAnswer<'_>]) -> Result<HashS
             .bind(ordered.iter().map(|a| a.at).collect::<Vec<_>>())
             .fetch_all(&mut **tx)
             .await?;
-            let claimed: HashSet<(String, String)> = claimed.into_iter().collect();
-            for a in &ordered {
-                if !claimed.contains(&(a.store.to_string(), a.key.to_owned())) {
-                    taken.insert((a.store, a.key.to_owned()));
+            let claimed: HashSet<(&str, &str)> = claimed.iter().map(|(s, k)| (s.as_str(), k.as_str())).collect();
+            for (a, store) in ordered.iter().zip(&stores) {
+                if !claimed.contains(&(store.as_str(), a.key)) {
+                    taken.insert((a.store, a.key));
                 }
             }
         }
@@ -126,7 +130,7 @@ pub async fn claim_in(tx: &mut AnyTx, answers: &[NewAnswer<'_>]) -> Result<HashS
                 .await?
                 .rows_affected();
                 if inserted == 0 {
-                    taken.insert((a.store, a.key.to_owned()));
+                    taken.insert((a.store, a.key));
                 }
             }
         }

@@ -966,7 +966,7 @@ async fn commit_group(
     let taken = answers::claim_in(&mut tx, &claims).await?;
     let answered_before: Vec<bool> = group
         .iter()
-        .map(|request| request.answers.iter().any(|(key, _)| taken.contains(&(request.store, key.key.clone()))))
+        .map(|request| request.answers.iter().any(|(key, _)| taken.contains(&(request.store, key.key.as_str()))))
         .collect();
     let writable: Vec<&CommitRequest> =
         group.iter().zip(&answered_before).filter(|(_, answered)| !**answered).map(|(r, _)| r).collect();
@@ -1004,7 +1004,7 @@ async fn commit_group(
             .answers
             .iter()
             .map(|(key, _)| key.key.as_str())
-            .filter(|key| !taken.contains(&(request.store, (*key).to_owned())))
+            .filter(|key| !taken.contains(&(request.store, *key)))
             .collect();
         answers::withdraw_in(&mut tx, request.store, &own).await?;
     }
