@@ -49,8 +49,10 @@ pub enum Phase {
 }
 
 /// The version of the fold: bump it whenever [`evolve`] folds an event differently or
-/// [`TenantState`] changes shape. Snapshots and read models record it, so that state folded by an
-/// older fold is never read as if this one had made it (they are rebuilt from the log instead).
+/// [`TenantState`] changes shape. It is part of the fold's fingerprint
+/// ([`crate::fold_fingerprint`]), which snapshots and read models record so that state folded by
+/// another fold is never read as if this one had made it (they are folded again from the log).
+/// The fingerprint also hashes what the fold does, so a forgotten bump is caught too.
 /// 2: usage per local day, refunds remembered, the billing anchor.
 pub const FOLD_VERSION: i32 = 2;
 

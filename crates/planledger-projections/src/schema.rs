@@ -103,9 +103,10 @@ pub async fn execute_in(tx: &mut AnyTx, sql: &str) -> Result<(), StoreError> {
 }
 
 /// What a read model records it was built with: the catalog's fingerprint and the fold's
-/// version. A model built with anything else is stale and rebuilt from the log.
+/// (its version and a hash of what it does, see `planledger_domain::fold_fingerprint`). A model
+/// built with anything else is stale and rebuilt from the log.
 pub fn built_with(catalog: &planledger_domain::Catalog) -> String {
-    format!("{}+fold{}", catalog.fingerprint(), planledger_domain::state::FOLD_VERSION)
+    format!("{}+fold{}", catalog.fingerprint(), planledger_domain::fold_fingerprint())
 }
 
 /// Creates every read model that does not exist yet, recording the catalog it starts with.

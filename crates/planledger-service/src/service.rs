@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use planledger_domain::state::FOLD_VERSION;
+use planledger_domain::fold_fingerprint;
 use planledger_domain::{
     decide, due_transitions, evolve, Catalog, Command, Consumption, DomainError, Event, StoreId, TenantState,
 };
@@ -527,7 +527,7 @@ impl Worker {
     async fn load(&self) -> Result<Loaded, ServiceError> {
         let stream = stream_of(self.store)?;
         let base = match self.inner.log.load_snapshot(&stream).await? {
-            Some(snapshot) if snapshot.state_schema_version == FOLD_VERSION => {
+            Some(snapshot) if snapshot.fold_fingerprint == fold_fingerprint() => {
                 match serde_json::from_value::<TenantState>(snapshot.state) {
                     Ok(state) => Loaded { version: snapshot.version, state },
                     Err(_) => Loaded { version: 0, state: TenantState::default() },
@@ -844,7 +844,7 @@ impl Worker {
                         stream_id: stream,
                         version: new_version,
                         state: json,
-                        state_schema_version: FOLD_VERSION,
+                        fold_fingerprint: fold_fingerprint().to_owned(),
                     };
                     if let Err(error) = log.save_snapshot(&snapshot).await {
                         tracing::debug!(%error, "snapshot not saved");

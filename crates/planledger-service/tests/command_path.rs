@@ -226,6 +226,41 @@ async fn snapshots_make_a_cold_load_read_only_the_tail() {
     assert_eq!(state.usage[&ActionName::parse("update_product").unwrap()].lifetime, 10);
 }
 
+/// A snapshot made by another fold is never read, even one that claims this fold's version
+/// number: the fold is fingerprinted by what it does (`planledger_domain::fold_fingerprint`).
+#[tokio::test]
+async fn a_snapshot_made_by_another_fold_is_folded_again_from_the_log() {
+    let config = ServiceConfig { worker_idle: Duration::from_millis(50), ..ServiceConfig::default() };
+    let (service, log, _writer, _db) = setup(config).await;
+    let store = trialing_store(&service).await;
+    let action = ActionName::parse("create_article").unwrap();
+    for _ in 0..3 {
+        assert_eq!(service.execute(store, consume(), meta()).await.unwrap().seen().status, 200);
+    }
+    let (mut state, version) = service.load_row(store).await.unwrap().unwrap();
+    // What an older fold might have made of the same events: usage it counted differently.
+    state.usage.get_mut(&action).unwrap().lifetime = 999;
+    let stream = StreamId::parse(store.stream_name()).unwrap();
+    let same_version_number = planledger_domain::state::FOLD_VERSION;
+    log.save_snapshot(&planledger_store::Snapshot {
+        stream_id: stream.clone(),
+        version,
+        state: serde_json::to_value(&state).unwrap(),
+        fold_fingerprint: format!("{same_version_number}-0123456789abcdef"),
+    })
+    .await
+    .unwrap();
+    assert_ne!(
+        log.load_snapshot(&stream).await.unwrap().unwrap().fold_fingerprint,
+        planledger_domain::fold_fingerprint()
+    );
+    // The worker forgets the store; the next command loads it cold.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(service.execute(store, consume(), meta()).await.unwrap().seen().status, 200);
+    let (state, _) = service.load_row(store).await.unwrap().unwrap();
+    assert_eq!(state.usage[&action].lifetime, 4, "counted from the log, not from the foreign snapshot");
+}
+
 fn extend_trial() -> Command {
     Command::Extend {
         kind: planledger_domain::ExtensionKind::Trial,

@@ -38,6 +38,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "rendered_answers",
         sql: include_str!("../../../migrations/postgres/0004_rendered_answers.sql"),
     },
+    Migration {
+        version: 5,
+        name: "snapshot_fold_fingerprint",
+        sql: include_str!("../../../migrations/postgres/0005_snapshot_fold_fingerprint.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -48,6 +53,11 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../../../migrations/sqlite/0002_command_service.sql"),
     },
     Migration { version: 3, name: "read_models", sql: include_str!("../../../migrations/sqlite/0003_read_models.sql") },
+    Migration {
+        version: 4,
+        name: "snapshot_fold_fingerprint",
+        sql: include_str!("../../../migrations/sqlite/0004_snapshot_fold_fingerprint.sql"),
+    },
 ];
 
 /// What `migrate` did.

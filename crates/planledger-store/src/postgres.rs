@@ -517,34 +517,34 @@ impl EventLog for PgEventLog {
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO ledger_snapshots (stream_id, version, state, state_schema_version, taken_at)
+            "INSERT INTO ledger_snapshots (stream_id, version, state, fold_fingerprint, taken_at)
              VALUES ($1, $2, $3, $4, now())
              ON CONFLICT (stream_id) DO UPDATE
                 SET version = EXCLUDED.version, state = EXCLUDED.state,
-                    state_schema_version = EXCLUDED.state_schema_version, taken_at = EXCLUDED.taken_at
+                    fold_fingerprint = EXCLUDED.fold_fingerprint, taken_at = EXCLUDED.taken_at
              WHERE ledger_snapshots.version < EXCLUDED.version
-                OR ledger_snapshots.state_schema_version <> EXCLUDED.state_schema_version",
+                OR ledger_snapshots.fold_fingerprint <> EXCLUDED.fold_fingerprint",
         )
         .bind(snapshot.stream_id.as_str())
         .bind(snapshot.version)
         .bind(Json(&snapshot.state))
-        .bind(snapshot.state_schema_version)
+        .bind(&snapshot.fold_fingerprint)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let row: Option<(i64, Json<serde_json::Value>, i32)> =
-            sqlx::query_as("SELECT version, state, state_schema_version FROM ledger_snapshots WHERE stream_id = $1")
+        let row: Option<(i64, Json<serde_json::Value>, String)> =
+            sqlx::query_as("SELECT version, state, fold_fingerprint FROM ledger_snapshots WHERE stream_id = $1")
                 .bind(stream.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|(version, Json(state), state_schema_version)| Snapshot {
+        Ok(row.map(|(version, Json(state), fold_fingerprint)| Snapshot {
             stream_id: stream.clone(),
             version,
             state,
-            state_schema_version,
+            fold_fingerprint,
         }))
     }
 }

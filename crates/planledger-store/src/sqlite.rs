@@ -374,35 +374,35 @@ impl EventLog for SqliteEventLog {
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let state = serde_json::to_string(&snapshot.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(&format!(
-            "INSERT INTO ledger_snapshots (stream_id, version, state, state_schema_version, taken_at_us)
+            "INSERT INTO ledger_snapshots (stream_id, version, state, fold_fingerprint, taken_at_us)
              VALUES (?, ?, ?, ?, {NOW_US})
              ON CONFLICT (stream_id) DO UPDATE
                 SET version = excluded.version, state = excluded.state,
-                    state_schema_version = excluded.state_schema_version, taken_at_us = excluded.taken_at_us
+                    fold_fingerprint = excluded.fold_fingerprint, taken_at_us = excluded.taken_at_us
              WHERE ledger_snapshots.version < excluded.version
-                OR ledger_snapshots.state_schema_version <> excluded.state_schema_version"
+                OR ledger_snapshots.fold_fingerprint <> excluded.fold_fingerprint"
         ))
         .bind(snapshot.stream_id.as_str())
         .bind(snapshot.version)
         .bind(state)
-        .bind(snapshot.state_schema_version)
+        .bind(&snapshot.fold_fingerprint)
         .execute(&self.writer)
         .await?;
         Ok(())
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let row: Option<(i64, String, i32)> =
-            sqlx::query_as("SELECT version, state, state_schema_version FROM ledger_snapshots WHERE stream_id = ?")
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT version, state, fold_fingerprint FROM ledger_snapshots WHERE stream_id = ?")
                 .bind(stream.as_str())
                 .fetch_optional(&self.readers)
                 .await?;
-        row.map(|(version, state, state_schema_version)| {
+        row.map(|(version, state, fold_fingerprint)| {
             Ok(Snapshot {
                 stream_id: stream.clone(),
                 version,
                 state: serde_json::from_str(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                state_schema_version,
+                fold_fingerprint,
             })
         })
         .transpose()

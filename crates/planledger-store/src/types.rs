@@ -228,7 +228,9 @@ pub struct Snapshot {
     pub stream_id: StreamId,
     pub version: Version,
     pub state: Value,
-    pub state_schema_version: i32,
+    /// The fingerprint of the fold that made `state`: a snapshot made by another fold is not
+    /// read (the stream is folded from its start instead).
+    pub fold_fingerprint: String,
 }
 
 /// The (namespaced key, version) pairs of system keys an append of `events` at `expected`

@@ -554,7 +554,7 @@ async fn generate_history(
                 stream_id: StreamId::parse(store.stream_name())?,
                 version,
                 state: serde_json::to_value(&state)?,
-                state_schema_version: planledger_domain::state::FOLD_VERSION,
+                fold_fingerprint: planledger_domain::fold_fingerprint().to_owned(),
             };
             copy.flush(pg).await?;
             log.save_snapshot(&snapshot).await?;
