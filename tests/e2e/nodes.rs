@@ -85,3 +85,86 @@ async fn three_nodes_share_one_database_exactly() {
     }
     assert_eq!(leaders, 1, "exactly one leader after the takeover");
 }
+
+/// Three nodes start at once on a catalog the read models were not built with: each sees them
+/// stale and starts a rebuild. One rebuild of each model runs; the read models end at
+/// generation 2 with every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_starting_on_a_new_catalog_rebuild_each_model_once() {
+    let Some(db) = Db::create(Backend::Postgres, "three_nodes_starting_on_a_new_catalog_rebuild_each_model_once").await
+    else {
+        return;
+    };
+    let mut events = 0;
+    {
+        let seeder = Server::start(db.url(), &Options::default());
+        for i in 0..20 {
+            let store = seeder.register(&format!("Store {i}")).await;
+            assert_eq!(seeder.post(&format!("/v1/stores/{store}/trial"), json!({})).await.0, 201);
+            let path = format!("/v1/stores/{store}/quota/consume");
+            let consumes = (0..20).map(|_| seeder.post(&path, json!({"action": "view_analytics"})));
+            assert!(futures_util::future::join_all(consumes).await.iter().all(|(status, _)| *status == 200));
+            events += 22;
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("planledger-e2e-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let catalog = dir.join("catalog.toml");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/catalog.toml")).unwrap();
+    std::fs::write(&catalog, text.replacen("create_article = { limit = 10,", "create_article = { limit = 25,", 1))
+        .unwrap();
+    let options = Options { catalog: Some(catalog.display().to_string()), ..Options::default() };
+
+    // All three at once: each starts its rebuilds before it listens.
+    let starting: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, options) = (db.url().to_owned(), options.clone());
+            std::thread::spawn(move || Server::start(&url, &options))
+        })
+        .collect();
+    let nodes: Vec<Server> = starting.into_iter().map(|t| t.join().unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &nodes {
+        loop {
+            let (_, ready) = node.get("/readyz").await;
+            let (_, tenant) = node.get("/v1/admin/projections/tenant_state/rebuild").await;
+            let (_, audit) = node.get("/v1/admin/projections/audit_log/rebuild").await;
+            let finished = |job: &serde_json::Value| job["lastRebuild"]["state"] == "done";
+            if ready["checks"]["staleReadModels"] == json!([]) && finished(&tenant) && finished(&audit) {
+                assert_eq!((tenant["generation"].clone(), audit["generation"].clone()), (json!(2), json!(2)));
+                break;
+            }
+            assert!(Instant::now() < deadline, "the read models stayed stale or a rebuild failed: {tenant} {audit}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let generations: Vec<(String, i32)> =
+        sqlx::query_as("SELECT name, generation FROM read_models ORDER BY name").fetch_all(&pool).await.unwrap();
+    assert_eq!(generations, [("audit_log".to_owned(), 2), ("tenant_state".to_owned(), 2)]);
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_tables WHERE tablename ~ '^(tenant_state|audit_log)_(g|retired_g)[0-9]+$'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "no half-built or retired table left behind");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (rows, distinct): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(DISTINCT global_position) FROM audit_log")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(rows, distinct, "no event twice in the audit log");
+        if rows == events {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the audit log holds {rows} of {events} events");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let limits: Vec<String> =
+        sqlx::query_scalar("SELECT usage::text FROM tenant_state").fetch_all(&pool).await.unwrap();
+    assert!(limits.iter().all(|u| u.contains("\"limit\": 25")), "rebuilt under the new catalog: {limits:?}");
+    pool.close().await;
+}

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use planledger_projections::rebuild::{Progress, RebuildReport};
+use planledger_projections::rebuild::{Progress, RebuildReport, When};
 use planledger_projections::runtime::ProjectorState;
 use planledger_projections::ReadModel;
 use planledger_service::CommandService;
@@ -72,9 +72,10 @@ pub struct Rebuilds {
 }
 
 impl Rebuilds {
-    /// Starts a rebuild of `model` in the background unless one is running; returns whether it
-    /// started.
-    pub fn start(self: &Arc<Self>, service: &CommandService, model: ReadModel) -> bool {
+    /// Starts a rebuild of `model` in the background unless one is running in this process;
+    /// returns whether it started. It waits while another node rebuilds the model (its claim),
+    /// and with [`When::IfStale`] does nothing if it then finds the model current.
+    pub fn start(self: &Arc<Self>, service: &CommandService, model: ReadModel, when: When) -> bool {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if jobs.get(model.name()).is_some_and(|job| job.outcome.is_none()) {
             return false;
@@ -85,7 +86,7 @@ impl Rebuilds {
         tokio::spawn(async move {
             let now = service.clock().now();
             let outcome =
-                planledger_projections::rebuild::rebuild(service.log(), model, service.catalog(), now, &progress)
+                planledger_projections::rebuild::rebuild(service.log(), model, service.catalog(), now, &progress, when)
                     .await
                     .map_err(|e| e.to_string());
             if let Err(error) = &outcome {

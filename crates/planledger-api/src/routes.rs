@@ -645,7 +645,7 @@ fn read_model(name: &str) -> Result<planledger_projections::ReadModel, ApiError>
     ))]
 pub async fn start_rebuild(State(app): State<AppState>, Path(name): Path<String>) -> Reply {
     let model = read_model(&name)?;
-    let started = app.rebuilds.start(&app.service, model);
+    let started = app.rebuilds.start(&app.service, model, planledger_projections::rebuild::When::Always);
     let job = app.rebuilds.describe(model).ok_or(ApiError::Internal)?;
     Ok(Json::new(if started { StatusCode::ACCEPTED } else { StatusCode::OK }, &job).into_response())
 }

@@ -10,6 +10,7 @@
 //! - [`history`]: the one fold of a store's stream into its state, for every reader.
 
 pub mod audit;
+pub mod claim;
 pub mod history;
 pub mod rebuild;
 pub mod runtime;

@@ -6,9 +6,18 @@
 //! unfinished table, which the next rebuild drops and starts again: the live view is never
 //! touched until the swap commits.
 //!
-//! `tenant_state` is written inline by the command path, so the swap transaction first locks
-//! the live table against writes (`EXCLUSIVE`: reads go on), folds in every store whose live row
-//! is newer than the rebuilt one, then renames. Writers blocked by the lock resolve the table
+//! Only one rebuild of a model runs at a time across every node: a rebuild first claims its
+//! model in the database ([`crate::claim`]); another waits for the claim, and a rebuild started
+//! only because the model was stale does nothing once it gets the claim and finds the model
+//! current (the first node rebuilt it). The swap renews the claim in its own transaction.
+//!
+//! `tenant_state` is written inline by the command path. The rebuild notes the log's settled
+//! head before it reads, then catches up in rounds without any lock: each round folds into the
+//! new table the events committed after the last round's mark (the tail of each store they
+//! touch, from the version its row already has), until a round finds little to do. Only then
+//! does the swap transaction lock the live table against writes (`EXCLUSIVE`: reads go on),
+//! fold what the last round left (a few statements however many stores), and rename: writers
+//! wait for that, not for the whole catch-up. Writers blocked by the lock resolve the table
 //! name again once it is released, and write into the new table. `audit_log` follows the log
 //! through a checkpoint: the swap catches the new table up and moves the checkpoint with a
 //! compare-and-set, so the projector continues from the new table's position.
@@ -18,6 +27,7 @@
 //! stores the log has), `audit_log` in log order with `COPY`; reading, decoding and writing
 //! overlap.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -27,12 +37,18 @@ use planledger_domain::{Catalog, StoreId};
 use planledger_store::{AnyEventLog, AnyTx, Checkpoint, EventLog, RecordedEvent, StoreError, StreamId};
 
 use crate::audit::{self, AuditRow};
-use crate::history::{fold_stream, Folded, Until};
+use crate::claim::{self, Claim, RebuildClaim};
+use crate::history::Folded;
 use crate::runtime::AUDIT_CONSUMER;
 use crate::schema::{self, execute_in, ReadModel};
 use crate::tenant_state;
 
 const PAGE: i64 = 10_000;
+/// Catch-up rounds before the swap, at most: each folds what committed during the one before.
+const CATCH_UP_ROUNDS: usize = 20;
+/// A round that found at most this many events lets the swap lock the live table: the locked
+/// remainder is then about one round's worth of writes.
+const SWAP_AT_MOST_EVENTS: u64 = 2_000;
 
 /// Progress of a rebuild, shared with whoever shows it.
 #[derive(Debug)]
@@ -72,14 +88,38 @@ impl Progress {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RebuildReport {
     pub model: ReadModel,
+    /// The live generation after it (the one it swapped in, or the current one if it found the
+    /// model already current).
     pub generation: i64,
     pub events: u64,
-    /// Rows folded again at the swap because writers changed them during the rebuild.
+    /// Rows folded again after the main read because writers changed them during the rebuild.
     pub caught_up: u64,
+    /// How long the swap held the live table locked (writers of `tenant_state` wait that long).
+    pub swap_pause: std::time::Duration,
+    /// It ran because the model was stale, and found it rebuilt (by another node) by the time it
+    /// held the claim: it did nothing.
+    pub already_current: bool,
 }
 
-async fn current_generation(log: &AnyEventLog, model: ReadModel) -> Result<i64, StoreError> {
-    Ok(schema::info(log).await?.into_iter().find(|i| i.name == model.name()).map_or(1, |i| i.generation))
+/// Why a rebuild failed. The live read model is unchanged either way.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Its claim lapsed (the process was paused past the lease) and another rebuild took it over.
+    #[error("the rebuild of {0} lost its claim to another node; it did not swap")]
+    ClaimLost(&'static str),
+}
+
+/// Whether a rebuild runs when it finally holds its model's claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// An operator asked for it.
+    Always,
+    /// Only if the model is still stale for the catalog (a start-up rebuild: with several nodes
+    /// starting on a new catalog, the first one to claim the model rebuilds it, the others find
+    /// it current).
+    IfStale,
 }
 
 /// Creates `table` afresh without its secondary indexes: the rows are loaded first.
@@ -152,24 +192,64 @@ fn store_of(stream: &StreamId) -> Option<StoreId> {
     stream.as_str().strip_prefix("store-").and_then(|id| StoreId::parse(id).ok())
 }
 
-/// Rebuilds `model` from the log under `catalog`, reporting to `progress`.
+/// Rebuilds `model` from the log under `catalog`, reporting to `progress`: claims the model
+/// first, waiting while another node rebuilds it.
 pub async fn rebuild(
     log: &AnyEventLog,
     model: ReadModel,
     catalog: &Catalog,
     now: DateTime<Utc>,
     progress: &Progress,
-) -> Result<RebuildReport, StoreError> {
-    progress.total.store(log.event_count().await?.max(0) as u64, Ordering::Relaxed);
-    let generation = current_generation(log, model).await? + 1;
-    let table = format!("{}_g{generation}", model.name());
-    fresh_table(log, model, &table).await?;
-    let report = match model {
-        ReadModel::TenantState => rebuild_tenant_state(log, &table, generation, catalog, now, progress).await?,
-        ReadModel::AuditLog => rebuild_audit_log(log, &table, generation, catalog, now, progress).await?,
+    when: When,
+) -> Result<RebuildReport, RebuildError> {
+    let claim = loop {
+        match claim::try_claim(log, model).await? {
+            Claim::Claimed(claim) => break claim,
+            Claim::HeldBy { holder, since } => {
+                progress.set_phase("waiting for another rebuild");
+                tracing::info!(model = model.name(), %holder, %since, "another process is rebuilding this read model; waiting");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
     };
-    progress.set_phase("done");
-    Ok(report)
+    let outcome = rebuild_claimed(log, model, catalog, now, progress, when, &claim).await;
+    if let Err(error) = claim.release().await {
+        tracing::warn!(model = model.name(), %error, "could not release the rebuild's claim; it lapses on its own");
+    }
+    progress.set_phase(if outcome.is_ok() { "done" } else { "failed" });
+    outcome
+}
+
+async fn rebuild_claimed(
+    log: &AnyEventLog,
+    model: ReadModel,
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+    progress: &Progress,
+    when: When,
+    claim: &RebuildClaim,
+) -> Result<RebuildReport, RebuildError> {
+    let live = schema::info(log).await?.into_iter().find(|i| i.name == model.name());
+    let current = live.as_ref().map_or(1, |i| i.generation);
+    if when == When::IfStale && live.is_some_and(|i| i.catalog_fingerprint == schema::built_with(catalog)) {
+        return Ok(RebuildReport {
+            model,
+            generation: current,
+            events: 0,
+            caught_up: 0,
+            swap_pause: std::time::Duration::ZERO,
+            already_current: true,
+        });
+    }
+    progress.total.store(log.event_count().await?.max(0) as u64, Ordering::Relaxed);
+    let generation = current + 1;
+    let table = format!("{}_g{generation}", model.name());
+    // Under the claim, a table of this name can only be what an interrupted rebuild left.
+    fresh_table(log, model, &table).await?;
+    match model {
+        ReadModel::TenantState => rebuild_tenant_state(log, &table, generation, catalog, now, progress, claim).await,
+        ReadModel::AuditLog => rebuild_audit_log(log, &table, generation, catalog, now, progress, claim).await,
+    }
 }
 
 /// Reads the log one stream after another (`EventLog::read_by_stream`), page by page.
@@ -250,7 +330,11 @@ async fn rebuild_tenant_state(
     catalog: &Catalog,
     now: DateTime<Utc>,
     progress: &Progress,
-) -> Result<RebuildReport, StoreError> {
+    claim: &RebuildClaim,
+) -> Result<RebuildReport, RebuildError> {
+    // Everything at or before this mark is in what the stream read below sees; the catch-up
+    // rounds fold what came after.
+    let mut mark = log.settled_head().await?;
     progress.set_phase("folding streams");
     // One stream at a time, so memory does not grow with the number of stores; the next page
     // is read while this one is folded and its finished stores are written. Each row is written
@@ -281,29 +365,102 @@ async fn rebuild_tenant_state(
     progress.set_phase("indexing");
     build_indexes(log, ReadModel::TenantState, table).await?;
 
+    progress.set_phase("catching up");
+    let mut caught_up = 0;
+    for _ in 0..CATCH_UP_ROUNDS {
+        let next = log.settled_head().await?;
+        let mut tx = log.begin().await?;
+        let (events, stores) = fold_committed_after(log, &mut tx, table, mark, catalog).await?;
+        log.commit(tx).await?;
+        caught_up += stores;
+        mark = next;
+        if events <= SWAP_AT_MOST_EVENTS {
+            break;
+        }
+    }
+
     progress.set_phase("swapping");
+    let locked_at = Instant::now();
     let mut tx = log.begin().await?;
     if let AnyTx::Postgres(pg) = &mut tx {
-        // Holds writers off the live table (reads go on) until the swap commits.
-        sqlx::query("LOCK TABLE tenant_state IN EXCLUSIVE MODE").execute(&mut **pg).await?;
+        // Holds writers off the live table (reads go on) until the swap commits. Every writer
+        // of the live table has committed once this is granted, so what the last round left
+        // is exactly what has committed after its mark.
+        sqlx::query("LOCK TABLE tenant_state IN EXCLUSIVE MODE").execute(&mut **pg).await.map_err(StoreError::from)?;
     }
-    let changed = changed_since_build(&mut tx, table).await?;
-    let mut caught_up = 0;
-    for store in changed {
-        let folded = fold_stream(log, store, Folded::default(), Until::END, |_, _, _| Ok::<_, StoreError>(())).await?;
-        let at = folded.at.unwrap_or_default();
-        tenant_state::write_into(&mut tx, table, store, &folded.state, folded.version, at, catalog).await?;
-        caught_up += 1;
+    let (_, stores) = fold_committed_after(log, &mut tx, table, mark, catalog).await?;
+    caught_up += stores;
+    if !claim.fence_in(&mut tx).await? {
+        return Err(RebuildError::ClaimLost(ReadModel::TenantState.name()));
     }
     swap_in(&mut tx, ReadModel::TenantState, table, generation, &schema::built_with(catalog), now).await?;
     log.commit(tx).await?;
+    let swap_pause = locked_at.elapsed();
     drop_table(log, &retired(ReadModel::TenantState, generation)).await?;
     Ok(RebuildReport {
         model: ReadModel::TenantState,
         generation,
         events: progress.done.load(Ordering::Relaxed),
         caught_up,
+        swap_pause,
+        already_current: false,
     })
+}
+
+/// Folds into `table`, in `tx`, every event committed after `mark`: the rows of the stores they
+/// touch are read from `table` and the events after each row's version folded in (a few
+/// statements per page, however many stores). Answers (events read, stores written).
+async fn fold_committed_after(
+    log: &AnyEventLog,
+    tx: &mut AnyTx,
+    table: &str,
+    mut mark: Checkpoint,
+    catalog: &Catalog,
+) -> Result<(u64, u64), StoreError> {
+    let (mut events, mut stores) = (0, 0);
+    loop {
+        let page = log.read_committed_after_in(tx, mark, PAGE).await?;
+        let Some(last) = page.last() else { return Ok((events, stores)) };
+        mark = last.checkpoint;
+        events += page.len() as u64;
+        let full = page.len() as i64 == PAGE;
+        let mut tails: HashMap<StoreId, Vec<RecordedEvent>> = HashMap::new();
+        for recorded in page {
+            if let Some(store) = store_of(&recorded.stream_id) {
+                tails.entry(store).or_default().push(recorded);
+            }
+        }
+        let touched: Vec<StoreId> = tails.keys().copied().collect();
+        let mut folded: HashMap<StoreId, Folded> = tenant_state::load_many_in(tx, table, &touched)
+            .await?
+            .into_iter()
+            .map(|row| (row.store_id, Folded { state: row.state, version: row.version, at: Some(row.updated_at) }))
+            .collect();
+        let mut changed = Vec::new();
+        for (store, mut tail) in tails {
+            tail.sort_by_key(|e| e.version);
+            let mut row = folded.remove(&store).unwrap_or_default();
+            let before = row.version;
+            for recorded in tail {
+                // Events the row already has are skipped; a committed stream has no gaps.
+                if recorded.version == row.version + 1 {
+                    row.apply_owned(recorded)?;
+                }
+            }
+            if row.version > before {
+                changed.push((store, row));
+            }
+        }
+        stores += changed.len() as u64;
+        let rows: Vec<(StoreId, &planledger_domain::TenantState, i64, DateTime<Utc>)> =
+            changed.iter().map(|(store, f)| (*store, &f.state, f.version, f.at.unwrap_or_default())).collect();
+        if !rows.is_empty() {
+            tenant_state::write_many_into(tx, table, &rows, catalog).await?;
+        }
+        if !full {
+            return Ok((events, stores));
+        }
+    }
 }
 
 fn retired(model: ReadModel, generation: i64) -> String {
@@ -326,19 +483,6 @@ async fn swap_in(
     schema::record_in(tx, model, generation, fingerprint, now).await
 }
 
-/// Stores whose live row is newer than (or missing from) the rebuilt `table`.
-async fn changed_since_build(tx: &mut AnyTx, table: &str) -> Result<Vec<StoreId>, StoreError> {
-    let sql = format!(
-        "SELECT l.store_id FROM tenant_state l LEFT JOIN {table} r ON r.store_id = l.store_id
-         WHERE r.version IS NULL OR l.version > r.version"
-    );
-    let ids: Vec<String> = match tx {
-        AnyTx::Postgres(tx) => sqlx::query_scalar(&sql).fetch_all(&mut **tx).await?,
-        AnyTx::Sqlite(tx) => sqlx::query_scalar(&sql).fetch_all(&mut **tx).await?,
-    };
-    Ok(ids.iter().filter_map(|id| StoreId::parse(id).ok()).collect())
-}
-
 async fn rebuild_audit_log(
     log: &AnyEventLog,
     table: &str,
@@ -346,7 +490,8 @@ async fn rebuild_audit_log(
     catalog: &Catalog,
     now: DateTime<Utc>,
     progress: &Progress,
-) -> Result<RebuildReport, StoreError> {
+    claim: &RebuildClaim,
+) -> Result<RebuildReport, RebuildError> {
     progress.set_phase("reading the log");
     // The next page is read while this one's rows are written, in bulk, to a table without
     // secondary indexes; they are built once at the end.
@@ -387,10 +532,14 @@ async fn rebuild_audit_log(
 
     progress.set_phase("swapping");
     for _ in 0..20 {
+        let locked_at = Instant::now();
         let mut tx = log.begin().await?;
         if let AnyTx::Postgres(pg) = &mut tx {
             // First the table, then the checkpoint: the projector takes them in that order too.
-            sqlx::query("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE").execute(&mut **pg).await?;
+            sqlx::query("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut **pg)
+                .await
+                .map_err(StoreError::from)?;
         }
         let live = log.load_checkpoint(AUDIT_CONSUMER).await?;
         let mut position = after;
@@ -405,7 +554,10 @@ async fn rebuild_audit_log(
         match log.compare_and_set_checkpoint_in(&mut tx, AUDIT_CONSUMER, live, position).await {
             Ok(()) => {}
             Err(StoreError::CheckpointMoved { .. }) => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
+        }
+        if !claim.fence_in(&mut tx).await? {
+            return Err(RebuildError::ClaimLost(ReadModel::AuditLog.name()));
         }
         swap_in(&mut tx, ReadModel::AuditLog, table, generation, &schema::built_with(catalog), now).await?;
         log.commit(tx).await?;
@@ -415,7 +567,9 @@ async fn rebuild_audit_log(
             generation,
             events: progress.done.load(Ordering::Relaxed),
             caught_up: 0,
+            swap_pause: locked_at.elapsed(),
+            already_current: false,
         });
     }
-    Err(StoreError::Corrupt("the audit projector kept moving its checkpoint during the swap".into()))
+    Err(StoreError::Corrupt("the audit projector kept moving its checkpoint during the swap".into()).into())
 }

@@ -312,6 +312,32 @@ pub async fn load(log: &AnyEventLog, store: StoreId) -> Result<Option<TenantStat
     }
 }
 
+/// The rows of `stores` in `table` (the live one or a generation being rebuilt), read in `tx`.
+pub async fn load_many_in(tx: &mut AnyTx, table: &str, stores: &[StoreId]) -> Result<Vec<TenantStateRow>, StoreError> {
+    let ids: Vec<String> = stores.iter().map(ToString::to_string).collect();
+    match tx {
+        AnyTx::Postgres(tx) => {
+            let sql = format!(
+                "SELECT store_id, state, version, catalog_fingerprint, updated_at FROM {table} WHERE store_id = ANY($1)"
+            );
+            let rows = sqlx::query(&sql).bind(&ids).fetch_all(&mut **tx).await?;
+            rows.iter().map(from_pg).collect()
+        }
+        AnyTx::Sqlite(tx) => {
+            let sql = format!(
+                "SELECT store_id, state, version, catalog_fingerprint, updated_at_us FROM {table} WHERE store_id = ?"
+            );
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? {
+                    found.push(from_sqlite(&row)?);
+                }
+            }
+            Ok(found)
+        }
+    }
+}
+
 /// Stores whose next deadline is at or before `now`, earliest first.
 pub async fn due(log: &AnyEventLog, now: DateTime<Utc>, limit: i64) -> Result<Vec<StoreId>, StoreError> {
     let ids: Vec<String> = match log {

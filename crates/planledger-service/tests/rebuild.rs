@@ -9,7 +9,7 @@ use planledger_domain::{
     ActionName, Amount, Catalog, Command, Days, ExtensionKind, PlanId, Reason, StoreId, SubscriptionId, TransitionPlan,
     TransitionReason,
 };
-use planledger_projections::rebuild::{rebuild, Progress};
+use planledger_projections::rebuild::{rebuild, Progress, When};
 use planledger_projections::runtime::project_audit_page;
 use planledger_projections::ReadModel;
 use planledger_service::{Clock, CommandMeta, CommandService, Journal, ServiceConfig, TestClock};
@@ -245,7 +245,8 @@ async fn rebuilt_copies_equal_the_live_ones(postgres: bool) {
     assert!(live_indexes.iter().all(|shapes| shapes.len() >= 3), "{live_indexes:?}");
 
     for model in ReadModel::ALL {
-        let report = rebuild(&log, model, service.catalog(), clock.now(), &Progress::default()).await.unwrap();
+        let report =
+            rebuild(&log, model, service.catalog(), clock.now(), &Progress::default(), When::Always).await.unwrap();
         assert_eq!(report.generation, 2);
     }
     // Loaded without secondary indexes, then indexed: the swapped-in tables have them all.
@@ -305,7 +306,7 @@ async fn nothing_written_during_a_rebuild_is_missing(postgres: bool) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     for model in ReadModel::ALL {
         let progress = Progress::default();
-        rebuild(&log, model, service.catalog(), clock.now(), &progress).await.unwrap();
+        rebuild(&log, model, service.catalog(), clock.now(), &progress, When::Always).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -340,6 +341,118 @@ async fn nothing_written_during_a_rebuild_is_missing(postgres: bool) {
     let unique: std::collections::HashSet<_> =
         audit.iter().map(|r| r.split('|').take(2).collect::<Vec<_>>().join("|")).collect();
     assert_eq!(unique.len(), total, "no event twice");
+}
+
+/// Three nodes start on a catalog the read models were not built with, at once: each starts a
+/// rebuild of both models. One rebuild of each model runs (the claim); the others wait, find the
+/// model current and do nothing. The live copies equal the log, with every event once.
+async fn three_nodes_rebuild_a_stale_model_once(postgres: bool) {
+    let Some((log, _db)) = open(postgres, "three_nodes_rebuild_a_stale_model_once").await else { return };
+    let clock = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 1, 20, 8, 0, 0).unwrap()));
+    let service = service(&log, clock.clone());
+    random_workload(&service, &clock, 0x2545_f491_4f6c_dd1d, 40, 600).await;
+    project_all(&log).await;
+    let (live_tenants, live_audit) = (tenant_rows(&log).await, audit_rows(&log).await);
+    // The models were built with another catalog.
+    let mut tx = planledger_store::EventLog::begin(&log).await.unwrap();
+    for model in ReadModel::ALL {
+        planledger_projections::schema::record_in(&mut tx, model, 1, "an-older-catalog", clock.now()).await.unwrap();
+    }
+    planledger_store::EventLog::commit(&log, tx).await.unwrap();
+
+    let start = Arc::new(tokio::sync::Barrier::new(6));
+    let mut nodes = Vec::new();
+    for _node in 0..3 {
+        for model in ReadModel::ALL {
+            let (log, catalog, start, now) = (log.clone(), service.catalog().clone(), start.clone(), clock.now());
+            nodes.push(tokio::spawn(async move {
+                start.wait().await;
+                rebuild(&log, model, &catalog, now, &Progress::default(), When::IfStale).await
+            }));
+        }
+    }
+    let mut reports = Vec::new();
+    for node in nodes {
+        reports.push(node.await.unwrap().expect("no rebuild fails"));
+    }
+    for model in ReadModel::ALL {
+        let of_model: Vec<_> = reports.iter().filter(|r| r.model == model).collect();
+        let rebuilt = of_model.iter().filter(|r| !r.already_current).count();
+        assert_eq!(rebuilt, 1, "{model:?} rebuilt once: {of_model:?}");
+        assert!(of_model.iter().all(|r| r.generation == 2), "{of_model:?}");
+    }
+    let info = planledger_projections::schema::info(&log).await.unwrap();
+    assert!(info.iter().all(|i| i.generation == 2 && i.catalog_fingerprint != "an-older-catalog"), "{info:?}");
+    assert_eq!(tenant_rows(&log).await, live_tenants);
+    assert_eq!(audit_rows(&log).await, live_audit, "every event once in the audit log");
+}
+
+/// A claim whose holder stopped renewing it lapses and is taken over; the old holder's swap is
+/// then fenced off.
+async fn a_lapsed_claim_is_taken_over_and_fences_its_old_holder(postgres: bool) {
+    use planledger_projections::claim::{try_claim, Claim, LEASE};
+    let Some((log, _db)) = open(postgres, "a_lapsed_claim_is_taken_over_and_fences_its_old_holder").await else {
+        return;
+    };
+    let Claim::Claimed(first) = try_claim(&log, ReadModel::AuditLog).await.unwrap() else { panic!("free") };
+    let Claim::HeldBy { holder, .. } = try_claim(&log, ReadModel::AuditLog).await.unwrap() else {
+        panic!("a live claim is not taken")
+    };
+    assert_eq!(holder, first.holder());
+    // Another model is claimed on its own.
+    let Claim::Claimed(other) = try_claim(&log, ReadModel::TenantState).await.unwrap() else { panic!("free") };
+    // The first holder stalls past its lease (its renewals stop).
+    let stale = (LEASE.as_secs() + 5) as i64;
+    match &log {
+        AnyEventLog::Postgres(pg) => {
+            sqlx::query(
+                "UPDATE rebuild_claims SET renewed_at = now() - make_interval(secs => $1) WHERE model = 'audit_log'",
+            )
+            .bind(stale as f64)
+            .execute(pg.pool())
+            .await
+            .unwrap();
+        }
+        AnyEventLog::Sqlite(lite) => {
+            sqlx::query(
+                "UPDATE rebuild_claims SET renewed_at_us = renewed_at_us - ? * 1000000 WHERE model = 'audit_log'",
+            )
+            .bind(stale)
+            .execute(lite.writer())
+            .await
+            .unwrap();
+        }
+    }
+    let Claim::Claimed(second) = try_claim(&log, ReadModel::AuditLog).await.unwrap() else {
+        panic!("a lapsed claim is taken over")
+    };
+    let mut tx = planledger_store::EventLog::begin(&log).await.unwrap();
+    assert!(!first.fence_in(&mut tx).await.unwrap(), "the old holder may not swap");
+    assert!(second.fence_in(&mut tx).await.unwrap(), "the new holder may");
+    planledger_store::EventLog::commit(&log, tx).await.unwrap();
+    second.release().await.unwrap();
+    other.release().await.unwrap();
+    assert!(matches!(try_claim(&log, ReadModel::AuditLog).await.unwrap(), Claim::Claimed(_)), "released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_three_nodes_rebuild_a_stale_model_once() {
+    three_nodes_rebuild_a_stale_model_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_three_nodes_rebuild_a_stale_model_once() {
+    three_nodes_rebuild_a_stale_model_once(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_lapsed_claim_is_taken_over_and_fences_its_old_holder() {
+    a_lapsed_claim_is_taken_over_and_fences_its_old_holder(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_lapsed_claim_is_taken_over_and_fences_its_old_holder() {
+    a_lapsed_claim_is_taken_over_and_fences_its_old_holder(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -113,6 +113,72 @@ impl AnyEventLog {
         })
     }
 
+    /// When the oldest event after `after` was recorded, if there is one: one index probe,
+    /// however long the backlog (what a readiness probe can afford on every call).
+    pub async fn oldest_after(&self, after: Checkpoint) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        Ok(match self {
+            Self::Postgres(log) => {
+                sqlx::query_scalar(
+                    "SELECT recorded_at FROM ledger_events
+                     WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2)
+                     ORDER BY transaction_id, global_position LIMIT 1",
+                )
+                .bind(after.transaction_id)
+                .bind(after.position)
+                .fetch_optional(log.pool())
+                .await?
+            }
+            Self::Sqlite(log) => {
+                let oldest: Option<i64> = sqlx::query_scalar(
+                    "SELECT recorded_at_us FROM ledger_events WHERE global_position > ? ORDER BY global_position LIMIT 1",
+                )
+                .bind(after.position)
+                .fetch_optional(log.readers())
+                .await?;
+                oldest.and_then(chrono::DateTime::from_timestamp_micros)
+            }
+        })
+    }
+
+    /// The last position `read_all` can deliver now: every event at or before it has committed,
+    /// and none can still commit behind it. A reader that starts after this call sees them all.
+    pub async fn settled_head(&self) -> Result<Checkpoint, StoreError> {
+        let head: Option<(i64, i64)> = match self {
+            Self::Postgres(log) => {
+                sqlx::query_as(
+                    "SELECT transaction_id::text::bigint, global_position FROM ledger_events
+                     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                     ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+                )
+                .fetch_optional(log.pool())
+                .await?
+            }
+            Self::Sqlite(log) => {
+                sqlx::query_as("SELECT 0, global_position FROM ledger_events ORDER BY global_position DESC LIMIT 1")
+                    .fetch_optional(log.readers())
+                    .await?
+            }
+        };
+        Ok(head.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint { transaction_id, position }))
+    }
+
+    /// Up to `limit` events after `after` in `tx`, in the order of `read_all` but without its
+    /// gap-safe bound: every event committed when the statement runs, none still in flight.
+    /// Exact for a caller that only needs what has committed (a rebuild's catch-up, which
+    /// resumes from [`Self::settled_head`] taken before it read); not a feed to follow.
+    pub async fn read_committed_after_in(
+        &self,
+        tx: &mut AnyTx,
+        after: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        match (self, tx) {
+            (Self::Postgres(_), AnyTx::Postgres(tx)) => PgEventLog::read_committed_after_in(tx, after, limit).await,
+            (Self::Sqlite(_), AnyTx::Sqlite(tx)) => SqliteEventLog::read_committed_after_in(tx, after, limit).await,
+            _ => Err(mismatched()),
+        }
+    }
+
     /// The number of events in the log.
     pub async fn event_count(&self) -> Result<i64, StoreError> {
         Ok(self.lag_after(Checkpoint::ORIGIN).await?.0)

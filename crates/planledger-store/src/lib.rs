@@ -25,7 +25,7 @@ use std::future::Future;
 pub use any::{AnyEventLog, AnyTx, StoreConfig};
 pub use error::StoreError;
 pub use postgres::PgEventLog;
-pub use sqlite::SqliteEventLog;
+pub use sqlite::{SqliteEventLog, SQLITE_NOW_US};
 pub use types::{
     truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, NewEvent, RecordedEvent, Snapshot,
     StreamAppend, StreamAppendOutcome, StreamId, Version, MAX_STREAM_ID_LEN,

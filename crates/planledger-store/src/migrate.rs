@@ -43,6 +43,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "snapshot_fold_fingerprint",
         sql: include_str!("../../../migrations/postgres/0005_snapshot_fold_fingerprint.sql"),
     },
+    Migration {
+        version: 6,
+        name: "rebuild_claims",
+        sql: include_str!("../../../migrations/postgres/0006_rebuild_claims.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -57,6 +62,11 @@ pub const SQLITE: &[Migration] = &[
         version: 4,
         name: "snapshot_fold_fingerprint",
         sql: include_str!("../../../migrations/sqlite/0004_snapshot_fold_fingerprint.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "rebuild_claims",
+        sql: include_str!("../../../migrations/sqlite/0005_rebuild_claims.sql"),
     },
 ];
 

@@ -191,6 +191,16 @@ impl PgEventLog {
     }
 
     /// Appends to several streams in one statement, in `tx`; see [`StreamAppendOutcome`].
+    /// Events after `after` in the feed's order, committed ones only but without the feed's
+    /// gap-safe bound (see `AnyEventLog::read_committed_after_in`).
+    pub async fn read_committed_after_in(
+        tx: &mut Transaction<'static, Postgres>,
+        after: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        feed_page(&mut **tx, after, limit, Bound::Committed).await
+    }
+
     pub async fn append_many_in(
         tx: &mut Transaction<'static, Postgres>,
         parts: &[impl AsRef<StreamAppend> + Sync],
@@ -292,6 +302,45 @@ impl PgEventLog {
         let rows = sqlx::query(&sql).bind(stream.as_str()).bind(first).bind(last).fetch_all(&mut **tx).await?;
         rows.iter().map(event_from_row).collect()
     }
+}
+
+/// How far a page of the global order may read.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// Only transactions older than every running one: nothing can still commit behind the
+    /// page, so a reader that follows it never skips a late commit (`read_all`).
+    Settled,
+    /// Everything committed when the statement runs.
+    Committed,
+}
+
+/// A page of events after `after` in the global order (transaction, position).
+async fn feed_page<'c>(
+    executor: impl sqlx::Executor<'c, Database = Postgres>,
+    after: Checkpoint,
+    limit: i64,
+    bound: Bound,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    // Sequence numbers are taken before commit, so a later position may commit first.
+    // Reading only transactions older than the oldest running one (the snapshot's xmin)
+    // and ordering by transaction makes the order final: nothing can appear behind it.
+    let settled = match bound {
+        Bound::Settled => "AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+        Bound::Committed => "",
+    };
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM ledger_events
+         WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2) {settled}
+         ORDER BY ledger_events.transaction_id, ledger_events.global_position
+         LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(limit.clamp(0, MAX_READ_LIMIT))
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(event_from_row).collect()
 }
 
 fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
@@ -446,23 +495,7 @@ impl EventLog for PgEventLog {
     }
 
     async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
-        // Sequence numbers are taken before commit, so a later position may commit first.
-        // Reading only transactions older than the oldest running one (the snapshot's xmin)
-        // and ordering by transaction makes the order final: nothing can appear behind it.
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM ledger_events
-             WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2)
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY ledger_events.transaction_id, ledger_events.global_position
-             LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(after.transaction_id)
-            .bind(after.position)
-            .bind(limit.clamp(0, MAX_READ_LIMIT))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(event_from_row).collect()
+        feed_page(&self.pool, after, limit, Bound::Settled).await
     }
 
     async fn load_checkpoint(&self, consumer: &str) -> Result<Checkpoint, StoreError> {

@@ -22,7 +22,9 @@ use crate::{
 
 /// The database's own clock, for bookkeeping times (like PostgreSQL's `now()`): decisions never
 /// read it.
-const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+/// SQLite's "now" in microseconds since the epoch, for SQL that records the database's time.
+pub const SQLITE_NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+const NOW_US: &str = SQLITE_NOW_US;
 
 const EVENT_COLUMNS: &str = "global_position, event_id, stream_id, version, event_type, schema_version, \
     data, correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at_us";
@@ -119,6 +121,20 @@ impl SqliteEventLog {
     }
 
     /// Appends to several streams in `tx`, each independently; see [`StreamAppendOutcome`].
+    /// Events after `after` in log order (SQLite has one writer: no gaps to guard against).
+    pub async fn read_committed_after_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        after: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE global_position > ? ORDER BY global_position LIMIT ?"
+        );
+        let rows =
+            sqlx::query(&sql).bind(after.position).bind(limit.clamp(0, MAX_READ_LIMIT)).fetch_all(&mut **tx).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     pub async fn append_many_in(
         &self,
         tx: &mut Transaction<'static, Sqlite>,

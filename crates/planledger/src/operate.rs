@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use planledger_domain::{quota_position, status, Catalog, StoreId, TenantState};
 use planledger_projections::audit::summary;
 use planledger_projections::history::{fold_stream, Folded, Until};
-use planledger_projections::rebuild::{rebuild, Progress};
+use planledger_projections::rebuild::{rebuild, Progress, When};
 use planledger_projections::runtime::audit_lag;
 use planledger_projections::{schema, ReadModel};
 use planledger_store::AnyEventLog;
@@ -225,7 +225,7 @@ pub async fn rebuild_models(log: &AnyEventLog, names: &[ReadModel], catalog: &Ca
         let progress = Arc::new(Progress::default());
         let task = {
             let (log, catalog, progress, model) = (log.clone(), catalog.clone(), progress.clone(), *model);
-            tokio::spawn(async move { rebuild(&log, model, &catalog, Utc::now(), &progress).await })
+            tokio::spawn(async move { rebuild(&log, model, &catalog, Utc::now(), &progress, When::Always).await })
         };
         // A progress bar only on a terminal: a log file or a pipe gets the result line alone.
         let bar = if std::io::stderr().is_terminal() {

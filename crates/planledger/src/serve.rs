@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use planledger_api::{AppState, Tokens};
 use planledger_domain::Catalog;
+use planledger_projections::rebuild::When;
 use planledger_projections::runtime::{run_audit_projector, ProjectorState};
 use planledger_projections::ReadModel;
 use planledger_service::{Clock, CommandService, Journal, ServiceConfig, SystemClock, TestClock};
@@ -83,7 +84,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         if info.catalog_fingerprint != planledger_projections::schema::built_with(&catalog) {
             if let Some(model) = ReadModel::parse(&info.name) {
                 tracing::warn!(read_model = %info.name, built_with = %info.catalog_fingerprint, "read model is stale for this catalog; rebuilding in the background");
-                state.rebuilds.start(&service, model);
+                state.rebuilds.start(&service, model, When::IfStale);
             }
         }
     }
