@@ -43,7 +43,13 @@ pub struct AppState {
     /// The audit projector of this process.
     pub projector: Arc<ProjectorState>,
     pub rebuilds: Arc<Rebuilds>,
+    /// `/readyz` fails when the audit projector or the deadline worker is this far behind.
+    pub stall_after: std::time::Duration,
 }
+
+/// How far behind a background worker may fall before `/readyz` fails: well past a normal
+/// sweep interval or projector pause, short of anything a client would notice for long.
+pub const DEFAULT_STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl AppState {
     pub fn new(service: CommandService, tokens: Tokens, projector: Arc<ProjectorState>) -> Self {
@@ -53,7 +59,13 @@ impl AppState {
             http_metrics: Arc::new(metrics::HttpMetrics::default()),
             projector,
             rebuilds: Arc::new(Rebuilds::default()),
+            stall_after: DEFAULT_STALL_AFTER,
         }
+    }
+
+    pub fn with_stall_after(mut self, stall_after: std::time::Duration) -> Self {
+        self.stall_after = stall_after;
+        self
     }
 }
 

@@ -838,7 +838,8 @@ pub async fn healthz() -> Response {
     Json::ok(&wire::Health { status: "ok".to_owned() }).into_response()
 }
 
-/// The database is reachable and migrated (503 otherwise).
+/// The database is reachable and migrated, and neither the audit projector nor the deadline
+/// worker has stalled (its oldest pending work is older than the stall threshold); 503 otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz",
     responses(
         (status = 200, description = "Ready", body = wire::Readiness),
@@ -848,7 +849,7 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     use serde_json::{json, Map};
     let log = app.service.log();
     let mut checks = Map::new();
-    let ready = match log.pending_migrations().await {
+    let mut ready = match log.pending_migrations().await {
         Ok(0) => {
             checks.insert("database".into(), json!("ok"));
             checks.insert("migrations".into(), json!("applied"));
@@ -872,8 +873,28 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
                 info.iter().filter(|i| i.catalog_fingerprint != built_with).map(|i| i.name.as_str()).collect();
             checks.insert("staleReadModels".into(), json!(stale));
         }
-        if let Ok(lag) = planledger_projections::runtime::audit_lag(log, app.service.clock().now()).await {
-            checks.insert("auditLag".into(), json!({ "events": lag.events, "seconds": lag.seconds }));
+        // A stalled background worker makes the node unready: its work is older than the
+        // threshold (two index probes, never a count of the backlog).
+        match planledger_projections::runtime::backlog(log, app.service.clock().now()).await {
+            Ok(backlog) => {
+                let limit = TimeDelta::from_std(app.stall_after).unwrap_or(TimeDelta::MAX);
+                let mut check = |name: &str, behind: Option<TimeDelta>, field: &str| {
+                    let stalled = behind.is_some_and(|b| b > limit);
+                    let seconds = behind.map_or(0.0, |b| b.num_milliseconds() as f64 / 1000.0);
+                    checks.insert(
+                        name.into(),
+                        json!({ "status": if stalled { "stalled" } else { "ok" }, field: seconds }),
+                    );
+                    !stalled
+                };
+                let audit_ok = check("auditProjector", backlog.audit_behind, "behindSeconds");
+                let deadlines_ok = check("deadlineWorker", backlog.deadline_overdue, "overdueSeconds");
+                ready = audit_ok && deadlines_ok;
+            }
+            Err(_) => {
+                checks.insert("database".into(), json!("unreachable"));
+                ready = false;
+            }
         }
     }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -151,3 +151,21 @@ pub async fn audit_lag(log: &AnyEventLog, now: chrono::DateTime<chrono::Utc>) ->
     let seconds = oldest.map_or(0.0, |t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0);
     Ok(Lag { checkpoint, events, seconds })
 }
+
+/// How far the background work of the ledger is behind, read without counting a backlog: each
+/// figure is one index probe, so a readiness probe can ask on every call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// How long ago the oldest event the audit projector has not projected was recorded.
+    pub audit_behind: Option<chrono::TimeDelta>,
+    /// How long ago the earliest deadline the deadline worker has not applied fell due.
+    pub deadline_overdue: Option<chrono::TimeDelta>,
+}
+
+pub async fn backlog(log: &AnyEventLog, now: chrono::DateTime<chrono::Utc>) -> Result<Backlog, StoreError> {
+    let checkpoint = log.load_checkpoint(AUDIT_CONSUMER).await?;
+    let oldest = log.oldest_after(checkpoint).await?;
+    let earliest = crate::tenant_state::earliest_deadline(log).await?;
+    let past = |t: chrono::DateTime<chrono::Utc>| (t < now).then(|| now - t);
+    Ok(Backlog { audit_behind: oldest.and_then(past), deadline_overdue: earliest.and_then(past) })
+}

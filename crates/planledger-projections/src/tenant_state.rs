@@ -338,6 +338,20 @@ pub async fn load_many_in(tx: &mut AnyTx, table: &str, stores: &[StoreId]) -> Re
     }
 }
 
+/// The earliest pending deadline of any store (one probe of the deadline index).
+pub async fn earliest_deadline(log: &AnyEventLog) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(match log {
+        AnyEventLog::Postgres(pg) => {
+            sqlx::query_scalar("SELECT min(next_deadline) FROM tenant_state").fetch_one(pg.pool()).await?
+        }
+        AnyEventLog::Sqlite(lite) => {
+            let us: Option<i64> =
+                sqlx::query_scalar("SELECT min(next_deadline_us) FROM tenant_state").fetch_one(lite.readers()).await?;
+            us.and_then(DateTime::from_timestamp_micros)
+        }
+    })
+}
+
 /// Stores whose next deadline is at or before `now`, earliest first.
 pub async fn due(log: &AnyEventLog, now: DateTime<Utc>, limit: i64) -> Result<Vec<StoreId>, StoreError> {
     let ids: Vec<String> = match log {

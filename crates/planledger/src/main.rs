@@ -63,6 +63,10 @@ enum Command {
         /// How often the deadline worker sweeps, in milliseconds.
         #[arg(long, env = "PLANLEDGER_SWEEP_INTERVAL_MS", default_value_t = 1000)]
         sweep_interval_ms: u64,
+        /// /readyz fails when the audit projector or the deadline worker is this many seconds
+        /// behind.
+        #[arg(long, env = "PLANLEDGER_STALL_AFTER_SECONDS", default_value_t = 120)]
+        stall_after_seconds: u64,
     },
     /// Apply the event log's migrations (serve does it too).
     Migrate {
@@ -264,19 +268,22 @@ async fn main() -> std::process::ExitCode {
             }
             .await
         }
-        Command::Serve { bind, tokens, test_clock, sweep_interval_ms } => match connect(&cli).await {
-            Ok(log) => {
-                let options = serve::ServeOptions {
-                    bind: bind.clone(),
-                    tokens: tokens.clone(),
-                    catalog: cli.catalog.clone(),
-                    test_clock: *test_clock,
-                    sweep_interval: Duration::from_millis((*sweep_interval_ms).max(10)),
-                };
-                serve::serve(log, options).await
+        Command::Serve { bind, tokens, test_clock, sweep_interval_ms, stall_after_seconds } => {
+            match connect(&cli).await {
+                Ok(log) => {
+                    let options = serve::ServeOptions {
+                        bind: bind.clone(),
+                        tokens: tokens.clone(),
+                        catalog: cli.catalog.clone(),
+                        test_clock: *test_clock,
+                        sweep_interval: Duration::from_millis((*sweep_interval_ms).max(10)),
+                        stall_after: Duration::from_secs(*stall_after_seconds),
+                    };
+                    serve::serve(log, options).await
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

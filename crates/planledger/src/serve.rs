@@ -21,6 +21,8 @@ pub struct ServeOptions {
     pub catalog: Option<String>,
     pub test_clock: bool,
     pub sweep_interval: Duration,
+    /// `/readyz` fails when a background worker is this far behind.
+    pub stall_after: Duration,
 }
 
 pub fn load_catalog(path: Option<&str>) -> anyhow::Result<Catalog> {
@@ -76,7 +78,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         Arc::new(planledger_api::render::JsonRenderer),
     );
     let projector = Arc::new(ProjectorState::default());
-    let state = AppState::new(service.clone(), tokens, projector.clone());
+    let state = AppState::new(service.clone(), tokens, projector.clone()).with_stall_after(options.stall_after);
 
     // Read models built under another catalog are rebuilt in the background, blue/green: the
     // live ones keep answering meanwhile.

@@ -1,0 +1,87 @@
+//! `/readyz` means something: it fails when the audit projector or the deadline worker has
+//! stalled (its oldest pending work is older than the threshold), and recovers when they catch up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::{TimeDelta, TimeZone, Utc};
+use planledger_api::{AppState, Tokens};
+use planledger_domain::{Catalog, Command, StoreId};
+use planledger_service::{Clock, CommandMeta, CommandService, Journal, ServiceConfig, TestClock};
+use planledger_store::{AnyEventLog, SqliteEventLog};
+use serde_json::Value;
+use tower::ServiceExt;
+
+async fn ready(state: &AppState) -> (StatusCode, Value) {
+    let response =
+        planledger_api::app(state.clone()).oneshot(Request::get("/readyz").body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn a_stalled_projector_or_deadline_worker_makes_the_node_unready() {
+    let db = planledger_testkit::SqliteTestDatabase::create();
+    let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 2, Duration::from_secs(5)).await.unwrap());
+    log.migrate().await.unwrap();
+    let catalog = Catalog::builtin();
+    planledger_projections::schema::ensure(&log, &planledger_projections::schema::built_with(&catalog), Utc::now())
+        .await
+        .unwrap();
+    let clock = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
+    let (journal, _writer) = Journal::spawn(log.clone());
+    let service = CommandService::new(
+        log.clone(),
+        Arc::new(catalog),
+        clock.clone(),
+        ServiceConfig::default(),
+        journal,
+        Arc::new(planledger_api::render::JsonRenderer),
+    );
+    // Neither the projector nor the deadline worker runs: this node's background work stalls.
+    let state =
+        AppState::new(service.clone(), Tokens::none(), Arc::default()).with_stall_after(Duration::from_secs(60));
+    let store = StoreId::new(uuid::Uuid::new_v4());
+    let meta = || CommandMeta {
+        correlation_id: "readiness".into(),
+        actor: "tester".into(),
+        idempotency: None,
+        expected_version: None,
+    };
+    service
+        .execute(store, Command::RegisterStore { store_id: store, name: None, time_zone: None }, meta())
+        .await
+        .unwrap();
+    service.execute(store, Command::StartTrial { plan_id: None, days: None, force_reset: None }, meta()).await.unwrap();
+
+    let (status, body) = ready(&state).await;
+    assert_eq!(status, StatusCode::OK, "fresh work is not a stall: {body}");
+    assert_eq!(body["checks"]["auditProjector"]["status"], "ok", "{body}");
+
+    // Two minutes on, the events are still unprojected: the projector has stalled.
+    clock.set(clock.now() + TimeDelta::minutes(2));
+    let (status, body) = ready(&state).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["auditProjector"]["status"], "stalled", "{body}");
+    assert!(body["checks"]["auditProjector"]["behindSeconds"].as_f64().unwrap() >= 120.0, "{body}");
+    assert_eq!(body["checks"]["deadlineWorker"]["status"], "ok", "the trial has not ended: {body}");
+    while planledger_projections::runtime::project_audit_page(&log).await.unwrap() > 0 {}
+    assert_eq!(ready(&state).await.0, StatusCode::OK, "caught up, ready again");
+
+    // The trial ended an hour ago and nothing expired it: the deadline worker has stalled.
+    let (_, view) = ready(&state).await;
+    assert_eq!(view["checks"]["deadlineWorker"]["status"], "ok");
+    let row = planledger_projections::tenant_state::load(&log, store).await.unwrap().unwrap();
+    clock.set(row.state.trial_ends_at.unwrap() + TimeDelta::hours(1));
+    let (status, body) = ready(&state).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["deadlineWorker"]["status"], "stalled", "{body}");
+    assert!(body["checks"]["deadlineWorker"]["overdueSeconds"].as_f64().unwrap() >= 3600.0, "{body}");
+    service.sweep().await.unwrap();
+    while planledger_projections::runtime::project_audit_page(&log).await.unwrap() > 0 {}
+    let (status, body) = ready(&state).await;
+    assert_eq!(status, StatusCode::OK, "the sweep applied the deadline: {body}");
+}
