@@ -12,6 +12,7 @@ mod migrate;
 mod nodes;
 mod ops;
 mod outage;
+mod restore;
 mod server;
 
 use std::process::{Command, Output};

@@ -179,6 +179,24 @@ impl AnyEventLog {
         }
     }
 
+    /// Refuses a database whose log is ahead of its server's transaction ids (a logical dump
+    /// restored into another cluster, see [`StoreError::RestoredBehindLog`]). One index probe;
+    /// nothing to check on SQLite, whose order is its own row ids.
+    pub async fn check_transaction_order(&self) -> Result<(), StoreError> {
+        let Self::Postgres(log) = self else { return Ok(()) };
+        // `pg_snapshot_xmax` is the next id to be assigned; reading it assigns none.
+        let (log_head, server_next): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT (SELECT transaction_id::text::bigint FROM ledger_events ORDER BY transaction_id DESC LIMIT 1),
+                    pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+        )
+        .fetch_one(log.pool())
+        .await?;
+        match log_head {
+            Some(log_head) if log_head >= server_next => Err(StoreError::RestoredBehindLog { log_head, server_next }),
+            _ => Ok(()),
+        }
+    }
+
     /// The number of events in the log.
     pub async fn event_count(&self) -> Result<i64, StoreError> {
         Ok(self.lag_after(Checkpoint::ORIGIN).await?.0)

@@ -29,6 +29,17 @@ pub enum StoreError {
     UnknownMigration(i64),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The log's events carry transaction ids this server has not reached: the database was
+    /// restored from a logical dump into another cluster. New events would sort before old
+    /// ones in the global feed and every projector would stop at the old head without a word.
+    #[error(
+        "the event log holds transaction ids up to {log_head}, but this PostgreSQL server's next transaction id \
+         is {server_next}: the database was restored from a logical dump (pg_dump) into another cluster. \
+         Refusing to start: new events would sort before the restored ones and projections would stall. \
+         Restore from a physical backup (pg_basebackup, which keeps transaction ids), or advance this \
+         cluster's transaction counter past {log_head} first (docs/operations.md, \"Restoring a logical dump\")"
+    )]
+    RestoredBehindLog { log_head: i64, server_next: i64 },
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     #[error("database error: {0}")]

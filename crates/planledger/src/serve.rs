@@ -54,6 +54,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     }
     let catalog = Arc::new(load_catalog(options.catalog.as_deref())?);
     log.migrate().await.context("migration failed")?;
+    log.check_transaction_order().await?;
     planledger_projections::schema::ensure(
         &log,
         &planledger_projections::schema::built_with(&catalog),
