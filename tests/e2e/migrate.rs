@@ -23,7 +23,7 @@ fn assert_migrates(url: &str, backend: &str, count: usize) {
 #[test]
 fn migrate_applies_the_schema_once_on_sqlite() {
     let db = SqliteTestDatabase::create();
-    assert_migrates(&db.url, "sqlite", 3);
+    assert_migrates(&db.url, "sqlite", planledger_store::migrate::SQLITE.len());
     assert!(db.path.exists(), "the database file is created");
 }
 
@@ -31,7 +31,9 @@ fn migrate_applies_the_schema_once_on_sqlite() {
 async fn migrate_applies_the_schema_once_on_postgres() {
     let Some(db) = PgTestDatabase::create("migrate_applies_the_schema_once_on_postgres").await else { return };
     let url = db.url.clone();
-    tokio::task::spawn_blocking(move || assert_migrates(&url, "postgres", 4)).await.expect("migrate");
+    tokio::task::spawn_blocking(move || assert_migrates(&url, "postgres", planledger_store::migrate::POSTGRES.len()))
+        .await
+        .expect("migrate");
 }
 
 #[test]
