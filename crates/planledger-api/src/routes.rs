@@ -664,12 +664,11 @@ pub async fn rebuild_progress(State(app): State<AppState>, Path(name): Path<Stri
     let model = read_model(&name)?;
     let info = planledger_projections::schema::info(app.service.log()).await?;
     let live = info.iter().find(|i| i.name == model.name());
-    let built_with = planledger_projections::schema::built_with(app.service.catalog());
     Ok(Json::ok(&wire::ReadModelStatus {
         name: crate::read_model_name(model),
         generation: live.map(|i| i.generation),
         catalog_fingerprint: live.map(|i| i.catalog_fingerprint.clone()),
-        stale: live.is_some_and(|i| i.catalog_fingerprint != built_with),
+        stale: live.is_some_and(|i| i.is_stale(app.service.catalog())),
         last_rebuild: app.rebuilds.describe(model),
     })
     .into_response())
@@ -868,9 +867,8 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     if ready {
         // Read models built under another catalog are served while they are rebuilt: say so.
         if let Ok(info) = planledger_projections::schema::info(log).await {
-            let built_with = planledger_projections::schema::built_with(app.service.catalog());
             let stale: Vec<&str> =
-                info.iter().filter(|i| i.catalog_fingerprint != built_with).map(|i| i.name.as_str()).collect();
+                info.iter().filter(|i| i.is_stale(app.service.catalog())).map(|i| i.name.as_str()).collect();
             checks.insert("staleReadModels".into(), json!(stale));
         }
         // A stalled background worker makes the node unready: its work is older than the

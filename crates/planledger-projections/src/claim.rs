@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use planledger_store::{AnyEventLog, AnyTx, StoreError};
+use planledger_store::{AnyEventLog, AnyTx, StoreError, SQLITE_NOW_US as NOW_US};
 
 use crate::schema::ReadModel;
 
@@ -22,8 +22,6 @@ use crate::schema::ReadModel;
 pub const LEASE: Duration = Duration::from_secs(30);
 /// How often a running rebuild renews its claim.
 const RENEW_EVERY: Duration = Duration::from_secs(5);
-
-use planledger_store::SQLITE_NOW_US as NOW_US;
 
 /// Who holds a claim: enough for an operator to find the process.
 fn holder_name() -> String {
@@ -100,7 +98,7 @@ pub async fn try_claim(log: &AnyEventLog, model: ReadModel) -> Result<Claim, Sto
 }
 
 /// Who holds `model`'s claim and since when, if anyone (lapsed claims included).
-pub async fn current(log: &AnyEventLog, model: ReadModel) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+async fn current(log: &AnyEventLog, model: ReadModel) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
     Ok(match log {
         AnyEventLog::Postgres(pg) => {
             sqlx::query_as("SELECT holder, claimed_at FROM rebuild_claims WHERE model = $1")
@@ -167,15 +165,11 @@ async fn renew_while_running(log: AnyEventLog, model: ReadModel, holder: String,
 }
 
 impl RebuildClaim {
-    /// Whether the claim is known lost (the swap checks again in its transaction).
-    pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Relaxed)
-    }
-
     /// Renews the claim inside the swap's transaction: the swap commits only if the claim is
     /// still this rebuild's when it does.
     pub async fn fence_in(&self, tx: &mut AnyTx) -> Result<bool, StoreError> {
-        Ok(!self.is_lost() && renew(tx, self.model, &self.holder).await?)
+        // A renewal task that saw the claim lost settles it; otherwise the database decides.
+        Ok(!self.lost.load(Ordering::Relaxed) && renew(tx, self.model, &self.holder).await?)
     }
 
     /// Gives the claim up (a rebuild that dies without this leaves it to lapse).

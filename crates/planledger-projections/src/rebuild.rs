@@ -231,7 +231,7 @@ async fn rebuild_claimed(
 ) -> Result<RebuildReport, RebuildError> {
     let live = schema::info(log).await?.into_iter().find(|i| i.name == model.name());
     let current = live.as_ref().map_or(1, |i| i.generation);
-    if when == When::IfStale && live.is_some_and(|i| i.catalog_fingerprint == schema::built_with(catalog)) {
+    if when == When::IfStale && live.as_ref().is_some_and(|i| !i.is_stale(catalog)) {
         return Ok(RebuildReport {
             model,
             generation: current,

@@ -72,6 +72,14 @@ pub struct ReadModelInfo {
     pub built_at: DateTime<Utc>,
 }
 
+impl ReadModelInfo {
+    /// Whether the model was built with another catalog or fold than `catalog` and this build's
+    /// (see [`built_with`]): it is served meanwhile, and rebuilt from the log.
+    pub fn is_stale(&self, catalog: &planledger_domain::Catalog) -> bool {
+        self.catalog_fingerprint != built_with(catalog)
+    }
+}
+
 async fn table_exists(log: &AnyEventLog, table: &str) -> Result<bool, StoreError> {
     Ok(match log {
         AnyEventLog::Postgres(pg) => {

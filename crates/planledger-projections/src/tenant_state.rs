@@ -277,8 +277,9 @@ fn parse_row(
     })
 }
 
-const SELECT_PG: &str = "SELECT store_id, state, version, catalog_fingerprint, updated_at FROM tenant_state";
-const SELECT_SQLITE: &str = "SELECT store_id, state, version, catalog_fingerprint, updated_at_us FROM tenant_state";
+/// The columns a `TenantStateRow` is read from, in `from_pg` / `from_sqlite` order.
+const COLUMNS_PG: &str = "store_id, state, version, catalog_fingerprint, updated_at";
+const COLUMNS_SQLITE: &str = "store_id, state, version, catalog_fingerprint, updated_at_us";
 
 fn from_pg(row: &sqlx::postgres::PgRow) -> Result<TenantStateRow, StoreError> {
     let sqlx::types::Json(state) = row.try_get::<sqlx::types::Json<serde_json::Value>, _>(1)?;
@@ -298,12 +299,14 @@ pub async fn load(log: &AnyEventLog, store: StoreId) -> Result<Option<TenantStat
     let id = store.to_string();
     match log {
         AnyEventLog::Postgres(pg) => {
-            let row =
-                sqlx::query(&format!("{SELECT_PG} WHERE store_id = $1")).bind(id).fetch_optional(pg.pool()).await?;
+            let row = sqlx::query(&format!("SELECT {COLUMNS_PG} FROM tenant_state WHERE store_id = $1"))
+                .bind(id)
+                .fetch_optional(pg.pool())
+                .await?;
             row.as_ref().map(from_pg).transpose()
         }
         AnyEventLog::Sqlite(lite) => {
-            let row = sqlx::query(&format!("{SELECT_SQLITE} WHERE store_id = ?"))
+            let row = sqlx::query(&format!("SELECT {COLUMNS_SQLITE} FROM tenant_state WHERE store_id = ?"))
                 .bind(id)
                 .fetch_optional(lite.readers())
                 .await?;
@@ -317,16 +320,12 @@ pub async fn load_many_in(tx: &mut AnyTx, table: &str, stores: &[StoreId]) -> Re
     let ids: Vec<String> = stores.iter().map(ToString::to_string).collect();
     match tx {
         AnyTx::Postgres(tx) => {
-            let sql = format!(
-                "SELECT store_id, state, version, catalog_fingerprint, updated_at FROM {table} WHERE store_id = ANY($1)"
-            );
+            let sql = format!("SELECT {COLUMNS_PG} FROM {table} WHERE store_id = ANY($1)");
             let rows = sqlx::query(&sql).bind(&ids).fetch_all(&mut **tx).await?;
             rows.iter().map(from_pg).collect()
         }
         AnyTx::Sqlite(tx) => {
-            let sql = format!(
-                "SELECT store_id, state, version, catalog_fingerprint, updated_at_us FROM {table} WHERE store_id = ?"
-            );
+            let sql = format!("SELECT {COLUMNS_SQLITE} FROM {table} WHERE store_id = ?");
             let mut found = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? {
@@ -388,14 +387,14 @@ pub async fn list(
     match log {
         AnyEventLog::Postgres(pg) => {
             let sql = format!(
-                "{SELECT_PG} WHERE ($1::text IS NULL OR internal_status = $1) AND store_id > $2 ORDER BY store_id LIMIT $3"
+                "SELECT {COLUMNS_PG} FROM tenant_state WHERE ($1::text IS NULL OR internal_status = $1) AND store_id > $2 ORDER BY store_id LIMIT $3"
             );
             let rows = sqlx::query(&sql).bind(internal_status).bind(after).bind(limit).fetch_all(pg.pool()).await?;
             rows.iter().map(from_pg).collect()
         }
         AnyEventLog::Sqlite(lite) => {
             let sql = format!(
-                "{SELECT_SQLITE} WHERE (?1 IS NULL OR internal_status = ?1) AND store_id > ?2 ORDER BY store_id LIMIT ?3"
+                "SELECT {COLUMNS_SQLITE} FROM tenant_state WHERE (?1 IS NULL OR internal_status = ?1) AND store_id > ?2 ORDER BY store_id LIMIT ?3"
             );
             let rows =
                 sqlx::query(&sql).bind(internal_status).bind(after).bind(limit).fetch_all(lite.readers()).await?;

@@ -183,7 +183,7 @@ pub async fn status_report(log: &AnyEventLog, catalog: &Catalog, json: bool) -> 
                     "created": live.is_some(),
                     "generation": live.map(|i| i.generation),
                     "catalogFingerprint": live.map(|i| i.catalog_fingerprint.clone()),
-                    "stale": live.is_some_and(|i| i.catalog_fingerprint != built_with),
+                    "stale": live.is_some_and(|i| i.is_stale(catalog)),
                     "lag": { "events": events, "seconds": seconds },
                 })
             })
@@ -205,7 +205,7 @@ pub async fn status_report(log: &AnyEventLog, catalog: &Catalog, json: bool) -> 
             )?;
             continue;
         };
-        let catalog_state = if i.catalog_fingerprint == schema::built_with(catalog) {
+        let catalog_state = if !i.is_stale(catalog) {
             i.catalog_fingerprint.clone()
         } else {
             format!("STALE ({})", i.catalog_fingerprint)

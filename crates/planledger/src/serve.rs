@@ -84,7 +84,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     // Read models built under another catalog are rebuilt in the background, blue/green: the
     // live ones keep answering meanwhile.
     for info in planledger_projections::schema::info(&log).await? {
-        if info.catalog_fingerprint != planledger_projections::schema::built_with(&catalog) {
+        if info.is_stale(&catalog) {
             if let Some(model) = ReadModel::parse(&info.name) {
                 tracing::warn!(read_model = %info.name, built_with = %info.catalog_fingerprint, "read model is stale for this catalog; rebuilding in the background");
                 state.rebuilds.start(&service, model, When::IfStale);
