@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use crate::on_both_backends;
 use crate::server::{Backend, Db, Options, Server};
+use crate::{on_both_backends, server_or_skip};
 
 async fn sigterm_finishes_in_flight_work_and_flushes_the_journal(backend: Backend) {
     let Some(db) = Db::create(backend, "sigterm_finishes_in_flight_work_and_flushes_the_journal").await else { return };
@@ -66,31 +66,28 @@ async fn sigterm_finishes_in_flight_work_and_flushes_the_journal(backend: Backen
     assert_eq!(journal.len(), 3 + answered);
 }
 
+/// What `planledger serve --bind BIND` prints on stderr when it refuses to start with `env`.
+fn serve_refuses(bind: &str, env: &[(&str, &str)]) -> String {
+    let db = planledger_testkit::SqliteTestDatabase::create();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_planledger"));
+    command.args(["serve", "--bind", bind]).env("PLANLEDGER_DATABASE_URL", &db.url).env_remove("PLANLEDGER_TOKENS");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("run serve");
+    assert!(!out.status.success(), "serve started with {env:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn without_tokens_the_server_refuses_a_non_loopback_bind() {
-    let db = planledger_testkit::SqliteTestDatabase::create();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_planledger"))
-        .args(["serve", "--bind", "0.0.0.0:0"])
-        .env("PLANLEDGER_DATABASE_URL", &db.url)
-        .env_remove("PLANLEDGER_TOKENS")
-        .output()
-        .expect("run serve");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_refuses("0.0.0.0:0", &[]);
     assert!(stderr.contains("refusing to bind 0.0.0.0:0 without tokens"), "{stderr}");
 }
 
 #[test]
 fn a_bad_token_list_stops_the_server_without_echoing_secrets() {
-    let db = planledger_testkit::SqliteTestDatabase::create();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_planledger"))
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("PLANLEDGER_DATABASE_URL", &db.url)
-        .env("PLANLEDGER_TOKENS", "ops:superuser:topsecret-value")
-        .output()
-        .expect("run serve");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_refuses("127.0.0.1:0", &[("PLANLEDGER_TOKENS", "ops:superuser:topsecret-value")]);
     assert!(stderr.contains("unknown role") && !stderr.contains("topsecret-value"), "{stderr}");
 }
 
@@ -114,4 +111,53 @@ async fn no_secret_reaches_the_logs(backend: Backend) {
     let _ = std::fs::remove_file(log);
 }
 
-on_both_backends!(sigterm_finishes_in_flight_work_and_flushes_the_journal, no_secret_reaches_the_logs);
+/// `serve` runs the retention job: once a stored answer is older than `PLANLEDGER_KEEP_ANSWERS`
+/// it is deleted (counted in `/metrics`), and a request with its key is a new command.
+async fn serve_deletes_expired_answers_and_the_key_is_new_again(backend: Backend) {
+    let options = Options {
+        env: vec![("PLANLEDGER_KEEP_ANSWERS", "2d".into()), ("PLANLEDGER_RETENTION_INTERVAL_SECONDS", "1".into())],
+        ..Options::test_clock()
+    };
+    let (server, _db) = server_or_skip!(backend, "serve_deletes_expired_answers_and_the_key_is_new_again", options);
+    let store = server.register("Forgetful").await;
+    server.post(&format!("/v1/stores/{store}/trial"), json!({})).await;
+    let consume = format!("/v1/stores/{store}/quota/consume");
+    let body = json!({"action": "create_article"});
+    let (status, first) = server.post_keyed(&consume, "order-7", body.clone()).await;
+    assert_eq!((status, first["used"].as_u64()), (200, Some(1)), "{first}");
+    assert_eq!(server.post_keyed(&consume, "order-7", body.clone()).await, (200, first.clone()), "a retry replays");
+
+    server.advance_days(3).await;
+    let deleted = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("planledger_retention_deleted_total{table=\"answers\"} ")?.parse::<u64>().ok())
+    };
+    let mut seen = None;
+    for _ in 0..100 {
+        let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+        seen = deleted(&metrics);
+        if seen == Some(1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, Some(1), "the retention job deleted the expired answer");
+    let (status, again) = server.post_keyed(&consume, "order-7", body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_ne!(again["consumptionId"], first["consumptionId"], "a new command once the answer expired: {again}");
+}
+
+#[test]
+fn serve_refuses_to_keep_answers_less_than_a_day() {
+    let stderr = serve_refuses("127.0.0.1:0", &[("PLANLEDGER_KEEP_ANSWERS", "12h")]);
+    assert!(stderr.contains("PLANLEDGER_KEEP_ANSWERS") && stderr.contains("at least 24 hours"), "{stderr}");
+    let stderr = serve_refuses("127.0.0.1:0", &[("PLANLEDGER_KEEP_JOURNAL", "a while")]);
+    assert!(stderr.contains("--keep-journal") && stderr.contains("like 7d"), "{stderr}");
+}
+
+on_both_backends!(
+    sigterm_finishes_in_flight_work_and_flushes_the_journal,
+    no_secret_reaches_the_logs,
+    serve_deletes_expired_answers_and_the_key_is_new_again
+);

@@ -43,6 +43,8 @@ pub struct Options {
     pub catalog: Option<String>,
     /// Capture the server's log (stderr, at debug level) into this file.
     pub log_file: Option<std::path::PathBuf>,
+    /// More environment for the server process (`PLANLEDGER_...` settings).
+    pub env: Vec<(&'static str, String)>,
 }
 
 pub const ADMIN: &str = "admin-secret-1";
@@ -88,6 +90,9 @@ impl Server {
         }
         if let Some(catalog) = &options.catalog {
             command.env("PLANLEDGER_CATALOG", catalog);
+        }
+        for (name, value) in &options.env {
+            command.env(name, value);
         }
         if let Some(path) = &options.log_file {
             command.env("RUST_LOG", "debug").stderr(std::fs::File::create(path).expect("log file"));

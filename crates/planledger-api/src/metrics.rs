@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use planledger_service::CommandService;
+use planledger_store::Expiring;
 
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
@@ -99,9 +100,21 @@ impl HttpMetrics {
                 "Journal entries dropped because the writer fell behind.",
                 service.journal().dropped(),
             ),
+            ("planledger_retention_runs_total", "Runs of the retention job.", m.retention_runs.load(Ordering::Relaxed)),
+            (
+                "planledger_retention_failures_total",
+                "Runs of the retention job that failed (the next run tries again).",
+                m.retention_failures.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        out.push_str("# HELP planledger_retention_deleted_total Rows deleted by retention, by table.\n");
+        out.push_str("# TYPE planledger_retention_deleted_total counter\n");
+        for what in Expiring::ALL {
+            let deleted = m.expired(what).load(Ordering::Relaxed);
+            let _ = writeln!(out, "planledger_retention_deleted_total{{table=\"{}\"}} {deleted}", what.name());
         }
         let _ = writeln!(
             out,

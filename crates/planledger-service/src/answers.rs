@@ -5,8 +5,9 @@
 //! the command appended (or as the check of the stream's version it was decided on), so a retry
 //! either finds both or neither. The stored answer is also the key's only constraint: the
 //! committer claims a group's keys by inserting their answers before it appends (the log labels
-//! events with client keys but does not check them). Keys are kept (never deleted), which is
-//! "at least 24 hours".
+//! events with client keys but does not check them). Answers are kept for the service's
+//! retention period (7 days by default, at least 24 hours as SPEC 8 asks) and then deleted by
+//! the retention job (`retention.rs`); after that the key is free again.
 
 use std::collections::{HashMap, HashSet};
 

@@ -5,6 +5,7 @@
 //! - [`outcome`]: what a command became (accepted with its facts, refused with a reason), in
 //!   types; the edge renders them.
 //! - [`Journal`] records every command, accepted or refused, off the hot path.
+//! - [`Retention`]: how long stored answers, the ledger's keys and the journal are kept.
 //! - [`Clock`]: the one clock decisions read; a settable [`TestClock`] for tests.
 
 mod answers;
@@ -12,12 +13,14 @@ pub mod clock;
 pub mod faults;
 pub mod journal;
 pub mod outcome;
+pub mod retention;
 pub mod service;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use faults::InjectedFaults;
 pub use journal::{Journal, JournalEntry};
 pub use outcome::{Accepted, Answer, Outcome, Refusal, RenderedAnswer, Renderer};
+pub use retention::{Retention, RetentionReport};
 pub use service::{
     CommandMeta, CommandService, FaultInjector, IdempotencyRequest, ServiceConfig, ServiceError, ServiceMetrics,
 };

@@ -24,7 +24,8 @@ use planledger_domain::{
 use planledger_projections::history::{fold_stream, Folded, Until};
 use planledger_projections::tenant_state;
 use planledger_store::{
-    AnyEventLog, EventLog, IdempotencyKey, NewEvent, Snapshot, StoreError, StreamAppend, StreamAppendOutcome, StreamId,
+    AnyEventLog, EventLog, Expiring, IdempotencyKey, NewEvent, Snapshot, StoreError, StreamAppend, StreamAppendOutcome,
+    StreamId,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -33,6 +34,7 @@ use crate::answers;
 use crate::clock::Clock;
 use crate::journal::{Journal, JournalEntry};
 use crate::outcome::{Accepted, Answer, Outcome, Refusal, RenderedAnswer, Renderer};
+use crate::retention::Retention;
 
 /// Faults to inject into the commit path, for the simulator and the tests of what the command
 /// path does when the database misbehaves (a commit that fails, a commit that succeeds but
@@ -65,6 +67,8 @@ pub struct ServiceConfig {
     pub committers: usize,
     /// Injected faults (tests and the simulator only).
     pub faults: Option<Arc<dyn FaultInjector>>,
+    /// How long stored answers, the ledger's keys and the journal are kept ([`Self::expire`]).
+    pub retention: Retention,
 }
 
 impl Default for ServiceConfig {
@@ -77,6 +81,7 @@ impl Default for ServiceConfig {
             probe_for: Duration::from_secs(3),
             committers: 4,
             faults: None,
+            retention: Retention::default(),
         }
     }
 }
@@ -153,6 +158,23 @@ pub struct ServiceMetrics {
     pub answer_lookups: AtomicU64,
     pub sweeps: AtomicU64,
     pub swept_stores: AtomicU64,
+    /// Rows deleted by retention, per table.
+    pub expired_answers: AtomicU64,
+    pub expired_keys: AtomicU64,
+    pub expired_journal: AtomicU64,
+    pub retention_runs: AtomicU64,
+    pub retention_failures: AtomicU64,
+}
+
+impl ServiceMetrics {
+    /// The counter of rows of `what` deleted by retention.
+    pub fn expired(&self, what: Expiring) -> &AtomicU64 {
+        match what {
+            Expiring::Answers => &self.expired_answers,
+            Expiring::Keys => &self.expired_keys,
+            Expiring::Journal => &self.expired_journal,
+        }
+    }
 }
 
 struct Job {
@@ -273,6 +295,11 @@ impl CommandService {
 
     pub fn journal(&self) -> &Journal {
         &self.inner.journal
+    }
+
+    /// How long this service keeps stored answers, its keys and the journal.
+    pub fn retention(&self) -> Retention {
+        self.inner.config.retention
     }
 
     /// How many stores have a worker (and a cached state) right now.
@@ -435,22 +462,25 @@ struct Worker {
     recent: RecentAnswers,
 }
 
-/// A bounded memory of committed first answers (oldest forgotten first).
+/// A bounded memory of committed first answers (oldest forgotten first), each with the time it
+/// was stored, so that an answer retention has deleted from the database is not replayed from
+/// memory either.
 #[derive(Default)]
 struct RecentAnswers {
-    by_key: HashMap<String, answers::StoredAnswer>,
+    by_key: HashMap<String, (answers::StoredAnswer, DateTime<Utc>)>,
     order: std::collections::VecDeque<String>,
 }
 
 impl RecentAnswers {
     const CAPACITY: usize = 1024;
 
-    fn get(&self, key: &str) -> Option<&answers::StoredAnswer> {
-        self.by_key.get(key)
+    /// The answer to `key`, if it was stored at or after `since` (`None`: any time).
+    fn get(&self, key: &str, since: Option<DateTime<Utc>>) -> Option<&answers::StoredAnswer> {
+        self.by_key.get(key).filter(|(_, at)| since.is_none_or(|since| *at >= since)).map(|(answer, _)| answer)
     }
 
-    fn remember(&mut self, key: String, answer: answers::StoredAnswer) {
-        if self.by_key.insert(key.clone(), answer).is_none() {
+    fn remember(&mut self, key: String, answer: answers::StoredAnswer, at: DateTime<Utc>) {
+        if self.by_key.insert(key.clone(), (answer, at)).is_none() {
             self.order.push_back(key);
         }
         while self.order.len() > Self::CAPACITY {
@@ -660,9 +690,12 @@ impl Worker {
 
             let mut decided: Vec<Decided> = Vec::with_capacity(jobs.len());
             let mut seen: HashMap<&str, (usize, &str)> = HashMap::new();
+            let answers_since = inner.config.retention.expired_before(Expiring::Answers, now);
             for (index, job) in jobs.iter().enumerate() {
                 if let Some(request) = &job.meta.idempotency {
-                    if let Some(first) = stored.get(&request.key).or_else(|| self.recent.get(&request.key)) {
+                    if let Some(first) =
+                        stored.get(&request.key).or_else(|| self.recent.get(&request.key, answers_since))
+                    {
                         inner.metrics.replays.fetch_add(1, Ordering::Relaxed);
                         decided.push(Decided::Answered(replay_or_reused(first, request)));
                         continue;
@@ -751,7 +784,7 @@ impl Worker {
                 Ok(new_version) => {
                     self.remember(loaded.version, new_version, working);
                     for (key, first) in committed {
-                        self.recent.remember(key, first);
+                        self.recent.remember(key, first, now);
                     }
                     return BatchResult::Done(finish(decided));
                 }

@@ -13,45 +13,14 @@ use planledger_projections::rebuild::{rebuild, Progress, When};
 use planledger_projections::runtime::project_audit_page;
 use planledger_projections::ReadModel;
 use planledger_service::{Clock, CommandMeta, CommandService, Journal, ServiceConfig, TestClock};
-use planledger_store::{AnyEventLog, PgEventLog, SqliteEventLog};
+use planledger_store::AnyEventLog;
 use uuid::Uuid;
 
-enum Db {
-    Sqlite(#[allow(dead_code)] planledger_testkit::SqliteTestDatabase),
-    Postgres(#[allow(dead_code)] planledger_testkit::PgTestDatabase),
-}
-
-async fn open(postgres: bool, test: &str) -> Option<(AnyEventLog, Db)> {
-    let (log, db) = if postgres {
-        let db = planledger_testkit::PgTestDatabase::create(test).await?;
-        let log = PgEventLog::connect(&db.url, 16, Duration::from_secs(10), Duration::from_secs(10)).await.unwrap();
-        (AnyEventLog::Postgres(log), Db::Postgres(db))
-    } else {
-        let db = planledger_testkit::SqliteTestDatabase::create();
-        let log = SqliteEventLog::connect(&db.url, 4, Duration::from_secs(5)).await.unwrap();
-        (AnyEventLog::Sqlite(log), Db::Sqlite(db))
-    };
-    log.migrate().await.unwrap();
-    planledger_projections::schema::ensure(
-        &log,
-        &planledger_projections::schema::built_with(&Catalog::builtin()),
-        Utc::now(),
-    )
-    .await
-    .unwrap();
-    Some((log, db))
-}
+mod support;
+use support::open;
 
 fn service(log: &AnyEventLog, clock: Arc<TestClock>) -> CommandService {
-    let (journal, _writer) = Journal::spawn(log.clone());
-    CommandService::new(
-        log.clone(),
-        Arc::new(Catalog::builtin()),
-        clock,
-        ServiceConfig::default(),
-        journal,
-        Arc::new(planledger_api::render::JsonRenderer),
-    )
+    support::node_with(log, clock, ServiceConfig::default())
 }
 
 fn meta() -> CommandMeta {

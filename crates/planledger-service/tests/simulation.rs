@@ -41,7 +41,6 @@ use planledger_service::{
     ServiceError, TestClock,
 };
 use planledger_store::{AnyEventLog, EventLog, StoreConfig, StreamId};
-use planledger_testkit::{PgTestDatabase, SqliteTestDatabase};
 use uuid::Uuid;
 
 /// A seeded xorshift64*: the same seed gives the same workload.
@@ -82,19 +81,8 @@ const CLIENTS: usize = 6;
 const PLANS: [&str; 4] = ["starter", "professional", "enterprise", "free_trial"];
 const ACTIONS: [&str; 4] = ["create_article", "create_product", "sync_products", "update_product"];
 
-enum Db {
-    Sqlite(SqliteTestDatabase),
-    Postgres(Box<PgTestDatabase>),
-}
-
-impl Db {
-    fn url(&self) -> &str {
-        match self {
-            Db::Sqlite(db) => &db.url,
-            Db::Postgres(db) => &db.url,
-        }
-    }
-}
+mod support;
+use support::Db;
 
 struct Node {
     service: CommandService,
@@ -178,16 +166,8 @@ fn plan(id: &str) -> PlanId {
 
 impl World {
     async fn create(seed: u64, postgres: bool) -> Option<World> {
-        let db = if postgres {
-            Db::Postgres(Box::new(PgTestDatabase::create(&format!("simulation seed {seed}")).await?))
-        } else {
-            Db::Sqlite(SqliteTestDatabase::create())
-        };
+        let (_log, db) = support::open(postgres, &format!("simulation seed {seed}")).await?;
         let catalog = Arc::new(Catalog::builtin());
-        let log = AnyEventLog::connect(&StoreConfig::new(db.url())).await.expect("connect");
-        log.migrate().await.expect("migrate");
-        let built_with = planledger_projections::schema::built_with(&catalog);
-        planledger_projections::schema::ensure(&log, &built_with, Utc::now()).await.expect("schema");
         // Late in a month, so that periods, trials and grace periods end during the run.
         let clock = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 1, 27, 22, 0, 0).unwrap()));
         let mut rng = Rng::new(seed);

@@ -17,6 +17,7 @@ pub mod copy_text;
 mod error;
 pub mod migrate;
 mod postgres;
+pub mod retention;
 mod sqlite;
 mod types;
 
@@ -25,10 +26,11 @@ use std::future::Future;
 pub use any::{AnyEventLog, AnyTx, StoreConfig};
 pub use error::StoreError;
 pub use postgres::PgEventLog;
+pub use retention::Expiring;
 pub use sqlite::{SqliteEventLog, SQLITE_NOW_US};
 pub use types::{
-    truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, NewEvent, RecordedEvent, Snapshot,
-    StreamAppend, StreamAppendOutcome, StreamId, Version, MAX_STREAM_ID_LEN,
+    truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, MovedStream, NewEvent, RecordedEvent,
+    Snapshot, StreamAppend, StreamAppendOutcome, StreamId, Version, MAX_STREAM_ID_LEN,
 };
 
 /// The most events one `read_stream` or `read_all` call returns.

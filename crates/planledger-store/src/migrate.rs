@@ -48,6 +48,7 @@ pub const POSTGRES: &[Migration] = &[
         name: "rebuild_claims",
         sql: include_str!("../../../migrations/postgres/0006_rebuild_claims.sql"),
     },
+    Migration { version: 7, name: "retention", sql: include_str!("../../../migrations/postgres/0007_retention.sql") },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -68,6 +69,7 @@ pub const SQLITE: &[Migration] = &[
         name: "rebuild_claims",
         sql: include_str!("../../../migrations/sqlite/0005_rebuild_claims.sql"),
     },
+    Migration { version: 6, name: "retention", sql: include_str!("../../../migrations/sqlite/0006_retention.sql") },
 ];
 
 /// What `migrate` did.

@@ -57,10 +57,10 @@ const INSERT_FROM_BUMP: &str = "inserted AS (
              idempotency_key, actor, catalog_fingerprint, recorded_at)
     RETURNING global_position, version, transaction_id
 ), keys AS (
-    INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version)
-    SELECT b.stream_id, k.idempotency_key, k.first_version, k.last_version
-    FROM bumped b, unnest($15::text[], $16::bigint[], $17::bigint[])
-        AS k(idempotency_key, first_version, last_version)
+    INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version, created_at)
+    SELECT b.stream_id, k.idempotency_key, k.first_version, k.last_version, k.created_at
+    FROM bumped b, unnest($15::text[], $16::bigint[], $17::bigint[], $18::timestamptz[])
+        AS k(idempotency_key, first_version, last_version, created_at)
 )
 SELECT global_position, transaction_id::text::bigint AS transaction_id FROM inserted ORDER BY version";
 
@@ -105,9 +105,10 @@ const APPEND_MANY: &str = "WITH input AS (
     WHERE e.stream_id IN (SELECT stream_id FROM bumped)
     RETURNING stream_id, version, global_position, transaction_id
 ), keys AS (
-    INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version)
-    SELECT k.stream_id, k.idempotency_key, k.first_version, k.last_version
-    FROM unnest($18::text[], $19::text[], $20::bigint[], $21::bigint[]) AS k(stream_id, idempotency_key, first_version, last_version)
+    INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version, created_at)
+    SELECT k.stream_id, k.idempotency_key, k.first_version, k.last_version, k.created_at
+    FROM unnest($18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::timestamptz[])
+        AS k(stream_id, idempotency_key, first_version, last_version, created_at)
     WHERE k.stream_id IN (SELECT stream_id FROM bumped)
 )
 SELECT stream_id, version, global_position, transaction_id::text::bigint AS transaction_id, false AS used FROM inserted
@@ -212,6 +213,7 @@ impl PgEventLog {
         let mut all_events: Vec<&NewEvent> = Vec::new();
         let (mut used_stream, mut used_key) = (Vec::new(), Vec::new());
         let (mut k_stream, mut k_key, mut k_first, mut k_last) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut k_at = Vec::new();
         for part in parts {
             let part = part.as_ref();
             if part.events.is_empty() {
@@ -225,13 +227,14 @@ impl PgEventLog {
                 e_version.push(part.expected + 1 + offset as Version);
                 all_events.push(event);
             }
-            for (key, version) in idempotency_keys(&part.stream, &part.events, part.expected)? {
+            for key in idempotency_keys(&part.stream, &part.events, part.expected)? {
                 used_stream.push(part.stream.as_str());
-                used_key.push(key.clone());
+                used_key.push(key.key.clone());
                 k_stream.push(part.stream.as_str());
-                k_key.push(key);
-                k_first.push(version);
-                k_last.push(version);
+                k_key.push(key.key);
+                k_first.push(key.version);
+                k_last.push(key.version);
+                k_at.push(key.at);
             }
         }
         let rows: Vec<(String, i64, i64, i64, bool)> = sqlx::query_as(APPEND_MANY)
@@ -256,6 +259,7 @@ impl PgEventLog {
             .bind(&k_key)
             .bind(&k_first)
             .bind(&k_last)
+            .bind(&k_at)
             .fetch_all(&mut **tx)
             .await?;
         let mut positions: std::collections::HashMap<&str, Vec<(i64, i64, Checkpoint)>> =
@@ -405,9 +409,10 @@ impl EventLog for PgEventLog {
             .bind(events.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.catalog_fingerprint.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| crate::truncate_to_micros(e.recorded_at)).collect::<Vec<_>>())
-            .bind(keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
-            .bind(keys.iter().map(|(_, version)| *version).collect::<Vec<_>>())
-            .bind(keys.iter().map(|(_, version)| *version).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.version).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.version).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.at).collect::<Vec<_>>())
             .fetch_all(&mut **tx)
             .await
             .map_err(|e| crate::error::classify_write_error(e, stream))?;
@@ -421,7 +426,7 @@ impl EventLog for PgEventLog {
         }
 
         // Nothing was written: either a key of the batch was used before, or the version moved.
-        let key_names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        let key_names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
         let used: Option<(i64, i64)> = sqlx::query_as(
             "SELECT first_version, last_version FROM ledger_idempotency_keys
              WHERE stream_id = $1 AND idempotency_key = ANY($2::text[])
@@ -586,6 +591,17 @@ impl EventLog for PgEventLog {
 mod tests {
     use super::*;
 
+    /// A migrated test database and one connection of it, to ask the planner with.
+    async fn planner(test: &str) -> Option<(planledger_testkit::PgTestDatabase, sqlx::pool::PoolConnection<Postgres>)> {
+        let db = planledger_testkit::PgTestDatabase::create(test).await?;
+        let log = PgEventLog::connect(&db.url, 2, Duration::from_secs(10), Duration::from_secs(10))
+            .await
+            .expect("connect postgres");
+        log.migrate().await.expect("migrate");
+        let conn = log.pool().acquire().await.expect("connection");
+        Some((db, conn))
+    }
+
     /// A pooled connection keeps a prepared statement's generic plan for as long as it lives,
     /// and that plan is made from what the planner knew of the tables then: on a young log,
     /// nothing. Forced generic on empty tables, the group commit's append must still find each
@@ -593,17 +609,10 @@ mod tests {
     /// hashed the keys and scanned the whole key table on every append).
     #[tokio::test]
     async fn the_group_append_finds_rows_by_key_even_in_a_plan_made_on_empty_tables() {
-        let Some(db) = planledger_testkit::PgTestDatabase::create("append_many_plan").await else {
-            return;
-        };
-        let log = PgEventLog::connect(&db.url, 2, Duration::from_secs(10), Duration::from_secs(10))
-            .await
-            .expect("connect postgres");
-        log.migrate().await.expect("migrate");
-        let mut conn = log.pool().acquire().await.expect("connection");
+        let Some((_db, mut conn)) = planner("append_many_plan").await else { return };
         sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.expect("generic plans");
         sqlx::raw_sql(&format!("PREPARE append_many AS {APPEND_MANY}")).execute(&mut *conn).await.expect("prepare");
-        let nulls = vec!["NULL"; 21].join(", ");
+        let nulls = vec!["NULL"; 22].join(", ");
         let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE append_many({nulls})"))
             .fetch_all(&mut *conn)
             .await

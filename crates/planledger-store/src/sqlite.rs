@@ -214,12 +214,12 @@ impl EventLog for SqliteEventLog {
         }
         // The transaction holds the write lock, so these checks and the writes below are atomic.
         let keys = idempotency_keys(stream, events, expected)?;
-        for (key, _) in &keys {
+        for key in &keys {
             let used: Option<(i64, i64)> = sqlx::query_as(
                 "SELECT first_version, last_version FROM ledger_idempotency_keys WHERE stream_id = ? AND idempotency_key = ?",
             )
             .bind(stream.as_str())
-            .bind(key)
+            .bind(&key.key)
             .fetch_optional(&mut **tx)
             .await?;
             if let Some((first, last)) = used {
@@ -275,14 +275,16 @@ impl EventLog for SqliteEventLog {
             .map_err(write_error)?;
             positions.push((position, Checkpoint { transaction_id: 0, position }));
         }
-        for (key, version) in &keys {
+        for key in &keys {
             sqlx::query(
-                "INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version) VALUES (?, ?, ?, ?)",
+                "INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version, created_at_us)
+                 VALUES (?, ?, ?, ?, ?)",
             )
             .bind(stream.as_str())
-            .bind(key)
-            .bind(version)
-            .bind(version)
+            .bind(&key.key)
+            .bind(key.version)
+            .bind(key.version)
+            .bind(micros(key.at))
             .execute(&mut **tx)
             .await
             .map_err(write_error)?;

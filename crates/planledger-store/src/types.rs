@@ -233,24 +233,33 @@ pub struct Snapshot {
     pub fold_fingerprint: String,
 }
 
-/// The (namespaced key, version) pairs of system keys an append of `events` at `expected`
-/// records; refused if two events carry the same system key (one decision cannot happen twice in
-/// one append). Client keys are labels (see [`KeyScope::Client`]): not recorded here.
+/// A system key an append records: the namespaced key, the version of the event that carries it,
+/// and that event's time (the key's age, for retention).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct KeyRow {
+    pub key: String,
+    pub version: Version,
+    pub at: DateTime<Utc>,
+}
+
+/// The system keys an append of `events` at `expected` records; refused if two events carry the
+/// same system key (one decision cannot happen twice in one append). Client keys are labels (see
+/// [`KeyScope::Client`]): not recorded here.
 pub(crate) fn idempotency_keys(
     stream: &StreamId,
     events: &[NewEvent],
     expected: Version,
-) -> Result<Vec<(String, Version)>, StoreError> {
-    let mut keys: Vec<(String, Version)> = Vec::new();
+) -> Result<Vec<KeyRow>, StoreError> {
+    let mut keys: Vec<KeyRow> = Vec::new();
     for (offset, event) in events.iter().enumerate() {
         let Some(key) = event.idempotency_key.as_ref().filter(|key| key.scope == KeyScope::System) else {
             continue;
         };
         let key = key.namespaced();
-        if keys.iter().any(|(k, _)| *k == key) {
+        if keys.iter().any(|k| k.key == key) {
             return Err(StoreError::RepeatedKey { stream: stream.clone(), key });
         }
-        keys.push((key, expected + 1 + offset as Version));
+        keys.push(KeyRow { key, version: expected + 1 + offset as Version, at: truncate_to_micros(event.recorded_at) });
     }
     Ok(keys)
 }
@@ -283,6 +292,21 @@ pub(crate) fn recorded(
             recorded_at: truncate_to_micros(event.recorded_at),
         })
         .collect()
+}
+
+/// A stream that moved after some point of the log: how many events it gained, and its version
+/// after the last of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedStream {
+    pub stream: StreamId,
+    pub events: i64,
+    pub version: Version,
+}
+
+impl MovedStream {
+    pub(crate) fn from_row((stream, events, version): (String, i64, i64)) -> Result<Self, StoreError> {
+        Ok(Self { stream: StreamId::parse(stream).map_err(|e| StoreError::Corrupt(e.to_string()))?, events, version })
+    }
 }
 
 /// One stream's part of a multi-stream append.

@@ -261,6 +261,28 @@ async fn check_exact(log: &AnyEventLog, name: &str, allowed: u64, limit: u64) ->
     Ok(over.unwrap_or(0) as u64)
 }
 
+/// What each kind of row costs on disk, indexes included (the growth figures of
+/// docs/operations.md): the log's events, stored answers, journal entries, `tenant_state` rows.
+async fn storage_per_row(log: &AnyEventLog) -> anyhow::Result<String> {
+    let AnyEventLog::Postgres(pg) = log else { bail!("the bench runs on PostgreSQL") };
+    // The journal is written behind the commands: let it catch up before it is measured.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut parts = Vec::new();
+    for (what, table) in [
+        ("event", "ledger_events"),
+        ("answer", "idempotent_answers"),
+        ("journal entry", "command_journal"),
+        ("tenant_state row", "tenant_state"),
+    ] {
+        let (bytes, rows): (i64, i64) =
+            sqlx::query_as(&format!("SELECT pg_total_relation_size('{table}'), (SELECT count(*) FROM {table})"))
+                .fetch_one(pg.pool())
+                .await?;
+        parts.push(format!("{what} {} B", bytes / rows.max(1)));
+    }
+    Ok(format!("on disk with indexes, per row: {}", parts.join(", ")))
+}
+
 async fn scenario_raw(url: &str, clients: usize, duration: Duration) -> anyhow::Result<Figures> {
     let log = open_log(url, clients as u32).await?;
     let AnyEventLog::Postgres(pg) = &log else { unreachable!() };
@@ -479,9 +501,10 @@ async fn scenario_service(
     figures.note = match keys {
         Keys::None => format!("{stores} store(s), {} allowed", run.allowed),
         Keys::Fresh => format!(
-            "{stores} store(s), {} allowed, a fresh key each, {} retries replayed",
+            "{stores} store(s), {} allowed, a fresh key each, {} retries replayed; {}",
             run.allowed,
-            replays.load(Ordering::Relaxed)
+            replays.load(Ordering::Relaxed),
+            storage_per_row(&log).await?
         ),
     };
     service.shutdown();

@@ -67,6 +67,19 @@ enum Command {
         /// behind.
         #[arg(long, env = "PLANLEDGER_STALL_AFTER_SECONDS", default_value_t = 120)]
         stall_after_seconds: u64,
+        /// How long stored answers to Idempotency-Keys are kept: forever, or a number and a unit
+        /// (d, h, m, s); at least 24h.
+        #[arg(long, env = "PLANLEDGER_KEEP_ANSWERS", value_parser = parse_keep, default_value = "7d")]
+        keep_answers: Keep,
+        /// How long the ledger's own idempotency keys (deadlines, refunds) are kept.
+        #[arg(long, env = "PLANLEDGER_KEEP_KEYS", value_parser = parse_keep, default_value = "7d")]
+        keep_keys: Keep,
+        /// How long the command journal is kept.
+        #[arg(long, env = "PLANLEDGER_KEEP_JOURNAL", value_parser = parse_keep, default_value = "90d")]
+        keep_journal: Keep,
+        /// How often the retention job deletes what has expired, in seconds.
+        #[arg(long, env = "PLANLEDGER_RETENTION_INTERVAL_SECONDS", default_value_t = 60)]
+        retention_interval_seconds: u64,
     },
     /// Apply the event log's migrations (serve does it too).
     Migrate {
@@ -140,6 +153,14 @@ enum ProjectionsCommand {
 
 fn current_catalog(cli: &Cli) -> anyhow::Result<planledger_domain::Catalog> {
     serve::load_catalog(cli.catalog.as_deref().filter(|c| !c.is_empty()))
+}
+
+/// A retention period: `None` keeps forever.
+#[derive(Debug, Clone, Copy)]
+struct Keep(Option<Duration>);
+
+fn parse_keep(value: &str) -> Result<Keep, String> {
+    planledger_service::retention::parse_period(value).map(Keep)
 }
 
 fn parse_flag(value: &str) -> Result<bool, String> {
@@ -268,22 +289,36 @@ async fn main() -> std::process::ExitCode {
             }
             .await
         }
-        Command::Serve { bind, tokens, test_clock, sweep_interval_ms, stall_after_seconds } => {
-            match connect(&cli).await {
-                Ok(log) => {
-                    let options = serve::ServeOptions {
-                        bind: bind.clone(),
-                        tokens: tokens.clone(),
-                        catalog: cli.catalog.clone(),
-                        test_clock: *test_clock,
-                        sweep_interval: Duration::from_millis((*sweep_interval_ms).max(10)),
-                        stall_after: Duration::from_secs(*stall_after_seconds),
-                    };
-                    serve::serve(log, options).await
-                }
-                Err(e) => Err(e),
+        Command::Serve {
+            bind,
+            tokens,
+            test_clock,
+            sweep_interval_ms,
+            stall_after_seconds,
+            keep_answers,
+            keep_keys,
+            keep_journal,
+            retention_interval_seconds,
+        } => match connect(&cli).await {
+            Ok(log) => {
+                let options = serve::ServeOptions {
+                    bind: bind.clone(),
+                    tokens: tokens.clone(),
+                    catalog: cli.catalog.clone(),
+                    test_clock: *test_clock,
+                    sweep_interval: Duration::from_millis((*sweep_interval_ms).max(10)),
+                    stall_after: Duration::from_secs(*stall_after_seconds),
+                    retention: planledger_service::Retention {
+                        answers: keep_answers.0,
+                        keys: keep_keys.0,
+                        journal: keep_journal.0,
+                    },
+                    retention_interval: Duration::from_secs((*retention_interval_seconds).max(1)),
+                };
+                serve::serve(log, options).await
             }
-        }
+            Err(e) => Err(e),
+        },
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! `planledger serve`: the API, the deadline worker and the journal writer in one process.
+//! `planledger serve`: the API, the deadline worker, the journal writer and the retention job in
+//! one process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use planledger_domain::Catalog;
 use planledger_projections::rebuild::When;
 use planledger_projections::runtime::{run_audit_projector, ProjectorState};
 use planledger_projections::ReadModel;
-use planledger_service::{Clock, CommandService, Journal, ServiceConfig, SystemClock, TestClock};
+use planledger_service::{Clock, CommandService, Journal, Retention, ServiceConfig, SystemClock, TestClock};
 use planledger_store::AnyEventLog;
 use tokio::sync::watch;
 
@@ -23,6 +24,10 @@ pub struct ServeOptions {
     pub sweep_interval: Duration,
     /// `/readyz` fails when a background worker is this far behind.
     pub stall_after: Duration,
+    /// How long stored answers, the ledger's keys and the journal are kept.
+    pub retention: Retention,
+    /// How often the retention job runs.
+    pub retention_interval: Duration,
 }
 
 pub fn load_catalog(path: Option<&str>) -> anyhow::Result<Catalog> {
@@ -52,6 +57,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
             "NO TOKENS CONFIGURED (PLANLEDGER_TOKENS): every caller is admin; binding to loopback {addr} only"
         );
     }
+    options.retention.check().map_err(|e| anyhow::anyhow!("PLANLEDGER_KEEP_ANSWERS: {e}"))?;
     let catalog = Arc::new(load_catalog(options.catalog.as_deref())?);
     log.migrate().await.context("migration failed")?;
     log.check_transaction_order().await?;
@@ -74,7 +80,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         log.clone(),
         catalog.clone(),
         clock,
-        ServiceConfig::default(),
+        ServiceConfig { retention: options.retention, ..ServiceConfig::default() },
         journal,
         Arc::new(planledger_api::render::JsonRenderer),
     );
@@ -105,12 +111,14 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
 
     let (stop, stopped) = watch::channel(false);
     let worker = tokio::spawn(deadline_worker(service.clone(), options.sweep_interval, stopped.clone()));
+    let retention_task = tokio::spawn(retention_job(service.clone(), options.retention_interval, stopped.clone()));
     let projector_task = tokio::spawn(run_audit_projector(log, projector, stopped.clone()));
     let memory_task = tokio::spawn(crate::memory::release_after_bursts(crate::memory::CHECK_EVERY, stopped));
     axum::serve(listener, planledger_api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shutting down: in-flight requests finished");
     let _ = stop.send(true);
     let _ = worker.await;
+    let _ = retention_task.await;
     let _ = projector_task.await;
     let _ = memory_task.await;
     service.shutdown();
@@ -128,6 +136,35 @@ async fn deadline_worker(service: CommandService, interval: Duration, mut stop: 
         }
         if let Err(error) = service.sweep().await {
             tracing::warn!(%error, "deadline sweep failed; retrying at the next interval");
+        }
+    }
+}
+
+/// Deletes expired bookkeeping (answers, keys, journal) every `interval` until told to stop.
+async fn retention_job(service: CommandService, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let retention = service.retention();
+    tracing::info!(
+        answers = %planledger_service::retention::describe(retention.answers),
+        keys = %planledger_service::retention::describe(retention.keys),
+        journal = %planledger_service::retention::describe(retention.journal),
+        "retention"
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        match service.expire().await {
+            Ok(report) if report != planledger_service::RetentionReport::default() => {
+                tracing::info!(
+                    answers = report.answers,
+                    keys = report.keys,
+                    journal = report.journal,
+                    "expired bookkeeping deleted"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "retention failed; retrying at the next interval"),
         }
     }
 }
