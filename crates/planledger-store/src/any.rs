@@ -144,15 +144,7 @@ impl AnyEventLog {
     /// and none can still commit behind it. A reader that starts after this call sees them all.
     pub async fn settled_head(&self) -> Result<Checkpoint, StoreError> {
         let head: Option<(i64, i64)> = match self {
-            Self::Postgres(log) => {
-                sqlx::query_as(
-                    "SELECT transaction_id::text::bigint, global_position FROM ledger_events
-                     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-                     ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
-                )
-                .fetch_optional(log.pool())
-                .await?
-            }
+            Self::Postgres(log) => sqlx::query_as(crate::postgres::SETTLED_HEAD).fetch_optional(log.pool()).await?,
             Self::Sqlite(log) => {
                 sqlx::query_as("SELECT 0, global_position FROM ledger_events ORDER BY global_position DESC LIMIT 1")
                     .fetch_optional(log.readers())
@@ -185,12 +177,8 @@ impl AnyEventLog {
     pub async fn check_transaction_order(&self) -> Result<(), StoreError> {
         let Self::Postgres(log) = self else { return Ok(()) };
         // `pg_snapshot_xmax` is the next id to be assigned; reading it assigns none.
-        let (log_head, server_next): (Option<i64>, i64) = sqlx::query_as(
-            "SELECT (SELECT transaction_id::text::bigint FROM ledger_events ORDER BY transaction_id DESC LIMIT 1),
-                    pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
-        )
-        .fetch_one(log.pool())
-        .await?;
+        let (log_head, server_next): (Option<i64>, i64) =
+            sqlx::query_as(crate::postgres::LOG_HEAD_AND_NEXT_TRANSACTION).fetch_one(log.pool()).await?;
         match log_head {
             Some(log_head) if log_head >= server_next => Err(StoreError::RestoredBehindLog { log_head, server_next }),
             _ => Ok(()),
