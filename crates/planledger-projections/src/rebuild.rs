@@ -38,17 +38,21 @@ use planledger_store::{AnyEventLog, AnyTx, Checkpoint, EventLog, RecordedEvent, 
 
 use crate::audit::{self, AuditRow};
 use crate::claim::{self, Claim, RebuildClaim};
-use crate::history::Folded;
+use crate::history::{fold_stream, Folded, Until};
 use crate::runtime::AUDIT_CONSUMER;
 use crate::schema::{self, execute_in, ReadModel};
 use crate::tenant_state;
 
 const PAGE: i64 = 10_000;
+/// Events per page while writers are active: a page's work holds the machine for a moment, and
+/// commands that arrive meanwhile wait; short pages keep that wait short (see [`Pace`]).
+const PAGE_UNDER_WRITES: i64 = 1_000;
 /// Catch-up rounds before the swap, at most: each folds what committed during the one before.
 const CATCH_UP_ROUNDS: usize = 20;
 /// A round that found at most this many events lets the swap lock the live table: the locked
-/// remainder is then about one round's worth of writes.
-const SWAP_AT_MOST_EVENTS: u64 = 2_000;
+/// remainder is then about one round's worth of writes, folded in a few milliseconds. (At
+/// 2,000, the swap held writers 257 ms with 64 clients writing: docs/benchmarks.md.)
+const SWAP_AT_MOST_EVENTS: u64 = 200;
 
 /// Progress of a rebuild, shared with whoever shows it.
 #[derive(Debug)]
@@ -163,12 +167,12 @@ impl<'a> LogPages<'a> {
         Self { log, after: Checkpoint::ORIGIN, empty_pages: 0, at_head: false }
     }
 
-    async fn next(&mut self, progress: &Progress) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
+    async fn next(&mut self, progress: &Progress, limit: i64) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
         loop {
             if self.at_head {
                 return Ok(None);
             }
-            let page = self.log.read_all(self.after, PAGE).await?;
+            let page = self.log.read_all(self.after, limit).await?;
             let counted_at_start = progress.total.load(Ordering::Relaxed);
             if let Some(last) = page.last() {
                 self.after = last.checkpoint;
@@ -185,6 +189,46 @@ impl<'a> LogPages<'a> {
             self.empty_pages += 1;
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// A rebuild's share of the machine while the ledger takes writes. As PostgreSQL's cost-based
+/// vacuum delay does for its own background work, a rebuild that sees the log grow reads short
+/// pages and rests after each for as long as it took: live commands keep about half of the
+/// machine (the rest), and wait at most one short page's work for it (the page size). A rebuild
+/// on a quiet ledger (at start-up, or an operator's on an idle one) runs flat out on long pages.
+/// Measured with 64 clients writing during a `tenant_state` rebuild: docs/benchmarks.md.
+struct Pace {
+    head: Option<Checkpoint>,
+    page_started: Instant,
+    writers_active: bool,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self { head: None, page_started: Instant::now(), writers_active: false }
+    }
+
+    /// Events to read in the next page.
+    fn page(&self) -> i64 {
+        if self.writers_active {
+            PAGE_UNDER_WRITES
+        } else {
+            PAGE
+        }
+    }
+
+    /// Called after each page: rests if writers appended since the last page.
+    async fn after_page(&mut self, log: &AnyEventLog) -> Result<(), StoreError> {
+        let worked = self.page_started.elapsed();
+        let head = log.settled_head().await?;
+        self.writers_active = self.head.is_some_and(|seen| seen != head);
+        self.head = Some(head);
+        if self.writers_active {
+            tokio::time::sleep(worked).await;
+        }
+        self.page_started = Instant::now();
+        Ok(())
     }
 }
 
@@ -260,12 +304,12 @@ struct StreamPages<'a> {
 }
 
 impl StreamPages<'_> {
-    async fn next(&mut self) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
+    async fn next(&mut self, limit: i64) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
         if self.finished {
             return Ok(None);
         }
-        let page = self.log.read_by_stream(self.after.as_ref().map(|(s, v)| (s, *v)), PAGE).await?;
-        self.finished = (page.len() as i64) < PAGE;
+        let page = self.log.read_by_stream(self.after.as_ref().map(|(s, v)| (s, *v)), limit).await?;
+        self.finished = (page.len() as i64) < limit;
         match page.last() {
             Some(last) => {
                 self.after = Some((last.stream_id.clone(), last.version));
@@ -344,7 +388,8 @@ async fn rebuild_tenant_state(
     // stores finished before that written.
     let mut pages = StreamPages { log, after: None, finished: false };
     let mut fold = StreamFold::default();
-    let mut page = pages.next().await?;
+    let mut pace = Pace::new();
+    let mut page = pages.next(pace.page()).await?;
     let mut finished: Vec<(StoreId, Folded)> = Vec::new();
     while let Some(events) = page.take() {
         progress.done.fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -352,13 +397,14 @@ async fn rebuild_tenant_state(
             let finished = fold.fold(events);
             (fold, finished)
         });
-        let (next, written) = tokio::join!(pages.next(), write_folded(log, table, &finished, catalog));
+        let (next, written) = tokio::join!(pages.next(pace.page()), write_folded(log, table, &finished, catalog));
         written?;
         let (folded, newly_finished) =
             folding.await.map_err(|e| StoreError::Corrupt(format!("folding streams: {e}")))?;
         fold = folded;
         finished = newly_finished?;
         page = next?;
+        pace.after_page(log).await?;
     }
     write_folded(log, table, &finished, catalog).await?;
     write_folded(log, table, &fold.finish(), catalog).await?;
@@ -367,16 +413,21 @@ async fn rebuild_tenant_state(
 
     progress.set_phase("catching up");
     let mut caught_up = 0;
+    let mut previous = u64::MAX;
     for _ in 0..CATCH_UP_ROUNDS {
         let next = log.settled_head().await?;
         let mut tx = log.begin().await?;
-        let (events, stores) = fold_committed_after(log, &mut tx, table, mark, catalog).await?;
+        let (events, stores) = catch_up_in(log, &mut tx, table, mark, catalog).await?;
         log.commit(tx).await?;
         caught_up += stores;
         mark = next;
-        if events <= SWAP_AT_MOST_EVENTS {
+        // Each round folds what was written during the one before, so rounds shrink until they
+        // take as long as writers need to fill them; once they stop shrinking, another round
+        // would not make the locked remainder smaller.
+        if events <= SWAP_AT_MOST_EVENTS || events * 10 > previous * 9 {
             break;
         }
+        previous = events;
     }
 
     progress.set_phase("swapping");
@@ -388,7 +439,7 @@ async fn rebuild_tenant_state(
         // is exactly what has committed after its mark.
         sqlx::query("LOCK TABLE tenant_state IN EXCLUSIVE MODE").execute(&mut **pg).await.map_err(StoreError::from)?;
     }
-    let (_, stores) = fold_committed_after(log, &mut tx, table, mark, catalog).await?;
+    let (_, stores) = catch_up_in(log, &mut tx, table, mark, catalog).await?;
     caught_up += stores;
     if !claim.fence_in(&mut tx).await? {
         return Err(RebuildError::ClaimLost(ReadModel::TenantState.name()));
@@ -407,60 +458,46 @@ async fn rebuild_tenant_state(
     })
 }
 
-/// Folds into `table`, in `tx`, every event committed after `mark`: the rows of the stores they
-/// touch are read from `table` and the events after each row's version folded in (a few
-/// statements per page, however many stores). Answers (events read, stores written).
-async fn fold_committed_after(
+/// Brings `table` up to date, in `tx`, with every event committed after `mark`. The rows that
+/// writers wrote meanwhile under this rebuild's catalog and fold are the rows it would make, so
+/// they are copied from the live table inside the database ([`tenant_state::copy_rows_in`]);
+/// the stores still behind their streams after that (rows written by a node with another
+/// catalog or fold, events appended without a row) are folded from the log. Answers (events
+/// committed after the mark, stores they touched).
+async fn catch_up_in(
     log: &AnyEventLog,
     tx: &mut AnyTx,
     table: &str,
-    mut mark: Checkpoint,
+    mark: Checkpoint,
     catalog: &Catalog,
 ) -> Result<(u64, u64), StoreError> {
-    let (mut events, mut stores) = (0, 0);
-    loop {
-        let page = log.read_committed_after_in(tx, mark, PAGE).await?;
-        let Some(last) = page.last() else { return Ok((events, stores)) };
-        mark = last.checkpoint;
-        events += page.len() as u64;
-        let full = page.len() as i64 == PAGE;
-        let mut tails: HashMap<StoreId, Vec<RecordedEvent>> = HashMap::new();
-        for recorded in page {
-            if let Some(store) = store_of(&recorded.stream_id) {
-                tails.entry(store).or_default().push(recorded);
-            }
-        }
-        let touched: Vec<StoreId> = tails.keys().copied().collect();
-        let mut folded: HashMap<StoreId, Folded> = tenant_state::load_many_in(tx, table, &touched)
+    let moved = log.streams_moved_after_in(tx, mark).await?;
+    let events: i64 = moved.iter().map(|m| m.events).sum();
+    let latest: HashMap<StoreId, i64> = moved.iter().filter_map(|m| Some((store_of(&m.stream)?, m.version))).collect();
+    let stores: Vec<StoreId> = latest.keys().copied().collect();
+    let built_with = schema::built_with(catalog);
+    let mut behind = Vec::new();
+    for chunk in stores.chunks(PAGE as usize) {
+        tenant_state::copy_rows_in(tx, tenant_state::LIVE, table, chunk, &built_with).await?;
+        let versions = tenant_state::versions_in(tx, table, chunk).await?;
+        behind.extend(chunk.iter().filter(|store| versions.get(store).copied().unwrap_or(0) < latest[store]));
+    }
+    for chunk in behind.chunks(1_000) {
+        let mut rows: HashMap<StoreId, Folded> = tenant_state::load_many_in(tx, table, chunk)
             .await?
             .into_iter()
             .map(|row| (row.store_id, Folded { state: row.state, version: row.version, at: Some(row.updated_at) }))
             .collect();
-        let mut changed = Vec::new();
-        for (store, mut tail) in tails {
-            tail.sort_by_key(|e| e.version);
-            let mut row = folded.remove(&store).unwrap_or_default();
-            let before = row.version;
-            for recorded in tail {
-                // Events the row already has are skipped; a committed stream has no gaps.
-                if recorded.version == row.version + 1 {
-                    row.apply_owned(recorded)?;
-                }
-            }
-            if row.version > before {
-                changed.push((store, row));
-            }
+        let mut folded = Vec::with_capacity(chunk.len());
+        for store in chunk {
+            let from = rows.remove(store).unwrap_or_default();
+            folded.push((*store, fold_stream(log, *store, from, Until::END, |_, _, _| Ok::<_, StoreError>(())).await?));
         }
-        stores += changed.len() as u64;
         let rows: Vec<(StoreId, &planledger_domain::TenantState, i64, DateTime<Utc>)> =
-            changed.iter().map(|(store, f)| (*store, &f.state, f.version, f.at.unwrap_or_default())).collect();
-        if !rows.is_empty() {
-            tenant_state::write_many_into(tx, table, &rows, catalog).await?;
-        }
-        if !full {
-            return Ok((events, stores));
-        }
+            folded.iter().map(|(store, f)| (*store, &f.state, f.version, f.at.unwrap_or_default())).collect();
+        tenant_state::write_many_into(tx, table, &rows, catalog).await?;
     }
+    Ok((events as u64, stores.len() as u64))
 }
 
 fn retired(model: ReadModel, generation: i64) -> String {
@@ -499,7 +536,8 @@ async fn rebuild_audit_log(
     // (decoding events is this process's main cost), page N's rows written. Writes stay in log
     // order.
     let mut pages = LogPages::new(log);
-    let mut page = pages.next(progress).await?;
+    let mut pace = Pace::new();
+    let mut page = pages.next(progress, pace.page()).await?;
     let mut ready: Option<Vec<AuditRow>> = None;
     while page.is_some() || ready.is_some() {
         let converting = page.take().map(|events| {
@@ -514,7 +552,7 @@ async fn rebuild_audit_log(
         };
         let read = async {
             if converting.is_some() {
-                pages.next(progress).await
+                pages.next(progress, pace.page()).await
             } else {
                 Ok(None)
             }
@@ -525,6 +563,7 @@ async fn rebuild_audit_log(
             ready = Some(converting.await.map_err(|e| StoreError::Corrupt(format!("converting events: {e}")))?);
         }
         page = next?;
+        pace.after_page(log).await?;
     }
     let after = pages.after;
     progress.set_phase("indexing");
@@ -572,4 +611,43 @@ async fn rebuild_audit_log(
         });
     }
     Err(StoreError::Corrupt("the audit projector kept moving its checkpoint during the swap".into()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use planledger_store::{NewEvent, SqliteEventLog};
+
+    async fn append_one(log: &AnyEventLog, stream: &StreamId) {
+        let version = log.stream_version(stream).await.unwrap();
+        let event = NewEvent::new("StoreRegistered", 1, serde_json::json!({}), "pace", "test", "fp", Utc::now());
+        log.append(stream, version, &[event]).await.unwrap();
+    }
+
+    /// Alone, a rebuild reads long pages and never rests; once the log grows under it, it reads
+    /// short pages and rests after each; when writes stop, it runs flat out again.
+    #[tokio::test]
+    async fn a_rebuild_yields_only_while_writers_append() {
+        let db = planledger_testkit::SqliteTestDatabase::create();
+        let log =
+            AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 2, std::time::Duration::from_secs(5)).await.unwrap());
+        log.migrate().await.unwrap();
+        let stream = StreamId::parse("store-pace").unwrap();
+        append_one(&log, &stream).await;
+        let mut pace = Pace::new();
+        for _ in 0..2 {
+            let before = Instant::now();
+            pace.after_page(&log).await.unwrap();
+            assert_eq!(pace.page(), PAGE, "a quiet log: long pages");
+            assert!(before.elapsed() < std::time::Duration::from_millis(50), "no rest on a quiet log");
+        }
+        append_one(&log, &stream).await;
+        pace.page_started = Instant::now() - std::time::Duration::from_millis(120);
+        let before = Instant::now();
+        pace.after_page(&log).await.unwrap();
+        assert_eq!(pace.page(), PAGE_UNDER_WRITES, "writers appended: short pages");
+        assert!(before.elapsed() >= std::time::Duration::from_millis(120), "it rested as long as the page took");
+        pace.after_page(&log).await.unwrap();
+        assert_eq!(pace.page(), PAGE, "the writers stopped: long pages again");
+    }
 }

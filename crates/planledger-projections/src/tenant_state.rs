@@ -28,116 +28,78 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 /// The live table.
 pub const LIVE: &str = "tenant_state";
 
-/// Writes a row into `table` (the live one or a generation being rebuilt).
-#[allow(clippy::too_many_arguments)]
-pub async fn write_into(
-    tx: &mut AnyTx,
+/// Every column of a row, in the order rows are written and copied.
+const ROW_COLUMNS_PG: &str = "store_id, name, time_zone, plan_id, tier, subscription_status, internal_status, \
+    trial_ends_at, grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state, \
+    catalog_fingerprint, updated_at, usage";
+const ROW_COLUMNS_SQLITE: &str = "store_id, name, time_zone, plan_id, tier, subscription_status, internal_status, \
+    trial_ends_at_us, grace_ends_at_us, maintenance_ends_at_us, next_deadline_us, subscription_id, version, state, \
+    catalog_fingerprint, updated_at_us, usage";
+
+/// The tail of an upsert into `table` of rows with `columns`: a row replaces an older one of
+/// its store, never a newer one (a late write cannot take a row back).
+fn upsert_clause(table: &str, columns: &str) -> String {
+    let set: Vec<String> =
+        columns.split(',').map(str::trim).filter(|c| *c != "store_id").map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    format!("ON CONFLICT (store_id) DO UPDATE SET {} WHERE {table}.version < EXCLUDED.version", set.join(", "))
+}
+
+/// Writes one row into `table` on SQLite (whose one writer makes a statement per row cheap).
+async fn write_one_sqlite(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     table: &str,
-    store: StoreId,
-    state: &TenantState,
-    version: i64,
-    now: DateTime<Utc>,
+    row: (StoreId, &TenantState, i64, DateTime<Utc>),
     catalog: &Catalog,
+    built_with: &str,
 ) -> Result<(), StoreError> {
+    let (store, state, version, now) = row;
     let status = status(state, now, catalog);
-    // Serialized straight to text (jsonb parses it in the server): no `Value` tree per row.
-    let json = serde_json::to_string(state).map_err(|e| corrupt("state", e))?;
-    let usage = usage_of(state, now, catalog);
-    let store_id = store.to_string();
-    let name = state.name.as_ref().map(|n| n.as_str().to_owned());
-    let plan_id = state.plan_id.as_ref().map(ToString::to_string);
-    let subscription_id = state.subscription_id.as_ref().map(|s| s.as_str().to_owned());
-    let columns = "store_id, name, time_zone, plan_id, tier, subscription_status, internal_status";
-    match tx {
-        AnyTx::Postgres(tx) => {
-            let sql = format!(
-                "INSERT INTO {table} ({columns}, trial_ends_at, grace_ends_at, maintenance_ends_at, next_deadline,
-                    subscription_id, version, state, catalog_fingerprint, updated_at, usage)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::text::jsonb, $15, $16, $17::text::jsonb)
-                 ON CONFLICT (store_id) DO UPDATE SET
-                    name = EXCLUDED.name, time_zone = EXCLUDED.time_zone, plan_id = EXCLUDED.plan_id,
-                    tier = EXCLUDED.tier, subscription_status = EXCLUDED.subscription_status,
-                    internal_status = EXCLUDED.internal_status, trial_ends_at = EXCLUDED.trial_ends_at,
-                    grace_ends_at = EXCLUDED.grace_ends_at, maintenance_ends_at = EXCLUDED.maintenance_ends_at,
-                    next_deadline = EXCLUDED.next_deadline, subscription_id = EXCLUDED.subscription_id,
-                    version = EXCLUDED.version, state = EXCLUDED.state, usage = EXCLUDED.usage,
-                    catalog_fingerprint = EXCLUDED.catalog_fingerprint, updated_at = EXCLUDED.updated_at
-                 WHERE {table}.version < EXCLUDED.version"
-            );
-            sqlx::query(&sql)
-                .bind(&store_id)
-                .bind(name)
-                .bind(state.time_zone.name())
-                .bind(plan_id)
-                .bind(status.tier)
-                .bind(status.subscription_status.as_str())
-                .bind(status.internal_status.as_str())
-                .bind(state.trial_ends_at)
-                .bind(state.grace_ends_at)
-                .bind(state.maintenance_ends_at)
-                .bind(state.next_deadline())
-                .bind(subscription_id)
-                .bind(version)
-                .bind(&json)
-                .bind(catalog.fingerprint())
-                .bind(now)
-                .bind(&usage)
-                .execute(&mut **tx)
-                .await?;
-        }
-        AnyTx::Sqlite(tx) => {
-            let sql = format!(
-                "INSERT INTO {table} ({columns}, trial_ends_at_us, grace_ends_at_us, maintenance_ends_at_us,
-                    next_deadline_us, subscription_id, version, state, catalog_fingerprint, updated_at_us, usage)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (store_id) DO UPDATE SET
-                    name = excluded.name, time_zone = excluded.time_zone, plan_id = excluded.plan_id,
-                    tier = excluded.tier, subscription_status = excluded.subscription_status,
-                    internal_status = excluded.internal_status, trial_ends_at_us = excluded.trial_ends_at_us,
-                    grace_ends_at_us = excluded.grace_ends_at_us, maintenance_ends_at_us = excluded.maintenance_ends_at_us,
-                    next_deadline_us = excluded.next_deadline_us, subscription_id = excluded.subscription_id,
-                    version = excluded.version, state = excluded.state, usage = excluded.usage,
-                    catalog_fingerprint = excluded.catalog_fingerprint, updated_at_us = excluded.updated_at_us
-                 WHERE {table}.version < excluded.version"
-            );
-            sqlx::query(&sql)
-                .bind(&store_id)
-                .bind(name)
-                .bind(state.time_zone.name())
-                .bind(plan_id)
-                .bind(status.tier)
-                .bind(status.subscription_status.as_str())
-                .bind(status.internal_status.as_str())
-                .bind(micros(state.trial_ends_at))
-                .bind(micros(state.grace_ends_at))
-                .bind(micros(state.maintenance_ends_at))
-                .bind(micros(state.next_deadline()))
-                .bind(subscription_id)
-                .bind(version)
-                .bind(&json)
-                .bind(catalog.fingerprint())
-                .bind(now.timestamp_micros())
-                .bind(&usage)
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
+    let sql = format!(
+        "INSERT INTO {table} ({ROW_COLUMNS_SQLITE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {}",
+        upsert_clause(table, ROW_COLUMNS_SQLITE)
+    );
+    sqlx::query(&sql)
+        .bind(store.to_string())
+        .bind(state.name.as_ref().map(|n| n.as_str().to_owned()))
+        .bind(state.time_zone.name())
+        .bind(state.plan_id.as_ref().map(ToString::to_string))
+        .bind(status.tier)
+        .bind(status.subscription_status.as_str())
+        .bind(status.internal_status.as_str())
+        .bind(micros(state.trial_ends_at))
+        .bind(micros(state.grace_ends_at))
+        .bind(micros(state.maintenance_ends_at))
+        .bind(micros(state.next_deadline()))
+        .bind(state.subscription_id.as_ref().map(|s| s.as_str().to_owned()))
+        .bind(version)
+        .bind(serde_json::to_string(state).map_err(|e| corrupt("state", e))?)
+        .bind(built_with)
+        .bind(now.timestamp_micros())
+        .bind(usage_of(state, now, catalog))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
 /// Writes the rows of many stores into `table` (the live one or a generation being rebuilt) in
-/// `tx`: one statement on PostgreSQL. Each row is `(store, state, version, as of)`.
+/// `tx`: one statement on PostgreSQL. Each row is `(store, state, version, as of)`. A row records
+/// what it was built with (`schema::built_with`: the catalog and the fold), so that a rebuild
+/// under the same may take it as it is (see `copy_rows_in`).
 pub async fn write_many_into(
     tx: &mut AnyTx,
     table: &str,
     rows: &[(StoreId, &TenantState, i64, DateTime<Utc>)],
     catalog: &Catalog,
 ) -> Result<(), StoreError> {
-    let AnyTx::Postgres(pg) = tx else {
-        for (store, state, version, at) in rows {
-            write_into(tx, table, *store, state, *version, *at, catalog).await?;
+    let built_with = crate::schema::built_with(catalog);
+    let pg = match tx {
+        AnyTx::Postgres(pg) => pg,
+        AnyTx::Sqlite(lite) => {
+            for (store, state, version, at) in rows {
+                write_one_sqlite(lite, table, (*store, state, *version, *at), catalog, &built_with).await?;
+            }
+            return Ok(());
         }
-        return Ok(());
     };
     let mut columns = ManyRows::default();
     for (store, state, version, at) in rows {
@@ -160,9 +122,7 @@ pub async fn write_many_into(
         columns.usage.push(usage_of(state, *at, catalog));
     }
     let sql = format!(
-        "INSERT INTO {table} (store_id, name, time_zone, plan_id, tier, subscription_status, internal_status,
-            trial_ends_at, grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state,
-            catalog_fingerprint, updated_at, usage)
+        "INSERT INTO {table} ({ROW_COLUMNS_PG})
          SELECT r.store_id, r.name, r.time_zone, r.plan_id, r.tier, r.subscription_status, r.internal_status,
             r.trial_ends_at, r.grace_ends_at, r.maintenance_ends_at, r.next_deadline, r.subscription_id, r.version, r.state::jsonb,
             $17, r.updated_at, r.usage::jsonb
@@ -171,15 +131,8 @@ pub async fn write_many_into(
             $14::text[], $15::timestamptz[], $16::text[])
             AS r(store_id, name, time_zone, plan_id, tier, subscription_status, internal_status, trial_ends_at,
                  grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state, updated_at, usage)
-         ON CONFLICT (store_id) DO UPDATE SET
-            name = EXCLUDED.name, time_zone = EXCLUDED.time_zone, plan_id = EXCLUDED.plan_id,
-            tier = EXCLUDED.tier, subscription_status = EXCLUDED.subscription_status,
-            internal_status = EXCLUDED.internal_status, trial_ends_at = EXCLUDED.trial_ends_at,
-            grace_ends_at = EXCLUDED.grace_ends_at, maintenance_ends_at = EXCLUDED.maintenance_ends_at,
-            next_deadline = EXCLUDED.next_deadline, subscription_id = EXCLUDED.subscription_id,
-            version = EXCLUDED.version, state = EXCLUDED.state, usage = EXCLUDED.usage,
-            catalog_fingerprint = EXCLUDED.catalog_fingerprint, updated_at = EXCLUDED.updated_at
-         WHERE {table}.version < EXCLUDED.version",
+         {}",
+        upsert_clause(table, ROW_COLUMNS_PG)
     );
     sqlx::query(&sql)
         .bind(&columns.store_id)
@@ -198,10 +151,75 @@ pub async fn write_many_into(
         .bind(&columns.state)
         .bind(&columns.updated_at)
         .bind(&columns.usage)
-        .bind(catalog.fingerprint())
+        .bind(&built_with)
         .execute(&mut **pg)
         .await?;
     Ok(())
+}
+
+/// Copies into `to` the rows `from` holds of `stores` that were built with `built_with` and are
+/// newer than `to`'s, in the server (no row leaves the database); answers how many it copied.
+///
+/// A row written by the command path under a catalog and fold is exactly the row a rebuild
+/// under the same would make of its store's stream at that version (rows are written as of
+/// their store's last event; the read model is a function of the log and `built_with`), so a
+/// rebuild's catch-up takes the rows writers wrote during it instead of folding their events
+/// again. Rows built otherwise (another node's catalog or fold) are not copied: the caller
+/// folds those stores from the log.
+pub async fn copy_rows_in(
+    tx: &mut AnyTx,
+    from: &str,
+    to: &str,
+    stores: &[StoreId],
+    built_with: &str,
+) -> Result<u64, StoreError> {
+    if stores.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = stores.iter().map(ToString::to_string).collect();
+    Ok(match tx {
+        AnyTx::Postgres(tx) => {
+            let sql = format!(
+                "INSERT INTO {to} ({ROW_COLUMNS_PG}) SELECT {ROW_COLUMNS_PG} FROM {from}
+                 WHERE store_id = ANY($1) AND catalog_fingerprint = $2 {}",
+                upsert_clause(to, ROW_COLUMNS_PG)
+            );
+            sqlx::query(&sql).bind(&ids).bind(built_with).execute(&mut **tx).await?.rows_affected()
+        }
+        AnyTx::Sqlite(tx) => {
+            let ids = serde_json::to_string(&ids).map_err(|e| corrupt("store ids", e))?;
+            let sql = format!(
+                "INSERT INTO {to} ({ROW_COLUMNS_SQLITE}) SELECT {ROW_COLUMNS_SQLITE} FROM {from}
+                 WHERE store_id IN (SELECT value FROM json_each(?)) AND catalog_fingerprint = ? {}",
+                upsert_clause(to, ROW_COLUMNS_SQLITE)
+            );
+            sqlx::query(&sql).bind(ids).bind(built_with).execute(&mut **tx).await?.rows_affected()
+        }
+    })
+}
+
+/// The versions of the rows `table` holds of `stores`, read in `tx`.
+pub async fn versions_in(
+    tx: &mut AnyTx,
+    table: &str,
+    stores: &[StoreId],
+) -> Result<std::collections::HashMap<StoreId, i64>, StoreError> {
+    let ids: Vec<String> = stores.iter().map(ToString::to_string).collect();
+    let rows: Vec<(String, i64)> = match tx {
+        AnyTx::Postgres(tx) => {
+            let sql = format!("SELECT store_id, version FROM {table} WHERE store_id = ANY($1)");
+            sqlx::query_as(&sql).bind(&ids).fetch_all(&mut **tx).await?
+        }
+        AnyTx::Sqlite(tx) => {
+            let ids = serde_json::to_string(&ids).map_err(|e| corrupt("store ids", e))?;
+            let sql =
+                format!("SELECT store_id, version FROM {table} WHERE store_id IN (SELECT value FROM json_each(?))");
+            sqlx::query_as(&sql).bind(ids).fetch_all(&mut **tx).await?
+        }
+    };
+    rows.into_iter()
+        .map(|(id, version)| Ok((StoreId::parse(&id).map_err(|e| corrupt("store_id", e))?, version)))
+        .collect()
 }
 
 /// The columns of many rows, as arrays for `unnest`.

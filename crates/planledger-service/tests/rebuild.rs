@@ -312,6 +312,90 @@ async fn nothing_written_during_a_rebuild_is_missing(postgres: bool) {
     assert_eq!(unique.len(), total, "no event twice");
 }
 
+/// The catch-up copies the rows writers wrote during a rebuild only when they were built with
+/// the rebuild's catalog and fold: a node running another catalog (B) writes all through a
+/// rebuild under the built-in one (A), and every row it wrote before the swap is folded again
+/// under A. The oracle is a second rebuild under A with no writer at all.
+async fn rows_another_build_wrote_during_a_rebuild_are_folded_again(postgres: bool) {
+    let Some((log, _db)) = open(postgres, "rows_another_build_wrote_during_a_rebuild_are_folded_again").await else {
+        return;
+    };
+    let clock = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 1, 20, 8, 0, 0).unwrap()));
+    let service = service(&log, clock.clone());
+    let stores = random_workload(&service, &clock, 0x51_7cc1_b727_220a, 30, 400).await;
+    let other = Catalog::parse(
+        "another catalog",
+        &include_str!("../../../config/catalog.toml").replacen(
+            "create_article = { limit = 10, period = \"month\" }",
+            "create_article = { limit = 11, period = \"month\" }",
+            1,
+        ),
+    )
+    .unwrap();
+    assert_ne!(other.fingerprint(), service.catalog().fingerprint());
+    let (journal, _writer) = Journal::spawn(log.clone());
+    let node_b = CommandService::new(
+        log.clone(),
+        Arc::new(other),
+        clock.clone(),
+        ServiceConfig::default(),
+        journal,
+        Arc::new(planledger_api::render::JsonRenderer),
+    );
+
+    let progress = Arc::new(Progress::default());
+    // B's writers stop once they see the swap begin, so at most the command each has in flight
+    // then may land after the swap (those stores are left out of the comparison).
+    let mut writers = Vec::new();
+    for chunk in stores.chunks(10) {
+        let (node_b, progress, chunk) = (node_b.clone(), progress.clone(), chunk.to_vec());
+        writers.push(tokio::spawn(async move {
+            let (mut during, mut late) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+            'writing: loop {
+                for store in &chunk {
+                    if matches!(progress.phase(), "swapping" | "done" | "failed") {
+                        break 'writing;
+                    }
+                    let command = Command::Consume {
+                        action: ActionName::parse("view_analytics").unwrap(),
+                        amount: Amount::ONE,
+                        consumption_id: Uuid::now_v7(),
+                    };
+                    node_b.execute(*store, command, meta()).await.unwrap();
+                    match progress.phase() {
+                        "folding streams" | "indexing" | "catching up" => during.insert(*store),
+                        "starting" => false,
+                        _ => late.insert(*store),
+                    };
+                }
+            }
+            (during, late)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let catalog = service.catalog().clone();
+    rebuild(&log, ReadModel::TenantState, &catalog, clock.now(), &progress, When::Always).await.unwrap();
+    let (mut during, mut late) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    for writer in writers {
+        let (d, l) = writer.await.unwrap();
+        during.extend(d);
+        late.extend(l);
+    }
+    let compared: Vec<String> = stores.iter().filter(|s| !late.contains(*s)).map(ToString::to_string).collect();
+    assert!(
+        during.iter().any(|s| !late.contains(s)),
+        "B wrote during the rebuild and before its swap: during {during:?}, late {late:?}"
+    );
+    let rows_of = |rows: Vec<String>| -> Vec<String> {
+        rows.into_iter().filter(|r| compared.iter().any(|s| r.starts_with(s.as_str()))).collect()
+    };
+    let after_catch_up = rows_of(tenant_rows(&log).await);
+    let built_with = planledger_projections::schema::built_with(&catalog);
+    assert!(after_catch_up.iter().all(|row| row.contains(&built_with)), "rows of A's rebuild: {after_catch_up:?}");
+    rebuild(&log, ReadModel::TenantState, &catalog, clock.now(), &Progress::default(), When::Always).await.unwrap();
+    assert_eq!(after_catch_up, rows_of(tenant_rows(&log).await), "each row as a rebuild under A folds it");
+}
+
 /// Three nodes start on a catalog the read models were not built with, at once: each starts a
 /// rebuild of both models. One rebuild of each model runs (the claim); the others wait, find the
 /// model current and do nothing. The live copies equal the log, with every event once.
@@ -442,4 +526,14 @@ async fn sqlite_nothing_written_during_a_rebuild_is_missing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_nothing_written_during_a_rebuild_is_missing() {
     nothing_written_during_a_rebuild_is_missing(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_rows_another_build_wrote_during_a_rebuild_are_folded_again() {
+    rows_another_build_wrote_during_a_rebuild_are_folded_again(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_rows_another_build_wrote_during_a_rebuild_are_folded_again() {
+    rows_another_build_wrote_during_a_rebuild_are_folded_again(true).await;
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::migrate::MigrationReport;
 use crate::{
-    AppendOutcome, Checkpoint, EventLog, NewEvent, PgEventLog, RecordedEvent, Snapshot, SqliteEventLog, StoreError,
-    StreamAppend, StreamAppendOutcome, StreamId, Version,
+    AppendOutcome, Checkpoint, EventLog, MovedStream, NewEvent, PgEventLog, RecordedEvent, Snapshot, SqliteEventLog,
+    StoreError, StreamAppend, StreamAppendOutcome, StreamId, Version,
 };
 
 /// How to reach the database.
@@ -154,19 +154,18 @@ impl AnyEventLog {
         Ok(head.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint { transaction_id, position }))
     }
 
-    /// Up to `limit` events after `after` in `tx`, in the order of `read_all` but without its
-    /// gap-safe bound: every event committed when the statement runs, none still in flight.
-    /// Exact for a caller that only needs what has committed (a rebuild's catch-up, which
-    /// resumes from [`Self::settled_head`] taken before it read); not a feed to follow.
-    pub async fn read_committed_after_in(
+    /// The streams that gained events after `after` in the order of `read_all`, counting every
+    /// event committed when the statement runs (without the feed's gap-safe bound): exact for a
+    /// caller that only needs what has committed, such as a rebuild's catch-up, which resumes
+    /// from [`Self::settled_head`] taken before it looked, and whose last look holds writers off.
+    pub async fn streams_moved_after_in(
         &self,
         tx: &mut AnyTx,
         after: Checkpoint,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    ) -> Result<Vec<MovedStream>, StoreError> {
         match (self, tx) {
-            (Self::Postgres(_), AnyTx::Postgres(tx)) => PgEventLog::read_committed_after_in(tx, after, limit).await,
-            (Self::Sqlite(_), AnyTx::Sqlite(tx)) => SqliteEventLog::read_committed_after_in(tx, after, limit).await,
+            (Self::Postgres(_), AnyTx::Postgres(tx)) => PgEventLog::streams_moved_after_in(tx, after).await,
+            (Self::Sqlite(_), AnyTx::Sqlite(tx)) => SqliteEventLog::streams_moved_after_in(tx, after).await,
             _ => Err(mismatched()),
         }
     }

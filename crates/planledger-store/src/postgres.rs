@@ -14,7 +14,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::migrate::{self, MigrationReport};
-use crate::types::{idempotency_keys, recorded};
+use crate::types::{idempotency_keys, recorded, MovedStream};
 use crate::{
     AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
     StreamAppendOutcome, StreamId, Version, MAX_READ_LIMIT,
@@ -205,17 +205,25 @@ impl PgEventLog {
         Ok(migrate::pending(migrate::POSTGRES, &applied)?.len())
     }
 
-    /// Appends to several streams in one statement, in `tx`; see [`StreamAppendOutcome`].
-    /// Events after `after` in the feed's order, committed ones only but without the feed's
-    /// gap-safe bound (see `AnyEventLog::read_committed_after_in`).
-    pub async fn read_committed_after_in(
+    /// The streams that moved after `after` in the feed's order, committed ones only but
+    /// without the feed's gap-safe bound (see `AnyEventLog::streams_moved_after_in`).
+    pub async fn streams_moved_after_in(
         tx: &mut Transaction<'static, Postgres>,
         after: Checkpoint,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        feed_page(&mut **tx, after, limit, Bound::Committed).await
+    ) -> Result<Vec<MovedStream>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT stream_id, count(*), max(version) FROM ledger_events
+             WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2)
+             GROUP BY stream_id",
+        )
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.into_iter().map(MovedStream::from_row).collect()
     }
 
+    /// Appends to several streams in one statement, in `tx`; see [`StreamAppendOutcome`].
     pub async fn append_many_in(
         tx: &mut Transaction<'static, Postgres>,
         parts: &[impl AsRef<StreamAppend> + Sync],
@@ -322,33 +330,19 @@ impl PgEventLog {
     }
 }
 
-/// How far a page of the global order may read.
-#[derive(Clone, Copy)]
-enum Bound {
-    /// Only transactions older than every running one: nothing can still commit behind the
-    /// page, so a reader that follows it never skips a late commit (`read_all`).
-    Settled,
-    /// Everything committed when the statement runs.
-    Committed,
-}
-
 /// A page of events after `after` in the global order (transaction, position).
 async fn feed_page<'c>(
     executor: impl sqlx::Executor<'c, Database = Postgres>,
     after: Checkpoint,
     limit: i64,
-    bound: Bound,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     // Sequence numbers are taken before commit, so a later position may commit first.
     // Reading only transactions older than the oldest running one (the snapshot's xmin)
     // and ordering by transaction makes the order final: nothing can appear behind it.
-    let settled = match bound {
-        Bound::Settled => "AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
-        Bound::Committed => "",
-    };
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM ledger_events
-         WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2) {settled}
+         WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2)
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
          ORDER BY ledger_events.transaction_id, ledger_events.global_position
          LIMIT $3"
     );
@@ -514,7 +508,7 @@ impl EventLog for PgEventLog {
     }
 
     async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
-        feed_page(&self.pool, after, limit, Bound::Settled).await
+        feed_page(&self.pool, after, limit).await
     }
 
     async fn load_checkpoint(&self, consumer: &str) -> Result<Checkpoint, StoreError> {

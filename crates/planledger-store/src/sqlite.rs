@@ -14,7 +14,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use crate::migrate::{self, MigrationReport};
-use crate::types::{idempotency_keys, recorded};
+use crate::types::{idempotency_keys, recorded, MovedStream};
 use crate::{
     AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
     StreamAppendOutcome, StreamId, Version, MAX_READ_LIMIT,
@@ -120,21 +120,21 @@ impl SqliteEventLog {
         Ok(migrate::pending(migrate::SQLITE, &applied)?.len())
     }
 
-    /// Appends to several streams in `tx`, each independently; see [`StreamAppendOutcome`].
-    /// Events after `after` in log order (SQLite has one writer: no gaps to guard against).
-    pub async fn read_committed_after_in(
+    /// The streams that moved after `after` (see `AnyEventLog::streams_moved_after_in`).
+    pub async fn streams_moved_after_in(
         tx: &mut Transaction<'static, Sqlite>,
         after: Checkpoint,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE global_position > ? ORDER BY global_position LIMIT ?"
-        );
-        let rows =
-            sqlx::query(&sql).bind(after.position).bind(limit.clamp(0, MAX_READ_LIMIT)).fetch_all(&mut **tx).await?;
-        rows.iter().map(event_from_row).collect()
+    ) -> Result<Vec<MovedStream>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT stream_id, count(*), max(version) FROM ledger_events WHERE global_position > ? GROUP BY stream_id",
+        )
+        .bind(after.position)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.into_iter().map(MovedStream::from_row).collect()
     }
 
+    /// Appends to several streams in `tx`, each independently; see [`StreamAppendOutcome`].
     pub async fn append_many_in(
         &self,
         tx: &mut Transaction<'static, Sqlite>,

@@ -45,6 +45,8 @@ struct Figures {
     overshoot: u64,
     /// Resident memory at the end, where the scenario measures it (`serve_*`).
     rss_after_mb: Option<f64>,
+    /// How long a rebuild's swap held writers off the live table (`writes_during_rebuild`).
+    swap_pause_ms: Option<f64>,
     ratio: Option<(String, f64)>,
     note: String,
 }
@@ -770,6 +772,106 @@ async fn rebuild_figures(log: &AnyEventLog, name: &str, stores: usize) -> anyhow
     Ok(figures)
 }
 
+/// Commands while `tenant_state` is rebuilt (issue 14): 64 clients consume on a log of `stores`
+/// stores, first for `duration` with no rebuild (every store warmed up before, so both phases
+/// are served from cached states), then for as long as a rebuild of `tenant_state` runs. The
+/// figures are the p99 of each phase and the time the swap held writers off the live table.
+/// Exact: every consumption acknowledged is in the log, and every rebuilt row is at its stream's
+/// version (nothing written during the rebuild is missing from the swapped-in table).
+async fn scenario_rebuild_under_load(
+    url: &str,
+    stores: usize,
+    events_per_store: usize,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Vec<Figures>> {
+    let catalog = Arc::new(bench_catalog()?);
+    let log = open_log(url, 32).await?;
+    let ids = Arc::new(generate_history(&log, stores, events_per_store, &catalog).await?);
+    // The live table as production has it: full.
+    rebuild(&log, ReadModel::TenantState, &catalog, Utc::now(), &Progress::default(), When::Always).await?;
+    let service = service(&log, &catalog);
+    let allowed = Arc::new(AtomicU64::new(0));
+    // Every store once, so that its worker holds its state before anything is timed.
+    let next = Arc::new(AtomicU64::new(0));
+    let warm_up: Op = {
+        let (service, ids, next) = (service.clone(), ids.clone(), next.clone());
+        Arc::new(move |_| {
+            let (service, ids, next) = (service.clone(), ids.clone(), next.clone());
+            Box::pin(async move {
+                let Some(store) = ids.get(next.fetch_add(1, Ordering::Relaxed) as usize) else { return Ok(false) };
+                Ok(accepted(&service.execute(*store, consume(), meta()).await?))
+            })
+        })
+    };
+    let warmed = run_until(clients, warm_up, Arc::new(move || next.load(Ordering::Relaxed) as usize >= stores)).await?;
+    allowed.fetch_add(warmed.allowed, Ordering::Relaxed);
+
+    let quiet = run_clients(clients, duration, consume_on(&service, &ids)).await?;
+    allowed.fetch_add(quiet.allowed, Ordering::Relaxed);
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rebuilding = {
+        let (log, catalog, done) = (log.clone(), catalog.clone(), done.clone());
+        tokio::spawn(async move {
+            let report =
+                rebuild(&log, ReadModel::TenantState, &catalog, Utc::now(), &Progress::default(), When::Always).await;
+            done.store(true, Ordering::Relaxed);
+            report
+        })
+    };
+    let during = run_until(clients, consume_on(&service, &ids), {
+        let done = done.clone();
+        Arc::new(move || done.load(Ordering::Relaxed))
+    })
+    .await?;
+    let report = rebuilding.await.context("the rebuild panicked")??;
+    allowed.fetch_add(during.allowed, Ordering::Relaxed);
+    service.shutdown();
+
+    let AnyEventLog::Postgres(pg) = &log else { bail!("the bench runs on PostgreSQL") };
+    let (consumed, rows, behind): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM ledger_events
+                 WHERE event_type = 'QuotaConsumed' AND data->>'action' = 'create_article'),
+                (SELECT count(*) FROM tenant_state),
+                (SELECT count(*) FROM tenant_state t JOIN ledger_streams s ON s.stream_id = 'store-' || t.store_id
+                 WHERE s.version <> t.version)",
+    )
+    .fetch_one(pg.pool())
+    .await?;
+    let allowed = allowed.load(Ordering::Relaxed);
+    if consumed as u64 != allowed || rows as usize != stores || behind != 0 {
+        bail!(
+            "rebuild_under_load: NOT EXACT: {allowed} allowed, {consumed} in the log; {rows} rows for {stores} stores, {behind} behind their stream"
+        );
+    }
+    let mut without = quiet.figures("writes_without_rebuild", clients);
+    without.note = format!("{stores} stores, {} commands, no rebuild", quiet.ops);
+    let mut with = during.figures("writes_during_rebuild", clients);
+    with.note = format!(
+        "{} commands during a tenant_state rebuild of {} events ({:.1}s; {} rows caught up); the swap held writers {:.1} ms",
+        during.ops,
+        report.events,
+        during.seconds,
+        report.caught_up,
+        report.swap_pause.as_secs_f64() * 1000.0
+    );
+    with.swap_pause_ms = Some(report.swap_pause.as_secs_f64() * 1000.0);
+    Ok(vec![without, with])
+}
+
+/// Clients that consume once per call on a random store of `ids`.
+fn consume_on(service: &CommandService, ids: &Arc<Vec<StoreId>>) -> Op {
+    let (service, ids) = (service.clone(), ids.clone());
+    Arc::new(move |worker| {
+        let (service, ids) = (service.clone(), ids.clone());
+        Box::pin(async move {
+            let store = ids[(worker + fastrand_index(ids.len())) % ids.len()];
+            Ok(accepted(&service.execute(store, consume(), meta()).await?))
+        })
+    })
+}
+
 /// Waits until every worker of `service` has idled out (at most `limit`).
 async fn until_idle(service: &CommandService, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
@@ -961,6 +1063,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         "http_hot_store_keyed",
         "http_many_stores_keyed",
         "rebuild",
+        "rebuild_under_load",
         "many_stores_memory",
         "long_stream",
     ];
@@ -991,6 +1094,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                 "rebuild" => {
                     let (stores, per_store) = if quick { (500, 100) } else { (10_000, 100) };
                     scenario_rebuild(&db.url, stores, per_store).await?
+                }
+                "rebuild_under_load" => {
+                    let (stores, per_store) = if quick { (500, 100) } else { (10_000, 100) };
+                    scenario_rebuild_under_load(&db.url, stores, per_store, clients, duration).await?
                 }
                 "many_stores_memory" => {
                     // A million stores with two events each: the rebuild's memory must not grow
@@ -1028,6 +1135,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     ratio(&mut figures, "http_many_stores_keyed", "http_many_stores", false);
     ratio(&mut figures, "long_stream", "long_stream_short", true);
     ratio(&mut figures, "rebuild", "copy_limit", false);
+    // Commands during a rebuild against without one (target: p99 at most 2x).
+    ratio(&mut figures, "writes_during_rebuild", "writes_without_rebuild", true);
     print_table(&figures);
     if let Some(path) = &options.json {
         let summary = json!({
@@ -1037,7 +1146,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             "durationSeconds": duration.as_secs_f64(),
             "scenarios": figures.iter().map(|f| json!({
                 "name": f.name, "clients": f.clients, "opsPerSec": f.ops_per_sec, "p50Ms": f.p50_ms, "p99Ms": f.p99_ms,
-                "peakRssMb": f.peak_rss_mb, "rssAfterMb": f.rss_after_mb, "overshoot": f.overshoot,
+                "peakRssMb": f.peak_rss_mb, "rssAfterMb": f.rss_after_mb, "swapPauseMs": f.swap_pause_ms,
+                "overshoot": f.overshoot,
                 "ratio": f.ratio.as_ref().map(|(vs, value)| json!({"vs": vs, "value": value})),
                 "note": f.note,
             })).collect::<Vec<Value>>(),

@@ -23,6 +23,6 @@ CREATE TABLE IF NOT EXISTS {table} (
     usage               jsonb NOT NULL,
     catalog_fingerprint text NOT NULL,
     updated_at          timestamptz NOT NULL
-);
+) WITH (fillfactor = 70);
 CREATE INDEX IF NOT EXISTS {table}_next_deadline ON {table} (next_deadline) WHERE next_deadline IS NOT NULL;
 CREATE INDEX IF NOT EXISTS {table}_by_status ON {table} (internal_status, store_id);
