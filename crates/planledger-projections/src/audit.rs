@@ -1,26 +1,13 @@
-//! `audit_log`: one row per event, with a summary a person can read, queryable by store, type,
-//! correlation id and time range with stable cursors; and queries of the command journal.
+//! `audit_log`: one row per event, queryable by store, type, correlation id and time range with
+//! stable cursors, each shown with a summary a person can read (derived from the event when
+//! read); and queries of the command journal.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use planledger_domain::Event;
-use planledger_store::copy_text::push_field;
-use planledger_store::{AnyEventLog, AnyTx, RecordedEvent, StoreError};
+use planledger_store::{AnyEventLog, AnyTx, Checkpoint, StoreError};
 
 /// The live table.
 pub const LIVE: &str = "audit_log";
-
-/// One line of the audit view.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditRow {
-    pub store_id: String,
-    pub version: i64,
-    pub global_position: i64,
-    pub event_type: String,
-    pub correlation_id: String,
-    pub actor: String,
-    pub recorded_at: DateTime<Utc>,
-    pub summary: String,
-}
 
 fn day(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -76,117 +63,87 @@ pub fn summary(event: &Event) -> String {
     }
 }
 
-impl AuditRow {
-    /// The row of an event; it takes the event, whose strings and data it reuses.
-    pub fn from_recorded(recorded: RecordedEvent) -> AuditRow {
-        let summary = match Event::from_stored(
-            &recorded.event_type,
-            recorded.schema_version,
-            recorded.data,
-            recorded.recorded_at,
-        ) {
-            Ok(event) => summary(&event),
-            Err(e) => format!("unreadable event: {e}"),
-        };
-        let stream = recorded.stream_id.as_str();
-        AuditRow {
-            store_id: stream.strip_prefix("store-").unwrap_or(stream).to_owned(),
-            version: recorded.version,
-            global_position: recorded.global_position,
-            event_type: recorded.event_type,
-            correlation_id: recorded.correlation_id,
-            actor: recorded.actor,
-            recorded_at: recorded.recorded_at,
-            summary,
-        }
-    }
-}
-
-/// Inserts rows into `table` in `tx`, in multi-row statements.
-pub async fn insert_in(tx: &mut AnyTx, table: &str, rows: &[AuditRow]) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    match tx {
+/// Appends to `table`, in `tx`, the rows of up to `limit` events after `after` in the order of
+/// `read_all` (gap-safe on PostgreSQL: only transactions older than every running one), in the
+/// database: no event leaves it, none is decoded. Answers the position of the last event copied
+/// and how many were, or `None` when there was nothing to copy. The projector, a rebuild's bulk
+/// load and its swap all copy with this.
+pub async fn copy_from_log_in(
+    tx: &mut AnyTx,
+    table: &str,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<Option<(Checkpoint, u64)>, StoreError> {
+    let copied = match tx {
+        // One statement: the rows are inserted walking the feed's index in order, so their
+        // sequence numbers follow the log; the last of them (the highest sequence) names the
+        // page's last event, whose transaction one probe finds.
         AnyTx::Postgres(tx) => {
             let sql = format!(
-                "INSERT INTO {table} (store_id, version, global_position, event_type, correlation_id, actor, recorded_at, summary)
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])"
+                "WITH copied AS (
+                    INSERT INTO {table} ({COLUMNS_PG})
+                    SELECT {FROM_EVENT}, version, global_position, event_type, correlation_id, actor, recorded_at
+                    FROM ledger_events
+                    WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2)
+                      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                    ORDER BY ledger_events.transaction_id, ledger_events.global_position
+                    LIMIT $3
+                    RETURNING audit_seq, global_position
+                 )
+                 SELECT e.transaction_id::text::bigint, e.global_position, (SELECT count(*) FROM copied)
+                 FROM ledger_events e
+                 WHERE e.global_position = (SELECT global_position FROM copied ORDER BY audit_seq DESC LIMIT 1)"
             );
-            sqlx::query(&sql)
-                .bind(rows.iter().map(|r| r.store_id.as_str()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.global_position).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.correlation_id.as_str()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.summary.as_str()).collect::<Vec<_>>())
-                .execute(&mut **tx)
+            let last: Option<(i64, i64, i64)> = sqlx::query_as(&sql)
+                .bind(after.transaction_id)
+                .bind(after.position)
+                .bind(limit)
+                .fetch_optional(&mut **tx)
                 .await?;
+            let Some((transaction_id, position, count)) = last else { return Ok(None) };
+            (Checkpoint { transaction_id, position }, count as u64)
         }
+        // One writer: this transaction holds the write lock, so nothing commits between the two
+        // statements.
         AnyTx::Sqlite(tx) => {
-            for chunk in rows.chunks(100) {
-                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-                let sql = format!(
-                    "INSERT INTO {table} (store_id, version, global_position, event_type, correlation_id, actor, recorded_at_us, summary) VALUES {values}"
-                );
-                let mut query = sqlx::query(&sql);
-                for r in chunk {
-                    query = query
-                        .bind(&r.store_id)
-                        .bind(r.version)
-                        .bind(r.global_position)
-                        .bind(&r.event_type)
-                        .bind(&r.correlation_id)
-                        .bind(&r.actor)
-                        .bind(r.recorded_at.timestamp_micros())
-                        .bind(&r.summary);
-                }
-                query.execute(&mut **tx).await?;
-            }
+            let last: Option<i64> = sqlx::query_scalar(
+                "SELECT max(global_position) FROM
+                    (SELECT global_position FROM ledger_events WHERE global_position > ? ORDER BY global_position LIMIT ?)",
+            )
+            .bind(after.position)
+            .bind(limit)
+            .fetch_one(&mut **tx)
+            .await?;
+            let Some(position) = last else { return Ok(None) };
+            let sql = format!(
+                "INSERT INTO {table} ({COLUMNS_SQLITE})
+                 SELECT {FROM_EVENT}, version, global_position, event_type, correlation_id, actor, recorded_at_us
+                 FROM ledger_events WHERE global_position > ? AND global_position <= ? ORDER BY global_position"
+            );
+            let count = sqlx::query(&sql).bind(after.position).bind(position).execute(&mut **tx).await?.rows_affected();
+            (Checkpoint { transaction_id: 0, position }, count)
         }
-    }
-    Ok(())
+    };
+    Ok(Some(copied))
 }
 
-/// Appends rows to `table` in bulk, for a rebuild: `COPY ... FROM STDIN` on PostgreSQL (no
-/// statement to plan, no arrays to build), a multi-row insert on SQLite.
-pub async fn copy_in(tx: &mut AnyTx, table: &str, rows: &[AuditRow]) -> Result<(), StoreError> {
-    let AnyTx::Postgres(pg) = tx else { return insert_in(tx, table, rows).await };
-    if rows.is_empty() {
-        return Ok(());
+/// The columns of an audit row, as written.
+const COLUMNS_PG: &str = "store_id, version, global_position, event_type, correlation_id, actor, recorded_at";
+const COLUMNS_SQLITE: &str = "store_id, version, global_position, event_type, correlation_id, actor, recorded_at_us";
+/// The store of an event's stream (`store-<id>`), in SQL.
+const FROM_EVENT: &str = "CASE WHEN stream_id LIKE 'store-%' THEN substr(stream_id, 7) ELSE stream_id END";
+
+/// The summary of a stored event, for people; a stored form no upcaster reads says so.
+fn summary_of(event_type: &str, schema_version: i32, data: serde_json::Value, at: DateTime<Utc>) -> String {
+    match Event::from_stored(event_type, schema_version, data, at) {
+        Ok(event) => summary(&event),
+        Err(e) => format!("unreadable event: {e}"),
     }
-    let mut text = String::with_capacity(rows.len() * 192);
-    for r in rows {
-        push_field(&mut text, &r.store_id);
-        text.push('\t');
-        text.push_str(&r.version.to_string());
-        text.push('\t');
-        text.push_str(&r.global_position.to_string());
-        text.push('\t');
-        push_field(&mut text, &r.event_type);
-        text.push('\t');
-        push_field(&mut text, &r.correlation_id);
-        text.push('\t');
-        push_field(&mut text, &r.actor);
-        text.push('\t');
-        text.push_str(&r.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true));
-        text.push('\t');
-        push_field(&mut text, &r.summary);
-        text.push('\n');
-    }
-    let statement = format!(
-        "COPY {table} (store_id, version, global_position, event_type, correlation_id, actor, recorded_at, summary) FROM STDIN"
-    );
-    let mut copy = pg.copy_in_raw(&statement).await?;
-    copy.send(text.into_bytes()).await?;
-    copy.finish().await?;
-    Ok(())
 }
 
-/// An audit row as read: sequence, store, version, type, correlation, actor, time, summary.
-type AuditTuple<T> = (i64, String, i64, String, String, String, T, String);
+/// An audit row as read: sequence, store, version, type, correlation, actor, time, and its
+/// event's schema version and data.
+type AuditTuple<T, D = serde_json::Value> = (i64, String, i64, String, String, String, T, i32, D);
 /// A journal row as read: id, store, kind, outcome, error, correlation, actor, key, duration, time.
 type JournalTuple<T> = (i64, String, String, String, Option<String>, String, String, Option<String>, i64, T);
 
@@ -216,16 +173,19 @@ pub struct AuditRecord {
     pub summary: String,
 }
 
-/// Up to `q.limit` entries of the audit view after position `q.after`.
+/// Up to `q.limit` entries of the audit view after position `q.after`, each with the summary of
+/// its event (read from the log by position, one index probe a row).
 pub async fn query(log: &AnyEventLog, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
     let rows: Vec<AuditTuple<DateTime<Utc>>> = match log {
         AnyEventLog::Postgres(pg) => {
-            sqlx::query_as(
-                "SELECT audit_seq, store_id, version, event_type, correlation_id, actor, recorded_at, summary FROM audit_log
-                 WHERE audit_seq > $1 AND ($2::text IS NULL OR store_id = $2) AND ($3::text IS NULL OR event_type = $3)
-                   AND ($4::text IS NULL OR correlation_id = $4)
-                   AND ($5::timestamptz IS NULL OR recorded_at >= $5) AND ($6::timestamptz IS NULL OR recorded_at < $6)
-                 ORDER BY audit_seq LIMIT $7",
+            let rows: Vec<AuditTuple<DateTime<Utc>, sqlx::types::Json<serde_json::Value>>> = sqlx::query_as(
+                "SELECT a.audit_seq, a.store_id, a.version, a.event_type, a.correlation_id, a.actor, a.recorded_at,
+                        e.schema_version, e.data
+                 FROM audit_log a JOIN ledger_events e ON e.global_position = a.global_position
+                 WHERE a.audit_seq > $1 AND ($2::text IS NULL OR a.store_id = $2) AND ($3::text IS NULL OR a.event_type = $3)
+                   AND ($4::text IS NULL OR a.correlation_id = $4)
+                   AND ($5::timestamptz IS NULL OR a.recorded_at >= $5) AND ($6::timestamptz IS NULL OR a.recorded_at < $6)
+                 ORDER BY a.audit_seq LIMIT $7",
             )
             .bind(q.after)
             .bind(&q.store_id)
@@ -235,15 +195,20 @@ pub async fn query(log: &AnyEventLog, q: &AuditQuery) -> Result<Vec<AuditRecord>
             .bind(q.to)
             .bind(q.limit)
             .fetch_all(pg.pool())
-            .await?
+            .await?;
+            rows.into_iter()
+                .map(|(s, st, v, t, c, a, at, schema, data)| (s, st, v, t, c, a, at, schema, data.0))
+                .collect()
         }
         AnyEventLog::Sqlite(lite) => {
-            let rows: Vec<AuditTuple<i64>> = sqlx::query_as(
-                "SELECT audit_seq, store_id, version, event_type, correlation_id, actor, recorded_at_us, summary FROM audit_log
-                 WHERE audit_seq > ?1 AND (?2 IS NULL OR store_id = ?2) AND (?3 IS NULL OR event_type = ?3)
-                   AND (?4 IS NULL OR correlation_id = ?4)
-                   AND (?5 IS NULL OR recorded_at_us >= ?5) AND (?6 IS NULL OR recorded_at_us < ?6)
-                 ORDER BY audit_seq LIMIT ?7",
+            let rows: Vec<AuditTuple<i64, String>> = sqlx::query_as(
+                "SELECT a.audit_seq, a.store_id, a.version, a.event_type, a.correlation_id, a.actor, a.recorded_at_us,
+                        e.schema_version, e.data
+                 FROM audit_log a JOIN ledger_events e ON e.global_position = a.global_position
+                 WHERE a.audit_seq > ?1 AND (?2 IS NULL OR a.store_id = ?2) AND (?3 IS NULL OR a.event_type = ?3)
+                   AND (?4 IS NULL OR a.correlation_id = ?4)
+                   AND (?5 IS NULL OR a.recorded_at_us >= ?5) AND (?6 IS NULL OR a.recorded_at_us < ?6)
+                 ORDER BY a.audit_seq LIMIT ?7",
             )
             .bind(q.after)
             .bind(&q.store_id)
@@ -255,21 +220,19 @@ pub async fn query(log: &AnyEventLog, q: &AuditQuery) -> Result<Vec<AuditRecord>
             .fetch_all(lite.readers())
             .await?;
             rows.into_iter()
-                .map(|(s, st, v, t, c, a, at, sum)| (s, st, v, t, c, a, DateTime::from_timestamp_micros(at).unwrap_or_default(), sum))
+                .map(|(s, st, v, t, c, a, at, schema, data)| {
+                    let at = DateTime::from_timestamp_micros(at).unwrap_or_default();
+                    let data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+                    (s, st, v, t, c, a, at, schema, data)
+                })
                 .collect()
         }
     };
     Ok(rows
         .into_iter()
-        .map(|(position, store_id, version, event_type, correlation_id, actor, recorded_at, summary)| AuditRecord {
-            position,
-            store_id,
-            version,
-            event_type,
-            correlation_id,
-            actor,
-            recorded_at,
-            summary,
+        .map(|(position, store_id, version, event_type, correlation_id, actor, recorded_at, schema, data)| {
+            let summary = summary_of(&event_type, schema, data, recorded_at);
+            AuditRecord { position, store_id, version, event_type, correlation_id, actor, recorded_at, summary }
         })
         .collect())
 }

@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 use planledger_domain::{Catalog, StoreId};
 use planledger_store::{AnyEventLog, AnyTx, Checkpoint, EventLog, RecordedEvent, StoreError, StreamId};
 
-use crate::audit::{self, AuditRow};
+use crate::audit;
 use crate::claim::{self, Claim, RebuildClaim};
 use crate::history::{fold_stream, Folded, Until};
 use crate::runtime::AUDIT_CONSUMER;
@@ -150,46 +150,6 @@ async fn drop_table(log: &AnyEventLog, table: &str) -> Result<(), StoreError> {
     let mut tx = log.begin().await?;
     execute_in(&mut tx, &format!("DROP TABLE IF EXISTS {table}")).await?;
     log.commit(tx).await
-}
-
-/// Reads the log after `after` in pages, until the head it had when the rebuild started: what
-/// writers append after that is caught up at the swap, under its lock, so a busy log cannot
-/// keep the reading phase going forever.
-struct LogPages<'a> {
-    log: &'a AnyEventLog,
-    after: Checkpoint,
-    empty_pages: u32,
-    at_head: bool,
-}
-
-impl<'a> LogPages<'a> {
-    fn new(log: &'a AnyEventLog) -> Self {
-        Self { log, after: Checkpoint::ORIGIN, empty_pages: 0, at_head: false }
-    }
-
-    async fn next(&mut self, progress: &Progress, limit: i64) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
-        loop {
-            if self.at_head {
-                return Ok(None);
-            }
-            let page = self.log.read_all(self.after, limit).await?;
-            let counted_at_start = progress.total.load(Ordering::Relaxed);
-            if let Some(last) = page.last() {
-                self.after = last.checkpoint;
-                self.empty_pages = 0;
-                let done = progress.done.fetch_add(page.len() as u64, Ordering::Relaxed) + page.len() as u64;
-                self.at_head = done >= counted_at_start;
-                return Ok(Some(page));
-            }
-            // An open transaction anywhere holds the gap-safe reader back for a moment; wait a
-            // little for the events counted at the start, and let the swap catch up the rest.
-            if progress.done.load(Ordering::Relaxed) >= counted_at_start || self.empty_pages >= 20 {
-                return Ok(None);
-            }
-            self.empty_pages += 1;
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-    }
 }
 
 /// A rebuild's share of the machine while the ledger takes writes. As PostgreSQL's cost-based
@@ -529,43 +489,41 @@ async fn rebuild_audit_log(
     progress: &Progress,
     claim: &RebuildClaim,
 ) -> Result<RebuildReport, RebuildError> {
-    progress.set_phase("reading the log");
-    // The next page is read while this one's rows are written, in bulk, to a table without
-    // secondary indexes; they are built once at the end.
-    // Three stages at once: page N+2 is read, page N+1 turned into rows on the blocking pool
-    // (decoding events is this process's main cost), page N's rows written. Writes stay in log
-    // order.
-    let mut pages = LogPages::new(log);
+    progress.set_phase("copying the log");
+    // Rows are copied from the log inside the database, in log order, a page per transaction
+    // (so the rebuild's progress shows, and it can yield to writers between pages), into a table
+    // without secondary indexes; they are built once at the end. Nothing is decoded: the summary
+    // is derived when read.
+    let mut after = Checkpoint::ORIGIN;
     let mut pace = Pace::new();
-    let mut page = pages.next(progress, pace.page()).await?;
-    let mut ready: Option<Vec<AuditRow>> = None;
-    while page.is_some() || ready.is_some() {
-        let converting = page.take().map(|events| {
-            tokio::task::spawn_blocking(move || events.into_iter().map(AuditRow::from_recorded).collect::<Vec<_>>())
-        });
-        let rows = ready.take();
-        let write = async {
-            let Some(rows) = rows else { return Ok(()) };
-            let mut tx = log.begin().await?;
-            audit::copy_in(&mut tx, table, &rows).await?;
-            log.commit(tx).await
-        };
-        let read = async {
-            if converting.is_some() {
-                pages.next(progress, pace.page()).await
-            } else {
-                Ok(None)
-            }
-        };
-        let (next, written) = tokio::join!(read, write);
-        written?;
-        if let Some(converting) = converting {
-            ready = Some(converting.await.map_err(|e| StoreError::Corrupt(format!("converting events: {e}")))?);
+    let counted_at_start = progress.total.load(Ordering::Relaxed);
+    let mut short_pages = 0;
+    loop {
+        let limit = pace.page() * 10;
+        let mut tx = log.begin().await?;
+        let copied = audit::copy_from_log_in(&mut tx, table, after, limit).await?;
+        log.commit(tx).await?;
+        let count = copied.map_or(0, |(_, count)| count);
+        if let Some((last, _)) = copied {
+            after = last;
         }
-        page = next?;
-        pace.after_page(log).await?;
+        let done = progress.done.fetch_add(count, Ordering::Relaxed) + count;
+        if done >= counted_at_start {
+            break;
+        }
+        if count as i64 == limit {
+            pace.after_page(log).await?;
+            continue;
+        }
+        // Short of a page before the events the start counted: an open transaction anywhere
+        // holds the settled head back for a moment. Wait a little for them; the swap catches up
+        // whatever is left.
+        short_pages += 1;
+        if short_pages > 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    let after = pages.after;
     progress.set_phase("indexing");
     build_indexes(log, ReadModel::AuditLog, table).await?;
 
@@ -582,13 +540,9 @@ async fn rebuild_audit_log(
         }
         let live = log.load_checkpoint(AUDIT_CONSUMER).await?;
         let mut position = after;
-        loop {
-            let page = log.read_all(position, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            position = last.checkpoint;
-            progress.done.fetch_add(page.len() as u64, Ordering::Relaxed);
-            let rows: Vec<AuditRow> = page.into_iter().map(AuditRow::from_recorded).collect();
-            audit::insert_in(&mut tx, table, &rows).await?;
+        while let Some((last, count)) = audit::copy_from_log_in(&mut tx, table, position, PAGE).await? {
+            position = last;
+            progress.done.fetch_add(count, Ordering::Relaxed);
         }
         match log.compare_and_set_checkpoint_in(&mut tx, AUDIT_CONSUMER, live, position).await {
             Ok(()) => {}

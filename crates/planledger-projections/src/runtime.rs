@@ -14,7 +14,7 @@ use planledger_store::{AnyEventLog, Checkpoint, EventLog, StoreError};
 use sqlx::Connection;
 use tokio::sync::watch;
 
-use crate::audit::{self, AuditRow};
+use crate::audit;
 
 /// The checkpoint name of the audit projector.
 pub const AUDIT_CONSUMER: &str = "audit_log";
@@ -33,12 +33,10 @@ pub struct ProjectorState {
 /// One step: projects up to a page of events after the checkpoint. Returns how many.
 pub async fn project_audit_page(log: &AnyEventLog) -> Result<usize, StoreError> {
     let checkpoint = log.load_checkpoint(AUDIT_CONSUMER).await?;
-    let events = log.read_all(checkpoint, PAGE).await?;
-    let Some(last) = events.last().map(|e| e.checkpoint) else { return Ok(0) };
-    let count = events.len();
-    let rows: Vec<AuditRow> = events.into_iter().map(AuditRow::from_recorded).collect();
     let mut tx = log.begin().await?;
-    audit::insert_in(&mut tx, audit::LIVE, &rows).await?;
+    let Some((last, count)) = audit::copy_from_log_in(&mut tx, audit::LIVE, checkpoint, PAGE).await? else {
+        return Ok(0);
+    };
     match log.compare_and_set_checkpoint_in(&mut tx, AUDIT_CONSUMER, checkpoint, last).await {
         Ok(()) => {}
         // Another instance, or a rebuild's swap, moved the checkpoint: drop this page.
@@ -46,7 +44,7 @@ pub async fn project_audit_page(log: &AnyEventLog) -> Result<usize, StoreError> 
         Err(e) => return Err(e),
     }
     log.commit(tx).await?;
-    Ok(count)
+    Ok(count as usize)
 }
 
 /// Keeps the lock of a projector for as long as it lives.

@@ -1,6 +1,6 @@
 //! The read models' schemas and generations.
 //!
-//! Each read model's schema lives in `projections/<name>/v1/<backend>.sql` with a `{table}`
+//! Each read model's schema lives in `projections/<name>/v<N>/<backend>.sql` with a `{table}`
 //! placeholder: the live table has the model's own name; a rebuild builds generation N as
 //! `<name>_g<N>` beside it and renames it into place. `read_models` records, per model, the
 //! live generation and the catalog fingerprint it was built with.
@@ -40,10 +40,10 @@ impl ReadModel {
                 include_str!("../../../projections/tenant_state/v1/sqlite.sql")
             }
             (ReadModel::AuditLog, AnyEventLog::Postgres(_)) => {
-                include_str!("../../../projections/audit_log/v1/postgres.sql")
+                include_str!("../../../projections/audit_log/v2/postgres.sql")
             }
             (ReadModel::AuditLog, AnyEventLog::Sqlite(_)) => {
-                include_str!("../../../projections/audit_log/v1/sqlite.sql")
+                include_str!("../../../projections/audit_log/v2/sqlite.sql")
             }
         }
     }
@@ -78,6 +78,47 @@ impl ReadModelInfo {
     pub fn is_stale(&self, catalog: &planledger_domain::Catalog) -> bool {
         self.catalog_fingerprint != built_with(catalog)
     }
+}
+
+/// Brings a live table of an older schema to one this build reads and writes, where that needs
+/// no rebuild. `audit_log` v1 stored each event's summary; v2 derives it when read, so a v1
+/// table's `summary` column is dropped on SQLite (one process serves the file) and only made
+/// nullable on PostgreSQL, where nodes not yet upgraded may still be writing it.
+async fn upgrade_in_place(log: &AnyEventLog, model: ReadModel) -> Result<(), StoreError> {
+    if model != ReadModel::AuditLog || !requires_column(log, model.name(), "summary").await? {
+        return Ok(());
+    }
+    use planledger_store::EventLog;
+    let mut tx = log.begin().await?;
+    let ddl = match log {
+        AnyEventLog::Postgres(_) => "ALTER TABLE audit_log ALTER COLUMN summary DROP NOT NULL",
+        AnyEventLog::Sqlite(_) => "ALTER TABLE audit_log DROP COLUMN summary",
+    };
+    execute_in(&mut tx, ddl).await?;
+    log.commit(tx).await
+}
+
+/// Whether `table` has `column` and refuses rows without it.
+async fn requires_column(log: &AnyEventLog, table: &str, column: &str) -> Result<bool, StoreError> {
+    Ok(match log {
+        AnyEventLog::Postgres(pg) => {
+            sqlx::query_scalar(
+                "SELECT count(*) > 0 FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2 AND is_nullable = 'NO'",
+            )
+            .bind(table)
+            .bind(column)
+            .fetch_one(pg.pool())
+            .await?
+        }
+        AnyEventLog::Sqlite(lite) => {
+            sqlx::query_scalar("SELECT count(*) > 0 FROM pragma_table_info(?) WHERE name = ? AND \"notnull\" = 1")
+                .bind(table)
+                .bind(column)
+                .fetch_one(lite.readers())
+                .await?
+        }
+    })
 }
 
 async fn table_exists(log: &AnyEventLog, table: &str) -> Result<bool, StoreError> {
@@ -122,6 +163,7 @@ pub async fn ensure(log: &AnyEventLog, catalog_fingerprint: &str, now: DateTime<
     use planledger_store::EventLog;
     for model in ReadModel::ALL {
         if table_exists(log, model.name()).await? {
+            upgrade_in_place(log, model).await?;
             continue;
         }
         let mut tx = log.begin().await?;

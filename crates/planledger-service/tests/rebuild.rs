@@ -172,13 +172,13 @@ async fn index_shapes(log: &AnyEventLog, table: &str) -> Vec<String> {
 async fn audit_rows(log: &AnyEventLog) -> Vec<String> {
     match log {
         AnyEventLog::Postgres(pg) => sqlx::query_scalar(
-            "SELECT store_id || '|' || version || '|' || global_position || '|' || event_type || '|' || correlation_id || '|' || actor || '|' || recorded_at::text || '|' || summary FROM audit_log ORDER BY store_id, version",
+            "SELECT store_id || '|' || version || '|' || global_position || '|' || event_type || '|' || correlation_id || '|' || actor || '|' || recorded_at::text FROM audit_log ORDER BY store_id, version",
         )
         .fetch_all(pg.pool())
         .await
         .unwrap(),
         AnyEventLog::Sqlite(lite) => sqlx::query_scalar(
-            "SELECT store_id || '|' || version || '|' || global_position || '|' || event_type || '|' || correlation_id || '|' || actor || '|' || recorded_at_us || '|' || summary FROM audit_log ORDER BY store_id, version",
+            "SELECT store_id || '|' || version || '|' || global_position || '|' || event_type || '|' || correlation_id || '|' || actor || '|' || recorded_at_us FROM audit_log ORDER BY store_id, version",
         )
         .fetch_all(lite.readers())
         .await
@@ -396,6 +396,37 @@ async fn rows_another_build_wrote_during_a_rebuild_are_folded_again(postgres: bo
     assert_eq!(after_catch_up, rows_of(tenant_rows(&log).await), "each row as a rebuild under A folds it");
 }
 
+/// A database whose `audit_log` was made by the first schema (which stored each summary, NOT
+/// NULL) keeps working after an upgrade: the projector appends rows without a summary, and the
+/// audit view shows every row's summary, derived from its event.
+async fn an_audit_log_of_the_first_schema_keeps_working(postgres: bool) {
+    let Some((log, _db)) = open(postgres, "an_audit_log_of_the_first_schema_keeps_working").await else { return };
+    let clock = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 1, 20, 8, 0, 0).unwrap()));
+    let service = service(&log, clock.clone());
+    let v1 = match &log {
+        AnyEventLog::Postgres(_) => "DROP TABLE audit_log; CREATE TABLE audit_log (
+            audit_seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, store_id text NOT NULL, version bigint NOT NULL,
+            global_position bigint NOT NULL, event_type text NOT NULL, correlation_id text NOT NULL, actor text NOT NULL,
+            recorded_at timestamptz NOT NULL, summary text NOT NULL)",
+        AnyEventLog::Sqlite(_) => "DROP TABLE audit_log; CREATE TABLE audit_log (
+            audit_seq INTEGER PRIMARY KEY AUTOINCREMENT, store_id TEXT NOT NULL, version INTEGER NOT NULL,
+            global_position INTEGER NOT NULL, event_type TEXT NOT NULL, correlation_id TEXT NOT NULL, actor TEXT NOT NULL,
+            recorded_at_us INTEGER NOT NULL, summary TEXT NOT NULL)",
+    };
+    let mut tx = planledger_store::EventLog::begin(&log).await.unwrap();
+    planledger_projections::schema::execute_in(&mut tx, v1).await.unwrap();
+    planledger_store::EventLog::commit(&log, tx).await.unwrap();
+    random_workload(&service, &clock, 11, 3, 20).await;
+
+    planledger_projections::schema::ensure(&log, "any", clock.now()).await.unwrap();
+    project_all(&log).await;
+    let query = planledger_projections::audit::AuditQuery { limit: 1000, ..Default::default() };
+    let rows = planledger_projections::audit::query(&log, &query).await.unwrap();
+    assert_eq!(rows.len() as i64, log.event_count().await.unwrap(), "every event projected");
+    assert!(rows.iter().any(|r| r.summary.starts_with("registered a store")), "{rows:?}");
+    assert!(rows.iter().all(|r| !r.summary.is_empty() && !r.summary.starts_with("unreadable")), "{rows:?}");
+}
+
 /// Three nodes start on a catalog the read models were not built with, at once: each starts a
 /// rebuild of both models. One rebuild of each model runs (the claim); the others wait, find the
 /// model current and do nothing. The live copies equal the log, with every event once.
@@ -536,4 +567,14 @@ async fn sqlite_rows_another_build_wrote_during_a_rebuild_are_folded_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_rows_another_build_wrote_during_a_rebuild_are_folded_again() {
     rows_another_build_wrote_during_a_rebuild_are_folded_again(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_an_audit_log_of_the_first_schema_keeps_working() {
+    an_audit_log_of_the_first_schema_keeps_working(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_an_audit_log_of_the_first_schema_keeps_working() {
+    an_audit_log_of_the_first_schema_keeps_working(true).await;
 }

@@ -697,8 +697,8 @@ async fn scenario_copy_limit(log: &AnyEventLog) -> anyhow::Result<Figures> {
     sqlx::raw_sql(&table).execute(&mut *conn).await?;
     let started = Instant::now();
     sqlx::query(
-        "INSERT INTO copy_limit_audit (store_id, version, global_position, event_type, correlation_id, actor, recorded_at, summary)
-         SELECT substr(stream_id, 7), version, global_position, event_type, correlation_id, actor, recorded_at, event_type
+        "INSERT INTO copy_limit_audit (store_id, version, global_position, event_type, correlation_id, actor, recorded_at)
+         SELECT substr(stream_id, 7), version, global_position, event_type, correlation_id, actor, recorded_at
          FROM ledger_events ORDER BY transaction_id, global_position",
     )
     .execute(&mut *conn)
