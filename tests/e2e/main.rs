@@ -14,6 +14,7 @@ mod ops;
 mod outage;
 mod restore;
 mod server;
+mod stripe;
 
 use std::process::{Command, Output};
 

@@ -42,6 +42,15 @@ pub enum ApiError {
     ConcurrencyConflict,
     #[error("the database did not confirm whether this command was recorded; retry with the same Idempotency-Key to learn its answer")]
     OutcomeUnknown,
+    /// A Stripe delivery whose signature does not hold (nothing was stored).
+    #[error("{0}")]
+    InvalidSignature(String),
+    #[error("{0}")]
+    NotAStripeEvent(String),
+    #[error("Stripe webhooks are not configured on this server (PLANLEDGER_STRIPE_WEBHOOK_SECRETS)")]
+    StripeNotConfigured,
+    #[error("{0}")]
+    NotRetryable(String),
     #[error("internal error")]
     Internal,
 }
@@ -83,6 +92,9 @@ impl ApiError {
             ApiError::Refused(Refusal::VersionMoved { .. }) => StatusCode::CONFLICT,
             ApiError::StorageUnavailable | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ConcurrencyConflict => StatusCode::CONFLICT,
+            ApiError::InvalidSignature(_) | ApiError::NotAStripeEvent(_) => StatusCode::BAD_REQUEST,
+            ApiError::StripeNotConfigured => StatusCode::NOT_FOUND,
+            ApiError::NotRetryable(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +114,10 @@ impl ApiError {
             ApiError::StorageUnavailable => ErrorCode::StorageUnavailable,
             ApiError::OutcomeUnknown => ErrorCode::OutcomeUnknown,
             ApiError::ConcurrencyConflict => ErrorCode::ConcurrencyConflict,
+            ApiError::InvalidSignature(_) => ErrorCode::InvalidSignature,
+            ApiError::NotAStripeEvent(_) => ErrorCode::NotAStripeEvent,
+            ApiError::StripeNotConfigured => ErrorCode::StripeNotConfigured,
+            ApiError::NotRetryable(_) => ErrorCode::NotRetryable,
             ApiError::Internal => ErrorCode::Internal,
         }
     }
@@ -236,6 +252,18 @@ impl From<ServiceError> for ApiError {
 impl From<planledger_store::StoreError> for ApiError {
     fn from(error: planledger_store::StoreError) -> Self {
         ServiceError::from(error).into()
+    }
+}
+
+impl From<planledger_stripe::ReceiveError> for ApiError {
+    fn from(error: planledger_stripe::ReceiveError) -> Self {
+        use planledger_stripe::ReceiveError;
+        match error {
+            ReceiveError::NotConfigured => ApiError::StripeNotConfigured,
+            ReceiveError::Signature(e) => ApiError::InvalidSignature(e.to_string()),
+            ReceiveError::NotAnEvent(why) => ApiError::NotAStripeEvent(why),
+            ReceiveError::Store(e) => e.into(),
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub use error::ApiError;
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The largest Stripe delivery accepted: an invoice with many lines is larger than a command.
+pub const MAX_STRIPE_BODY_BYTES: usize = 1024 * 1024;
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
@@ -45,6 +47,8 @@ pub struct AppState {
     pub rebuilds: Arc<Rebuilds>,
     /// `/readyz` fails when the audit projector or the deadline worker is this far behind.
     pub stall_after: std::time::Duration,
+    /// Stripe's webhooks (off unless signing secrets are configured).
+    pub stripe: planledger_stripe::Stripe,
 }
 
 /// How far behind a background worker may fall before `/readyz` fails: well past a normal
@@ -54,13 +58,20 @@ pub const DEFAULT_STALL_AFTER: std::time::Duration = std::time::Duration::from_s
 impl AppState {
     pub fn new(service: CommandService, tokens: Tokens, projector: Arc<ProjectorState>) -> Self {
         Self {
-            service,
+            service: service.clone(),
             tokens: Arc::new(tokens),
             http_metrics: Arc::new(metrics::HttpMetrics::default()),
             projector,
             rebuilds: Arc::new(Rebuilds::default()),
             stall_after: DEFAULT_STALL_AFTER,
+            stripe: planledger_stripe::Stripe::new(service, planledger_stripe::StripeConfig::default()),
         }
+    }
+
+    /// With Stripe's webhooks on (or configured otherwise).
+    pub fn with_stripe(mut self, stripe: planledger_stripe::Stripe) -> Self {
+        self.stripe = stripe;
+        self
     }
 
     pub fn with_stall_after(mut self, stall_after: std::time::Duration) -> Self {
@@ -241,6 +252,25 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/admin/stores/extensions",
         role: Some(Role::Admin),
         handler: || post(r::bulk_extensions),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/admin/webhooks/stripe",
+        role: Some(Role::Admin),
+        handler: || get(r::list_stripe_events),
+    },
+    Route {
+        method: "POST",
+        path: "/v1/admin/webhooks/stripe/{id}/retry",
+        role: Some(Role::Admin),
+        handler: || post(r::retry_stripe_event),
+    },
+    // Stripe cannot send a bearer token: its signature is the credential, checked by the handler.
+    Route {
+        method: "POST",
+        path: "/v1/webhooks/stripe",
+        role: None,
+        handler: || post(r::stripe_webhook).layer(DefaultBodyLimit::max(MAX_STRIPE_BODY_BYTES)),
     },
     Route { method: "GET", path: "/v1/test-clock", role: Some(Role::Admin), handler: || get(r::get_test_clock) },
     Route {

@@ -50,6 +50,7 @@ async fn a_stalled_projector_or_deadline_worker_makes_the_node_unready() {
         actor: "tester".into(),
         idempotency: None,
         expected_version: None,
+        causation_id: None,
     };
     service
         .execute(store, Command::RegisterStore { store_id: store, name: None, time_zone: None }, meta())

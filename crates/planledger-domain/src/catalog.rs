@@ -107,6 +107,8 @@ pub struct Catalog {
     actions: BTreeMap<ActionName, ActionKind>,
     lifecycle: Lifecycle,
     default_trial_plan: PlanId,
+    /// `[stripe] prices`: a Stripe price's lookup key or id, to the paid plan it sells.
+    stripe_prices: BTreeMap<String, PlanId>,
     fingerprint: String,
 }
 
@@ -134,6 +136,15 @@ struct RawCatalog {
     lifecycle: RawLifecycle,
     actions: BTreeMap<Spanned<String>, RawAction>,
     plans: BTreeMap<Spanned<String>, RawPlan>,
+    #[serde(default)]
+    stripe: Option<RawStripe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStripe {
+    #[serde(default)]
+    prices: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +190,9 @@ struct Normalized<'a> {
     actions: &'a BTreeMap<ActionName, ActionKind>,
     lifecycle: &'a Lifecycle,
     default_trial_plan: &'a PlanId,
+    /// Left out when empty, so a catalog without `[stripe]` keeps the fingerprint it had.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    stripe_prices: &'a BTreeMap<String, PlanId>,
 }
 
 struct Source<'a> {
@@ -361,13 +375,37 @@ impl Catalog {
             Some(_) => {}
         }
 
+        let mut stripe_prices = BTreeMap::new();
+        for (price, plan) in raw.stripe.iter().flat_map(|stripe| &stripe.prices) {
+            let field = format!("stripe.prices.{}", price.get_ref());
+            if price.get_ref().trim().is_empty() || price.get_ref().len() > 200 {
+                return Err(source.error(
+                    Some(price.span()),
+                    field,
+                    "a price's lookup key or id of 1 to 200 characters",
+                ));
+            }
+            let id = source.identifier(plan, &field, PlanId::parse)?;
+            match plans.get(&id) {
+                Some(p) if p.kind == PlanKind::Paid => {}
+                Some(_) => {
+                    return Err(source.error(Some(plan.span()), field, format!("plan {id:?} is not a paid plan")));
+                }
+                None => {
+                    return Err(source.error(Some(plan.span()), field, format!("plan {id:?} is missing from [plans]")));
+                }
+            }
+            stripe_prices.insert(price.get_ref().clone(), id);
+        }
+
         let fingerprint = fingerprint(&Normalized {
             plans: &plans,
             actions: &actions,
             lifecycle: &lifecycle,
             default_trial_plan: &default_trial_plan,
+            stripe_prices: &stripe_prices,
         });
-        Ok(Catalog { plans, actions, lifecycle, default_trial_plan, fingerprint })
+        Ok(Catalog { plans, actions, lifecycle, default_trial_plan, stripe_prices, fingerprint })
     }
 
     /// A hash of the normalized content: formatting and comments do not change it.
@@ -397,6 +435,12 @@ impl Catalog {
 
     pub fn default_trial_plan(&self) -> &PlanId {
         &self.default_trial_plan
+    }
+
+    /// The paid plan a Stripe price sells, by its lookup key or, failing that, its id
+    /// (`[stripe] prices`).
+    pub fn plan_for_stripe_price(&self, lookup_key: Option<&str>, price_id: &str) -> Option<&PlanId> {
+        lookup_key.and_then(|key| self.stripe_prices.get(key)).or_else(|| self.stripe_prices.get(price_id))
     }
 
     pub fn maintenance_plan(&self) -> PlanId {
@@ -460,6 +504,32 @@ mod tests {
         let line = BUILTIN.lines().position(|l| l.starts_with("[plans.starter]")).unwrap() + 5;
         assert_eq!(err.line, Some(line), "{err}");
         assert!(err.to_string().starts_with(&format!("test.toml:{line}: price: ")), "{err}");
+    }
+
+    #[test]
+    fn stripe_prices_name_paid_plans_and_leave_other_catalogs_fingerprints_alone() {
+        let base = Catalog::builtin();
+        let text = format!(
+            "{BUILTIN}\n[stripe]\nprices = {{ pro_monthly = \"professional\", price_1PgafmB7WZ01zgkW6dKueIc5 = \"starter\" }}\n"
+        );
+        let with_stripe = parse(&text).unwrap();
+        assert_ne!(with_stripe.fingerprint(), base.fingerprint(), "the mapping is a rule");
+        let professional = PlanId::parse("professional").unwrap();
+        assert_eq!(with_stripe.plan_for_stripe_price(Some("pro_monthly"), "price_x"), Some(&professional));
+        assert_eq!(
+            with_stripe.plan_for_stripe_price(None, "price_1PgafmB7WZ01zgkW6dKueIc5").map(ToString::to_string),
+            Some("starter".into())
+        );
+        assert_eq!(with_stripe.plan_for_stripe_price(Some("unknown"), "price_y"), None);
+        let empty = parse(&format!("{BUILTIN}\n[stripe]\nprices = {{}}\n")).unwrap();
+        assert_eq!(empty.fingerprint(), base.fingerprint(), "no mapping, no change");
+        let err = parse(&format!("{BUILTIN}\n[stripe]\nprices = {{ trial_price = \"free_trial\" }}\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("stripe.prices.trial_price") && err.to_string().contains("not a paid plan"),
+            "{err}"
+        );
+        let err = parse(&format!("{BUILTIN}\n[stripe]\nprices = {{ p = \"platinum\" }}\n")).unwrap_err();
+        assert!(err.to_string().contains("missing from [plans]"), "{err}");
     }
 
     #[test]

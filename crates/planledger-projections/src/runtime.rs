@@ -21,12 +21,12 @@ pub const AUDIT_CONSUMER: &str = "audit_log";
 
 const PAGE: i64 = 1000;
 
-/// What a running projector reports.
+/// What a running projector (or another leader-elected worker) reports.
 #[derive(Debug, Default)]
 pub struct ProjectorState {
-    /// Whether this node holds the projector's lock.
+    /// Whether this node holds the worker's lock.
     pub leader: AtomicBool,
-    /// Events projected by this node.
+    /// Items (events) this node has processed.
     pub projected: AtomicU64,
 }
 
@@ -87,13 +87,35 @@ async fn acquire(log: &AnyEventLog, name: &str) -> Result<Option<Leadership>, St
 
 /// Runs the audit projector until `stop` turns true: standby until it holds the lock, then
 /// follows the log.
-pub async fn run_audit_projector(log: AnyEventLog, state: Arc<ProjectorState>, mut stop: watch::Receiver<bool>) {
+pub async fn run_audit_projector(log: AnyEventLog, state: Arc<ProjectorState>, stop: watch::Receiver<bool>) {
+    let step_log = log.clone();
+    run_as_leader(&log, AUDIT_CONSUMER, state, stop, move || {
+        let log = step_log.clone();
+        async move { project_audit_page(&log).await }
+    })
+    .await;
+}
+
+/// Runs `step` over and over on the one node that holds `name`'s lock (on PostgreSQL a session
+/// advisory lock on a dedicated connection; SQLite serves one node), until `stop` turns true;
+/// other nodes stand by and take over when the holder's connection goes. `step` answers how
+/// much it did; nothing done, the loop rests a moment; a failure is logged and retried.
+pub async fn run_as_leader<F, Fut>(
+    log: &AnyEventLog,
+    name: &str,
+    state: Arc<ProjectorState>,
+    mut stop: watch::Receiver<bool>,
+    mut step: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, StoreError>>,
+{
     let idle = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
             return;
         }
-        let mut leadership = match acquire(&log, AUDIT_CONSUMER).await {
+        let mut leadership = match acquire(log, name).await {
             Ok(Some(leadership)) => leadership,
             Ok(None) | Err(_) => {
                 tokio::select! {
@@ -115,7 +137,7 @@ pub async fn run_audit_projector(log: AnyEventLog, state: Arc<ProjectorState>, m
                     break;
                 }
             }
-            match project_audit_page(&log).await {
+            match step().await {
                 Ok(0) => {
                     tokio::select! {
                         _ = tokio::time::sleep(idle) => {}
@@ -126,7 +148,7 @@ pub async fn run_audit_projector(log: AnyEventLog, state: Arc<ProjectorState>, m
                     state.projected.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "audit projector step failed; retrying");
+                    tracing::warn!(%error, worker = name, "background step failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

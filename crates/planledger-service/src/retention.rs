@@ -35,11 +35,14 @@ pub struct Retention {
     pub keys: Option<Duration>,
     /// The command journal (default 90 days).
     pub journal: Option<Duration>,
+    /// Stripe's events once applied, ignored or stale (default 90 days); parked and failed
+    /// ones are kept until an operator acts.
+    pub stripe_events: Option<Duration>,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { answers: Some(days(7)), keys: Some(days(7)), journal: Some(days(90)) }
+        Self { answers: Some(days(7)), keys: Some(days(7)), journal: Some(days(90)), stripe_events: Some(days(90)) }
     }
 }
 
@@ -53,13 +56,14 @@ impl Retention {
 
     /// Keeps everything (tests that must not lose their bookkeeping, and operators who archive
     /// it another way).
-    pub const FOREVER: Retention = Retention { answers: None, keys: None, journal: None };
+    pub const FOREVER: Retention = Retention { answers: None, keys: None, journal: None, stripe_events: None };
 
     pub fn of(&self, what: Expiring) -> Option<Duration> {
         match what {
             Expiring::Answers => self.answers,
             Expiring::Keys => self.keys,
             Expiring::Journal => self.journal,
+            Expiring::StripeEvents => self.stripe_events,
         }
     }
 
@@ -128,6 +132,7 @@ pub struct RetentionReport {
     pub answers: u64,
     pub keys: u64,
     pub journal: u64,
+    pub stripe_events: u64,
 }
 
 impl RetentionReport {
@@ -136,6 +141,7 @@ impl RetentionReport {
             Expiring::Answers => self.answers += count,
             Expiring::Keys => self.keys += count,
             Expiring::Journal => self.journal += count,
+            Expiring::StripeEvents => self.stripe_events += count,
         }
     }
 }

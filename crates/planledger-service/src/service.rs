@@ -96,6 +96,9 @@ pub struct CommandMeta {
     /// Decide only if the store's stream is at this version (the caller's `If-Match`); else
     /// the command is refused with [`Refusal::VersionMoved`].
     pub expected_version: Option<i64>,
+    /// What caused the command, recorded as its events' causation (a Stripe event's id, say);
+    /// without it, each command's events get an id of their own.
+    pub causation_id: Option<String>,
 }
 
 impl CommandMeta {
@@ -105,6 +108,7 @@ impl CommandMeta {
             actor: "system".to_owned(),
             idempotency: None,
             expected_version: None,
+            causation_id: None,
         }
     }
 }
@@ -162,6 +166,7 @@ pub struct ServiceMetrics {
     pub expired_answers: AtomicU64,
     pub expired_keys: AtomicU64,
     pub expired_journal: AtomicU64,
+    pub expired_stripe_events: AtomicU64,
     pub retention_runs: AtomicU64,
     pub retention_failures: AtomicU64,
 }
@@ -173,6 +178,7 @@ impl ServiceMetrics {
             Expiring::Answers => &self.expired_answers,
             Expiring::Keys => &self.expired_keys,
             Expiring::Journal => &self.expired_journal,
+            Expiring::StripeEvents => &self.expired_stripe_events,
         }
     }
 }
@@ -719,7 +725,7 @@ impl Worker {
                     }
                     _ => match decide(&working, &job.command, now, catalog) {
                         Ok(own) => {
-                            let causation = Uuid::now_v7().to_string();
+                            let causation = job.meta.causation_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
                             for event in &own {
                                 events.push(self.new_event(event, &job.meta, &job.meta.actor, &causation, now));
                                 working = evolve(working, event);

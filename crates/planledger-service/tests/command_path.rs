@@ -33,7 +33,13 @@ fn node(log: &AnyEventLog, config: ServiceConfig) -> (CommandService, tokio::tas
 }
 
 fn meta() -> CommandMeta {
-    CommandMeta { correlation_id: "test".into(), actor: "tester".into(), idempotency: None, expected_version: None }
+    CommandMeta {
+        correlation_id: "test".into(),
+        actor: "tester".into(),
+        idempotency: None,
+        expected_version: None,
+        causation_id: None,
+    }
 }
 
 /// An answer as a caller of the API sees it: a status and a JSON body.

@@ -24,7 +24,13 @@ fn service(log: &AnyEventLog, clock: Arc<TestClock>) -> CommandService {
 }
 
 fn meta() -> CommandMeta {
-    CommandMeta { correlation_id: "workload".into(), actor: "tester".into(), idempotency: None, expected_version: None }
+    CommandMeta {
+        correlation_id: "workload".into(),
+        actor: "tester".into(),
+        idempotency: None,
+        expected_version: None,
+        causation_id: None,
+    }
 }
 
 /// A small deterministic generator, so a failing workload can be replayed.

@@ -21,6 +21,7 @@ fn meta(key: Option<&str>) -> CommandMeta {
         actor: "tester".into(),
         idempotency: key.map(|key| IdempotencyRequest { key: key.into(), request_hash: "same body".into() }),
         expected_version: None,
+        causation_id: None,
     }
 }
 
@@ -72,6 +73,7 @@ async fn expired_bookkeeping_goes_and_the_log_stays(postgres: bool) {
             answers: Some(Duration::from_secs(7 * 86_400)),
             keys: Some(Duration::from_secs(7 * 86_400)),
             journal: Some(Duration::from_secs(90 * 86_400)),
+            stripe_events: None,
         },
         ..ServiceConfig::default()
     };
@@ -170,9 +172,36 @@ async fn a_backlog_goes_in_batches(postgres: bool) {
     }
     let clock = Arc::new(TestClock::new(old + TimeDelta::days(100)));
     let service = support::node_with(&log, clock, ServiceConfig::default());
+    // Stripe's events: settled ones go, parked and failed ones wait for an operator.
+    for (id, status) in
+        [("evt_applied", "applied"), ("evt_stale", "stale"), ("evt_parked", "parked"), ("evt_failed", "failed")]
+    {
+        let sql = match log {
+            AnyEventLog::Postgres(_) => "INSERT INTO stripe_events (event_id, event_type, created_at, livemode, payload, received_at, status)
+                 VALUES ($1, 'invoice.paid', $3, false, '{}', $3, $2)",
+            AnyEventLog::Sqlite(_) => "INSERT INTO stripe_events (event_id, event_type, created_at_us, livemode, payload, received_at_us, status)
+                 VALUES (?1, 'invoice.paid', ?3, 0, '{}', ?3, ?2)",
+        };
+        match &log {
+            AnyEventLog::Postgres(pg) => {
+                sqlx::query(sql).bind(id).bind(status).bind(old).execute(pg.pool()).await.unwrap();
+            }
+            AnyEventLog::Sqlite(lite) => {
+                sqlx::query(sql)
+                    .bind(id)
+                    .bind(status)
+                    .bind(old.timestamp_micros())
+                    .execute(lite.writer())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
     let report = service.expire().await.unwrap();
     assert_eq!(report.journal, rows as u64);
     assert_eq!(count(&log, "command_journal").await, 0, "2,500 rows go in one run, in batches of 1,000");
+    assert_eq!(report.stripe_events, 2);
+    assert_eq!(count(&log, "stripe_events").await, 2, "the parked and the failed event stay");
 }
 
 #[tokio::test]

@@ -208,6 +208,7 @@ impl World {
                 actor: "sim".into(),
                 idempotency: key.clone(),
                 expected_version: None,
+                causation_id: None,
             };
             let service = {
                 let nodes = self.nodes.read().await;

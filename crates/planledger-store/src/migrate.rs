@@ -49,6 +49,11 @@ pub const POSTGRES: &[Migration] = &[
         sql: include_str!("../../../migrations/postgres/0006_rebuild_claims.sql"),
     },
     Migration { version: 7, name: "retention", sql: include_str!("../../../migrations/postgres/0007_retention.sql") },
+    Migration {
+        version: 8,
+        name: "stripe_inbox",
+        sql: include_str!("../../../migrations/postgres/0008_stripe_inbox.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -70,6 +75,11 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../../../migrations/sqlite/0005_rebuild_claims.sql"),
     },
     Migration { version: 6, name: "retention", sql: include_str!("../../../migrations/sqlite/0006_retention.sql") },
+    Migration {
+        version: 7,
+        name: "stripe_inbox",
+        sql: include_str!("../../../migrations/sqlite/0007_stripe_inbox.sql"),
+    },
 ];
 
 /// What `migrate` did.

@@ -2,7 +2,7 @@
 //! traffic forever, deleted by age in small batches.
 //!
 //! Only what [`Expiring`] names can be deleted: stored first answers of clients' keys, the
-//! ledger's own idempotency keys, and the command journal. Events have no variant here, so no
+//! ledger's own idempotency keys, the command journal, and settled Stripe events. Events have no variant here, so no
 //! caller can ask for them (the log's triggers refuse it anyway): the log is the truth and is
 //! kept whole.
 
@@ -20,10 +20,13 @@ pub enum Expiring {
     Keys,
     /// `command_journal`: every command with its outcome.
     Journal,
+    /// `stripe_events`: Stripe's events once settled (applied, ignored, stale); parked and
+    /// failed ones wait for an operator however old they are.
+    StripeEvents,
 }
 
 impl Expiring {
-    pub const ALL: [Expiring; 3] = [Expiring::Answers, Expiring::Keys, Expiring::Journal];
+    pub const ALL: [Expiring; 4] = [Expiring::Answers, Expiring::Keys, Expiring::Journal, Expiring::StripeEvents];
 
     /// A short name, for metrics' labels and logs.
     pub fn name(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Expiring {
             Expiring::Answers => "answers",
             Expiring::Keys => "keys",
             Expiring::Journal => "journal",
+            Expiring::StripeEvents => "stripe_events",
         }
     }
 
@@ -39,6 +43,15 @@ impl Expiring {
             Expiring::Answers => "idempotent_answers",
             Expiring::Keys => "ledger_idempotency_keys",
             Expiring::Journal => "command_journal",
+            Expiring::StripeEvents => "stripe_events",
+        }
+    }
+
+    /// Rows that are kept whatever their age.
+    fn kept(self) -> &'static str {
+        match self {
+            Expiring::StripeEvents => "AND status IN ('applied', 'ignored', 'stale')",
+            _ => "",
         }
     }
 
@@ -49,6 +62,8 @@ impl Expiring {
             (Expiring::Answers | Expiring::Keys, AnyEventLog::Sqlite(_)) => "created_at_us",
             (Expiring::Journal, AnyEventLog::Postgres(_)) => "recorded_at",
             (Expiring::Journal, AnyEventLog::Sqlite(_)) => "recorded_at_us",
+            (Expiring::StripeEvents, AnyEventLog::Postgres(_)) => "received_at",
+            (Expiring::StripeEvents, AnyEventLog::Sqlite(_)) => "received_at_us",
         }
     }
 }
@@ -59,11 +74,11 @@ impl AnyEventLog {
     /// another node is deleting are skipped, not waited for, so nodes running retention at once
     /// share the work.
     pub async fn delete_expired(&self, what: Expiring, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
-        let (table, column) = (what.table(), what.age_column(self));
+        let (table, column, kept) = (what.table(), what.age_column(self), what.kept());
         Ok(match self {
             AnyEventLog::Postgres(pg) => sqlx::query(&format!(
                 "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-                    SELECT ctid FROM {table} WHERE {column} < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))"
+                    SELECT ctid FROM {table} WHERE {column} < $1 {kept} LIMIT $2 FOR UPDATE SKIP LOCKED))"
             ))
             .bind(before)
             .bind(limit)
@@ -71,7 +86,7 @@ impl AnyEventLog {
             .await?
             .rows_affected(),
             AnyEventLog::Sqlite(lite) => sqlx::query(&format!(
-                "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)"
+                "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ? {kept} LIMIT ?)"
             ))
             .bind(before.timestamp_micros())
             .bind(limit)

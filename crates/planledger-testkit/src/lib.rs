@@ -6,6 +6,11 @@
 //! the test prints one line and is skipped, unless `PLANLEDGER_REQUIRE_POSTGRES=1`, in which
 //! case it fails: CI sets it, so PostgreSQL tests cannot be skipped there.
 
+// Stripe objects are large JSON literals.
+#![recursion_limit = "256"]
+
+pub mod stripe;
+
 use std::str::FromStr;
 use std::time::Duration;
 

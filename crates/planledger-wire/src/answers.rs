@@ -359,6 +359,11 @@ pub enum ErrorCode {
     AlreadyRefunded,
     RefundWindowClosed,
     VersionMismatch,
+    // Stripe's webhooks.
+    InvalidSignature,
+    NotAStripeEvent,
+    StripeNotConfigured,
+    NotRetryable,
     // The ledger.
     ConcurrencyConflict,
     StorageUnavailable,
@@ -424,4 +429,59 @@ impl ErrorBody {
             upgrade_url: None,
         }
     }
+}
+
+/// `POST /v1/webhooks/stripe`: the event is stored (once) and will be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StripeReceipt {
+    pub received: bool,
+    pub event_id: String,
+    /// Stripe delivered this event before: nothing was done again.
+    pub duplicate: bool,
+}
+
+/// What became of a Stripe event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StripeEventStatus {
+    /// Stored, not applied yet.
+    Received,
+    /// Applied: the store is in the state the event says.
+    Applied,
+    /// Not an event planledger applies.
+    Ignored,
+    /// Older than the newest event applied to its subscription.
+    Stale,
+    /// Cannot be applied as it is (see `detail`); waits for a retry.
+    Parked,
+    /// Applying it failed; it is retried by itself at `nextAttemptAt`.
+    Failed,
+}
+
+/// One received Stripe event (`GET /v1/admin/webhooks/stripe`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StripeEventView {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When Stripe created it.
+    #[serde(with = "crate::time")]
+    pub created: DateTime<Utc>,
+    pub livemode: bool,
+    pub status: StripeEventStatus,
+    /// What applying it did, why it was parked or ignored, or the last error.
+    pub detail: Option<String>,
+    pub store_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub attempts: i64,
+    /// How many times Stripe delivered it.
+    pub deliveries: i64,
+    #[serde(with = "crate::time")]
+    pub received_at: DateTime<Utc>,
+    #[serde(with = "crate::time::option")]
+    pub applied_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::option")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }

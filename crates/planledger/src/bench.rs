@@ -210,7 +210,13 @@ fn service(log: &AnyEventLog, catalog: &Arc<Catalog>) -> CommandService {
 }
 
 fn meta() -> CommandMeta {
-    CommandMeta { correlation_id: "bench".into(), actor: "bench".into(), idempotency: None, expected_version: None }
+    CommandMeta {
+        correlation_id: "bench".into(),
+        actor: "bench".into(),
+        idempotency: None,
+        expected_version: None,
+        causation_id: None,
+    }
 }
 
 fn consume() -> Command {

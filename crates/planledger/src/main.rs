@@ -77,9 +77,20 @@ enum Command {
         /// How long the command journal is kept.
         #[arg(long, env = "PLANLEDGER_KEEP_JOURNAL", value_parser = parse_keep, default_value = "90d")]
         keep_journal: Keep,
+        /// How long Stripe's events are kept once applied, ignored or stale (parked and failed
+        /// ones are kept until an operator acts).
+        #[arg(long, env = "PLANLEDGER_KEEP_STRIPE_EVENTS", value_parser = parse_keep, default_value = "90d")]
+        keep_stripe_events: Keep,
         /// How often the retention job deletes what has expired, in seconds.
         #[arg(long, env = "PLANLEDGER_RETENTION_INTERVAL_SECONDS", default_value_t = 60)]
         retention_interval_seconds: u64,
+        /// The Stripe webhook endpoint's signing secrets (whsec_...), comma-separated: two during
+        /// a rotation. Without them POST /v1/webhooks/stripe answers 404.
+        #[arg(long, env = "PLANLEDGER_STRIPE_WEBHOOK_SECRETS", hide_env_values = true)]
+        stripe_webhook_secrets: Option<String>,
+        /// How far a Stripe delivery's signature time may be from now, in seconds.
+        #[arg(long, env = "PLANLEDGER_STRIPE_TOLERANCE_SECONDS", default_value_t = 300)]
+        stripe_tolerance_seconds: u64,
     },
     /// Apply the event log's migrations (serve does it too).
     Migrate {
@@ -298,7 +309,10 @@ async fn main() -> std::process::ExitCode {
             keep_answers,
             keep_keys,
             keep_journal,
+            keep_stripe_events,
             retention_interval_seconds,
+            stripe_webhook_secrets,
+            stripe_tolerance_seconds,
         } => match connect(&cli).await {
             Ok(log) => {
                 let options = serve::ServeOptions {
@@ -312,8 +326,11 @@ async fn main() -> std::process::ExitCode {
                         answers: keep_answers.0,
                         keys: keep_keys.0,
                         journal: keep_journal.0,
+                        stripe_events: keep_stripe_events.0,
                     },
                     retention_interval: Duration::from_secs((*retention_interval_seconds).max(1)),
+                    stripe_secrets: stripe_webhook_secrets.clone(),
+                    stripe_tolerance: Duration::from_secs((*stripe_tolerance_seconds).max(1)),
                 };
                 serve::serve(log, options).await
             }

@@ -28,6 +28,9 @@ pub struct ServeOptions {
     pub retention: Retention,
     /// How often the retention job runs.
     pub retention_interval: Duration,
+    /// Stripe's webhook signing secrets (comma-separated), if Stripe drives the ledger.
+    pub stripe_secrets: Option<String>,
+    pub stripe_tolerance: Duration,
 }
 
 pub fn load_catalog(path: Option<&str>) -> anyhow::Result<Catalog> {
@@ -58,6 +61,9 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         );
     }
     options.retention.check().map_err(|e| anyhow::anyhow!("PLANLEDGER_KEEP_ANSWERS: {e}"))?;
+    let stripe_secrets =
+        planledger_stripe::signature::SigningSecret::parse_list(options.stripe_secrets.as_deref().unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("PLANLEDGER_STRIPE_WEBHOOK_SECRETS: each must be {e}"))?;
     let catalog = Arc::new(load_catalog(options.catalog.as_deref())?);
     log.migrate().await.context("migration failed")?;
     log.check_transaction_order().await?;
@@ -85,7 +91,14 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         Arc::new(planledger_api::render::JsonRenderer),
     );
     let projector = Arc::new(ProjectorState::default());
-    let state = AppState::new(service.clone(), tokens, projector.clone()).with_stall_after(options.stall_after);
+    let stripe_enabled = !stripe_secrets.is_empty();
+    let stripe = planledger_stripe::Stripe::new(
+        service.clone(),
+        planledger_stripe::StripeConfig { secrets: stripe_secrets, tolerance: options.stripe_tolerance },
+    );
+    let state = AppState::new(service.clone(), tokens, projector.clone())
+        .with_stall_after(options.stall_after)
+        .with_stripe(stripe.clone());
 
     // Read models built under another catalog are rebuilt in the background, blue/green: the
     // live ones keep answering meanwhile.
@@ -112,6 +125,14 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     let (stop, stopped) = watch::channel(false);
     let worker = tokio::spawn(deadline_worker(service.clone(), options.sweep_interval, stopped.clone()));
     let retention_task = tokio::spawn(retention_job(service.clone(), options.retention_interval, stopped.clone()));
+    // Events already in the inbox are applied whether or not deliveries are accepted now.
+    let stripe_task = {
+        let stopped = stopped.clone();
+        tokio::spawn(async move { stripe.run(Arc::default(), stopped).await })
+    };
+    if stripe_enabled {
+        tracing::info!("Stripe webhooks accepted at POST /v1/webhooks/stripe");
+    }
     let projector_task = tokio::spawn(run_audit_projector(log, projector, stopped.clone()));
     let memory_task = tokio::spawn(crate::memory::release_after_bursts(crate::memory::CHECK_EVERY, stopped));
     axum::serve(listener, planledger_api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
@@ -119,6 +140,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     let _ = stop.send(true);
     let _ = worker.await;
     let _ = retention_task.await;
+    let _ = stripe_task.await;
     let _ = projector_task.await;
     let _ = memory_task.await;
     service.shutdown();
@@ -140,13 +162,15 @@ async fn deadline_worker(service: CommandService, interval: Duration, mut stop: 
     }
 }
 
-/// Deletes expired bookkeeping (answers, keys, journal) every `interval` until told to stop.
+/// Deletes expired bookkeeping (answers, keys, journal, settled Stripe events) every `interval`
+/// until told to stop.
 async fn retention_job(service: CommandService, interval: Duration, mut stop: watch::Receiver<bool>) {
     let retention = service.retention();
     tracing::info!(
         answers = %planledger_service::retention::describe(retention.answers),
         keys = %planledger_service::retention::describe(retention.keys),
         journal = %planledger_service::retention::describe(retention.journal),
+        stripe_events = %planledger_service::retention::describe(retention.stripe_events),
         "retention"
     );
     loop {
@@ -160,6 +184,7 @@ async fn retention_job(service: CommandService, interval: Duration, mut stop: wa
                     answers = report.answers,
                     keys = report.keys,
                     journal = report.journal,
+                    stripe_events = report.stripe_events,
                     "expired bookkeeping deleted"
                 );
             }
