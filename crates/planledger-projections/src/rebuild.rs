@@ -373,7 +373,7 @@ async fn rebuild_tenant_state(
 
     progress.set_phase("catching up");
     let mut caught_up = 0;
-    let mut previous = u64::MAX;
+    let mut previous = None;
     for _ in 0..CATCH_UP_ROUNDS {
         let next = log.settled_head().await?;
         let mut tx = log.begin().await?;
@@ -381,13 +381,10 @@ async fn rebuild_tenant_state(
         log.commit(tx).await?;
         caught_up += stores;
         mark = next;
-        // Each round folds what was written during the one before, so rounds shrink until they
-        // take as long as writers need to fill them; once they stop shrinking, another round
-        // would not make the locked remainder smaller.
-        if events <= SWAP_AT_MOST_EVENTS || events * 10 > previous * 9 {
+        if !another_round(events, previous) {
             break;
         }
-        previous = events;
+        previous = Some(events);
     }
 
     progress.set_phase("swapping");
@@ -416,6 +413,16 @@ async fn rebuild_tenant_state(
         swap_pause,
         already_current: false,
     })
+}
+
+/// Whether another catch-up round is worth it before the swap locks writers out, after a round
+/// that found `events` (and the one before it, `previous`). Each round folds what was written
+/// during the one before, so rounds shrink until they take as long as writers need to fill
+/// them; a round small enough, or one that shrank by less than a tenth, ends the rounds: another
+/// would not make the locked remainder smaller.
+fn another_round(events: u64, previous: Option<u64>) -> bool {
+    events > SWAP_AT_MOST_EVENTS
+        && previous.is_none_or(|previous| events.saturating_mul(10) <= previous.saturating_mul(9))
 }
 
 /// Brings `table` up to date, in `tx`, with every event committed after `mark`. The rows that
@@ -576,6 +583,16 @@ mod tests {
         let version = log.stream_version(stream).await.unwrap();
         let event = NewEvent::new("StoreRegistered", 1, serde_json::json!({}), "pace", "test", "fp", Utc::now());
         log.append(stream, version, &[event]).await.unwrap();
+    }
+
+    #[test]
+    fn catch_up_rounds_go_on_while_they_shrink_and_are_large() {
+        assert!(another_round(35_000, None), "the first large round");
+        assert!(another_round(3_000, Some(35_000)), "shrinking");
+        assert!(!another_round(150, Some(3_000)), "small enough to lock");
+        assert!(!another_round(2_400, Some(2_500)), "no longer shrinking");
+        assert!(!another_round(u64::MAX, Some(u64::MAX)), "no overflow");
+        assert!(another_round(u64::MAX, None));
     }
 
     /// Alone, a rebuild reads long pages and never rests; once the log grows under it, it reads
