@@ -421,8 +421,7 @@ async fn rebuild_tenant_state(
 /// them; a round small enough, or one that shrank by less than a tenth, ends the rounds: another
 /// would not make the locked remainder smaller.
 fn another_round(events: u64, previous: Option<u64>) -> bool {
-    events > SWAP_AT_MOST_EVENTS
-        && previous.is_none_or(|previous| events.saturating_mul(10) <= previous.saturating_mul(9))
+    events > SWAP_AT_MOST_EVENTS && previous.is_none_or(|previous| u128::from(events) * 10 <= u128::from(previous) * 9)
 }
 
 /// Brings `table` up to date, in `tx`, with every event committed after `mark`. The rows that
