@@ -10,6 +10,7 @@ mod exactness;
 mod lifecycle;
 mod migrate;
 mod nodes;
+mod notify;
 mod ops;
 mod outage;
 mod restore;

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod render;
 mod responses;
 pub mod routes;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub stall_after: std::time::Duration,
     /// Stripe's webhooks (off unless signing secrets are configured).
     pub stripe: planledger_stripe::Stripe,
+    /// Notifications out: webhook endpoints and their deliveries.
+    pub notifier: planledger_notify::Notifier,
 }
 
 /// How far behind a background worker may fall before `/readyz` fails: well past a normal
@@ -64,8 +67,15 @@ impl AppState {
             projector,
             rebuilds: Arc::new(Rebuilds::default()),
             stall_after: DEFAULT_STALL_AFTER,
-            stripe: planledger_stripe::Stripe::new(service, planledger_stripe::StripeConfig::default()),
+            stripe: planledger_stripe::Stripe::new(service.clone(), planledger_stripe::StripeConfig::default()),
+            notifier: planledger_notify::Notifier::new(service, planledger_notify::NotifyConfig::default()),
         }
+    }
+
+    /// With the notifier the process runs (its deliveries configured otherwise).
+    pub fn with_notifier(mut self, notifier: planledger_notify::Notifier) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// With Stripe's webhooks on (or configured otherwise).
@@ -171,6 +181,7 @@ impl std::fmt::Debug for Route {
 }
 
 use routes as r;
+use webhooks as w;
 
 /// Every route the API serves.
 pub const ROUTES: &[Route] = &[
@@ -272,6 +283,49 @@ pub const ROUTES: &[Route] = &[
         role: None,
         handler: || post(r::stripe_webhook).layer(DefaultBodyLimit::max(MAX_STRIPE_BODY_BYTES)),
     },
+    Route {
+        method: "POST",
+        path: "/v1/admin/webhooks/endpoints",
+        role: Some(Role::Admin),
+        handler: || post(w::create_endpoint),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/admin/webhooks/endpoints",
+        role: Some(Role::Admin),
+        handler: || get(w::list_endpoints),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/admin/webhooks/endpoints/{id}",
+        role: Some(Role::Admin),
+        handler: || get(w::get_endpoint),
+    },
+    Route {
+        method: "PATCH",
+        path: "/v1/admin/webhooks/endpoints/{id}",
+        role: Some(Role::Admin),
+        handler: || axum::routing::patch(w::update_endpoint),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/admin/webhooks/endpoints/{id}/deliveries",
+        role: Some(Role::Admin),
+        handler: || get(w::list_deliveries),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/admin/webhooks/deliveries/{id}",
+        role: Some(Role::Admin),
+        handler: || get(w::get_delivery),
+    },
+    Route {
+        method: "POST",
+        path: "/v1/admin/webhooks/deliveries/{id}/retry",
+        role: Some(Role::Admin),
+        handler: || post(w::retry_delivery),
+    },
+    Route { method: "GET", path: "/v1/events", role: Some(Role::Reader), handler: || get(w::follow_events) },
     Route { method: "GET", path: "/v1/test-clock", role: Some(Role::Admin), handler: || get(r::get_test_clock) },
     Route {
         method: "PUT",

@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use crate::routes as r;
+use crate::webhooks as w;
 use crate::ROUTES;
 
 #[derive(OpenApi)]
@@ -31,6 +32,8 @@ use crate::ROUTES;
         r::events, r::state_at, r::audit, r::audit_commands, r::start_rebuild, r::rebuild_progress,
         r::list_stores, r::bulk_extensions, r::get_test_clock, r::set_test_clock, r::advance_test_clock,
         r::stripe_webhook, r::list_stripe_events, r::retry_stripe_event,
+        w::create_endpoint, w::list_endpoints, w::get_endpoint, w::update_endpoint, w::list_deliveries,
+        w::get_delivery, w::retry_delivery, w::follow_events,
         r::openapi, r::healthz, r::readyz, r::metrics,
     ),
     components(schemas(planledger_wire::ErrorCode)),
@@ -68,6 +71,7 @@ pub fn document(catalog: &Catalog) -> Value {
     let mut doc = generated();
     secure_routes(&mut doc);
     add_catalog(&mut doc, catalog);
+    add_webhook_rules(&mut doc);
     add_conditions(&mut doc);
     add_links(&mut doc);
     tidy_parameters(&mut doc);
@@ -201,6 +205,28 @@ fn add_catalog(doc: &mut Value, catalog: &Catalog) {
     set_enum(doc, "RegisterStore", "timeZone", &zones, true);
 }
 
+/// The ledger's event types, where a request names them (`planledger_domain::event::EVENT_TYPES`),
+/// and the URLs a webhook endpoint may have (`planledger_notify::URL_PATTERN`).
+fn add_webhook_rules(doc: &mut Value) {
+    let types = planledger_domain::event::EVENT_TYPES;
+    for schema in ["CreateWebhookEndpoint", "UpdateWebhookEndpoint"] {
+        if let Some(items) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/eventTypes/items")) {
+            *items = json!({ "type": "string", "enum": types });
+        }
+        if let Some(url) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/url")) {
+            url["pattern"] = json!(planledger_notify::URL_PATTERN);
+        }
+    }
+    let one = types.join("|");
+    if let Some(parameters) =
+        operation(doc, "GET", "/v1/events").and_then(|op| op.get_mut("parameters")).and_then(Value::as_array_mut)
+    {
+        for parameter in parameters.iter_mut().filter(|p| p["name"] == "types") {
+            parameter["schema"]["pattern"] = json!(format!("^({one})(,({one}))*$"));
+        }
+    }
+}
+
 /// Links, for clients and stateful testing: a store's id flows from every answer that shows the
 /// store into every route of `/v1/stores/{id}`, and a consumption's id into its refund.
 fn add_links(doc: &mut Value) {
@@ -235,6 +261,13 @@ fn add_links(doc: &mut Value) {
     if let Value::Object(refund) = refund {
         insert_links(doc, "POST", "/v1/stores/{id}/quota/consume", &refund);
     }
+    // A new webhook endpoint's id into the routes of `/v1/admin/webhooks/endpoints/{id}`.
+    let mut to_endpoint = Map::new();
+    for id in ["getWebhookEndpoint", "updateWebhookEndpoint", "listWebhookDeliveries"] {
+        to_endpoint
+            .insert(id.to_owned(), json!({ "operationId": id, "parameters": { "id": "$response.body#/endpoint/id" } }));
+    }
+    insert_links(doc, "POST", "/v1/admin/webhooks/endpoints", &to_endpoint);
 }
 
 fn insert_links(doc: &mut Value, method: &str, path: &str, links: &Map<String, Value>) {

@@ -401,7 +401,7 @@ pub async fn refund(
 
 // ---- history ----------------------------------------------------------------------------
 
-fn envelope(e: planledger_store::RecordedEvent) -> wire::EventEnvelope {
+pub(crate) fn envelope(e: planledger_store::RecordedEvent) -> wire::EventEnvelope {
     wire::EventEnvelope {
         event_id: e.event_id,
         stream_id: e.stream_id.as_str().to_owned(),
@@ -420,14 +420,23 @@ fn envelope(e: planledger_store::RecordedEvent) -> wire::EventEnvelope {
 }
 
 /// The `cursor` of a list: a non-negative integer (the position after which the page starts).
-fn cursor_param(params: &Params) -> Result<i64, ApiError> {
+pub(crate) fn cursor_param(params: &Params) -> Result<i64, ApiError> {
     params.get("cursor").map_or(Ok(0), |c| {
         c.parse::<i64>().ok().filter(|c| *c >= 0).ok_or_else(|| ApiError::validation("cursor", "is not a cursor"))
     })
 }
 
+/// The `status` filter of a listing, parsed by `parse`; `message` says why a value is refused.
+pub(crate) fn status_param<T>(
+    params: &Params,
+    parse: fn(&str) -> Option<T>,
+    message: &'static str,
+) -> Result<Option<T>, ApiError> {
+    params.get("status").map(|s| parse(s).ok_or_else(|| ApiError::validation("status", message))).transpose()
+}
+
 /// One page: `limit` items at most, read one further to know whether another page follows.
-fn page<T>(mut items: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> wire::Page<T> {
+pub(crate) fn page<T>(mut items: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> wire::Page<T> {
     let more = items.len() as i64 > limit;
     items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = if more { items.last().map(cursor_of) } else { None };
@@ -900,10 +909,7 @@ fn stripe_event_view(event: planledger_stripe::inbox::InboxEvent) -> wire::Strip
     ))]
 pub async fn list_stripe_events(State(app): State<AppState>, params: Params) -> Reply {
     use planledger_stripe::inbox::InboxStatus;
-    let status = params
-        .get("status")
-        .map(|s| InboxStatus::parse(s).ok_or_else(|| ApiError::validation("status", "is not a Stripe event status")))
-        .transpose()?;
+    let status = status_param(&params, InboxStatus::parse, "is not a Stripe event status")?;
     let limit = params.int("limit", 100, 1..=1000)?;
     let events = app.stripe.list(status, cursor_param(&params)?, limit + 1).await?;
     let page = page(events, limit, |e| e.seq.to_string());
@@ -1019,6 +1025,13 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     text.push_str("# TYPE planledger_stripe_events_total counter\n");
     for (outcome, count) in app.stripe.metrics().outcomes() {
         text.push_str(&format!("planledger_stripe_events_total{{outcome=\"{outcome}\"}} {count}\n"));
+    }
+    text.push_str(
+        "# HELP planledger_webhook_deliveries_total Webhook deliveries of notifications, by what became of them.\n",
+    );
+    text.push_str("# TYPE planledger_webhook_deliveries_total counter\n");
+    for (outcome, count) in app.notifier.metrics().outcomes() {
+        text.push_str(&format!("planledger_webhook_deliveries_total{{outcome=\"{outcome}\"}} {count}\n"));
     }
     if let Ok(lag) = planledger_projections::runtime::audit_lag(app.service.log(), app.service.clock().now()).await {
         let leader = u8::from(app.projector.leader.load(std::sync::atomic::Ordering::Relaxed));

@@ -109,7 +109,33 @@ pub struct Catalog {
     default_trial_plan: PlanId,
     /// `[stripe] prices`: a Stripe price's lookup key or id, to the paid plan it sells.
     stripe_prices: BTreeMap<String, PlanId>,
+    notifications: Notifications,
     fingerprint: String,
+}
+
+/// `[notifications]`: how far ahead of a deadline the ledger warns, and at which shares of a
+/// limited action's window it says so. What is sent when, not what a store may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notifications {
+    /// `trial.ending_soon` this many days before the trial ends (at once if less remains).
+    pub trial_ending_days: i64,
+    /// `grace.ending_soon` this many days before the grace period ends.
+    pub grace_ending_days: i64,
+    /// `store.freeze_warning` this many days before a store in maintenance freezes, once each.
+    pub freeze_warning_days: Vec<i64>,
+    /// `quota.threshold` when a window's usage reaches these percentages of its limit.
+    pub quota_threshold_percents: Vec<u64>,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Self {
+            trial_ending_days: 3,
+            grace_ending_days: 1,
+            freeze_warning_days: vec![7, 1],
+            quota_threshold_percents: vec![80, 100],
+        }
+    }
 }
 
 /// Why a catalog file was refused.
@@ -138,6 +164,17 @@ struct RawCatalog {
     plans: BTreeMap<Spanned<String>, RawPlan>,
     #[serde(default)]
     stripe: Option<RawStripe>,
+    #[serde(default)]
+    notifications: Option<RawNotifications>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotifications {
+    trial_ending_days: Option<Spanned<i64>>,
+    grace_ending_days: Option<Spanned<i64>>,
+    freeze_warning_days: Option<Spanned<Vec<i64>>>,
+    quota_threshold_percents: Option<Spanned<Vec<i64>>>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +230,10 @@ struct Normalized<'a> {
     /// Left out when empty, so a catalog without `[stripe]` keeps the fingerprint it had.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     stripe_prices: &'a BTreeMap<String, PlanId>,
+    /// Left out when they are the defaults, so a catalog without `[notifications]` keeps the
+    /// fingerprint it had.
+    #[serde(skip_serializing_if = "Notifications::is_default")]
+    notifications: &'a Notifications,
 }
 
 struct Source<'a> {
@@ -200,7 +241,73 @@ struct Source<'a> {
     text: &'a str,
 }
 
+impl Notifications {
+    fn is_default(&self) -> bool {
+        *self == Notifications::default()
+    }
+}
+
+/// The longest lead time a warning may have: a year.
+const MAX_LEAD_DAYS: i64 = 366;
+
 impl Source<'_> {
+    /// `[notifications]`, each field checked (lead times of 0 to 366 days, percentages of 1 to
+    /// 100), defaults for the fields left out.
+    fn notifications(&self, raw: Option<&RawNotifications>) -> Result<Notifications, CatalogError> {
+        let mut notifications = Notifications::default();
+        let Some(raw) = raw else {
+            return Ok(notifications);
+        };
+        let days = |value: &Spanned<i64>, field: &str| {
+            let days = *value.get_ref();
+            if (0..=MAX_LEAD_DAYS).contains(&days) {
+                Ok(days)
+            } else {
+                Err(self.error(
+                    Some(value.span()),
+                    field,
+                    format!("{days} is not a lead time of 0 to {MAX_LEAD_DAYS} days"),
+                ))
+            }
+        };
+        if let Some(value) = &raw.trial_ending_days {
+            notifications.trial_ending_days = days(value, "notifications.trial_ending_days")?;
+        }
+        if let Some(value) = &raw.grace_ending_days {
+            notifications.grace_ending_days = days(value, "notifications.grace_ending_days")?;
+        }
+        if let Some(list) = &raw.freeze_warning_days {
+            let field = "notifications.freeze_warning_days";
+            let mut leads = Vec::new();
+            for lead in list.get_ref() {
+                leads.push(days(&Spanned::new(list.span(), *lead), field)?);
+            }
+            leads.sort_unstable_by(|a, b| b.cmp(a));
+            leads.dedup();
+            notifications.freeze_warning_days = leads;
+        }
+        if let Some(list) = &raw.quota_threshold_percents {
+            let field = "notifications.quota_threshold_percents";
+            let mut percents = Vec::new();
+            for percent in list.get_ref() {
+                match u64::try_from(*percent) {
+                    Ok(p @ 1..=100) => percents.push(p),
+                    _ => {
+                        return Err(self.error(
+                            Some(list.span()),
+                            field,
+                            format!("{percent} is not a percentage of 1 to 100"),
+                        ))
+                    }
+                }
+            }
+            percents.sort_unstable();
+            percents.dedup();
+            notifications.quota_threshold_percents = percents;
+        }
+        Ok(notifications)
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         self.text[..offset.min(self.text.len())].matches('\n').count() + 1
     }
@@ -398,14 +505,17 @@ impl Catalog {
             stripe_prices.insert(price.get_ref().clone(), id);
         }
 
+        let notifications = source.notifications(raw.notifications.as_ref())?;
+
         let fingerprint = fingerprint(&Normalized {
             plans: &plans,
             actions: &actions,
             lifecycle: &lifecycle,
             default_trial_plan: &default_trial_plan,
             stripe_prices: &stripe_prices,
+            notifications: &notifications,
         });
-        Ok(Catalog { plans, actions, lifecycle, default_trial_plan, stripe_prices, fingerprint })
+        Ok(Catalog { plans, actions, lifecycle, default_trial_plan, stripe_prices, notifications, fingerprint })
     }
 
     /// A hash of the normalized content: formatting and comments do not change it.
@@ -441,6 +551,11 @@ impl Catalog {
     /// (`[stripe] prices`).
     pub fn plan_for_stripe_price(&self, lookup_key: Option<&str>, price_id: &str) -> Option<&PlanId> {
         lookup_key.and_then(|key| self.stripe_prices.get(key)).or_else(|| self.stripe_prices.get(price_id))
+    }
+
+    /// When notifications are sent (`[notifications]`, defaults if absent).
+    pub fn notifications(&self) -> &Notifications {
+        &self.notifications
     }
 
     pub fn maintenance_plan(&self) -> PlanId {
@@ -504,6 +619,25 @@ mod tests {
         let line = BUILTIN.lines().position(|l| l.starts_with("[plans.starter]")).unwrap() + 5;
         assert_eq!(err.line, Some(line), "{err}");
         assert!(err.to_string().starts_with(&format!("test.toml:{line}: price: ")), "{err}");
+    }
+
+    #[test]
+    fn notification_lead_times_are_checked_and_the_defaults_keep_the_fingerprint() {
+        let without = BUILTIN.split("\n[notifications]").next().unwrap().to_owned();
+        let base = parse(BUILTIN).unwrap();
+        assert_eq!(parse(&without).unwrap().fingerprint(), base.fingerprint(), "the defaults change nothing");
+        assert_eq!(base.notifications(), &Notifications::default());
+        let changed = parse(&with("trial_ending_days = 3", "trial_ending_days = 5")).unwrap();
+        assert_eq!(changed.notifications().trial_ending_days, 5);
+        assert_ne!(changed.fingerprint(), base.fingerprint());
+        let reordered = parse(&with("freeze_warning_days = [7, 1]", "freeze_warning_days = [1, 7, 7]")).unwrap();
+        assert_eq!(reordered.notifications().freeze_warning_days, vec![7, 1]);
+        let err = parse(&with("grace_ending_days = 1", "grace_ending_days = -1")).unwrap_err();
+        assert!(err.to_string().contains("notifications.grace_ending_days"), "{err}");
+        let err = parse(&with("quota_threshold_percents = [80, 100]", "quota_threshold_percents = [0]")).unwrap_err();
+        assert!(err.to_string().contains("not a percentage"), "{err}");
+        let err = parse(&with("grace_ending_days = 1", "grace_ending_dayz = 1")).unwrap_err();
+        assert!(err.to_string().contains("grace_ending_dayz"), "{err}");
     }
 
     #[test]

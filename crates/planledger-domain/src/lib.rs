@@ -24,7 +24,7 @@ pub mod state;
 pub mod status;
 pub mod values;
 
-pub use catalog::{ActionKind, Catalog, CatalogError, Period, Plan, PlanKind};
+pub use catalog::{ActionKind, Catalog, CatalogError, Notifications, Period, Plan, PlanKind};
 pub use command::{Command, Consumption, ExtensionKind, TransitionPlan};
 pub use decide::{decide, due_transitions, quota_position, usage_positions, QuotaPosition};
 pub use error::{DomainError, GateReason, GateRefusal, UPGRADE_URL};

@@ -104,6 +104,11 @@ impl StoreId {
     pub fn stream_name(&self) -> String {
         format!("store-{}", self.0)
     }
+
+    /// The store whose stream is named `stream`, if it is a store's stream.
+    pub fn from_stream_name(stream: &str) -> Option<StoreId> {
+        stream.strip_prefix("store-").and_then(|id| StoreId::parse(id).ok())
+    }
 }
 
 impl fmt::Display for StoreId {

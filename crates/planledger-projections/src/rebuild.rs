@@ -193,7 +193,7 @@ impl Pace {
 }
 
 fn store_of(stream: &StreamId) -> Option<StoreId> {
-    stream.as_str().strip_prefix("store-").and_then(|id| StoreId::parse(id).ok())
+    StoreId::from_stream_name(stream.as_str())
 }
 
 /// Rebuilds `model` from the log under `catalog`, reporting to `progress`: claims the model

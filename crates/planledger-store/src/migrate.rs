@@ -54,6 +54,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "stripe_inbox",
         sql: include_str!("../../../migrations/postgres/0008_stripe_inbox.sql"),
     },
+    Migration {
+        version: 9,
+        name: "webhook_outbox",
+        sql: include_str!("../../../migrations/postgres/0009_webhook_outbox.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -79,6 +84,11 @@ pub const SQLITE: &[Migration] = &[
         version: 7,
         name: "stripe_inbox",
         sql: include_str!("../../../migrations/sqlite/0007_stripe_inbox.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "webhook_outbox",
+        sql: include_str!("../../../migrations/sqlite/0008_webhook_outbox.sql"),
     },
 ];
 

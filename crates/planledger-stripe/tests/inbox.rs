@@ -458,28 +458,7 @@ async fn concurrent_deliveries_apply_each_event_once(postgres: bool) {
     );
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(false).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(true).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+planledger_testkit::on_both_backends!(
     every_mapped_type_moves_the_store,
     statuses_that_never_paid_leave_the_trial_alone,
     redeliveries_and_any_order_end_in_the_newest_state,

@@ -485,3 +485,115 @@ pub struct StripeEventView {
     #[serde(with = "crate::time::option")]
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
+
+/// A registered webhook endpoint. Its secret is shown once, when it is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEndpoint {
+    /// `ep_` and 32 hex digits.
+    pub id: String,
+    pub url: String,
+    pub description: Option<String>,
+    pub kinds: Vec<crate::NotificationKind>,
+    /// For `ledger.event`; `null`: every type.
+    pub event_types: Option<Vec<String>>,
+    pub enabled: bool,
+    /// Why it was disabled (by an operator, or after failing for days).
+    pub disabled_reason: Option<String>,
+    /// Since when every attempt to it has failed; `null` while it answers.
+    #[serde(with = "crate::time::option")]
+    pub failing_since: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::time")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A new endpoint and its signing secret, which no later answer shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedWebhookEndpoint {
+    pub endpoint: WebhookEndpoint,
+    /// Standard Webhooks' `whsec_...` secret: verify deliveries with it.
+    pub secret: String,
+}
+
+/// The endpoints, in the order registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEndpoints {
+    pub items: Vec<WebhookEndpoint>,
+}
+
+/// What became of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookDeliveryStatus {
+    /// Waiting for its time, its turn (its store's earlier deliveries) or its next attempt.
+    Pending,
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// Not sent: the warning no longer applied when it was due.
+    Skipped,
+    /// Every attempt failed for the whole retry period (3 days).
+    Failed,
+}
+
+/// One notification for one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDelivery {
+    /// `dlv_` and 32 hex digits.
+    pub id: String,
+    pub endpoint_id: String,
+    /// The notification's id: the `webhook-id` header, the same on every attempt.
+    pub notification_id: String,
+    pub kind: crate::NotificationKind,
+    pub store_id: String,
+    pub status: WebhookDeliveryStatus,
+    #[serde(with = "crate::time")]
+    pub due_at: DateTime<Utc>,
+    pub attempts: i64,
+    /// While pending.
+    #[serde(with = "crate::time::option")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status_code: Option<i64>,
+    /// The last attempt's error, or why it was skipped.
+    pub last_error: Option<String>,
+    #[serde(with = "crate::time::option")]
+    pub settled_at: Option<DateTime<Utc>>,
+    /// The body delivered, byte for byte the same on every attempt.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+/// One attempt at a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAttempt {
+    pub attempt: i64,
+    #[serde(with = "crate::time")]
+    pub at: DateTime<Utc>,
+    /// `null` when no answer came (refused, timed out).
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+/// A delivery with every attempt made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDeliveryDetail {
+    pub delivery: WebhookDelivery,
+    pub attempt_log: Vec<WebhookAttempt>,
+}
+
+/// `GET /v1/events`: events of the whole log in its gap-safe order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventFeed {
+    pub events: Vec<EventEnvelope>,
+    /// Pass it as `after` to read on: after the last event returned, or past the events the
+    /// `types` filter left out. The same on every node.
+    pub next_cursor: String,
+}

@@ -180,3 +180,81 @@ pub struct AdvanceClock {
     #[schema(minimum = 0, maximum = 316_224_000)]
     pub seconds: i64,
 }
+
+/// A kind of notification a webhook endpoint may receive (docs/notifications.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum NotificationKind {
+    /// The trial ends soon (the catalog's lead time before, or at once if less remains).
+    #[serde(rename = "trial.ending_soon")]
+    TrialEndingSoon,
+    #[serde(rename = "trial.expired")]
+    TrialExpired,
+    /// The grace period ends soon.
+    #[serde(rename = "grace.ending_soon")]
+    GraceEndingSoon,
+    #[serde(rename = "store.downgraded_to_maintenance")]
+    StoreDowngradedToMaintenance,
+    /// A store in maintenance freezes soon (once for each of the catalog's lead times).
+    #[serde(rename = "store.freeze_warning")]
+    StoreFreezeWarning,
+    #[serde(rename = "store.frozen")]
+    StoreFrozen,
+    /// The subscription became active, past due or canceled.
+    #[serde(rename = "subscription.changed")]
+    SubscriptionChanged,
+    #[serde(rename = "plan.transitioned")]
+    PlanTransitioned,
+    /// A limited action's window reached a threshold (80 % and 100 % by default).
+    #[serde(rename = "quota.threshold")]
+    QuotaThreshold,
+    /// Every raw event of the ledger (of the endpoint's `eventTypes`, if given).
+    #[serde(rename = "ledger.event")]
+    LedgerEvent,
+}
+
+/// `POST /v1/admin/webhooks/endpoints`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"url": "https://crm.internal/hooks/planledger", "kinds": ["trial.ending_soon", "store.frozen"]}))]
+pub struct CreateWebhookEndpoint {
+    /// Where deliveries are POSTed: an `http` or `https` URL (the served document states its
+    /// pattern).
+    #[schema(min_length = 8, max_length = 2048)]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
+    pub description: Option<String>,
+    /// The notifications it receives.
+    #[schema(min_items = 1, max_items = 10)]
+    pub kinds: Vec<NotificationKind>,
+    /// For `ledger.event`: the raw event types it receives (`QuotaConsumed`, ...); absent or
+    /// empty: every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub event_types: Option<Vec<String>>,
+}
+
+/// `PATCH /v1/admin/webhooks/endpoints/{id}`: the fields given change, the others stay.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"enabled": true}))]
+pub struct UpdateWebhookEndpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 8, max_length = 2048)]
+    pub url: Option<String>,
+    /// An empty description removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 10)]
+    pub kinds: Option<Vec<NotificationKind>>,
+    /// An empty list: every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub event_types: Option<Vec<String>>,
+    /// Enabling a disabled endpoint clears its reason; deliveries that failed meanwhile are
+    /// retried one by one (`POST .../deliveries/{id}/retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}

@@ -91,6 +91,9 @@ enum Command {
         /// How far a Stripe delivery's signature time may be from now, in seconds.
         #[arg(long, env = "PLANLEDGER_STRIPE_TOLERANCE_SECONDS", default_value_t = 300)]
         stripe_tolerance_seconds: u64,
+        /// How long a webhook endpoint has to answer one delivery attempt, in seconds.
+        #[arg(long, env = "PLANLEDGER_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
+        webhook_timeout_seconds: u64,
     },
     /// Apply the event log's migrations (serve does it too).
     Migrate {
@@ -313,6 +316,7 @@ async fn main() -> std::process::ExitCode {
             retention_interval_seconds,
             stripe_webhook_secrets,
             stripe_tolerance_seconds,
+            webhook_timeout_seconds,
         } => match connect(&cli).await {
             Ok(log) => {
                 let options = serve::ServeOptions {
@@ -331,6 +335,7 @@ async fn main() -> std::process::ExitCode {
                     retention_interval: Duration::from_secs((*retention_interval_seconds).max(1)),
                     stripe_secrets: stripe_webhook_secrets.clone(),
                     stripe_tolerance: Duration::from_secs((*stripe_tolerance_seconds).max(1)),
+                    webhook_timeout: Duration::from_secs((*webhook_timeout_seconds).clamp(1, 60)),
                 };
                 serve::serve(log, options).await
             }

@@ -1,5 +1,5 @@
-//! `planledger serve`: the API, the deadline worker, the journal writer and the retention job in
-//! one process.
+//! `planledger serve`: the API, the deadline worker, the journal writer, the retention job, the
+//! Stripe applier and the notifications (outbox projector and deliverer) in one process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub struct ServeOptions {
     /// Stripe's webhook signing secrets (comma-separated), if Stripe drives the ledger.
     pub stripe_secrets: Option<String>,
     pub stripe_tolerance: Duration,
+    /// How long a webhook endpoint has to answer one delivery attempt.
+    pub webhook_timeout: Duration,
 }
 
 pub fn load_catalog(path: Option<&str>) -> anyhow::Result<Catalog> {
@@ -96,9 +98,14 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         service.clone(),
         planledger_stripe::StripeConfig { secrets: stripe_secrets, tolerance: options.stripe_tolerance },
     );
+    let notifier = planledger_notify::Notifier::new(
+        service.clone(),
+        planledger_notify::NotifyConfig { timeout: options.webhook_timeout, ..Default::default() },
+    );
     let state = AppState::new(service.clone(), tokens, projector.clone())
         .with_stall_after(options.stall_after)
-        .with_stripe(stripe.clone());
+        .with_stripe(stripe.clone())
+        .with_notifier(notifier.clone());
 
     // Read models built under another catalog are rebuilt in the background, blue/green: the
     // live ones keep answering meanwhile.
@@ -130,6 +137,11 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         let stopped = stopped.clone();
         tokio::spawn(async move { stripe.run(Arc::default(), stopped).await })
     };
+    // Notifications: the outbox projector and the deliverer, each on one node at a time.
+    let notify_task = {
+        let stopped = stopped.clone();
+        tokio::spawn(async move { notifier.run(stopped).await })
+    };
     if stripe_enabled {
         tracing::info!("Stripe webhooks accepted at POST /v1/webhooks/stripe");
     }
@@ -141,6 +153,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     let _ = worker.await;
     let _ = retention_task.await;
     let _ = stripe_task.await;
+    let _ = notify_task.await;
     let _ = projector_task.await;
     let _ = memory_task.await;
     service.shutdown();
