@@ -167,6 +167,15 @@ async fn every_kind_fires_once_at_its_time(postgres: bool) {
         subscription_id: SubscriptionId::parse("sub_1Qnotify").unwrap(),
     };
     w.run(pays, subscription).await;
+    let upgrade = Command::TransitionPlan(planledger_domain::TransitionPlan {
+        from_plan_id: PlanId::parse("starter").unwrap(),
+        to_plan_id: PlanId::parse("professional").unwrap(),
+        reason: planledger_domain::TransitionReason::Upgrade,
+        subscription_id: Some(SubscriptionId::parse("sub_1Qnotify").unwrap()),
+        metadata: None,
+        by_admin: false,
+    });
+    w.run(pays, upgrade).await;
     w.at(TimeDelta::days(173)).await; // 7 days before the freeze
     w.at(TimeDelta::days(6)).await; // 1 day before
     w.at(TimeDelta::days(1)).await; // frozen
@@ -193,6 +202,7 @@ async fn every_kind_fires_once_at_its_time(postgres: bool) {
             "grace.ending_soon",
             "store.downgraded_to_maintenance",
             "subscription.changed",
+            "plan.transitioned",
         ]
     );
     {
