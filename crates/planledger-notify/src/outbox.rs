@@ -91,9 +91,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Whether this endpoint receives `notice`.
+    /// Whether this endpoint receives `notice`: enabled, of a kind (and event type) it chose, and
+    /// due after it was registered (an endpoint hears of what comes, not of the past).
     pub fn wants(&self, notice: &Notice) -> bool {
         self.enabled
+            && self.created_at <= notice.due_at
             && self.kinds.contains(&notice.kind)
             && match (&self.event_types, notice.event_type) {
                 (Some(types), Some(event_type)) => types.iter().any(|t| t == event_type),
