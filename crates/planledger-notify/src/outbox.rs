@@ -1,13 +1,11 @@
 //! The endpoints, the outbox of deliveries and the log of attempts, on both backends.
 //!
 //! Times are stored as microseconds since the Unix epoch on both backends, so each statement is
-//! written once with PostgreSQL's `$n` placeholders ([`sqlite_sql`] turns them into SQLite's
-//! `?n`) and each row type serves both.
-
-use std::borrow::Cow;
+//! written once with PostgreSQL's `$n` placeholders (`planledger_store::one_statement`) and each
+//! row type serves both.
 
 use chrono::{DateTime, Utc};
-use planledger_store::{AnyEventLog, AnyTx, EventLog, StoreError};
+use planledger_store::{in_tx, on_log, AnyEventLog, AnyTx, EventLog, StoreError};
 
 use crate::notice::{Kind, Notice};
 
@@ -17,57 +15,6 @@ fn micros(at: DateTime<Utc>) -> i64 {
 
 fn time(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
-}
-
-/// A statement written with `$n` placeholders, as SQLite reads it (`?n`, the same numbering).
-fn sqlite_sql(sql: &str) -> Cow<'_, str> {
-    if sql.contains('$') {
-        Cow::Owned(sql.replace('$', "?"))
-    } else {
-        Cow::Borrowed(sql)
-    }
-}
-
-/// Runs `$build` (a query built from `$q`, executed on `$on`) on the log's backend: the same
-/// statement text and binds, typed for each backend. `writer` or `reader` names SQLite's pool.
-macro_rules! on_log {
-    ($log:expr, $pool:ident, $sql:expr, |$q:ident, $on:ident| $build:expr) => {
-        match $log {
-            AnyEventLog::Postgres(pg) => {
-                let sql: &str = $sql;
-                let $on = pg.pool();
-                let $q = sql;
-                $build
-            }
-            AnyEventLog::Sqlite(lite) => {
-                let sql = sqlite_sql($sql);
-                let $on = on_log!(@pool lite, $pool);
-                let $q: &str = &sql;
-                $build
-            }
-        }
-    };
-    (@pool $lite:ident, writer) => { $lite.writer() };
-    (@pool $lite:ident, reader) => { $lite.readers() };
-}
-
-/// The same, inside a write transaction of the log.
-macro_rules! in_tx {
-    ($tx:expr, $sql:expr, |$q:ident, $on:ident| $build:expr) => {
-        match $tx {
-            AnyTx::Postgres(tx) => {
-                let $on = &mut **tx;
-                let $q: &str = $sql;
-                $build
-            }
-            AnyTx::Sqlite(tx) => {
-                let sql = sqlite_sql($sql);
-                let $on = &mut **tx;
-                let $q: &str = &sql;
-                $build
-            }
-        }
-    };
 }
 
 // ---- endpoints ---------------------------------------------------------------------------
@@ -594,15 +541,4 @@ pub async fn requeue(log: &AnyEventLog, id: &str, now: DateTime<Utc>) -> Result<
     let changed =
         on_log!(log, writer, sql, |q, on| sqlx::query(q).bind(id).bind(micros(now)).execute(on).await?.rows_affected());
     Ok(changed == 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statements_are_written_once_for_both_backends() {
-        assert_eq!(sqlite_sql("SELECT $1, $2 WHERE a = $1"), "SELECT ?1, ?2 WHERE a = ?1");
-        assert!(matches!(sqlite_sql("SELECT 1"), Cow::Borrowed(_)));
-    }
 }

@@ -16,6 +16,7 @@ mod any;
 pub mod copy_text;
 mod error;
 pub mod migrate;
+pub mod one_statement;
 mod postgres;
 pub mod retention;
 mod sqlite;
