@@ -8,11 +8,13 @@
 //!   and swaps it in. Their schemas live in `projections/<name>/v1/`; [`schema`] records which
 //!   generation is live and the catalog it was built with.
 //! - [`history`]: the one fold of a store's stream into its state, for every reader.
+//! - [`replay`]: a history event by event, beside another catalog (what-if).
 
 pub mod audit;
 pub mod claim;
 pub mod history;
 pub mod rebuild;
+pub mod replay;
 pub mod runtime;
 pub mod schema;
 pub mod tenant_state;

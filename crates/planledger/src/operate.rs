@@ -8,28 +8,21 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use planledger_domain::{quota_position, status, Catalog, StoreId, TenantState};
-use planledger_projections::audit::summary;
-use planledger_projections::history::{fold_stream, Folded, Until};
+use planledger_domain::{Catalog, StoreId};
 use planledger_projections::rebuild::{rebuild, Progress, When};
+use planledger_projections::replay::{self, StatusLine};
 use planledger_projections::runtime::audit_lag;
 use planledger_projections::{schema, ReadModel};
 use planledger_store::AnyEventLog;
 use serde_json::{json, Value};
 
-fn status_and_plan(state: &TenantState, at: DateTime<Utc>, catalog: &Catalog) -> (&'static str, Option<String>) {
-    let s = status(state, at, catalog);
-    (s.internal_status.as_str(), s.plan_id.map(|p| p.to_string()))
+fn status_json(line: &StatusLine) -> Value {
+    json!({ "internalStatus": line.internal_status, "planId": line.plan_id })
 }
 
-fn line_of(state: &TenantState, at: DateTime<Utc>, catalog: &Catalog) -> String {
-    let (status, plan) = status_and_plan(state, at, catalog);
-    format!("{status} / {}", plan.as_deref().unwrap_or("-"))
-}
-
-fn status_json(state: &TenantState, at: DateTime<Utc>, catalog: &Catalog) -> Value {
-    let (status, plan) = status_and_plan(state, at, catalog);
-    json!({ "internalStatus": status, "planId": plan })
+fn usage_json(line: &replay::UsageLine) -> Value {
+    let figures = |q: replay::Usage| json!({ "used": q.used, "limit": q.limit });
+    json!({ "action": line.action.to_string(), "current": figures(line.current), "compared": line.compared.map(figures) })
 }
 
 /// How `replay` prints.
@@ -58,34 +51,34 @@ pub async fn replay(
             "ver", "recorded at", "type", "actor", "correlation id", "summary"
         )?;
     }
-    let until = Until { version: None, time: at };
-    let folded = fold_stream(log, store, Folded::default(), until, |recorded, event, folded| {
-        let at = recorded.recorded_at;
+    let compared = other.map(|(_, catalog)| catalog);
+    let ending = replay::replay(log, store, at, Utc::now(), current, compared, |row| {
+        let recorded = row.recorded;
         match &mut out {
             Out::Json(rows) => rows.push(json!({
                 "version": recorded.version,
-                "recordedAt": at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                "recordedAt": recorded.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
                 "type": recorded.event_type,
                 "actor": recorded.actor,
                 "correlationId": recorded.correlation_id,
-                "summary": summary(event),
-                "after": status_json(&folded.state, at, current),
-                "afterUnderCompared": other.map(|(_, other)| status_json(&folded.state, at, other)),
+                "summary": row.summary,
+                "after": status_json(&row.after),
+                "afterUnderCompared": row.after_compared.as_ref().map(status_json),
+                "quotaAfter": row.quota.as_ref().map(usage_json),
             })),
             Out::Text(out) => {
-                let mut after = line_of(&folded.state, at, current);
-                if let Some((_, other)) = other {
-                    let theirs = line_of(&folded.state, at, other);
-                    let mark = if theirs == after { ' ' } else { '*' };
+                let mut after = row.after_text();
+                if let Some(theirs) = row.after_compared_text() {
+                    let mark = if row.differs() { '*' } else { ' ' };
                     after = format!("{after:<28} {mark} {theirs}");
                 }
-                let mut text = summary(event);
+                let mut text = row.summary.clone();
                 text.truncate(44);
                 writeln!(
                     out,
                     "{:>5}  {:<27} {:<24} {:<12} {:<38} {:<44} {}",
                     recorded.version,
-                    at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                    recorded.recorded_at.to_rfc3339_opts(SecondsFormat::Millis, true),
                     recorded.event_type,
                     recorded.actor,
                     recorded.correlation_id,
@@ -97,66 +90,38 @@ pub async fn replay(
         anyhow::Ok(())
     })
     .await?;
-    let (state, count, last_time) = (folded.state, folded.version, folded.at);
-    if count == 0 {
+    let Some(end) = ending else {
         bail!("store {store} has no events{}", at.map_or(String::new(), |t| format!(" before {t}")));
-    }
-    let now = at.unwrap_or_else(Utc::now).max(last_time.unwrap_or_default());
-    let mut actions: Vec<_> = current.actions().map(|(a, _)| a.clone()).collect();
-    actions.sort();
-    let effective = planledger_domain::effective_state(&state, now, current);
-    let position = |catalog: &Catalog, action| {
-        quota_position(&planledger_domain::effective_state(&state, now, catalog), action, now, catalog)
     };
-    let shown: Vec<_> = actions.iter().filter(|a| effective.usage.contains_key(*a) || other.is_some()).collect();
     match out {
         Out::Json(events) => {
-            let usage: Vec<Value> = shown
-                .iter()
-                .map(|action| {
-                    let figures = |q: planledger_domain::QuotaPosition| json!({ "used": q.used, "limit": q.limit });
-                    json!({
-                        "action": action.to_string(),
-                        "current": figures(position(current, action)),
-                        "compared": other.map(|(_, other)| figures(position(other, action))),
-                    })
-                })
-                .collect();
+            let usage: Vec<Value> = end.usage.iter().map(usage_json).collect();
             let document = json!({
                 "storeId": store.to_string(),
                 "events": events,
-                "at": now.to_rfc3339_opts(SecondsFormat::Micros, true),
-                "status": status_json(&state, now, current),
-                "statusUnderCompared": other.map(|(_, other)| status_json(&state, now, other)),
+                "at": end.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                "status": status_json(&end.status),
+                "statusUnderCompared": end.status_compared.as_ref().map(status_json),
                 "compared": other.map(|(name, _)| name),
                 "usage": usage,
             });
             println!("{}", serde_json::to_string_pretty(&document)?);
         }
         Out::Text(mut out) => {
-            writeln!(
-                out,
-                "\nat {}: {}",
-                now.to_rfc3339_opts(SecondsFormat::Secs, true),
-                line_of(&state, now, current)
-            )?;
-            let figures = |catalog: &Catalog, action| {
-                let q = position(catalog, action);
-                format!("{}/{}", q.used, q.limit.map_or("unmetered".to_owned(), |l| l.to_string()))
-            };
-            for action in shown {
-                let mine = figures(current, action);
-                match other {
-                    Some((name, other)) => {
-                        let theirs = figures(other, action);
+            writeln!(out, "\nat {}: {}", end.at.to_rfc3339_opts(SecondsFormat::Secs, true), end.status)?;
+            for line in &end.usage {
+                let (action, mine) = (&line.action, line.current.to_string());
+                match (other, line.compared) {
+                    (Some((name, _)), Some(theirs)) => {
+                        let theirs = theirs.to_string();
                         let mark = if theirs == mine { ' ' } else { '*' };
                         writeln!(out, "  {action:<16} {mine:<16} {mark} under {name}: {theirs}")?;
                     }
-                    None => writeln!(out, "  {action:<16} {mine}")?,
+                    _ => writeln!(out, "  {action:<16} {mine}")?,
                 }
             }
-            if let Some((name, other)) = other {
-                let (a, b) = (line_of(&state, now, current), line_of(&state, now, other));
+            if let (Some((name, _)), Some(b)) = (other, &end.status_compared) {
+                let (a, b) = (end.status.to_string(), b.to_string());
                 writeln!(out, "  status / plan    {a:<16} {} under {name}: {b}", if a == b { ' ' } else { '*' })?;
                 writeln!(out, "(what-if: nothing was written)")?;
             }
