@@ -211,6 +211,22 @@ async fn a_retried_bulk_extension_extends_every_store_once(backend: Backend) {
     }
 }
 
+async fn a_retried_bulk_extension_answers_a_refused_store_as_it_first_did(backend: Backend) {
+    let test = "a_retried_bulk_extension_answers_a_refused_store_as_it_first_did";
+    let (server, _db) = server_or_skip!(backend, test, Options::default());
+    let on_trial = trialing(&server, "Bulk On Trial").await;
+    let without_trial = server.register("Bulk Without Trial").await;
+    let body = json!({"storeIds": [on_trial, without_trial], "kind": "trial", "days": 7, "reason": "incident 43"});
+    let first = server.post_keyed("/v1/admin/stores/extensions", "bulk-2", body.clone()).await;
+    assert_eq!(first.0, 200, "{first:?}");
+    let refused = &first.1["results"][1];
+    assert_eq!(refused["ok"], false, "{first:?}");
+    assert_ne!(refused["error"], "internal", "a refusal names its rule: {first:?}");
+    // The retry replays both stores' first answers: the refusal keeps its code.
+    let retry = server.post_keyed("/v1/admin/stores/extensions", "bulk-2", body).await;
+    assert_eq!(retry, first);
+}
+
 async fn commands_to_unknown_stores_leave_nothing_behind(backend: Backend) {
     let (server, _db) = server_or_skip!(backend, "commands_to_unknown_stores_leave_nothing_behind", Options::default());
     let store = trialing(&server, "Known").await;
@@ -240,6 +256,7 @@ async fn commands_to_unknown_stores_leave_nothing_behind(backend: Backend) {
 }
 
 on_both_backends!(
+    a_retried_bulk_extension_answers_a_refused_store_as_it_first_did,
     sixteen_concurrent_refunds_of_one_consumption_refund_it_once,
     a_client_key_that_names_a_system_key_never_wedges_the_store,
     moving_off_an_anchored_plan_and_back_keeps_the_month_usage,

@@ -713,9 +713,11 @@ pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
         .get("cursor")
         .map(|c| StoreId::parse(c).map_err(|_| ApiError::validation("cursor", "is not a cursor")))
         .transpose()?;
-    let rows =
-        planledger_projections::tenant_state::list(app.service.log(), status.map(|s| s.as_str()), cursor, limit + 1)
-            .await?;
+    let filter = planledger_projections::tenant_state::StoreFilter {
+        internal_status: status.map(|s| s.as_str().to_owned()),
+        ..Default::default()
+    };
+    let rows = planledger_projections::tenant_state::list(app.service.log(), &filter, cursor, limit + 1).await?;
     let now = app.service.clock().now();
     let catalog = app.service.catalog();
     let items = rows.iter().map(|r| render::store_view(r.store_id, &r.state, r.version, now, catalog)).collect();
@@ -734,6 +736,36 @@ pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
         rs::Invalid,
     ))]
 pub async fn bulk_extensions(State(app): State<AppState>, ctx: Ctx, body: JsonBody<wire::Extensions>) -> Reply {
+    let results = extend_each(&app, &ctx, body)
+        .await?
+        .into_iter()
+        .map(|a| wire::ExtensionResult {
+            store_id: a.store.as_uuid(),
+            status: a.status.as_u16(),
+            ok: a.status.is_success(),
+            error: a.error.or_else(|| (!a.status.is_success()).then_some(wire::ErrorCode::Internal)),
+        })
+        .collect();
+    Ok(Json::ok(&wire::ExtensionResults { results }).into_response())
+}
+
+/// One store's part of a bulk request.
+#[derive(Debug)]
+pub(crate) struct StoreAnswer {
+    pub store: StoreId,
+    /// The status this store's command alone would have been answered with.
+    pub status: StatusCode,
+    pub error: Option<wire::ErrorCode>,
+    /// The store had answered the request's key before (its first answer is given again).
+    pub replayed: bool,
+}
+
+/// Extends each store of a bulk request, concurrently, each under the request's key.
+pub(crate) async fn extend_each(
+    app: &AppState,
+    ctx: &Ctx,
+    body: JsonBody<wire::Extensions>,
+) -> Result<Vec<StoreAnswer>, ApiError> {
     let b = body.value;
     if b.store_ids.is_empty() || b.store_ids.len() > 1000 {
         return Err(ApiError::validation("storeIds", "must list 1 to 1000 stores"));
@@ -747,7 +779,7 @@ pub async fn bulk_extensions(State(app): State<AppState>, ctx: Ctx, body: JsonBo
     let reason = Reason::parse(&b.reason)?;
     // Each store keeps the first answer to the request's key, so a retried bulk request
     // extends no store twice (and answers as it first did).
-    let meta = meta(&ctx, "/v1/admin/stores/extensions", &body.canonical);
+    let meta = meta(ctx, "/v1/admin/stores/extensions", &body.canonical);
     let mut tasks = Vec::with_capacity(b.store_ids.len());
     for id in b.store_ids {
         let (service, store) = (app.service.clone(), StoreId::new(id));
@@ -755,21 +787,24 @@ pub async fn bulk_extensions(State(app): State<AppState>, ctx: Ctx, body: JsonBo
         let meta = meta.clone();
         tasks.push(tokio::spawn(async move { (store, service.execute(store, command, meta).await) }));
     }
-    let mut results = Vec::with_capacity(tasks.len());
+    let mut answers = Vec::with_capacity(tasks.len());
     for task in tasks {
         let (store, outcome) = task.await.map_err(|_| ApiError::Internal)?;
-        let (status, error) = match outcome.map_err(ApiError::from).and_then(|a| answer(&app, a)) {
-            Ok(response) => (response.status(), None),
-            Err(e) => (e.status(), Some(e.code())),
+        let (status, error, replayed) = match outcome.map_err(ApiError::from) {
+            // A replay answers as the store first did: a refusal with its first code.
+            Ok(Answer::Replayed(first)) => {
+                let code = serde_json::from_str::<wire::ErrorBody>(&first.body).ok().map(|body| body.error);
+                (StatusCode::from_u16(first.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), code, true)
+            }
+            Ok(decided) => match answer(app, decided) {
+                Ok(response) => (response.status(), None, false),
+                Err(e) => (e.status(), Some(e.code()), false),
+            },
+            Err(e) => (e.status(), Some(e.code()), false),
         };
-        results.push(wire::ExtensionResult {
-            store_id: store.as_uuid(),
-            status: status.as_u16(),
-            ok: status.is_success(),
-            error: error.or_else(|| (!status.is_success()).then_some(wire::ErrorCode::Internal)),
-        });
+        answers.push(StoreAnswer { store, status, error, replayed });
     }
-    Ok(Json::ok(&wire::ExtensionResults { results }).into_response())
+    Ok(answers)
 }
 
 // ---- test clock -------------------------------------------------------------------------

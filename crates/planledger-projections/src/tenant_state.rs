@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use planledger_domain::{status, Catalog, StoreId, TenantState};
+use planledger_store::one_statement::sqlite_sql;
 use planledger_store::{AnyEventLog, AnyTx, StoreError};
 use sqlx::Row;
 
@@ -394,28 +395,98 @@ pub async fn due(log: &AnyEventLog, now: DateTime<Utc>, limit: i64) -> Result<Ve
     ids.iter().map(|id| StoreId::parse(id).map_err(|e| corrupt("store_id", e))).collect()
 }
 
-/// Stores (optionally of one stored internal status), by store id after `after`.
+/// Which stores a listing shows: every filter given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreFilter {
+    /// The internal status stored with the row (as of its last write).
+    pub internal_status: Option<String>,
+    pub plan_id: Option<String>,
+    /// A part of the store's name, in any case.
+    pub name_contains: Option<String>,
+}
+
+/// Stores matching `filter`, by store id after `after`. The status filter reads its index in
+/// store id order; the plan and name filters are checked on the rows that index (or the primary
+/// key) yields, so a page costs at most a scan until `limit` rows match.
 pub async fn list(
     log: &AnyEventLog,
-    internal_status: Option<&str>,
+    filter: &StoreFilter,
     after: Option<StoreId>,
     limit: i64,
 ) -> Result<Vec<TenantStateRow>, StoreError> {
     let after = after.map(|a| a.to_string()).unwrap_or_default();
+    // A part of the name, matched literally: LIKE's wildcards in it are escaped.
+    let name = filter.name_contains.as_deref().map(|n| {
+        let literal = n.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        format!("%{literal}%")
+    });
+    // One statement for both backends (only the columns read differ).
+    let sql = |columns: &str| {
+        format!(
+            "SELECT {columns} FROM tenant_state
+             WHERE (CAST($1 AS text) IS NULL OR internal_status = $1) AND store_id > $2
+               AND (CAST($4 AS text) IS NULL OR plan_id = $4)
+               AND (CAST($5 AS text) IS NULL OR lower(name) LIKE $5 ESCAPE '\\')
+             ORDER BY store_id LIMIT $3"
+        )
+    };
+    macro_rules! fetch {
+        ($sql:expr, $pool:expr) => {
+            sqlx::query($sql)
+                .bind(&filter.internal_status)
+                .bind(after)
+                .bind(limit)
+                .bind(&filter.plan_id)
+                .bind(name)
+                .fetch_all($pool)
+                .await?
+        };
+    }
+    match log {
+        AnyEventLog::Postgres(pg) => fetch!(&sql(COLUMNS_PG), pg.pool()).iter().map(from_pg).collect(),
+        AnyEventLog::Sqlite(lite) => {
+            fetch!(&sqlite_sql(&sql(COLUMNS_SQLITE)), lite.readers()).iter().map(from_sqlite).collect()
+        }
+    }
+}
+
+/// How many stores have each stored internal status (one pass over the status index).
+pub async fn count_by_status(log: &AnyEventLog) -> Result<Vec<(String, i64)>, StoreError> {
+    let sql = "SELECT internal_status, count(*) FROM tenant_state GROUP BY internal_status ORDER BY internal_status";
+    Ok(match log {
+        AnyEventLog::Postgres(pg) => sqlx::query_as(sql).fetch_all(pg.pool()).await?,
+        AnyEventLog::Sqlite(lite) => sqlx::query_as(sql).fetch_all(lite.readers()).await?,
+    })
+}
+
+/// Stores of stored status `internal_status` whose next deadline falls before `until` (overdue
+/// ones included), earliest first: what is about to happen to them, read from the deadline index.
+pub async fn deadlines_before(
+    log: &AnyEventLog,
+    internal_status: &str,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<TenantStateRow>, StoreError> {
     match log {
         AnyEventLog::Postgres(pg) => {
             let sql = format!(
-                "SELECT {COLUMNS_PG} FROM tenant_state WHERE ($1::text IS NULL OR internal_status = $1) AND store_id > $2 ORDER BY store_id LIMIT $3"
+                "SELECT {COLUMNS_PG} FROM tenant_state WHERE next_deadline < $1 AND internal_status = $2
+                 ORDER BY next_deadline LIMIT $3"
             );
-            let rows = sqlx::query(&sql).bind(internal_status).bind(after).bind(limit).fetch_all(pg.pool()).await?;
+            let rows = sqlx::query(&sql).bind(until).bind(internal_status).bind(limit).fetch_all(pg.pool()).await?;
             rows.iter().map(from_pg).collect()
         }
         AnyEventLog::Sqlite(lite) => {
             let sql = format!(
-                "SELECT {COLUMNS_SQLITE} FROM tenant_state WHERE (?1 IS NULL OR internal_status = ?1) AND store_id > ?2 ORDER BY store_id LIMIT ?3"
+                "SELECT {COLUMNS_SQLITE} FROM tenant_state WHERE next_deadline_us < ?1 AND internal_status = ?2
+                 ORDER BY next_deadline_us LIMIT ?3"
             );
-            let rows =
-                sqlx::query(&sql).bind(internal_status).bind(after).bind(limit).fetch_all(lite.readers()).await?;
+            let rows = sqlx::query(&sql)
+                .bind(until.timestamp_micros())
+                .bind(internal_status)
+                .bind(limit)
+                .fetch_all(lite.readers())
+                .await?;
             rows.iter().map(from_sqlite).collect()
         }
     }
