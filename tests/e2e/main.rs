@@ -2,8 +2,10 @@
 
 mod api;
 mod audit;
+mod browser;
 mod cli;
 mod concurrency;
+mod console;
 mod contract;
 mod crash;
 mod exactness;

@@ -121,7 +121,38 @@ impl Tokens {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// The digest a console session keeps of the token it was made from (open access: `"open"`).
+fn token_digest(secret: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const OPEN_ACCESS: &str = "open";
+
+impl Tokens {
+    /// The principal a console login with `secret` signs in as, with the digest its session
+    /// keeps of the token; `None` for a secret no token has. Open access signs in anyone.
+    pub fn login(&self, secret: &str) -> Option<(Principal, String)> {
+        if self.0.is_empty() {
+            return Some((Principal { name: "anonymous".to_owned(), role: Role::Admin }, OPEN_ACCESS.to_owned()));
+        }
+        let principal = self.authenticate(Some(&format!("Bearer {secret}"))).ok()?;
+        Some((principal, token_digest(secret.trim().as_bytes())))
+    }
+
+    /// The principal of a console session made from the token `name` with `digest`, if that
+    /// token is still configured with the same secret.
+    pub fn session_principal(&self, name: &str, digest: &str) -> Option<Principal> {
+        if self.0.is_empty() {
+            return (digest == OPEN_ACCESS).then(|| Principal { name: name.to_owned(), role: Role::Admin });
+        }
+        let token = self.0.iter().find(|t| t.name == name)?;
+        constant_time_eq(token_digest(&token.secret).as_bytes(), digest.as_bytes())
+            .then(|| Principal { name: token.name.clone(), role: token.role })
+    }
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -141,6 +172,24 @@ mod tests {
         assert_eq!(tokens.authenticate(Some("Bearer wrong-secret")), Err(ApiError::Unauthorized));
         assert_eq!(tokens.authenticate(None), Err(ApiError::Unauthorized));
         assert_eq!(tokens.authenticate(Some("Basic s3cret-service")), Err(ApiError::Unauthorized));
+    }
+
+    #[test]
+    fn a_console_session_lives_only_as_long_as_its_token() {
+        let tokens = Tokens::parse("ops:admin:s3cret-admin,dash:reader:s3cret-reader").unwrap();
+        let (who, digest) = tokens.login("s3cret-reader").unwrap();
+        assert_eq!((who.name.as_str(), who.role), ("dash", Role::Reader));
+        assert!(!digest.contains("s3cret"));
+        assert_eq!(tokens.session_principal("dash", &digest), Some(who));
+        assert!(tokens.login("wrong-secret").is_none());
+        assert!(tokens.session_principal("ops", &digest).is_none(), "another token's session");
+        let rotated = Tokens::parse("ops:admin:s3cret-admin,dash:reader:n3w-s3cret-reader").unwrap();
+        assert!(rotated.session_principal("dash", &digest).is_none(), "a new secret ends the sessions");
+        let open = Tokens::none();
+        let (anyone, open_digest) = open.login("").unwrap();
+        assert_eq!(anyone.role, Role::Admin);
+        assert!(open.session_principal(&anyone.name, &open_digest).is_some());
+        assert!(tokens.session_principal(&anyone.name, &open_digest).is_none(), "tokens configured later");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! rendered in [`render`] and failures mapped once, in [`error::ApiError`].
 
 pub mod auth;
+pub mod console;
 pub mod edge;
 pub mod error;
 pub mod metrics;
@@ -96,6 +97,8 @@ pub struct RebuildJob {
     pub progress: Arc<Progress>,
     /// `None` while running.
     pub outcome: Option<Result<RebuildReport, String>>,
+    /// The key of the console form that started it, so that the form sent again starts nothing.
+    pub started_by: Option<String>,
 }
 
 /// The rebuilds this process started, by read model.
@@ -109,12 +112,29 @@ impl Rebuilds {
     /// returns whether it started. It waits while another node rebuilds the model (its claim),
     /// and with [`When::IfStale`] does nothing if it then finds the model current.
     pub fn start(self: &Arc<Self>, service: &CommandService, model: ReadModel, when: When) -> bool {
+        self.start_once(service, model, when, None)
+    }
+
+    /// As [`Rebuilds::start`]; with a `key`, also nothing if the last rebuild of `model` was
+    /// started with the same key (a console form sent twice).
+    pub fn start_once(
+        self: &Arc<Self>,
+        service: &CommandService,
+        model: ReadModel,
+        when: When,
+        key: Option<&str>,
+    ) -> bool {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        if jobs.get(model.name()).is_some_and(|job| job.outcome.is_none()) {
-            return false;
+        if let Some(job) = jobs.get(model.name()) {
+            if job.outcome.is_none() || (key.is_some() && job.started_by.as_deref() == key) {
+                return false;
+            }
         }
         let progress = Arc::new(Progress::default());
-        jobs.insert(model.name(), RebuildJob { progress: progress.clone(), outcome: None });
+        jobs.insert(
+            model.name(),
+            RebuildJob { progress: progress.clone(), outcome: None, started_by: key.map(str::to_owned) },
+        );
         let (rebuilds, service) = (self.clone(), service.clone());
         tokio::spawn(async move {
             let now = service.clock().now();
@@ -371,6 +391,7 @@ pub fn app(state: AppState) -> Router {
         router = router.route(path, methods.fallback(fallback));
     }
     router
+        .merge(console::router())
         .fallback(r::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::edge))

@@ -313,3 +313,50 @@ pub async fn journal(
         })
         .collect())
 }
+
+/// The refusals among the journal's most recent commands, by error code.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecentRefusals {
+    /// How many commands were looked at (at most the number asked for).
+    pub commands: i64,
+    /// When the oldest of them was recorded.
+    pub since: Option<DateTime<Utc>>,
+    /// Refusals by error code, most frequent first.
+    pub by_code: Vec<(String, i64)>,
+}
+
+/// The refusals among the last `last` commands of the journal: a bounded read from the end of its
+/// primary key, whatever the size of the journal.
+pub async fn recent_refusals(log: &AnyEventLog, last: i64) -> Result<RecentRefusals, StoreError> {
+    let time = match log {
+        AnyEventLog::Postgres(_) => "recorded_at",
+        AnyEventLog::Sqlite(_) => "recorded_at_us",
+    };
+    let window = format!("SELECT outcome, error_code, {time} AS at FROM command_journal ORDER BY id DESC LIMIT $1");
+    let totals = format!("SELECT count(*), min(at) FROM ({window}) recent");
+    let codes = format!(
+        "SELECT coalesce(error_code, 'unknown'), count(*) FROM ({window}) recent WHERE outcome = 'refused'
+         GROUP BY 1 ORDER BY 2 DESC, 1"
+    );
+    let (commands, since, by_code) = match log {
+        AnyEventLog::Postgres(pg) => {
+            let (commands, since): (i64, Option<DateTime<Utc>>) =
+                sqlx::query_as(&totals).bind(last).fetch_one(pg.pool()).await?;
+            let by_code: Vec<(String, i64)> = sqlx::query_as(&codes).bind(last).fetch_all(pg.pool()).await?;
+            (commands, since, by_code)
+        }
+        AnyEventLog::Sqlite(lite) => {
+            let (commands, since): (i64, Option<i64>) =
+                sqlx::query_as(&planledger_store::one_statement::sqlite_sql(&totals))
+                    .bind(last)
+                    .fetch_one(lite.readers())
+                    .await?;
+            let by_code: Vec<(String, i64)> = sqlx::query_as(&planledger_store::one_statement::sqlite_sql(&codes))
+                .bind(last)
+                .fetch_all(lite.readers())
+                .await?;
+            (commands, since.and_then(DateTime::from_timestamp_micros), by_code)
+        }
+    };
+    Ok(RecentRefusals { commands, since, by_code })
+}

@@ -6,6 +6,7 @@
 //!   types; the edge renders them.
 //! - [`Journal`] records every command, accepted or refused, off the hot path.
 //! - [`Retention`]: how long stored answers, the ledger's keys and the journal are kept.
+//! - [`sessions`]: the admin console's sessions.
 //! - [`Clock`]: the one clock decisions read; a settable [`TestClock`] for tests.
 
 mod answers;
@@ -15,6 +16,7 @@ pub mod journal;
 pub mod outcome;
 pub mod retention;
 pub mod service;
+pub mod sessions;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use faults::InjectedFaults;

@@ -59,6 +59,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "webhook_outbox",
         sql: include_str!("../../../migrations/postgres/0009_webhook_outbox.sql"),
     },
+    Migration {
+        version: 10,
+        name: "console_sessions",
+        sql: include_str!("../../../migrations/postgres/0010_console_sessions.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -89,6 +94,11 @@ pub const SQLITE: &[Migration] = &[
         version: 8,
         name: "webhook_outbox",
         sql: include_str!("../../../migrations/sqlite/0008_webhook_outbox.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "console_sessions",
+        sql: include_str!("../../../migrations/sqlite/0009_console_sessions.sql"),
     },
 ];
 

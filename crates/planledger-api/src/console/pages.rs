@@ -1,0 +1,635 @@
+//! The console's pages: what the ledger knows, read the way the API reads it.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect};
+use chrono::{DateTime, TimeDelta, Utc};
+use maud::{html, Markup};
+use planledger_domain::{Catalog, InternalStatus, StoreId};
+use planledger_projections::history::{decode, fold_stream, Folded, Until};
+use planledger_projections::tenant_state::{self, StoreFilter};
+use planledger_projections::{audit, replay, runtime, schema, ReadModel};
+use planledger_store::{EventLog, StreamId};
+use planledger_wire as wire;
+
+use super::html::{self as h, Section};
+use super::{ConsoleError, Form, Page, Viewer};
+use crate::edge::Params;
+use crate::render;
+use crate::AppState;
+
+/// The statuses in the order people think of a store's life.
+pub const STATUSES: [&str; 8] =
+    ["trialing", "grace", "maintenance", "frozen", "active", "past_due", "canceled", "none"];
+
+/// How many stores a page of the list shows.
+const PAGE: i64 = 50;
+/// How many events a page of a store's timeline shows.
+const TIMELINE_PAGE: i64 = 100;
+/// How far ahead the overview looks for deadlines.
+const HORIZON: TimeDelta = TimeDelta::days(7);
+/// How many of the journal's most recent commands the overview counts refusals among.
+const RECENT_COMMANDS: i64 = 10_000;
+/// How many events a what-if page lists (the count of differences covers them all).
+const WHAT_IF_ROWS: usize = 2_000;
+
+fn now(app: &AppState) -> DateTime<Utc> {
+    app.service.clock().now()
+}
+
+fn store_id(raw: &str) -> Result<StoreId, ConsoleError> {
+    StoreId::parse(raw).map_err(|_| ConsoleError::NotFound(format!("{raw:?} is not a store id")))
+}
+
+fn status_filter(raw: Option<&str>) -> Result<Option<String>, ConsoleError> {
+    raw.filter(|s| !s.is_empty())
+        .map(|s| {
+            InternalStatus::parse(s)
+                .map(|s| s.as_str().to_owned())
+                .ok_or_else(|| ConsoleError::Invalid(format!("status: {s:?} is not an internal status")))
+        })
+        .transpose()
+}
+
+fn plan_filter(raw: Option<&str>, catalog: &Catalog) -> Result<Option<String>, ConsoleError> {
+    raw.filter(|s| !s.is_empty())
+        .map(|p| {
+            catalog
+                .plans()
+                .find(|plan| plan.id.as_str() == p)
+                .map(|plan| plan.id.to_string())
+                .ok_or_else(|| ConsoleError::Invalid(format!("plan: {p:?} is not a plan of the catalog")))
+        })
+        .transpose()
+}
+
+/// The filter of the store list, from its query string or a form repeating it.
+pub fn filter_of(get: impl Fn(&str) -> Option<String>, catalog: &Catalog) -> Result<StoreFilter, ConsoleError> {
+    let text = get("q").map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
+    if text.as_ref().is_some_and(|q| q.chars().count() > 200 || q.contains('\0')) {
+        return Err(ConsoleError::Invalid("q: at most 200 characters".to_owned()));
+    }
+    Ok(StoreFilter {
+        internal_status: status_filter(get("status").as_deref())?,
+        plan_id: plan_filter(get("plan").as_deref(), catalog)?,
+        name_contains: text,
+    })
+}
+
+/// The filter as a query string (for links and the bulk form).
+pub fn filter_query(filter: &StoreFilter) -> Vec<(&'static str, String)> {
+    [("status", &filter.internal_status), ("plan", &filter.plan_id), ("q", &filter.name_contains)]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+}
+
+fn describe_filter(filter: &StoreFilter) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = &filter.internal_status {
+        parts.push(format!("status {s}"));
+    }
+    if let Some(p) = &filter.plan_id {
+        parts.push(format!("plan {p}"));
+    }
+    if let Some(q) = &filter.name_contains {
+        parts.push(format!("name containing {q:?}"));
+    }
+    if parts.is_empty() {
+        "every store".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+// ---- overview ---------------------------------------------------------------------------
+
+pub async fn overview(State(app): State<AppState>, viewer: Viewer) -> Page {
+    let log = app.service.log();
+    let now = now(&app);
+    let counts = tenant_state::count_by_status(log).await?;
+    let rows: Vec<(String, i64, String)> = STATUSES
+        .iter()
+        .filter_map(|status| {
+            let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+            (*status != "none" || count > 0)
+                .then(|| (status.to_string(), count, format!("/admin/stores?status={status}")))
+        })
+        .collect();
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let trials = tenant_state::deadlines_before(log, "trialing", now + HORIZON, 20).await?;
+    let freezes = tenant_state::deadlines_before(log, "maintenance", now + HORIZON, 20).await?;
+    let lag = runtime::audit_lag(log, now).await?;
+    let models = schema::info(log).await?;
+    let refusals = audit::recent_refusals(log, RECENT_COMMANDS).await?;
+    let deadline_table = |rows: &[planledger_projections::TenantStateRow], what: &str, id: &str| {
+        html! {
+            @if rows.is_empty() {
+                p.muted #(id) { "None in the next 7 days." }
+            } @else {
+                table #(id) {
+                    thead { tr { th { "Store" } th { "Plan" } th { (what) } } }
+                    tbody {
+                        @for row in rows {
+                            tr {
+                                td { (h::store_link(&row.store_id.to_string(), row.state.name.as_ref().map(|n| n.as_str()))) }
+                                td { (row.state.plan_id.as_ref().map_or("-".to_owned(), ToString::to_string)) }
+                                td { (h::maybe_when(row.state.next_deadline(), now)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let body = html! {
+        div.grid {
+            section.card {
+                h2 { "Stores by status" }
+                p.muted { (total) " stores; the statuses stored with each store's last event." }
+                (h::bar_chart(&rows))
+            }
+            section.card {
+                h2 { "Read models" }
+                table #read-models {
+                    thead { tr { th { "Model" } th { "Generation" } th { "Current" } } }
+                    tbody {
+                        @for info in &models {
+                            tr {
+                                td { (info.name) }
+                                td { (info.generation) }
+                                td { @if info.is_stale(app.service.catalog()) { span.badge.warn { "stale: rebuild" } } @else { "yes" } }
+                            }
+                        }
+                    }
+                }
+                p #audit-lag {
+                    "Audit view lag: " strong { (lag.events) " events" } ", " (format!("{:.1}", lag.seconds)) " s behind the log. "
+                    span.muted { "tenant_state is written with the events: no lag." }
+                }
+            }
+            section.card {
+                h2 { "Trials ending in the next 7 days" }
+                (deadline_table(&trials, "Trial ends", "trials-ending"))
+            }
+            section.card {
+                h2 { "Freezes due in the next 7 days" }
+                (deadline_table(&freezes, "Freezes", "freezes-due"))
+            }
+            section.card {
+                h2 { "Recent refusals by code" }
+                p.muted {
+                    "Among the last " (refusals.commands) " commands"
+                    @if let Some(since) = refusals.since { ", since " (h::when(since, now)) }
+                    "."
+                }
+                @if refusals.by_code.is_empty() {
+                    p #refusals { "No refusals." }
+                } @else {
+                    table #refusals {
+                        thead { tr { th { "Code" } th.num { "Refusals" } } }
+                        tbody { @for (code, n) in &refusals.by_code { tr { td.mono { (code) } td.num { (n) } } } }
+                    }
+                }
+            }
+        }
+    };
+    Ok(h::page(&viewer, Section::Overview, "Overview", body))
+}
+
+// ---- stores -----------------------------------------------------------------------------
+
+pub async fn stores(State(app): State<AppState>, viewer: Viewer, params: Params) -> Page {
+    let catalog = app.service.catalog();
+    let filter = filter_of(|k| params.get(k).map(str::to_owned), catalog)?;
+    // An id typed into the search box goes to the store.
+    if let Some(id) = filter.name_contains.as_deref().and_then(|q| StoreId::parse(q).ok()) {
+        if tenant_state::load(app.service.log(), id).await?.is_some() {
+            return Ok(Redirect::to(&format!("/admin/stores/{id}")).into_response());
+        }
+    }
+    let after = params.get("cursor").map(store_id).transpose()?;
+    let mut rows = tenant_state::list(app.service.log(), &filter, after, PAGE + 1).await?;
+    let more = rows.len() as i64 > PAGE;
+    rows.truncate(PAGE as usize);
+    let now = now(&app);
+    let next = more.then(|| {
+        let mut query = filter_query(&filter);
+        query.push(("cursor", rows.last().map(|r| r.store_id.to_string()).unwrap_or_default()));
+        format!("/admin/stores?{}", serde_urlencoded::to_string(query).unwrap_or_default())
+    });
+    let selected = |a: &Option<String>, b: &str| a.as_deref() == Some(b);
+    let body = html! {
+        form.filters #filters method="get" action="/admin/stores" {
+            label { "Status " select name="status" {
+                option value="" { "any" }
+                @for s in STATUSES { option value=(s) selected[selected(&filter.internal_status, s)] { (s.replace('_', " ")) } }
+            } }
+            label { "Plan " select name="plan" {
+                option value="" { "any" }
+                @for plan in catalog.plans() {
+                    option value=(plan.id.as_str()) selected[selected(&filter.plan_id, plan.id.as_str())] { (plan.id.as_str()) }
+                }
+            } }
+            label { "Search " input type="search" name="q" placeholder="store id or name" value=[filter.name_contains.as_deref()]; }
+            button type="submit" { "Filter" }
+            a href="/admin/stores" { "Clear" }
+        }
+        @if rows.is_empty() {
+            p #no-stores { "No store matches " (describe_filter(&filter)) "." }
+        } @else {
+            table #stores {
+                thead { tr { th { "Store" } th { "Status" } th { "Plan" } th { "Next deadline" } th.num { "Version" } } }
+                tbody {
+                    @for row in &rows {
+                        @let view = render::store_view(row.store_id, &row.state, row.version, now, catalog);
+                        tr {
+                            td {
+                                (h::store_link(&row.store_id.to_string(), view.name.as_deref()))
+                                br; span.mono.muted { (row.store_id) }
+                            }
+                            td { (h::status_badge(&h::wire_name(&view.internal_status))) }
+                            td { (view.plan_id.as_deref().unwrap_or("-")) }
+                            td { (h::maybe_when(view.next_deadline, now)) }
+                            td.num { (row.version) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = next { p { a #next-page href=(next) { "Next page →" } } }
+        @if viewer.is_admin() && filter.internal_status.is_some() {
+            section.card.action {
+                h2 { "Extend every store of this filter" }
+                p.muted { "Applies to " (describe_filter(&filter)) " (at most 1,000 stores). You confirm on the next page." }
+                form #bulk-extend method="post" action="/admin/extensions/confirm" {
+                    (h::csrf(&viewer))
+                    @for (k, v) in filter_query(&filter) { input type="hidden" name=(k) value=(v); }
+                    (extension_fields())
+                    button type="submit" { "Review" }
+                }
+            }
+        }
+    };
+    Ok(h::page(&viewer, Section::Stores, "Stores", body))
+}
+
+/// The fields of an extension: what, how many days, why.
+pub fn extension_fields() -> Markup {
+    html! {
+        label { "Extend " select name="kind" {
+            option value="trial" { "trial" }
+            option value="grace" { "grace period" }
+            option value="maintenance" { "maintenance" }
+        } }
+        label { "by " input type="number" name="days" min="1" max="3650" value="3" required; " days" }
+        label.wide { "Reason " input type="text" name="reason" maxlength="500" required placeholder="why (recorded with the event)"; }
+    }
+}
+
+// ---- one store --------------------------------------------------------------------------
+
+fn quota_bars(usage: &[wire::Usage], now: DateTime<Utc>) -> Markup {
+    html! {
+        @if usage.is_empty() { p.muted { "No quota windows." } }
+        @for u in usage {
+            div.quota data-action=(u.action) {
+                div.quota-head {
+                    strong { (u.action) }
+                    span {
+                        (u.used) " used"
+                        @match u.limit { Some(limit) => { " of " (limit) " (" (u.remaining.unwrap_or(0)) " left)" }, None => { ", unmetered" } }
+                    }
+                }
+                @match u.limit {
+                    Some(limit) => meter min="0" max=(limit.max(1)) low=(limit * 8 / 10) high=(limit * 95 / 100) optimum="0" value=(u.used.min(limit)) {}
+                    None => meter min="0" max="1" value="0" {}
+                }
+                div.muted.small {
+                    (h::wire_name(&u.period)) " window"
+                    @if let Some(start) = u.period_start { " from " (start.format("%Y-%m-%d %H:%M")) }
+                    @if let Some(end) = u.period_end { " to " (end.format("%Y-%m-%d %H:%M UTC")) " (" (h::relative(end, now)) ")" }
+                }
+            }
+        }
+    }
+}
+
+fn state_table(view: &wire::StoreView, now: DateTime<Utc>) -> Markup {
+    html! {
+        table.facts #state {
+            tr { th { "Status" } td { (h::status_badge(&h::wire_name(&view.internal_status))) " " span.muted { "subscription " (h::wire_name(&view.subscription_status)) } } }
+            tr { th { "Plan" } td { (view.plan_id.as_deref().unwrap_or("-")) " " span.muted { "tier " (view.tier.as_deref().unwrap_or("-")) } } }
+            tr { th { "Trial ends" } td { (h::maybe_when(view.trial_ends_at, now)) } }
+            tr { th { "Grace ends" } td #grace-ends { (h::maybe_when(view.grace_ends_at, now)) } }
+            tr { th { "Maintenance ends" } td { (h::maybe_when(view.maintenance_ends_at, now)) } }
+            tr { th { "Next deadline" } td { (h::maybe_when(view.next_deadline, now)) } }
+            tr { th { "Subscription" } td { (view.subscription_id.as_deref().unwrap_or("-")) } }
+            tr { th { "Trial used" } td { (if view.trial_used { "yes" } else { "no" }) } }
+            tr { th { "Time zone" } td { (view.time_zone) } }
+            tr { th { "Features" } td { (view.features.join(", ")) } }
+            @if !view.warnings.is_empty() {
+                tr { th { "Warnings" } td { @for w in &view.warnings { span.badge.warn { (h::wire_name(w)) } " " } } }
+            }
+        }
+    }
+}
+
+pub async fn store(State(app): State<AppState>, viewer: Viewer, Path(id): Path<String>, params: Params) -> Page {
+    let store = store_id(&id)?;
+    let log = app.service.log();
+    let catalog = app.service.catalog();
+    let now = now(&app);
+    let Some((latest_state, latest)) = app.service.load_row(store).await? else {
+        return Err(ConsoleError::NotFound(format!("No store {store}.")));
+    };
+    let version = params.get("version").map(|_| params.int("version", latest, 1..=latest)).transpose()?;
+    // The store as it was at the version asked for (statuses as of when that event was recorded),
+    // or as it is now.
+    let (view, as_of) = match version.filter(|v| *v < latest) {
+        Some(v) => {
+            let until = Until { version: Some(v), time: None };
+            let folded = fold_stream(log, store, Folded::default(), until, |_, _, _| Ok::<_, ConsoleError>(())).await?;
+            let at = folded.at.unwrap_or(now);
+            (render::store_view(store, &folded.state, folded.version, at, catalog), at)
+        }
+        None => (render::store_view(store, &latest_state, latest, now, catalog), now),
+    };
+    let shown = view.version;
+    // The timeline, newest first, a page at a time going back.
+    let before = params.int("before", latest + 1, 2..=latest + 1)?;
+    let from = (before - TIMELINE_PAGE).max(1);
+    let stream = StreamId::parse(store.stream_name()).map_err(|_| ConsoleError::NotFound(store.to_string()))?;
+    let mut events = log.read_stream(&stream, from, before - from).await?;
+    events.reverse();
+    let title = view.name.clone().unwrap_or_else(|| store.to_string());
+    let body = html! {
+        p.mono.muted #store-id { (store) }
+        form.version #version-picker method="get" action={ "/admin/stores/" (store) } {
+            label for="version" { "State at version" }
+            input #version type="range" min="1" max=(latest) value=(shown);
+            input #version-number type="number" name="version" min="1" max=(latest) value=(shown) aria-label="version";
+            span { "of " (latest) }
+            button type="submit" { "Show" }
+            @if shown < latest { a href={ "/admin/stores/" (store) } { "Latest" } }
+        }
+        @if shown < latest {
+            p.notice #as-of { "As it was at version " (shown) ", recorded " (h::when(as_of, now)) "; the store is at version " (latest) " now." }
+        }
+        div.grid {
+            section.card { h2 { "State" } (state_table(&view, as_of)) }
+            section.card #quotas { h2 { "Quota windows" } (quota_bars(&view.usage, as_of)) }
+        }
+        @if viewer.is_admin() && shown == latest {
+            div.grid {
+                section.card.action {
+                    h2 { "Extend" }
+                    form #extend method="post" action="/admin/extensions/confirm" {
+                        (h::csrf(&viewer))
+                        input type="hidden" name="store" value=(store);
+                        (extension_fields())
+                        button type="submit" { "Review" }
+                    }
+                }
+                section.card.action {
+                    h2 { "Force a new trial" }
+                    p.muted { "Starts a trial again although one was used. Admins only; the reason is recorded." }
+                    form #trial-reset method="post" action={ "/admin/stores/" (store) "/trial-reset/confirm" } {
+                        (h::csrf(&viewer))
+                        label { "Plan " select name="plan" {
+                            option value="" { "the catalog's trial plan" }
+                            @for plan in catalog.plans().filter(|p| p.trial_eligible) { option value=(plan.id.as_str()) { (plan.id.as_str()) } }
+                        } }
+                        label.wide { "Reason " input type="text" name="reason" maxlength="500" required; }
+                        button type="submit" { "Review" }
+                    }
+                }
+            }
+        }
+        p { a #what-if-link href={ "/admin/stores/" (store) "/what-if" } { "What if the rules were different? Replay under another catalog →" } }
+        section.card {
+            h2 { "Timeline" }
+            table #timeline {
+                thead { tr { th.num { "Version" } th { "Recorded" } th { "Event" } th { "Summary" } th { "Actor" } th { "Correlation id" } } }
+                tbody {
+                    @for e in &events {
+                        @let summary = decode(e).map(|event| audit::summary(&event)).unwrap_or_else(|err| format!("(cannot be read: {err})"));
+                        tr class=[(e.version == shown && shown < latest).then_some("selected")] data-version=(e.version) {
+                            td.num { a href={ "/admin/stores/" (store) "?version=" (e.version) } { (e.version) } }
+                            td { (h::when(e.recorded_at, now)) }
+                            td.mono.event-type { (e.event_type) }
+                            td { (summary) }
+                            td { (e.actor) }
+                            td { (h::correlation_link(&e.correlation_id)) }
+                        }
+                    }
+                }
+            }
+            @if from > 1 { p { a #older href={ "/admin/stores/" (store) "?before=" (from) } { "Older events →" } } }
+        }
+    };
+    Ok(h::page(&viewer, Section::Stores, &title, body))
+}
+
+// ---- correlation ------------------------------------------------------------------------
+
+pub async fn correlation(State(app): State<AppState>, viewer: Viewer, Path(id): Path<String>) -> Page {
+    if id.is_empty() || id.chars().count() > 200 || id.contains('\0') {
+        return Err(ConsoleError::Invalid("a correlation id is 1 to 200 characters".to_owned()));
+    }
+    let log = app.service.log();
+    let now = now(&app);
+    let query = audit::AuditQuery { correlation_id: Some(id.clone()), limit: 1000, ..Default::default() };
+    let events = audit::query(log, &query).await?;
+    let commands = audit::journal(log, None, Some(&id), 0, 1000).await?;
+    let lag = runtime::audit_lag(log, now).await?;
+    let body = html! {
+        p.mono #correlation { (id) }
+        @if lag.events > 0 { p.notice { "The audit view is " (lag.events) " events behind the log: recent events may not be listed yet." } }
+        section.card {
+            h2 { "Events" }
+            @if events.is_empty() { p.muted { "No event carries this correlation id." } } @else {
+                table #correlated-events {
+                    thead { tr { th { "Store" } th.num { "Version" } th { "Event" } th { "Summary" } th { "Actor" } th { "Recorded" } } }
+                    tbody {
+                        @for e in &events {
+                            tr {
+                                td { a.mono href={ "/admin/stores/" (e.store_id) } { (e.store_id) } }
+                                td.num { a href={ "/admin/stores/" (e.store_id) "?version=" (e.version) } { (e.version) } }
+                                td.mono { (e.event_type) }
+                                td { (e.summary) }
+                                td { (e.actor) }
+                                td { (h::when(e.recorded_at, now)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section.card {
+            h2 { "Commands" }
+            @if commands.is_empty() { p.muted { "No command in the journal carries this correlation id." } } @else {
+                table #correlated-commands {
+                    thead { tr { th { "Store" } th { "Command" } th { "Outcome" } th { "Code" } th { "Actor" } th { "Recorded" } } }
+                    tbody {
+                        @for c in &commands {
+                            tr {
+                                td { a.mono href={ "/admin/stores/" (c.store_id) } { (c.store_id) } }
+                                td.mono { (c.kind) }
+                                td { (c.outcome) }
+                                td.mono { (c.error_code.as_deref().unwrap_or("")) }
+                                td { (c.actor) }
+                                td { (h::when(c.recorded_at, now)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(h::page(&viewer, Section::None, "Correlation", body))
+}
+
+// ---- what-if ----------------------------------------------------------------------------
+
+fn what_if_input(viewer: &Viewer, store: StoreId, catalog_text: &str) -> Markup {
+    html! {
+        form #what-if method="post" action={ "/admin/stores/" (store) "/what-if" } {
+            (h::csrf(viewer))
+            p.muted { "Replays the store's events under another catalog (TOML, as " span.mono { "config/catalog.toml" } "). Nothing is written." }
+            label { "Catalog file " input #catalog-file type="file" accept=".toml,text/plain" data-fills="catalog"; }
+            textarea #catalog name="catalog" rows="16" spellcheck="false" required { (catalog_text) }
+            button type="submit" { "Compare" }
+        }
+    }
+}
+
+pub async fn what_if_form(State(app): State<AppState>, viewer: Viewer, Path(id): Path<String>) -> Page {
+    let store = store_id(&id)?;
+    app.service.load_row(store).await?.ok_or_else(|| ConsoleError::NotFound(format!("No store {store}.")))?;
+    let body = html! {
+        p { a href={ "/admin/stores/" (store) } { "← " span.mono { (store) } } }
+        (what_if_input(&viewer, store, ""))
+    };
+    Ok(h::page(&viewer, Section::Stores, "What if", body))
+}
+
+pub async fn what_if(State(app): State<AppState>, viewer: Viewer, Path(id): Path<String>, form: Form) -> Page {
+    viewer.check(&form)?;
+    let store = store_id(&id)?;
+    let text = form.required("catalog")?;
+    let other = Catalog::parse("uploaded catalog", text).map_err(|e| ConsoleError::Invalid(e.to_string()))?;
+    let current = app.service.catalog();
+    let now = now(&app);
+    let mut rows = Vec::new();
+    let (mut total, mut differing) = (0usize, 0usize);
+    let ending = replay::replay(app.service.log(), store, None, now, current, Some(&other), |row| {
+        total += 1;
+        differing += usize::from(row.differs());
+        if rows.len() < WHAT_IF_ROWS {
+            let r = row.recorded;
+            let (mine, theirs) = (row.after_text(), row.after_compared_text().unwrap_or_default());
+            rows.push((
+                r.version,
+                r.recorded_at,
+                r.event_type.clone(),
+                row.summary.clone(),
+                row.differs(),
+                mine,
+                theirs,
+            ));
+        }
+        Ok::<_, ConsoleError>(())
+    })
+    .await?;
+    let Some(end) = ending else { return Err(ConsoleError::NotFound(format!("No store {store}."))) };
+    let end_differs = end.status_compared.as_ref().is_some_and(|s| *s != end.status);
+    let body = html! {
+        p { a href={ "/admin/stores/" (store) } { "← " span.mono { (store) } } }
+        p #what-if-summary.notice {
+            (differing) " of " (total) " events leave the store otherwise under the uploaded catalog"
+            " (its fingerprint " span.mono { (&other.fingerprint()[..12.min(other.fingerprint().len())]) } "). Nothing was written."
+        }
+        section.card {
+            h2 { "Now" }
+            table #what-if-ending {
+                thead { tr { th {} th { "Current catalog" } th { "Uploaded catalog" } } }
+                tbody {
+                    tr class=[end_differs.then_some("differs")] {
+                        th { "Status / plan" } td { (end.status) } td { (end.status_compared.as_ref().map(ToString::to_string).unwrap_or_default()) }
+                    }
+                    @for line in &end.usage {
+                        @let theirs = line.compared.map(|u| u.to_string()).unwrap_or_default();
+                        tr class=[(theirs != line.current.to_string()).then_some("differs")] {
+                            th.mono { (line.action) } td { (line.current) } td { (theirs) }
+                        }
+                    }
+                }
+            }
+        }
+        section.card {
+            h2 { "Event by event" }
+            table #what-if-events {
+                thead { tr { th.num { "Version" } th { "Recorded" } th { "Event" } th { "Summary" } th { "After, current" } th { "After, uploaded" } } }
+                tbody {
+                    @for (version, at, event_type, summary, differs, mine, theirs) in &rows {
+                        tr class=[differs.then_some("differs")] {
+                            td.num { (version) } td { (h::when(*at, now)) } td.mono { (event_type) } td { (summary) } td { (mine) } td { (theirs) }
+                        }
+                    }
+                }
+            }
+            @if total > rows.len() { p.muted { "The first " (rows.len()) " of " (total) " events are listed." } }
+        }
+        (what_if_input(&viewer, store, text))
+    };
+    Ok(h::page(&viewer, Section::Stores, "What if", body))
+}
+
+// ---- rebuilds ---------------------------------------------------------------------------
+
+pub async fn rebuilds(State(app): State<AppState>, viewer: Viewer) -> Page {
+    let models = schema::info(app.service.log()).await?;
+    let body = html! {
+        p.muted { "A rebuild builds a new generation of a read model from the log beside the live one and swaps it in; commands go on meanwhile. The progress shown is of rebuilds this node started." }
+        @for model in [ReadModel::TenantState, ReadModel::AuditLog] {
+            @let info = models.iter().find(|i| i.name == model.name());
+            @let job = app.rebuilds.describe(model);
+            section.card.rebuild #{ "rebuild-" (model.name()) } data-model=(model.name()) {
+                h2 { (model.name()) }
+                p {
+                    "Live generation " strong.generation { (info.map_or("none".to_owned(), |i| i.generation.to_string())) }
+                    @if info.is_some_and(|i| i.is_stale(app.service.catalog())) { " " span.badge.warn { "stale for the catalog" } }
+                }
+                div.progress data-progress-url={ "/admin/rebuilds/" (model.name()) "/progress" } data-running=(job.as_ref().is_some_and(|j| j.state == wire::RebuildState::Running)) {
+                    @match &job {
+                        Some(job) => (progress(job)),
+                        None => p.muted.state { "No rebuild started on this node since it started." },
+                    }
+                }
+                @if viewer.is_admin() {
+                    form.start-rebuild method="post" action={ "/admin/rebuilds/" (model.name()) "/confirm" } {
+                        (h::csrf(&viewer))
+                        label.wide { "Reason " input type="text" name="reason" maxlength="500" required; }
+                        button type="submit" { "Review" }
+                    }
+                }
+            }
+        }
+    };
+    Ok(h::page(&viewer, Section::Rebuilds, "Rebuilds", body))
+}
+
+/// A rebuild's progress, as the page first shows it (the script then keeps it current).
+pub fn progress(job: &wire::RebuildJob) -> Markup {
+    html! {
+        progress max=(job.events_total.max(1)) value=(job.events_done.min(job.events_total.max(1))) {}
+        p.state {
+            span.rebuild-state { (h::wire_name(&job.state)) }
+            " · " span.phase { (job.phase) } " · "
+            span.done { (job.events_done) } " of " span.total { (job.events_total) } " events · "
+            (format!("{:.1}", job.elapsed_seconds)) " s"
+            @if let Some(g) = job.generation { " · generation " span.new-generation { (g) } }
+            @if let Some(e) = &job.error { " · " span.error { (e) } }
+        }
+    }
+}
