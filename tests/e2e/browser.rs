@@ -148,6 +148,21 @@ impl Browser {
         panic!("the browser stayed on {now}, not {path}");
     }
 
+    /// Reloads the page until the text of `css` satisfies `done` (for what the server writes
+    /// in the background, such as the command journal); answers it.
+    pub async fn reload_until(&self, css: &str, done: impl Fn(&str) -> bool) -> String {
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = self.text(css).await;
+            if done(&text) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.client.refresh().await.expect("reload");
+        }
+        panic!("{css} still says {text:?}");
+    }
+
     pub async fn path(&self) -> String {
         self.client.current_url().await.expect("current url").path().to_owned()
     }

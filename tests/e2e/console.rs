@@ -76,7 +76,7 @@ async fn the_console_in_a_browser(backend: Backend) {
     let chart = b.text("#status-chart").await;
     assert!(chart.contains("frozen") && chart.contains("grace"), "{chart}");
     assert!(b.text("#trials-ending").await.contains("Trial Tailor"));
-    b.wait_text("#refusals", |t| t.contains("quota_exceeded")).await;
+    b.reload_until("#refusals", |t| t.contains("quota_exceeded")).await;
     assert!(b.text("#audit-lag").await.contains("events"));
     if shots {
         b.screenshot("overview").await;
@@ -111,6 +111,9 @@ async fn the_console_in_a_browser(backend: Backend) {
     b.click("#timeline tr[data-version='2'] a.mono").await;
     b.wait_text("#correlated-events", |t| t.contains("TrialStarted")).await;
     assert!(b.text("#correlated-commands").await.contains("start_trial"));
+    if shots {
+        b.screenshot("correlation").await;
+    }
 
     // Extend the grace period of the store in grace, with a reason; the confirmed form is sent
     // three times (twice at once, then a click): one extension.

@@ -53,6 +53,8 @@ pub struct AppState {
     pub stripe: planledger_stripe::Stripe,
     /// Notifications out: webhook endpoints and their deliveries.
     pub notifier: planledger_notify::Notifier,
+    /// What the admin console keeps between requests.
+    pub console: Arc<console::ConsoleState>,
 }
 
 /// How far behind a background worker may fall before `/readyz` fails: well past a normal
@@ -70,6 +72,7 @@ impl AppState {
             stall_after: DEFAULT_STALL_AFTER,
             stripe: planledger_stripe::Stripe::new(service.clone(), planledger_stripe::StripeConfig::default()),
             notifier: planledger_notify::Notifier::new(service, planledger_notify::NotifyConfig::default()),
+            console: Arc::default(),
         }
     }
 

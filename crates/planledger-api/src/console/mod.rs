@@ -71,6 +71,46 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
+/// What the console keeps between requests: the last count of stores by status.
+#[derive(Debug, Default)]
+pub struct ConsoleState {
+    status_counts: std::sync::Mutex<Option<Counted>>,
+}
+
+#[derive(Debug, Clone)]
+struct Counted {
+    counts: Vec<(String, i64)>,
+    at: std::time::Instant,
+    /// Kept this long: 30 times what the count took, so that counting a large ledger costs the
+    /// console at most a few percent of its time, and a small one is counted on every visit.
+    keep: std::time::Duration,
+}
+
+impl ConsoleState {
+    /// The stores by status, and how long ago they were counted.
+    pub async fn status_counts(
+        &self,
+        log: &planledger_store::AnyEventLog,
+    ) -> Result<(Vec<(String, i64)>, std::time::Duration), planledger_store::StoreError> {
+        let cached = self.status_counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(c) = cached.filter(|c| c.at.elapsed() < c.keep) {
+            return Ok((c.counts, c.at.elapsed()));
+        }
+        let started = std::time::Instant::now();
+        let counts = planledger_projections::tenant_state::count_by_status(log).await?;
+        let keep = keep_counts_for(started.elapsed());
+        *self.status_counts.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Counted { counts: counts.clone(), at: started, keep });
+        Ok((counts, std::time::Duration::ZERO))
+    }
+}
+
+/// How long a count that took `took` is shown again: 30 times as long (a count of a million
+/// stores takes about half a second here: shown for 15 s), at most a minute.
+fn keep_counts_for(took: std::time::Duration) -> std::time::Duration {
+    (took * 30).min(std::time::Duration::from_secs(60))
+}
+
 /// Why a console request was not served, as a page.
 #[derive(Debug)]
 pub enum ConsoleError {
@@ -236,5 +276,17 @@ impl Form {
     /// A field that may be absent or blank.
     pub fn optional(&self, name: &str) -> Option<&str> {
         self.get(name).map(str::trim).filter(|v| !v.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_slow_count_is_kept_longer_and_never_past_a_minute() {
+        assert_eq!(super::keep_counts_for(Duration::from_millis(1)), Duration::from_millis(30));
+        assert_eq!(super::keep_counts_for(Duration::from_millis(450)), Duration::from_millis(13_500));
+        assert_eq!(super::keep_counts_for(Duration::from_secs(5)), Duration::from_secs(60));
     }
 }

@@ -106,7 +106,7 @@ fn describe_filter(filter: &StoreFilter) -> String {
 pub async fn overview(State(app): State<AppState>, viewer: Viewer) -> Page {
     let log = app.service.log();
     let now = now(&app);
-    let counts = tenant_state::count_by_status(log).await?;
+    let (counts, counted_ago) = app.console.status_counts(log).await?;
     let rows: Vec<(String, i64, String)> = STATUSES
         .iter()
         .filter_map(|status| {
@@ -145,7 +145,11 @@ pub async fn overview(State(app): State<AppState>, viewer: Viewer) -> Page {
         div.grid {
             section.card {
                 h2 { "Stores by status" }
-                p.muted { (total) " stores; the statuses stored with each store's last event." }
+                p.muted {
+                    (total) " stores; the statuses stored with each store's last event"
+                    @if counted_ago.as_secs() >= 1 { ", counted " (counted_ago.as_secs()) " s ago" }
+                    "."
+                }
                 (h::bar_chart(&rows))
             }
             section.card {
