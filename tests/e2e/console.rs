@@ -283,9 +283,9 @@ async fn the_console_refuses_what_it_should(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 403, "a login form must come with its own cookie");
-    let page = plain.get(format!("{}/admin/login", server.base)).send().await.unwrap();
-    let login_cookie = page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-    let token = form_token(&page.text().await.unwrap());
+    let login_page = plain.get(format!("{}/admin/login", server.base)).send().await.unwrap();
+    let login_cookie = login_page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let token = form_token(&login_page.text().await.unwrap());
     for (secret, status) in [("not-a-token-at-all", 401), (crate::server::SERVICE, 403)] {
         let response = plain
             .post(format!("{}/admin/login", server.base))
@@ -321,10 +321,10 @@ async fn the_console_refuses_what_it_should(backend: Backend) {
     assert!(set(&tls).contains("; Secure"), "{}", set(&tls));
 
     // Pages are sent so that they cannot be framed or cached.
-    let page = plain.get(format!("{}/admin", server.base)).header("cookie", &cookie).send().await.unwrap();
-    assert_eq!(page.headers()["x-frame-options"], "DENY");
-    assert_eq!(page.headers()["cache-control"], "no-store");
-    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    let overview = plain.get(format!("{}/admin", server.base)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(overview.headers()["x-frame-options"], "DENY");
+    assert_eq!(overview.headers()["cache-control"], "no-store");
+    assert!(overview.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
 
     // A form without the session's token changes nothing.
     let store_field = store.as_str();
@@ -378,6 +378,44 @@ async fn the_console_refuses_what_it_should(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), 422);
     assert_eq!(server.event_types(&store).await, events_before, "nothing refused changed the store");
+
+    // Hostile input anywhere in the console: a page that says what is wrong, never a 500.
+    let long = "x".repeat(70 * 1024);
+    let gets = [
+        "/admin/stores?cursor=xyz".to_owned(),
+        "/admin/stores?q=%00".to_owned(),
+        format!("/admin/stores?q={}", "y".repeat(300)),
+        format!("/admin/stores/{store}?version=abc"),
+        format!("/admin/stores/{store}?version=999999"),
+        format!("/admin/stores/{store}?before=-1"),
+        "/admin/correlations/%00".to_owned(),
+        format!("/admin/correlations/{}", "z".repeat(300)),
+        "/admin/rebuilds/nothing/progress".to_owned(),
+        "/admin/stores?status=%F0%9F%92%A5".to_owned(),
+    ];
+    for path in &gets {
+        let status = page(&server, &cookie, path).await.0;
+        assert!((400..500).contains(&status), "{path}: {status}");
+    }
+    let posts: [(String, Vec<(&str, &str)>); 5] = [
+        (format!("/admin/stores/{store}/what-if"), vec![("csrf", csrf.as_str()), ("catalog", "")]),
+        ("/admin/extensions/confirm".to_owned(), vec![("csrf", csrf.as_str()), ("reason", long.as_str())]),
+        ("/admin/rebuilds/nothing/confirm".to_owned(), vec![("csrf", csrf.as_str()), ("reason", "r")]),
+        (
+            format!("/admin/stores/{store}/trial-reset/confirm"),
+            vec![("csrf", csrf.as_str()), ("plan", "Not A Plan"), ("reason", "r")],
+        ),
+        (
+            format!("/admin/stores/{store}/trial-reset"),
+            vec![("csrf", csrf.as_str()), ("reason", "r"), ("key", "short")],
+        ),
+    ];
+    for (path, form) in &posts {
+        let (status, body) = post_form(&server, &cookie, path, form).await;
+        assert!((400..500).contains(&status), "{path}: {status} {body}");
+    }
+    let (status, _) = post_form(&server, &cookie, "/admin/logout", &[("csrf", "\u{0}")]).await;
+    assert_eq!(status, 403);
 
     // A forced trial reset through the console: confirmed, once, as the API would do it.
     let reset_key = "c".repeat(64);

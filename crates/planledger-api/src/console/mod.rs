@@ -123,6 +123,8 @@ pub enum ConsoleError {
     NotFound(String),
     /// Input refused: the field and why. Nothing was changed.
     Invalid(String),
+    /// A form over the size the route accepts.
+    TooLarge,
     Api(ApiError),
 }
 
@@ -161,6 +163,11 @@ impl IntoResponse for ConsoleError {
             ),
             ConsoleError::NotFound(what) => (StatusCode::NOT_FOUND, "Not found", what),
             ConsoleError::Invalid(why) => (StatusCode::UNPROCESSABLE_ENTITY, "Not accepted", why),
+            ConsoleError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too large",
+                "The form is larger than this page accepts (a catalog up to 512 KiB, other forms 64 KiB).".to_owned(),
+            ),
             ConsoleError::Api(e) => {
                 let body = e.body(&correlation);
                 (e.status(), "Not done", format!("{} ({})", body.message, html::wire_name(&body.error)))
@@ -249,7 +256,7 @@ impl<S: Send + Sync> FromRequest<S> for Form {
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ConsoleError::Invalid(format!("the form is larger than {} KiB", MAX_FORM_BYTES / 1024))
+                ConsoleError::TooLarge
             } else {
                 ConsoleError::Invalid("the form could not be read".to_owned())
             }

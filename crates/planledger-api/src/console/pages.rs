@@ -211,7 +211,10 @@ pub async fn stores(State(app): State<AppState>, viewer: Viewer, params: Params)
             return Ok(Redirect::to(&format!("/admin/stores/{id}")).into_response());
         }
     }
-    let after = params.get("cursor").map(store_id).transpose()?;
+    let after = params
+        .get("cursor")
+        .map(|c| StoreId::parse(c).map_err(|_| ConsoleError::Invalid(format!("cursor: {c:?} is not a cursor"))))
+        .transpose()?;
     let mut rows = tenant_state::list(app.service.log(), &filter, after, PAGE + 1).await?;
     let more = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
