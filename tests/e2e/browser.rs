@@ -163,6 +163,21 @@ impl Browser {
         panic!("{css} still says {text:?}");
     }
 
+    /// Waits until the value of the form field `css` satisfies `done`; answers it.
+    pub async fn wait_value(&self, css: &str, done: impl Fn(&str) -> bool) -> String {
+        let mut value = String::new();
+        for _ in 0..200 {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+                value = element.prop("value").await.ok().flatten().unwrap_or_default();
+                if done(&value) {
+                    return value;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} still holds {} characters", value.len());
+    }
+
     pub async fn path(&self) -> String {
         self.client.current_url().await.expect("current url").path().to_owned()
     }

@@ -107,6 +107,10 @@ async fn the_console_in_a_browser(backend: Backend) {
     assert!(b.text("#as-of").await.contains("version 2"));
     assert!(b.text("#state").await.contains("trialing"));
     assert!(b.exists("#timeline tr.selected[data-version='2']").await);
+    // The slider shows the version it stops on.
+    b.run("const s = document.getElementById('version'); s.value = 3; s.dispatchEvent(new Event('change')); arguments[0](true);")
+        .await;
+    b.wait_text("#as-of", |t| t.contains("version 3")).await;
     // A correlation id leads to everything that carries it.
     b.click("#timeline tr[data-version='2'] a.mono").await;
     b.wait_text("#correlated-events", |t| t.contains("TrialStarted")).await;
@@ -156,11 +160,13 @@ async fn the_console_in_a_browser(backend: Backend) {
     let catalog = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/catalog.toml")).unwrap();
     let fewer_articles = catalog.replacen("create_article = { limit = 10,", "create_article = { limit = 3,", 1);
     assert_ne!(catalog, fewer_articles);
-    let script = format!(
-        "document.getElementById('catalog').value = {}; arguments[arguments.length - 1](true);",
-        serde_json::to_string(&fewer_articles).unwrap()
-    );
-    b.run(&script).await;
+    // The catalog is uploaded as a file: the page reads it into the form.
+    let file = std::env::temp_dir().join(format!("planledger-fewer-articles-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&file, &fewer_articles).unwrap();
+    b.wait_for("#catalog-file").await.send_keys(&file.display().to_string()).await.expect("choose the file");
+    let loaded = b.wait_value("#catalog", |v| v.contains("create_article = { limit = 3,")).await;
+    assert_eq!(loaded, fewer_articles);
+    let _ = std::fs::remove_file(&file);
     b.click("#what-if button[type=submit]").await;
     let summary = b.text("#what-if-summary").await;
     assert!(summary.starts_with("1 of"), "the consumption of 4 articles differs: {summary}");

@@ -15,7 +15,10 @@ document.addEventListener("DOMContentLoaded", () => {
   const number = document.getElementById("version-number");
   if (slider && number) {
     slider.addEventListener("input", () => (number.value = slider.value));
-    slider.addEventListener("change", () => slider.form.submit());
+    slider.addEventListener("change", () => {
+      number.value = slider.value;
+      slider.form.submit();
+    });
   }
 
   // A catalog file chosen is read into the text area that is sent.
