@@ -516,7 +516,30 @@ async fn the_store_list_filters_pages_and_extends_in_bulk(backend: Backend) {
     assert_eq!((extended["actor"].clone(), extended["data"]["reason"].clone()), (json!("ops"), json!("outage week")));
 }
 
+async fn without_tokens_anyone_on_loopback_signs_in_as_admin(backend: Backend) {
+    let Some(db) = Db::create(backend, "without_tokens_anyone_on_loopback_signs_in_as_admin").await else { return };
+    let server = Server::start(db.url(), &Options::test_clock());
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = client.get(format!("{}/admin/login", server.base)).send().await.unwrap();
+    let login_cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let html = login.text().await.unwrap();
+    assert!(html.contains("no tokens configured") && !html.contains("id=\"token\""), "{html}");
+    let signed_in = client
+        .post(format!("{}/admin/login", server.base))
+        .header("cookie", login_cookie)
+        .form(&[("csrf", form_token(&html).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let (status, _, overview) = page(&server, &cookie, "/admin").await;
+    assert_eq!(status, 200);
+    assert!(overview.contains("id=\"who\">anonymous (admin)"), "{overview}");
+}
+
 on_both_backends!(
+    without_tokens_anyone_on_loopback_signs_in_as_admin,
     the_console_in_a_browser,
     the_console_refuses_what_it_should,
     the_store_list_filters_pages_and_extends_in_bulk
