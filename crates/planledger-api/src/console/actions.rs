@@ -366,7 +366,7 @@ fn model(name: &str) -> Result<ReadModel, ConsoleError> {
     ReadModel::parse(name).ok_or_else(|| ConsoleError::NotFound(format!("No read model {name:?}.")))
 }
 
-pub async fn confirm_rebuild(State(_): State<AppState>, viewer: Viewer, Path(name): Path<String>, form: Form) -> Page {
+pub async fn confirm_rebuild(viewer: Viewer, Path(name): Path<String>, form: Form) -> Page {
     viewer.check(&form)?;
     viewer.require_admin()?;
     let model = model(&name)?;

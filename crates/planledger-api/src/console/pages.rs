@@ -17,9 +17,18 @@ use crate::edge::Params;
 use crate::render;
 use crate::AppState;
 
-/// The statuses in the order people think of a store's life.
-pub const STATUSES: [&str; 8] =
-    ["trialing", "grace", "maintenance", "frozen", "active", "past_due", "canceled", "none"];
+/// The domain's statuses in the order people think of a store's life (sized by
+/// `InternalStatus::ALL`, so a new status does not compile until it has its place here).
+const STATUSES: [InternalStatus; InternalStatus::ALL.len()] = [
+    InternalStatus::Trialing,
+    InternalStatus::Grace,
+    InternalStatus::Maintenance,
+    InternalStatus::Frozen,
+    InternalStatus::Active,
+    InternalStatus::PastDue,
+    InternalStatus::Canceled,
+    InternalStatus::None,
+];
 
 /// How many stores a page of the list shows.
 const PAGE: i64 = 50;
@@ -109,9 +118,10 @@ pub async fn overview(State(app): State<AppState>, viewer: Viewer) -> Page {
     let (counts, counted_ago) = app.console.status_counts(log).await?;
     let rows: Vec<(String, i64, String)> = STATUSES
         .iter()
+        .map(InternalStatus::as_str)
         .filter_map(|status| {
             let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
-            (*status != "none" || count > 0)
+            (status != InternalStatus::None.as_str() || count > 0)
                 .then(|| (status.to_string(), count, format!("/admin/stores?status={status}")))
         })
         .collect();
@@ -229,7 +239,7 @@ pub async fn stores(State(app): State<AppState>, viewer: Viewer, params: Params)
         form.filters #filters method="get" action="/admin/stores" {
             label { "Status " select name="status" {
                 option value="" { "any" }
-                @for s in STATUSES { option value=(s) selected[selected(&filter.internal_status, s)] { (s.replace('_', " ")) } }
+                @for s in STATUSES.map(|s| s.as_str()) { option value=(s) selected[selected(&filter.internal_status, s)] { (s.replace('_', " ")) } }
             } }
             label { "Plan " select name="plan" {
                 option value="" { "any" }
