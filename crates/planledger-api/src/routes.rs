@@ -436,11 +436,16 @@ pub(crate) fn status_param<T>(
 }
 
 /// One page: `limit` items at most, read one further to know whether another page follows.
-pub(crate) fn page<T>(mut items: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> wire::Page<T> {
-    let more = items.len() as i64 > limit;
-    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = if more { items.last().map(cursor_of) } else { None };
-    wire::Page { items, next_cursor }
+pub(crate) fn page<T, V>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> String,
+    view: impl FnMut(T) -> V,
+) -> wire::Page<V> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = if more { rows.last().map(cursor_of) } else { None };
+    wire::Page { items: rows.into_iter().map(view).collect(), next_cursor }
 }
 
 /// The store's raw stream, in version order.
@@ -469,8 +474,7 @@ pub async fn events(State(app): State<AppState>, Path(id): Path<String>, params:
     if events.is_empty() && log.stream_version(&stream).await? == 0 {
         return Err(ApiError::store_not_found());
     }
-    let items = events.into_iter().map(envelope).collect();
-    Ok(Json::ok(&page(items, limit, |e: &wire::EventEnvelope| e.version.to_string())).into_response())
+    Ok(Json::ok(&page(events, limit, |e| e.version.to_string(), envelope)).into_response())
 }
 
 fn time_param(params: &Params, name: &'static str) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -555,26 +559,21 @@ pub async fn audit(State(app): State<AppState>, params: Params) -> Reply {
         limit: limit + 1,
     };
     let rows = planledger_projections::audit::query(app.service.log(), &query).await?;
-    let items: Vec<(i64, wire::AuditEntry)> = rows
-        .into_iter()
-        .map(|r| {
-            (
-                r.position,
-                wire::AuditEntry {
-                    store_id: r.store_id,
-                    version: r.version,
-                    event_type: r.event_type,
-                    correlation_id: r.correlation_id,
-                    actor: r.actor,
-                    recorded_at: r.recorded_at,
-                    summary: r.summary,
-                },
-            )
-        })
-        .collect();
-    let page = page(items, limit, |(position, _)| position.to_string());
-    Ok(Json::ok(&wire::Page { items: page.items.into_iter().map(|(_, e)| e).collect(), next_cursor: page.next_cursor })
-        .into_response())
+    let page = page(
+        rows,
+        limit,
+        |r| r.position.to_string(),
+        |r| wire::AuditEntry {
+            store_id: r.store_id,
+            version: r.version,
+            event_type: r.event_type,
+            correlation_id: r.correlation_id,
+            actor: r.actor,
+            recorded_at: r.recorded_at,
+            summary: r.summary,
+        },
+    );
+    Ok(Json::ok(&page).into_response())
 }
 
 fn command_outcome(outcome: &str) -> wire::CommandOutcome {
@@ -613,28 +612,23 @@ pub async fn audit_commands(State(app): State<AppState>, params: Params) -> Repl
         limit + 1,
     )
     .await?;
-    let items: Vec<(i64, wire::JournalEntry)> = rows
-        .into_iter()
-        .map(|r| {
-            (
-                r.id,
-                wire::JournalEntry {
-                    store_id: r.store_id,
-                    kind: r.kind,
-                    outcome: command_outcome(&r.outcome),
-                    error_code: r.error_code,
-                    correlation_id: r.correlation_id,
-                    actor: r.actor,
-                    idempotency_key: r.idempotency_key,
-                    duration_us: r.duration_us,
-                    recorded_at: r.recorded_at,
-                },
-            )
-        })
-        .collect();
-    let page = page(items, limit, |(id, _)| id.to_string());
-    Ok(Json::ok(&wire::Page { items: page.items.into_iter().map(|(_, e)| e).collect(), next_cursor: page.next_cursor })
-        .into_response())
+    let page = page(
+        rows,
+        limit,
+        |r| r.id.to_string(),
+        |r| wire::JournalEntry {
+            store_id: r.store_id,
+            kind: r.kind,
+            outcome: command_outcome(&r.outcome),
+            error_code: r.error_code,
+            correlation_id: r.correlation_id,
+            actor: r.actor,
+            idempotency_key: r.idempotency_key,
+            duration_us: r.duration_us,
+            recorded_at: r.recorded_at,
+        },
+    );
+    Ok(Json::ok(&page).into_response())
 }
 
 // ---- read models ------------------------------------------------------------------------
@@ -720,8 +714,9 @@ pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
     let rows = planledger_projections::tenant_state::list(app.service.log(), &filter, cursor, limit + 1).await?;
     let now = app.service.clock().now();
     let catalog = app.service.catalog();
-    let items = rows.iter().map(|r| render::store_view(r.store_id, &r.state, r.version, now, catalog)).collect();
-    Ok(Json::ok(&page(items, limit, |s: &wire::StoreView| s.store_id.to_string())).into_response())
+    let view =
+        |r: planledger_projections::TenantStateRow| render::store_view(r.store_id, &r.state, r.version, now, catalog);
+    Ok(Json::ok(&page(rows, limit, |r| r.store_id.to_string(), view)).into_response())
 }
 
 /// Extend trials, grace periods or maintenance windows in bulk.
@@ -947,9 +942,7 @@ pub async fn list_stripe_events(State(app): State<AppState>, params: Params) -> 
     let status = status_param(&params, InboxStatus::parse, "is not a Stripe event status")?;
     let limit = params.int("limit", 100, 1..=1000)?;
     let events = app.stripe.list(status, cursor_param(&params)?, limit + 1).await?;
-    let page = page(events, limit, |e| e.seq.to_string());
-    let items = page.items.into_iter().map(stripe_event_view).collect();
-    Ok(Json::ok(&wire::Page { items, next_cursor: page.next_cursor }).into_response())
+    Ok(Json::ok(&page(events, limit, |e| e.seq.to_string(), stripe_event_view)).into_response())
 }
 
 /// Applies a parked (or failed) Stripe event again, after the cause was fixed (a price added to

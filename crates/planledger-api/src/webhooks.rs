@@ -236,9 +236,7 @@ pub async fn list_deliveries(State(app): State<AppState>, Path(id): Path<String>
     let after = crate::routes::cursor_param(&params)?;
     let endpoint = endpoint(&app, &id).await?;
     let deliveries = app.notifier.deliveries(&endpoint.id, status, after, limit + 1).await?;
-    let page = crate::routes::page(deliveries, limit, |d| d.seq.to_string());
-    let items = page.items.into_iter().map(delivery_view).collect();
-    Ok(Json::ok(&wire::Page { items, next_cursor: page.next_cursor }).into_response())
+    Ok(Json::ok(&crate::routes::page(deliveries, limit, |d| d.seq.to_string(), delivery_view)).into_response())
 }
 
 /// One delivery with every attempt made (when, the status code, how long it took, the error).
