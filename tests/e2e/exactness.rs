@@ -236,12 +236,12 @@ async fn commands_to_unknown_stores_leave_nothing_behind(backend: Backend) {
             assert_eq!((status, body["error"].as_str()), (404, Some("store_not_found")), "{body}");
         }))
     };
-    // Warm up (connections, caches, the allocator's arenas), then measure across 8,000 more.
+    // Warm up (connections, caches, the allocator's arenas), then measure across 16,000 more.
     for _ in 0..4 {
         flood(500).await;
     }
     let before = server.rss_kib();
-    for _ in 0..16 {
+    for _ in 0..32 {
         flood(500).await;
     }
     let workers = |metrics: &str| -> Option<u64> {
@@ -250,8 +250,11 @@ async fn commands_to_unknown_stores_leave_nothing_behind(backend: Backend) {
     let (_, metrics) = server.get("/metrics").await;
     assert_eq!(workers(metrics.as_str().unwrap_or_default()), Some(1), "only the known store has a worker");
     let after = server.rss_kib();
-    // The defect kept ~8.6 KiB per unknown store (8,000 here: ~67 MiB).
-    assert!(after < before + 16 * 1024, "8,000 unknown stores grew the server from {before} KiB to {after} KiB");
+    // The defect kept ~8.6 KiB per unknown store (16,000 here: ~134 MiB). Resident memory may
+    // also hold what the allocator keeps free by design (up to 32 MiB before `serve` trims it,
+    // crates/planledger/src/memory.rs) and arenas that grew under a loaded machine (16 MiB):
+    // a bound under that allowance failed runs that kept nothing.
+    assert!(after < before + 48 * 1024, "16,000 unknown stores grew the server from {before} KiB to {after} KiB");
     assert_eq!(consume(&server, &store, "create_article").await.0, 200);
 }
 
