@@ -114,6 +114,11 @@ async fn replay_shows_history_and_what_if(backend: Backend) {
     let store;
     {
         let server = Server::start(db.url(), &Options::test_clock());
+        // Mid-month, so that the trial's end (15 days on) is in the next month, and in the
+        // future, so that the replay ends at the last event (not at the real now): whatever
+        // today is.
+        let mid_may = chrono::DateTime::parse_from_rfc3339("2036-05-20T12:00:00Z").unwrap().to_utc();
+        server.client().set_test_clock(mid_may).await.expect("set the test clock");
         store = server.register("Replayed").await;
         server.post(&format!("/v1/stores/{store}/trial"), json!({})).await;
         server
@@ -130,7 +135,7 @@ async fn replay_shows_history_and_what_if(backend: Backend) {
     assert!(lines[2].contains("TrialStarted") && lines[2].contains("trialing / free_trial"), "{text}");
     assert!(lines[3].contains("consumed 8 create_article: 8/10 this month"), "{text}");
     assert!(lines[4].contains("TrialExpired") && lines[4].contains("grace / free_trial"), "{text}");
-    // Replayed to the last event (a new month on the test clock): nothing used in December yet.
+    // Replayed to the last event (a new month on the test clock): nothing used in June yet.
     assert!(text.contains("create_article   0/10"), "{text}");
 
     let dir = tempfile_dir();
