@@ -1049,7 +1049,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     // `copy_limit` is measured within `rebuild`, on its log.
     let wanted = |name: &str| {
         options.only.as_ref().is_none_or(|only| {
-            only.iter().any(|o| name.starts_with(o.as_str()) || (name == "rebuild" && o == "copy_limit"))
+            only.iter().any(|o| match o.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == o || (name == "rebuild" && o == "copy_limit"),
+            })
         })
     };
     let (clients, duration) = (options.clients, options.duration);

@@ -131,7 +131,7 @@ enum Command {
         /// Seconds per timed scenario (default 10, or 2 with --quick).
         #[arg(long)]
         duration: Option<u64>,
-        /// Only the scenarios whose names start with one of these (comma-separated).
+        /// Only these scenarios (comma-separated); `name*` selects every scenario whose name starts with `name`.
         #[arg(long, value_delimiter = ',')]
         only: Option<Vec<String>>,
         /// The PostgreSQL server to create the bench database on.
