@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use planledger_domain::{status, Catalog, StoreId, TenantState};
 use planledger_store::one_statement::sqlite_sql;
-use planledger_store::{AnyEventLog, AnyTx, StoreError};
+use planledger_store::{AnyEventLog, AnyTx, PgQuery, Rider, StoreError};
 use sqlx::Row;
 
 /// One store's row.
@@ -102,60 +102,55 @@ pub async fn write_many_into(
             return Ok(());
         }
     };
-    let mut columns = ManyRows::default();
-    for (store, state, version, at) in rows {
-        let status = status(state, *at, catalog);
-        columns.store_id.push(store.to_string());
-        columns.name.push(state.name.as_ref().map(|n| n.as_str().to_owned()));
-        columns.time_zone.push(state.time_zone.name().to_owned());
-        columns.plan_id.push(state.plan_id.as_ref().map(ToString::to_string));
-        columns.tier.push(status.tier);
-        columns.subscription_status.push(status.subscription_status.as_str().to_owned());
-        columns.internal_status.push(status.internal_status.as_str().to_owned());
-        columns.trial_ends_at.push(state.trial_ends_at);
-        columns.grace_ends_at.push(state.grace_ends_at);
-        columns.maintenance_ends_at.push(state.maintenance_ends_at);
-        columns.next_deadline.push(state.next_deadline());
-        columns.subscription_id.push(state.subscription_id.as_ref().map(|s| s.as_str().to_owned()));
-        columns.version.push(*version);
-        columns.state.push(serde_json::to_string(state).map_err(|e| corrupt("state", e))?);
-        columns.updated_at.push(*at);
-        columns.usage.push(usage_of(state, *at, catalog));
-    }
-    let sql = format!(
+    let columns = ManyRows::of(rows, catalog)?;
+    let sql = upsert_many_sql(table, "", "");
+    columns.bind(sqlx::query(&sql)).bind(&built_with).execute(&mut **pg).await?;
+    Ok(())
+}
+
+/// The rows as a rider of a group's one statement (PostgreSQL; see `planledger_store::Rider`):
+/// each store's row is written if the statement appended to its stream, `streams[i]` being the
+/// stream of `rows[i]`.
+pub fn rider(
+    table: &str,
+    rows: &[(StoreId, &TenantState, i64, DateTime<Utc>)],
+    streams: Vec<String>,
+    catalog: &Catalog,
+) -> Result<Rider<'static>, StoreError> {
+    let columns = ManyRows::of(rows, catalog)?;
+    let built_with = crate::schema::built_with(catalog);
+    let sql = upsert_many_sql(table, ", $18::text[]", ", stream_id");
+    Ok(Rider {
+        sql: format!(
+            "{table}_rows AS ({sql} WHERE r.stream_id IN (SELECT stream_id FROM bumped) {})",
+            upsert_clause(table, ROW_COLUMNS_PG)
+        ),
+        vetoes: None,
+        params: 18,
+        bind: Box::new(move |query| columns.bind(query).bind(built_with).bind(streams)),
+    })
+}
+
+/// An `INSERT ... SELECT` of many rows from arrays `$1` to `$16` (see [`ManyRows::bind`]),
+/// `$17` the catalog fingerprint; `more_arrays` and `more_names` add arrays to the `unnest`.
+/// Without them, the upsert's tail is added; a rider adds its filter before it.
+fn upsert_many_sql(table: &str, more_arrays: &str, more_names: &str) -> String {
+    let insert = format!(
         "INSERT INTO {table} ({ROW_COLUMNS_PG})
          SELECT r.store_id, r.name, r.time_zone, r.plan_id, r.tier, r.subscription_status, r.internal_status,
             r.trial_ends_at, r.grace_ends_at, r.maintenance_ends_at, r.next_deadline, r.subscription_id, r.version, r.state::jsonb,
             $17, r.updated_at, r.usage::jsonb
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::bigint[],
-            $14::text[], $15::timestamptz[], $16::text[])
+            $14::text[], $15::timestamptz[], $16::text[]{more_arrays})
             AS r(store_id, name, time_zone, plan_id, tier, subscription_status, internal_status, trial_ends_at,
-                 grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state, updated_at, usage)
-         {}",
-        upsert_clause(table, ROW_COLUMNS_PG)
+                 grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state, updated_at, usage{more_names})"
     );
-    sqlx::query(&sql)
-        .bind(&columns.store_id)
-        .bind(&columns.name)
-        .bind(&columns.time_zone)
-        .bind(&columns.plan_id)
-        .bind(&columns.tier)
-        .bind(&columns.subscription_status)
-        .bind(&columns.internal_status)
-        .bind(&columns.trial_ends_at)
-        .bind(&columns.grace_ends_at)
-        .bind(&columns.maintenance_ends_at)
-        .bind(&columns.next_deadline)
-        .bind(&columns.subscription_id)
-        .bind(&columns.version)
-        .bind(&columns.state)
-        .bind(&columns.updated_at)
-        .bind(&columns.usage)
-        .bind(&built_with)
-        .execute(&mut **pg)
-        .await?;
-    Ok(())
+    if more_arrays.is_empty() {
+        format!("{insert} {}", upsert_clause(table, ROW_COLUMNS_PG))
+    } else {
+        insert
+    }
 }
 
 /// Copies into `to` the rows `from` holds of `stores` that were built with `built_with` and are
@@ -242,6 +237,53 @@ struct ManyRows {
     state: Vec<String>,
     updated_at: Vec<DateTime<Utc>>,
     usage: Vec<String>,
+}
+
+impl ManyRows {
+    fn of(rows: &[(StoreId, &TenantState, i64, DateTime<Utc>)], catalog: &Catalog) -> Result<Self, StoreError> {
+        let mut columns = ManyRows::default();
+        for (store, state, version, at) in rows {
+            let status = status(state, *at, catalog);
+            columns.store_id.push(store.to_string());
+            columns.name.push(state.name.as_ref().map(|n| n.as_str().to_owned()));
+            columns.time_zone.push(state.time_zone.name().to_owned());
+            columns.plan_id.push(state.plan_id.as_ref().map(ToString::to_string));
+            columns.tier.push(status.tier);
+            columns.subscription_status.push(status.subscription_status.as_str().to_owned());
+            columns.internal_status.push(status.internal_status.as_str().to_owned());
+            columns.trial_ends_at.push(state.trial_ends_at);
+            columns.grace_ends_at.push(state.grace_ends_at);
+            columns.maintenance_ends_at.push(state.maintenance_ends_at);
+            columns.next_deadline.push(state.next_deadline());
+            columns.subscription_id.push(state.subscription_id.as_ref().map(|s| s.as_str().to_owned()));
+            columns.version.push(*version);
+            columns.state.push(serde_json::to_string(state).map_err(|e| corrupt("state", e))?);
+            columns.updated_at.push(*at);
+            columns.usage.push(usage_of(state, *at, catalog));
+        }
+        Ok(columns)
+    }
+
+    /// Binds the sixteen arrays, `$1` to `$16` of [`upsert_many_sql`].
+    fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        query
+            .bind(self.store_id)
+            .bind(self.name)
+            .bind(self.time_zone)
+            .bind(self.plan_id)
+            .bind(self.tier)
+            .bind(self.subscription_status)
+            .bind(self.internal_status)
+            .bind(self.trial_ends_at)
+            .bind(self.grace_ends_at)
+            .bind(self.maintenance_ends_at)
+            .bind(self.next_deadline)
+            .bind(self.subscription_id)
+            .bind(self.version)
+            .bind(self.state)
+            .bind(self.updated_at)
+            .bind(self.usage)
+    }
 }
 
 /// Usage per action in its current period at `now`, with the limit and what remains: every

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use planledger_domain::StoreId;
-use planledger_store::{AnyEventLog, AnyTx, StoreError};
+use planledger_store::{AnyEventLog, AnyTx, Rider, StoreError};
 
 use crate::outcome::RenderedAnswer;
 
@@ -137,6 +137,64 @@ pub async fn claim_in<'a>(
         }
     }
     Ok(taken)
+}
+
+/// The keys of `answers` as riders of a group's one statement (PostgreSQL; see
+/// `planledger_store::Rider`), the way of `claim_in` for a group written without a transaction
+/// of its own: a guard vetoes every batch with a key answered before (the batch is answered
+/// `Duplicate` and its worker replays the stored answer, as after `claim_in`), and a follower
+/// stores the answers of the batches the statement writes or checks, and of no other, so no
+/// claim is ever taken back.
+///
+/// The guard reads the statement's snapshot. A key answered after it (by another node's batch of
+/// the same store, committed while this statement waited for the key's index entry) is not
+/// vetoed; the follower has no `ON CONFLICT`, so the key's unique index fails the whole
+/// statement, which writes nothing, and the committer writes the group again with `claim_in`.
+/// Keys are stored in one order (store, then key), as `claim_in` claims them.
+pub fn riders(answers: &[NewAnswer<'_>]) -> Vec<Rider<'static>> {
+    if answers.is_empty() {
+        return Vec::new();
+    }
+    let mut ordered: Vec<&NewAnswer<'_>> = answers.iter().collect();
+    ordered.sort_unstable_by(|a, b| (a.store.as_uuid(), a.key).cmp(&(b.store.as_uuid(), b.key)));
+    let streams: Vec<String> = ordered.iter().map(|a| a.store.stream_name()).collect();
+    let stores: Vec<String> = ordered.iter().map(|a| a.store.to_string()).collect();
+    let keys: Vec<String> = ordered.iter().map(|a| a.key.to_owned()).collect();
+    let guard = Rider {
+        sql: "answered AS (
+    SELECT DISTINCT a.stream_id FROM unnest($1::text[], $2::text[], $3::text[]) AS a(stream_id, store_id, key)
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM idempotent_answers x WHERE x.store_id = a.store_id AND x.key = a.key LIMIT 1
+    ) AS hit
+)"
+        .to_owned(),
+        vetoes: Some("answered"),
+        params: 3,
+        bind: Box::new({
+            let (streams, stores, keys) = (streams.clone(), stores.clone(), keys.clone());
+            move |query| query.bind(streams).bind(stores).bind(keys)
+        }),
+    };
+    let request_hashes: Vec<String> = ordered.iter().map(|a| a.request_hash.to_owned()).collect();
+    let statuses: Vec<i32> = ordered.iter().map(|a| i32::from(a.answer.status)).collect();
+    let bodies: Vec<String> = ordered.iter().map(|a| a.answer.body.clone()).collect();
+    let at: Vec<DateTime<Utc>> = ordered.iter().map(|a| a.at).collect();
+    let claim = Rider {
+        sql: "claimed AS (
+    INSERT INTO idempotent_answers (store_id, key, request_hash, status, body, created_at)
+    SELECT a.store_id, a.key, a.request_hash, a.status, a.body, a.created_at
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::timestamptz[])
+        AS a(stream_id, store_id, key, request_hash, status, body, created_at)
+    WHERE a.stream_id IN (SELECT stream_id FROM kept)
+)"
+        .to_owned(),
+        vetoes: None,
+        params: 7,
+        bind: Box::new(move |query| {
+            query.bind(streams).bind(stores).bind(keys).bind(request_hashes).bind(statuses).bind(bodies).bind(at)
+        }),
+    };
+    vec![guard, claim]
 }
 
 /// Takes back, in `tx`, keys of `store` that this transaction claimed for a batch it then did

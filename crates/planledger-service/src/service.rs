@@ -24,8 +24,8 @@ use planledger_domain::{
 use planledger_projections::history::{fold_stream, Folded, Until};
 use planledger_projections::tenant_state;
 use planledger_store::{
-    AnyEventLog, EventLog, Expiring, IdempotencyKey, NewEvent, Snapshot, StoreError, StreamAppend, StreamAppendOutcome,
-    StreamId,
+    AnyEventLog, EventLog, Expiring, IdempotencyKey, NewEvent, PgEventLog, Snapshot, StoreError, StreamAppend,
+    StreamAppendOutcome, StreamId, Version,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -948,14 +948,14 @@ async fn run_committer(
             }
             group
         };
-        let results = match commit_group(&log, &catalog, &config, &group).await {
+        let results = match commit(&log, &catalog, &config, &group).await {
             Ok(results) => results,
             // Nothing was written and the cause may be one batch's (a constraint race): write
             // each batch on its own, so one store's trouble is not everyone's.
             Err(GroupFailure::Definite { alone_may_succeed: true, .. }) if group.len() > 1 => {
                 let mut results = Vec::with_capacity(group.len());
                 for request in &group {
-                    results.push(match commit_group(&log, &catalog, &config, std::slice::from_ref(request)).await {
+                    results.push(match commit(&log, &catalog, &config, std::slice::from_ref(request)).await {
                         Ok(mut one) => one.pop().unwrap_or(Err(AppendFailure::Conflict)),
                         Err(failure) => Err(failure.into()),
                     });
@@ -979,6 +979,127 @@ async fn run_committer(
     }
 }
 
+/// Writes a group: on PostgreSQL in one statement that commits on its own ([`commit_at_once`]),
+/// or, if the server refuses that statement, in [`commit_group`]'s transaction; on SQLite
+/// (one writer in this process, no round trips) in that transaction.
+async fn commit(
+    log: &AnyEventLog,
+    catalog: &Catalog,
+    config: &CommitterConfig,
+    group: &[CommitRequest],
+) -> Result<Vec<Result<i64, AppendFailure>>, GroupFailure> {
+    if let AnyEventLog::Postgres(pg) = log {
+        if let Some(written) = commit_at_once(log, pg, catalog, config, group).await {
+            return written;
+        }
+    }
+    commit_group(log, catalog, config, group).await
+}
+
+/// The group in one statement on a connection of its own, where it commits whole or not at all:
+/// the append, its keys' answers and the stores' `tenant_state` rows (riders of the append, see
+/// `planledger_store::Rider`), one round trip where a transaction takes five (docs/benchmarks.md).
+/// `None` if the server refused the statement and the log shows that nothing of the group was
+/// written: a key answered since the statement's snapshot (see `answers::riders`), or any other
+/// refusal, which the transaction of [`commit_group`] then meets, or settles with its claims.
+async fn commit_at_once(
+    log: &AnyEventLog,
+    pg: &PgEventLog,
+    catalog: &Catalog,
+    config: &CommitterConfig,
+    group: &[CommitRequest],
+) -> Option<Result<Vec<Result<i64, AppendFailure>>, GroupFailure>> {
+    let faults = config.faults.as_deref();
+    if faults.is_some_and(FaultInjector::fail_before_commit) {
+        let error = StoreError::Database(sqlx::Error::Protocol("injected: the commit was refused".into()));
+        return Some(Err(GroupFailure::Definite { error, alone_may_succeed: true }));
+    }
+    let mut riders = answers::riders(&claims_of(group));
+    let written: Vec<&CommitRequest> = group.iter().filter(|request| !request.part.events.is_empty()).collect();
+    if !written.is_empty() {
+        let rows: Vec<(StoreId, &TenantState, i64, DateTime<Utc>)> = written
+            .iter()
+            .map(|r| (r.store, &r.state, r.part.expected + r.part.events.len() as Version, r.now))
+            .collect();
+        let streams = written.iter().map(|r| r.part.stream.as_str().to_owned()).collect();
+        match tenant_state::rider(tenant_state::LIVE, &rows, streams, catalog) {
+            Ok(rider) => riders.push(rider),
+            Err(error) => return Some(Err(error.into())),
+        }
+    }
+    // Nothing is sent until the connection is in hand: a failure to get one writes nothing.
+    let mut connection = match pg.pool().acquire().await {
+        Ok(connection) => connection,
+        Err(error) => return Some(Err(StoreError::from(error).into())),
+    };
+    let error = match PgEventLog::append_group(&mut *connection, group, riders).await {
+        Ok(_) if faults.is_some_and(FaultInjector::fail_after_commit) => StoreError::Unavailable(sqlx::Error::Io(
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected: lost after commit"),
+        )),
+        Ok(outcomes) => return Some(Ok(outcomes.iter().map(result_of).collect())),
+        Err(error) => error,
+    };
+    drop(connection);
+    // The statement may have committed before the error reached us (a connection lost after
+    // the server committed). Never guess: ask the log, batch by batch, what is there; a batch
+    // of a committed statement that is not there was not written (a conflict, or a key
+    // answered before), and its worker decides it again.
+    let batches: Vec<Option<Witness>> = group.iter().map(witness_of).collect();
+    match look_up(log, config, &batches).await {
+        None => Some(Err(GroupFailure::Unknown)),
+        Some(found) if found.contains(&true) => Some(Ok(group
+            .iter()
+            .zip(found)
+            .map(|(request, found)| {
+                if found {
+                    Ok(request.part.expected + request.part.events.len() as Version)
+                } else {
+                    Err(AppendFailure::Conflict)
+                }
+            })
+            .collect())),
+        // Nothing of the group is there, and the connection was lost: the server may still be
+        // running the statement (waiting on a lock, say) and commit it later, so nothing is
+        // decided again; as when a commit is lost, the batches are answered as not written
+        // and the next batch of each store finds the log's version if it moved.
+        Some(_) if matches!(error, StoreError::Unavailable(_)) => {
+            Some(Err(GroupFailure::Definite { error, alone_may_succeed: false }))
+        }
+        // Nothing is there and the server answered with an error, so it is done with the
+        // statement: nothing was written, nor will be. The transaction settles what refused it.
+        Some(_) => {
+            tracing::debug!(%error, "the group's statement was refused; writing the group in a transaction");
+            None
+        }
+    }
+}
+
+/// The answers `group` stores for its keys.
+fn claims_of(group: &[CommitRequest]) -> Vec<answers::NewAnswer<'_>> {
+    group
+        .iter()
+        .flat_map(|request| {
+            request.answers.iter().map(|(key, answer)| answers::NewAnswer {
+                store: request.store,
+                key: &key.key,
+                request_hash: &key.request_hash,
+                answer,
+                at: request.now,
+            })
+        })
+        .collect()
+}
+
+/// What a batch's append tells its worker.
+fn result_of(outcome: &StreamAppendOutcome) -> Result<i64, AppendFailure> {
+    match outcome {
+        StreamAppendOutcome::Appended { new_version, .. } => Ok(*new_version),
+        StreamAppendOutcome::Checked { version } => Ok(*version),
+        StreamAppendOutcome::Conflict => Err(AppendFailure::Conflict),
+        StreamAppendOutcome::Duplicate => Err(AppendFailure::Duplicate),
+    }
+}
+
 async fn commit_group(
     log: &AnyEventLog,
     catalog: &Catalog,
@@ -990,18 +1111,7 @@ async fn commit_group(
     // are claimed here, all at once, by storing their answers before anything is appended: a
     // batch with a key already answered writes nothing and is told `Duplicate`; its worker then
     // reads the stored answer and replays it.
-    let claims: Vec<answers::NewAnswer<'_>> = group
-        .iter()
-        .flat_map(|request| {
-            request.answers.iter().map(|(key, answer)| answers::NewAnswer {
-                store: request.store,
-                key: &key.key,
-                request_hash: &key.request_hash,
-                answer,
-                at: request.now,
-            })
-        })
-        .collect();
+    let claims = claims_of(group);
     let taken = answers::claim_in(&mut tx, &claims).await?;
     let answered_before: Vec<bool> = group
         .iter()
@@ -1023,15 +1133,10 @@ async fn commit_group(
     let mut rows = Vec::new();
     let mut results = Vec::with_capacity(group.len());
     for (request, outcome) in group.iter().zip(&outcomes) {
-        results.push(match outcome {
-            StreamAppendOutcome::Appended { new_version, .. } => {
-                rows.push((request.store, &request.state, *new_version, request.now));
-                Ok(*new_version)
-            }
-            StreamAppendOutcome::Checked { version } => Ok(*version),
-            StreamAppendOutcome::Conflict => Err(AppendFailure::Conflict),
-            StreamAppendOutcome::Duplicate => Err(AppendFailure::Duplicate),
-        });
+        if let StreamAppendOutcome::Appended { new_version, .. } = outcome {
+            rows.push((request.store, &request.state, *new_version, request.now));
+        }
+        results.push(result_of(outcome));
     }
     if results.iter().all(Result::is_err) {
         // Rolled back: the claims go with it.
@@ -1085,31 +1190,52 @@ async fn probe(
     group: &[CommitRequest],
     results: &[Result<i64, AppendFailure>],
 ) -> Option<bool> {
-    let written = group.iter().zip(results).filter(|(_, r)| r.is_ok()).map(|(request, _)| request);
-    let mut witness = None;
-    for request in written {
-        if let Some(event) = request.part.events.first() {
-            witness = Some(Witness::Event(event.event_id));
-            break;
-        }
-        if let Some((key, answer)) = request.answers.first() {
-            witness.get_or_insert(Witness::Answer(request.store, key.key.clone(), answer.clone()));
-        }
+    let witness = group.iter().zip(results).filter(|(_, r)| r.is_ok()).find_map(|(request, _)| witness_of(request))?;
+    look_up(log, config, &[Some(witness)]).await.map(|found| found.contains(&true))
+}
+
+/// What shows that a batch was written: its first event, or else its first stored answer.
+fn witness_of(request: &CommitRequest) -> Option<Witness> {
+    if let Some(event) = request.part.events.first() {
+        return Some(Witness::Event(event.event_id));
     }
-    let witness = witness?;
+    let (key, answer) = request.answers.first()?;
+    Some(Witness::Answer(request.store, key.clone(), answer.clone()))
+}
+
+/// Whether each witness is in the database (`false` for none), asked again with a growing
+/// pause while the database cannot answer; `None` if it could not within `probe_for`.
+async fn look_up(log: &AnyEventLog, config: &CommitterConfig, witnesses: &[Option<Witness>]) -> Option<Vec<bool>> {
     let deadline = Instant::now() + config.probe_for;
     let mut pause = Duration::from_millis(50);
     loop {
         let seen = if config.faults.as_deref().is_some_and(FaultInjector::fail_probe) {
             None
         } else {
-            match &witness {
-                Witness::Event(id) => log.read_event(*id).await.ok().map(|found| found.is_some()),
-                Witness::Answer(store, key, answer) => answers::load(log, *store, &[key.as_str()])
-                    .await
-                    .ok()
-                    .map(|stored| stored.get(key).is_some_and(|s| s.answer == *answer)),
+            let mut seen = Some(Vec::with_capacity(witnesses.len()));
+            for witness in witnesses {
+                let found = match witness {
+                    None => Some(false),
+                    Some(Witness::Event(id)) => log.read_event(*id).await.ok().map(|found| found.is_some()),
+                    // The request's hash too: a request that reused the key with another body
+                    // may have been given, word for word, the answer the first request stored.
+                    Some(Witness::Answer(store, request, answer)) => {
+                        answers::load(log, *store, &[request.key.as_str()]).await.ok().map(|stored| {
+                            stored
+                                .get(&request.key)
+                                .is_some_and(|s| s.request_hash == request.request_hash && s.answer == *answer)
+                        })
+                    }
+                };
+                match (found, seen.as_mut()) {
+                    (Some(found), Some(seen)) => seen.push(found),
+                    _ => {
+                        seen = None;
+                        break;
+                    }
+                }
             }
+            seen
         };
         if seen.is_some() || Instant::now() + pause > deadline {
             return seen;
@@ -1121,7 +1247,7 @@ async fn probe(
 
 enum Witness {
     Event(Uuid),
-    Answer(StoreId, String, RenderedAnswer),
+    Answer(StoreId, IdempotencyRequest, RenderedAnswer),
 }
 
 enum BatchResult {

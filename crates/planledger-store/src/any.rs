@@ -198,19 +198,17 @@ impl AnyEventLog {
         tx: &mut AnyTx,
         parts: &[impl AsRef<StreamAppend> + Sync],
     ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
+        let (log, tx) = match (self, &mut *tx) {
+            // One statement writes the parts with events and checks the others.
+            (Self::Postgres(_), AnyTx::Postgres(tx)) => return PgEventLog::append_many_in(tx, parts).await,
+            (Self::Sqlite(log), AnyTx::Sqlite(tx)) => (log, tx),
+            _ => return Err(mismatched()),
+        };
         let (writes, checks): (Vec<&StreamAppend>, Vec<&StreamAppend>) =
             parts.iter().map(AsRef::as_ref).partition(|part| !part.events.is_empty());
-        let mut written = if writes.is_empty() {
-            Vec::new()
-        } else {
-            match (self, &mut *tx) {
-                (Self::Postgres(_), AnyTx::Postgres(tx)) => PgEventLog::append_many_in(tx, &writes).await?,
-                (Self::Sqlite(log), AnyTx::Sqlite(tx)) => log.append_many_in(tx, &writes).await?,
-                _ => return Err(mismatched()),
-            }
-        }
-        .into_iter();
-        let versions = if checks.is_empty() { HashMap::new() } else { self.versions_in(tx, &checks).await? };
+        let mut written =
+            if writes.is_empty() { Vec::new() } else { log.append_many_in(tx, &writes).await? }.into_iter();
+        let versions = if checks.is_empty() { HashMap::new() } else { versions_in(tx, &checks).await? };
         Ok(parts
             .iter()
             .map(AsRef::as_ref)
@@ -226,42 +224,28 @@ impl AnyEventLog {
             .collect())
     }
 
-    /// The versions of `parts`' streams, read in `tx`.
-    async fn versions_in(
-        &self,
-        tx: &mut AnyTx,
-        parts: &[&StreamAppend],
-    ) -> Result<HashMap<String, Version>, StoreError> {
-        let names: Vec<&str> = parts.iter().map(|p| p.stream.as_str()).collect();
-        let rows: Vec<(String, i64)> = match tx {
-            AnyTx::Postgres(tx) => {
-                sqlx::query_as("SELECT stream_id, version FROM ledger_streams WHERE stream_id = ANY($1::text[])")
-                    .bind(&names)
-                    .fetch_all(&mut **tx)
-                    .await?
-            }
-            AnyTx::Sqlite(tx) => {
-                let mut rows = Vec::with_capacity(names.len());
-                for name in names {
-                    let version: Option<i64> =
-                        sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = ?")
-                            .bind(name)
-                            .fetch_optional(&mut **tx)
-                            .await?;
-                    rows.extend(version.map(|v| (name.to_owned(), v)));
-                }
-                rows
-            }
-        };
-        Ok(rows.into_iter().collect())
-    }
-
     pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
         match self {
             Self::Postgres(log) => log.pending_migrations().await,
             Self::Sqlite(log) => log.pending_migrations().await,
         }
     }
+}
+
+/// The versions of `parts`' streams, read in `tx` (SQLite; PostgreSQL checks them in the append).
+async fn versions_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    parts: &[&StreamAppend],
+) -> Result<HashMap<String, Version>, StoreError> {
+    let mut versions = HashMap::with_capacity(parts.len());
+    for part in parts {
+        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = ?")
+            .bind(part.stream.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        versions.extend(version.map(|v| (part.stream.as_str().to_owned(), v)));
+    }
+    Ok(versions)
 }
 
 fn mismatched() -> StoreError {

@@ -26,7 +26,7 @@ use std::future::Future;
 
 pub use any::{AnyEventLog, AnyTx, StoreConfig};
 pub use error::StoreError;
-pub use postgres::PgEventLog;
+pub use postgres::{PgEventLog, PgQuery, Rider};
 pub use retention::Expiring;
 pub use sqlite::{SqliteEventLog, SQLITE_NOW_US};
 pub use types::{

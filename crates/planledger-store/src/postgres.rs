@@ -72,27 +72,53 @@ SELECT global_position, transaction_id::text::bigint AS transaction_id FROM inse
 /// probe per key: as a plain join, a generic plan made while the key table was small hashed the
 /// keys and scanned the whole table on every append, a cost that grew with the log (seen in
 /// `hot_store_keyed`; docs/benchmarks.md).
-const APPEND_MANY: &str = "WITH input AS (
+fn append_many_sql(riders: &[Rider<'_>]) -> String {
+    let mut sql = String::from("WITH ");
+    let mut next_param = APPEND_MANY_PARAMS + 1;
+    let mut placed = Vec::with_capacity(riders.len());
+    for rider in riders {
+        placed.push(renumber(&rider.sql, next_param - 1));
+        next_param += rider.params;
+    }
+    let vetoes: String = riders
+        .iter()
+        .filter_map(|rider| rider.vetoes)
+        .map(|name| format!("\n    UNION SELECT stream_id FROM {name}"))
+        .collect();
+    for (rider, placed) in riders.iter().zip(&placed) {
+        if rider.vetoes.is_some() {
+            sql.push_str(placed);
+            sql.push_str(",\n");
+        }
+    }
+    sql.push_str(&format!(
+        "input AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS i(stream_id, expected, new_version)
 ), used AS (
     SELECT DISTINCT q.stream_id FROM unnest($15::text[], $16::text[]) AS q(stream_id, idempotency_key)
     CROSS JOIN LATERAL (
         SELECT 1 FROM ledger_idempotency_keys k
         WHERE k.stream_id = q.stream_id AND k.idempotency_key = q.idempotency_key LIMIT 1
-    ) AS hit
+    ) AS hit{vetoes}
 ), created AS (
     INSERT INTO ledger_streams (stream_id, version)
     SELECT i.stream_id, i.new_version FROM input i
-    WHERE i.expected = 0 AND i.stream_id NOT IN (SELECT stream_id FROM used)
+    WHERE i.expected = 0 AND i.new_version > 0 AND i.stream_id NOT IN (SELECT stream_id FROM used)
     ON CONFLICT (stream_id) DO NOTHING
     RETURNING stream_id
 ), moved AS (
     UPDATE ledger_streams s SET version = i.new_version FROM input i
-    WHERE s.stream_id = i.stream_id AND i.expected > 0 AND s.version = i.expected
+    WHERE s.stream_id = i.stream_id AND i.expected > 0 AND i.new_version > i.expected AND s.version = i.expected
       AND i.stream_id NOT IN (SELECT stream_id FROM used)
     RETURNING s.stream_id
+), checked AS (
+    SELECT i.stream_id FROM input i LEFT JOIN ledger_streams s ON s.stream_id = i.stream_id
+    WHERE i.new_version = i.expected AND coalesce(s.version, 0) = i.expected
+      AND i.stream_id NOT IN (SELECT stream_id FROM used)
 ), bumped AS (
     SELECT stream_id FROM created UNION ALL SELECT stream_id FROM moved
+), kept AS (
+    SELECT stream_id FROM bumped UNION ALL SELECT stream_id FROM checked
 ), inserted AS (
     INSERT INTO ledger_events (event_id, stream_id, version, event_type, schema_version, data,
         correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at)
@@ -110,10 +136,87 @@ const APPEND_MANY: &str = "WITH input AS (
     FROM unnest($18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::timestamptz[])
         AS k(stream_id, idempotency_key, first_version, last_version, created_at)
     WHERE k.stream_id IN (SELECT stream_id FROM bumped)
-)
-SELECT stream_id, version, global_position, transaction_id::text::bigint AS transaction_id, false AS used FROM inserted
+)"
+    ));
+    for (rider, placed) in riders.iter().zip(&placed) {
+        if rider.vetoes.is_none() {
+            sql.push_str(",\n");
+            sql.push_str(placed);
+        }
+    }
+    sql.push_str(
+        "
+SELECT stream_id, version, global_position, transaction_id::text::bigint AS transaction_id, 0::int2 AS kind FROM inserted
 UNION ALL
-SELECT stream_id, 0, 0, 0, true FROM used";
+SELECT stream_id, 0, 0, 0, 1::int2 FROM used
+UNION ALL
+SELECT stream_id, 0, 0, 0, 2::int2 FROM checked",
+    );
+    sql
+}
+
+/// The parameters of the group append itself; riders' are numbered after them.
+const APPEND_MANY_PARAMS: usize = 22;
+
+/// `sql` with each parameter `$n` renumbered `$(n + by)`. Riders are written as if they stood
+/// alone, so no rider needs to know what else shares its statement.
+fn renumber(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let digits_start = at + 1;
+        let mut digits_end = digits_start;
+        while let Some((i, d)) = chars.peek().copied() {
+            if !d.is_ascii_digit() {
+                break;
+            }
+            digits_end = i + 1;
+            chars.next();
+        }
+        if digits_end > digits_start {
+            let n: usize = sql[digits_start..digits_end].parse().unwrap_or(0);
+            out.push_str(&(n + by).to_string());
+        }
+    }
+    out
+}
+
+/// A query of the group append, to which a rider adds its parameters.
+pub type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// A write that rides in the group append's statement, so that it stands or falls with the
+/// streams the append writes: one statement (one round trip) for a whole group, which on this
+/// two-core machine is what a group's latency is made of (docs/benchmarks.md). The append's
+/// crate knows nothing of the riders' tables; a rider knows nothing of the append's parameters.
+pub struct Rider<'a> {
+    /// One or more `WITH` items (`name AS (...)`, comma-separated), parameters numbered from
+    /// `$1` as if the rider stood alone. A follower (no `vetoes`) comes after the append and may
+    /// read `bumped(stream_id)`, the streams it appended to, and `kept(stream_id)`, those and the
+    /// streams whose version was checked. A statement's sub-statements share one snapshot: a
+    /// follower sees none of the append's rows, only what `bumped` and `kept` say.
+    pub sql: String,
+    /// For a guard: the name of its `WITH` item, whose `stream_id`s are not written and are
+    /// answered `Duplicate`. A guard comes before the append and reads only.
+    pub vetoes: Option<&'static str>,
+    /// How many parameters `sql` numbers.
+    pub params: usize,
+    /// Binds them, in their order.
+    pub bind: Box<dyn for<'q> FnOnce(PgQuery<'q>) -> PgQuery<'q> + Send + 'a>,
+}
+
+impl std::fmt::Debug for Rider<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rider")
+            .field("sql", &self.sql)
+            .field("vetoes", &self.vetoes)
+            .field("params", &self.params)
+            .finish()
+    }
+}
 
 /// The last event `read_all` can deliver now (see `AnyEventLog::settled_head`). The order names
 /// the table's columns: `transaction_id::text::bigint` is itself an output column named
@@ -228,6 +331,19 @@ impl PgEventLog {
         tx: &mut Transaction<'static, Postgres>,
         parts: &[impl AsRef<StreamAppend> + Sync],
     ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
+        Self::append_group(&mut **tx, parts, Vec::new()).await
+    }
+
+    /// Appends to several streams, and checks the version of parts without events, in one
+    /// statement with `riders` (see [`Rider`]) on `executor`: in a transaction, or on a
+    /// connection where the statement commits on its own, whole or not at all. Each stream is
+    /// bumped only at its expected version and if no guard vetoes it; only bumped streams get
+    /// events. Streams are independent: one's conflict does not stop the others.
+    pub async fn append_group<'c>(
+        executor: impl sqlx::Executor<'c, Database = Postgres>,
+        parts: &[impl AsRef<StreamAppend> + Sync],
+        riders: Vec<Rider<'_>>,
+    ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
         let mut streams = Vec::new();
         let (mut expected, mut new_version) = (Vec::new(), Vec::new());
         let mut e_stream = Vec::new();
@@ -238,9 +354,6 @@ impl PgEventLog {
         let mut k_at = Vec::new();
         for part in parts {
             let part = part.as_ref();
-            if part.events.is_empty() {
-                return Err(StoreError::EmptyAppend);
-            }
             streams.push(part.stream.as_str());
             expected.push(part.expected);
             new_version.push(part.expected + part.events.len() as Version);
@@ -259,7 +372,8 @@ impl PgEventLog {
                 k_at.push(key.at);
             }
         }
-        let rows: Vec<(String, i64, i64, i64, bool)> = sqlx::query_as(APPEND_MANY)
+        let sql = append_many_sql(&riders);
+        let mut query = sqlx::query(&sql)
             .bind(&streams)
             .bind(&expected)
             .bind(&new_version)
@@ -281,28 +395,39 @@ impl PgEventLog {
             .bind(&k_key)
             .bind(&k_first)
             .bind(&k_last)
-            .bind(&k_at)
-            .fetch_all(&mut **tx)
-            .await?;
+            .bind(&k_at);
+        for rider in riders {
+            query = (rider.bind)(query);
+        }
+        let rows: Vec<(String, i64, i64, i64, i16)> =
+            query.try_map(|row: PgRow| sqlx::FromRow::from_row(&row)).fetch_all(executor).await?;
         let mut positions: std::collections::HashMap<&str, Vec<(i64, i64, Checkpoint)>> =
             std::collections::HashMap::new();
         let mut duplicates = std::collections::HashSet::new();
-        for (stream, version, position, transaction_id, used) in &rows {
-            if *used {
-                duplicates.insert(stream.as_str());
-            } else {
-                positions.entry(stream.as_str()).or_default().push((
+        let mut checked = std::collections::HashSet::new();
+        for (stream, version, position, transaction_id, kind) in &rows {
+            match kind {
+                0 => positions.entry(stream.as_str()).or_default().push((
                     *version,
                     *position,
                     Checkpoint { transaction_id: *transaction_id, position: *position },
-                ));
+                )),
+                1 => {
+                    duplicates.insert(stream.as_str());
+                }
+                _ => {
+                    checked.insert(stream.as_str());
+                }
             }
         }
         Ok(parts
             .iter()
             .map(AsRef::as_ref)
             .map(|part| match positions.get_mut(part.stream.as_str()) {
-                Some(found) if found.len() == part.events.len() => {
+                _ if part.events.is_empty() && checked.contains(part.stream.as_str()) => {
+                    StreamAppendOutcome::Checked { version: part.expected }
+                }
+                Some(found) if found.len() == part.events.len() && !part.events.is_empty() => {
                     found.sort_unstable_by_key(|(version, _, _)| *version);
                     let positions: Vec<(i64, Checkpoint)> = found.iter().map(|(_, p, c)| (*p, *c)).collect();
                     StreamAppendOutcome::Appended {
@@ -610,6 +735,30 @@ mod tests {
         Some((db, conn))
     }
 
+    /// A rider's parameters follow the append's and the riders' before it; nothing else in its
+    /// text changes.
+    #[test]
+    fn riders_are_numbered_after_the_append_and_each_other() {
+        assert_eq!(
+            renumber("a AS (SELECT $1::text[], $2, $10 FROM t WHERE x = $2)", 22),
+            "a AS (SELECT $23::text[], $24, $32 FROM t WHERE x = $24)"
+        );
+        assert_eq!(renumber("no parameters, a $ sign", 5), "no parameters, a $ sign");
+        let rider = |name: &str, vetoes| Rider {
+            sql: format!("{name} AS (SELECT $1::text AS stream_id, $2::int)"),
+            vetoes,
+            params: 2,
+            bind: Box::new(|query| query),
+        };
+        let sql = append_many_sql(&[rider("first", Some("first")), rider("second", None)]);
+        assert!(sql.contains("first AS (SELECT $23::text AS stream_id, $24::int)"), "{sql}");
+        assert!(sql.contains("second AS (SELECT $25::text AS stream_id, $26::int)"), "{sql}");
+        assert!(sql.find("first AS").unwrap() < sql.find("used AS").unwrap(), "a guard comes before what it guards");
+        assert!(sql.contains("UNION SELECT stream_id FROM first"), "its streams are not written");
+        assert!(sql.find("second AS").unwrap() > sql.find("keys AS").unwrap(), "a follower comes after the append");
+        assert!(!sql.contains("FROM second"), "a follower vetoes nothing");
+    }
+
     /// A pooled connection keeps a prepared statement's generic plan for as long as it lives,
     /// and that plan is made from what the planner knew of the tables then: on a young log,
     /// nothing. Forced generic on empty tables, the group commit's append must still find each
@@ -619,8 +768,9 @@ mod tests {
     async fn the_group_append_finds_rows_by_key_even_in_a_plan_made_on_empty_tables() {
         let Some((_db, mut conn)) = planner("append_many_plan").await else { return };
         sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.expect("generic plans");
-        sqlx::raw_sql(&format!("PREPARE append_many AS {APPEND_MANY}")).execute(&mut *conn).await.expect("prepare");
-        let nulls = vec!["NULL"; 22].join(", ");
+        let sql = append_many_sql(&[]);
+        sqlx::raw_sql(&format!("PREPARE append_many AS {sql}")).execute(&mut *conn).await.expect("prepare");
+        let nulls = vec!["NULL"; APPEND_MANY_PARAMS].join(", ");
         let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE append_many({nulls})"))
             .fetch_all(&mut *conn)
             .await
