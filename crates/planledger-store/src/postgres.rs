@@ -429,10 +429,9 @@ impl PgEventLog {
                 }
                 Some(found) if found.len() == part.events.len() && !part.events.is_empty() => {
                     found.sort_unstable_by_key(|(version, _, _)| *version);
-                    let positions: Vec<(i64, Checkpoint)> = found.iter().map(|(_, p, c)| (*p, *c)).collect();
                     StreamAppendOutcome::Appended {
                         new_version: part.expected + part.events.len() as Version,
-                        events: recorded(&part.stream, part.expected, &part.events, &positions),
+                        positions: found.iter().map(|(_, _, checkpoint)| *checkpoint).collect(),
                     }
                 }
                 _ if duplicates.contains(part.stream.as_str()) => StreamAppendOutcome::Duplicate,

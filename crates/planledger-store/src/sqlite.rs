@@ -146,9 +146,10 @@ impl SqliteEventLog {
             // A refused part writes nothing (the checks come before the writes), so the
             // transaction goes on with the next.
             outcomes.push(match self.append_in(tx, &part.stream, part.expected, &part.events).await {
-                Ok(AppendOutcome::Appended { new_version, events }) => {
-                    StreamAppendOutcome::Appended { new_version, events }
-                }
+                Ok(AppendOutcome::Appended { new_version, events }) => StreamAppendOutcome::Appended {
+                    new_version,
+                    positions: events.iter().map(|event| event.checkpoint).collect(),
+                },
                 Ok(AppendOutcome::Duplicate { .. }) => StreamAppendOutcome::Duplicate,
                 Err(StoreError::Conflict { .. }) => StreamAppendOutcome::Conflict,
                 Err(e) => return Err(e),
