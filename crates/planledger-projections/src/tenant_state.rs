@@ -103,7 +103,7 @@ pub async fn write_many_into(
         }
     };
     let columns = ManyRows::of(rows, catalog)?;
-    let sql = upsert_many_sql(table, "", "");
+    let sql = upsert_many_sql(table, false);
     columns.bind(sqlx::query(&sql)).bind(&built_with).execute(&mut **pg).await?;
     Ok(())
 }
@@ -119,38 +119,36 @@ pub fn rider(
 ) -> Result<Rider<'static>, StoreError> {
     let columns = ManyRows::of(rows, catalog)?;
     let built_with = crate::schema::built_with(catalog);
-    let sql = upsert_many_sql(table, ", $18::text[]", ", stream_id");
     Ok(Rider {
-        sql: format!(
-            "{table}_rows AS ({sql} WHERE r.stream_id IN (SELECT stream_id FROM bumped) {})",
-            upsert_clause(table, ROW_COLUMNS_PG)
-        ),
+        sql: format!("{table}_rows AS ({})", upsert_many_sql(table, true)),
         vetoes: None,
         params: 18,
         bind: Box::new(move |query| columns.bind(query).bind(built_with).bind(streams)),
     })
 }
 
-/// An `INSERT ... SELECT` of many rows from arrays `$1` to `$16` (see [`ManyRows::bind`]),
-/// `$17` the catalog fingerprint; `more_arrays` and `more_names` add arrays to the `unnest`.
-/// Without them, the upsert's tail is added; a rider adds its filter before it.
-fn upsert_many_sql(table: &str, more_arrays: &str, more_names: &str) -> String {
-    let insert = format!(
+/// An upsert of many rows from arrays `$1` to `$16` (see [`ManyRows::bind`]), `$17` the catalog
+/// fingerprint. `of_bumped_streams`: as a rider, with each row's stream in `$18`, writing only
+/// the rows of streams the statement appended to.
+fn upsert_many_sql(table: &str, of_bumped_streams: bool) -> String {
+    let (stream_array, stream_name, only_bumped) = if of_bumped_streams {
+        (", $18::text[]", ", stream_id", "WHERE r.stream_id IN (SELECT stream_id FROM bumped)")
+    } else {
+        ("", "", "")
+    };
+    format!(
         "INSERT INTO {table} ({ROW_COLUMNS_PG})
          SELECT r.store_id, r.name, r.time_zone, r.plan_id, r.tier, r.subscription_status, r.internal_status,
             r.trial_ends_at, r.grace_ends_at, r.maintenance_ends_at, r.next_deadline, r.subscription_id, r.version, r.state::jsonb,
             $17, r.updated_at, r.usage::jsonb
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::bigint[],
-            $14::text[], $15::timestamptz[], $16::text[]{more_arrays})
+            $14::text[], $15::timestamptz[], $16::text[]{stream_array})
             AS r(store_id, name, time_zone, plan_id, tier, subscription_status, internal_status, trial_ends_at,
-                 grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state, updated_at, usage{more_names})"
-    );
-    if more_arrays.is_empty() {
-        format!("{insert} {}", upsert_clause(table, ROW_COLUMNS_PG))
-    } else {
-        insert
-    }
+                 grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state, updated_at, usage{stream_name})
+         {only_bumped} {}",
+        upsert_clause(table, ROW_COLUMNS_PG)
+    )
 }
 
 /// Copies into `to` the rows `from` holds of `stores` that were built with `built_with` and are

@@ -1212,36 +1212,38 @@ async fn look_up(log: &AnyEventLog, config: &CommitterConfig, witnesses: &[Optio
         let seen = if config.faults.as_deref().is_some_and(FaultInjector::fail_probe) {
             None
         } else {
-            let mut seen = Some(Vec::with_capacity(witnesses.len()));
+            let mut seen = Vec::with_capacity(witnesses.len());
             for witness in witnesses {
-                let found = match witness {
-                    None => Some(false),
-                    Some(Witness::Event(id)) => log.read_event(*id).await.ok().map(|found| found.is_some()),
-                    // The request's hash too: a request that reused the key with another body
-                    // may have been given, word for word, the answer the first request stored.
-                    Some(Witness::Answer(store, request, answer)) => {
-                        answers::load(log, *store, &[request.key.as_str()]).await.ok().map(|stored| {
-                            stored
-                                .get(&request.key)
-                                .is_some_and(|s| s.request_hash == request.request_hash && s.answer == *answer)
-                        })
-                    }
-                };
-                match (found, seen.as_mut()) {
-                    (Some(found), Some(seen)) => seen.push(found),
-                    _ => {
-                        seen = None;
-                        break;
-                    }
+                match witness {
+                    None => seen.push(false),
+                    Some(witness) => match is_there(log, witness).await {
+                        Some(found) => seen.push(found),
+                        None => break,
+                    },
                 }
             }
-            seen
+            (seen.len() == witnesses.len()).then_some(seen)
         };
         if seen.is_some() || Instant::now() + pause > deadline {
             return seen;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Whether `witness` is in the database; `None` if it could not be asked.
+async fn is_there(log: &AnyEventLog, witness: &Witness) -> Option<bool> {
+    match witness {
+        Witness::Event(id) => log.read_event(*id).await.ok().map(|found| found.is_some()),
+        // The request's hash too: a request that reused the key with another body may have been
+        // given, word for word, the answer the first request stored.
+        Witness::Answer(store, request, answer) => {
+            let stored = answers::load(log, *store, &[request.key.as_str()]).await.ok()?;
+            Some(
+                stored.get(&request.key).is_some_and(|s| s.request_hash == request.request_hash && s.answer == *answer),
+            )
+        }
     }
 }
 
