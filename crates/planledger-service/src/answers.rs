@@ -1,11 +1,13 @@
 //! Stored first answers of requests sent with an `Idempotency-Key` (SPEC 8).
 //!
 //! Every command decided on a registered store with a key has its answer stored, refusals and
-//! no-ops included (the answer to a key never changes), in the same transaction as the events
-//! the command appended (or as the check of the stream's version it was decided on), so a retry
-//! either finds both or neither. The stored answer is also the key's only constraint: the
-//! committer claims a group's keys by inserting their answers before it appends (the log labels
-//! events with client keys but does not check them). Answers are kept for the service's
+//! no-ops included (the answer to a key never changes), in the same commit as the events the
+//! command appended (or as the check of the stream's version it was decided on), so a retry
+//! either finds both or neither. The stored answer is also the key's only constraint (the log
+//! labels events with client keys but does not check them): in the group's one statement on
+//! PostgreSQL ([`riders`]), answers are inserted for the batches it writes, after a guard vetoed
+//! those with a key already answered; in a transaction ([`claim_in`]), the committer claims a
+//! group's keys by inserting their answers before it appends. Answers are kept for the service's
 //! retention period (7 days by default, at least 24 hours as SPEC 8 asks) and then deleted by
 //! the retention job (`retention.rs`); after that the key is free again.
 
