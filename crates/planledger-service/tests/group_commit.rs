@@ -63,18 +63,7 @@ fn extend_grace() -> Command {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(false).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(true).await })*
-        }
-    };
-}
-
-on_both_backends!(
+planledger_testkit::on_both_backends!(
     a_group_whose_reply_is_lost_after_it_committed_is_found_batch_by_batch,
     a_key_reused_with_another_body_never_gets_the_first_answer_when_the_reply_is_lost,
 );
