@@ -401,17 +401,15 @@ impl PgEventLog {
         }
         let rows: Vec<(String, i64, i64, i64, i16)> =
             query.try_map(|row: PgRow| sqlx::FromRow::from_row(&row)).fetch_all(executor).await?;
-        let mut positions: std::collections::HashMap<&str, Vec<(i64, i64, Checkpoint)>> =
-            std::collections::HashMap::new();
+        let mut positions: std::collections::HashMap<&str, Vec<(i64, Checkpoint)>> = std::collections::HashMap::new();
         let mut duplicates = std::collections::HashSet::new();
         let mut checked = std::collections::HashSet::new();
         for (stream, version, position, transaction_id, kind) in &rows {
             match kind {
-                0 => positions.entry(stream.as_str()).or_default().push((
-                    *version,
-                    *position,
-                    Checkpoint { transaction_id: *transaction_id, position: *position },
-                )),
+                0 => positions
+                    .entry(stream.as_str())
+                    .or_default()
+                    .push((*version, Checkpoint { transaction_id: *transaction_id, position: *position })),
                 1 => {
                     duplicates.insert(stream.as_str());
                 }
@@ -428,10 +426,10 @@ impl PgEventLog {
                     StreamAppendOutcome::Checked { version: part.expected }
                 }
                 Some(found) if found.len() == part.events.len() && !part.events.is_empty() => {
-                    found.sort_unstable_by_key(|(version, _, _)| *version);
+                    found.sort_unstable_by_key(|(version, _)| *version);
                     StreamAppendOutcome::Appended {
                         new_version: part.expected + part.events.len() as Version,
-                        positions: found.iter().map(|(_, _, checkpoint)| *checkpoint).collect(),
+                        positions: found.iter().map(|(_, checkpoint)| *checkpoint).collect(),
                     }
                 }
                 _ if duplicates.contains(part.stream.as_str()) => StreamAppendOutcome::Duplicate,
