@@ -67,6 +67,22 @@ async fn sigterm_finishes_in_flight_work_and_flushes_the_journal(backend: Backen
 }
 
 /// What `planledger serve --bind BIND` prints on stderr when it refuses to start with `env`.
+/// jemalloc reads its options from a symbol the binary defines (crates/planledger/src/memory.rs);
+/// if the library stopped reading it (a renamed symbol after an upgrade, say), nothing would
+/// fail but memory would stay at a burst's high-water mark. The background thread that gives it
+/// back exists only if the options were read.
+#[tokio::test]
+async fn serve_gives_memory_back_with_the_allocator_background_thread() {
+    let db = Db::create(Backend::Sqlite, "serve_gives_memory_back_with_the_allocator_background_thread").await.unwrap();
+    let server = Server::start(db.url(), &Options::default());
+    server.register("Allocating").await;
+    let names = server.thread_names();
+    assert!(
+        names.iter().any(|name| name.starts_with("jemalloc_bg_thd")),
+        "no allocator background thread in {names:?}"
+    );
+}
+
 fn serve_refuses(bind: &str, env: &[(&str, &str)]) -> String {
     let db = planledger_testkit::SqliteTestDatabase::create();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_planledger"));

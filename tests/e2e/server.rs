@@ -152,6 +152,15 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// The names of the server process's threads (`/proc/<pid>/task/*/comm`).
+    pub fn thread_names(&self) -> Vec<String> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).expect("the server's threads");
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim_end().to_owned())
+            .collect()
+    }
+
     pub async fn register(&self, name: &str) -> String {
         register_with(&self.client(), name).await
     }

@@ -141,9 +141,9 @@ fn rss_mb() -> f64 {
 }
 
 /// Starts a scenario's own peak: free memory earlier scenarios left with the allocator goes
-/// back to the system first (as `serve` gives it back), or it would count in this peak.
-fn reset_peak_rss() {
-    crate::memory::release_if_worth_it();
+/// back to the system first (as it does in `serve`), or it would count in this peak.
+async fn reset_peak_rss() {
+    tokio::time::sleep(crate::memory::RETURNED_WITHIN).await;
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
@@ -741,7 +741,7 @@ async fn rebuild_figures(log: &AnyEventLog, name: &str, stores: usize) -> anyhow
     let catalog = bench_catalog()?;
     let mut figures = Vec::new();
     let total = log.event_count().await? as u64;
-    reset_peak_rss();
+    reset_peak_rss().await;
     let started = Instant::now();
     let mut worst_rate = f64::MAX;
     let mut each = Vec::new();
@@ -911,11 +911,7 @@ async fn scenario_memory(
         journal,
         Arc::new(planledger_api::render::JsonRenderer),
     );
-    // As `serve` does: free memory goes back to the system once a burst is over.
-    let (stop_release, stopped) = tokio::sync::watch::channel(false);
-    let release = tokio::spawn(crate::memory::release_after_bursts(crate::memory::CHECK_EVERY, stopped));
-    tokio::time::sleep(crate::memory::CHECK_EVERY + Duration::from_secs(1)).await;
-    reset_peak_rss();
+    reset_peak_rss().await;
     let before = rss_mb();
     let stores = ids.len();
     let ids = Arc::new(ids);
@@ -943,7 +939,7 @@ async fn scenario_memory(
     check_exact(log, "serve_many_stores", run.allowed, 1_000_000_000).await?;
     let peak = peak_rss_mb();
     until_idle(&service, Duration::from_secs(120)).await?;
-    tokio::time::sleep(crate::memory::CHECK_EVERY + Duration::from_secs(1)).await;
+    tokio::time::sleep(crate::memory::RETURNED_WITHIN).await;
     let after_stores = rss_mb();
     let mut first = run.figures("serve_many_stores", clients);
     first.ops_per_sec = stores as f64 / run.seconds;
@@ -972,10 +968,8 @@ async fn scenario_memory(
     };
     // Unknown stores' workers stop as soon as they have answered: no idle wait.
     until_idle(&service, Duration::from_secs(5)).await?;
-    tokio::time::sleep(crate::memory::CHECK_EVERY + Duration::from_secs(1)).await;
+    tokio::time::sleep(crate::memory::RETURNED_WITHIN).await;
     let after_flood = rss_mb();
-    let _ = stop_release.send(true);
-    let _ = release.await;
     let mut second = run.figures("serve_unknown_flood", clients);
     second.rss_after_mb = Some(after_flood);
     second.note = format!(

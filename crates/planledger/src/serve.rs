@@ -145,8 +145,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     if stripe_enabled {
         tracing::info!("Stripe webhooks accepted at POST /v1/webhooks/stripe");
     }
-    let projector_task = tokio::spawn(run_audit_projector(log, projector, stopped.clone()));
-    let memory_task = tokio::spawn(crate::memory::release_after_bursts(crate::memory::CHECK_EVERY, stopped));
+    let projector_task = tokio::spawn(run_audit_projector(log, projector, stopped));
     axum::serve(listener, planledger_api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shutting down: in-flight requests finished");
     let _ = stop.send(true);
@@ -155,7 +154,6 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     let _ = stripe_task.await;
     let _ = notify_task.await;
     let _ = projector_task.await;
-    let _ = memory_task.await;
     service.shutdown();
     drop(service);
     let _ = tokio::time::timeout(Duration::from_secs(5), journal_writer).await;
