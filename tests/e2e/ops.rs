@@ -66,7 +66,6 @@ async fn sigterm_finishes_in_flight_work_and_flushes_the_journal(backend: Backen
     assert_eq!(journal.len(), 3 + answered);
 }
 
-/// What `planledger serve --bind BIND` prints on stderr when it refuses to start with `env`.
 /// jemalloc reads its options from a symbol the binary defines (crates/planledger/src/memory.rs);
 /// if the library stopped reading it (a renamed symbol after an upgrade, say), nothing would
 /// fail but memory would stay at a burst's high-water mark. The background thread that gives it
@@ -83,6 +82,7 @@ async fn serve_gives_memory_back_with_the_allocator_background_thread() {
     );
 }
 
+/// What `planledger serve --bind BIND` prints on stderr when it refuses to start with `env`.
 fn serve_refuses(bind: &str, env: &[(&str, &str)]) -> String {
     let db = planledger_testkit::SqliteTestDatabase::create();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_planledger"));
