@@ -79,7 +79,7 @@ impl Run {
             ops_per_sec: self.ops as f64 / self.seconds,
             p50_ms: self.percentile_ms(0.50),
             p99_ms: self.percentile_ms(0.99),
-            peak_rss_mb: peak_rss_mb(),
+            peak_rss_mb: crate::memory::peak_resident_mb(),
             ..Figures::default()
         }
     }
@@ -116,28 +116,6 @@ async fn run_until(clients: usize, op: Op, done: Arc<dyn Fn() -> bool + Send + S
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(Run { ops: latencies_us.len() as u64, allowed: allowed.load(Ordering::Relaxed), seconds, latencies_us })
-}
-
-/// A memory figure of this process from `/proc/self/status` (`VmHWM`, `VmRSS`), in MiB.
-fn status_mb(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// The process's peak resident memory since the last reset, in MiB.
-fn peak_rss_mb() -> f64 {
-    status_mb("VmHWM")
-}
-
-/// The process's resident memory now, in MiB.
-fn rss_mb() -> f64 {
-    status_mb("VmRSS")
 }
 
 /// Starts a scenario's own peak: free memory earlier scenarios left with the allocator goes
@@ -717,7 +695,7 @@ async fn scenario_copy_limit(log: &AnyEventLog) -> anyhow::Result<Figures> {
         name: "copy_limit".into(),
         clients: 1,
         ops_per_sec: total / write,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: crate::memory::peak_resident_mb(),
         note: format!(
             "{total} events: read in log order in {read:.1}s ({:.0} MB), written and indexed in {write:.1}s; ops/s = rows written and indexed per second",
             bytes as f64 / 1e6
@@ -768,7 +746,7 @@ async fn rebuild_figures(log: &AnyEventLog, name: &str, stores: usize) -> anyhow
         ops_per_sec: worst_rate,
         p50_ms: 0.0,
         p99_ms: 0.0,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: crate::memory::peak_resident_mb(),
         note: format!(
             "{total} events over {stores} stores; both models in {seconds:.1}s ({}); ops/s = events/s of the slower model",
             each.join(", ")
@@ -912,7 +890,7 @@ async fn scenario_memory(
         Arc::new(planledger_api::render::JsonRenderer),
     );
     reset_peak_rss().await;
-    let before = rss_mb();
+    let before = crate::memory::resident_mb();
     let stores = ids.len();
     let ids = Arc::new(ids);
     let next = Arc::new(AtomicU64::new(0));
@@ -937,10 +915,10 @@ async fn scenario_memory(
         bail!("serve_many_stores: {} of {stores} first commands accepted", run.allowed);
     }
     check_exact(log, "serve_many_stores", run.allowed, 1_000_000_000).await?;
-    let peak = peak_rss_mb();
+    let peak = crate::memory::peak_resident_mb();
     until_idle(&service, Duration::from_secs(120)).await?;
     tokio::time::sleep(crate::memory::RETURNED_WITHIN).await;
-    let after_stores = rss_mb();
+    let after_stores = crate::memory::resident_mb();
     let mut first = run.figures("serve_many_stores", clients);
     first.ops_per_sec = stores as f64 / run.seconds;
     first.peak_rss_mb = peak;
@@ -969,7 +947,7 @@ async fn scenario_memory(
     // Unknown stores' workers stop as soon as they have answered: no idle wait.
     until_idle(&service, Duration::from_secs(5)).await?;
     tokio::time::sleep(crate::memory::RETURNED_WITHIN).await;
-    let after_flood = rss_mb();
+    let after_flood = crate::memory::resident_mb();
     let mut second = run.figures("serve_unknown_flood", clients);
     second.rss_after_mb = Some(after_flood);
     second.note = format!(

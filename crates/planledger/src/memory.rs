@@ -27,32 +27,49 @@ static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muz
 /// the background thread's schedule.
 pub const RETURNED_WITHIN: Duration = Duration::from_secs(3);
 
+/// A memory figure of this process from `/proc/self/status` (`VmHWM`, `VmRSS`), in MiB.
+fn status_mb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The process's peak resident memory since it started (or since `/proc/self/clear_refs` was
+/// told to reset it), in MiB.
+pub fn peak_resident_mb() -> f64 {
+    status_mb("VmHWM")
+}
+
+/// The process's resident memory now, in MiB.
+pub fn resident_mb() -> f64 {
+    status_mb("VmRSS")
+}
+
 // The binary's unit tests run with this allocator and these options, as `serve` does.
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-
-    fn resident_bytes() -> usize {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-        pages * 4096
-    }
 
     #[test]
     fn memory_a_burst_freed_goes_back_to_the_system_unasked() {
         // Many small blocks, every thousandth kept: the free ones lie between live ones, as a
         // million idle workers' states do, so the heap cannot simply shrink from its top.
         let blocks: Vec<Box<[u8; 512]>> = (0..400_000).map(|i| Box::new([(i % 251) as u8; 512])).collect();
-        let before = resident_bytes();
+        let before = resident_mb();
         let kept: Vec<Box<[u8; 512]>> = blocks.into_iter().step_by(1000).collect();
         // Nothing asks for it: the allocator's background thread purges on its own.
         let deadline = std::time::Instant::now() + 4 * RETURNED_WITHIN;
-        let mut after = resident_bytes();
-        while before - after.min(before) < 150 << 20 && std::time::Instant::now() < deadline {
+        let mut after = resident_mb();
+        while before - after < 150.0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
-            after = resident_bytes();
+            after = resident_mb();
         }
-        assert!(before - after.min(before) >= 150 << 20, "resident {before} -> {after} bytes");
+        assert!(before - after >= 150.0, "resident {before} -> {after} MiB");
         assert_eq!(kept.len(), 400);
         assert!(kept.iter().enumerate().all(|(i, b)| b[0] == ((i * 1000) % 251) as u8));
     }
