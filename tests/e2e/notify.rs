@@ -93,10 +93,10 @@ async fn a_stores_whole_lifecycle_is_told_in_order(backend: Backend) {
     // The feed: the store's freeze, found by type, and the cursor goes on from there.
     let (status, feed) = server.get("/v1/events?after=0-0&types=StoreFrozen").await;
     assert_eq!(status, 200, "{feed}");
-    assert_eq!(feed["events"].as_array().unwrap().len(), 1, "{feed}");
+    assert_eq!(feed["items"].as_array().unwrap().len(), 1, "{feed}");
     let cursor = feed["nextCursor"].as_str().unwrap();
     let (_, rest) = server.get(&format!("/v1/events?after={cursor}")).await;
-    assert_eq!(rest["events"], json!([]), "{rest}");
+    assert_eq!(rest["items"], json!([]), "{rest}");
     assert_eq!(rest["nextCursor"].as_str(), Some(cursor));
     for bad in [
         "/v1/events?after=12",

@@ -81,6 +81,8 @@ impl Server {
             .env("PLANLEDGER_SWEEP_INTERVAL_MS", "200")
             .env("PLANLEDGER_DB_POOL_SIZE", "8")
             .env("RUST_LOG", "warn")
+            // The tests' receivers listen on loopback, which deliveries may not reach by default.
+            .env("PLANLEDGER_WEBHOOK_ALLOW", "127.0.0.1")
             .env_remove("PLANLEDGER_TOKENS")
             .env_remove("PLANLEDGER_CATALOG")
             .stdout(Stdio::piped())

@@ -95,6 +95,14 @@ impl Tokens {
             if name.is_empty() || secret.len() < 8 {
                 return Err(TokensError { index, problem: "empty name or a secret shorter than 8 characters" });
             }
+            // One secret would be one principal whoever was meant; one name would be one
+            // console session's owner whichever secret signed in.
+            if tokens.iter().any(|t: &Token| t.secret == secret.as_bytes()) {
+                return Err(TokensError { index, problem: "the same secret as an earlier token" });
+            }
+            if tokens.iter().any(|t: &Token| t.name == name) {
+                return Err(TokensError { index, problem: "the same name as an earlier token" });
+            }
             tokens.push(Token { name: name.to_owned(), role, secret: secret.as_bytes().to_vec() });
         }
         Ok(Tokens(tokens))
@@ -153,10 +161,70 @@ impl Tokens {
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
+}
+
+/// Failed authentications slowed down per source: each source may fail
+/// [`ThrottleConfig::burst`] times at once, then once per [`ThrottleConfig::refill`] (GCRA, the
+/// `governor` crate). A source over its budget is answered `429 too_many_attempts` with
+/// `Retry-After` before its credential is even looked at, so a guess made then learns nothing;
+/// the wait is at most one refill, so the holder of the right secret behind the same address is
+/// held up for a moment, not locked out.
+pub struct Throttle {
+    failures: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    blocked: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
+}
+
+/// How many failed authentications a source may make.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleConfig {
+    pub burst: u32,
+    pub refill: std::time::Duration,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self { burst: 10, refill: std::time::Duration::from_secs(1) }
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Throttle").field("sources", &self.failures.len()).finish()
+    }
+}
+
+impl Throttle {
+    pub fn new(config: ThrottleConfig) -> Self {
+        let burst = std::num::NonZeroU32::new(config.burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::with_period(config.refill.max(std::time::Duration::from_millis(1)))
+            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN))
+            .allow_burst(burst);
+        Self { failures: governor::RateLimiter::keyed(quota), blocked: Default::default() }
+    }
+
+    /// `Some(seconds)` while `source` must wait before its credentials are checked again.
+    pub fn wait(&self, source: std::net::IpAddr) -> Option<u64> {
+        let blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        let until = blocked.get(&source)?;
+        let left = until.checked_duration_since(std::time::Instant::now())?;
+        Some(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+    }
+
+    /// Counts a failed authentication of `source`.
+    pub fn failed(&self, source: std::net::IpAddr) {
+        let Err(not_until) = self.failures.check_key(&source) else { return };
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(self.failures.clock()));
+        let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if blocked.len() > 4096 {
+            // Forget sources whose wait is over, and the limiter's state of quiet ones.
+            blocked.retain(|_, until| *until > now);
+            self.failures.retain_recent();
+        }
+        blocked.insert(source, now + wait);
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +266,30 @@ mod tests {
         assert!(!err.to_string().contains("supersecret"));
         assert!(Tokens::parse("ops:admin:short").is_err());
         assert!(Tokens::parse("justone").is_err());
+    }
+
+    #[test]
+    fn two_tokens_with_one_secret_or_one_name_are_refused() {
+        let err = Tokens::parse("ops:admin:s3cret-shared,billing:service:s3cret-shared").unwrap_err();
+        assert_eq!((err.index, err.problem), (1, "the same secret as an earlier token"));
+        assert!(!err.to_string().contains("s3cret"));
+        let err = Tokens::parse("ops:admin:s3cret-one,ops:reader:s3cret-two").unwrap_err();
+        assert_eq!(err.problem, "the same name as an earlier token");
+    }
+
+    #[test]
+    fn a_source_that_fails_too_often_waits_and_others_do_not() {
+        let throttle = Throttle::new(ThrottleConfig { burst: 3, refill: std::time::Duration::from_secs(2) });
+        let guesser: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(throttle.wait(guesser), None);
+            throttle.failed(guesser);
+        }
+        assert_eq!(throttle.wait(guesser), None, "the burst is spent, not exceeded");
+        throttle.failed(guesser);
+        let wait = throttle.wait(guesser).expect("over the burst: wait");
+        assert!((1..=2).contains(&wait), "at most one refill: {wait} s");
+        assert_eq!(throttle.wait("192.0.2.8".parse().unwrap()), None, "another source is not held up");
     }
 
     #[test]

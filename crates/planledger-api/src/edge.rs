@@ -63,13 +63,17 @@ pub async fn edge(State(app): State<AppState>, request: Request, next: Next) -> 
     let method = request.method().clone();
     let span = tracing::info_span!("request", %method, %route, correlation_id = %correlation_id);
     let scope = RequestScope { correlation_id: correlation_id.clone(), now: app.service.clock().now() };
+    let deadline = app.edge.request_timeout;
     let handled = async {
-        match AssertUnwindSafe(next.run(request)).catch_unwind().await {
-            Ok(response) => response,
-            Err(_) => {
+        match tokio::time::timeout(deadline, AssertUnwindSafe(next.run(request)).catch_unwind()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(_)) => {
                 tracing::error!(%route, correlation_id = %correlation_id, "a handler panicked");
                 ApiError::Internal.into_response()
             }
+            // A body dripped in a byte at a time passes every per-part timeout: the whole
+            // request has a deadline too.
+            Err(_) => ApiError::RequestTimeout.into_response(),
         }
     };
     let mut response = SCOPE.scope(scope, handled).instrument(span).await;
@@ -81,17 +85,89 @@ pub async fn edge(State(app): State<AppState>, request: Request, next: Next) -> 
 }
 
 /// Refuses a caller without the route's role before anything else of the request is looked
-/// at, so an unauthorized caller learns nothing from validation errors.
+/// at, so an unauthorized caller learns nothing from validation errors. A source that has
+/// failed too often lately is answered `429 too_many_attempts` before its credential is looked
+/// at (see [`crate::auth::Throttle`]).
 pub async fn require_role(
     State((app, role)): State<(AppState, crate::auth::Role)>,
     request: Request,
     next: Next,
 ) -> Response {
     let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
-    match app.tokens.authenticate(header).and_then(|principal| principal.require(role)) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
+    let source = client_address(&request, &app.edge.trusted_proxies);
+    if header.is_some() && !app.tokens.is_empty() {
+        if let Some(retry_after) = app.throttle.wait(source) {
+            return ApiError::TooManyAttempts { retry_after }.into_response();
+        }
     }
+    match app.tokens.authenticate(header) {
+        Ok(principal) => match principal.require(role) {
+            Ok(()) => next.run(request).await,
+            Err(error) => error.into_response(),
+        },
+        Err(error) => {
+            // A credential that was presented and is wrong is a guess; no credential is not.
+            if header.is_some() {
+                app.throttle.failed(source);
+            }
+            error.into_response()
+        }
+    }
+}
+
+/// The address a request comes from: its peer's, or, when the peer is a trusted proxy
+/// (`PLANLEDGER_TRUSTED_PROXIES`), the nearest address in `X-Forwarded-For` that is not one.
+/// A request with no peer (a test calling the router directly) comes from `0.0.0.0`.
+pub fn client_address(request: &Request, trusted: &[ipnet::IpNet]) -> std::net::IpAddr {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
+    let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    forwarded_client(peer, forwarded, trusted)
+}
+
+/// [`client_address`] from the peer and `X-Forwarded-For`: entries are read from the right
+/// (the nearest hop first), trusted proxies skipped; the first other address is the client. An
+/// untrusted peer's header is ignored: anyone can write one.
+pub fn forwarded_client(peer: std::net::IpAddr, forwarded: Option<&str>, trusted: &[ipnet::IpNet]) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(forwarded) = forwarded else { return peer };
+    let mut nearest = peer;
+    for hop in forwarded.rsplit(',') {
+        match hop.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => nearest = ip,
+            Ok(ip) => return ip,
+            // An entry that is not an address: the chain cannot be followed further.
+            Err(_) => return nearest,
+        }
+    }
+    nearest
+}
+
+/// Refuses a query parameter the route does not take (`422 validation_failed` naming it), or
+/// one given twice: a misspelt filter (`?status=` for `?internalStatus=`) must not silently
+/// answer everything. `allowed` is the route's query parameters in the published document.
+pub async fn known_query(State(allowed): State<std::sync::Arc<[String]>>, request: Request, next: Next) -> Response {
+    let query = request.uri().query().unwrap_or("");
+    let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(query) {
+        Ok(pairs) => pairs,
+        Err(_) => return ApiError::validation("query", "is not a valid query string").into_response(),
+    };
+    for (index, (name, _)) in pairs.iter().enumerate() {
+        if !allowed.iter().any(|a| a == name) {
+            let takes = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
+            let message = format!("is not a parameter of this route (it takes: {takes})");
+            return ApiError::validation(name.clone(), message).into_response();
+        }
+        if pairs[..index].iter().any(|(earlier, _)| earlier == name) {
+            return ApiError::validation(name.clone(), "is given more than once").into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// A request's caller and the request's bookkeeping.
@@ -162,15 +238,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::MalformedJson("the body could not be read".to_owned())
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state).await.map_err(body_rejection)?;
         parse_json(&bytes)
     }
+}
+
+/// Why a body could not be read: over the route's limit (413), too slow (408), or cut off.
+pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::RequestTimeout;
+        }
+        cause = error.source();
+    }
+    ApiError::MalformedJson("the body could not be read".to_owned())
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {

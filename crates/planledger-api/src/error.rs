@@ -31,6 +31,13 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
+    #[error("the request did not arrive in time: its body paused too long, or the whole request took too long")]
+    RequestTimeout,
+    /// Failed authentications from this source are being slowed down.
+    #[error("too many failed authentications from this address; wait {retry_after} s")]
+    TooManyAttempts { retry_after: u64 },
+    #[error("the server is holding as many long polls as it may; retry shortly, or poll without wait")]
+    TooManyLongPolls,
     /// The ledger refused the command (a rule, or the store moved past the caller's version).
     #[error("{}", refusal_message(.0))]
     Refused(Refusal),
@@ -88,6 +95,9 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyLongPolls => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Refused(Refusal::Rule(error)) => rule_status(error),
             ApiError::Refused(Refusal::VersionMoved { .. }) => StatusCode::CONFLICT,
             ApiError::StorageUnavailable | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
@@ -108,6 +118,9 @@ impl ApiError {
             ApiError::NotFound => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::RequestTimeout => ErrorCode::RequestTimeout,
+            ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts,
+            ApiError::TooManyLongPolls => ErrorCode::TooManyLongPolls,
             ApiError::Refused(Refusal::Rule(error)) => rule_code(error),
             ApiError::Refused(Refusal::VersionMoved { .. }) => ErrorCode::VersionMismatch,
             ApiError::KeyReused => ErrorCode::IdempotencyKeyReused,
@@ -277,9 +290,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let scope = crate::edge::RequestScope::current();
         let body = self.body(&scope.correlation_id);
-        let retry_after = match self.status() {
-            StatusCode::TOO_MANY_REQUESTS => retry_after(&body, scope.now),
-            StatusCode::SERVICE_UNAVAILABLE => Some(u64::from(RETRY_AFTER_UNAVAILABLE)),
+        let retry_after = match (&self, self.status()) {
+            (ApiError::TooManyAttempts { retry_after }, _) => Some(*retry_after),
+            (_, StatusCode::TOO_MANY_REQUESTS) => retry_after(&body, scope.now),
+            (_, StatusCode::SERVICE_UNAVAILABLE) => Some(u64::from(RETRY_AFTER_UNAVAILABLE)),
             _ => None,
         };
         let mut response = Json::new(self.status(), &body).into_response();

@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod render;
 mod responses;
 pub mod routes;
+pub mod server;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -38,6 +39,39 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The largest Stripe delivery accepted: an invoice with many lines is larger than a command.
 pub const MAX_STRIPE_BODY_BYTES: usize = 1024 * 1024;
 
+/// The limits of the HTTP edge that handlers and middleware apply (the connection-level ones
+/// are [`server::ServerLimits`]). See docs/security.md.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// The longest a whole request may take, body and handler included (above the longest long
+    /// poll): a body dripped in a byte at a time ends here.
+    pub request_timeout: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` names the client (for the authentication throttle).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How many failed authentications a source may make.
+    pub auth_throttle: auth::ThrottleConfig,
+    /// Long polls of `GET /v1/events` held at once.
+    pub max_long_polls: usize,
+    /// How long `/readyz` and `/metrics` keep what they asked the database: a flood of probes
+    /// costs one query of each per period.
+    pub probe_cache: std::time::Duration,
+}
+
+/// The shortest whole-request deadline: a long poll may wait a minute.
+pub const MIN_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(70);
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: std::time::Duration::from_secs(120),
+            trusted_proxies: Vec::new(),
+            auth_throttle: auth::ThrottleConfig::default(),
+            max_long_polls: planledger_notify::feed::DEFAULT_MAX_WAITING,
+            probe_cache: std::time::Duration::from_millis(500),
+        }
+    }
+}
+
 /// What every handler shares.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -55,6 +89,16 @@ pub struct AppState {
     pub notifier: planledger_notify::Notifier,
     /// What the admin console keeps between requests.
     pub console: Arc<console::ConsoleState>,
+    pub edge: Arc<EdgeConfig>,
+    /// Failed authentications, per source.
+    pub throttle: Arc<auth::Throttle>,
+    /// `GET /v1/events` and its long polls.
+    pub feed: planledger_notify::feed::Feed,
+    /// Set when the process starts to shut down: long polls answer, `/readyz` fails.
+    draining: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The answers of the unauthenticated routes that ask the database, kept a moment so that a
+    /// flood of probes costs the database one query a second.
+    pub(crate) probes: Arc<routes::ProbeCache>,
 }
 
 /// How far behind a background worker may fall before `/readyz` fails: well past a normal
@@ -63,7 +107,15 @@ pub const DEFAULT_STALL_AFTER: std::time::Duration = std::time::Duration::from_s
 
 impl AppState {
     pub fn new(service: CommandService, tokens: Tokens, projector: Arc<ProjectorState>) -> Self {
+        let edge = EdgeConfig::default();
+        let draining = Arc::new(tokio::sync::watch::channel(false).0);
+        let feed = planledger_notify::feed::Feed::new(service.log().clone(), edge.max_long_polls, draining.subscribe());
         Self {
+            throttle: Arc::new(auth::Throttle::new(edge.auth_throttle)),
+            edge: Arc::new(edge),
+            feed,
+            draining,
+            probes: Arc::default(),
             service: service.clone(),
             tokens: Arc::new(tokens),
             http_metrics: Arc::new(metrics::HttpMetrics::default()),
@@ -91,6 +143,29 @@ impl AppState {
     pub fn with_stall_after(mut self, stall_after: std::time::Duration) -> Self {
         self.stall_after = stall_after;
         self
+    }
+
+    /// With the edge's limits configured otherwise.
+    pub fn with_edge(mut self, mut edge: EdgeConfig) -> Self {
+        edge.request_timeout = edge.request_timeout.max(MIN_REQUEST_TIMEOUT);
+        self.throttle = Arc::new(auth::Throttle::new(edge.auth_throttle));
+        self.feed = planledger_notify::feed::Feed::new(
+            self.service.log().clone(),
+            edge.max_long_polls,
+            self.draining.subscribe(),
+        );
+        self.edge = Arc::new(edge);
+        self
+    }
+
+    /// The process begins to shut down: waiting long polls answer at once, new ones do not
+    /// wait, and `/readyz` fails so that a load balancer sends no more.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
     }
 }
 
@@ -372,12 +447,15 @@ pub const ROUTES: &[Route] = &[
 pub fn app(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     let mut by_path: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
+    let document = openapi::generated();
     for route in ROUTES {
+        let allowed: Arc<[String]> = openapi::query_parameters(&document, route.method, route.path).into();
+        let handler = (route.handler)().layer(axum::middleware::from_fn_with_state(allowed, edge::known_query));
         let handler = match route.role {
             Some(role) => {
-                (route.handler)().layer(axum::middleware::from_fn_with_state((state.clone(), role), edge::require_role))
+                handler.layer(axum::middleware::from_fn_with_state((state.clone(), role), edge::require_role))
             }
-            None => (route.handler)(),
+            None => handler,
         };
         match by_path.iter_mut().find(|(path, _)| *path == route.path) {
             Some((_, methods)) => *methods = std::mem::take(methods).merge(handler),

@@ -151,6 +151,18 @@ fn add_conditions(doc: &mut Value) {
     }
 }
 
+/// The names of the query parameters `method path` takes in `doc`: what the edge accepts
+/// (`edge::known_query` refuses any other).
+pub fn query_parameters(doc: &Value, method: &str, path: &str) -> Vec<String> {
+    doc.pointer(&format!("/paths/{}/{}/parameters", path.replace('~', "~0").replace('/', "~1"), method.to_lowercase()))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("in").and_then(Value::as_str) == Some("query"))
+        .filter_map(|p| p.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
 fn operation<'a>(doc: &'a mut Value, method: &str, path: &str) -> Option<&'a mut Map<String, Value>> {
     doc.get_mut("paths")?.get_mut(path)?.get_mut(method.to_lowercase())?.as_object_mut()
 }

@@ -111,7 +111,7 @@ pub fn store_view(
 }
 
 /// An answer ready to send: a status and a JSON body.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Json {
     pub status: StatusCode,
     pub body: String,

@@ -11,6 +11,8 @@ use utoipa::IntoResponses;
 pub enum Unauthorized {
     #[response(status = 401, description = "No valid bearer token", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"planledger\"`")))]
     Unauthorized(ErrorBody),
+    #[response(status = 429, description = "`too_many_attempts`: too many wrong tokens from this address lately; wait `Retry-After` seconds", headers(("Retry-After" = u64, description = "Seconds")))]
+    TooManyAttempts(ErrorBody),
 }
 
 /// Routes that read a JSON body.
@@ -20,6 +22,11 @@ pub enum BadBody {
     MalformedJson(ErrorBody),
     #[response(status = 413, description = "`payload_too_large`: the body is over 64 KiB")]
     TooLarge(ErrorBody),
+    #[response(
+        status = 408,
+        description = "`request_timeout`: the body paused for longer than the server waits, or the whole request took too long"
+    )]
+    TooSlow(ErrorBody),
 }
 
 /// Routes that read the database.

@@ -3,10 +3,11 @@
 //! was checked by the route table's middleware before the request reached it. Answers are
 //! rendered by `render`, failures by `ApiError`.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::StreamExt;
 use planledger_domain::{
     gate, ActionName, Amount, Command, Days, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName,
     TransitionPlan,
@@ -356,7 +357,7 @@ pub async fn authorize(State(app): State<AppState>, Path(id): Path<String>, body
         rs::StoreNotFound,
         (status = 409, description = "`version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
         (status = 422, description = "`validation_failed`, `unknown_action`", body = wire::ErrorBody),
-        (status = 429, description = "`quota_exceeded`: `Retry-After` is the time to the window's reset (none for a lifetime quota)", body = wire::ErrorBody, headers(("Retry-After" = u64))),
+        (status = 429, description = "`quota_exceeded`: `Retry-After` is the time to the window's reset (none for a lifetime quota); `too_many_attempts`: too many wrong tokens from this address lately", body = wire::ErrorBody, headers(("Retry-After" = u64))),
         rs::CommandUnavailable,
     ))]
 pub async fn consume(
@@ -775,16 +776,23 @@ pub(crate) async fn extend_each(
     // Each store keeps the first answer to the request's key, so a retried bulk request
     // extends no store twice (and answers as it first did).
     let meta = meta(ctx, "/v1/admin/stores/extensions", &body.canonical);
-    let mut tasks = Vec::with_capacity(b.store_ids.len());
-    for id in b.store_ids {
-        let (service, store) = (app.service.clone(), StoreId::new(id));
-        let command = Command::Extend { kind, days, reason: reason.clone() };
-        let meta = meta.clone();
-        tasks.push(tokio::spawn(async move { (store, service.execute(store, command, meta).await) }));
+    // A store listed twice is extended once: its first mention stands for all of them, so a
+    // list of a thousand copies of one id is one command, not a thousand queued on one store.
+    let mut stores: Vec<StoreId> = Vec::with_capacity(b.store_ids.len());
+    for id in b.store_ids.into_iter().map(StoreId::new) {
+        if !stores.contains(&id) {
+            stores.push(id);
+        }
     }
-    let mut answers = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let (store, outcome) = task.await.map_err(|_| ApiError::Internal)?;
+    let extend = |store: StoreId| {
+        let (service, meta) = (app.service.clone(), meta.clone());
+        let command = Command::Extend { kind, days, reason: reason.clone() };
+        async move { (store, service.execute(store, command, meta).await) }
+    };
+    // At most this many stores' commands are in flight at once, in the order listed.
+    let outcomes: Vec<_> = futures_util::stream::iter(stores).map(extend).buffered(64).collect().await;
+    let mut answers = Vec::with_capacity(outcomes.len());
+    for (store, outcome) in outcomes {
         let (status, error, replayed) = match outcome.map_err(ApiError::from) {
             // A replay answers as the store first did: a refusal with its first code.
             Ok(Answer::Replayed(first)) => {
@@ -885,14 +893,13 @@ pub async fn advance_test_clock(State(app): State<AppState>, body: JsonBody<wire
         (status = 413, description = "`payload_too_large`: the body is over 1 MiB", body = wire::ErrorBody),
         rs::Unavailable,
     ))]
-pub async fn stripe_webhook(
-    State(app): State<AppState>,
-    headers: axum::http::HeaderMap,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Reply {
-    let body = body.map_err(|_| ApiError::PayloadTooLarge)?;
-    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-    let receipt = app.stripe.receive(signature, &body).await?;
+pub async fn stripe_webhook(State(app): State<AppState>, request: axum::extract::Request) -> Reply {
+    // Anyone may call this route: the header is checked first, so a forged or replayed one
+    // costs neither reading the body nor an HMAC over it.
+    let signature = request.headers().get("stripe-signature").and_then(|v| v.to_str().ok());
+    let signed = app.stripe.check_header(signature)?;
+    let body = axum::body::Bytes::from_request(request, &app).await.map_err(crate::edge::body_rejection)?;
+    let receipt = app.stripe.receive_signed(&signed, &body).await?;
     Ok(Json::ok(&wire::StripeReceipt { received: true, event_id: receipt.event_id, duplicate: receipt.duplicate })
         .into_response())
 }
@@ -986,6 +993,55 @@ pub async fn healthz() -> Response {
         (status = 503, description = "Not ready", body = wire::Readiness, headers(("Retry-After" = u32))),
     ))]
 pub async fn readyz(State(app): State<AppState>) -> Response {
+    let (ready, json) = app.probes.readiness.get(app.edge.probe_cache, || readiness(&app)).await;
+    let mut response = json.into_response();
+    if !ready {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(crate::error::RETRY_AFTER_UNAVAILABLE));
+    }
+    response
+}
+
+/// What the unauthenticated probes found, kept for `EdgeConfig::probe_cache`: however many
+/// probes come, the database answers one of each kind per period (the first caller asks, the
+/// others wait for its answer).
+#[derive(Debug, Default)]
+pub(crate) struct ProbeCache {
+    readiness: Fresh<(bool, Json)>,
+    lag: Fresh<Option<planledger_projections::runtime::Lag>>,
+    /// The published document and the fingerprint of the catalog it was made under.
+    openapi: std::sync::Mutex<Option<(String, Json)>>,
+}
+
+/// One value, computed at most once per period.
+#[derive(Debug)]
+struct Fresh<T>(tokio::sync::Mutex<Option<(std::time::Instant, T)>>);
+
+impl<T> Default for Fresh<T> {
+    fn default() -> Self {
+        Self(tokio::sync::Mutex::new(None))
+    }
+}
+
+impl<T: Clone> Fresh<T> {
+    async fn get<F: std::future::Future<Output = T>>(
+        &self,
+        keep: std::time::Duration,
+        compute: impl FnOnce() -> F,
+    ) -> T {
+        let mut kept = self.0.lock().await;
+        if let Some((at, value)) = kept.as_ref() {
+            if at.elapsed() < keep {
+                return value.clone();
+            }
+        }
+        let value = compute().await;
+        *kept = Some((std::time::Instant::now(), value.clone()));
+        value
+    }
+}
+
+/// The readiness of this node, as `/readyz` answers it.
+async fn readiness(app: &AppState) -> (bool, Json) {
     use serde_json::{json, Map};
     let log = app.service.log();
     let mut checks = Map::new();
@@ -1036,12 +1092,13 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
             }
         }
     }
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let mut response = Json::new(status, &wire::Readiness { ready, checks }).into_response();
-    if !ready {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(crate::error::RETRY_AFTER_UNAVAILABLE));
+    // A node shutting down takes no new work: a load balancer should stop sending it any.
+    if app.is_draining() {
+        checks.insert("draining".into(), json!(true));
+        ready = false;
     }
-    response
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (ready, Json::new(status, &wire::Readiness { ready, checks }))
 }
 
 /// Prometheus metrics.
@@ -1061,7 +1118,14 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     for (outcome, count) in app.notifier.metrics().outcomes() {
         text.push_str(&format!("planledger_webhook_deliveries_total{{outcome=\"{outcome}\"}} {count}\n"));
     }
-    if let Ok(lag) = planledger_projections::runtime::audit_lag(app.service.log(), app.service.clock().now()).await {
+    let lag = app
+        .probes
+        .lag
+        .get(app.edge.probe_cache, || async {
+            planledger_projections::runtime::audit_lag(app.service.log(), app.service.clock().now()).await.ok()
+        })
+        .await;
+    if let Some(lag) = lag {
         let leader = u8::from(app.projector.leader.load(std::sync::atomic::Ordering::Relaxed));
         text.push_str(&format!(
             "# HELP planledger_projector_lag_events Events the projector has yet to apply.\n# TYPE planledger_projector_lag_events gauge\nplanledger_projector_lag_events{{projector=\"audit_log\"}} {}\n\
@@ -1077,7 +1141,17 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi(State(app): State<AppState>) -> Response {
-    Json::ok(&crate::openapi::document(app.service.catalog())).into_response()
+    let catalog = app.service.catalog();
+    let mut kept = app.probes.openapi.lock().unwrap_or_else(|e| e.into_inner());
+    match kept.as_ref() {
+        // Made once per catalog: it is a large document, and anyone may ask for it.
+        Some((fingerprint, document)) if fingerprint == catalog.fingerprint() => document.clone().into_response(),
+        _ => {
+            let document = Json::ok(&crate::openapi::document(catalog));
+            *kept = Some((catalog.fingerprint().to_owned(), document.clone()));
+            document.into_response()
+        }
+    }
 }
 
 pub async fn not_found() -> ApiError {

@@ -67,6 +67,14 @@ fn url(text: &str) -> Result<String, ApiError> {
     planledger_notify::checked_url(text).map_err(|why| ApiError::validation("url", why))
 }
 
+/// A URL the outbound address policy refuses is a field at fault.
+fn endpoint_error(error: planledger_notify::EndpointError) -> ApiError {
+    match error {
+        planledger_notify::EndpointError::Refused(refused) => ApiError::validation("url", refused.to_string()),
+        planledger_notify::EndpointError::Store(error) => error.into(),
+    }
+}
+
 fn event_types(types: &[String]) -> Result<Option<Vec<String>>, ApiError> {
     if types.len() > 32 {
         return Err(ApiError::validation("eventTypes", "must name at most 32 event types"));
@@ -148,7 +156,7 @@ pub async fn create_endpoint(State(app): State<AppState>, body: JsonBody<wire::C
         kinds: kinds(&b.kinds)?,
         event_types: event_types(&b.event_types.unwrap_or_default())?,
     };
-    let endpoint = app.notifier.create_endpoint(new).await?;
+    let endpoint = app.notifier.create_endpoint(new).await.map_err(endpoint_error)?;
     let created = wire::CreatedWebhookEndpoint { endpoint: endpoint_view(&endpoint), secret: endpoint.secret };
     Ok(Json::new(StatusCode::CREATED, &created).into_response())
 }
@@ -210,7 +218,8 @@ pub async fn update_endpoint(
         event_types: b.event_types.as_deref().map(event_types).transpose()?,
         enabled: b.enabled,
     };
-    let updated = app.notifier.update_endpoint(&id, &change).await?.ok_or(ApiError::NotFound)?;
+    let updated =
+        app.notifier.update_endpoint(&id, &change).await.map_err(endpoint_error)?.ok_or(ApiError::NotFound)?;
     Ok(Json::ok(&endpoint_view(&updated)).into_response())
 }
 
@@ -300,7 +309,8 @@ fn wait_param(params: &Params) -> Result<std::time::Duration, ApiError> {
 /// The whole log, in the order projectors read it, to follow from a cursor: build your own
 /// projection from it. A transaction that commits late is never skipped; `nextCursor` is the
 /// same on every node. With `wait`, an answer with no new event waits (long poll) until one
-/// commits or the wait is over.
+/// commits or the wait is over; a server holds a bounded number of waiting polls (503
+/// `too_many_long_polls` beyond it) and answers them at once when it shuts down.
 #[utoipa::path(get, path = "/v1/events", tag = "history", operation_id = "followEvents",
     params(
         ("after" = Option<String>, Query, description = "The `nextCursor` of the previous answer; absent or `0-0`: from the start", pattern = "^[0-9]{1,18}-[0-9]{1,18}$"),
@@ -312,7 +322,7 @@ fn wait_param(params: &Params) -> Result<std::time::Duration, ApiError> {
         (status = 200, description = "Events after the cursor (none if the wait ran out)", body = wire::EventFeed),
         rs::Unauthorized,
         rs::Invalid,
-        rs::Unavailable,
+        (status = 503, description = "`too_many_long_polls`: as many polls wait as the server holds (retry after `Retry-After`); `storage_unavailable`", body = wire::ErrorBody, headers(("Retry-After" = u32))),
     ))]
 pub async fn follow_events(State(app): State<AppState>, params: Params) -> Reply {
     let after = match params.get("after") {
@@ -331,7 +341,10 @@ pub async fn follow_events(State(app): State<AppState>, params: Params) -> Reply
     };
     let limit = params.int("limit", 100, 1..=1000)?;
     let wait = wait_param(&params)?;
-    let page = feed::read(app.service.log(), after, types.as_deref(), limit as usize, wait).await?;
-    let events = page.events.into_iter().map(crate::routes::envelope).collect();
-    Ok(Json::ok(&wire::EventFeed { events, next_cursor: feed::cursor_text(page.next) }).into_response())
+    let page = app.feed.read(after, types.as_deref(), limit as usize, wait).await.map_err(|error| match error {
+        feed::FeedError::TooManyWaiting => ApiError::TooManyLongPolls,
+        feed::FeedError::Store(error) => error.into(),
+    })?;
+    let items = page.events.into_iter().map(crate::routes::envelope).collect();
+    Ok(Json::ok(&wire::EventFeed { items, next_cursor: feed::cursor_text(page.next) }).into_response())
 }

@@ -72,6 +72,9 @@ async fn every_route_enforces_its_role() {
     use planledger_api::{Role, ROUTES};
     let tokens = Tokens::parse("r:reader:reader-secret-1,s:service:service-secret-1,a:admin:admin-secret-1").unwrap();
     let (state, _db) = state(tokens).await;
+    // Every wrong token here comes from one source: this test is not about the throttle.
+    let unthrottled = planledger_api::auth::ThrottleConfig { burst: 100_000, refill: Duration::from_millis(1) };
+    let state = state.with_edge(planledger_api::EdgeConfig { auth_throttle: unthrottled, ..Default::default() });
     let router = planledger_api::app(state);
     let callers: [(&str, Option<&str>, Option<Role>); 5] = [
         ("no token", None, None),

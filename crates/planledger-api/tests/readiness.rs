@@ -42,8 +42,11 @@ async fn a_stalled_projector_or_deadline_worker_makes_the_node_unready() {
         Arc::new(planledger_api::render::JsonRenderer),
     );
     // Neither the projector nor the deadline worker runs: this node's background work stalls.
-    let state =
-        AppState::new(service.clone(), Tokens::none(), Arc::default()).with_stall_after(Duration::from_secs(60));
+    // Each probe below must see the clock it set, not the answer a moment ago.
+    let uncached = planledger_api::EdgeConfig { probe_cache: Duration::ZERO, ..Default::default() };
+    let state = AppState::new(service.clone(), Tokens::none(), Arc::default())
+        .with_stall_after(Duration::from_secs(60))
+        .with_edge(uncached);
     let store = StoreId::new(uuid::Uuid::new_v4());
     let meta = || CommandMeta {
         correlation_id: "readiness".into(),

@@ -6,18 +6,23 @@
 //! nodes and restarts. A cursor moves past events the `types` filter leaves out, so a reader of
 //! rare types does not scan the same events again.
 
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
-use planledger_store::{Checkpoint, EventLog, RecordedEvent, StoreError};
+use planledger_store::{AnyEventLog, Checkpoint, EventLog, RecordedEvent, StoreError};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 
 /// Events read per step of a scan.
 const SCAN_PAGE: i64 = 1000;
 /// At most this many events are scanned for one answer; the cursor then says where to go on.
 const SCAN_LIMIT: usize = 10_000;
-/// How often a long poll looks again.
+/// How often the watcher looks at the head of the log while anyone waits.
 const POLL: Duration = Duration::from_millis(200);
 /// The longest wait a reader may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Long polls a process holds at once unless configured otherwise (`PLANLEDGER_MAX_LONG_POLLS`).
+pub const DEFAULT_MAX_WAITING: usize = 1000;
 
 /// A cursor in text: `{transaction}-{position}` (`0-0` before the first event).
 pub fn cursor_text(at: Checkpoint) -> String {
@@ -41,42 +46,160 @@ pub struct FeedPage {
     pub next: Checkpoint,
 }
 
-/// Up to `limit` events after `after` (of `types`, if given), waiting up to `wait` for the first.
+/// Why the feed did not answer with a page.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// The process already holds as many long polls as it may.
+    #[error("too many long polls are waiting")]
+    TooManyWaiting,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Up to `limit` events after `after` (of `types`, if given), without waiting.
 pub async fn read<L: EventLog>(
     log: &L,
     after: Checkpoint,
     types: Option<&[String]>,
     limit: usize,
-    wait: Duration,
 ) -> Result<FeedPage, StoreError> {
-    let deadline = Instant::now() + wait.min(MAX_WAIT);
+    Ok(scan(log, after, types, limit).await?.0)
+}
+
+/// A page, and whether the scan stopped at its bound (the caller should not wait then).
+async fn scan<L: EventLog>(
+    log: &L,
+    after: Checkpoint,
+    types: Option<&[String]>,
+    limit: usize,
+) -> Result<(FeedPage, bool), StoreError> {
     let wanted = |event: &RecordedEvent| types.is_none_or(|types| types.contains(&event.event_type));
     let mut next = after;
-    loop {
-        let mut events = Vec::new();
-        let mut scanned = 0;
-        while scanned < SCAN_LIMIT {
-            let page = log.read_all(next, SCAN_PAGE).await?;
-            let full = page.len() as i64 == SCAN_PAGE;
-            for event in page {
-                scanned += 1;
-                next = event.checkpoint;
-                if wanted(&event) {
-                    events.push(event);
-                    if events.len() == limit {
-                        return Ok(FeedPage { events, next });
-                    }
+    let mut events = Vec::new();
+    let mut scanned = 0;
+    while scanned < SCAN_LIMIT {
+        let page = log.read_all(next, SCAN_PAGE).await?;
+        let full = page.len() as i64 == SCAN_PAGE;
+        for event in page {
+            scanned += 1;
+            next = event.checkpoint;
+            if wanted(&event) {
+                events.push(event);
+                if events.len() == limit {
+                    return Ok((FeedPage { events, next }, true));
                 }
             }
-            if !full {
-                break;
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok((FeedPage { events, next }, scanned >= SCAN_LIMIT))
+}
+
+/// The long polls of one process, and the one watcher of the log's head they share.
+///
+/// A waiting poll costs the database nothing: one task per process reads the head of the
+/// gap-safe log (one index probe) every 200 ms while anyone waits, and wakes the waiters when it
+/// moves; each then reads once, from its own cursor. So 2,000 waiting polls cost what one does.
+/// At most `max_waiting` polls wait at once (over that, [`FeedError::TooManyWaiting`]); when the
+/// process drains for shutdown, every waiting poll answers at once with what it has.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    inner: Arc<FeedInner>,
+}
+
+#[derive(Debug)]
+struct FeedInner {
+    log: AnyEventLog,
+    /// The head of the log as the watcher last read it.
+    head: watch::Sender<Checkpoint>,
+    watcher: OnceLock<()>,
+    waiting: Semaphore,
+    draining: watch::Receiver<bool>,
+}
+
+impl Feed {
+    pub fn new(log: AnyEventLog, max_waiting: usize, draining: watch::Receiver<bool>) -> Self {
+        let (head, _) = watch::channel(Checkpoint::ORIGIN);
+        Self {
+            inner: Arc::new(FeedInner {
+                log,
+                head,
+                watcher: OnceLock::new(),
+                waiting: Semaphore::new(max_waiting),
+                draining,
+            }),
+        }
+    }
+
+    /// How many polls are waiting now.
+    pub fn waiting(&self) -> usize {
+        self.inner.head.receiver_count()
+    }
+
+    /// Up to `limit` events after `after` (of `types`, if given), waiting up to `wait` for the
+    /// first.
+    pub async fn read(
+        &self,
+        after: Checkpoint,
+        types: Option<&[String]>,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<FeedPage, FeedError> {
+        let deadline = Instant::now() + wait.min(MAX_WAIT);
+        let log = &self.inner.log;
+        let (mut page, bounded) = scan(log, after, types, limit).await?;
+        if !page.events.is_empty() || bounded || wait.is_zero() || *self.inner.draining.borrow() {
+            return Ok(page);
+        }
+        let Ok(_waiting) = self.inner.waiting.try_acquire() else {
+            return Err(FeedError::TooManyWaiting);
+        };
+        let mut head = self.inner.head.subscribe();
+        self.start_watcher();
+        let mut draining = self.inner.draining.clone();
+        loop {
+            if *head.borrow_and_update() > page.next {
+                let (next_page, bounded) = scan(log, page.next, types, limit).await?;
+                page = next_page;
+                if !page.events.is_empty() || bounded {
+                    return Ok(page);
+                }
+            }
+            tokio::select! {
+                changed = head.changed() => if changed.is_err() { return Ok(page) },
+                () = tokio::time::sleep_until(deadline) => return Ok(page),
+                _ = draining.wait_for(|draining| *draining) => return Ok(page),
             }
         }
-        let now = Instant::now();
-        if !events.is_empty() || scanned >= SCAN_LIMIT || now >= deadline {
-            return Ok(FeedPage { events, next });
-        }
-        tokio::time::sleep(POLL.min(deadline - now)).await;
+    }
+
+    /// Starts the one watcher of the head, the first time anyone waits. It reads only while
+    /// someone waits, and ends with the last handle of the feed.
+    fn start_watcher(&self) {
+        self.inner.watcher.get_or_init(|| {
+            let inner: Weak<FeedInner> = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(POLL).await;
+                    let Some(inner) = inner.upgrade() else { return };
+                    if inner.head.receiver_count() == 0 {
+                        continue;
+                    }
+                    match inner.log.settled_head().await {
+                        Ok(head) => {
+                            inner.head.send_if_modified(|known| {
+                                let moved = *known != head;
+                                *known = head;
+                                moved
+                            });
+                        }
+                        Err(error) => tracing::debug!(%error, "the feed's watcher could not read the head of the log"),
+                    }
+                }
+            });
+        });
     }
 }
 

@@ -6,23 +6,28 @@
 //!   id is deterministic and a delivery is unique on (endpoint, notice), so projecting an event
 //!   again (a restart, a second node, a replay) never sends twice; rebuilding a read model does
 //!   not touch the outbox at all.
-//! - A deliverer ([`Notifier::deliver_due`]) sends what is due, signed as the Standard Webhooks
-//!   specification says ([`signing`]), each store's deliveries to an endpoint in order. A warning
-//!   is checked against the store's state first and skipped if it no longer applies. Failures are
-//!   retried with exponential backoff and jitter for [`NotifyConfig::retry_for`], then the
-//!   delivery is marked failed; an endpoint that has failed for [`NotifyConfig::disable_after`] is
-//!   disabled with the reason.
+//! - A deliverer ([`Notifier::dispatch_due`]) sends what is due, signed as the Standard Webhooks
+//!   specification says ([`signing`]), each store's deliveries to an endpoint in order. Each
+//!   endpoint has a lane of its own: at most [`NotifyConfig::per_endpoint`] attempts in flight,
+//!   and a pause after consecutive failures, so a slow or dead endpoint holds up only its own
+//!   deliveries. A warning is checked against the store's state first and skipped if it no
+//!   longer applies. Failures are retried with exponential backoff and jitter for
+//!   [`NotifyConfig::retry_for`], then the delivery is marked failed; an endpoint that has failed
+//!   for [`NotifyConfig::disable_after`] is disabled with the reason. Deliveries go only where
+//!   the outbound address policy permits ([`address`]).
 //! - Both run on one node at a time (`runtime::run_as_leader`); delivery is at least once, with
 //!   the same `webhook-id` on every attempt, so a receiver deduplicates a redelivery.
 //! - [`feed`]: `GET /v1/events`, the log itself for services that would rather follow it.
 
+pub mod address;
 pub mod feed;
 pub mod notice;
 pub mod outbox;
 pub mod signing;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -41,8 +46,6 @@ pub const PROJECTOR: &str = "notifications";
 const DELIVERER: &str = "webhook_deliveries";
 /// Events projected per step.
 const PAGE: i64 = 500;
-/// Deliveries attempted per step (at once, each to its own store and endpoint).
-const BATCH: i64 = 32;
 
 /// How deliveries are made.
 #[derive(Debug, Clone)]
@@ -53,11 +56,49 @@ pub struct NotifyConfig {
     pub retry_for: TimeDelta,
     /// How long an endpoint may fail every attempt before it is disabled.
     pub disable_after: TimeDelta,
+    /// Attempts in flight at once to one endpoint.
+    pub per_endpoint: usize,
+    /// Where deliveries may go beside public addresses.
+    pub address_policy: address::AddressPolicy,
 }
 
 impl Default for NotifyConfig {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), retry_for: TimeDelta::days(3), disable_after: TimeDelta::days(5) }
+        Self {
+            timeout: Duration::from_secs(10),
+            retry_for: TimeDelta::days(3),
+            disable_after: TimeDelta::days(5),
+            per_endpoint: 4,
+            address_policy: address::AddressPolicy::default(),
+        }
+    }
+}
+
+/// Why an endpoint could not be registered or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// Its URL is one the outbound address policy refuses.
+    #[error(transparent)]
+    Refused(#[from] address::Refused),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One endpoint's share of the deliverer: its attempts in flight, and its failures in a row.
+#[derive(Debug, Default)]
+struct Lane {
+    busy: usize,
+    failures: u32,
+    /// After failures in a row, no new attempt starts before this. On the service's clock, as
+    /// every delivery time is, so a test's clock (and a replayed history) drives it too.
+    paused_until: Option<DateTime<Utc>>,
+}
+
+impl Lane {
+    /// How long a lane rests after `failures` attempts in a row got no answer or an error: 5 s,
+    /// doubling, at most 5 minutes. A success ends the rest.
+    fn pause(failures: u32) -> Duration {
+        Duration::from_secs(5 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(300))
     }
 }
 
@@ -116,18 +157,35 @@ struct Inner {
     config: NotifyConfig,
     http: reqwest::Client,
     metrics: NotifyMetrics,
+    /// Deliveries being attempted now (the deliverer does not start them twice).
+    in_flight: Mutex<HashSet<String>>,
+    lanes: Mutex<HashMap<String, Lane>>,
 }
 
 impl Notifier {
     pub fn new(service: CommandService, config: NotifyConfig) -> Self {
         // No redirects: a receiver answers where it was registered, and a redirect to another
-        // host would carry the signed body somewhere nobody registered.
+        // host would carry the signed body somewhere nobody registered. No proxy from the
+        // environment: the policy is checked on the address the client connects to, which
+        // the resolver hands it (see `address`).
+        let resolver = address::PolicyResolver { policy: Arc::new(config.address_policy.clone()) };
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(resolver))
             .user_agent(concat!("planledger/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Self { inner: Arc::new(Inner { service, config, http, metrics: NotifyMetrics::default() }) }
+        Self {
+            inner: Arc::new(Inner {
+                service,
+                config,
+                http,
+                metrics: NotifyMetrics::default(),
+                in_flight: Mutex::default(),
+                lanes: Mutex::default(),
+            }),
+        }
     }
 
     pub fn metrics(&self) -> &NotifyMetrics {
@@ -144,8 +202,10 @@ impl Notifier {
 
     // ---- endpoints -----------------------------------------------------------------------
 
-    /// Registers an endpoint, enabled, with a new secret (the only time it is shown).
-    pub async fn create_endpoint(&self, new: NewEndpoint) -> Result<Endpoint, StoreError> {
+    /// Registers an endpoint, enabled, with a new secret (the only time it is shown), if the
+    /// outbound address policy permits its URL.
+    pub async fn create_endpoint(&self, new: NewEndpoint) -> Result<Endpoint, EndpointError> {
+        self.check_url(&new.url).await?;
         let now = self.now();
         let endpoint = Endpoint {
             id: format!("ep_{}", uuid::Uuid::now_v7().simple()),
@@ -172,8 +232,20 @@ impl Notifier {
         outbox::get_endpoint(self.log(), id).await
     }
 
-    pub async fn update_endpoint(&self, id: &str, change: &EndpointChange) -> Result<Option<Endpoint>, StoreError> {
-        outbox::update_endpoint(self.log(), id, change, self.now()).await
+    pub async fn update_endpoint(&self, id: &str, change: &EndpointChange) -> Result<Option<Endpoint>, EndpointError> {
+        if let Some(url) = &change.url {
+            self.check_url(url).await?;
+        }
+        Ok(outbox::update_endpoint(self.log(), id, change, self.now()).await?)
+    }
+
+    /// The outbound address policy's verdict on an endpoint's URL, as it is registered.
+    pub async fn check_url(&self, url: &str) -> Result<(), address::Refused> {
+        match reqwest::Url::parse(url) {
+            Ok(url) => self.inner.config.address_policy.check_url(&url).await,
+            // `checked_url` let it through, so it parses; nothing to resolve otherwise.
+            Err(_) => Ok(()),
+        }
     }
 
     pub async fn deliveries(
@@ -267,27 +339,99 @@ impl Notifier {
 
     // ---- the deliverer -------------------------------------------------------------------
 
-    /// One step of the deliverer: attempts every due delivery (at most a batch), at once.
-    /// Answers how many.
+    /// One step of the deliverer: starts an attempt at every due delivery whose endpoint's lane
+    /// has room, without waiting for any of them. Answers how many started; they finish on
+    /// their own (see [`Notifier::deliver_due`] to wait for them).
+    pub async fn dispatch_due(&self) -> Result<usize, StoreError> {
+        Ok(self.start_due().await?.len())
+    }
+
+    /// Starts what is due, as [`Notifier::dispatch_due`], and waits for those attempts. Answers
+    /// how many were made.
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
-        let due = outbox::due_deliveries(self.log(), self.now(), BATCH).await?;
-        if due.is_empty() {
-            // The common case, every idle tick: nothing more to read.
-            return Ok(0);
-        }
-        let endpoints = outbox::list_endpoints(self.log()).await?;
-        let count = due.len();
-        let attempts = due.iter().filter_map(|delivery| {
-            let endpoint = endpoints.iter().find(|e| e.id == delivery.endpoint_id)?;
-            Some(self.attempt(delivery, endpoint))
-        });
-        for outcome in futures_util::future::join_all(attempts).await {
-            outcome?;
+        let started = self.start_due().await?;
+        let count = started.len();
+        for attempt in started {
+            match attempt.await {
+                Ok(outcome) => outcome?,
+                Err(error) => tracing::error!(%error, "a delivery attempt failed to run"),
+            }
         }
         Ok(count)
     }
 
-    async fn attempt(&self, delivery: &Delivery, endpoint: &Endpoint) -> Result<(), StoreError> {
+    async fn start_due(&self) -> Result<Vec<tokio::task::JoinHandle<Result<(), StoreError>>>, StoreError> {
+        let log = self.log();
+        let now = self.now();
+        // The common case, every idle tick: nothing due anywhere, one index probe.
+        if outbox::due_deliveries(log, now, None, 1).await?.is_empty() {
+            return Ok(Vec::new());
+        }
+        let per_endpoint = self.inner.config.per_endpoint.max(1);
+        let mut started = Vec::new();
+        for endpoint in outbox::enabled_endpoints(log).await? {
+            let (busy, open) = {
+                let lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                let lane = lanes.get(&endpoint.id);
+                let busy = lane.map_or(0, |l| l.busy);
+                let resting = lane.and_then(|l| l.paused_until).is_some_and(|until| now < until);
+                (busy, busy < per_endpoint && !resting)
+            };
+            if !open {
+                continue;
+            }
+            // The attempts in flight are still pending and due: read past them.
+            let limit = i64::try_from(per_endpoint + busy).unwrap_or(i64::MAX);
+            let endpoint = Arc::new(endpoint);
+            for delivery in outbox::due_deliveries(log, now, Some(&endpoint.id), limit).await? {
+                if started.len() >= per_endpoint * 64 || !self.claim(&delivery, per_endpoint) {
+                    continue;
+                }
+                let (this, endpoint) = (self.clone(), endpoint.clone());
+                started.push(tokio::spawn(async move {
+                    let outcome = this.attempt(&delivery, &endpoint).await;
+                    this.release(&delivery, outcome.as_ref().ok().copied().unwrap_or(false));
+                    outcome.map(|_| ())
+                }));
+            }
+        }
+        Ok(started)
+    }
+
+    /// Takes a place in the delivery's lane for it, unless it is in flight or the lane is full.
+    fn claim(&self, delivery: &Delivery, per_endpoint: usize) -> bool {
+        let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = lanes.entry(delivery.endpoint_id.clone()).or_default();
+        if lane.busy >= per_endpoint {
+            return false;
+        }
+        if !self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(delivery.id.clone()) {
+            return false;
+        }
+        lane.busy += 1;
+        true
+    }
+
+    /// Gives the lane's place back; `answered`: the endpoint took the delivery (or it was
+    /// skipped), which ends a rest.
+    fn release(&self, delivery: &Delivery, answered: bool) {
+        self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&delivery.id);
+        let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = lanes.entry(delivery.endpoint_id.clone()).or_default();
+        lane.busy = lane.busy.saturating_sub(1);
+        if answered {
+            lane.failures = 0;
+            lane.paused_until = None;
+        } else {
+            lane.failures = lane.failures.saturating_add(1);
+            let pause = chrono::Duration::from_std(Lane::pause(lane.failures)).unwrap_or(chrono::Duration::MAX);
+            lane.paused_until = Some(self.now() + pause);
+        }
+    }
+
+    /// One attempt at `delivery` (or its skip); answers whether it went well (delivered, or
+    /// nothing to send), which the endpoint's lane counts.
+    async fn attempt(&self, delivery: &Delivery, endpoint: &Endpoint) -> Result<bool, StoreError> {
         let metrics = &self.inner.metrics;
         if delivery.deadline.is_some() {
             let store = StoreId::parse(&delivery.store_id).ok();
@@ -309,12 +453,13 @@ impl Notifier {
                 )
                 .await?;
                 metrics.skipped.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                return Ok(true);
             }
         }
         let attempt = self.send(delivery, endpoint).await;
         let now = self.now();
-        let settle = if attempt.status_code.is_some_and(|code| (200..300).contains(&code)) {
+        let delivered = attempt.status_code.is_some_and(|code| (200..300).contains(&code));
+        let settle = if delivered {
             metrics.delivered.fetch_add(1, Ordering::Relaxed);
             Settle::Delivered
         } else {
@@ -334,12 +479,21 @@ impl Notifier {
             metrics.endpoints_disabled.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(endpoint = %endpoint.id, url = %endpoint.url, "webhook endpoint disabled: it has failed for days");
         }
-        Ok(())
+        Ok(delivered)
     }
 
-    /// One signed POST of a delivery's body.
+    /// One signed POST of a delivery's body. What an attempt that got no HTTP answer records is
+    /// one text whatever the cause (refused, reset, timed out, not HTTP), with no latency, so
+    /// the attempt log cannot be used to tell an open port from a closed one; the cause is in
+    /// the server's debug log.
     async fn send(&self, delivery: &Delivery, endpoint: &Endpoint) -> Attempt {
         let at = self.now();
+        let attempt = delivery.attempts + 1;
+        let no_answer = |error: String| Attempt { attempt, at, status_code: None, latency_ms: 0, error: Some(error) };
+        // A URL with an IP address is not resolved, so the resolver's check does not see it.
+        if let Some(refused) = self.refused_literal(&endpoint.url) {
+            return no_answer(refused.to_string());
+        }
         let started = Instant::now();
         // The signature's time is the wall clock's: receivers check it against theirs.
         let timestamp = Utc::now().timestamp();
@@ -360,17 +514,25 @@ impl Notifier {
             Ok(response) => {
                 let code = i64::from(response.status().as_u16());
                 let error = (!response.status().is_success()).then(|| format!("the endpoint answered {code}"));
-                Attempt { attempt: delivery.attempts + 1, at, status_code: Some(code), latency_ms, error }
+                Attempt { attempt, at, status_code: Some(code), latency_ms, error }
             }
             Err(e) => {
-                let error = if e.is_timeout() {
-                    format!("no answer within {} s", self.inner.config.timeout.as_secs_f64())
-                } else {
-                    format!("could not reach the endpoint: {}", root_cause(&e))
-                };
-                Attempt { attempt: delivery.attempts + 1, at, status_code: None, latency_ms, error: Some(error) }
+                let cause = root_cause(&e);
+                tracing::debug!(delivery = %delivery.id, endpoint = %endpoint.id, %cause, timeout = e.is_timeout(), "a delivery attempt got no answer");
+                match find_refusal(&e) {
+                    Some(refused) => no_answer(refused.to_string()),
+                    None => no_answer(NO_ANSWER.to_owned()),
+                }
             }
         }
+    }
+
+    /// The policy's refusal of a URL whose host is an IP address, if it refuses it.
+    fn refused_literal(&self, url: &str) -> Option<address::Refused> {
+        let url = reqwest::Url::parse(url).ok()?;
+        let host = url.host_str()?;
+        let address: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+        self.inner.config.address_policy.check(host, address).err()
     }
 
     /// Runs the projector and the deliverer, each on the one node holding its lock, until `stop`.
@@ -383,7 +545,7 @@ impl Notifier {
         });
         let deliver = run_as_leader(&log, DELIVERER, Arc::new(ProjectorState::default()), stop, move || {
             let this = deliverer.clone();
-            async move { this.deliver_due().await }
+            async move { this.dispatch_due().await }
         });
         tokio::join!(project, deliver);
     }
@@ -435,6 +597,21 @@ pub fn checked_event_types(types: &[String]) -> Result<Option<Vec<String>>, Stri
     checked.sort();
     checked.dedup();
     Ok((!checked.is_empty()).then_some(checked))
+}
+
+/// What an attempt that got no HTTP answer records.
+pub const NO_ANSWER: &str = "no HTTP answer from the endpoint (connection failed, reset or timed out)";
+
+/// The address policy's refusal somewhere in `e`'s causes.
+fn find_refusal<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a address::Refused> {
+    let mut cause = Some(e);
+    while let Some(error) = cause {
+        if let Some(refused) = error.downcast_ref::<address::Refused>() {
+            return Some(refused);
+        }
+        cause = error.source();
+    }
+    None
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {

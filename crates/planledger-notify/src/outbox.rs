@@ -354,14 +354,21 @@ pub async fn insert_deliveries_in(
     Ok(inserted)
 }
 
-/// Deliveries to attempt now, at most `limit`: pending, due, to an enabled endpoint, and the
-/// first of their store's pending deliveries to that endpoint (in the order they fall due), so
-/// each store's notifications arrive in order.
-pub async fn due_deliveries(log: &AnyEventLog, now: DateTime<Utc>, limit: i64) -> Result<Vec<Delivery>, StoreError> {
+/// Deliveries to attempt now (to `endpoint`, or to any), at most `limit`, the earliest due
+/// first: pending, due, to an enabled endpoint, and the first of their store's pending
+/// deliveries to that endpoint (in the order they fall due), so each store's notifications
+/// arrive in order.
+pub async fn due_deliveries(
+    log: &AnyEventLog,
+    now: DateTime<Utc>,
+    endpoint: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Delivery>, StoreError> {
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
          JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled
          WHERE d.status = 'pending' AND d.next_attempt_at_us <= $1
+           AND (CAST($3 AS text) IS NULL OR d.endpoint_id = CAST($3 AS text))
            AND NOT EXISTS (
                SELECT 1 FROM webhook_deliveries p
                WHERE p.endpoint_id = d.endpoint_id AND p.store_id = d.store_id AND p.status = 'pending'
@@ -369,8 +376,9 @@ pub async fn due_deliveries(log: &AnyEventLog, now: DateTime<Utc>, limit: i64) -
          ORDER BY d.next_attempt_at_us, d.seq
          LIMIT $2"
     );
-    let rows: Vec<DeliveryRow> =
-        on_log!(log, reader, &sql, |q, on| sqlx::query_as(q).bind(micros(now)).bind(limit).fetch_all(on).await?);
+    let rows: Vec<DeliveryRow> = on_log!(log, reader, &sql, |q, on| {
+        sqlx::query_as(q).bind(micros(now)).bind(limit).bind(endpoint).fetch_all(on).await?
+    });
     rows.into_iter().map(delivery).collect()
 }
 

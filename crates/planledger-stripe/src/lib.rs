@@ -158,7 +158,29 @@ impl Stripe {
     /// Verifies a delivery (`Stripe-Signature` and the raw body, before anything parses it),
     /// then stores its event once.
     pub async fn receive(&self, header: Option<&str>, body: &[u8]) -> Result<Receipt, ReceiveError> {
-        let outcome = self.receive_checked(header, body).await;
+        let signed = self.check_header(header)?;
+        self.receive_signed(&signed, body).await
+    }
+
+    /// The first half of [`Stripe::receive`], which needs no body: the route is configured and
+    /// the header is readable and of now. The handler calls it before it reads the body, so a
+    /// forged or replayed header costs neither the read nor an HMAC.
+    pub fn check_header(&self, header: Option<&str>) -> Result<signature::SignedHeader, ReceiveError> {
+        let checked = if self.enabled() {
+            signature::SignedHeader::parse(header, self.now(), self.inner.config.tolerance).map_err(ReceiveError::from)
+        } else {
+            Err(ReceiveError::NotConfigured)
+        };
+        if checked.is_err() {
+            self.inner.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        checked
+    }
+
+    /// The second half of [`Stripe::receive`]: the body against the header's signatures (one HMAC
+    /// per configured secret), then the event stored once.
+    pub async fn receive_signed(&self, signed: &signature::SignedHeader, body: &[u8]) -> Result<Receipt, ReceiveError> {
+        let outcome = self.store_signed(signed, body).await;
         let counter = match &outcome {
             Ok(Receipt { duplicate: false, .. }) => &self.inner.metrics.received,
             Ok(Receipt { duplicate: true, .. }) => &self.inner.metrics.duplicates,
@@ -169,11 +191,8 @@ impl Stripe {
         outcome
     }
 
-    async fn receive_checked(&self, header: Option<&str>, body: &[u8]) -> Result<Receipt, ReceiveError> {
-        if !self.enabled() {
-            return Err(ReceiveError::NotConfigured);
-        }
-        signature::verify(header, body, &self.inner.config.secrets, self.now(), self.inner.config.tolerance)?;
+    async fn store_signed(&self, signed: &signature::SignedHeader, body: &[u8]) -> Result<Receipt, ReceiveError> {
+        signed.verify(body, &self.inner.config.secrets)?;
         let event = StripeEvent::parse(body).map_err(ReceiveError::NotAnEvent)?;
         let payload =
             std::str::from_utf8(body).map_err(|_| ReceiveError::NotAnEvent("the body is not UTF-8".into()))?;

@@ -332,6 +332,17 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     IdempotencyKeyReused,
+    /// The request's body did not arrive in time (a pause between its parts, or the whole
+    /// request, took too long).
+    RequestTimeout,
+    /// Too many failed authentications from this source lately: wait `Retry-After` seconds.
+    TooManyAttempts,
+    /// The server holds as many long polls of `GET /v1/events` as it is configured to: retry
+    /// after `Retry-After` seconds, or poll without `wait`.
+    TooManyLongPolls,
+    /// This address holds as many connections as one address may (answered, as the connection
+    /// is closed, with `503` and `Retry-After`).
+    TooManyConnections,
     // The store and its rules.
     StoreNotFound,
     StoreExists,
@@ -588,11 +599,12 @@ pub struct WebhookDeliveryDetail {
     pub attempt_log: Vec<WebhookAttempt>,
 }
 
-/// `GET /v1/events`: events of the whole log in its gap-safe order.
+/// `GET /v1/events`: events of the whole log in its gap-safe order. The list shape of every
+/// list (`items`, `nextCursor`), except that a feed has no last page: `nextCursor` is never null.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventFeed {
-    pub events: Vec<EventEnvelope>,
+    pub items: Vec<EventEnvelope>,
     /// Pass it as `after` to read on: after the last event returned, or past the events the
     /// `types` filter left out. The same on every node.
     pub next_cursor: String,

@@ -151,6 +151,8 @@ pub enum ExtensionKind {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(example = json!({"storeIds": ["6f1c2a44-1d1e-4c6a-9f57-3f1f0c7e2b10"], "kind": "trial", "days": 7, "reason": "support ticket 4411"}))]
 pub struct Extensions {
+    /// 1 to 1,000 store ids; a store listed more than once is extended once, and answered once,
+    /// where it is first listed.
     #[schema(min_items = 1, max_items = 1000)]
     pub store_ids: Vec<Uuid>,
     pub kind: ExtensionKind,

@@ -4,6 +4,7 @@
 //! `anyhow` turns their typed errors into a message that says what to do next.
 
 mod bench;
+mod logs;
 mod memory;
 mod operate;
 mod serve;
@@ -47,6 +48,8 @@ struct Cli {
     command: Command,
 }
 
+// `serve` has many settings and the others few; the command line is parsed once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the API, the deadline worker and the journal writer.
@@ -94,6 +97,16 @@ enum Command {
         /// How long a webhook endpoint has to answer one delivery attempt, in seconds.
         #[arg(long, env = "PLANLEDGER_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
         webhook_timeout_seconds: u64,
+        /// Networks, addresses and host names (comma-separated) webhook deliveries may reach
+        /// beside public addresses: loopback, private, link-local and metadata addresses are
+        /// refused unless listed here.
+        #[arg(long, env = "PLANLEDGER_WEBHOOK_ALLOW", default_value = "")]
+        webhook_allow: String,
+        /// Delivery attempts in flight at once to one webhook endpoint.
+        #[arg(long, env = "PLANLEDGER_WEBHOOK_CONCURRENCY", default_value_t = 4)]
+        webhook_concurrency: usize,
+        #[command(flatten)]
+        edge: EdgeArgs,
     },
     /// Apply the event log's migrations (serve does it too).
     Migrate {
@@ -148,6 +161,89 @@ enum Command {
         #[command(subcommand)]
         action: ProjectionsCommand,
     },
+}
+
+/// The limits of the HTTP edge (docs/security.md).
+#[derive(Debug, clap::Args)]
+struct EdgeArgs {
+    /// A request's head must arrive within this many seconds of the connection opening or of its
+    /// last answer (so an idle kept-alive connection is closed after it too).
+    #[arg(long, env = "PLANLEDGER_HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    http_header_timeout_seconds: u64,
+    /// The longest pause between two parts of a request's body, in seconds.
+    #[arg(long, env = "PLANLEDGER_HTTP_BODY_TIMEOUT_SECONDS", default_value_t = 10)]
+    http_body_timeout_seconds: u64,
+    /// The longest a whole request may take, in seconds (at least 70: a long poll waits 60).
+    #[arg(long, env = "PLANLEDGER_HTTP_REQUEST_TIMEOUT_SECONDS", default_value_t = 120)]
+    http_request_timeout_seconds: u64,
+    /// Connections open at once (default: three quarters of the open-files limit, at most
+    /// 10,000); more wait in the listen backlog.
+    #[arg(long, env = "PLANLEDGER_HTTP_MAX_CONNECTIONS")]
+    http_max_connections: Option<usize>,
+    /// Connections open at once from one address (default: a quarter of the connection cap;
+    /// trusted proxies are not counted); more are answered 503 and closed as they arrive.
+    #[arg(long, env = "PLANLEDGER_HTTP_MAX_CONNECTIONS_PER_SOURCE")]
+    http_max_connections_per_source: Option<usize>,
+    /// Long polls of GET /v1/events held at once; more are answered 503 too_many_long_polls.
+    #[arg(long, env = "PLANLEDGER_MAX_LONG_POLLS", default_value_t = planledger_notify::feed::DEFAULT_MAX_WAITING)]
+    max_long_polls: usize,
+    /// After SIGTERM, how many seconds requests in flight have to finish before what is left is
+    /// closed.
+    #[arg(long, env = "PLANLEDGER_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    shutdown_grace_seconds: u64,
+    /// Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For names the client.
+    #[arg(long, env = "PLANLEDGER_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
+    /// Failed authentications one address may make at once before it is slowed down.
+    #[arg(long, env = "PLANLEDGER_AUTH_FAILURE_BURST", default_value_t = 10)]
+    auth_failure_burst: u32,
+    /// Then one more failure is allowed every this many milliseconds.
+    #[arg(long, env = "PLANLEDGER_AUTH_FAILURE_REFILL_MS", default_value_t = 1000)]
+    auth_failure_refill_ms: u64,
+}
+
+impl EdgeArgs {
+    fn limits(&self) -> anyhow::Result<(planledger_api::server::ServerLimits, planledger_api::EdgeConfig)> {
+        let seconds = |s: u64| Duration::from_secs(s.max(1));
+        let defaults = planledger_api::server::ServerLimits::default();
+        let trusted_proxies: Vec<ipnet::IpNet> = self
+            .trusted_proxies
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(parse_network)
+            .collect::<anyhow::Result<_>>()?;
+        let max_connections = self.http_max_connections.unwrap_or(defaults.max_connections).max(1);
+        let server = planledger_api::server::ServerLimits {
+            header_timeout: seconds(self.http_header_timeout_seconds),
+            body_timeout: seconds(self.http_body_timeout_seconds),
+            max_connections,
+            max_connections_per_source: self
+                .http_max_connections_per_source
+                .unwrap_or_else(|| planledger_api::server::default_max_connections_per_source(max_connections))
+                .max(1),
+            uncounted_sources: trusted_proxies.clone(),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+        };
+        let edge = planledger_api::EdgeConfig {
+            request_timeout: seconds(self.http_request_timeout_seconds).max(planledger_api::MIN_REQUEST_TIMEOUT),
+            trusted_proxies,
+            auth_throttle: planledger_api::auth::ThrottleConfig {
+                burst: self.auth_failure_burst.max(1),
+                refill: Duration::from_millis(self.auth_failure_refill_ms.max(1)),
+            },
+            max_long_polls: self.max_long_polls,
+            ..Default::default()
+        };
+        Ok((server, edge))
+    }
+}
+
+/// A network (`10.0.0.0/8`) or one address (`10.0.0.7`).
+fn parse_network(text: &str) -> anyhow::Result<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| anyhow::anyhow!("{text:?} is not an address or a network like 10.0.0.0/8"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,18 +331,14 @@ async fn migrate(cli: &Cli, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs go to stderr: coloured only on a terminal; one JSON object per line with
-/// `PLANLEDGER_LOG_FORMAT=json`.
+/// Logs go to stderr: coloured only on a terminal, control characters escaped; one JSON object
+/// per line with `PLANLEDGER_LOG_FORMAT=json`.
 fn init_logs() -> Result<(), String> {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match std::env::var("PLANLEDGER_LOG_FORMAT").unwrap_or_default().as_str() {
-        "json" => logs.json().with_current_span(false).init(),
-        "" | "text" => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        other => return Err(format!("PLANLEDGER_LOG_FORMAT must be text or json, not {other:?}")),
-    }
-    Ok(())
+    let format = logs::LogFormat::parse(&std::env::var("PLANLEDGER_LOG_FORMAT").unwrap_or_default())?;
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
+    let subscriber = logs::subscriber(format, std::io::stderr().is_terminal(), &filter, std::io::stderr);
+    tracing::subscriber::set_global_default(subscriber).map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -317,8 +409,12 @@ async fn main() -> std::process::ExitCode {
             stripe_webhook_secrets,
             stripe_tolerance_seconds,
             webhook_timeout_seconds,
-        } => match connect(&cli).await {
-            Ok(log) => {
+            webhook_allow,
+            webhook_concurrency,
+            edge,
+        } => match (edge.limits(), connect(&cli).await) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok((server_limits, edge)), Ok(log)) => {
                 let options = serve::ServeOptions {
                     bind: bind.clone(),
                     tokens: tokens.clone(),
@@ -336,10 +432,13 @@ async fn main() -> std::process::ExitCode {
                     stripe_secrets: stripe_webhook_secrets.clone(),
                     stripe_tolerance: Duration::from_secs((*stripe_tolerance_seconds).max(1)),
                     webhook_timeout: Duration::from_secs((*webhook_timeout_seconds).clamp(1, 60)),
+                    webhook_allow: webhook_allow.clone(),
+                    webhook_concurrency: (*webhook_concurrency).max(1),
+                    server_limits,
+                    edge,
                 };
                 serve::serve(log, options).await
             }
-            Err(e) => Err(e),
         },
     };
     match outcome {

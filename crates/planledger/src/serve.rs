@@ -33,6 +33,14 @@ pub struct ServeOptions {
     pub stripe_tolerance: Duration,
     /// How long a webhook endpoint has to answer one delivery attempt.
     pub webhook_timeout: Duration,
+    /// `PLANLEDGER_WEBHOOK_ALLOW`: where deliveries may go beside public addresses.
+    pub webhook_allow: String,
+    /// Attempts in flight at once to one endpoint.
+    pub webhook_concurrency: usize,
+    /// What a connection may hold, and the shutdown's grace.
+    pub server_limits: planledger_api::server::ServerLimits,
+    /// What the handlers' edge enforces.
+    pub edge: planledger_api::EdgeConfig,
 }
 
 pub fn load_catalog(path: Option<&str>) -> anyhow::Result<Catalog> {
@@ -100,9 +108,16 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     );
     let notifier = planledger_notify::Notifier::new(
         service.clone(),
-        planledger_notify::NotifyConfig { timeout: options.webhook_timeout, ..Default::default() },
+        planledger_notify::NotifyConfig {
+            timeout: options.webhook_timeout,
+            per_endpoint: options.webhook_concurrency,
+            address_policy: planledger_notify::address::AddressPolicy::parse(&options.webhook_allow)
+                .map_err(|e| anyhow::anyhow!("PLANLEDGER_WEBHOOK_ALLOW: {e}"))?,
+            ..Default::default()
+        },
     );
     let state = AppState::new(service.clone(), tokens, projector.clone())
+        .with_edge(options.edge.clone())
         .with_stall_after(options.stall_after)
         .with_stripe(stripe.clone())
         .with_notifier(notifier.clone());
@@ -146,8 +161,14 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         tracing::info!("Stripe webhooks accepted at POST /v1/webhooks/stripe");
     }
     let projector_task = tokio::spawn(run_audit_projector(log, projector, stopped));
-    axum::serve(listener, planledger_api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
-    tracing::info!("shutting down: in-flight requests finished");
+    let draining = state.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Long polls answer now and /readyz fails, while requests in flight finish.
+        draining.drain();
+    };
+    planledger_api::server::serve(listener, planledger_api::app(state), options.server_limits, shutdown).await?;
+    tracing::info!("shutting down: requests in flight finished or the grace is over");
     let _ = stop.send(true);
     let _ = worker.await;
     let _ = retention_task.await;
