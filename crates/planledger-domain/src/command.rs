@@ -126,6 +126,14 @@ pub enum Command {
         plan_id: PlanId,
         subscription_id: SubscriptionId,
     },
+    /// The billing provider ran (or runs) a trial on `subscription_id` ending at `ends_at`: a
+    /// store that never had a trial gets that one, starting now if it holds nothing and the
+    /// trial has not ended, else recorded as used. Either way it can never start a free trial
+    /// of its own afterwards. A store that had a trial already is left as it is.
+    AdoptTrial {
+        subscription_id: SubscriptionId,
+        ends_at: DateTime<Utc>,
+    },
     MarkPastDue,
     MarkRecovered,
     CancelSubscription,
@@ -158,6 +166,7 @@ impl Command {
             Command::RegisterStore { .. } => "register_store",
             Command::StartTrial { .. } => "start_trial",
             Command::ActivateSubscription { .. } => "activate_subscription",
+            Command::AdoptTrial { .. } => "adopt_trial",
             Command::MarkPastDue => "mark_past_due",
             Command::MarkRecovered => "mark_recovered",
             Command::CancelSubscription => "cancel_subscription",

@@ -123,6 +123,19 @@ fn decide_now(
                 _ => Event::TrialStarted { plan_id, started_at: now, ends_at },
             }])
         }
+        Command::AdoptTrial { subscription_id, ends_at } => {
+            if state.trial_used {
+                return Ok(vec![]);
+            }
+            Ok(vec![match state.phase {
+                Phase::Unsubscribed if *ends_at > now => Event::TrialStarted {
+                    plan_id: catalog.default_trial_plan().clone(),
+                    started_at: now,
+                    ends_at: *ends_at,
+                },
+                _ => Event::TrialRecorded { subscription_id: subscription_id.clone(), ends_at: *ends_at },
+            }])
+        }
         Command::ActivateSubscription { plan_id, subscription_id } => {
             let plan = catalog.plan(plan_id).ok_or_else(|| DomainError::UnknownPlan(plan_id.clone()))?;
             if plan.kind != PlanKind::Paid {

@@ -55,6 +55,12 @@ pub enum Event {
         ends_at: DateTime<Utc>,
         reason: Reason,
     },
+    /// A trial the billing provider ran, recorded as used without starting one here (the store
+    /// held a subscription, or the trial had ended): see `Command::AdoptTrial`.
+    TrialRecorded {
+        subscription_id: SubscriptionId,
+        ends_at: DateTime<Utc>,
+    },
     TrialExtended {
         days: Days,
         reason: Reason,
@@ -147,10 +153,11 @@ pub struct EventDecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 16] = [
+pub const EVENT_TYPES: [&str; 17] = [
     "StoreRegistered",
     "TrialStarted",
     "TrialRestarted",
+    "TrialRecorded",
     "TrialExtended",
     "TrialExpired",
     "GracePeriodExtended",
@@ -183,6 +190,7 @@ impl Event {
             Event::StoreRegistered { .. } => "StoreRegistered",
             Event::TrialStarted { .. } => "TrialStarted",
             Event::TrialRestarted { .. } => "TrialRestarted",
+            Event::TrialRecorded { .. } => "TrialRecorded",
             Event::TrialExtended { .. } => "TrialExtended",
             Event::TrialExpired { .. } => "TrialExpired",
             Event::GracePeriodExtended { .. } => "GracePeriodExtended",

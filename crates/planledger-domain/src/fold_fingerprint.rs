@@ -100,7 +100,7 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
         at += Duration::minutes(seq.below(36 * 60) as i64);
         let later = at + Duration::days(1 + seq.below(30) as i64);
         let earlier = at - Duration::days(seq.below(5) as i64);
-        let event = match seq.below(20) {
+        let event = match seq.below(21) {
             0 => Event::TrialStarted { plan_id: seq.pick(&plans).clone(), started_at: at, ends_at: later },
             1 => Event::TrialRestarted {
                 plan_id: seq.pick(&plans).clone(),
@@ -152,6 +152,7 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
                 activates_subscription: seq.below(2) == 0,
                 at,
             },
+            20 => Event::TrialRecorded { subscription_id: subscription(i), ends_at: earlier },
             13..=16 => {
                 let action = seq.pick(&actions).clone();
                 let amount = Amount::parse(1 + seq.below(5) as i64).expect("a valid amount");

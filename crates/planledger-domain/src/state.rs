@@ -186,6 +186,10 @@ pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
             state.grace_ends_at = None;
             state.maintenance_ends_at = None;
         }
+        Event::TrialRecorded { ends_at, .. } => {
+            state.trial_used = true;
+            state.trial_ends_at = Some(*ends_at);
+        }
         Event::TrialExtended { ends_at, .. } => {
             state.phase = Phase::Trialing { ends_at: *ends_at };
             state.trial_ends_at = Some(*ends_at);

@@ -174,7 +174,8 @@ impl Builder<'_> {
 pub fn notices_of(source: Source<'_>, event: &Event, leads: &Notifications) -> Vec<Notice> {
     let mut b = Builder { source, notices: Vec::new() };
     match event {
-        Event::StoreRegistered { .. } => {}
+        // A recorded trial is over or held under a subscription: nothing to warn of.
+        Event::StoreRegistered { .. } | Event::TrialRecorded { .. } => {}
         Event::TrialStarted { plan_id, ends_at, .. } | Event::TrialRestarted { plan_id, ends_at, .. } => {
             let data = json!({ "planId": plan_id, "trialEndsAt": time(*ends_at) });
             b.warning(Kind::TrialEndingSoon, *ends_at, leads.trial_ending_days, data);

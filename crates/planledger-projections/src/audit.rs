@@ -23,6 +23,9 @@ pub fn summary(event: &Event) -> String {
         Event::TrialRestarted { plan_id, ends_at, reason, .. } => {
             format!("trial restarted on {plan_id} until {} (reason: {})", day(ends_at), reason.as_str())
         }
+        Event::TrialRecorded { subscription_id, ends_at } => {
+            format!("trial recorded as used: subscription {} had one until {}", subscription_id.as_str(), day(ends_at))
+        }
         Event::TrialExtended { days, ends_at, reason, .. } => {
             format!("trial extended by {} days to {} (reason: {})", days.get(), day(ends_at), reason.as_str())
         }

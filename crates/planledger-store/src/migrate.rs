@@ -64,6 +64,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "console_sessions",
         sql: include_str!("../../../migrations/postgres/0010_console_sessions.sql"),
     },
+    Migration {
+        version: 11,
+        name: "stripe_same_second",
+        sql: include_str!("../../../migrations/postgres/0011_stripe_same_second.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -99,6 +104,11 @@ pub const SQLITE: &[Migration] = &[
         version: 9,
         name: "console_sessions",
         sql: include_str!("../../../migrations/sqlite/0009_console_sessions.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "stripe_same_second",
+        sql: include_str!("../../../migrations/sqlite/0010_stripe_same_second.sql"),
     },
 ];
 

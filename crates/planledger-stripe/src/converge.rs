@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use planledger_domain::state::Phase;
-use planledger_domain::{Command, Days, PlanId, SubscriptionId, TenantState};
+use planledger_domain::{Command, PlanId, SubscriptionId, TenantState};
 
 use crate::event::Status;
 
@@ -33,7 +33,7 @@ pub enum Unreachable {
 }
 
 /// The commands that bring `state` to `target`, in order.
-pub fn converge(state: &TenantState, target: &Target, now: DateTime<Utc>) -> Result<Vec<Step>, Unreachable> {
+pub fn converge(state: &TenantState, target: &Target) -> Result<Vec<Step>, Unreachable> {
     let sub = &target.subscription_id;
     let holds = |phase: &Phase| match phase {
         Phase::Active { subscription_id } | Phase::PastDue { subscription_id } => subscription_id.as_ref() == Some(sub),
@@ -54,16 +54,15 @@ pub fn converge(state: &TenantState, target: &Target, now: DateTime<Utc>) -> Res
     let on_plan = |plan: &PlanId| state.plan_id.as_ref() == Some(plan);
     let activate =
         |plan: PlanId| (Command::ActivateSubscription { plan_id: plan, subscription_id: sub.clone() }, "activate");
-    Ok(match target.status {
+    // A subscription that had a trial says so in every event of it (`trial_end`), whatever
+    // its status: the store has then had its trial, in whatever order the events come.
+    let adopt = adopt_trial(state, target);
+    let steps = match target.status {
         Status::Incomplete => vec![],
+        // Without a `trial_end` (an event that does not carry it), the catalog's trial.
         Status::Trialing => match state.phase {
-            Phase::Unsubscribed if !state.trial_used => {
-                let days = target
-                    .trial_end
-                    .map(|end| (end - now).num_seconds())
-                    .filter(|seconds| *seconds > 0)
-                    .and_then(|seconds| Days::parse(((seconds + 86_399) / 86_400).min(3650)).ok());
-                vec![(Command::StartTrial { plan_id: None, days, force_reset: None }, "trial")]
+            Phase::Unsubscribed if !state.trial_used && adopt.is_none() => {
+                vec![(Command::StartTrial { plan_id: None, days: None, force_reset: None }, "trial")]
             }
             _ => vec![],
         },
@@ -88,7 +87,12 @@ pub fn converge(state: &TenantState, target: &Target, now: DateTime<Utc>) -> Res
             }
         }
         Status::Ended { was_paid } => match &state.phase {
-            phase if holds(phase) => vec![(Command::CancelSubscription, "cancel")],
+            // It ends on the price it last had, whether or not the event that moved it there
+            // arrived first.
+            phase if holds(phase) => match &target.plan {
+                Some(plan) if !on_plan(plan) => vec![activate(plan.clone()), (Command::CancelSubscription, "cancel")],
+                _ => vec![(Command::CancelSubscription, "cancel")],
+            },
             Phase::Canceled { .. } => vec![],
             // The end of an older subscription leaves the one the store pays for now alone.
             _ if holds_another => vec![],
@@ -98,7 +102,15 @@ pub fn converge(state: &TenantState, target: &Target, now: DateTime<Utc>) -> Res
             // A trial, or a first payment that never came: the store's own trial runs its course.
             _ => vec![],
         },
-    })
+    };
+    Ok(adopt.into_iter().chain(steps).collect())
+}
+
+/// The step that records the trial a subscription had, for an event that is otherwise older
+/// than what was applied: a trial latches whenever its news arrives.
+pub fn adopt_trial(state: &TenantState, target: &Target) -> Option<Step> {
+    let ends_at = target.trial_end.filter(|_| !state.trial_used)?;
+    Some((Command::AdoptTrial { subscription_id: target.subscription_id.clone(), ends_at }, "adopt_trial"))
 }
 
 #[cfg(test)]
@@ -142,7 +154,7 @@ mod tests {
     fn converged(state: &TenantState, target: &Target) -> TenantState {
         let catalog = Catalog::builtin();
         let mut state = state.clone();
-        for (command, _) in converge(&state, target, now()).unwrap() {
+        for (command, _) in converge(&state, target).unwrap() {
             for event in decide(&state, &command, now(), &catalog).unwrap() {
                 state = evolve(state, &event);
             }
@@ -161,13 +173,13 @@ mod tests {
     #[test]
     fn a_store_already_in_the_target_state_gets_no_command() {
         let on_pro = store_after(&[active("professional", "sub_1")]);
-        assert_eq!(converge(&on_pro, &target(Status::Active, Some("professional"), "sub_1"), now()), Ok(vec![]));
+        assert_eq!(converge(&on_pro, &target(Status::Active, Some("professional"), "sub_1")), Ok(vec![]));
         let past_due = store_after(&[active("professional", "sub_1"), Command::MarkPastDue]);
-        assert_eq!(converge(&past_due, &target(Status::PastDue, None, "sub_1"), now()), Ok(vec![]));
+        assert_eq!(converge(&past_due, &target(Status::PastDue, None, "sub_1")), Ok(vec![]));
         let canceled = store_after(&[active("professional", "sub_1"), Command::CancelSubscription]);
-        assert_eq!(converge(&canceled, &target(Status::Ended { was_paid: true }, None, "sub_1"), now()), Ok(vec![]));
+        assert_eq!(converge(&canceled, &target(Status::Ended { was_paid: true }, None, "sub_1")), Ok(vec![]));
         let trialing = store_after(&[trial()]);
-        assert_eq!(converge(&trialing, &target(Status::Trialing, None, "sub_1"), now()), Ok(vec![]));
+        assert_eq!(converge(&trialing, &target(Status::Trialing, None, "sub_1")), Ok(vec![]));
     }
 
     #[test]
@@ -187,15 +199,15 @@ mod tests {
     #[test]
     fn payments_move_an_active_store_to_past_due_and_back() {
         let on_pro = store_after(&[active("professional", "sub_1")]);
-        let failed = converge(&on_pro, &target(Status::PastDue, None, "sub_1"), now()).unwrap();
+        let failed = converge(&on_pro, &target(Status::PastDue, None, "sub_1")).unwrap();
         assert_eq!(failed, vec![(Command::MarkPastDue, "past_due")]);
         let past_due = converged(&on_pro, &target(Status::PastDue, None, "sub_1"));
         assert_eq!(
-            converge(&past_due, &target(Status::Active, None, "sub_1"), now()),
+            converge(&past_due, &target(Status::Active, None, "sub_1")),
             Ok(vec![(Command::MarkRecovered, "recovered")])
         );
         // A new price on the same subscription is a plan change.
-        let changed = converge(&on_pro, &target(Status::Active, Some("starter"), "sub_1"), now()).unwrap();
+        let changed = converge(&on_pro, &target(Status::Active, Some("starter"), "sub_1")).unwrap();
         assert_eq!(changed, vec![(active("starter", "sub_1"), "activate")]);
     }
 
@@ -203,7 +215,7 @@ mod tests {
     fn the_end_of_an_old_subscription_leaves_the_current_one_alone() {
         let on_new = store_after(&[active("professional", "sub_new")]);
         assert_eq!(
-            converge(&on_new, &target(Status::Ended { was_paid: true }, Some("starter"), "sub_old"), now()),
+            converge(&on_new, &target(Status::Ended { was_paid: true }, Some("starter"), "sub_old")),
             Ok(vec![])
         );
     }
@@ -212,28 +224,44 @@ mod tests {
     fn without_a_known_plan_a_store_is_not_activated() {
         let trialing = store_after(&[trial()]);
         assert_eq!(
-            converge(&trialing, &target(Status::Active, None, "sub_9"), now()),
+            converge(&trialing, &target(Status::Active, None, "sub_9")),
             Err(Unreachable::NoPlan("sub_9".into()))
         );
         // But a store on the subscription keeps its plan when an invoice names none.
         let on_pro = store_after(&[active("professional", "sub_9")]);
         assert_eq!(
-            converge(&on_pro, &target(Status::PastDue, None, "sub_9"), now()),
+            converge(&on_pro, &target(Status::PastDue, None, "sub_9")),
             Ok(vec![(Command::MarkPastDue, "past_due")])
         );
     }
 
     #[test]
-    fn a_trial_starts_for_as_long_as_stripe_says() {
+    fn a_trial_ends_exactly_when_stripe_says() {
         let fresh = store_after(&[]);
         let mut t = target(Status::Trialing, None, "sub_1");
-        t.trial_end = Some(now() + chrono::TimeDelta::hours(24 * 6 + 1));
-        let steps = converge(&fresh, &t, now()).unwrap();
-        assert_eq!(
-            steps,
-            vec![(Command::StartTrial { plan_id: None, days: Days::parse(7).ok(), force_reset: None }, "trial")]
-        );
+        let ends_at = now() + chrono::TimeDelta::seconds(6 * 86_400 + 3_601);
+        t.trial_end = Some(ends_at);
+        let adopt = (Command::AdoptTrial { subscription_id: t.subscription_id.clone(), ends_at }, "adopt_trial");
+        assert_eq!(converge(&fresh, &t), Ok(vec![adopt.clone()]));
+        let state = converged(&fresh, &t);
+        assert_eq!((state.trial_ends_at, &state.phase), (Some(ends_at), &Phase::Trialing { ends_at }));
         let used = store_after(&[trial(), active("starter", "sub_0"), Command::CancelSubscription]);
-        assert_eq!(converge(&used, &t, now()), Ok(vec![]), "a used trial is not started again");
+        assert_eq!(converge(&used, &t), Ok(vec![]), "a used trial is not started again");
+    }
+
+    #[test]
+    fn any_status_of_a_subscription_that_had_a_trial_records_it() {
+        let ends_at = now() + chrono::TimeDelta::days(3);
+        for status in [Status::Active, Status::PastDue, Status::Ended { was_paid: true }, Status::Incomplete] {
+            let mut t = target(status, Some("professional"), "sub_1");
+            t.trial_end = Some(ends_at);
+            let steps = converge(&store_after(&[]), &t).unwrap();
+            assert!(
+                matches!(steps.first(), Some((Command::AdoptTrial { .. }, "adopt_trial"))),
+                "{status:?}: {steps:?}"
+            );
+            let state = converged(&store_after(&[]), &t);
+            assert!(state.trial_used && state.trial_ends_at == Some(ends_at), "{status:?}: {state:?}");
+        }
     }
 }

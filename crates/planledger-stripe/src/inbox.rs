@@ -286,6 +286,22 @@ pub async fn list(
     .await
 }
 
+/// The events of `subscription_id` that Stripe created at `created` (one second), as applied
+/// so far: those the applier has settled, stale ones included.
+pub async fn of_second(
+    log: &AnyEventLog,
+    subscription_id: &str,
+    created: DateTime<Utc>,
+) -> Result<Vec<InboxEvent>, StoreError> {
+    rows(
+        log,
+        "SELECT {columns} FROM stripe_events WHERE subscription_id = $1 AND created_at = $2 ORDER BY seq",
+        "SELECT {columns} FROM stripe_events WHERE subscription_id = ?1 AND created_at_us = ?2 ORDER BY seq",
+        Binds(vec![Bind::Text(Some(subscription_id)), Bind::Time(created)]),
+    )
+    .await
+}
+
 pub async fn get(log: &AnyEventLog, event_id: &str) -> Result<Option<InboxEvent>, StoreError> {
     Ok(rows(
         log,
@@ -392,9 +408,13 @@ pub struct SubscriptionRow {
     pub status: String,
     pub event_id: String,
     pub event_created: DateTime<Utc>,
+    /// The status before the watermark's second (that of the newest event of an earlier
+    /// second): where the chain of the second's events starts.
+    pub base_status: Option<String>,
 }
 
-type SubscriptionTuple = (String, String, Option<String>, Option<String>, Option<String>, String, String, i64);
+type SubscriptionTuple =
+    (String, String, Option<String>, Option<String>, Option<String>, String, String, i64, Option<String>);
 
 /// The newest state applied to a subscription, if any was.
 pub async fn subscription(log: &AnyEventLog, subscription_id: &str) -> Result<Option<SubscriptionRow>, StoreError> {
@@ -403,7 +423,7 @@ pub async fn subscription(log: &AnyEventLog, subscription_id: &str) -> Result<Op
             AnyEventLog::Postgres(pg) => {
                 sqlx::query_as(
                     "SELECT subscription_id, store_id, customer_id, plan_id, price_id, status, event_id,
-                (extract(epoch FROM event_created) * 1000000)::bigint
+                (extract(epoch FROM event_created) * 1000000)::bigint, base_status
              FROM stripe_subscriptions WHERE subscription_id = $1",
                 )
                 .bind(subscription_id)
@@ -411,25 +431,29 @@ pub async fn subscription(log: &AnyEventLog, subscription_id: &str) -> Result<Op
                 .await?
             }
             AnyEventLog::Sqlite(lite) => sqlx::query_as(
-                "SELECT subscription_id, store_id, customer_id, plan_id, price_id, status, event_id, event_created_us
+                "SELECT subscription_id, store_id, customer_id, plan_id, price_id, status, event_id, event_created_us,
+                base_status
              FROM stripe_subscriptions WHERE subscription_id = ?",
             )
             .bind(subscription_id)
             .fetch_optional(lite.readers())
             .await?,
         };
-    Ok(row.map(|(subscription_id, store_id, customer_id, plan_id, price_id, status, event_id, created)| {
-        SubscriptionRow {
-            subscription_id,
-            store_id,
-            customer_id,
-            plan_id,
-            price_id,
-            status,
-            event_id,
-            event_created: time(created),
-        }
-    }))
+    Ok(row.map(
+        |(subscription_id, store_id, customer_id, plan_id, price_id, status, event_id, created, base_status)| {
+            SubscriptionRow {
+                base_status,
+                subscription_id,
+                store_id,
+                customer_id,
+                plan_id,
+                price_id,
+                status,
+                event_id,
+                event_created: time(created),
+            }
+        },
+    ))
 }
 
 /// The store another subscription of `customer` belongs to.
@@ -459,13 +483,14 @@ pub async fn remember(log: &AnyEventLog, row: &SubscriptionRow, now: DateTime<Ut
     match log {
         AnyEventLog::Postgres(pg) => {
             sqlx::query(
-                "INSERT INTO stripe_subscriptions (subscription_id, store_id, customer_id, plan_id, status, event_id, event_created, updated_at, price_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                "INSERT INTO stripe_subscriptions (subscription_id, store_id, customer_id, plan_id, status, event_id, event_created, updated_at, price_id, base_status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT (subscription_id) DO UPDATE SET store_id = EXCLUDED.store_id,
                     customer_id = COALESCE(EXCLUDED.customer_id, stripe_subscriptions.customer_id),
                     plan_id = COALESCE(EXCLUDED.plan_id, stripe_subscriptions.plan_id),
                     price_id = COALESCE(EXCLUDED.price_id, stripe_subscriptions.price_id), status = EXCLUDED.status,
-                    event_id = EXCLUDED.event_id, event_created = EXCLUDED.event_created, updated_at = EXCLUDED.updated_at",
+                    event_id = EXCLUDED.event_id, event_created = EXCLUDED.event_created, updated_at = EXCLUDED.updated_at,
+                    base_status = EXCLUDED.base_status",
             )
             .bind(&row.subscription_id)
             .bind(&row.store_id)
@@ -476,18 +501,20 @@ pub async fn remember(log: &AnyEventLog, row: &SubscriptionRow, now: DateTime<Ut
             .bind(row.event_created)
             .bind(now)
             .bind(&row.price_id)
+            .bind(&row.base_status)
             .execute(pg.pool())
             .await?;
         }
         AnyEventLog::Sqlite(lite) => {
             sqlx::query(
-                "INSERT INTO stripe_subscriptions (subscription_id, store_id, customer_id, plan_id, status, event_id, event_created_us, updated_at_us, price_id)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO stripe_subscriptions (subscription_id, store_id, customer_id, plan_id, status, event_id, event_created_us, updated_at_us, price_id, base_status)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (subscription_id) DO UPDATE SET store_id = excluded.store_id,
                     customer_id = COALESCE(excluded.customer_id, stripe_subscriptions.customer_id),
                     plan_id = COALESCE(excluded.plan_id, stripe_subscriptions.plan_id),
                     price_id = COALESCE(excluded.price_id, stripe_subscriptions.price_id), status = excluded.status,
-                    event_id = excluded.event_id, event_created_us = excluded.event_created_us, updated_at_us = excluded.updated_at_us",
+                    event_id = excluded.event_id, event_created_us = excluded.event_created_us, updated_at_us = excluded.updated_at_us,
+                    base_status = excluded.base_status",
             )
             .bind(&row.subscription_id)
             .bind(&row.store_id)
@@ -498,6 +525,7 @@ pub async fn remember(log: &AnyEventLog, row: &SubscriptionRow, now: DateTime<Ut
             .bind(micros(row.event_created))
             .bind(micros(now))
             .bind(&row.price_id)
+            .bind(&row.base_status)
             .execute(lite.writer())
             .await?;
         }

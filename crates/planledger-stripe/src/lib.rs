@@ -283,12 +283,30 @@ impl Stripe {
     ) -> Result<(InboxStatus, String, Option<StoreId>), ServiceError> {
         let log = self.inner.service.log();
         let known = inbox::subscription(log, &facts.subscription_id).await?;
+        // What the event is applied as: itself, or, when it completes a second's chain that
+        // ends with another event of that second, that event's state.
+        let mut instead: Option<(StripeEvent, SubscriptionFacts)> = None;
         if let Some(known) = &known {
-            if !is_newer(event, facts, known) {
-                let detail = format!("older than {} (already applied to {})", known.event_id, facts.subscription_id);
-                return Ok((InboxStatus::Stale, detail, StoreId::parse(&known.store_id).ok()));
+            match self.order(event, facts, known).await? {
+                Order::Newest => {}
+                Order::Instead(other) => instead = Some(*other),
+                Order::Older => {
+                    let store = StoreId::parse(&known.store_id).ok();
+                    let mut detail =
+                        format!("older than {} (already applied to {})", known.event_id, facts.subscription_id);
+                    if let Some(store) = store {
+                        if self.latch_trial(store, event, facts).await? {
+                            detail.push_str("; the trial it shows is recorded");
+                        }
+                    }
+                    return Ok((InboxStatus::Stale, detail, store));
+                }
             }
         }
+        let (event, facts) = match &instead {
+            Some((other, other_facts)) => (other, other_facts),
+            None => (event, facts),
+        };
         let parked = |detail: String| Ok((InboxStatus::Parked, detail, None));
         let store_text = match (&facts.store_id, &known) {
             (Some(id), _) => Some(id.clone()),
@@ -345,22 +363,13 @@ impl Stripe {
             return Ok((InboxStatus::Parked, format!("store {store} is not registered in the ledger"), Some(store)));
         };
         let target = Target { status: facts.status, subscription_id, plan: plan.clone(), trial_end: facts.trial_end };
-        let steps = match converge(&state, &target, self.now()) {
+        let steps = match converge(&state, &target) {
             Ok(steps) => steps,
             Err(unreachable) => return Ok((InboxStatus::Parked, unreachable.to_string(), Some(store))),
         };
         let mut done = Vec::new();
         for (command, name) in steps {
-            let meta = CommandMeta {
-                correlation_id: event.id.clone(),
-                actor: "stripe".into(),
-                idempotency: Some(IdempotencyRequest {
-                    key: format!("stripe:{}:{name}", event.id),
-                    request_hash: format!("stripe:{name}:{command:?}"),
-                }),
-                expected_version: None,
-                causation_id: Some(event.id.clone()),
-            };
+            let meta = stripe_meta(event, name, &command);
             match self.inner.service.execute(store, command, meta).await? {
                 Answer::Decided(Outcome::Accepted(_)) | Answer::Replayed(_) => done.push(name),
                 Answer::Decided(Outcome::Refused(refusal)) => {
@@ -369,7 +378,13 @@ impl Stripe {
                 }
             }
         }
+        let base_status = match &known {
+            Some(k) if k.event_created < event.created => Some(k.status.clone()),
+            Some(k) => k.base_status.clone(),
+            None => None,
+        };
         let row = SubscriptionRow {
+            base_status,
             subscription_id: facts.subscription_id.clone(),
             store_id: store.to_string(),
             customer_id: facts.customer_id.clone(),
@@ -389,80 +404,184 @@ impl Stripe {
     }
 }
 
-/// Whether `event` is newer than the last one applied to its subscription. Events of different
-/// seconds go by their time. Within one second (Stripe's times are whole seconds), an update
-/// whose previous status is the known one came after it; otherwise the status further along the
-/// lifecycle wins, an end over everything (see docs/decisions.md). The same event again (a retry
-/// after a crash) is applied again: bringing a store to a state it is in does nothing.
-fn is_newer(event: &StripeEvent, facts: &SubscriptionFacts, known: &SubscriptionRow) -> bool {
-    if event.id == known.event_id {
-        return true;
+/// Where an event stands against the newest one applied to its subscription.
+enum Order {
+    Newest,
+    Older,
+    /// It places another event of the same second last: that one's state is applied.
+    Instead(Box<(StripeEvent, SubscriptionFacts)>),
+}
+
+/// One event of a second, as the chain sees it.
+#[derive(Debug, Clone, PartialEq)]
+struct Link<'a> {
+    id: &'a str,
+    /// The lifecycle status it moved from (`previous_attributes.status`), if it says.
+    from: Option<&'static str>,
+    to: &'static str,
+}
+
+/// The last of one second's events of a subscription (Stripe's times are whole seconds).
+/// They are chained from `base`, the status before that second: next is the event that moved
+/// from the status reached; where none did, the event nothing else leads to, the one the
+/// lifecycle passes first; an end comes last. The result depends on the set of events only,
+/// never on the order they arrived in. See docs/decisions.md.
+fn last_of_second<'a>(base: Option<&str>, links: &[Link<'a>]) -> Option<&'a str> {
+    let mut remaining: Vec<&Link<'a>> = links.iter().collect();
+    remaining.sort_by_key(|l| (l.to == Status::Ended { was_paid: false }.as_str(), Status::rank_of(l.to), l.id));
+    remaining.dedup_by_key(|l| l.id);
+    let mut at: Option<&str> = base;
+    let mut last = None;
+    while !remaining.is_empty() {
+        let ends = |l: &&Link<'_>| l.to == Status::Ended { was_paid: false }.as_str();
+        let all_ends = remaining.iter().all(ends);
+        let eligible = |l: &&Link<'_>| all_ends || !ends(l);
+        let next = remaining
+            .iter()
+            .position(|l| eligible(l) && at.is_some() && l.from == at)
+            .or_else(|| {
+                remaining.iter().position(|l| {
+                    eligible(l) && l.from.is_none_or(|from| !remaining.iter().any(|o| o.id != l.id && o.to == from))
+                })
+            })
+            .or_else(|| remaining.iter().position(eligible))
+            .unwrap_or(0);
+        let link = remaining.remove(next);
+        at = Some(link.to);
+        last = Some(link.id);
     }
-    if event.created != known.event_created {
-        return event.created > known.event_created;
+    last
+}
+
+fn link_of<'a>(event: &'a StripeEvent, facts: &SubscriptionFacts) -> Link<'a> {
+    Link {
+        id: &event.id,
+        from: facts.previous_status.as_deref().and_then(|p| Status::from_stripe(p, false)).map(Status::as_str),
+        to: facts.status.as_str(),
     }
-    let previous = facts.previous_status.as_deref().and_then(|p| Status::from_stripe(p, false));
-    if previous.is_some_and(|p| p.as_str() == known.status) {
-        return true;
+}
+
+impl Stripe {
+    /// Whether `event` is newer than the last one applied to its subscription. Events of
+    /// different seconds go by their time; within one, by [`last_of_second`] over the second's
+    /// events settled so far and this one. The same event again (a retry after a crash) is
+    /// applied again: bringing a store to a state it is in does nothing.
+    async fn order(
+        &self,
+        event: &StripeEvent,
+        facts: &SubscriptionFacts,
+        known: &SubscriptionRow,
+    ) -> Result<Order, StoreError> {
+        if event.id == known.event_id {
+            return Ok(Order::Newest);
+        }
+        if event.created != known.event_created {
+            return Ok(if event.created > known.event_created { Order::Newest } else { Order::Older });
+        }
+        let settled = inbox::of_second(self.inner.service.log(), &facts.subscription_id, event.created).await?;
+        let mut others: Vec<(StripeEvent, SubscriptionFacts)> = Vec::new();
+        for stored in settled.iter().filter(|s| matches!(s.status, InboxStatus::Applied | InboxStatus::Stale)) {
+            let Ok(other) = StripeEvent::parse(stored.payload.as_bytes()) else { continue };
+            if let Reading::Subscription(other_facts) = Reading::of(&other) {
+                if other.id != event.id && other_facts.subscription_id == facts.subscription_id {
+                    others.push((other, other_facts));
+                }
+            }
+        }
+        let mut links: Vec<Link<'_>> = others.iter().map(|(e, f)| link_of(e, f)).collect();
+        links.push(link_of(event, facts));
+        let last = last_of_second(known.base_status.as_deref(), &links).map(str::to_owned);
+        Ok(match last {
+            Some(id) if id == event.id => Order::Newest,
+            Some(id) if id == known.event_id => Order::Older,
+            Some(id) => match others.into_iter().find(|(e, _)| e.id == id) {
+                Some(other) => Order::Instead(Box::new(other)),
+                None => Order::Older,
+            },
+            None => Order::Older,
+        })
     }
-    facts.status.rank() > Status::rank_of(&known.status)
+
+    /// Records the trial an event older than what was applied shows, if the store has had
+    /// none: a trial latches whatever order its news comes in. Answers whether it did.
+    async fn latch_trial(
+        &self,
+        store: StoreId,
+        event: &StripeEvent,
+        facts: &SubscriptionFacts,
+    ) -> Result<bool, ServiceError> {
+        let (Some(_), Ok(subscription_id)) = (facts.trial_end, SubscriptionId::parse(&facts.subscription_id)) else {
+            return Ok(false);
+        };
+        let Some((state, _)) = self.inner.service.load_row(store).await? else { return Ok(false) };
+        let target = Target { status: facts.status, subscription_id, plan: None, trial_end: facts.trial_end };
+        let Some((command, name)) = converge::adopt_trial(&state, &target) else { return Ok(false) };
+        let meta = stripe_meta(event, name, &command);
+        let answer = self.inner.service.execute(store, command, meta).await?;
+        Ok(matches!(answer, Answer::Decided(Outcome::Accepted(_)) | Answer::Replayed(_)))
+    }
+}
+
+/// How a command Stripe's event caused is recorded: the event's id as correlation and
+/// causation, and an idempotency key of the event and the step.
+fn stripe_meta(event: &StripeEvent, name: &str, command: &planledger_domain::Command) -> CommandMeta {
+    CommandMeta {
+        correlation_id: event.id.clone(),
+        actor: "stripe".into(),
+        idempotency: Some(IdempotencyRequest {
+            key: format!("stripe:{}:{name}", event.id),
+            request_hash: format!("stripe:{name}:{command:?}"),
+        }),
+        expected_version: None,
+        causation_id: Some(event.id.clone()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-    use serde_json::json;
 
-    fn at(second: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_800_000_000 + second, 0).unwrap()
+    fn link<'a>(id: &'a str, from: Option<&'static str>, to: &'static str) -> Link<'a> {
+        Link { id, from, to }
     }
 
-    fn update(id: &str, second: i64, status: &str, previous: Option<&str>) -> (StripeEvent, SubscriptionFacts) {
-        let mut data = json!({"object": {"id": "sub_1", "object": "subscription", "status": status}});
-        if let Some(previous) = previous {
-            data["previous_attributes"] = json!({"status": previous});
-        }
-        let body = json!({"id": id, "object": "event", "type": "customer.subscription.updated", "created": at(second).timestamp(), "data": data});
-        let event = StripeEvent::parse(body.to_string().as_bytes()).unwrap();
-        let Reading::Subscription(facts) = Reading::of(&event) else { panic!("a subscription event") };
-        (event, facts)
-    }
-
-    fn applied(id: &str, second: i64, status: Status) -> SubscriptionRow {
-        SubscriptionRow {
-            subscription_id: "sub_1".into(),
-            store_id: "s".into(),
-            customer_id: None,
-            plan_id: None,
-            price_id: None,
-            status: status.as_str().into(),
-            event_id: id.into(),
-            event_created: at(second),
-        }
+    /// The last event whatever order the second's events are given in.
+    fn last(base: Option<&str>, links: &[Link<'static>]) -> &'static str {
+        let mut orders: Vec<Vec<Link<'static>>> = vec![links.to_vec()];
+        let mut reversed = links.to_vec();
+        reversed.reverse();
+        orders.push(reversed);
+        let answers: Vec<_> = orders.iter().map(|o| last_of_second(base, o).unwrap()).collect();
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "the order given changed the answer: {answers:?}");
+        answers[0]
     }
 
     #[test]
-    fn events_of_one_second_are_ordered_by_what_they_moved_from_then_by_how_far_along() {
-        // Different seconds: time decides.
-        let (e, f) = update("evt_b", 5, "active", None);
-        assert!(is_newer(&e, &f, &applied("evt_a", 4, Status::PastDue)));
-        assert!(!is_newer(&e, &f, &applied("evt_a", 6, Status::Trialing)));
-        // The same second: an update from the applied status came after it ...
-        let (e, f) = update("evt_b", 5, "active", Some("past_due"));
-        assert!(is_newer(&e, &f, &applied("evt_a", 5, Status::PastDue)), "recovered after failing");
-        let (e, f) = update("evt_c", 5, "past_due", Some("active"));
-        assert!(is_newer(&e, &f, &applied("evt_b", 5, Status::Active)), "failed after being active");
-        // Otherwise a status the lifecycle passes first came first.
-        let (e, f) = update("evt_a", 5, "incomplete", None);
-        assert!(!is_newer(&e, &f, &applied("evt_b", 5, Status::Active)), "created incomplete, then active");
-        // Otherwise the further status wins; an end over everything.
-        let (e, f) = update("evt_c", 5, "canceled", None);
-        assert!(is_newer(&e, &f, &applied("evt_b", 5, Status::PastDue)));
-        let (e, f) = update("evt_c", 5, "trialing", None);
-        assert!(!is_newer(&e, &f, &applied("evt_b", 5, Status::Active)));
-        // The same event again is applied again (a retry after a crash).
-        let (e, f) = update("evt_b", 5, "active", None);
-        assert!(is_newer(&e, &f, &applied("evt_b", 5, Status::Active)));
+    fn a_failed_payment_and_its_recovery_in_one_second_end_active_in_any_order() {
+        let failed = link("evt_failed", Some("active"), "past_due");
+        let recovered = link("evt_recovered", Some("past_due"), "active");
+        assert_eq!(last(Some("active"), &[recovered.clone(), failed.clone()]), "evt_recovered");
+        // And the other way round: recovered from an earlier failure, then failed again.
+        assert_eq!(last(Some("past_due"), &[recovered, failed]), "evt_failed");
+    }
+
+    #[test]
+    fn without_a_move_to_follow_the_status_further_along_wins_and_an_end_over_everything() {
+        let created = link("evt_a", None, "incomplete");
+        let active = link("evt_b", None, "active");
+        let ended = link("evt_c", None, "ended");
+        assert_eq!(last(None, &[created.clone(), active.clone()]), "evt_b", "created incomplete, then active");
+        assert_eq!(last(Some("active"), &[ended, active.clone(), link("evt_d", Some("active"), "past_due")]), "evt_c");
+        assert_eq!(last(None, &[active, link("evt_e", None, "trialing")]), "evt_b");
+    }
+
+    #[test]
+    fn a_chain_is_followed_from_the_status_before_the_second() {
+        let links = [
+            link("evt_1", Some("trialing"), "active"),
+            link("evt_2", Some("active"), "past_due"),
+            link("evt_3", Some("past_due"), "active"),
+        ];
+        assert_eq!(last(Some("trialing"), &links), "evt_3");
     }
 }

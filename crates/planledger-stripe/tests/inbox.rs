@@ -458,7 +458,168 @@ async fn concurrent_deliveries_apply_each_event_once(postgres: bool) {
     );
 }
 
+/// A registered store that has had no trial of its own.
+async fn fresh_store(w: &World) -> StoreId {
+    let store = StoreId::new(Uuid::new_v4());
+    let register = Command::RegisterStore { store_id: store, name: None, time_zone: None };
+    w.service.execute(store, register, meta()).await.unwrap();
+    store
+}
+
+/// A subscription's life as Stripe tells it: it starts trialing (its trial ends 5 s after it
+/// is created), becomes active, fails a payment and recovers, moves to another price; with
+/// `ended`, it then fails again and is deleted.
+fn lifecycle(sub_id: &'static str, store: &str, ended: bool) -> Vec<Value> {
+    let t0 = start().timestamp();
+    let at = |status: &'static str, price: Price<'static>| {
+        let mut s = sub(sub_id, store, status, price, t0);
+        s.trial_end = Some(t0 + 5);
+        s
+    };
+    let updated = |n: i64, status: &'static str, price: Price<'static>, previous: Value| {
+        let id = format!("evt_{n}_{sub_id}");
+        event(&id, "customer.subscription.updated", t0 + n, at(status, price).object(), Some(previous))
+    };
+    let mut events = vec![
+        event(&format!("evt_0_{sub_id}"), "customer.subscription.created", t0, at("trialing", PRO).object(), None),
+        updated(10, "active", PRO, json!({"status": "trialing"})),
+        updated(20, "past_due", PRO, json!({"status": "active"})),
+        updated(30, "active", PRO, json!({"status": "past_due"})),
+        updated(40, "active", STARTER, json!({"items": {}})),
+    ];
+    if ended {
+        events.push(updated(45, "past_due", STARTER, json!({"status": "active"})));
+        let mut gone = at("canceled", STARTER);
+        (gone.canceled_at, gone.ended_at) = (Some(t0 + 50), Some(t0 + 50));
+        events.push(event(&format!("evt_50_{sub_id}"), "customer.subscription.deleted", t0 + 50, gone.object(), None));
+    }
+    events
+}
+
+/// Every order of `events`' indices (Heap's algorithm).
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    fn heap(k: usize, items: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if k <= 1 {
+            out.push(items.clone());
+            return;
+        }
+        for i in 0..k {
+            heap(k - 1, items, out);
+            let j = if k % 2 == 0 { i } else { 0 };
+            items.swap(j, k - 1);
+        }
+    }
+    let mut out = Vec::new();
+    heap(n, &mut (0..n).collect(), &mut out);
+    out
+}
+
+/// What a store ends as that the Stripe order must not change.
+async fn end_state(w: &World, store: StoreId) -> (Phase, Option<String>, bool, Option<DateTime<Utc>>) {
+    let (state, _) = w.service.load_row(store).await.unwrap().unwrap();
+    (state.phase, state.plan_id.map(|p| p.to_string()), state.trial_used, state.trial_ends_at)
+}
+
+async fn every_order_of_a_subscriptions_events_ends_in_one_state(postgres: bool) {
+    let Some(w) = world(postgres, "every_order_of_a_subscriptions_events_ends_in_one_state").await else { return };
+    let trial_end = Utc.timestamp_opt(start().timestamp() + 5, 0).unwrap();
+    let orders = permutations(5);
+    assert_eq!(orders.len(), 120);
+    for (n, order) in orders.iter().enumerate() {
+        let store = fresh_store(&w).await;
+        let sub_id: &'static str = Box::leak(format!("sub_perm{n}").into_boxed_str());
+        let events = lifecycle(sub_id, &store.to_string(), false);
+        for &i in order {
+            w.deliver(&events[i]).await;
+            w.apply_all().await;
+        }
+        let (phase, plan, used, ends) = end_state(&w, store).await;
+        assert!(matches!(phase, Phase::Active { .. }), "order {order:?}: {phase:?}");
+        assert_eq!((plan.as_deref(), used, ends), (Some("starter"), true, Some(trial_end)), "order {order:?}");
+    }
+}
+
+async fn any_order_with_redeliveries_of_a_deleted_subscription_leaves_no_free_trial(postgres: bool) {
+    let test = "any_order_with_redeliveries_of_a_deleted_subscription_leaves_no_free_trial";
+    let Some(w) = world(postgres, test).await else { return };
+    let trial_end = Utc.timestamp_opt(start().timestamp() + 5, 0).unwrap();
+    // A fixed seed: the same 200 orders every run (SplitMix64).
+    let mut seed = 0x5eed_u64;
+    let mut next = move |below: usize| {
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % below as u64) as usize
+    };
+    for n in 0..200 {
+        let store = fresh_store(&w).await;
+        let sub_id: &'static str = Box::leak(format!("sub_dup{n}").into_boxed_str());
+        let events = lifecycle(sub_id, &store.to_string(), true);
+        assert_eq!(events.len(), 7);
+        // Each event once or twice, in a shuffled order (Fisher-Yates).
+        let mut order: Vec<usize> = (0..7).chain((0..7).filter(|_| next(3) == 0)).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, next(i + 1));
+        }
+        for &i in &order {
+            w.deliver(&events[i]).await;
+            if next(2) == 0 {
+                w.apply_all().await;
+            }
+        }
+        w.apply_all().await;
+        let (phase, plan, used, ends) = end_state(&w, store).await;
+        assert!(matches!(phase, Phase::Canceled { .. }), "order {order:?}: {phase:?}");
+        assert_eq!((plan.as_deref(), used, ends), (Some("starter"), true, Some(trial_end)), "order {order:?}");
+        let again = Command::StartTrial { plan_id: None, days: None, force_reset: None };
+        let answer = w.service.execute(store, again, meta()).await.unwrap();
+        assert!(
+            matches!(&answer, planledger_service::Answer::Decided(planledger_service::Outcome::Refused(r)) if r.code() == "trial_already_used"),
+            "order {order:?}: a store whose Stripe subscription had a trial starts no free one: {answer:?}"
+        );
+    }
+}
+
+async fn a_failure_and_recovery_of_one_second_delivered_in_reverse_end_active(postgres: bool) {
+    let test = "a_failure_and_recovery_of_one_second_delivered_in_reverse_end_active";
+    let Some(w) = world(postgres, test).await else { return };
+    let store = fresh_store(&w).await;
+    let s = store.to_string();
+    let t0 = start().timestamp();
+    let created = event(
+        "evt_1Qcreated",
+        "customer.subscription.created",
+        t0,
+        sub("sub_1Qsecond", &s, "active", PRO, t0).object(),
+        None,
+    );
+    let failed = event(
+        "evt_1Qfailed",
+        "customer.subscription.updated",
+        t0 + 9,
+        sub("sub_1Qsecond", &s, "past_due", PRO, t0).object(),
+        Some(json!({"status": "active"})),
+    );
+    let recovered = event(
+        "evt_1Qrecovered",
+        "customer.subscription.updated",
+        t0 + 9,
+        sub("sub_1Qsecond", &s, "active", PRO, t0).object(),
+        Some(json!({"status": "past_due"})),
+    );
+    for e in [&created, &recovered, &failed] {
+        w.deliver(e).await;
+        w.apply_all().await;
+    }
+    assert!(matches!(w.phase(store).await.0, Phase::Active { .. }), "{:?}", w.phase(store).await);
+    assert_eq!(w.status_of("evt_1Qfailed").await.0, InboxStatus::Stale);
+}
+
 planledger_testkit::on_both_backends!(
+    every_order_of_a_subscriptions_events_ends_in_one_state,
+    any_order_with_redeliveries_of_a_deleted_subscription_leaves_no_free_trial,
+    a_failure_and_recovery_of_one_second_delivered_in_reverse_end_active,
     every_mapped_type_moves_the_store,
     statuses_that_never_paid_leave_the_trial_alone,
     redeliveries_and_any_order_end_in_the_newest_state,

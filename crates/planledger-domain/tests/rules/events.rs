@@ -20,6 +20,7 @@ fn one_of_each() -> Vec<Event> {
             ends_at: t0() + days(14),
             reason: r.clone(),
         },
+        Event::TrialRecorded { subscription_id: sub("sub_0"), ends_at: t0() + days(14) },
         Event::TrialExtended { days: d, reason: r.clone(), previous_ends_at: t0(), ends_at: t0() + days(7) },
         trial_expired(t0()),
         Event::GracePeriodExtended { days: d, reason: r.clone(), previous_ends_at: t0(), ends_at: t0() + days(7) },

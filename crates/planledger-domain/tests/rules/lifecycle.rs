@@ -91,6 +91,57 @@ fn a_trial_is_refused_while_a_paid_subscription_is_active_or_past_due() {
 }
 
 #[test]
+fn a_providers_trial_starts_with_its_own_end_on_a_store_that_never_had_one() {
+    let ends_at = t0() + days(9) + chrono::TimeDelta::seconds(1234);
+    let adopt = Command::AdoptTrial { subscription_id: sub("sub_1"), ends_at };
+    let state = given(vec![registered()]).when(adopt.clone()).then(vec![Event::TrialStarted {
+        plan_id: plan("free_trial"),
+        started_at: t0(),
+        ends_at,
+    }]);
+    assert_eq!((state.trial_used, state.trial_ends_at), (true, Some(ends_at)), "the provider's exact end");
+    // Again: the trial it started is the one, nothing more.
+    given(vec![registered(), Event::TrialStarted { plan_id: plan("free_trial"), started_at: t0(), ends_at }])
+        .when(adopt)
+        .then(vec![]);
+}
+
+#[test]
+fn a_providers_trial_is_only_recorded_on_a_store_that_holds_a_subscription_or_whose_trial_ended() {
+    let ends_at = t0() + days(9);
+    let paying = vec![registered(), activated("starter", "sub_1", t0(), None)];
+    let failing = [paying.clone(), vec![Event::SubscriptionPastDue { subscription_id: Some(sub("sub_1")) }]].concat();
+    let ended = [paying.clone(), vec![Event::SubscriptionCanceled { subscription_id: Some(sub("sub_1")) }]].concat();
+    for history in [paying, failing, ended] {
+        let state = given(history)
+            .at(t0() + days(1))
+            .when(Command::AdoptTrial { subscription_id: sub("sub_1"), ends_at })
+            .then(vec![Event::TrialRecorded { subscription_id: sub("sub_1"), ends_at }]);
+        assert!(state.trial_used && state.trial_ends_at == Some(ends_at));
+        assert!(!matches!(state.phase, Phase::Trialing { .. }), "no trial starts: {:?}", state.phase);
+    }
+    // A trial that is over when it is learned of is recorded, not started.
+    given(vec![registered()])
+        .at(ends_at + days(1))
+        .when(Command::AdoptTrial { subscription_id: sub("sub_1"), ends_at })
+        .then(vec![Event::TrialRecorded { subscription_id: sub("sub_1"), ends_at }]);
+}
+
+#[test]
+fn a_store_whose_providers_trial_was_recorded_cannot_start_a_free_trial() {
+    let ends_at = t0() + days(9);
+    let mut history = vec![registered(), activated("starter", "sub_1", t0(), None)];
+    history.push(Event::SubscriptionCanceled { subscription_id: Some(sub("sub_1")) });
+    history.push(Event::TrialRecorded { subscription_id: sub("sub_1"), ends_at });
+    given(history)
+        .at(t0() + days(30))
+        .when(Command::StartTrial { plan_id: None, days: None, force_reset: None })
+        .then_err("trial_already_used");
+    // And a store that had a trial of its own keeps it: the provider's is not recorded over it.
+    given(trialing()).when(Command::AdoptTrial { subscription_id: sub("sub_1"), ends_at }).then(vec![]);
+}
+
+#[test]
 fn commands_on_an_unregistered_store_are_refused() {
     given(vec![])
         .when(Command::StartTrial { plan_id: None, days: None, force_reset: None })
