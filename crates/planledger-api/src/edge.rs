@@ -119,11 +119,19 @@ pub async fn require_role(
 /// (`PLANLEDGER_TRUSTED_PROXIES`), the nearest address in `X-Forwarded-For` that is not one.
 /// A request with no peer (a test calling the router directly) comes from `0.0.0.0`.
 pub fn client_address(request: &Request, trusted: &[ipnet::IpNet]) -> std::net::IpAddr {
-    let peer = request
-        .extensions()
+    client_of(request.extensions(), request.headers(), trusted)
+}
+
+/// [`client_address`] from a request's extensions and headers (for a handler that has them).
+pub fn client_of(
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let peer = extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
-    let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     forwarded_client(peer, forwarded, trusted)
 }
 

@@ -114,3 +114,35 @@ async fn every_route_enforces_its_role() {
     }
     assert_eq!(checked, ROUTES.len() * 5);
 }
+
+/// The console's sign-in is held to the same throttle as Bearer checks: a source that keeps
+/// guessing is answered 429 with Retry-After (its guesses not even checked), another is not.
+#[tokio::test]
+async fn console_sign_in_guesses_are_throttled_per_source() {
+    let (state, _db) = state(Tokens::parse("a:admin:admin-secret-1").unwrap()).await;
+    let burst = planledger_api::auth::ThrottleConfig { burst: 3, refill: Duration::from_secs(60) };
+    let router =
+        planledger_api::app(state.with_edge(planledger_api::EdgeConfig { auth_throttle: burst, ..Default::default() }));
+    let sign_in = |from: [u8; 4], token: &str| {
+        let mut request = Request::post("/admin/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", "planledger_login=form-1")
+            .body(Body::from(format!("csrf=form-1&token={token}")))
+            .unwrap();
+        let peer = std::net::SocketAddr::from((from, 40_000));
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        router.clone().oneshot(request)
+    };
+    let guesser = [192, 0, 2, 7];
+    // The burst is three failures; the fourth is the one beyond it, and after it the source waits.
+    for guess in 0..4 {
+        let response = sign_in(guesser, &format!("guess-{guess}")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "guess {guess}: checked");
+    }
+    let response = sign_in(guesser, "admin-secret-1").await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "over the burst even the right token waits");
+    let wait: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    let other = sign_in([192, 0, 2, 8], "admin-secret-1").await.unwrap();
+    assert_eq!(other.status(), StatusCode::SEE_OTHER, "another source signs in");
+}

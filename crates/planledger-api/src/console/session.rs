@@ -55,7 +55,12 @@ pub async fn login_page(State(app): State<AppState>, headers: HeaderMap) -> Resp
     login_form(&sessions::random_token(), StatusCode::OK, None, app.tokens.is_empty(), over_tls(&headers))
 }
 
-pub async fn login(State(app): State<AppState>, headers: HeaderMap, form: Form) -> Page {
+pub async fn login(
+    State(app): State<AppState>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    form: Form,
+) -> Page {
     let secure = over_tls(&headers);
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     let sent = form.get("csrf").unwrap_or_default();
@@ -69,7 +74,19 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, form: Form) 
             secure,
         ));
     }
+    // Sign-in is a place to guess tokens too: the same throttle as the API's bearer checks.
+    let source = crate::edge::client_of(&extensions, &headers, &app.edge.trusted_proxies);
+    if let Some(retry_after) = app.throttle.wait(source) {
+        let problem = format!("Too many failed sign-ins from this address: wait {retry_after} s, then try again.");
+        let mut page =
+            login_form(&sessions::random_token(), StatusCode::TOO_MANY_REQUESTS, Some(&problem), false, secure);
+        if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+            page.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Ok(page);
+    }
     let Some((principal, digest)) = app.tokens.login(form.get("token").unwrap_or_default()) else {
+        app.throttle.failed(source);
         tracing::warn!("console sign-in refused: unknown token");
         let problem = "That token is not valid.";
         return Ok(login_form(&sessions::random_token(), StatusCode::UNAUTHORIZED, Some(problem), false, secure));
