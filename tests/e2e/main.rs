@@ -8,6 +8,7 @@ mod concurrency;
 mod console;
 mod contract;
 mod crash;
+mod edge;
 mod exactness;
 mod lifecycle;
 mod migrate;

@@ -191,6 +191,18 @@ impl Server {
         self.child.wait().expect("wait for exit")
     }
 
+    /// Waits up to `within` for the process to exit; `None` if it still runs.
+    pub fn wait_within(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + within;
+        while std::time::Instant::now() < until {
+            if let Some(status) = self.child.try_wait().expect("poll the process") {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -414,7 +414,61 @@ async fn the_feed_follows_the_log_and_never_skips_a_late_commit(postgres: bool) 
     }
 }
 
+/// One receiver that never answers in time must not hold up another endpoint's deliveries:
+/// each endpoint has a lane of its own.
+async fn a_hanging_receiver_holds_up_only_its_own_endpoint(postgres: bool) {
+    let test = "a_hanging_receiver_holds_up_only_its_own_endpoint";
+    let Some(w) = world(postgres, test, NotifyConfig::default()).await else { return };
+    let hanging = Receiver::start().await;
+    hanging.script(&[Answer::Sleep(Duration::from_secs(20)); 8]);
+    let only_registrations = Some(vec!["StoreRegistered".to_owned()]);
+    let stuck = w
+        .notifier
+        .create_endpoint(NewEndpoint {
+            url: hanging.url.clone(),
+            description: None,
+            kinds: vec![Kind::LedgerEvent],
+            event_types: only_registrations.clone(),
+        })
+        .await
+        .unwrap();
+    hanging.trust(&stuck.secret);
+    let healthy = w.endpoint(&[Kind::LedgerEvent], only_registrations).await;
+    for _ in 0..6 {
+        let store = StoreId::new(Uuid::new_v4());
+        w.run(store, Command::RegisterStore { store_id: store, name: None, time_zone: None }).await;
+    }
+    loop {
+        while w.notifier.project_page().await.unwrap() > 0 {}
+        let checkpoint = w.log.load_checkpoint(planledger_notify::PROJECTOR).await.unwrap();
+        if w.log.lag_after(checkpoint).await.unwrap().0 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The deliverer's loop, without waiting for any attempt: the healthy endpoint gets all six
+    // while the hanging one's attempts (10 s timeout) are still in flight.
+    let started = std::time::Instant::now();
+    loop {
+        let delivered =
+            w.deliveries(&healthy.id).await.iter().filter(|d| d.status == DeliveryStatus::Delivered).count();
+        if delivered == 6 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(9),
+            "the healthy endpoint had {delivered} of 6 delivered while the other hung"
+        );
+        w.notifier.dispatch_due().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(w.receiver.lock().requests.len(), 6, "each once");
+    let stuck_pending = w.deliveries(&stuck.id).await.iter().filter(|d| d.status == DeliveryStatus::Pending).count();
+    assert_eq!(stuck_pending, 6, "the hanging endpoint's deliveries wait in their own lane");
+}
+
 planledger_testkit::on_both_backends!(
+    a_hanging_receiver_holds_up_only_its_own_endpoint,
     every_kind_fires_once_at_its_time,
     an_extended_trial_is_warned_of_its_new_end_only,
     failures_are_retried_with_the_same_id_then_given_up,
