@@ -42,7 +42,14 @@ impl PrivateCluster {
             as_postgres(&[&format!("{BIN}/initdb"), "-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust"]),
             "initdb"
         );
-        let port = 40_000 + (std::process::id() % 20_000) as u16;
+        // Below the kernel's ephemeral range (32768 and up), where no server of another test
+        // listening on port 0, and no outgoing connection, can take it while the cluster is
+        // stopped mid-test; the first free one from a place that differs per process.
+        let first = 20_000 + (std::process::id() % 10_000) as u16;
+        let port = (first..32_000)
+            .chain(20_000..first)
+            .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+            .expect("a free port below the ephemeral range");
         let cluster = PrivateCluster { dir, port };
         cluster.start();
         Some(cluster)
