@@ -778,12 +778,8 @@ pub(crate) async fn extend_each(
     let meta = meta(ctx, "/v1/admin/stores/extensions", &body.canonical);
     // A store listed twice is extended once: its first mention stands for all of them, so a
     // list of a thousand copies of one id is one command, not a thousand queued on one store.
-    let mut stores: Vec<StoreId> = Vec::with_capacity(b.store_ids.len());
-    for id in b.store_ids.into_iter().map(StoreId::new) {
-        if !stores.contains(&id) {
-            stores.push(id);
-        }
-    }
+    let mut listed = std::collections::HashSet::with_capacity(b.store_ids.len());
+    let stores: Vec<StoreId> = b.store_ids.into_iter().map(StoreId::new).filter(|id| listed.insert(*id)).collect();
     let extend = |store: StoreId| {
         let (service, meta) = (app.service.clone(), meta.clone());
         let command = Command::Extend { kind, days, reason: reason.clone() };

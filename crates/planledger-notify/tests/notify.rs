@@ -117,6 +117,12 @@ impl World {
     /// Projects the whole log (waiting while a transaction that began before the last commit,
     /// the journal writer's say, keeps the newest events from the gap-safe feed) and delivers.
     async fn settle(&self) {
+        self.project_all().await;
+        while self.notifier.deliver_due().await.unwrap() > 0 {}
+    }
+
+    /// Projects the whole log into deliveries, sending none.
+    async fn project_all(&self) {
         loop {
             while self.notifier.project_page().await.unwrap() > 0 {}
             let checkpoint = self.log.load_checkpoint(planledger_notify::PROJECTOR).await.unwrap();
@@ -125,7 +131,6 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        while self.notifier.deliver_due().await.unwrap() > 0 {}
     }
 
     async fn deliveries(&self, endpoint: &str) -> Vec<outbox::Delivery> {
@@ -438,14 +443,7 @@ async fn a_hanging_receiver_holds_up_only_its_own_endpoint(postgres: bool) {
         let store = StoreId::new(Uuid::new_v4());
         w.run(store, Command::RegisterStore { store_id: store, name: None, time_zone: None }).await;
     }
-    loop {
-        while w.notifier.project_page().await.unwrap() > 0 {}
-        let checkpoint = w.log.load_checkpoint(planledger_notify::PROJECTOR).await.unwrap();
-        if w.log.lag_after(checkpoint).await.unwrap().0 == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    w.project_all().await;
     // The deliverer's loop, without waiting for any attempt: the healthy endpoint gets all six
     // while the hanging one's attempts (10 s timeout) are still in flight.
     let started = std::time::Instant::now();

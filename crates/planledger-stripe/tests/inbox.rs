@@ -89,11 +89,7 @@ fn meta() -> CommandMeta {
 
 impl World {
     async fn trialing_store(&self) -> StoreId {
-        let store = StoreId::new(Uuid::new_v4());
-        self.service
-            .execute(store, Command::RegisterStore { store_id: store, name: None, time_zone: None }, meta())
-            .await
-            .unwrap();
+        let store = fresh_store(self).await;
         self.service
             .execute(store, Command::StartTrial { plan_id: None, days: None, force_reset: None }, meta())
             .await
