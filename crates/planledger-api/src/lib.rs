@@ -109,7 +109,8 @@ impl AppState {
     pub fn new(service: CommandService, tokens: Tokens, projector: Arc<ProjectorState>) -> Self {
         let edge = EdgeConfig::default();
         let draining = Arc::new(tokio::sync::watch::channel(false).0);
-        let feed = planledger_notify::feed::Feed::new(service.log().clone(), edge.max_long_polls, draining.subscribe());
+        let feed =
+            planledger_notify::feed::Feed::new(service.reads().clone(), edge.max_long_polls, draining.subscribe());
         Self {
             throttle: Arc::new(auth::Throttle::new(edge.auth_throttle)),
             edge: Arc::new(edge),
@@ -150,7 +151,7 @@ impl AppState {
         edge.request_timeout = edge.request_timeout.max(MIN_REQUEST_TIMEOUT);
         self.throttle = Arc::new(auth::Throttle::new(edge.auth_throttle));
         self.feed = planledger_notify::feed::Feed::new(
-            self.service.log().clone(),
+            self.service.reads().clone(),
             edge.max_long_polls,
             self.draining.subscribe(),
         );

@@ -469,7 +469,7 @@ pub async fn events(State(app): State<AppState>, Path(id): Path<String>, params:
     let from_version = params.int("fromVersion", 1, 1..=i64::MAX)?;
     let after = if params.get("cursor").is_some() { cursor_param(&params)? } else { from_version - 1 };
     let limit = params.int("limit", 100, 1..=1000)?;
-    let log = app.service.log();
+    let log = app.service.reads();
     let stream = StreamId::parse(store.stream_name()).map_err(|_| ApiError::store_not_found())?;
     let events = log.read_stream(&stream, after.saturating_add(1), limit + 1).await?;
     if events.is_empty() && log.stream_version(&stream).await? == 0 {
@@ -506,7 +506,7 @@ pub async fn state_at(State(app): State<AppState>, Path(id): Path<String>, param
     let version = params.get("version").map(|_| params.int("version", 0, 1..=i64::MAX)).transpose()?;
     let until = Until { version, time: at };
     let folded =
-        fold_stream(app.service.log(), store, Folded::default(), until, |_, _, _| Ok::<_, ApiError>(())).await?;
+        fold_stream(app.service.reads(), store, Folded::default(), until, |_, _, _| Ok::<_, ApiError>(())).await?;
     let Some(last_at) = folded.at else {
         return Err(ApiError::store_not_found());
     };
@@ -559,7 +559,7 @@ pub async fn audit(State(app): State<AppState>, params: Params) -> Reply {
         after: cursor_param(&params)?,
         limit: limit + 1,
     };
-    let rows = planledger_projections::audit::query(app.service.log(), &query).await?;
+    let rows = planledger_projections::audit::query(app.service.reads(), &query).await?;
     let page = page(
         rows,
         limit,
@@ -606,7 +606,7 @@ pub async fn audit_commands(State(app): State<AppState>, params: Params) -> Repl
     let correlation_id = short_text(&params, "correlationId")?;
     let limit = params.int("limit", 100, 1..=1000)?;
     let rows = planledger_projections::audit::journal(
-        app.service.log(),
+        app.service.reads(),
         store_id.as_deref(),
         correlation_id.as_deref(),
         cursor_param(&params)?,
@@ -667,7 +667,7 @@ pub async fn start_rebuild(State(app): State<AppState>, Path(name): Path<String>
     ))]
 pub async fn rebuild_progress(State(app): State<AppState>, Path(name): Path<String>) -> Reply {
     let model = read_model(&name)?;
-    let info = planledger_projections::schema::info(app.service.log()).await?;
+    let info = planledger_projections::schema::info(app.service.reads()).await?;
     let live = info.iter().find(|i| i.name == model.name());
     Ok(Json::ok(&wire::ReadModelStatus {
         name: crate::read_model_name(model),
@@ -712,7 +712,7 @@ pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
         internal_status: status.map(|s| s.as_str().to_owned()),
         ..Default::default()
     };
-    let rows = planledger_projections::tenant_state::list(app.service.log(), &filter, cursor, limit + 1).await?;
+    let rows = planledger_projections::tenant_state::list(app.service.reads(), &filter, cursor, limit + 1).await?;
     let now = app.service.clock().now();
     let catalog = app.service.catalog();
     let view =
@@ -1118,7 +1118,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         .probes
         .lag
         .get(app.edge.probe_cache, || async {
-            planledger_projections::runtime::audit_lag(app.service.log(), app.service.clock().now()).await.ok()
+            planledger_projections::runtime::audit_lag(app.service.reads(), app.service.clock().now()).await.ok()
         })
         .await;
     if let Some(lag) = lag {

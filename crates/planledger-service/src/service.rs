@@ -196,6 +196,8 @@ struct Loaded {
 
 struct Inner {
     log: AnyEventLog,
+    /// The same log on the reader connections, for what only reads (see `reads`).
+    reads: AnyEventLog,
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
@@ -269,6 +271,7 @@ impl CommandService {
         }
         Self {
             inner: Arc::new(Inner {
+                reads: log.reads_only(),
                 log,
                 catalog,
                 clock,
@@ -285,6 +288,12 @@ impl CommandService {
 
     pub fn log(&self) -> &AnyEventLog {
         &self.inner.log
+    }
+
+    /// The log for answering read requests: on connections of their own, where writes are
+    /// refused, so that however many readers wait, commands never wait for them.
+    pub fn reads(&self) -> &AnyEventLog {
+        &self.inner.reads
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -412,7 +421,7 @@ impl CommandService {
 
     /// The store's state and version as the read model has them (read-your-writes).
     pub async fn load_row(&self, store: StoreId) -> Result<Option<(TenantState, i64)>, ServiceError> {
-        Ok(tenant_state::load(&self.inner.log, store).await?.map(|row| (row.state, row.version)))
+        Ok(tenant_state::load(&self.inner.reads, store).await?.map(|row| (row.state, row.version)))
     }
 
     /// Appends the due transitions of every store whose deadline has passed; returns how many

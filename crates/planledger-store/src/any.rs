@@ -14,8 +14,11 @@ use crate::{
 pub struct StoreConfig {
     /// `postgres://...` or `sqlite://path`.
     pub url: String,
-    /// PostgreSQL pool size; on SQLite, the number of reader connections.
+    /// PostgreSQL: the pool of commands, projectors and bookkeeping (SQLite has one writer).
     pub max_connections: u32,
+    /// Connections that answer read requests, apart from the others on both backends (see
+    /// [`AnyEventLog::reads_only`]).
+    pub readers: u32,
     /// PostgreSQL ends sessions idle inside a transaction for longer than this, so that one
     /// stuck client cannot hold back every gap-safe reader of the log.
     pub idle_in_transaction_timeout: Duration,
@@ -30,6 +33,7 @@ impl StoreConfig {
         Self {
             url: url.into(),
             max_connections: 16,
+            readers: 8,
             idle_in_transaction_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
@@ -55,19 +59,29 @@ impl AnyEventLog {
     pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
         let url = config.url.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let log = PgEventLog::connect(
+            let log = PgEventLog::connect_with_readers(
                 url,
                 config.max_connections,
+                config.readers,
                 config.idle_in_transaction_timeout,
                 config.acquire_timeout,
             )
             .await?;
             Ok(Self::Postgres(log))
         } else if url.starts_with("sqlite:") {
-            let log = SqliteEventLog::connect(url, config.max_connections, config.busy_timeout).await?;
+            let log = SqliteEventLog::connect(url, config.readers, config.busy_timeout).await?;
             Ok(Self::Sqlite(log))
         } else {
             Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    /// This log for read requests: every statement runs on the reader connections, where a
+    /// write is refused, so readers never take a connection a command could need.
+    pub fn reads_only(&self) -> Self {
+        match self {
+            Self::Postgres(log) => Self::Postgres(log.reads_only()),
+            Self::Sqlite(log) => Self::Sqlite(log.reads_only()),
         }
     }
 

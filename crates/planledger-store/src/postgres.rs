@@ -236,35 +236,70 @@ pub(crate) const LOG_HEAD_AND_NEXT_TRANSACTION: &str =
 const MIGRATION_LOCK_KEY: i64 = 0x706c_616e_6c65_6467; // "planledg"
 
 /// The event log on PostgreSQL.
+///
+/// Two pools on one server: `pool` for commands, projectors and bookkeeping, `readers` for what
+/// answers read requests (see [`PgEventLog::reads_only`]). However many readers wait, they wait
+/// for their own connections, so a command never queues behind them.
 #[derive(Debug, Clone)]
 pub struct PgEventLog {
     pool: PgPool,
+    readers: PgPool,
 }
 
 impl PgEventLog {
-    /// Connects a pool of `max_connections`; every session gets
-    /// `idle_in_transaction_session_timeout`, so an abandoned transaction cannot hold back the
-    /// gap-safe readers for long.
+    /// Connects a pool of `max_connections`, and a reader pool of as many; see
+    /// [`PgEventLog::connect_with_readers`].
     pub async fn connect(
         url: &str,
         max_connections: u32,
         idle_in_transaction_timeout: Duration,
         acquire_timeout: Duration,
     ) -> Result<Self, StoreError> {
+        Self::connect_with_readers(url, max_connections, max_connections, idle_in_transaction_timeout, acquire_timeout)
+            .await
+    }
+
+    /// Connects a pool of `max_connections` and one of `readers` read-only sessions (opened as
+    /// they are needed). Every session gets `idle_in_transaction_session_timeout`, so an
+    /// abandoned transaction cannot hold back the gap-safe readers for long.
+    pub async fn connect_with_readers(
+        url: &str,
+        max_connections: u32,
+        readers: u32,
+        idle_in_transaction_timeout: Duration,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let timeout_ms = idle_in_transaction_timeout.as_millis().to_string();
-        let options = PgConnectOptions::from_str(url)?
-            .application_name("planledger")
-            .options([("idle_in_transaction_session_timeout", timeout_ms.as_str())]);
+        let options = PgConnectOptions::from_str(url)?.application_name("planledger");
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(max_connections.max(1))
             .acquire_timeout(acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone().options([("idle_in_transaction_session_timeout", timeout_ms.as_str())]))
             .await?;
-        Ok(Self { pool })
+        // A write through the reader pool is a bug, and the server says so at once.
+        let readers = PgPoolOptions::new()
+            .max_connections(readers.max(1))
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(options.application_name("planledger-reader").options([
+                ("idle_in_transaction_session_timeout", timeout_ms.as_str()),
+                ("default_transaction_read_only", "on"),
+            ]));
+        Ok(Self { pool, readers })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The pool of read-only sessions.
+    pub fn readers(&self) -> &PgPool {
+        &self.readers
+    }
+
+    /// This log with every statement on the reader pool: what a read request is given, so
+    /// that it can only read, and only ever waits for a reader's connection.
+    pub fn reads_only(&self) -> Self {
+        Self { pool: self.readers.clone(), readers: self.readers.clone() }
     }
 
     /// Applies the pending migrations in one transaction, under an advisory lock.

@@ -79,6 +79,12 @@ impl SqliteEventLog {
         &self.readers
     }
 
+    /// This log with its "writer" a read-only connection too: what a read request is given,
+    /// so that a write through it fails instead of taking the one writer.
+    pub fn reads_only(&self) -> Self {
+        Self { writer: self.readers.clone(), readers: self.readers.clone() }
+    }
+
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
         let mut tx = self.begin().await?;
         sqlx::raw_sql(migrate::CREATE_MIGRATIONS_TABLE).execute(&mut *tx).await?;

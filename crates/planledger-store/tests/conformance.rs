@@ -4,6 +4,7 @@
 //! runs every one of them on SQLite and on PostgreSQL (a fresh database per test).
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use planledger_store::{AppendOutcome, Checkpoint, EventLog, NewEvent, Snapshot, StoreError, StreamId};
@@ -43,7 +44,7 @@ async fn read_all_until<L: EventLog>(
     page: i64,
     count: usize,
 ) -> Vec<planledger_store::RecordedEvent> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
     while seen.len() < count {
         let events = log.read_all(after, page).await.expect("read_all");
@@ -51,7 +52,7 @@ async fn read_all_until<L: EventLog>(
             Some(last) => after = last.checkpoint,
             None => {
                 assert!(std::time::Instant::now() < deadline, "read_all delivered {} of {count} events", seen.len());
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
         seen.extend(events);
@@ -351,9 +352,7 @@ fn sqlite_versions() -> Vec<i64> {
 /// Opens a migrated log on a fresh SQLite file.
 async fn sqlite_log() -> (planledger_store::SqliteEventLog, planledger_testkit::SqliteTestDatabase) {
     let db = planledger_testkit::SqliteTestDatabase::create();
-    let log = planledger_store::SqliteEventLog::connect(&db.url, 4, std::time::Duration::from_secs(5))
-        .await
-        .expect("open sqlite");
+    let log = planledger_store::SqliteEventLog::connect(&db.url, 4, Duration::from_secs(5)).await.expect("open sqlite");
     let report = log.migrate().await.expect("migrate");
     assert_eq!(report.applied, sqlite_versions());
     (log, db)
@@ -362,14 +361,9 @@ async fn sqlite_log() -> (planledger_store::SqliteEventLog, planledger_testkit::
 /// Opens a migrated log on a fresh PostgreSQL database, or `None` if skipped.
 async fn pg_log(test: &str) -> Option<(planledger_store::PgEventLog, planledger_testkit::PgTestDatabase)> {
     let db = planledger_testkit::PgTestDatabase::create(test).await?;
-    let log = planledger_store::PgEventLog::connect(
-        &db.url,
-        40,
-        std::time::Duration::from_secs(10),
-        std::time::Duration::from_secs(10),
-    )
-    .await
-    .expect("connect postgres");
+    let log = planledger_store::PgEventLog::connect(&db.url, 40, Duration::from_secs(10), Duration::from_secs(10))
+        .await
+        .expect("connect postgres");
     log.migrate().await.expect("migrate");
     Some((log, db))
 }
@@ -452,7 +446,7 @@ async fn postgres_read_all_never_skips_a_late_commit() {
     // However long the reader waits, it does not pass the open transaction.
     for _ in 0..20 {
         assert!(log.read_all(after, 100).await.expect("again").is_empty(), "the reader passed an open transaction");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
     log.commit(held).await.expect("commit late");
@@ -517,4 +511,53 @@ async fn sqlite_appending_to_many_streams_checks_each_on_its_own() {
 async fn postgres_appending_to_many_streams_checks_each_on_its_own() {
     let Some((log, _db)) = pg_log("postgres_appending_to_many_streams_checks_each_on_its_own").await else { return };
     appending_to_many_streams_checks_each_on_its_own(planledger_store::AnyEventLog::Postgres(log)).await;
+}
+
+/// Every connection of `pool`, held.
+async fn hold_every_connection<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Vec<sqlx::pool::PoolConnection<DB>> {
+    let mut held = Vec::new();
+    for _ in 0..pool.options().get_max_connections() {
+        held.push(pool.acquire().await.expect("a reader connection"));
+    }
+    held
+}
+
+/// With every reader connection taken (a flood of reads), reads wait for a reader while
+/// appends go through on the commands' own connections; and a write through the readers'
+/// log is refused by the database rather than taking a writer.
+async fn readers_never_take_a_connection_from_commands(log: planledger_store::AnyEventLog) {
+    use planledger_store::AnyEventLog;
+    let s = stream("reader-flood");
+    let reads = log.reads_only();
+    log.append(&s, 0, &[event("E", json!({}))]).await.expect("append before the flood");
+    assert_eq!(reads.read_stream(&s, 1, 10).await.expect("read").len(), 1, "the readers see committed events");
+    assert!(reads.append(&s, 1, &[event("E", json!({}))]).await.is_err(), "a write through the readers is refused");
+
+    let (_pg_held, _lite_held) = match &log {
+        AnyEventLog::Postgres(pg) => (hold_every_connection(pg.readers()).await, Vec::new()),
+        AnyEventLog::Sqlite(lite) => (Vec::new(), hold_every_connection(lite.readers()).await),
+    };
+    let waiting = tokio::time::timeout(Duration::from_millis(300), reads.read_stream(&s, 1, 10)).await;
+    assert!(waiting.is_err(), "with every reader busy a read waits for one");
+    let appended = tokio::time::timeout(Duration::from_secs(10), log.append(&s, 1, &[event("E", json!({}))]))
+        .await
+        .expect("the append does not wait for a reader")
+        .expect("append during the flood");
+    assert!(matches!(appended, AppendOutcome::Appended { new_version: 2, .. }), "{appended:?}");
+    let mut tx = log.begin().await.expect("a command's transaction");
+    let outcome = log.append_in(&mut tx, &s, 2, &[event("E", json!({}))]).await.expect("append in a transaction");
+    log.commit(tx).await.expect("commit");
+    assert!(matches!(outcome, AppendOutcome::Appended { new_version: 3, .. }), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn sqlite_readers_never_take_a_connection_from_commands() {
+    let (log, _db) = sqlite_log().await;
+    readers_never_take_a_connection_from_commands(planledger_store::AnyEventLog::Sqlite(log)).await;
+}
+
+#[tokio::test]
+async fn postgres_readers_never_take_a_connection_from_commands() {
+    let Some((log, _db)) = pg_log("postgres_readers_never_take_a_connection_from_commands").await else { return };
+    readers_never_take_a_connection_from_commands(planledger_store::AnyEventLog::Postgres(log)).await;
 }

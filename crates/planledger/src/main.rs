@@ -35,9 +35,13 @@ struct Cli {
     #[arg(long, global = true, env = "PLANLEDGER_CATALOG")]
     catalog: Option<String>,
 
-    /// Connections in the PostgreSQL pool (readers on SQLite).
+    /// PostgreSQL connections for commands, projectors and bookkeeping (SQLite has one writer).
     #[arg(long, global = true, env = "PLANLEDGER_DB_POOL_SIZE", default_value_t = 16)]
     db_pool_size: u32,
+
+    /// Read-only connections that answer read requests, apart from the pool of commands.
+    #[arg(long, global = true, env = "PLANLEDGER_DB_READERS", default_value_t = 8)]
+    db_readers: u32,
 
     /// How long a request waits for a database connection before answering 503
     /// `storage_unavailable`, in milliseconds.
@@ -284,6 +288,7 @@ fn parse_flag(value: &str) -> Result<bool, String> {
 fn store_config(cli: &Cli) -> StoreConfig {
     StoreConfig {
         max_connections: cli.db_pool_size.max(1),
+        readers: cli.db_readers.max(1),
         acquire_timeout: Duration::from_millis(cli.db_acquire_timeout_ms.max(100)),
         ..StoreConfig::new(cli.database_url.clone())
     }

@@ -178,7 +178,7 @@ impl Extension {
                 Ok(vec![(*store, state.name.map(|n| n.as_str().to_owned()))])
             }
             Target::Filter(filter) => {
-                let rows = tenant_state::list(app.service.log(), filter, None, MAX_STORES + 1).await?;
+                let rows = tenant_state::list(app.service.reads(), filter, None, MAX_STORES + 1).await?;
                 if rows.len() as i64 > MAX_STORES {
                     return Err(ConsoleError::Invalid(format!(
                         "more than {MAX_STORES} stores match: narrow the filter (by plan or name)"

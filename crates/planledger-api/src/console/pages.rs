@@ -113,7 +113,7 @@ fn describe_filter(filter: &StoreFilter) -> String {
 // ---- overview ---------------------------------------------------------------------------
 
 pub async fn overview(State(app): State<AppState>, viewer: Viewer) -> Page {
-    let log = app.service.log();
+    let log = app.service.reads();
     let now = now(&app);
     let (counts, counted_ago) = app.console.status_counts(log).await?;
     let rows: Vec<(String, i64, String)> = STATUSES
@@ -217,7 +217,7 @@ pub async fn stores(State(app): State<AppState>, viewer: Viewer, params: Params)
     let filter = filter_of(|k| params.get(k).map(str::to_owned), catalog)?;
     // An id typed into the search box goes to the store.
     if let Some(id) = filter.name_contains.as_deref().and_then(|q| StoreId::parse(q).ok()) {
-        if tenant_state::load(app.service.log(), id).await?.is_some() {
+        if tenant_state::load(app.service.reads(), id).await?.is_some() {
             return Ok(Redirect::to(&format!("/admin/stores/{id}")).into_response());
         }
     }
@@ -225,7 +225,7 @@ pub async fn stores(State(app): State<AppState>, viewer: Viewer, params: Params)
         .get("cursor")
         .map(|c| StoreId::parse(c).map_err(|_| ConsoleError::Invalid(format!("cursor: {c:?} is not a cursor"))))
         .transpose()?;
-    let mut rows = tenant_state::list(app.service.log(), &filter, after, PAGE + 1).await?;
+    let mut rows = tenant_state::list(app.service.reads(), &filter, after, PAGE + 1).await?;
     let more = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
     let now = now(&app);
@@ -353,7 +353,7 @@ fn state_table(view: &wire::StoreView, now: DateTime<Utc>) -> Markup {
 
 pub async fn store(State(app): State<AppState>, viewer: Viewer, Path(id): Path<String>, params: Params) -> Page {
     let store = store_id(&id)?;
-    let log = app.service.log();
+    let log = app.service.reads();
     let catalog = app.service.catalog();
     let now = now(&app);
     let Some((latest_state, latest)) = app.service.load_row(store).await? else {
@@ -453,7 +453,7 @@ pub async fn correlation(State(app): State<AppState>, viewer: Viewer, Path(id): 
     if id.is_empty() || id.chars().count() > 200 || id.contains('\0') {
         return Err(ConsoleError::Invalid("a correlation id is 1 to 200 characters".to_owned()));
     }
-    let log = app.service.log();
+    let log = app.service.reads();
     let now = now(&app);
     let query = audit::AuditQuery { correlation_id: Some(id.clone()), limit: 1000, ..Default::default() };
     let events = audit::query(log, &query).await?;
@@ -539,7 +539,7 @@ pub async fn what_if(State(app): State<AppState>, viewer: Viewer, Path(id): Path
     let now = now(&app);
     let mut rows = Vec::new();
     let (mut total, mut differing) = (0usize, 0usize);
-    let ending = replay::replay(app.service.log(), store, None, now, current, Some(&other), |row| {
+    let ending = replay::replay(app.service.reads(), store, None, now, current, Some(&other), |row| {
         total += 1;
         differing += usize::from(row.differs());
         if rows.len() < WHAT_IF_ROWS {
@@ -605,7 +605,7 @@ pub async fn what_if(State(app): State<AppState>, viewer: Viewer, Path(id): Path
 // ---- rebuilds ---------------------------------------------------------------------------
 
 pub async fn rebuilds(State(app): State<AppState>, viewer: Viewer) -> Page {
-    let models = schema::info(app.service.log()).await?;
+    let models = schema::info(app.service.reads()).await?;
     let body = html! {
         p.muted { "A rebuild builds a new generation of a read model from the log beside the live one and swaps it in; commands go on meanwhile. The progress shown is of rebuilds this node started." }
         @for model in [ReadModel::TenantState, ReadModel::AuditLog] {
