@@ -176,3 +176,198 @@ async fn webhook_endpoints_on_internal_addresses_are_refused() {
     let (_, listed) = server.get("/v1/admin/webhooks/endpoints").await;
     assert_eq!(listed["items"], json!([]), "nothing was registered");
 }
+
+/// The bound the DoS tests hold ordinary requests to while an attack runs: twice their p99
+/// measured idle in the same run, or this floor if that is higher. The floor absorbs what a
+/// shared two-core machine does to single milliseconds (the attack's own client runs on it
+/// too); the attacks it guards against cost seconds a request (3.3 s median before the fix).
+const LATENCY_FLOOR: Duration = Duration::from_millis(100);
+
+/// The 99th percentile of `rounds` requests made one after another by `request`, 5 ms apart
+/// (so that they sample a second of the attack, not a burst of it), each of which must
+/// answer 200.
+async fn p99<F, Fut>(rounds: usize, mut request: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let mut took = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        assert_eq!(request().await, 200, "an ordinary request failed");
+        took.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    took.sort();
+    took[rounds * 99 / 100 - 1]
+}
+
+fn assert_within_bound(what: &str, idle: Duration, attacked: Duration) {
+    let bound = (idle * 2).max(LATENCY_FLOOR);
+    eprintln!("{what}: p99 idle {idle:?}, under attack {attacked:?} (bound {bound:?})");
+    assert!(attacked <= bound, "{what}: p99 {attacked:?} under attack, idle {idle:?}, bound {bound:?}");
+}
+
+/// Eight clients flood the unauthenticated Stripe route with 1 MiB bodies signed by 5,000
+/// bogus entries each (3.5 s of CPU a request before the header was bounded), 20 a second
+/// each: 160 MiB/s, paced so that the test's own client does not take the two cores the
+/// server has; a store's view keeps its idle p99 meanwhile, and every flood request is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signature_flood_leaves_ordinary_reads_their_latency() {
+    let db = Db::create(Backend::Sqlite, "stripe_flood_latency").await.unwrap();
+    let options = with_env(&[("PLANLEDGER_STRIPE_WEBHOOK_SECRETS", "whsec_edge_test_secret")]).with_tokens();
+    let server = Server::start(db.url(), &options);
+    let store = server.register("Read during a flood").await;
+    let view = format!("/v1/stores/{store}");
+    let read = || async { server.get(&view).await.0 };
+    let idle = p99(200, read).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let entries: Vec<String> = (0..5000).map(|i| format!("v1={i:064x}")).collect();
+    let header = format!("t={},{}", chrono::Utc::now().timestamp(), entries.join(","));
+    let body = std::sync::Arc::new(vec![b'a'; 1024 * 1024 - 1]);
+    let flooders: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, header, body) = (stop.clone(), header.clone(), body.clone());
+            let (client, url) = (reqwest::Client::new(), format!("{}/v1/webhooks/stripe", server.base));
+            tokio::spawn(async move {
+                let (mut refused, mut cut) = (0u32, 0u32);
+                let mut pace = tokio::time::interval(Duration::from_millis(50));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    pace.tick().await;
+                    match client.post(&url).header("stripe-signature", &header).body(body.to_vec()).send().await {
+                        Ok(answer) => {
+                            assert_eq!(answer.status().as_u16(), 400, "a flood request was not refused");
+                            refused += 1;
+                        }
+                        // Refused before its body was read, and the connection closed under it.
+                        Err(_) => cut += 1,
+                    }
+                }
+                (refused, cut)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let attacked = p99(200, read).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut refused, mut cut) = (0, 0);
+    for flooder in flooders {
+        let (r, c) = flooder.await.unwrap();
+        (refused, cut) = (refused + r, cut + c);
+    }
+    eprintln!("flood: {refused} refused with 400, {cut} cut off before their body was read");
+    assert!(refused + cut >= 100, "the flood hardly ran: {refused} + {cut} requests");
+    assert!(refused > 0, "no flood request was answered at all");
+    assert_within_bound("store view during a signature flood", idle, attacked);
+}
+
+/// 2,000 long polls of the feed wait on PostgreSQL (each used to query the database every
+/// 200 ms); a store's view keeps its idle p99 meanwhile, and one event then answers all of
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_long_polls_leave_ordinary_reads_their_latency() {
+    const POLLS: usize = 2000;
+    let Some(db) = Db::create(Backend::Postgres, "long_polls_latency").await else { return };
+    let env = [("PLANLEDGER_MAX_LONG_POLLS", "2500"), ("PLANLEDGER_HTTP_MAX_CONNECTIONS_PER_SOURCE", "3000")];
+    let server = Server::start(db.url(), &with_env(&env).with_tokens());
+    let store = server.register("Read during long polls").await;
+    let view = format!("/v1/stores/{store}");
+    let read = || async { server.get(&view).await.0 };
+    let idle = p99(200, read).await;
+
+    let (_, head) = server.get("/v1/events?after=0-0&limit=1000").await;
+    let cursor = head["nextCursor"].as_str().expect("the feed's cursor after the last event").to_owned();
+    let polls = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let waiting: Vec<_> = (0..POLLS)
+        .map(|_| {
+            let request = polls
+                .get(format!("{}/v1/events?after={cursor}&wait=30s", server.base))
+                .bearer_auth(crate::server::ADMIN);
+            tokio::spawn(async move {
+                let answer = request.send().await.expect("a long poll is answered");
+                let status = answer.status().as_u16();
+                let page: Value = answer.json().await.unwrap_or_default();
+                (status, page["items"].as_array().map_or(0, Vec::len))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await; // every poll connected and waiting
+    let attacked = p99(200, read).await;
+    let early = waiting.iter().filter(|w| w.is_finished()).count();
+    assert_eq!(early, 0, "long polls answered before anything happened");
+
+    server.register("Wakes every poll").await;
+    let mut woken = 0;
+    for waiter in waiting {
+        let (status, items) = waiter.await.unwrap();
+        assert_eq!((status, items), (200, 1), "a poll was not answered with the one new event");
+        woken += 1;
+    }
+    assert_eq!(woken, POLLS);
+    assert_within_bound("store view during 2,000 long polls", idle, attacked);
+}
+
+/// A console operator's rebuild reason is written to the log; newlines and escape bytes in it
+/// cannot start a forged line or reach the terminal reading the log.
+#[tokio::test]
+async fn a_rebuild_reason_cannot_forge_log_lines() {
+    const FORGED: &str = "2026-12-04T00:00:00.000000Z  INFO planledger: tokens rotated by=root";
+    let db = Db::create(Backend::Sqlite, "log_forging").await.unwrap();
+    let log_file = std::env::temp_dir().join(format!("planledger-forging-{}.log", uuid::Uuid::new_v4()));
+    let options = Options { log_file: Some(log_file.clone()), ..Options::default().with_tokens() };
+    let server = Server::start(db.url(), &options);
+    let console = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signed_in = console
+        .post(format!("{}/admin/login", server.base))
+        .header("cookie", "planledger_login=form-1")
+        .form(&[("csrf", "form-1"), ("token", crate::server::ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status().as_u16(), 303);
+    let session = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .find_map(|c| c.strip_prefix("planledger_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let cookie = format!("planledger_session={session}");
+    let page = console
+        .get(format!("{}/admin/rebuilds", server.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap();
+    let reason = format!("catalog review\n{FORGED}\r\n\u{1b}[2J\u{1b}]0;owned\u{7}");
+    let key = "ab".repeat(32);
+    let started = console
+        .post(format!("{}/admin/rebuilds/tenant_state", server.base))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf), ("key", key.as_str()), ("reason", reason.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status().as_u16(), 303, "the rebuild was started");
+
+    let mut logged = String::new();
+    for _ in 0..100 {
+        logged = std::fs::read_to_string(&log_file).unwrap_or_default();
+        if logged.contains("console rebuild") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(&log_file);
+    let line = logged.lines().find(|l| l.contains("console rebuild")).expect("the rebuild was logged");
+    assert!(line.contains("catalog review\\n2026-12-04T00:00:00"), "the newline is written escaped: {line}");
+    assert!(!logged.lines().any(|l| l.starts_with(FORGED)), "a forged line made it into the log:\n{logged}");
+    assert!(!logged.contains('\u{1b}') && !logged.contains('\u{7}'), "an escape byte reached the log");
+}

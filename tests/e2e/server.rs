@@ -80,6 +80,7 @@ impl Server {
             .env("PLANLEDGER_TEST_CLOCK", if options.test_clock { "1" } else { "0" })
             .env("PLANLEDGER_SWEEP_INTERVAL_MS", "200")
             .env("PLANLEDGER_DB_POOL_SIZE", "8")
+            .env("PLANLEDGER_DB_READERS", "4")
             .env("RUST_LOG", "warn")
             // The tests' receivers listen on loopback, which deliveries may not reach by default.
             .env("PLANLEDGER_WEBHOOK_ALLOW", "127.0.0.1")
