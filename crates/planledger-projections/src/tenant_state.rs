@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 use planledger_domain::{status, Catalog, StoreId, TenantState};
 use planledger_store::one_statement::sqlite_sql;
-use planledger_store::{AnyEventLog, AnyTx, PgQuery, Rider, StoreError};
+use std::borrow::Cow;
+
+use planledger_store::{AnyEventLog, AnyTx, Column, OnConflict, StoreError, Table, Value};
 use sqlx::Row;
 
 /// One store's row.
@@ -16,10 +18,6 @@ pub struct TenantStateRow {
     pub version: i64,
     pub catalog_fingerprint: String,
     pub updated_at: DateTime<Utc>,
-}
-
-fn micros(at: Option<DateTime<Utc>>) -> Option<i64> {
-    at.map(|t| t.timestamp_micros())
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -37,118 +35,88 @@ const ROW_COLUMNS_SQLITE: &str = "store_id, name, time_zone, plan_id, tier, subs
     trial_ends_at_us, grace_ends_at_us, maintenance_ends_at_us, next_deadline_us, subscription_id, version, state, \
     catalog_fingerprint, updated_at_us, usage";
 
-/// The tail of an upsert into `table` of rows with `columns`: a row replaces an older one of
-/// its store, never a newer one (a late write cannot take a row back).
+/// The live table as the store writes its rows: a row replaces an older one of its store, never
+/// a newer one (a late write cannot take a row back). A generation being rebuilt is
+/// `TABLE.named(..)`.
+pub const TABLE: Table = Table {
+    name: Cow::Borrowed(LIVE),
+    columns: &[
+        Column::text("store_id"),
+        Column::text("name"),
+        Column::text("time_zone"),
+        Column::text("plan_id"),
+        Column::text("tier"),
+        Column::text("subscription_status"),
+        Column::text("internal_status"),
+        Column::time("trial_ends_at"),
+        Column::time("grace_ends_at"),
+        Column::time("maintenance_ends_at"),
+        Column::time("next_deadline"),
+        Column::text("subscription_id"),
+        Column::int("version"),
+        Column::json("state"),
+        Column::text("catalog_fingerprint"),
+        Column::time("updated_at"),
+        Column::json("usage"),
+    ],
+    on_conflict: OnConflict::KeepNewer { key: "store_id", version: "version" },
+};
+
+/// The tail of an upsert into `table` of rows with `columns` (as [`TABLE`] says), for the
+/// copies of rows between generations.
 fn upsert_clause(table: &str, columns: &str) -> String {
     let set: Vec<String> =
         columns.split(',').map(str::trim).filter(|c| *c != "store_id").map(|c| format!("{c} = EXCLUDED.{c}")).collect();
     format!("ON CONFLICT (store_id) DO UPDATE SET {} WHERE {table}.version < EXCLUDED.version", set.join(", "))
 }
 
-/// Writes one row into `table` on SQLite (whose one writer makes a statement per row cheap).
-async fn write_one_sqlite(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    table: &str,
-    row: (StoreId, &TenantState, i64, DateTime<Utc>),
+/// One store's row of [`TABLE`]: `state` at `version`, its statuses as of `at`. A row records
+/// what it was built with (`schema::built_with`: the catalog and the fold), so that a rebuild
+/// under the same may take it as it is (see `copy_rows_in`).
+pub fn row(
+    store: StoreId,
+    state: &TenantState,
+    version: i64,
+    at: DateTime<Utc>,
     catalog: &Catalog,
-    built_with: &str,
-) -> Result<(), StoreError> {
-    let (store, state, version, now) = row;
-    let status = status(state, now, catalog);
-    let sql = format!(
-        "INSERT INTO {table} ({ROW_COLUMNS_SQLITE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {}",
-        upsert_clause(table, ROW_COLUMNS_SQLITE)
-    );
-    sqlx::query(&sql)
-        .bind(store.to_string())
-        .bind(state.name.as_ref().map(|n| n.as_str().to_owned()))
-        .bind(state.time_zone.name())
-        .bind(state.plan_id.as_ref().map(ToString::to_string))
-        .bind(status.tier)
-        .bind(status.subscription_status.as_str())
-        .bind(status.internal_status.as_str())
-        .bind(micros(state.trial_ends_at))
-        .bind(micros(state.grace_ends_at))
-        .bind(micros(state.maintenance_ends_at))
-        .bind(micros(state.next_deadline()))
-        .bind(state.subscription_id.as_ref().map(|s| s.as_str().to_owned()))
-        .bind(version)
-        .bind(serde_json::to_string(state).map_err(|e| corrupt("state", e))?)
-        .bind(built_with)
-        .bind(now.timestamp_micros())
-        .bind(usage_of(state, now, catalog))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+) -> Result<Vec<Value>, StoreError> {
+    let status = status(state, at, catalog);
+    Ok(vec![
+        store.to_string().into(),
+        state.name.as_ref().map(|n| n.as_str().to_owned()).into(),
+        state.time_zone.name().into(),
+        state.plan_id.as_ref().map(ToString::to_string).into(),
+        status.tier.into(),
+        status.subscription_status.as_str().into(),
+        status.internal_status.as_str().into(),
+        state.trial_ends_at.into(),
+        state.grace_ends_at.into(),
+        state.maintenance_ends_at.into(),
+        state.next_deadline().into(),
+        state.subscription_id.as_ref().map(|s| s.as_str().to_owned()).into(),
+        version.into(),
+        Value::Json(serde_json::to_string(state).map_err(|e| corrupt("state", e))?),
+        crate::schema::built_with(catalog).into(),
+        at.into(),
+        Value::Json(usage_of(state, at, catalog)),
+    ])
 }
 
 /// Writes the rows of many stores into `table` (the live one or a generation being rebuilt) in
-/// `tx`: one statement on PostgreSQL. Each row is `(store, state, version, as of)`. A row records
-/// what it was built with (`schema::built_with`: the catalog and the fold), so that a rebuild
-/// under the same may take it as it is (see `copy_rows_in`).
+/// `tx`. Each row is `(store, state, version, as of)`.
 pub async fn write_many_into(
     tx: &mut AnyTx,
     table: &str,
     rows: &[(StoreId, &TenantState, i64, DateTime<Utc>)],
     catalog: &Catalog,
 ) -> Result<(), StoreError> {
-    let built_with = crate::schema::built_with(catalog);
-    let pg = match tx {
-        AnyTx::Postgres(pg) => pg,
-        AnyTx::Sqlite(lite) => {
-            for (store, state, version, at) in rows {
-                write_one_sqlite(lite, table, (*store, state, *version, *at), catalog, &built_with).await?;
-            }
-            return Ok(());
-        }
-    };
-    let columns = ManyRows::of(rows, catalog)?;
-    let sql = upsert_many_sql(table, false);
-    columns.bind(sqlx::query(&sql)).bind(&built_with).execute(&mut **pg).await?;
+    let values = rows
+        .iter()
+        .map(|(store, state, version, at)| row(*store, state, *version, *at, catalog))
+        .collect::<Result<Vec<_>, _>>()?;
+    let values: Vec<&[Value]> = values.iter().map(Vec::as_slice).collect();
+    planledger_store::group::write_rows_in(tx, &TABLE.named(table.to_owned()), &values).await?;
     Ok(())
-}
-
-/// The rows as a rider of a group's one statement (PostgreSQL; see `planledger_store::Rider`):
-/// each store's row is written if the statement appended to its stream, `streams[i]` being the
-/// stream of `rows[i]`.
-pub fn rider(
-    table: &str,
-    rows: &[(StoreId, &TenantState, i64, DateTime<Utc>)],
-    streams: Vec<String>,
-    catalog: &Catalog,
-) -> Result<Rider<'static>, StoreError> {
-    let columns = ManyRows::of(rows, catalog)?;
-    let built_with = crate::schema::built_with(catalog);
-    Ok(Rider {
-        sql: format!("{table}_rows AS ({})", upsert_many_sql(table, true)),
-        vetoes: None,
-        params: 18,
-        bind: Box::new(move |query| columns.bind(query).bind(built_with).bind(streams)),
-    })
-}
-
-/// An upsert of many rows from arrays `$1` to `$16` (see [`ManyRows::bind`]), `$17` the catalog
-/// fingerprint. `of_bumped_streams`: as a rider, with each row's stream in `$18`, writing only
-/// the rows of streams the statement appended to.
-fn upsert_many_sql(table: &str, of_bumped_streams: bool) -> String {
-    let (stream_array, stream_name, only_bumped) = if of_bumped_streams {
-        (", $18::text[]", ", stream_id", "WHERE r.stream_id IN (SELECT stream_id FROM bumped)")
-    } else {
-        ("", "", "")
-    };
-    format!(
-        "INSERT INTO {table} ({ROW_COLUMNS_PG})
-         SELECT r.store_id, r.name, r.time_zone, r.plan_id, r.tier, r.subscription_status, r.internal_status,
-            r.trial_ends_at, r.grace_ends_at, r.maintenance_ends_at, r.next_deadline, r.subscription_id, r.version, r.state::jsonb,
-            $17, r.updated_at, r.usage::jsonb
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::bigint[],
-            $14::text[], $15::timestamptz[], $16::text[]{stream_array})
-            AS r(store_id, name, time_zone, plan_id, tier, subscription_status, internal_status, trial_ends_at,
-                 grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state, updated_at, usage{stream_name})
-         {only_bumped} {}",
-        upsert_clause(table, ROW_COLUMNS_PG)
-    )
 }
 
 /// Copies into `to` the rows `from` holds of `stores` that were built with `built_with` and are
@@ -214,74 +182,6 @@ pub async fn versions_in(
     rows.into_iter()
         .map(|(id, version)| Ok((StoreId::parse(&id).map_err(|e| corrupt("store_id", e))?, version)))
         .collect()
-}
-
-/// The columns of many rows, as arrays for `unnest`.
-#[derive(Default)]
-struct ManyRows {
-    store_id: Vec<String>,
-    name: Vec<Option<String>>,
-    time_zone: Vec<String>,
-    plan_id: Vec<Option<String>>,
-    tier: Vec<Option<String>>,
-    subscription_status: Vec<String>,
-    internal_status: Vec<String>,
-    trial_ends_at: Vec<Option<DateTime<Utc>>>,
-    grace_ends_at: Vec<Option<DateTime<Utc>>>,
-    maintenance_ends_at: Vec<Option<DateTime<Utc>>>,
-    next_deadline: Vec<Option<DateTime<Utc>>>,
-    subscription_id: Vec<Option<String>>,
-    version: Vec<i64>,
-    state: Vec<String>,
-    updated_at: Vec<DateTime<Utc>>,
-    usage: Vec<String>,
-}
-
-impl ManyRows {
-    fn of(rows: &[(StoreId, &TenantState, i64, DateTime<Utc>)], catalog: &Catalog) -> Result<Self, StoreError> {
-        let mut columns = ManyRows::default();
-        for (store, state, version, at) in rows {
-            let status = status(state, *at, catalog);
-            columns.store_id.push(store.to_string());
-            columns.name.push(state.name.as_ref().map(|n| n.as_str().to_owned()));
-            columns.time_zone.push(state.time_zone.name().to_owned());
-            columns.plan_id.push(state.plan_id.as_ref().map(ToString::to_string));
-            columns.tier.push(status.tier);
-            columns.subscription_status.push(status.subscription_status.as_str().to_owned());
-            columns.internal_status.push(status.internal_status.as_str().to_owned());
-            columns.trial_ends_at.push(state.trial_ends_at);
-            columns.grace_ends_at.push(state.grace_ends_at);
-            columns.maintenance_ends_at.push(state.maintenance_ends_at);
-            columns.next_deadline.push(state.next_deadline());
-            columns.subscription_id.push(state.subscription_id.as_ref().map(|s| s.as_str().to_owned()));
-            columns.version.push(*version);
-            columns.state.push(serde_json::to_string(state).map_err(|e| corrupt("state", e))?);
-            columns.updated_at.push(*at);
-            columns.usage.push(usage_of(state, *at, catalog));
-        }
-        Ok(columns)
-    }
-
-    /// Binds the sixteen arrays, `$1` to `$16` of [`upsert_many_sql`].
-    fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
-        query
-            .bind(self.store_id)
-            .bind(self.name)
-            .bind(self.time_zone)
-            .bind(self.plan_id)
-            .bind(self.tier)
-            .bind(self.subscription_status)
-            .bind(self.internal_status)
-            .bind(self.trial_ends_at)
-            .bind(self.grace_ends_at)
-            .bind(self.maintenance_ends_at)
-            .bind(self.next_deadline)
-            .bind(self.subscription_id)
-            .bind(self.version)
-            .bind(self.state)
-            .bind(self.updated_at)
-            .bind(self.usage)
-    }
 }
 
 /// Usage per action in its current period at `now`, with the limit and what remains: every

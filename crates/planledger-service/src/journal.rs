@@ -5,12 +5,13 @@
 //! commands are recorded by their events anyway. When the queue is full an entry is dropped
 //! and counted rather than slowing a command down.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use planledger_store::{AnyEventLog, StoreError};
+use planledger_store::{AnyEventLog, Column, OnConflict, StoreError, Table, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -74,50 +75,41 @@ impl Journal {
     }
 }
 
+/// The command journal, as the store writes its rows: only ever added to.
+const TABLE: Table = Table {
+    name: Cow::Borrowed("command_journal"),
+    columns: &[
+        Column::text("store_id"),
+        Column::text("kind"),
+        Column::text("outcome"),
+        Column::text("error_code"),
+        Column::text("correlation_id"),
+        Column::text("actor"),
+        Column::text("idempotency_key"),
+        Column::int("duration_us"),
+        Column::time("recorded_at"),
+    ],
+    on_conflict: OnConflict::Append,
+};
+
 async fn write(log: &AnyEventLog, batch: &[JournalEntry]) -> Result<(), StoreError> {
-    match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::query(
-                "INSERT INTO command_journal (store_id, kind, outcome, error_code, correlation_id, actor,
-                    idempotency_key, duration_us, recorded_at)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                    $7::text[], $8::bigint[], $9::timestamptz[])",
-            )
-            .bind(batch.iter().map(|e| e.store_id.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|e| e.kind).collect::<Vec<_>>())
-            .bind(batch.iter().map(|e| e.outcome).collect::<Vec<_>>())
-            .bind(batch.iter().map(|e| e.error_code.as_deref()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|e| e.correlation_id.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|e| e.idempotency_key.as_deref()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|e| e.duration_us).collect::<Vec<_>>())
-            .bind(batch.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
-            .execute(pg.pool())
-            .await?;
-        }
-        AnyEventLog::Sqlite(lite) => {
-            for chunk in batch.chunks(100) {
-                let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-                let sql = format!(
-                    "INSERT INTO command_journal (store_id, kind, outcome, error_code, correlation_id, actor,
-                        idempotency_key, duration_us, recorded_at_us) VALUES {rows}"
-                );
-                let mut query = sqlx::query(&sql);
-                for e in chunk {
-                    query = query
-                        .bind(&e.store_id)
-                        .bind(e.kind)
-                        .bind(e.outcome)
-                        .bind(&e.error_code)
-                        .bind(&e.correlation_id)
-                        .bind(&e.actor)
-                        .bind(&e.idempotency_key)
-                        .bind(e.duration_us)
-                        .bind(e.recorded_at.timestamp_micros());
-                }
-                query.execute(lite.writer()).await?;
-            }
-        }
-    }
+    let rows: Vec<Vec<Value>> = batch
+        .iter()
+        .map(|e| {
+            vec![
+                e.store_id.as_str().into(),
+                e.kind.into(),
+                e.outcome.into(),
+                e.error_code.clone().into(),
+                e.correlation_id.as_str().into(),
+                e.actor.as_str().into(),
+                e.idempotency_key.clone().into(),
+                e.duration_us.into(),
+                e.recorded_at.into(),
+            ]
+        })
+        .collect();
+    let rows: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
+    log.write_rows(&TABLE, &rows).await?;
     Ok(())
 }

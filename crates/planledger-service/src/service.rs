@@ -24,8 +24,8 @@ use planledger_domain::{
 use planledger_projections::history::{fold_stream, Folded, Until};
 use planledger_projections::tenant_state;
 use planledger_store::{
-    AnyEventLog, EventLog, Expiring, IdempotencyKey, NewEvent, PgEventLog, Snapshot, StoreError, StreamAppend,
-    StreamAppendOutcome, StreamId, Version,
+    AnyEventLog, EventLog, Expiring, Group, GroupError, GroupOptions, GroupPart, IdempotencyKey, NewEvent, PartFailure,
+    Snapshot, StoreError, StreamAppend, StreamId,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -36,18 +36,9 @@ use crate::journal::{Journal, JournalEntry};
 use crate::outcome::{Accepted, Answer, Outcome, Refusal, RenderedAnswer, Renderer};
 use crate::retention::Retention;
 
-/// Faults to inject into the commit path, for the simulator and the tests of what the command
-/// path does when the database misbehaves (a commit that fails, a commit that succeeds but
-/// reports an error, a lost connection while finding out which).
-pub trait FaultInjector: Send + Sync + std::fmt::Debug {
-    /// Fail the group's transaction before its commit is sent (nothing is written).
-    fn fail_before_commit(&self) -> bool;
-    /// Commit the group, then report an error as a dropped connection would: the outcome is
-    /// unknown to the committer.
-    fn fail_after_commit(&self) -> bool;
-    /// Fail the look-up that finds out whether an unknown commit happened.
-    fn fail_probe(&self) -> bool;
-}
+/// Faults to inject into the commit path (the store's group commit), for the simulator and the
+/// tests of what the command path does when the database misbehaves.
+pub use planledger_store::CommitFaults as FaultInjector;
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -256,16 +247,13 @@ impl CommandService {
         let metrics = Arc::new(ServiceMetrics::default());
         let (committer, requests) = mpsc::channel(8192);
         let requests = Arc::new(tokio::sync::Mutex::new(requests));
-        let committers = match log {
-            AnyEventLog::Postgres(_) => config.committers.max(1),
-            AnyEventLog::Sqlite(_) => 1,
-        };
+        let committers = log.writers_at_once(config.committers);
         for _ in 0..committers {
             tokio::spawn(run_committer(
                 log.clone(),
                 catalog.clone(),
                 metrics.clone(),
-                CommitterConfig { probe_for: config.probe_for, faults: config.faults.clone() },
+                GroupOptions { probe_for: config.probe_for, faults: config.faults.clone() },
                 requests.clone(),
             ));
         }
@@ -907,30 +895,10 @@ impl Worker {
 /// The most store batches one group transaction carries.
 const MAX_GROUP: usize = 256;
 
-struct CommitterConfig {
-    probe_for: Duration,
-    faults: Option<Arc<dyn FaultInjector>>,
-}
-
-/// Why a whole group transaction failed.
-enum GroupFailure {
-    /// Nothing was written. `alone_may_succeed`: the failure may belong to one batch (a
-    /// constraint), so each batch is tried again on its own; not when the database is away.
-    Definite { error: StoreError, alone_may_succeed: bool },
-    /// The commit reported an error and the database could not say whether it happened.
-    Unknown,
-}
-
-impl From<StoreError> for GroupFailure {
-    fn from(error: StoreError) -> Self {
-        let alone_may_succeed = !matches!(error, StoreError::Unavailable(_));
-        GroupFailure::Definite { error, alone_may_succeed }
-    }
-}
-
-/// Writes the batches of many stores in shared transactions (group commit): one multi-stream
-/// append, one multi-row `tenant_state` write, one commit for all of them. Each stream is still
-/// checked on its own version, so a conflict on one store fails only that store's batch.
+/// Writes the batches of many stores in shared commits (the store's group commit, see
+/// `planledger_store::group`): one multi-stream append with the keys' answers and the stores'
+/// `tenant_state` rows. Each stream is still checked on its own version, so a conflict on one
+/// store fails only that store's batch.
 ///
 /// Several committers share the queue: each takes what is waiting as its group and writes it
 /// while the next takes the next. Groups in flight together never share a store (a store's
@@ -939,7 +907,7 @@ async fn run_committer(
     log: AnyEventLog,
     catalog: Arc<Catalog>,
     metrics: Arc<ServiceMetrics>,
-    config: CommitterConfig,
+    options: GroupOptions,
     requests: Arc<tokio::sync::Mutex<mpsc::Receiver<CommitRequest>>>,
 ) {
     loop {
@@ -957,14 +925,14 @@ async fn run_committer(
             }
             group
         };
-        let results = match commit(&log, &catalog, &config, &group).await {
+        let results = match commit(&log, &catalog, &options, &group).await {
             Ok(results) => results,
             // Nothing was written and the cause may be one batch's (a constraint race): write
             // each batch on its own, so one store's trouble is not everyone's.
-            Err(GroupFailure::Definite { alone_may_succeed: true, .. }) if group.len() > 1 => {
+            Err(GroupError::Definite { alone_may_succeed: true, .. }) if group.len() > 1 => {
                 let mut results = Vec::with_capacity(group.len());
                 for request in &group {
-                    results.push(match commit(&log, &catalog, &config, std::slice::from_ref(request)).await {
+                    results.push(match commit(&log, &catalog, &options, std::slice::from_ref(request)).await {
                         Ok(mut one) => one.pop().unwrap_or(Err(AppendFailure::Conflict)),
                         Err(failure) => Err(failure.into()),
                     });
@@ -988,277 +956,40 @@ async fn run_committer(
     }
 }
 
-/// Writes a group: on PostgreSQL in one statement that commits on its own ([`commit_at_once`]),
-/// or, if the server refuses that statement, in [`commit_group`]'s transaction; on SQLite
-/// (one writer in this process, no round trips) in that transaction.
+/// Writes a group of batches: each with the answers it stores for its keys, and, once its
+/// events are appended, its store's `tenant_state` row as of its new version.
 async fn commit(
     log: &AnyEventLog,
     catalog: &Catalog,
-    config: &CommitterConfig,
+    options: &GroupOptions,
     group: &[CommitRequest],
-) -> Result<Vec<Result<i64, AppendFailure>>, GroupFailure> {
-    if let AnyEventLog::Postgres(pg) = log {
-        if let Some(written) = commit_at_once(log, pg, catalog, config, group).await {
-            return written;
-        }
-    }
-    commit_group(log, catalog, config, group).await
-}
-
-/// The group in one statement on a connection of its own, where it commits whole or not at all:
-/// the append, its keys' answers and the stores' `tenant_state` rows (riders of the append, see
-/// `planledger_store::Rider`), one round trip where a transaction takes five (docs/benchmarks.md).
-/// `None` if the server refused the statement and the log shows that nothing of the group was
-/// written: a key answered since the statement's snapshot (see `answers::riders`), or any other
-/// refusal, which the transaction of [`commit_group`] then meets, or settles with its claims.
-async fn commit_at_once(
-    log: &AnyEventLog,
-    pg: &PgEventLog,
-    catalog: &Catalog,
-    config: &CommitterConfig,
-    group: &[CommitRequest],
-) -> Option<Result<Vec<Result<i64, AppendFailure>>, GroupFailure>> {
-    let faults = config.faults.as_deref();
-    if faults.is_some_and(FaultInjector::fail_before_commit) {
-        let error = StoreError::Database(sqlx::Error::Protocol("injected: the commit was refused".into()));
-        return Some(Err(GroupFailure::Definite { error, alone_may_succeed: true }));
-    }
-    let mut riders = answers::riders(&claims_of(group));
-    let written: Vec<&CommitRequest> = group.iter().filter(|request| !request.part.events.is_empty()).collect();
-    if !written.is_empty() {
-        let rows: Vec<(StoreId, &TenantState, i64, DateTime<Utc>)> = written
-            .iter()
-            .map(|r| (r.store, &r.state, r.part.expected + r.part.events.len() as Version, r.now))
-            .collect();
-        let streams = written.iter().map(|r| r.part.stream.as_str().to_owned()).collect();
-        match tenant_state::rider(tenant_state::LIVE, &rows, streams, catalog) {
-            Ok(rider) => riders.push(rider),
-            Err(error) => return Some(Err(error.into())),
-        }
-    }
-    // Nothing is sent until the connection is in hand: a failure to get one writes nothing.
-    let mut connection = match pg.pool().acquire().await {
-        Ok(connection) => connection,
-        Err(error) => return Some(Err(StoreError::from(error).into())),
-    };
-    let error = match PgEventLog::append_group(&mut *connection, group, riders).await {
-        Ok(_) if faults.is_some_and(FaultInjector::fail_after_commit) => StoreError::Unavailable(sqlx::Error::Io(
-            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected: lost after commit"),
-        )),
-        Ok(outcomes) => return Some(Ok(outcomes.iter().map(result_of).collect())),
-        Err(error) => error,
-    };
-    drop(connection);
-    // The statement may have committed before the error reached us (a connection lost after
-    // the server committed). Never guess: ask the log, batch by batch, what is there; a batch
-    // of a committed statement that is not there was not written (a conflict, or a key
-    // answered before), and its worker decides it again.
-    let batches: Vec<Option<Witness>> = group.iter().map(witness_of).collect();
-    match look_up(log, config, &batches).await {
-        None => Some(Err(GroupFailure::Unknown)),
-        Some(found) if found.contains(&true) => Some(Ok(group
-            .iter()
-            .zip(found)
-            .map(|(request, found)| {
-                if found {
-                    Ok(request.part.expected + request.part.events.len() as Version)
-                } else {
-                    Err(AppendFailure::Conflict)
-                }
-            })
-            .collect())),
-        // Nothing of the group is there, and the connection was lost: the server may still be
-        // running the statement (waiting on a lock, say) and commit it later, so nothing is
-        // decided again; as when a commit is lost, the batches are answered as not written
-        // and the next batch of each store finds the log's version if it moved.
-        Some(_) if matches!(error, StoreError::Unavailable(_)) => {
-            Some(Err(GroupFailure::Definite { error, alone_may_succeed: false }))
-        }
-        // Nothing is there and the server answered with an error, so it is done with the
-        // statement: nothing was written, nor will be. The transaction settles what refused it.
-        Some(_) => {
-            tracing::debug!(%error, "the group's statement was refused; writing the group in a transaction");
-            None
-        }
-    }
-}
-
-/// The answers `group` stores for its keys.
-fn claims_of(group: &[CommitRequest]) -> Vec<answers::NewAnswer<'_>> {
-    group
-        .iter()
-        .flat_map(|request| {
-            request.answers.iter().map(|(key, answer)| answers::NewAnswer {
-                store: request.store,
-                key: &key.key,
-                request_hash: &key.request_hash,
-                answer,
-                at: request.now,
-            })
-        })
-        .collect()
-}
-
-/// What a batch's append tells its worker.
-fn result_of(outcome: &StreamAppendOutcome) -> Result<i64, AppendFailure> {
-    match outcome {
-        StreamAppendOutcome::Appended { new_version, .. } => Ok(*new_version),
-        StreamAppendOutcome::Checked { version } => Ok(*version),
-        StreamAppendOutcome::Conflict => Err(AppendFailure::Conflict),
-        StreamAppendOutcome::Duplicate => Err(AppendFailure::Duplicate),
-    }
-}
-
-async fn commit_group(
-    log: &AnyEventLog,
-    catalog: &Catalog,
-    config: &CommitterConfig,
-    group: &[CommitRequest],
-) -> Result<Vec<Result<i64, AppendFailure>>, GroupFailure> {
-    let mut tx = log.begin().await?;
-    // Workers decide keyed commands without looking for a stored answer first. The group's keys
-    // are claimed here, all at once, by storing their answers before anything is appended: a
-    // batch with a key already answered writes nothing and is told `Duplicate`; its worker then
-    // reads the stored answer and replays it.
-    let claims = claims_of(group);
-    let taken = answers::claim_in(&mut tx, &claims).await?;
-    let answered_before: Vec<bool> = group
-        .iter()
-        .map(|request| request.answers.iter().any(|(key, _)| taken.contains(&(request.store, key.key.as_str()))))
-        .collect();
-    let writable: Vec<&CommitRequest> =
-        group.iter().zip(&answered_before).filter(|(_, answered)| !**answered).map(|(r, _)| r).collect();
-    let mut appended = log.append_many_in(&mut tx, &writable).await?.into_iter();
-    let outcomes: Vec<StreamAppendOutcome> = answered_before
-        .iter()
-        .map(|answered| {
-            if *answered {
-                StreamAppendOutcome::Duplicate
-            } else {
-                appended.next().unwrap_or(StreamAppendOutcome::Conflict)
-            }
-        })
-        .collect();
-    let mut rows = Vec::new();
-    let mut results = Vec::with_capacity(group.len());
-    for (request, outcome) in group.iter().zip(&outcomes) {
-        if let StreamAppendOutcome::Appended { new_version, .. } = outcome {
-            rows.push((request.store, &request.state, *new_version, request.now));
-        }
-        results.push(result_of(outcome));
-    }
-    if results.iter().all(Result::is_err) {
-        // Rolled back: the claims go with it.
-        return Ok(results);
-    }
-    for (request, _) in group.iter().zip(&results).filter(|(_, result)| result.is_err()) {
-        // Claimed for a batch that is not written: its worker decides it again.
-        let own: Vec<&str> = request
+) -> Result<Vec<Result<i64, AppendFailure>>, GroupError> {
+    let mut parts = Vec::with_capacity(group.len());
+    for request in group {
+        let claims = request
             .answers
             .iter()
-            .map(|(key, _)| key.key.as_str())
-            .filter(|key| !taken.contains(&(request.store, *key)))
+            .map(|(key, answer)| answers::row(request.store, &key.key, &key.request_hash, answer, request.now))
             .collect();
-        answers::withdraw_in(&mut tx, request.store, &own).await?;
-    }
-    if !rows.is_empty() {
-        tenant_state::write_many_into(&mut tx, tenant_state::LIVE, &rows, catalog).await?;
-    }
-    let faults = config.faults.as_deref();
-    if faults.is_some_and(FaultInjector::fail_before_commit) {
-        // As a commit the server refused (a serialization failure, say): nothing written.
-        drop(tx);
-        let error = StoreError::Database(sqlx::Error::Protocol("injected: the commit was refused".into()));
-        return Err(GroupFailure::Definite { error, alone_may_succeed: true });
-    }
-    let commit_error = match log.commit(tx).await {
-        Ok(()) if faults.is_some_and(FaultInjector::fail_after_commit) => Some(StoreError::Unavailable(
-            sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected: lost after commit")),
-        )),
-        Ok(()) => None,
-        Err(error) => Some(error),
-    };
-    if let Some(error) = commit_error {
-        // The commit may have happened before the error (a connection lost after the server
-        // committed). Never guess: ask the log whether what this transaction wrote is there.
-        match probe(log, config, group, &results).await {
-            Some(true) => {}
-            Some(false) => return Err(GroupFailure::Definite { error, alone_may_succeed: false }),
-            None => return Err(GroupFailure::Unknown),
-        }
-    }
-    Ok(results)
-}
-
-/// Whether the group's transaction committed: one thing it wrote is looked up (an event's id,
-/// or else a stored answer), since a transaction commits whole or not at all. `None` if the
-/// database could not be asked within `probe_for`.
-async fn probe(
-    log: &AnyEventLog,
-    config: &CommitterConfig,
-    group: &[CommitRequest],
-    results: &[Result<i64, AppendFailure>],
-) -> Option<bool> {
-    let witness = group.iter().zip(results).filter(|(_, r)| r.is_ok()).find_map(|(request, _)| witness_of(request))?;
-    look_up(log, config, &[Some(witness)]).await.map(|found| found.contains(&true))
-}
-
-/// What shows that a batch was written: its first event, or else its first stored answer.
-fn witness_of(request: &CommitRequest) -> Option<Witness> {
-    if let Some(event) = request.part.events.first() {
-        return Some(Witness::Event(event.event_id));
-    }
-    let (key, answer) = request.answers.first()?;
-    Some(Witness::Answer(request.store, key.clone(), answer.clone()))
-}
-
-/// Whether each witness is in the database (`false` for none), asked again with a growing
-/// pause while the database cannot answer; `None` if it could not within `probe_for`.
-async fn look_up(log: &AnyEventLog, config: &CommitterConfig, witnesses: &[Option<Witness>]) -> Option<Vec<bool>> {
-    let deadline = Instant::now() + config.probe_for;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let seen = if config.faults.as_deref().is_some_and(FaultInjector::fail_probe) {
-            None
+        let rows = if request.part.events.is_empty() {
+            Vec::new()
         } else {
-            let mut seen = Vec::with_capacity(witnesses.len());
-            for witness in witnesses {
-                match witness {
-                    None => seen.push(false),
-                    Some(witness) => match is_there(log, witness).await {
-                        Some(found) => seen.push(found),
-                        None => break,
-                    },
-                }
-            }
-            (seen.len() == witnesses.len()).then_some(seen)
+            let version = request.part.expected + request.part.events.len() as i64;
+            vec![tenant_state::row(request.store, &request.state, version, request.now, catalog)?]
         };
-        if seen.is_some() || Instant::now() + pause > deadline {
-            return seen;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(500));
+        parts.push(GroupPart { append: &request.part, claims, rows });
     }
-}
-
-/// Whether `witness` is in the database; `None` if it could not be asked.
-async fn is_there(log: &AnyEventLog, witness: &Witness) -> Option<bool> {
-    match witness {
-        Witness::Event(id) => log.read_event(*id).await.ok().map(|found| found.is_some()),
-        // The request's hash too: a request that reused the key with another body may have been
-        // given, word for word, the answer the first request stored.
-        Witness::Answer(store, request, answer) => {
-            let stored = answers::load(log, *store, &[request.key.as_str()]).await.ok()?;
-            Some(
-                stored.get(&request.key).is_some_and(|s| s.request_hash == request.request_hash && s.answer == *answer),
-            )
-        }
-    }
-}
-
-enum Witness {
-    Event(Uuid),
-    Answer(StoreId, IdempotencyRequest, RenderedAnswer),
+    let group = Group { claims: &answers::TABLE, rows: &tenant_state::TABLE, parts };
+    let outcome = log.write_group(&group, options).await?;
+    Ok(outcome
+        .into_iter()
+        .map(|result| {
+            result.map_err(|failure| match failure {
+                PartFailure::Conflict => AppendFailure::Conflict,
+                PartFailure::Duplicate => AppendFailure::Duplicate,
+            })
+        })
+        .collect())
 }
 
 enum BatchResult {
@@ -1277,11 +1008,11 @@ enum AppendFailure {
     OutcomeUnknown,
 }
 
-impl From<GroupFailure> for AppendFailure {
-    fn from(failure: GroupFailure) -> Self {
+impl From<GroupError> for AppendFailure {
+    fn from(failure: GroupError) -> Self {
         match failure {
-            GroupFailure::Definite { error, .. } => error.into(),
-            GroupFailure::Unknown => AppendFailure::OutcomeUnknown,
+            GroupError::Definite { error, .. } => error.into(),
+            GroupError::Unknown => AppendFailure::OutcomeUnknown,
         }
     }
 }

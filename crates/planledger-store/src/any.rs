@@ -85,6 +85,15 @@ impl AnyEventLog {
         }
     }
 
+    /// How many of `wanted` writers can write at once: PostgreSQL takes them all (each on a
+    /// connection of its own), SQLite one (it has one writer).
+    pub fn writers_at_once(&self, wanted: usize) -> usize {
+        match self {
+            Self::Postgres(_) => wanted.max(1),
+            Self::Sqlite(_) => 1,
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self {
             Self::Postgres(_) => "postgres",

@@ -15,10 +15,13 @@
 mod any;
 pub mod copy_text;
 mod error;
+pub mod group;
 pub mod migrate;
 pub mod one_statement;
 mod postgres;
 pub mod retention;
+pub mod rows;
+pub mod sql;
 mod sqlite;
 mod types;
 
@@ -26,8 +29,11 @@ use std::future::Future;
 
 pub use any::{AnyEventLog, AnyTx, StoreConfig};
 pub use error::StoreError;
+pub use group::{CommitFaults, Group, GroupError, GroupOptions, GroupOutcome, GroupPart, PartFailure};
 pub use postgres::{PgEventLog, PgQuery, Rider};
 pub use retention::Expiring;
+pub use rows::{Column, Kind, OnConflict, Table, Value};
+pub use sql::{Row, Statement};
 pub use sqlite::{SqliteEventLog, SQLITE_NOW_US};
 pub use types::{
     truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, MovedStream, NewEvent, RecordedEvent,
