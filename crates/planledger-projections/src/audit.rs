@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use planledger_domain::Event;
-use planledger_store::{AnyEventLog, AnyTx, Checkpoint, StoreError};
+use planledger_store::{AnyEventLog, AnyTx, Checkpoint, EventCopy, Kind, Statement, StoreError};
 
 /// The live table.
 pub const LIVE: &str = "audit_log";
@@ -77,64 +77,19 @@ pub async fn copy_from_log_in(
     after: Checkpoint,
     limit: i64,
 ) -> Result<Option<(Checkpoint, u64)>, StoreError> {
-    let copied = match tx {
-        // One statement: the rows are inserted walking the feed's index in order, so their
-        // sequence numbers follow the log; the last of them (the highest sequence) names the
-        // page's last event, whose transaction one probe finds.
-        AnyTx::Postgres(tx) => {
-            let sql = format!(
-                "WITH copied AS (
-                    INSERT INTO {table} ({COLUMNS_PG})
-                    SELECT {FROM_EVENT}, version, global_position, event_type, correlation_id, actor, recorded_at
-                    FROM ledger_events
-                    WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2)
-                      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-                    ORDER BY ledger_events.transaction_id, ledger_events.global_position
-                    LIMIT $3
-                    RETURNING audit_seq, global_position
-                 )
-                 SELECT e.transaction_id::text::bigint, e.global_position, (SELECT count(*) FROM copied)
-                 FROM ledger_events e
-                 WHERE e.global_position = (SELECT global_position FROM copied ORDER BY audit_seq DESC LIMIT 1)"
-            );
-            let last: Option<(i64, i64, i64)> = sqlx::query_as(&sql)
-                .bind(after.transaction_id)
-                .bind(after.position)
-                .bind(limit)
-                .fetch_optional(&mut **tx)
-                .await?;
-            let Some((transaction_id, position, count)) = last else { return Ok(None) };
-            (Checkpoint { transaction_id, position }, count as u64)
-        }
-        // One writer: this transaction holds the write lock, so nothing commits between the two
-        // statements.
-        AnyTx::Sqlite(tx) => {
-            let last: Option<i64> = sqlx::query_scalar(
-                "SELECT max(global_position) FROM
-                    (SELECT global_position FROM ledger_events WHERE global_position > ? ORDER BY global_position LIMIT ?)",
-            )
-            .bind(after.position)
-            .bind(limit)
-            .fetch_one(&mut **tx)
-            .await?;
-            let Some(position) = last else { return Ok(None) };
-            let sql = format!(
-                "INSERT INTO {table} ({COLUMNS_SQLITE})
-                 SELECT {FROM_EVENT}, version, global_position, event_type, correlation_id, actor, recorded_at_us
-                 FROM ledger_events WHERE global_position > ? AND global_position <= ? ORDER BY global_position"
-            );
-            let count = sqlx::query(&sql).bind(after.position).bind(position).execute(&mut **tx).await?.rows_affected();
-            (Checkpoint { transaction_id: 0, position }, count)
-        }
+    let copy = EventCopy {
+        into: table,
+        columns: "store_id, version, global_position, event_type, correlation_id, actor, @recorded_at",
+        select: SELECTED,
+        sequence: "audit_seq",
     };
-    Ok(Some(copied))
+    tx.copy_events_in(&copy, after, limit).await
 }
 
-/// The columns of an audit row, as written.
-const COLUMNS_PG: &str = "store_id, version, global_position, event_type, correlation_id, actor, recorded_at";
-const COLUMNS_SQLITE: &str = "store_id, version, global_position, event_type, correlation_id, actor, recorded_at_us";
-/// The store of an event's stream (`store-<id>`), in SQL.
-const FROM_EVENT: &str = "CASE WHEN stream_id LIKE 'store-%' THEN substr(stream_id, 7) ELSE stream_id END";
+/// An audit row's columns as selected from `ledger_events`: the store of an event's stream
+/// (`store-<id>`), and the event's own columns.
+const SELECTED: &str = "CASE WHEN stream_id LIKE 'store-%' THEN substr(stream_id, 7) ELSE stream_id END, \
+    version, global_position, event_type, correlation_id, actor, @recorded_at";
 
 /// The summary of a stored event, for people; a stored form no upcaster reads says so.
 fn summary_of(event_type: &str, schema_version: i32, data: serde_json::Value, at: DateTime<Utc>) -> String {
@@ -143,12 +98,6 @@ fn summary_of(event_type: &str, schema_version: i32, data: serde_json::Value, at
         Err(e) => format!("unreadable event: {e}"),
     }
 }
-
-/// An audit row as read: sequence, store, version, type, correlation, actor, time, and its
-/// event's schema version and data.
-type AuditTuple<T, D = serde_json::Value> = (i64, String, i64, String, String, String, T, i32, D);
-/// A journal row as read: id, store, kind, outcome, error, correlation, actor, key, duration, time.
-type JournalTuple<T> = (i64, String, String, String, Option<String>, String, String, Option<String>, i64, T);
 
 /// Filters of `GET /v1/audit`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -179,65 +128,41 @@ pub struct AuditRecord {
 /// Up to `q.limit` entries of the audit view after position `q.after`, each with the summary of
 /// its event (read from the log by position, one index probe a row).
 pub async fn query(log: &AnyEventLog, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-    let rows: Vec<AuditTuple<DateTime<Utc>>> = match log {
-        AnyEventLog::Postgres(pg) => {
-            let rows: Vec<AuditTuple<DateTime<Utc>, sqlx::types::Json<serde_json::Value>>> = sqlx::query_as(
-                "SELECT a.audit_seq, a.store_id, a.version, a.event_type, a.correlation_id, a.actor, a.recorded_at,
-                        e.schema_version, e.data
-                 FROM audit_log a JOIN ledger_events e ON e.global_position = a.global_position
-                 WHERE a.audit_seq > $1 AND ($2::text IS NULL OR a.store_id = $2) AND ($3::text IS NULL OR a.event_type = $3)
-                   AND ($4::text IS NULL OR a.correlation_id = $4)
-                   AND ($5::timestamptz IS NULL OR a.recorded_at >= $5) AND ($6::timestamptz IS NULL OR a.recorded_at < $6)
-                 ORDER BY a.audit_seq LIMIT $7",
-            )
-            .bind(q.after)
-            .bind(&q.store_id)
-            .bind(&q.event_type)
-            .bind(&q.correlation_id)
-            .bind(q.from)
-            .bind(q.to)
-            .bind(q.limit)
-            .fetch_all(pg.pool())
-            .await?;
-            rows.into_iter()
-                .map(|(s, st, v, t, c, a, at, schema, data)| (s, st, v, t, c, a, at, schema, data.0))
-                .collect()
-        }
-        AnyEventLog::Sqlite(lite) => {
-            let rows: Vec<AuditTuple<i64, String>> = sqlx::query_as(
-                "SELECT a.audit_seq, a.store_id, a.version, a.event_type, a.correlation_id, a.actor, a.recorded_at_us,
-                        e.schema_version, e.data
-                 FROM audit_log a JOIN ledger_events e ON e.global_position = a.global_position
-                 WHERE a.audit_seq > ?1 AND (?2 IS NULL OR a.store_id = ?2) AND (?3 IS NULL OR a.event_type = ?3)
-                   AND (?4 IS NULL OR a.correlation_id = ?4)
-                   AND (?5 IS NULL OR a.recorded_at_us >= ?5) AND (?6 IS NULL OR a.recorded_at_us < ?6)
-                 ORDER BY a.audit_seq LIMIT ?7",
-            )
-            .bind(q.after)
-            .bind(&q.store_id)
-            .bind(&q.event_type)
-            .bind(&q.correlation_id)
-            .bind(q.from.map(|t| t.timestamp_micros()))
-            .bind(q.to.map(|t| t.timestamp_micros()))
-            .bind(q.limit)
-            .fetch_all(lite.readers())
-            .await?;
-            rows.into_iter()
-                .map(|(s, st, v, t, c, a, at, schema, data)| {
-                    let at = DateTime::from_timestamp_micros(at).unwrap_or_default();
-                    let data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
-                    (s, st, v, t, c, a, at, schema, data)
-                })
-                .collect()
-        }
-    };
-    Ok(rows
-        .into_iter()
-        .map(|(position, store_id, version, event_type, correlation_id, actor, recorded_at, schema, data)| {
-            let summary = summary_of(&event_type, schema, data, recorded_at);
-            AuditRecord { position, store_id, version, event_type, correlation_id, actor, recorded_at, summary }
+    let statement = Statement::new(
+        "SELECT a.audit_seq, a.store_id, a.version, a.event_type, a.correlation_id, a.actor, a.@recorded_at,
+                e.schema_version, e.data
+         FROM audit_log a JOIN ledger_events e ON e.global_position = a.global_position
+         WHERE a.audit_seq > $1 AND (CAST($2 AS text) IS NULL OR a.store_id = $2)
+           AND (CAST($3 AS text) IS NULL OR a.event_type = $3) AND (CAST($4 AS text) IS NULL OR a.correlation_id = $4)
+           AND ($5 IS NULL OR a.@recorded_at >= $5) AND ($6 IS NULL OR a.@recorded_at < $6)
+         ORDER BY a.audit_seq LIMIT $7",
+    )
+    .bind(q.after)
+    .bind(q.store_id.clone())
+    .bind(q.event_type.clone())
+    .bind(q.correlation_id.clone())
+    .bind(q.from)
+    .bind(q.to)
+    .bind(q.limit);
+    use Kind::{Int, Json, Text, Time};
+    let rows = log.fetch(&statement, &[Int, Text, Int, Text, Text, Text, Time, Int, Json]).await?;
+    rows.iter()
+        .map(|row| {
+            let (event_type, recorded_at) = (row.text(3)?, row.time(6)?);
+            let data = serde_json::from_str(&row.text(8)?).unwrap_or(serde_json::Value::Null);
+            let schema = i32::try_from(row.int(7)?).unwrap_or(i32::MAX);
+            Ok(AuditRecord {
+                position: row.int(0)?,
+                store_id: row.text(1)?,
+                version: row.int(2)?,
+                summary: summary_of(&event_type, schema, data, recorded_at),
+                event_type,
+                correlation_id: row.text(4)?,
+                actor: row.text(5)?,
+                recorded_at,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// One command of the journal, with its id (the cursor after it).
@@ -263,58 +188,34 @@ pub async fn journal(
     after: i64,
     limit: i64,
 ) -> Result<Vec<JournalRecord>, StoreError> {
-    type Row = (i64, String, String, String, Option<String>, String, String, Option<String>, i64);
-    let rows: Vec<(Row, DateTime<Utc>)> = match log {
-        AnyEventLog::Postgres(pg) => {
-            let rows: Vec<JournalTuple<DateTime<Utc>>> = sqlx::query_as(
-                "SELECT id, store_id, kind, outcome, error_code, correlation_id, actor, idempotency_key, duration_us, recorded_at
-                 FROM command_journal WHERE id > $1 AND ($2::text IS NULL OR store_id = $2) AND ($3::text IS NULL OR correlation_id = $3)
-                 ORDER BY id LIMIT $4",
-            )
-            .bind(after)
-            .bind(store_id)
-            .bind(correlation_id)
-            .bind(limit)
-            .fetch_all(pg.pool())
-            .await?;
-            rows.into_iter().map(|(a, b, c, d, e, f, g, h, i, t)| ((a, b, c, d, e, f, g, h, i), t)).collect()
-        }
-        AnyEventLog::Sqlite(lite) => {
-            let rows: Vec<JournalTuple<i64>> = sqlx::query_as(
-                "SELECT id, store_id, kind, outcome, error_code, correlation_id, actor, idempotency_key, duration_us, recorded_at_us
-                 FROM command_journal WHERE id > ?1 AND (?2 IS NULL OR store_id = ?2) AND (?3 IS NULL OR correlation_id = ?3)
-                 ORDER BY id LIMIT ?4",
-            )
-            .bind(after)
-            .bind(store_id)
-            .bind(correlation_id)
-            .bind(limit)
-            .fetch_all(lite.readers())
-            .await?;
-            rows.into_iter()
-                .map(|(a, b, c, d, e, f, g, h, i, t)| {
-                    ((a, b, c, d, e, f, g, h, i), DateTime::from_timestamp_micros(t).unwrap_or_default())
-                })
-                .collect()
-        }
-    };
-    Ok(rows
-        .into_iter()
-        .map(|((id, store_id, kind, outcome, error_code, correlation_id, actor, idempotency_key, duration_us), at)| {
-            JournalRecord {
-                id,
-                store_id,
-                kind,
-                outcome,
-                error_code,
-                correlation_id,
-                actor,
-                idempotency_key,
-                duration_us,
-                recorded_at: at,
-            }
+    let statement = Statement::new(
+        "SELECT id, store_id, kind, outcome, error_code, correlation_id, actor, idempotency_key, duration_us, @recorded_at
+         FROM command_journal WHERE id > $1 AND (CAST($2 AS text) IS NULL OR store_id = $2)
+           AND (CAST($3 AS text) IS NULL OR correlation_id = $3)
+         ORDER BY id LIMIT $4",
+    )
+    .bind(after)
+    .bind(store_id.map(str::to_owned))
+    .bind(correlation_id.map(str::to_owned))
+    .bind(limit);
+    use Kind::{Int, Text, Time};
+    let rows = log.fetch(&statement, &[Int, Text, Text, Text, Text, Text, Text, Text, Int, Time]).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(JournalRecord {
+                id: row.int(0)?,
+                store_id: row.text(1)?,
+                kind: row.text(2)?,
+                outcome: row.text(3)?,
+                error_code: row.opt_text(4)?,
+                correlation_id: row.text(5)?,
+                actor: row.text(6)?,
+                idempotency_key: row.opt_text(7)?,
+                duration_us: row.int(8)?,
+                recorded_at: row.time(9)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The refusals among the journal's most recent commands, by error code.
@@ -331,35 +232,22 @@ pub struct RecentRefusals {
 /// The refusals among the last `last` commands of the journal: a bounded read from the end of its
 /// primary key, whatever the size of the journal.
 pub async fn recent_refusals(log: &AnyEventLog, last: i64) -> Result<RecentRefusals, StoreError> {
-    let time = match log {
-        AnyEventLog::Postgres(_) => "recorded_at",
-        AnyEventLog::Sqlite(_) => "recorded_at_us",
-    };
-    let window = format!("SELECT outcome, error_code, {time} AS at FROM command_journal ORDER BY id DESC LIMIT $1");
-    let totals = format!("SELECT count(*), min(at) FROM ({window}) recent");
-    let codes = format!(
+    let window = "SELECT outcome, error_code, @recorded_at AS at FROM command_journal ORDER BY id DESC LIMIT $1";
+    let totals = Statement::new(format!("SELECT count(*), min(at) FROM ({window}) recent")).bind(last);
+    let codes = Statement::new(format!(
         "SELECT coalesce(error_code, 'unknown'), count(*) FROM ({window}) recent WHERE outcome = 'refused'
          GROUP BY 1 ORDER BY 2 DESC, 1"
-    );
-    let (commands, since, by_code) = match log {
-        AnyEventLog::Postgres(pg) => {
-            let (commands, since): (i64, Option<DateTime<Utc>>) =
-                sqlx::query_as(&totals).bind(last).fetch_one(pg.pool()).await?;
-            let by_code: Vec<(String, i64)> = sqlx::query_as(&codes).bind(last).fetch_all(pg.pool()).await?;
-            (commands, since, by_code)
-        }
-        AnyEventLog::Sqlite(lite) => {
-            let (commands, since): (i64, Option<i64>) =
-                sqlx::query_as(&planledger_store::one_statement::sqlite_sql(&totals))
-                    .bind(last)
-                    .fetch_one(lite.readers())
-                    .await?;
-            let by_code: Vec<(String, i64)> = sqlx::query_as(&planledger_store::one_statement::sqlite_sql(&codes))
-                .bind(last)
-                .fetch_all(lite.readers())
-                .await?;
-            (commands, since.and_then(DateTime::from_timestamp_micros), by_code)
-        }
+    ))
+    .bind(last);
+    let (commands, since) = match log.fetch_optional(&totals, &[Kind::Int, Kind::Time]).await? {
+        Some(row) => (row.int(0)?, row.opt_time(1)?),
+        None => (0, None),
     };
+    let by_code = log
+        .fetch(&codes, &[Kind::Text, Kind::Int])
+        .await?
+        .iter()
+        .map(|row| Ok((row.text(0)?, row.int(1)?)))
+        .collect::<Result<_, StoreError>>()?;
     Ok(RecentRefusals { commands, since, by_code })
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use planledger_store::{AnyEventLog, AnyTx, StoreError, SQLITE_NOW_US as NOW_US};
+use planledger_store::{AnyEventLog, AnyTx, Kind, Statement, StoreError};
 
 use crate::schema::ReadModel;
 
@@ -59,35 +59,17 @@ pub enum Claim {
 pub async fn try_claim(log: &AnyEventLog, model: ReadModel) -> Result<Claim, StoreError> {
     let holder = holder_name();
     let lease = LEASE.as_secs() as i64;
-    let taken: Option<String> = match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::query_scalar(
-                "INSERT INTO rebuild_claims (model, holder, claimed_at, renewed_at) VALUES ($1, $2, now(), now())
-                 ON CONFLICT (model) DO UPDATE SET holder = EXCLUDED.holder, claimed_at = now(), renewed_at = now()
-                 WHERE rebuild_claims.renewed_at < now() - make_interval(secs => $3)
-                 RETURNING holder",
-            )
-            .bind(model.name())
-            .bind(&holder)
-            .bind(lease as f64)
-            .fetch_optional(pg.pool())
-            .await?
-        }
-        AnyEventLog::Sqlite(lite) => {
-            sqlx::query_scalar(&format!(
-            "INSERT INTO rebuild_claims (model, holder, claimed_at_us, renewed_at_us) VALUES (?, ?, {NOW_US}, {NOW_US})
-                 ON CONFLICT (model) DO UPDATE SET holder = excluded.holder, claimed_at_us = excluded.claimed_at_us,
-                    renewed_at_us = excluded.renewed_at_us
-                 WHERE rebuild_claims.renewed_at_us < {NOW_US} - ? * 1000000
-                 RETURNING holder"
-        ))
-            .bind(model.name())
-            .bind(&holder)
-            .bind(lease)
-            .fetch_optional(lite.writer())
-            .await?
-        }
-    };
+    let statement = Statement::new(
+        "INSERT INTO rebuild_claims (model, holder, @claimed_at, @renewed_at) VALUES ($1, $2, now(), now())
+         ON CONFLICT (model) DO UPDATE SET holder = EXCLUDED.holder, @claimed_at = EXCLUDED.@claimed_at,
+            @renewed_at = EXCLUDED.@renewed_at
+         WHERE rebuild_claims.@renewed_at < now() - seconds($3)
+         RETURNING holder",
+    )
+    .bind(model.name())
+    .bind(holder.as_str())
+    .bind(lease);
+    let taken = log.fetch_written(&statement, &[Kind::Text]).await?.pop();
     if taken.is_none() {
         let (holder, since) = current(log, model).await?.unwrap_or_else(|| ("(released just now)".into(), Utc::now()));
         return Ok(Claim::HeldBy { holder, since });
@@ -99,45 +81,20 @@ pub async fn try_claim(log: &AnyEventLog, model: ReadModel) -> Result<Claim, Sto
 
 /// Who holds `model`'s claim and since when, if anyone (lapsed claims included).
 async fn current(log: &AnyEventLog, model: ReadModel) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
-    Ok(match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::query_as("SELECT holder, claimed_at FROM rebuild_claims WHERE model = $1")
-                .bind(model.name())
-                .fetch_optional(pg.pool())
-                .await?
-        }
-        AnyEventLog::Sqlite(lite) => {
-            let row: Option<(String, i64)> =
-                sqlx::query_as("SELECT holder, claimed_at_us FROM rebuild_claims WHERE model = ?")
-                    .bind(model.name())
-                    .fetch_optional(lite.readers())
-                    .await?;
-            row.map(|(holder, at)| (holder, DateTime::from_timestamp_micros(at).unwrap_or_default()))
-        }
-    })
+    let statement =
+        Statement::new("SELECT holder, @claimed_at FROM rebuild_claims WHERE model = $1").bind(model.name());
+    match log.fetch_optional(&statement, &[Kind::Text, Kind::Time]).await? {
+        Some(row) => Ok(Some((row.text(0)?, row.time(1)?))),
+        None => Ok(None),
+    }
 }
 
 /// Renews the claim; `Ok(false)` if it is no longer ours.
 async fn renew(tx: &mut AnyTx, model: ReadModel, holder: &str) -> Result<bool, StoreError> {
-    let renewed = match tx {
-        AnyTx::Postgres(tx) => {
-            sqlx::query("UPDATE rebuild_claims SET renewed_at = now() WHERE model = $1 AND holder = $2")
-                .bind(model.name())
-                .bind(holder)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-        }
-        AnyTx::Sqlite(tx) => {
-            sqlx::query(&format!("UPDATE rebuild_claims SET renewed_at_us = {NOW_US} WHERE model = ? AND holder = ?"))
-                .bind(model.name())
-                .bind(holder)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()
-        }
-    };
-    Ok(renewed == 1)
+    let statement = Statement::new("UPDATE rebuild_claims SET @renewed_at = now() WHERE model = $1 AND holder = $2")
+        .bind(model.name())
+        .bind(holder);
+    Ok(tx.execute(&statement).await? == 1)
 }
 
 async fn renew_while_running(log: AnyEventLog, model: ReadModel, holder: String, lost: Arc<AtomicBool>) {
@@ -175,22 +132,10 @@ impl RebuildClaim {
     /// Gives the claim up (a rebuild that dies without this leaves it to lapse).
     pub async fn release(self) -> Result<(), StoreError> {
         self.renewer.abort();
-        match &self.log {
-            AnyEventLog::Postgres(pg) => {
-                sqlx::query("DELETE FROM rebuild_claims WHERE model = $1 AND holder = $2")
-                    .bind(self.model.name())
-                    .bind(&self.holder)
-                    .execute(pg.pool())
-                    .await?;
-            }
-            AnyEventLog::Sqlite(lite) => {
-                sqlx::query("DELETE FROM rebuild_claims WHERE model = ? AND holder = ?")
-                    .bind(self.model.name())
-                    .bind(&self.holder)
-                    .execute(lite.writer())
-                    .await?;
-            }
-        }
+        let statement = Statement::new("DELETE FROM rebuild_claims WHERE model = $1 AND holder = $2")
+            .bind(self.model.name())
+            .bind(self.holder.as_str());
+        self.log.execute(&statement).await?;
         Ok(())
     }
 

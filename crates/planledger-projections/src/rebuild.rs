@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use planledger_domain::{Catalog, StoreId};
-use planledger_store::{AnyEventLog, AnyTx, Checkpoint, EventLog, RecordedEvent, StoreError, StreamId};
+use planledger_store::{AnyEventLog, AnyTx, Checkpoint, EventLog, RecordedEvent, StoreError, StreamId, TableLock};
 
 use crate::audit;
 use crate::claim::{self, Claim, RebuildClaim};
@@ -138,10 +138,7 @@ async fn fresh_table(log: &AnyEventLog, model: ReadModel, table: &str) -> Result
 /// a B-tree insertion per row.
 async fn build_indexes(log: &AnyEventLog, model: ReadModel, table: &str) -> Result<(), StoreError> {
     let mut tx = log.begin().await?;
-    if let AnyTx::Postgres(pg) = &mut tx {
-        // The sorts run in the server's memory; the default 64 MB spills a large log to disk.
-        sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut **pg).await?;
-    }
+    tx.prepare_index_builds().await?;
     execute_in(&mut tx, &model.ddl_then_indexes(log, table).1).await?;
     log.commit(tx).await
 }
@@ -390,12 +387,10 @@ async fn rebuild_tenant_state(
     progress.set_phase("swapping");
     let locked_at = Instant::now();
     let mut tx = log.begin().await?;
-    if let AnyTx::Postgres(pg) = &mut tx {
-        // Holds writers off the live table (reads go on) until the swap commits. Every writer
-        // of the live table has committed once this is granted, so what the last round left
-        // is exactly what has committed after its mark.
-        sqlx::query("LOCK TABLE tenant_state IN EXCLUSIVE MODE").execute(&mut **pg).await.map_err(StoreError::from)?;
-    }
+    // Holds writers off the live table (reads go on) until the swap commits. Every writer of
+    // the live table has committed once this is granted, so what the last round left is
+    // exactly what has committed after its mark.
+    tx.lock_table(tenant_state::LIVE, TableLock::Writers).await?;
     let (_, stores) = catch_up_in(log, &mut tx, table, mark, catalog).await?;
     caught_up += stores;
     if !claim.fence_in(&mut tx).await? {
@@ -537,13 +532,8 @@ async fn rebuild_audit_log(
     for _ in 0..20 {
         let locked_at = Instant::now();
         let mut tx = log.begin().await?;
-        if let AnyTx::Postgres(pg) = &mut tx {
-            // First the table, then the checkpoint: the projector takes them in that order too.
-            sqlx::query("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
-                .execute(&mut **pg)
-                .await
-                .map_err(StoreError::from)?;
-        }
+        // First the table, then the checkpoint: the projector takes them in that order too.
+        tx.lock_table(audit::LIVE, TableLock::Everyone).await?;
         let live = log.load_checkpoint(AUDIT_CONSUMER).await?;
         let mut position = after;
         while let Some((last, count)) = audit::copy_from_log_in(&mut tx, table, position, PAGE).await? {

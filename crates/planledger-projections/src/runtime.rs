@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use planledger_store::{AnyEventLog, Checkpoint, EventLog, StoreError};
-use sqlx::Connection;
 use tokio::sync::watch;
 
 use crate::audit;
@@ -47,44 +46,6 @@ pub async fn project_audit_page(log: &AnyEventLog) -> Result<usize, StoreError> 
     Ok(count as usize)
 }
 
-/// Keeps the lock of a projector for as long as it lives.
-enum Leadership {
-    Postgres(sqlx::PgConnection),
-    Sqlite,
-}
-
-impl Leadership {
-    async fn still_held(&mut self) -> bool {
-        match self {
-            Leadership::Postgres(conn) => conn.ping().await.is_ok(),
-            Leadership::Sqlite => true,
-        }
-    }
-}
-
-fn lock_key(name: &str) -> i64 {
-    // A stable 64-bit key per projector (FNV-1a).
-    name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)) as i64
-}
-
-async fn acquire(log: &AnyEventLog, name: &str) -> Result<Option<Leadership>, StoreError> {
-    match log {
-        AnyEventLog::Postgres(pg) => {
-            let mut conn = pg.pool().acquire().await?.detach();
-            let got: bool =
-                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(lock_key(name)).fetch_one(&mut conn).await?;
-            if got {
-                Ok(Some(Leadership::Postgres(conn)))
-            } else {
-                let _ = conn.close().await;
-                Ok(None)
-            }
-        }
-        // SQLite serves one node; the checkpoint's compare-and-set guards the rest.
-        AnyEventLog::Sqlite(_) => Ok(Some(Leadership::Sqlite)),
-    }
-}
-
 /// Runs the audit projector until `stop` turns true: standby until it holds the lock, then
 /// follows the log.
 pub async fn run_audit_projector(log: AnyEventLog, state: Arc<ProjectorState>, stop: watch::Receiver<bool>) {
@@ -115,7 +76,7 @@ pub async fn run_as_leader<F, Fut>(
         if *stop.borrow() {
             return;
         }
-        let mut leadership = match acquire(log, name).await {
+        let mut leadership = match log.try_lead(name).await {
             Ok(Some(leadership)) => leadership,
             Ok(None) | Err(_) => {
                 tokio::select! {

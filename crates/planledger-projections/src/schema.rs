@@ -6,7 +6,7 @@
 //! live generation and the catalog fingerprint it was built with.
 
 use chrono::{DateTime, Utc};
-use planledger_store::{AnyEventLog, AnyTx, StoreError};
+use planledger_store::{AnyEventLog, AnyTx, Kind, PerBackend, Statement, StoreError};
 
 /// The read models planledger keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,20 +32,16 @@ impl ReadModel {
     }
 
     fn schema(&self, log: &AnyEventLog) -> &'static str {
-        match (self, log) {
-            (ReadModel::TenantState, AnyEventLog::Postgres(_)) => {
-                include_str!("../../../projections/tenant_state/v1/postgres.sql")
-            }
-            (ReadModel::TenantState, AnyEventLog::Sqlite(_)) => {
-                include_str!("../../../projections/tenant_state/v1/sqlite.sql")
-            }
-            (ReadModel::AuditLog, AnyEventLog::Postgres(_)) => {
-                include_str!("../../../projections/audit_log/v2/postgres.sql")
-            }
-            (ReadModel::AuditLog, AnyEventLog::Sqlite(_)) => {
-                include_str!("../../../projections/audit_log/v2/sqlite.sql")
-            }
-        }
+        log.pick(match self {
+            ReadModel::TenantState => PerBackend {
+                postgres: include_str!("../../../projections/tenant_state/v1/postgres.sql"),
+                sqlite: include_str!("../../../projections/tenant_state/v1/sqlite.sql"),
+            },
+            ReadModel::AuditLog => PerBackend {
+                postgres: include_str!("../../../projections/audit_log/v2/postgres.sql"),
+                sqlite: include_str!("../../../projections/audit_log/v2/sqlite.sql"),
+            },
+        })
     }
 
     /// The DDL that creates `table` with this model's schema.
@@ -85,70 +81,22 @@ impl ReadModelInfo {
 /// table's `summary` column is dropped on SQLite (one process serves the file) and only made
 /// nullable on PostgreSQL, where nodes not yet upgraded may still be writing it.
 async fn upgrade_in_place(log: &AnyEventLog, model: ReadModel) -> Result<(), StoreError> {
-    if model != ReadModel::AuditLog || !requires_column(log, model.name(), "summary").await? {
+    if model != ReadModel::AuditLog || !log.column_is_required(model.name(), "summary").await? {
         return Ok(());
     }
     use planledger_store::EventLog;
     let mut tx = log.begin().await?;
-    let ddl = match log {
-        AnyEventLog::Postgres(_) => "ALTER TABLE audit_log ALTER COLUMN summary DROP NOT NULL",
-        AnyEventLog::Sqlite(_) => "ALTER TABLE audit_log DROP COLUMN summary",
-    };
+    let ddl = log.pick(PerBackend {
+        postgres: "ALTER TABLE audit_log ALTER COLUMN summary DROP NOT NULL",
+        sqlite: "ALTER TABLE audit_log DROP COLUMN summary",
+    });
     execute_in(&mut tx, ddl).await?;
     log.commit(tx).await
 }
 
-/// Whether `table` has `column` and refuses rows without it.
-async fn requires_column(log: &AnyEventLog, table: &str, column: &str) -> Result<bool, StoreError> {
-    Ok(match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::query_scalar(
-                "SELECT count(*) > 0 FROM information_schema.columns
-                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2 AND is_nullable = 'NO'",
-            )
-            .bind(table)
-            .bind(column)
-            .fetch_one(pg.pool())
-            .await?
-        }
-        AnyEventLog::Sqlite(lite) => {
-            sqlx::query_scalar("SELECT count(*) > 0 FROM pragma_table_info(?) WHERE name = ? AND \"notnull\" = 1")
-                .bind(table)
-                .bind(column)
-                .fetch_one(lite.readers())
-                .await?
-        }
-    })
-}
-
-async fn table_exists(log: &AnyEventLog, table: &str) -> Result<bool, StoreError> {
-    Ok(match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(table).fetch_one(pg.pool()).await?
-        }
-        AnyEventLog::Sqlite(lite) => {
-            sqlx::query_scalar("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?")
-                .bind(table)
-                .fetch_one(lite.readers())
-                .await?
-        }
-    })
-}
-
 /// Runs DDL (several statements) in `tx`.
 pub async fn execute_in(tx: &mut AnyTx, sql: &str) -> Result<(), StoreError> {
-    use sqlx::Executor;
-    // A plain string runs unprepared, so several statements may go in one call. (sqlx's
-    // `raw_sql` would do the same, but its future is not `Send` inside generic callers.)
-    match tx {
-        AnyTx::Postgres(tx) => {
-            (&mut **tx).execute(sql).await?;
-        }
-        AnyTx::Sqlite(tx) => {
-            (&mut **tx).execute(sql).await?;
-        }
-    }
-    Ok(())
+    tx.execute_script(sql).await
 }
 
 /// What a read model records it was built with: the catalog's fingerprint and the fold's
@@ -162,7 +110,7 @@ pub fn built_with(catalog: &planledger_domain::Catalog) -> String {
 pub async fn ensure(log: &AnyEventLog, catalog_fingerprint: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
     use planledger_store::EventLog;
     for model in ReadModel::ALL {
-        if table_exists(log, model.name()).await? {
+        if log.table_exists(model.name()).await? {
             upgrade_in_place(log, model).await?;
             continue;
         }
@@ -182,57 +130,27 @@ pub async fn record_in(
     fingerprint: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    match tx {
-        AnyTx::Postgres(tx) => {
-            sqlx::query(
-                "INSERT INTO read_models (name, generation, catalog_fingerprint, built_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (name) DO UPDATE SET generation = EXCLUDED.generation,
-                    catalog_fingerprint = EXCLUDED.catalog_fingerprint, built_at = EXCLUDED.built_at",
-            )
-            .bind(model.name())
-            .bind(generation as i32)
-            .bind(fingerprint)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-        }
-        AnyTx::Sqlite(tx) => {
-            sqlx::query(
-                "INSERT INTO read_models (name, generation, catalog_fingerprint, built_at_us) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (name) DO UPDATE SET generation = excluded.generation,
-                    catalog_fingerprint = excluded.catalog_fingerprint, built_at_us = excluded.built_at_us",
-            )
-            .bind(model.name())
-            .bind(generation)
-            .bind(fingerprint)
-            .bind(now.timestamp_micros())
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
+    let statement = Statement::new(
+        "INSERT INTO read_models (name, generation, catalog_fingerprint, @built_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name) DO UPDATE SET generation = EXCLUDED.generation,
+            catalog_fingerprint = EXCLUDED.catalog_fingerprint, @built_at = EXCLUDED.@built_at",
+    )
+    .bind(model.name())
+    .bind(generation)
+    .bind(fingerprint)
+    .bind(now);
+    tx.execute(&statement).await?;
     Ok(())
 }
 
 pub async fn info(log: &AnyEventLog) -> Result<Vec<ReadModelInfo>, StoreError> {
-    let rows: Vec<(String, i64, String, DateTime<Utc>)> = match log {
-        AnyEventLog::Postgres(pg) => {
-            let rows: Vec<(String, i32, String, DateTime<Utc>)> =
-                sqlx::query_as("SELECT name, generation, catalog_fingerprint, built_at FROM read_models ORDER BY name")
-                    .fetch_all(pg.pool())
-                    .await?;
-            rows.into_iter().map(|(n, g, f, b)| (n, i64::from(g), f, b)).collect()
-        }
-        AnyEventLog::Sqlite(lite) => {
-            let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(
-                "SELECT name, generation, catalog_fingerprint, built_at_us FROM read_models ORDER BY name",
-            )
-            .fetch_all(lite.readers())
-            .await?;
-            rows.into_iter()
-                .map(|(n, g, f, b)| (n, g, f, DateTime::from_timestamp_micros(b).unwrap_or_default()))
-                .collect()
-        }
-    };
+    let statement =
+        Statement::new("SELECT name, generation, catalog_fingerprint, @built_at FROM read_models ORDER BY name");
+    let rows = log.fetch(&statement, &[Kind::Text, Kind::Int, Kind::Text, Kind::Time]).await?;
+    let rows = rows
+        .iter()
+        .map(|row| Ok((row.text(0)?, row.int(1)?, row.text(2)?, row.time(3)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(rows
         .into_iter()
         .map(|(name, generation, catalog_fingerprint, built_at)| ReadModelInfo {

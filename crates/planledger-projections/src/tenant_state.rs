@@ -4,11 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use planledger_domain::{status, Catalog, StoreId, TenantState};
-use planledger_store::one_statement::sqlite_sql;
 use std::borrow::Cow;
 
-use planledger_store::{AnyEventLog, AnyTx, Column, OnConflict, StoreError, Table, Value};
-use sqlx::Row;
+use planledger_store::{AnyEventLog, AnyTx, Column, Kind, OnConflict, Row, Statement, StoreError, Table, Value};
 
 /// One store's row.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,14 +24,6 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 /// The live table.
 pub const LIVE: &str = "tenant_state";
-
-/// Every column of a row, in the order rows are written and copied.
-const ROW_COLUMNS_PG: &str = "store_id, name, time_zone, plan_id, tier, subscription_status, internal_status, \
-    trial_ends_at, grace_ends_at, maintenance_ends_at, next_deadline, subscription_id, version, state, \
-    catalog_fingerprint, updated_at, usage";
-const ROW_COLUMNS_SQLITE: &str = "store_id, name, time_zone, plan_id, tier, subscription_status, internal_status, \
-    trial_ends_at_us, grace_ends_at_us, maintenance_ends_at_us, next_deadline_us, subscription_id, version, state, \
-    catalog_fingerprint, updated_at_us, usage";
 
 /// The live table as the store writes its rows: a row replaces an older one of its store, never
 /// a newer one (a late write cannot take a row back). A generation being rebuilt is
@@ -62,11 +52,22 @@ pub const TABLE: Table = Table {
     on_conflict: OnConflict::KeepNewer { key: "store_id", version: "version" },
 };
 
-/// The tail of an upsert into `table` of rows with `columns` (as [`TABLE`] says), for the
-/// copies of rows between generations.
-fn upsert_clause(table: &str, columns: &str) -> String {
+/// Every column of a row in the order rows are written and copied, time columns marked (see
+/// `planledger_store::sql`).
+fn row_columns() -> String {
+    let names: Vec<String> = TABLE
+        .columns
+        .iter()
+        .map(|c| if c.kind == Kind::Time { format!("@{}", c.name) } else { c.name.to_owned() })
+        .collect();
+    names.join(", ")
+}
+
+/// The tail of an upsert into `table`: a row replaces an older one of its store, never a newer.
+fn upsert_clause(table: &str) -> String {
+    let columns = row_columns();
     let set: Vec<String> =
-        columns.split(',').map(str::trim).filter(|c| *c != "store_id").map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+        columns.split(", ").filter(|c| *c != "store_id").map(|c| format!("{c} = EXCLUDED.{c}")).collect();
     format!("ON CONFLICT (store_id) DO UPDATE SET {} WHERE {table}.version < EXCLUDED.version", set.join(", "))
 }
 
@@ -138,26 +139,19 @@ pub async fn copy_rows_in(
     if stores.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<String> = stores.iter().map(ToString::to_string).collect();
-    Ok(match tx {
-        AnyTx::Postgres(tx) => {
-            let sql = format!(
-                "INSERT INTO {to} ({ROW_COLUMNS_PG}) SELECT {ROW_COLUMNS_PG} FROM {from}
-                 WHERE store_id = ANY($1) AND catalog_fingerprint = $2 {}",
-                upsert_clause(to, ROW_COLUMNS_PG)
-            );
-            sqlx::query(&sql).bind(&ids).bind(built_with).execute(&mut **tx).await?.rows_affected()
-        }
-        AnyTx::Sqlite(tx) => {
-            let ids = serde_json::to_string(&ids).map_err(|e| corrupt("store ids", e))?;
-            let sql = format!(
-                "INSERT INTO {to} ({ROW_COLUMNS_SQLITE}) SELECT {ROW_COLUMNS_SQLITE} FROM {from}
-                 WHERE store_id IN (SELECT value FROM json_each(?)) AND catalog_fingerprint = ? {}",
-                upsert_clause(to, ROW_COLUMNS_SQLITE)
-            );
-            sqlx::query(&sql).bind(ids).bind(built_with).execute(&mut **tx).await?.rows_affected()
-        }
-    })
+    let columns = row_columns();
+    let statement = Statement::new(format!(
+        "INSERT INTO {to} ({columns}) SELECT {columns} FROM {from}
+         WHERE store_id = ANY($1) AND catalog_fingerprint = $2 {}",
+        upsert_clause(to)
+    ))
+    .bind(ids(stores))
+    .bind(built_with);
+    tx.execute(&statement).await
+}
+
+fn ids(stores: &[StoreId]) -> Vec<String> {
+    stores.iter().map(ToString::to_string).collect()
 }
 
 /// The versions of the rows `table` holds of `stores`, read in `tx`.
@@ -166,21 +160,12 @@ pub async fn versions_in(
     table: &str,
     stores: &[StoreId],
 ) -> Result<std::collections::HashMap<StoreId, i64>, StoreError> {
-    let ids: Vec<String> = stores.iter().map(ToString::to_string).collect();
-    let rows: Vec<(String, i64)> = match tx {
-        AnyTx::Postgres(tx) => {
-            let sql = format!("SELECT store_id, version FROM {table} WHERE store_id = ANY($1)");
-            sqlx::query_as(&sql).bind(&ids).fetch_all(&mut **tx).await?
-        }
-        AnyTx::Sqlite(tx) => {
-            let ids = serde_json::to_string(&ids).map_err(|e| corrupt("store ids", e))?;
-            let sql =
-                format!("SELECT store_id, version FROM {table} WHERE store_id IN (SELECT value FROM json_each(?))");
-            sqlx::query_as(&sql).bind(ids).fetch_all(&mut **tx).await?
-        }
-    };
-    rows.into_iter()
-        .map(|(id, version)| Ok((StoreId::parse(&id).map_err(|e| corrupt("store_id", e))?, version)))
+    let statement =
+        Statement::new(format!("SELECT store_id, version FROM {table} WHERE store_id = ANY($1)")).bind(ids(stores));
+    tx.fetch(&statement, &[Kind::Text, Kind::Int])
+        .await?
+        .iter()
+        .map(|row| Ok((StoreId::parse(&row.text(0)?).map_err(|e| corrupt("store_id", e))?, row.int(1)?)))
         .collect()
 }
 
@@ -220,119 +205,57 @@ struct StoredUsage {
     remaining: Option<u64>,
 }
 
-fn parse_row(
-    store_id: String,
-    state: serde_json::Value,
-    version: i64,
-    fingerprint: String,
-    updated_at: DateTime<Utc>,
-) -> Result<TenantStateRow, StoreError> {
+/// The columns a `TenantStateRow` is read from, of [`ROW_KINDS`].
+const COLUMNS: &str = "store_id, state, version, catalog_fingerprint, @updated_at";
+const ROW_KINDS: &[Kind] = &[Kind::Text, Kind::Json, Kind::Int, Kind::Text, Kind::Time];
+
+fn parse_row(row: &Row) -> Result<TenantStateRow, StoreError> {
     Ok(TenantStateRow {
-        store_id: StoreId::parse(&store_id).map_err(|e| corrupt("store_id", e))?,
-        state: serde_json::from_value(state).map_err(|e| corrupt("state", e))?,
-        version,
-        catalog_fingerprint: fingerprint,
-        updated_at,
+        store_id: StoreId::parse(&row.text(0)?).map_err(|e| corrupt("store_id", e))?,
+        state: serde_json::from_str(&row.text(1)?).map_err(|e| corrupt("state", e))?,
+        version: row.int(2)?,
+        catalog_fingerprint: row.text(3)?,
+        updated_at: row.time(4)?,
     })
 }
 
-/// The columns a `TenantStateRow` is read from, in `from_pg` / `from_sqlite` order.
-const COLUMNS_PG: &str = "store_id, state, version, catalog_fingerprint, updated_at";
-const COLUMNS_SQLITE: &str = "store_id, state, version, catalog_fingerprint, updated_at_us";
-
-fn from_pg(row: &sqlx::postgres::PgRow) -> Result<TenantStateRow, StoreError> {
-    let sqlx::types::Json(state) = row.try_get::<sqlx::types::Json<serde_json::Value>, _>(1)?;
-    parse_row(row.try_get(0)?, state, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)
-}
-
-fn from_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<TenantStateRow, StoreError> {
-    let text: String = row.try_get(1)?;
-    let state = serde_json::from_str(&text).map_err(|e| corrupt("state", e))?;
-    let updated =
-        DateTime::from_timestamp_micros(row.try_get(4)?).ok_or_else(|| corrupt("updated_at", "out of range"))?;
-    parse_row(row.try_get(0)?, state, row.try_get(2)?, row.try_get(3)?, updated)
+fn parse_rows(rows: Vec<Row>) -> Result<Vec<TenantStateRow>, StoreError> {
+    rows.iter().map(parse_row).collect()
 }
 
 /// The row of one store.
 pub async fn load(log: &AnyEventLog, store: StoreId) -> Result<Option<TenantStateRow>, StoreError> {
-    let id = store.to_string();
-    match log {
-        AnyEventLog::Postgres(pg) => {
-            let row = sqlx::query(&format!("SELECT {COLUMNS_PG} FROM tenant_state WHERE store_id = $1"))
-                .bind(id)
-                .fetch_optional(pg.pool())
-                .await?;
-            row.as_ref().map(from_pg).transpose()
-        }
-        AnyEventLog::Sqlite(lite) => {
-            let row = sqlx::query(&format!("SELECT {COLUMNS_SQLITE} FROM tenant_state WHERE store_id = ?"))
-                .bind(id)
-                .fetch_optional(lite.readers())
-                .await?;
-            row.as_ref().map(from_sqlite).transpose()
-        }
-    }
+    let statement =
+        Statement::new(format!("SELECT {COLUMNS} FROM tenant_state WHERE store_id = $1")).bind(store.to_string());
+    log.fetch_optional(&statement, ROW_KINDS).await?.as_ref().map(parse_row).transpose()
 }
 
 /// The rows of `stores` in `table` (the live one or a generation being rebuilt), read in `tx`.
 pub async fn load_many_in(tx: &mut AnyTx, table: &str, stores: &[StoreId]) -> Result<Vec<TenantStateRow>, StoreError> {
-    let ids: Vec<String> = stores.iter().map(ToString::to_string).collect();
-    match tx {
-        AnyTx::Postgres(tx) => {
-            let sql = format!("SELECT {COLUMNS_PG} FROM {table} WHERE store_id = ANY($1)");
-            let rows = sqlx::query(&sql).bind(&ids).fetch_all(&mut **tx).await?;
-            rows.iter().map(from_pg).collect()
-        }
-        AnyTx::Sqlite(tx) => {
-            let sql = format!("SELECT {COLUMNS_SQLITE} FROM {table} WHERE store_id = ?");
-            let mut found = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? {
-                    found.push(from_sqlite(&row)?);
-                }
-            }
-            Ok(found)
-        }
-    }
+    let statement = Statement::new(format!("SELECT {COLUMNS} FROM {table} WHERE store_id = ANY($1)")).bind(ids(stores));
+    parse_rows(tx.fetch(&statement, ROW_KINDS).await?)
 }
 
 /// The earliest pending deadline of any store (one probe of the deadline index).
 pub async fn earliest_deadline(log: &AnyEventLog) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::query_scalar("SELECT min(next_deadline) FROM tenant_state").fetch_one(pg.pool()).await?
-        }
-        AnyEventLog::Sqlite(lite) => {
-            let us: Option<i64> =
-                sqlx::query_scalar("SELECT min(next_deadline_us) FROM tenant_state").fetch_one(lite.readers()).await?;
-            us.and_then(DateTime::from_timestamp_micros)
-        }
-    })
+    let statement = Statement::new("SELECT min(@next_deadline) FROM tenant_state");
+    match log.fetch_optional(&statement, &[Kind::Time]).await? {
+        Some(row) => row.opt_time(0),
+        None => Ok(None),
+    }
 }
 
 /// Stores whose next deadline is at or before `now`, earliest first.
 pub async fn due(log: &AnyEventLog, now: DateTime<Utc>, limit: i64) -> Result<Vec<StoreId>, StoreError> {
-    let ids: Vec<String> = match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::query_scalar(
-                "SELECT store_id FROM tenant_state WHERE next_deadline <= $1 ORDER BY next_deadline LIMIT $2",
-            )
+    let statement =
+        Statement::new("SELECT store_id FROM tenant_state WHERE @next_deadline <= $1 ORDER BY @next_deadline LIMIT $2")
             .bind(now)
-            .bind(limit)
-            .fetch_all(pg.pool())
-            .await?
-        }
-        AnyEventLog::Sqlite(lite) => {
-            sqlx::query_scalar(
-                "SELECT store_id FROM tenant_state WHERE next_deadline_us <= ? ORDER BY next_deadline_us LIMIT ?",
-            )
-            .bind(now.timestamp_micros())
-            .bind(limit)
-            .fetch_all(lite.readers())
-            .await?
-        }
-    };
-    ids.iter().map(|id| StoreId::parse(id).map_err(|e| corrupt("store_id", e))).collect()
+            .bind(limit);
+    log.fetch(&statement, &[Kind::Text])
+        .await?
+        .iter()
+        .map(|row| StoreId::parse(&row.text(0)?).map_err(|e| corrupt("store_id", e)))
+        .collect()
 }
 
 /// Which stores a listing shows: every filter given must hold.
@@ -360,43 +283,27 @@ pub async fn list(
         let literal = n.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         format!("%{literal}%")
     });
-    // One statement for both backends (only the columns read differ).
-    let sql = |columns: &str| {
-        format!(
-            "SELECT {columns} FROM tenant_state
-             WHERE (CAST($1 AS text) IS NULL OR internal_status = $1) AND store_id > $2
-               AND (CAST($4 AS text) IS NULL OR plan_id = $4)
-               AND (CAST($5 AS text) IS NULL OR lower(name) LIKE $5 ESCAPE '\\')
-             ORDER BY store_id LIMIT $3"
-        )
-    };
-    macro_rules! fetch {
-        ($sql:expr, $pool:expr) => {
-            sqlx::query($sql)
-                .bind(&filter.internal_status)
-                .bind(after)
-                .bind(limit)
-                .bind(&filter.plan_id)
-                .bind(name)
-                .fetch_all($pool)
-                .await?
-        };
-    }
-    match log {
-        AnyEventLog::Postgres(pg) => fetch!(&sql(COLUMNS_PG), pg.pool()).iter().map(from_pg).collect(),
-        AnyEventLog::Sqlite(lite) => {
-            fetch!(&sqlite_sql(&sql(COLUMNS_SQLITE)), lite.readers()).iter().map(from_sqlite).collect()
-        }
-    }
+    let statement = Statement::new(format!(
+        "SELECT {COLUMNS} FROM tenant_state
+         WHERE (CAST($1 AS text) IS NULL OR internal_status = $1) AND store_id > $2
+           AND (CAST($4 AS text) IS NULL OR plan_id = $4)
+           AND (CAST($5 AS text) IS NULL OR lower(name) LIKE $5 ESCAPE '\\')
+         ORDER BY store_id LIMIT $3"
+    ))
+    .bind(filter.internal_status.clone())
+    .bind(after)
+    .bind(limit)
+    .bind(filter.plan_id.clone())
+    .bind(name);
+    parse_rows(log.fetch(&statement, ROW_KINDS).await?)
 }
 
 /// How many stores have each stored internal status (one pass over the status index).
 pub async fn count_by_status(log: &AnyEventLog) -> Result<Vec<(String, i64)>, StoreError> {
-    let sql = "SELECT internal_status, count(*) FROM tenant_state GROUP BY internal_status ORDER BY internal_status";
-    Ok(match log {
-        AnyEventLog::Postgres(pg) => sqlx::query_as(sql).fetch_all(pg.pool()).await?,
-        AnyEventLog::Sqlite(lite) => sqlx::query_as(sql).fetch_all(lite.readers()).await?,
-    })
+    let statement = Statement::new(
+        "SELECT internal_status, count(*) FROM tenant_state GROUP BY internal_status ORDER BY internal_status",
+    );
+    log.fetch(&statement, &[Kind::Text, Kind::Int]).await?.iter().map(|row| Ok((row.text(0)?, row.int(1)?))).collect()
 }
 
 /// Stores of stored status `internal_status` whose next deadline falls before `until` (overdue
@@ -407,27 +314,12 @@ pub async fn deadlines_before(
     until: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<TenantStateRow>, StoreError> {
-    match log {
-        AnyEventLog::Postgres(pg) => {
-            let sql = format!(
-                "SELECT {COLUMNS_PG} FROM tenant_state WHERE next_deadline < $1 AND internal_status = $2
-                 ORDER BY next_deadline LIMIT $3"
-            );
-            let rows = sqlx::query(&sql).bind(until).bind(internal_status).bind(limit).fetch_all(pg.pool()).await?;
-            rows.iter().map(from_pg).collect()
-        }
-        AnyEventLog::Sqlite(lite) => {
-            let sql = format!(
-                "SELECT {COLUMNS_SQLITE} FROM tenant_state WHERE next_deadline_us < ?1 AND internal_status = ?2
-                 ORDER BY next_deadline_us LIMIT ?3"
-            );
-            let rows = sqlx::query(&sql)
-                .bind(until.timestamp_micros())
-                .bind(internal_status)
-                .bind(limit)
-                .fetch_all(lite.readers())
-                .await?;
-            rows.iter().map(from_sqlite).collect()
-        }
-    }
+    let statement = Statement::new(format!(
+        "SELECT {COLUMNS} FROM tenant_state WHERE @next_deadline < $1 AND internal_status = $2
+         ORDER BY @next_deadline LIMIT $3"
+    ))
+    .bind(until)
+    .bind(internal_status)
+    .bind(limit);
+    parse_rows(log.fetch(&statement, ROW_KINDS).await?)
 }

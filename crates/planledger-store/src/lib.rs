@@ -16,6 +16,7 @@ mod any;
 pub mod copy_text;
 mod error;
 pub mod group;
+pub mod locks;
 pub mod migrate;
 pub mod one_statement;
 mod postgres;
@@ -30,10 +31,11 @@ use std::future::Future;
 pub use any::{AnyEventLog, AnyTx, StoreConfig};
 pub use error::StoreError;
 pub use group::{CommitFaults, Group, GroupError, GroupOptions, GroupOutcome, GroupPart, PartFailure};
+pub use locks::{Leadership, PerBackend, TableLock};
 pub use postgres::{PgEventLog, PgQuery, Rider};
 pub use retention::Expiring;
 pub use rows::{Column, Kind, OnConflict, Table, Value};
-pub use sql::{Row, Statement};
+pub use sql::{EventCopy, Row, Statement};
 pub use sqlite::{SqliteEventLog, SQLITE_NOW_US};
 pub use types::{
     truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, MovedStream, NewEvent, RecordedEvent,

@@ -8,7 +8,10 @@
 //!   microseconds since the epoch) on SQLite, the schemas' one naming difference; a time is
 //!   bound as a [`Value::Time`] and read as [`Kind::Time`], whichever it is;
 //! - `= ANY($n)` with a [`Value::List`]: PostgreSQL binds an array, SQLite reads
-//!   `IN (SELECT value FROM json_each(?n))` of a JSON array.
+//!   `IN (SELECT value FROM json_each(?n))` of a JSON array;
+//! - `now()` is the database's clock (so that nodes with skewed clocks agree), and
+//!   `seconds($n)` a span of `$n` seconds to add to or subtract from a time: SQLite reads them
+//!   in microseconds.
 //!
 //! No `::` casts (`CAST(x AS text)` reads the same on both). Rows come back as [`Row`]s of the
 //! [`Kind`]s asked for. This is how no crate above the store names a backend.
@@ -42,10 +45,8 @@ impl Statement {
     fn text(&self, sqlite: bool) -> Cow<'_, str> {
         if sqlite {
             Cow::Owned(sqlite_text(&self.sql))
-        } else if self.sql.contains('@') {
-            Cow::Owned(self.sql.replace('@', ""))
         } else {
-            Cow::Borrowed(&self.sql)
+            pg_text(&self.sql)
         }
     }
 
@@ -59,6 +60,36 @@ impl Statement {
     }
 }
 
+/// `seconds($n)` at the start of `rest`: the placeholder's number and the token's length.
+fn seconds_token(rest: &str) -> Option<(&str, usize)> {
+    let after = rest.strip_prefix("seconds($")?;
+    let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+    (digits > 0 && after[digits..].starts_with(')')).then(|| (&after[..digits], "seconds($".len() + digits + 1))
+}
+
+/// The statement as PostgreSQL reads it.
+fn pg_text(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('@') && !sql.contains("seconds($") {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut i = 0;
+    while i < sql.len() {
+        let rest = &sql[i..];
+        if let Some((n, len)) = seconds_token(rest) {
+            out.push_str(&format!("(${n} * interval '1 second')"));
+            i += len;
+            continue;
+        }
+        let c = rest.chars().next().unwrap_or_default();
+        if c != '@' {
+            out.push(c);
+        }
+        i += c.len_utf8();
+    }
+    Cow::Owned(out)
+}
+
 /// The statement as SQLite reads it.
 fn sqlite_text(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
@@ -66,6 +97,17 @@ fn sqlite_text(sql: &str) -> String {
     let mut i = 0;
     while i < sql.len() {
         let rest = &sql[i..];
+        if let Some((n, len)) = seconds_token(rest) {
+            out.push_str(&format!("(?{n} * 1000000)"));
+            i += len;
+            continue;
+        }
+        if let Some(after) = rest.strip_prefix("now()") {
+            let _ = after;
+            out.push_str(crate::SQLITE_NOW_US);
+            i += "now()".len();
+            continue;
+        }
         if let Some(after) = rest.strip_prefix("= ANY($") {
             let digits = after.bytes().take_while(u8::is_ascii_digit).count();
             if digits > 0 && after[digits..].starts_with(')') {
@@ -270,6 +312,84 @@ impl AnyTx {
     /// The first row, if any.
     pub async fn fetch_optional(&mut self, statement: &Statement, kinds: &[Kind]) -> Result<Option<Row>, StoreError> {
         Ok(self.fetch(statement, kinds).await?.into_iter().next())
+    }
+}
+
+/// A copy of events into a table of their rows, in the database (no event leaves it, none is
+/// decoded): what a projection's bulk load does. `columns` and `select` are written as
+/// statements are (`@` time columns); `select` reads `ledger_events`; `sequence` is the
+/// target's identity column, which numbers the rows in the order they were copied.
+#[derive(Debug, Clone, Copy)]
+pub struct EventCopy<'a> {
+    pub into: &'a str,
+    pub columns: &'a str,
+    pub select: &'a str,
+    pub sequence: &'a str,
+}
+
+impl AnyTx {
+    /// Copies the rows of up to `limit` events after `after`, in the order of `read_all`
+    /// (gap-safe on PostgreSQL: only transactions older than every running one). Answers the
+    /// checkpoint of the last event copied and how many were, or `None` if there was none.
+    pub async fn copy_events_in(
+        &mut self,
+        copy: &EventCopy<'_>,
+        after: crate::Checkpoint,
+        limit: i64,
+    ) -> Result<Option<(crate::Checkpoint, u64)>, StoreError> {
+        let EventCopy { into, columns, select, sequence } = *copy;
+        Ok(match self {
+            // One statement: the rows are inserted walking the feed's index in order, so their
+            // sequence numbers follow the log; the last of them (the highest sequence) names the
+            // page's last event, whose transaction one probe finds.
+            AnyTx::Postgres(tx) => {
+                let sql = format!(
+                    "WITH copied AS (
+                        INSERT INTO {into} ({columns})
+                        SELECT {select}
+                        FROM ledger_events
+                        WHERE (transaction_id, global_position) > ((($1::bigint)::text)::xid8, $2)
+                          AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                        ORDER BY ledger_events.transaction_id, ledger_events.global_position
+                        LIMIT $3
+                        RETURNING {sequence}, global_position
+                     )
+                     SELECT e.transaction_id::text::bigint, e.global_position, (SELECT count(*) FROM copied)
+                     FROM ledger_events e
+                     WHERE e.global_position = (SELECT global_position FROM copied ORDER BY {sequence} DESC LIMIT 1)"
+                );
+                let sql = pg_text(&sql);
+                let last: Option<(i64, i64, i64)> = sqlx::query_as(&sql)
+                    .bind(after.transaction_id)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                last.map(|(transaction_id, position, count)| {
+                    (crate::Checkpoint { transaction_id, position }, count as u64)
+                })
+            }
+            // One writer: this transaction holds the write lock, so nothing commits between the
+            // two statements.
+            AnyTx::Sqlite(tx) => {
+                let last: Option<i64> = sqlx::query_scalar(
+                    "SELECT max(global_position) FROM
+                        (SELECT global_position FROM ledger_events WHERE global_position > ? ORDER BY global_position LIMIT ?)",
+                )
+                .bind(after.position)
+                .bind(limit)
+                .fetch_one(&mut **tx)
+                .await?;
+                let Some(position) = last else { return Ok(None) };
+                let sql = sqlite_text(&format!(
+                    "INSERT INTO {into} ({columns}) SELECT {select}
+                     FROM ledger_events WHERE global_position > $1 AND global_position <= $2 ORDER BY global_position"
+                ));
+                let count =
+                    sqlx::query(&sql).bind(after.position).bind(position).execute(&mut **tx).await?.rows_affected();
+                Some((crate::Checkpoint { transaction_id: 0, position }, count))
+            }
+        })
     }
 }
 
