@@ -1,11 +1,10 @@
 //! The endpoints, the outbox of deliveries and the log of attempts, on both backends.
 //!
-//! Times are stored as microseconds since the Unix epoch on both backends, so each statement is
-//! written once with PostgreSQL's `$n` placeholders (`planledger_store::one_statement`) and each
-//! row type serves both.
+//! Times are stored as microseconds since the Unix epoch on both backends (`_us` columns, bound
+//! and read as integers), and each statement is written once (`planledger_store::sql`).
 
 use chrono::{DateTime, Utc};
-use planledger_store::{in_tx, on_log, AnyEventLog, AnyTx, EventLog, StoreError};
+use planledger_store::{AnyEventLog, AnyTx, EventLog, Kind as Column, Row, Statement, StoreError};
 
 use crate::notice::{Kind, Notice};
 
@@ -51,29 +50,30 @@ impl Endpoint {
     }
 }
 
-type EndpointRow =
-    (String, String, Option<String>, String, Option<String>, String, bool, Option<String>, Option<i64>, i64, i64);
-
 const ENDPOINT_COLUMNS: &str = "id, url, description, kinds, event_types, secret, enabled, disabled_reason, \
     failing_since_us, created_at_us, updated_at_us";
+const ENDPOINT_KINDS: &[Column] = {
+    use Column::{Bool, Int, Text};
+    &[Text, Text, Text, Text, Text, Text, Bool, Text, Int, Int, Int]
+};
 
-fn endpoint(row: EndpointRow) -> Result<Endpoint, StoreError> {
-    let (id, url, description, kinds, event_types, secret, enabled, disabled_reason, failing, created, updated) = row;
-    let kinds = split(&kinds)
+fn endpoint(row: &Row) -> Result<Endpoint, StoreError> {
+    let id = row.text(0)?;
+    let kinds = split(&row.text(3)?)
         .map(|k| Kind::parse(k).ok_or_else(|| StoreError::Corrupt(format!("endpoint {id}: kind {k:?}"))))
         .collect::<Result<_, _>>()?;
     Ok(Endpoint {
         kinds,
-        event_types: event_types.map(|types| split(&types).map(str::to_owned).collect()),
+        event_types: row.opt_text(4)?.map(|types| split(&types).map(str::to_owned).collect()),
+        url: row.text(1)?,
+        description: row.opt_text(2)?,
+        secret: row.text(5)?,
+        enabled: row.bool(6)?,
+        disabled_reason: row.opt_text(7)?,
+        failing_since: row.opt_int(8)?.map(time),
+        created_at: time(row.int(9)?),
+        updated_at: time(row.int(10)?),
         id,
-        url,
-        description,
-        secret,
-        enabled,
-        disabled_reason,
-        failing_since: failing.map(time),
-        created_at: time(created),
-        updated_at: time(updated),
     })
 }
 
@@ -100,32 +100,26 @@ pub async fn create_endpoint(log: &AnyEventLog, endpoint: &Endpoint) -> Result<(
                disabled_reason, failing_since_us, created_at_us, updated_at_us)
                VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $8)";
     let event_types = endpoint.event_types.as_ref().map(|t| t.join(","));
-    on_log!(log, writer, sql, |q, on| {
-        sqlx::query(q)
-            .bind(&endpoint.id)
-            .bind(&endpoint.url)
-            .bind(&endpoint.description)
-            .bind(join_kinds(&endpoint.kinds))
-            .bind(&event_types)
-            .bind(&endpoint.secret)
-            .bind(endpoint.enabled)
-            .bind(micros(endpoint.created_at))
-            .execute(on)
-            .await?;
-    });
+    let statement = Statement::new(sql)
+        .bind(&endpoint.id)
+        .bind(&endpoint.url)
+        .bind(&endpoint.description)
+        .bind(join_kinds(&endpoint.kinds))
+        .bind(event_types)
+        .bind(&endpoint.secret)
+        .bind(endpoint.enabled)
+        .bind(micros(endpoint.created_at));
+    log.execute(&statement).await?;
     Ok(())
 }
 
 async fn endpoints_where(log: &AnyEventLog, filter: &str, id: Option<&str>) -> Result<Vec<Endpoint>, StoreError> {
     let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints {filter} ORDER BY created_at_us, id");
-    let rows: Vec<EndpointRow> = on_log!(log, reader, &sql, |q, on| {
-        let query = sqlx::query_as(q);
-        match id {
-            Some(id) => query.bind(id).fetch_all(on).await?,
-            None => query.fetch_all(on).await?,
-        }
-    });
-    rows.into_iter().map(endpoint).collect()
+    let mut statement = Statement::new(sql);
+    if let Some(id) = id {
+        statement = statement.bind(id);
+    }
+    log.fetch(&statement, ENDPOINT_KINDS).await?.iter().map(endpoint).collect()
 }
 
 pub async fn list_endpoints(log: &AnyEventLog) -> Result<Vec<Endpoint>, StoreError> {
@@ -177,20 +171,17 @@ pub async fn update_endpoint(
     let sql = "UPDATE webhook_endpoints SET url = $2, description = $3, kinds = $4, event_types = $5, enabled = $6, \
                disabled_reason = $7, failing_since_us = $8, updated_at_us = $9 WHERE id = $1";
     let event_types = endpoint.event_types.as_ref().map(|t| t.join(","));
-    on_log!(log, writer, sql, |q, on| {
-        sqlx::query(q)
-            .bind(&endpoint.id)
-            .bind(&endpoint.url)
-            .bind(&endpoint.description)
-            .bind(join_kinds(&endpoint.kinds))
-            .bind(&event_types)
-            .bind(endpoint.enabled)
-            .bind(&endpoint.disabled_reason)
-            .bind(endpoint.failing_since.map(micros))
-            .bind(micros(now))
-            .execute(on)
-            .await?;
-    });
+    let statement = Statement::new(sql)
+        .bind(&endpoint.id)
+        .bind(&endpoint.url)
+        .bind(&endpoint.description)
+        .bind(join_kinds(&endpoint.kinds))
+        .bind(event_types)
+        .bind(endpoint.enabled)
+        .bind(&endpoint.disabled_reason)
+        .bind(endpoint.failing_since.map(micros))
+        .bind(micros(now));
+    log.execute(&statement).await?;
     Ok(Some(endpoint))
 }
 
@@ -249,65 +240,34 @@ pub struct Delivery {
     pub settled_at: Option<DateTime<Utc>>,
 }
 
-type DeliveryRow = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    String,
-    i64,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-    Option<i64>,
-);
-
 const DELIVERY_COLUMNS: &str = "d.seq, d.id, d.endpoint_id, d.notification_id, d.kind, d.store_id, d.body, \
     d.due_at_us, d.deadline_us, d.status, d.attempts, d.next_attempt_at_us, d.first_attempt_at_us, \
     d.last_status_code, d.last_error, d.settled_at_us";
+const DELIVERY_KINDS: &[Column] = {
+    use Column::{Int, Text};
+    &[Int, Text, Text, Text, Text, Text, Text, Int, Int, Text, Int, Int, Int, Int, Text, Int]
+};
 
-fn delivery(row: DeliveryRow) -> Result<Delivery, StoreError> {
-    let (
-        seq,
-        id,
-        endpoint_id,
-        notification_id,
-        kind,
-        store_id,
-        body,
-        due,
-        deadline,
-        status,
-        attempts,
-        next,
-        first,
-        code,
-        error,
-        settled,
-    ) = row;
+fn delivery(row: &Row) -> Result<Delivery, StoreError> {
+    let id = row.text(1)?;
+    let (kind, status) = (row.text(4)?, row.text(9)?);
     let corrupt = |what: &str, value: &str| StoreError::Corrupt(format!("delivery {id}: {what} {value:?}"));
     Ok(Delivery {
         kind: Kind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
         status: DeliveryStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        seq,
-        endpoint_id,
-        notification_id,
-        store_id,
-        body,
-        due_at: time(due),
-        deadline: deadline.map(time),
-        attempts,
-        next_attempt_at: time(next),
-        first_attempt_at: first.map(time),
-        last_status_code: code,
-        last_error: error,
-        settled_at: settled.map(time),
+        seq: row.int(0)?,
+        endpoint_id: row.text(2)?,
+        notification_id: row.text(3)?,
+        store_id: row.text(5)?,
+        body: row.text(6)?,
+        due_at: time(row.int(7)?),
+        deadline: row.opt_int(8)?.map(time),
+        attempts: row.int(10)?,
+        next_attempt_at: time(row.int(11)?),
+        first_attempt_at: row.opt_int(12)?.map(time),
+        last_status_code: row.opt_int(13)?,
+        last_error: row.opt_text(14)?,
+        settled_at: row.opt_int(15)?.map(time),
         id,
     })
 }
@@ -335,21 +295,17 @@ pub async fn insert_deliveries_in(
     let mut inserted = 0;
     for endpoint in endpoints.iter().filter(|e| e.wants(notice)) {
         let id = delivery_id(&endpoint.id, &notice.id);
-        inserted += in_tx!(&mut *tx, sql, |q, on| {
-            sqlx::query(q)
-                .bind(&id)
-                .bind(&endpoint.id)
-                .bind(&notice.id)
-                .bind(notice.kind.as_str())
-                .bind(notice.store_id.to_string())
-                .bind(&notice.body)
-                .bind(micros(notice.due_at))
-                .bind(notice.deadline.map(micros))
-                .bind(micros(now))
-                .execute(on)
-                .await?
-                .rows_affected()
-        });
+        let statement = Statement::new(sql)
+            .bind(id)
+            .bind(&endpoint.id)
+            .bind(&notice.id)
+            .bind(notice.kind.as_str())
+            .bind(notice.store_id.to_string())
+            .bind(&notice.body)
+            .bind(micros(notice.due_at))
+            .bind(notice.deadline.map(micros))
+            .bind(micros(now));
+        inserted += tx.execute(&statement).await?;
     }
     Ok(inserted)
 }
@@ -376,10 +332,8 @@ pub async fn due_deliveries(
          ORDER BY d.next_attempt_at_us, d.seq
          LIMIT $2"
     );
-    let rows: Vec<DeliveryRow> = on_log!(log, reader, &sql, |q, on| {
-        sqlx::query_as(q).bind(micros(now)).bind(limit).bind(endpoint).fetch_all(on).await?
-    });
-    rows.into_iter().map(delivery).collect()
+    let statement = Statement::new(sql).bind(micros(now)).bind(limit).bind(endpoint);
+    log.fetch(&statement, DELIVERY_KINDS).await?.iter().map(delivery).collect()
 }
 
 /// An endpoint's deliveries (of one status, if given) after `after`, in the order written.
@@ -395,16 +349,13 @@ pub async fn list_deliveries(
          WHERE d.endpoint_id = $1 AND (CAST($2 AS text) IS NULL OR d.status = CAST($2 AS text)) AND d.seq > $3 ORDER BY d.seq LIMIT $4"
     );
     let status = status.map(DeliveryStatus::as_str);
-    let rows: Vec<DeliveryRow> = on_log!(log, reader, &sql, |q, on| {
-        sqlx::query_as(q).bind(endpoint_id).bind(status).bind(after).bind(limit).fetch_all(on).await?
-    });
-    rows.into_iter().map(delivery).collect()
+    let statement = Statement::new(sql).bind(endpoint_id).bind(status).bind(after).bind(limit);
+    log.fetch(&statement, DELIVERY_KINDS).await?.iter().map(delivery).collect()
 }
 
 pub async fn get_delivery(log: &AnyEventLog, id: &str) -> Result<Option<Delivery>, StoreError> {
     let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = $1");
-    let rows: Vec<DeliveryRow> = on_log!(log, reader, &sql, |q, on| sqlx::query_as(q).bind(id).fetch_all(on).await?);
-    rows.into_iter().map(delivery).next().transpose()
+    log.fetch_optional(&Statement::new(sql).bind(id), DELIVERY_KINDS).await?.as_ref().map(delivery).transpose()
 }
 
 /// One attempt at a delivery.
@@ -418,23 +369,22 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-type AttemptRow = (i64, i64, Option<i64>, i64, Option<String>);
-
 pub async fn attempts_of(log: &AnyEventLog, delivery_id: &str) -> Result<Vec<Attempt>, StoreError> {
     let sql = "SELECT attempt, at_us, status_code, latency_ms, error FROM webhook_attempts WHERE delivery_id = $1 \
                ORDER BY attempt";
-    let rows: Vec<AttemptRow> =
-        on_log!(log, reader, sql, |q, on| sqlx::query_as(q).bind(delivery_id).fetch_all(on).await?);
-    Ok(rows
-        .into_iter()
-        .map(|(attempt, at, status_code, latency_ms, error)| Attempt {
-            attempt,
-            at: time(at),
-            status_code,
-            latency_ms,
-            error,
+    use Column::{Int, Text};
+    let rows = log.fetch(&Statement::new(sql).bind(delivery_id), &[Int, Int, Int, Int, Text]).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Attempt {
+                attempt: row.int(0)?,
+                at: time(row.int(1)?),
+                status_code: row.opt_int(2)?,
+                latency_ms: row.int(3)?,
+                error: row.opt_text(4)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// What an attempt (or the check before it) settled.
@@ -478,44 +428,34 @@ pub async fn settle(
                last_error = $7, settled_at_us = $8 WHERE id = $1";
     let first = attempt.map(|a| micros(a.at));
     let code = attempt.and_then(|a| a.status_code);
-    in_tx!(&mut tx, sql, |q, on| {
-        sqlx::query(q)
-            .bind(&delivery.id)
-            .bind(status.as_str())
-            .bind(attempts)
-            .bind(micros(next))
-            .bind(first)
-            .bind(code)
-            .bind(&error)
-            .bind(settled.map(micros))
-            .execute(on)
-            .await?;
-    });
+    let statement = Statement::new(sql)
+        .bind(&delivery.id)
+        .bind(status.as_str())
+        .bind(attempts)
+        .bind(micros(next))
+        .bind(first)
+        .bind(code)
+        .bind(error)
+        .bind(settled.map(micros));
+    tx.execute(&statement).await?;
     let mut disabled = false;
     if let Some(attempt) = attempt {
         let sql = "INSERT INTO webhook_attempts (delivery_id, attempt, at_us, status_code, latency_ms, error) \
                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, attempt) DO NOTHING";
-        in_tx!(&mut tx, sql, |q, on| {
-            sqlx::query(q)
-                .bind(&delivery.id)
-                .bind(attempts)
-                .bind(micros(attempt.at))
-                .bind(attempt.status_code)
-                .bind(attempt.latency_ms)
-                .bind(&attempt.error)
-                .execute(on)
-                .await?;
-        });
+        let statement = Statement::new(sql)
+            .bind(&delivery.id)
+            .bind(attempts)
+            .bind(micros(attempt.at))
+            .bind(attempt.status_code)
+            .bind(attempt.latency_ms)
+            .bind(&attempt.error);
+        tx.execute(&statement).await?;
         if *settle == Settle::Delivered {
             let sql = "UPDATE webhook_endpoints SET failing_since_us = NULL WHERE id = $1";
-            in_tx!(&mut tx, sql, |q, on| {
-                sqlx::query(q).bind(&delivery.endpoint_id).execute(on).await?;
-            });
+            tx.execute(&Statement::new(sql).bind(&delivery.endpoint_id)).await?;
         } else {
             let sql = "UPDATE webhook_endpoints SET failing_since_us = COALESCE(failing_since_us, $2) WHERE id = $1";
-            in_tx!(&mut tx, sql, |q, on| {
-                sqlx::query(q).bind(&delivery.endpoint_id).bind(micros(now)).execute(on).await?;
-            });
+            tx.execute(&Statement::new(sql).bind(&delivery.endpoint_id).bind(micros(now))).await?;
             let limit = micros(now - disable_after);
             let reason = format!(
                 "every delivery failed for {} days or more (last: {})",
@@ -524,17 +464,8 @@ pub async fn settle(
             );
             let sql = "UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $2, updated_at_us = $3 \
                        WHERE id = $1 AND enabled AND failing_since_us <= $4";
-            disabled = in_tx!(&mut tx, sql, |q, on| {
-                sqlx::query(q)
-                    .bind(&delivery.endpoint_id)
-                    .bind(&reason)
-                    .bind(micros(now))
-                    .bind(limit)
-                    .execute(on)
-                    .await?
-                    .rows_affected()
-                    == 1
-            });
+            let statement = Statement::new(sql).bind(&delivery.endpoint_id).bind(reason).bind(micros(now)).bind(limit);
+            disabled = tx.execute(&statement).await? == 1;
         }
     }
     log.commit(tx).await?;
@@ -546,7 +477,5 @@ pub async fn settle(
 pub async fn requeue(log: &AnyEventLog, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
     let sql = "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at_us = $2, first_attempt_at_us = NULL, \
                settled_at_us = NULL WHERE id = $1 AND status IN ('failed', 'skipped')";
-    let changed =
-        on_log!(log, writer, sql, |q, on| sqlx::query(q).bind(id).bind(micros(now)).execute(on).await?.rows_affected());
-    Ok(changed == 1)
+    Ok(log.execute(&Statement::new(sql).bind(id).bind(micros(now))).await? == 1)
 }

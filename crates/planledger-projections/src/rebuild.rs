@@ -566,7 +566,7 @@ async fn rebuild_audit_log(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use planledger_store::{NewEvent, SqliteEventLog};
+    use planledger_store::{NewEvent, StoreConfig};
 
     async fn append_one(log: &AnyEventLog, stream: &StreamId) {
         let version = log.stream_version(stream).await.unwrap();
@@ -589,8 +589,7 @@ mod tests {
     #[tokio::test]
     async fn a_rebuild_yields_only_while_writers_append() {
         let db = planledger_testkit::SqliteTestDatabase::create();
-        let log =
-            AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 2, std::time::Duration::from_secs(5)).await.unwrap());
+        let log = AnyEventLog::connect(&StoreConfig::new(db.url.clone())).await.unwrap();
         log.migrate().await.unwrap();
         let stream = StreamId::parse("store-pace").unwrap();
         append_one(&log, &stream).await;

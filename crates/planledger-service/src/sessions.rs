@@ -7,7 +7,7 @@
 //! its own synchronizer token for forms (CSRF). Expired sessions are deleted at each login.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use planledger_store::{on_log, AnyEventLog, StoreError};
+use planledger_store::{AnyEventLog, Kind, Statement, StoreError};
 use sha2::{Digest, Sha256};
 
 /// How long a console session lasts from its login.
@@ -52,11 +52,8 @@ pub async fn open(
     token_digest: &str,
     now: DateTime<Utc>,
 ) -> Result<(String, Session), StoreError> {
-    on_log!(log, writer, "DELETE FROM console_sessions WHERE expires_at_us <= $1", |q, on| sqlx::query(q)
-        .bind(now.timestamp_micros())
-        .execute(on)
-        .await?
-        .rows_affected());
+    log.execute(&Statement::new("DELETE FROM console_sessions WHERE expires_at_us <= $1").bind(now.timestamp_micros()))
+        .await?;
     let cookie = random_token();
     let session = Session {
         principal: principal.to_owned(),
@@ -66,16 +63,14 @@ pub async fn open(
     };
     let sql = "INSERT INTO console_sessions (id_hash, principal, token_digest, csrf, created_at_us, expires_at_us)
                VALUES ($1, $2, $3, $4, $5, $6)";
-    on_log!(log, writer, sql, |q, on| sqlx::query(q)
+    let statement = Statement::new(sql)
         .bind(digest(&cookie))
         .bind(&session.principal)
         .bind(&session.token_digest)
         .bind(&session.csrf)
         .bind(now.timestamp_micros())
-        .bind(session.expires_at.timestamp_micros())
-        .execute(on)
-        .await?
-        .rows_affected());
+        .bind(session.expires_at.timestamp_micros());
+    log.execute(&statement).await?;
     Ok((cookie, session))
 }
 
@@ -83,25 +78,20 @@ pub async fn open(
 pub async fn find(log: &AnyEventLog, cookie: &str, now: DateTime<Utc>) -> Result<Option<Session>, StoreError> {
     let sql = "SELECT principal, token_digest, csrf, expires_at_us FROM console_sessions
                WHERE id_hash = $1 AND expires_at_us > $2";
-    let row: Option<(String, String, String, i64)> = on_log!(log, reader, sql, |q, on| sqlx::query_as(q)
-        .bind(digest(cookie))
-        .bind(now.timestamp_micros())
-        .fetch_optional(on)
-        .await?);
-    Ok(row.map(|(principal, token_digest, csrf, expires)| Session {
-        principal,
-        token_digest,
-        csrf,
-        expires_at: DateTime::from_timestamp_micros(expires).unwrap_or_default(),
+    let statement = Statement::new(sql).bind(digest(cookie)).bind(now.timestamp_micros());
+    let Some(row) = log.fetch_optional(&statement, &[Kind::Text, Kind::Text, Kind::Text, Kind::Int]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Session {
+        principal: row.text(0)?,
+        token_digest: row.text(1)?,
+        csrf: row.text(2)?,
+        expires_at: DateTime::from_timestamp_micros(row.int(3)?).unwrap_or_default(),
     }))
 }
 
 /// Ends the session of a cookie's value (logout); nothing if there is none.
 pub async fn close(log: &AnyEventLog, cookie: &str) -> Result<(), StoreError> {
-    on_log!(log, writer, "DELETE FROM console_sessions WHERE id_hash = $1", |q, on| sqlx::query(q)
-        .bind(digest(cookie))
-        .execute(on)
-        .await?
-        .rows_affected());
+    log.execute(&Statement::new("DELETE FROM console_sessions WHERE id_hash = $1").bind(digest(cookie))).await?;
     Ok(())
 }

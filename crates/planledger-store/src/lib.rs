@@ -18,7 +18,6 @@ mod error;
 pub mod group;
 pub mod locks;
 pub mod migrate;
-pub mod one_statement;
 mod postgres;
 pub mod retention;
 pub mod rows;

@@ -125,6 +125,26 @@ impl From<i64> for Value {
         Value::Int(Some(value))
     }
 }
+impl From<&String> for Value {
+    fn from(value: &String) -> Self {
+        Value::Text(Some(value.clone()))
+    }
+}
+impl From<Option<&str>> for Value {
+    fn from(value: Option<&str>) -> Self {
+        Value::Text(value.map(str::to_owned))
+    }
+}
+impl From<&Option<String>> for Value {
+    fn from(value: &Option<String>) -> Self {
+        Value::Text(value.clone())
+    }
+}
+impl From<Option<i64>> for Value {
+    fn from(value: Option<i64>) -> Self {
+        Value::Int(value)
+    }
+}
 impl From<Vec<String>> for Value {
     fn from(value: Vec<String>) -> Self {
         Value::List(value)

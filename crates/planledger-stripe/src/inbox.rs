@@ -1,10 +1,10 @@
 //! The inbox: every verified Stripe event stored once (unique on Stripe's event id) with what
 //! became of it, and the newest state applied to each subscription (its watermark).
 //!
-//! Both backends; times are read back as microseconds on both, so one row type serves.
+//! Every statement is written once for both backends (`planledger_store::sql`).
 
 use chrono::{DateTime, Utc};
-use planledger_store::{AnyEventLog, StoreError};
+use planledger_store::{AnyEventLog, EventLog, Kind, Row, Statement, StoreError};
 
 use crate::event::StripeEvent;
 
@@ -72,135 +72,44 @@ pub struct InboxEvent {
     pub applied_at: Option<DateTime<Utc>>,
 }
 
-type Row = (
-    i64,
-    String,
-    String,
-    i64,
-    bool,
-    String,
-    i64,
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
+/// The columns an [`InboxEvent`] is read from, of [`KINDS`].
+const COLUMNS: &str = "seq, event_id, event_type, @created_at, livemode, payload, @received_at, deliveries, status, \
+    detail, store_id, subscription_id, attempts, @next_attempt_at, @applied_at";
+const KINDS: &[Kind] = {
+    use Kind::{Bool, Int, Text, Time};
+    &[Int, Text, Text, Time, Bool, Text, Time, Int, Text, Text, Text, Text, Int, Time, Time]
+};
 
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
-}
-
-fn time(us: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or_default()
-}
-
-fn from_row(row: Row) -> Result<InboxEvent, StoreError> {
-    let (
-        seq,
-        event_id,
-        event_type,
-        created,
-        livemode,
-        payload,
-        received,
-        deliveries,
-        status,
-        detail,
-        store,
-        sub,
-        attempts,
-        next,
-        applied,
-    ) = row;
+fn from_row(row: &Row) -> Result<InboxEvent, StoreError> {
+    let event_id = row.text(1)?;
+    let status = row.text(8)?;
     Ok(InboxEvent {
-        seq,
+        seq: row.int(0)?,
         status: InboxStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("stripe event {event_id}: status {status:?}")))?,
         event_id,
-        event_type,
-        created: time(created),
-        livemode,
-        payload,
-        received_at: time(received),
-        deliveries,
-        detail,
-        store_id: store,
-        subscription_id: sub,
-        attempts,
-        next_attempt_at: next.map(time),
-        applied_at: applied.map(time),
+        event_type: row.text(2)?,
+        created: row.time(3)?,
+        livemode: row.bool(4)?,
+        payload: row.text(5)?,
+        received_at: row.time(6)?,
+        deliveries: row.int(7)?,
+        detail: row.opt_text(9)?,
+        store_id: row.opt_text(10)?,
+        subscription_id: row.opt_text(11)?,
+        attempts: row.int(12)?,
+        next_attempt_at: row.opt_time(13)?,
+        applied_at: row.opt_time(14)?,
     })
 }
 
-/// The columns of [`Row`], times as microseconds.
-const COLUMNS_PG: &str = "seq, event_id, event_type, (extract(epoch FROM created_at) * 1000000)::bigint, livemode, \
-    payload, (extract(epoch FROM received_at) * 1000000)::bigint, deliveries::bigint, status, detail, store_id, \
-    subscription_id, attempts::bigint, (extract(epoch FROM next_attempt_at) * 1000000)::bigint, \
-    (extract(epoch FROM applied_at) * 1000000)::bigint";
-const COLUMNS_SQLITE: &str =
-    "seq, event_id, event_type, created_at_us, livemode, payload, received_at_us, deliveries, \
-    status, detail, store_id, subscription_id, attempts, next_attempt_at_us, applied_at_us";
-
-async fn rows(
-    log: &AnyEventLog,
-    sql_pg: &str,
-    sql_sqlite: &str,
-    binds: Binds<'_>,
-) -> Result<Vec<InboxEvent>, StoreError> {
-    let rows: Vec<Row> = match log {
-        AnyEventLog::Postgres(pg) => {
-            let sql = sql_pg.replace("{columns}", COLUMNS_PG);
-            binds.pg(sqlx::query_as(&sql)).fetch_all(pg.pool()).await?
-        }
-        AnyEventLog::Sqlite(lite) => {
-            let sql = sql_sqlite.replace("{columns}", COLUMNS_SQLITE);
-            binds.sqlite(sqlx::query_as(&sql)).fetch_all(lite.readers()).await?
-        }
-    };
-    rows.into_iter().map(from_row).collect()
+/// The events a statement selects (`{columns}` in it), read.
+async fn events(log: &AnyEventLog, statement: Statement) -> Result<Vec<InboxEvent>, StoreError> {
+    log.fetch(&statement, KINDS).await?.iter().map(from_row).collect()
 }
 
-/// The values a listing binds, in order, whichever the backend.
-enum Bind<'a> {
-    Text(Option<&'a str>),
-    Int(i64),
-    Time(DateTime<Utc>),
-}
-
-struct Binds<'a>(Vec<Bind<'a>>);
-
-impl<'a> Binds<'a> {
-    fn pg(
-        self,
-        mut query: sqlx::query::QueryAs<'a, sqlx::Postgres, Row, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryAs<'a, sqlx::Postgres, Row, sqlx::postgres::PgArguments> {
-        for bind in self.0 {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Int(n) => query.bind(n),
-                Bind::Time(at) => query.bind(at),
-            };
-        }
-        query
-    }
-
-    fn sqlite(
-        self,
-        mut query: sqlx::query::QueryAs<'a, sqlx::Sqlite, Row, sqlx::sqlite::SqliteArguments<'a>>,
-    ) -> sqlx::query::QueryAs<'a, sqlx::Sqlite, Row, sqlx::sqlite::SqliteArguments<'a>> {
-        for bind in self.0 {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Int(n) => query.bind(n),
-                Bind::Time(at) => query.bind(micros(at)),
-            };
-        }
-        query
-    }
+fn select(sql: &str) -> String {
+    sql.replace("{columns}", COLUMNS)
 }
 
 /// Stores a verified event, once: answers `true` if it is new, `false` for a redelivery (whose
@@ -211,63 +120,34 @@ pub async fn store(
     payload: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    Ok(match log {
-        AnyEventLog::Postgres(pg) => {
-            // `xmax = 0` on the row returned: it was inserted now, not updated.
-            sqlx::query_scalar(
-                "INSERT INTO stripe_events (event_id, event_type, created_at, livemode, payload, received_at, status, next_attempt_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'received', $6)
-                 ON CONFLICT (event_id) DO UPDATE SET deliveries = stripe_events.deliveries + 1
-                 RETURNING xmax = 0",
-            )
-            .bind(&event.id)
-            .bind(&event.kind)
-            .bind(event.created)
-            .bind(event.livemode)
-            .bind(payload)
-            .bind(now)
-            .fetch_one(pg.pool())
-            .await?
-        }
-        AnyEventLog::Sqlite(lite) => {
-            let mut tx = lite.writer().begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO stripe_events (event_id, event_type, created_at_us, livemode, payload, received_at_us, status, next_attempt_at_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', ?6) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(&event.id)
-            .bind(&event.kind)
-            .bind(micros(event.created))
-            .bind(event.livemode)
-            .bind(payload)
-            .bind(micros(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !inserted {
-                sqlx::query("UPDATE stripe_events SET deliveries = deliveries + 1 WHERE event_id = ?")
-                    .bind(&event.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            inserted
-        }
-    })
+    let insert = Statement::new(
+        "INSERT INTO stripe_events (event_id, event_type, @created_at, livemode, payload, @received_at, status, @next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'received', $6) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event.id.as_str())
+    .bind(event.kind.as_str())
+    .bind(event.created)
+    .bind(event.livemode)
+    .bind(payload)
+    .bind(now);
+    let mut tx = log.begin().await?;
+    let inserted = tx.execute(&insert).await? == 1;
+    if !inserted {
+        let redelivered = Statement::new("UPDATE stripe_events SET deliveries = deliveries + 1 WHERE event_id = $1")
+            .bind(event.id.as_str());
+        tx.execute(&redelivered).await?;
+    }
+    log.commit(tx).await?;
+    Ok(inserted)
 }
 
 /// Events to apply now (received, or failed and due again), oldest first by Stripe's time.
 pub async fn due(log: &AnyEventLog, now: DateTime<Utc>, limit: i64) -> Result<Vec<InboxEvent>, StoreError> {
-    rows(
-        log,
-        "SELECT {columns} FROM stripe_events WHERE status IN ('received', 'failed') AND next_attempt_at <= $1
-         ORDER BY created_at, seq LIMIT $2",
-        "SELECT {columns} FROM stripe_events WHERE status IN ('received', 'failed') AND next_attempt_at_us <= ?1
-         ORDER BY created_at_us, seq LIMIT ?2",
-        Binds(vec![Bind::Time(now), Bind::Int(limit)]),
-    )
-    .await
+    let sql = select(
+        "SELECT {columns} FROM stripe_events WHERE status IN ('received', 'failed') AND @next_attempt_at <= $1
+         ORDER BY @created_at, seq LIMIT $2",
+    );
+    events(log, Statement::new(sql).bind(now).bind(limit)).await
 }
 
 /// Stored events (of one status, if given) after `after` in the order received.
@@ -277,13 +157,12 @@ pub async fn list(
     after: i64,
     limit: i64,
 ) -> Result<Vec<InboxEvent>, StoreError> {
-    rows(
-        log,
-        "SELECT {columns} FROM stripe_events WHERE ($1::text IS NULL OR status = $1) AND seq > $2 ORDER BY seq LIMIT $3",
-        "SELECT {columns} FROM stripe_events WHERE (?1 IS NULL OR status = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
-        Binds(vec![Bind::Text(status.map(InboxStatus::as_str)), Bind::Int(after), Bind::Int(limit)]),
-    )
-    .await
+    let sql = select(
+        "SELECT {columns} FROM stripe_events WHERE (CAST($1 AS text) IS NULL OR status = $1) AND seq > $2
+         ORDER BY seq LIMIT $3",
+    );
+    let status = status.map(|s| s.as_str().to_owned());
+    events(log, Statement::new(sql).bind(status).bind(after).bind(limit)).await
 }
 
 /// The events of `subscription_id` that Stripe created at `created` (one second), as applied
@@ -293,24 +172,14 @@ pub async fn of_second(
     subscription_id: &str,
     created: DateTime<Utc>,
 ) -> Result<Vec<InboxEvent>, StoreError> {
-    rows(
-        log,
-        "SELECT {columns} FROM stripe_events WHERE subscription_id = $1 AND created_at = $2 ORDER BY seq",
-        "SELECT {columns} FROM stripe_events WHERE subscription_id = ?1 AND created_at_us = ?2 ORDER BY seq",
-        Binds(vec![Bind::Text(Some(subscription_id)), Bind::Time(created)]),
-    )
-    .await
+    let sql =
+        select("SELECT {columns} FROM stripe_events WHERE subscription_id = $1 AND @created_at = $2 ORDER BY seq");
+    events(log, Statement::new(sql).bind(subscription_id).bind(created)).await
 }
 
 pub async fn get(log: &AnyEventLog, event_id: &str) -> Result<Option<InboxEvent>, StoreError> {
-    Ok(rows(
-        log,
-        "SELECT {columns} FROM stripe_events WHERE event_id = $1",
-        "SELECT {columns} FROM stripe_events WHERE event_id = ?1",
-        Binds(vec![Bind::Text(Some(event_id))]),
-    )
-    .await?
-    .pop())
+    let sql = select("SELECT {columns} FROM stripe_events WHERE event_id = $1");
+    Ok(events(log, Statement::new(sql).bind(event_id)).await?.pop())
 }
 
 /// What applying an event came to.
@@ -333,66 +202,32 @@ pub async fn settle(
 ) -> Result<(), StoreError> {
     let applied =
         matches!(settled.status, InboxStatus::Applied | InboxStatus::Ignored | InboxStatus::Stale).then_some(now);
-    match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::query(
-                "UPDATE stripe_events SET status = $2, detail = $3, store_id = COALESCE($4, store_id),
-                    subscription_id = COALESCE($5, subscription_id), attempts = attempts + 1, next_attempt_at = $6,
-                    applied_at = $7
-                 WHERE event_id = $1",
-            )
-            .bind(event_id)
-            .bind(settled.status.as_str())
-            .bind(&settled.detail)
-            .bind(&settled.store_id)
-            .bind(&settled.subscription_id)
-            .bind(settled.retry_at)
-            .bind(applied)
-            .execute(pg.pool())
-            .await?;
-        }
-        AnyEventLog::Sqlite(lite) => {
-            sqlx::query(
-                "UPDATE stripe_events SET status = ?2, detail = ?3, store_id = COALESCE(?4, store_id),
-                    subscription_id = COALESCE(?5, subscription_id), attempts = attempts + 1, next_attempt_at_us = ?6,
-                    applied_at_us = ?7
-                 WHERE event_id = ?1",
-            )
-            .bind(event_id)
-            .bind(settled.status.as_str())
-            .bind(&settled.detail)
-            .bind(&settled.store_id)
-            .bind(&settled.subscription_id)
-            .bind(settled.retry_at.map(micros))
-            .bind(applied.map(micros))
-            .execute(lite.writer())
-            .await?;
-        }
-    }
+    let statement = Statement::new(
+        "UPDATE stripe_events SET status = $2, detail = $3, store_id = COALESCE($4, store_id),
+            subscription_id = COALESCE($5, subscription_id), attempts = attempts + 1, @next_attempt_at = $6,
+            @applied_at = $7
+         WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .bind(settled.status.as_str())
+    .bind(settled.detail.as_str())
+    .bind(settled.store_id.clone())
+    .bind(settled.subscription_id.clone())
+    .bind(settled.retry_at)
+    .bind(applied);
+    log.execute(&statement).await?;
     Ok(())
 }
 
 /// Puts a parked or failed event back to be applied now; answers whether it was one.
 pub async fn requeue(log: &AnyEventLog, event_id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-    let changed = match log {
-        AnyEventLog::Postgres(pg) => sqlx::query(
-            "UPDATE stripe_events SET status = 'received', next_attempt_at = $2 WHERE event_id = $1 AND status IN ('parked', 'failed')",
-        )
-        .bind(event_id)
-        .bind(now)
-        .execute(pg.pool())
-        .await?
-        .rows_affected(),
-        AnyEventLog::Sqlite(lite) => sqlx::query(
-            "UPDATE stripe_events SET status = 'received', next_attempt_at_us = ?2 WHERE event_id = ?1 AND status IN ('parked', 'failed')",
-        )
-        .bind(event_id)
-        .bind(micros(now))
-        .execute(lite.writer())
-        .await?
-        .rows_affected(),
-    };
-    Ok(changed == 1)
+    let statement = Statement::new(
+        "UPDATE stripe_events SET status = 'received', @next_attempt_at = $2
+         WHERE event_id = $1 AND status IN ('parked', 'failed')",
+    )
+    .bind(event_id)
+    .bind(now);
+    Ok(log.execute(&statement).await? == 1)
 }
 
 /// The newest state applied to a subscription.
@@ -413,122 +248,63 @@ pub struct SubscriptionRow {
     pub base_status: Option<String>,
 }
 
-type SubscriptionTuple =
-    (String, String, Option<String>, Option<String>, Option<String>, String, String, i64, Option<String>);
-
 /// The newest state applied to a subscription, if any was.
 pub async fn subscription(log: &AnyEventLog, subscription_id: &str) -> Result<Option<SubscriptionRow>, StoreError> {
-    let row: Option<SubscriptionTuple> =
-        match log {
-            AnyEventLog::Postgres(pg) => {
-                sqlx::query_as(
-                    "SELECT subscription_id, store_id, customer_id, plan_id, price_id, status, event_id,
-                (extract(epoch FROM event_created) * 1000000)::bigint, base_status
-             FROM stripe_subscriptions WHERE subscription_id = $1",
-                )
-                .bind(subscription_id)
-                .fetch_optional(pg.pool())
-                .await?
-            }
-            AnyEventLog::Sqlite(lite) => sqlx::query_as(
-                "SELECT subscription_id, store_id, customer_id, plan_id, price_id, status, event_id, event_created_us,
-                base_status
-             FROM stripe_subscriptions WHERE subscription_id = ?",
-            )
-            .bind(subscription_id)
-            .fetch_optional(lite.readers())
-            .await?,
-        };
-    Ok(row.map(
-        |(subscription_id, store_id, customer_id, plan_id, price_id, status, event_id, created, base_status)| {
-            SubscriptionRow {
-                base_status,
-                subscription_id,
-                store_id,
-                customer_id,
-                plan_id,
-                price_id,
-                status,
-                event_id,
-                event_created: time(created),
-            }
-        },
-    ))
+    let statement = Statement::new(
+        "SELECT subscription_id, store_id, customer_id, plan_id, price_id, status, event_id, @event_created, base_status
+         FROM stripe_subscriptions WHERE subscription_id = $1",
+    )
+    .bind(subscription_id);
+    use Kind::{Text, Time};
+    let Some(row) = log.fetch_optional(&statement, &[Text, Text, Text, Text, Text, Text, Text, Time, Text]).await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(SubscriptionRow {
+        subscription_id: row.text(0)?,
+        store_id: row.text(1)?,
+        customer_id: row.opt_text(2)?,
+        plan_id: row.opt_text(3)?,
+        price_id: row.opt_text(4)?,
+        status: row.text(5)?,
+        event_id: row.text(6)?,
+        event_created: row.time(7)?,
+        base_status: row.opt_text(8)?,
+    }))
 }
 
 /// The store another subscription of `customer` belongs to.
 pub async fn store_of_customer(log: &AnyEventLog, customer: &str) -> Result<Option<String>, StoreError> {
-    Ok(match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::query_scalar(
-                "SELECT store_id FROM stripe_subscriptions WHERE customer_id = $1 ORDER BY updated_at DESC LIMIT 1",
-            )
-            .bind(customer)
-            .fetch_optional(pg.pool())
-            .await?
-        }
-        AnyEventLog::Sqlite(lite) => {
-            sqlx::query_scalar(
-                "SELECT store_id FROM stripe_subscriptions WHERE customer_id = ? ORDER BY updated_at_us DESC LIMIT 1",
-            )
-            .bind(customer)
-            .fetch_optional(lite.readers())
-            .await?
-        }
-    })
+    let statement = Statement::new(
+        "SELECT store_id FROM stripe_subscriptions WHERE customer_id = $1 ORDER BY @updated_at DESC LIMIT 1",
+    )
+    .bind(customer);
+    log.fetch_optional(&statement, &[Kind::Text]).await?.map(|row| row.text(0)).transpose()
 }
 
 /// Records `row` as the newest state applied to its subscription.
 pub async fn remember(log: &AnyEventLog, row: &SubscriptionRow, now: DateTime<Utc>) -> Result<(), StoreError> {
-    match log {
-        AnyEventLog::Postgres(pg) => {
-            sqlx::query(
-                "INSERT INTO stripe_subscriptions (subscription_id, store_id, customer_id, plan_id, status, event_id, event_created, updated_at, price_id, base_status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (subscription_id) DO UPDATE SET store_id = EXCLUDED.store_id,
-                    customer_id = COALESCE(EXCLUDED.customer_id, stripe_subscriptions.customer_id),
-                    plan_id = COALESCE(EXCLUDED.plan_id, stripe_subscriptions.plan_id),
-                    price_id = COALESCE(EXCLUDED.price_id, stripe_subscriptions.price_id), status = EXCLUDED.status,
-                    event_id = EXCLUDED.event_id, event_created = EXCLUDED.event_created, updated_at = EXCLUDED.updated_at,
-                    base_status = EXCLUDED.base_status",
-            )
-            .bind(&row.subscription_id)
-            .bind(&row.store_id)
-            .bind(&row.customer_id)
-            .bind(&row.plan_id)
-            .bind(&row.status)
-            .bind(&row.event_id)
-            .bind(row.event_created)
-            .bind(now)
-            .bind(&row.price_id)
-            .bind(&row.base_status)
-            .execute(pg.pool())
-            .await?;
-        }
-        AnyEventLog::Sqlite(lite) => {
-            sqlx::query(
-                "INSERT INTO stripe_subscriptions (subscription_id, store_id, customer_id, plan_id, status, event_id, event_created_us, updated_at_us, price_id, base_status)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (subscription_id) DO UPDATE SET store_id = excluded.store_id,
-                    customer_id = COALESCE(excluded.customer_id, stripe_subscriptions.customer_id),
-                    plan_id = COALESCE(excluded.plan_id, stripe_subscriptions.plan_id),
-                    price_id = COALESCE(excluded.price_id, stripe_subscriptions.price_id), status = excluded.status,
-                    event_id = excluded.event_id, event_created_us = excluded.event_created_us, updated_at_us = excluded.updated_at_us,
-                    base_status = excluded.base_status",
-            )
-            .bind(&row.subscription_id)
-            .bind(&row.store_id)
-            .bind(&row.customer_id)
-            .bind(&row.plan_id)
-            .bind(&row.status)
-            .bind(&row.event_id)
-            .bind(micros(row.event_created))
-            .bind(micros(now))
-            .bind(&row.price_id)
-            .bind(&row.base_status)
-            .execute(lite.writer())
-            .await?;
-        }
-    }
+    let statement = Statement::new(
+        "INSERT INTO stripe_subscriptions (subscription_id, store_id, customer_id, plan_id, status, event_id,
+            @event_created, @updated_at, price_id, base_status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (subscription_id) DO UPDATE SET store_id = EXCLUDED.store_id,
+            customer_id = COALESCE(EXCLUDED.customer_id, stripe_subscriptions.customer_id),
+            plan_id = COALESCE(EXCLUDED.plan_id, stripe_subscriptions.plan_id),
+            price_id = COALESCE(EXCLUDED.price_id, stripe_subscriptions.price_id), status = EXCLUDED.status,
+            event_id = EXCLUDED.event_id, @event_created = EXCLUDED.@event_created, @updated_at = EXCLUDED.@updated_at,
+            base_status = EXCLUDED.base_status",
+    )
+    .bind(row.subscription_id.as_str())
+    .bind(row.store_id.as_str())
+    .bind(row.customer_id.clone())
+    .bind(row.plan_id.clone())
+    .bind(row.status.as_str())
+    .bind(row.event_id.as_str())
+    .bind(row.event_created)
+    .bind(now)
+    .bind(row.price_id.clone())
+    .bind(row.base_status.clone());
+    log.execute(&statement).await?;
     Ok(())
 }
