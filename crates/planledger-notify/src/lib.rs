@@ -388,14 +388,40 @@ impl Notifier {
                     continue;
                 }
                 let (this, endpoint) = (self.clone(), endpoint.clone());
-                started.push(tokio::spawn(async move {
-                    let outcome = this.attempt(&delivery, &endpoint).await;
-                    this.release(&delivery, outcome.as_ref().ok().copied().unwrap_or(false));
-                    outcome.map(|_| ())
-                }));
+                started.push(tokio::spawn(async move { this.attempt_claimed(&delivery, &endpoint).await.map(|_| ()) }));
             }
         }
         Ok(started)
+    }
+
+    /// Attempts a delivery as a listing showed it, now, unless it has moved on since (another
+    /// attempt settled it, or is in flight); answers whether an attempt went well, `None` if
+    /// none was made. A listing read just before another attempt at the same delivery settled
+    /// and gave its place back would otherwise send it a second time.
+    pub async fn attempt_listed(&self, delivery: &Delivery) -> Result<Option<bool>, StoreError> {
+        let Some(endpoint) = outbox::get_endpoint(self.log(), &delivery.endpoint_id).await? else {
+            return Ok(None);
+        };
+        if !self.claim(delivery, self.inner.config.per_endpoint.max(1)) {
+            return Ok(None);
+        }
+        self.attempt_claimed(delivery, &Arc::new(endpoint)).await
+    }
+
+    /// The attempt of a delivery whose lane place is taken ([`Notifier::claim`]); gives it back.
+    async fn attempt_claimed(&self, delivery: &Delivery, endpoint: &Endpoint) -> Result<Option<bool>, StoreError> {
+        // Read again once the place is held: what the listing showed may have been settled
+        // since by an attempt that has given its place back.
+        let current = outbox::get_delivery(self.log(), &delivery.id).await;
+        let still_due = matches!(&current, Ok(Some(now)) if now.status == DeliveryStatus::Pending
+            && now.attempts == delivery.attempts && now.next_attempt_at <= self.now());
+        if !still_due {
+            self.release(delivery, None);
+            return current.map(|_| None);
+        }
+        let outcome = self.attempt(delivery, endpoint).await;
+        self.release(delivery, Some(outcome.as_ref().ok().copied().unwrap_or(false)));
+        outcome.map(Some)
     }
 
     /// Takes a place in the delivery's lane for it, unless it is in flight or the lane is full.
@@ -413,12 +439,13 @@ impl Notifier {
     }
 
     /// Gives the lane's place back; `answered`: the endpoint took the delivery (or it was
-    /// skipped), which ends a rest.
-    fn release(&self, delivery: &Delivery, answered: bool) {
+    /// skipped), which ends a rest; `None`: no attempt was made, the lane's health is as it was.
+    fn release(&self, delivery: &Delivery, answered: Option<bool>) {
         self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&delivery.id);
         let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
         let lane = lanes.entry(delivery.endpoint_id.clone()).or_default();
         lane.busy = lane.busy.saturating_sub(1);
+        let Some(answered) = answered else { return };
         if answered {
             lane.failures = 0;
             lane.paused_until = None;

@@ -465,7 +465,30 @@ async fn a_hanging_receiver_holds_up_only_its_own_endpoint(postgres: bool) {
     assert_eq!(stuck_pending, 6, "the hanging endpoint's deliveries wait in their own lane");
 }
 
+/// A listing of due deliveries read just before an attempt at one of them settled it (and gave
+/// its lane place back) does not send it again: under load, the deliverer's next pass used to
+/// list a delivery, the attempt in flight then settled and released it, and the pass claimed
+/// and sent it a second time (a third freeze warning in the end-to-end lifecycle test).
+async fn a_delivery_listed_before_it_settled_is_not_sent_again(postgres: bool) {
+    let test = "a_delivery_listed_before_it_settled_is_not_sent_again";
+    let Some(w) = world(postgres, test, NotifyConfig::default()).await else { return };
+    let endpoint = w.endpoint(&[Kind::LedgerEvent], None).await;
+    let store = w.trialing_store().await;
+    w.project_all().await;
+    let listed = outbox::due_deliveries(&w.log, w.clock.now(), Some(&endpoint.id), 100).await.unwrap();
+    assert!(!listed.is_empty(), "deliveries are due");
+    w.settle().await;
+    let sent = w.receiver.lock().requests.len();
+    assert!(sent >= listed.len(), "what was listed was delivered");
+    for delivery in &listed {
+        assert_eq!(w.notifier.attempt_listed(delivery).await.unwrap(), None, "{} was settled", delivery.id);
+    }
+    assert_eq!(w.receiver.lock().requests.len(), sent, "nothing sent twice");
+    assert_eq!(w.receiver.kinds_of(&store.to_string()).len(), sent);
+}
+
 planledger_testkit::on_both_backends!(
+    a_delivery_listed_before_it_settled_is_not_sent_again,
     a_hanging_receiver_holds_up_only_its_own_endpoint,
     every_kind_fires_once_at_its_time,
     an_extended_trial_is_warned_of_its_new_end_only,
