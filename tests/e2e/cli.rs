@@ -18,16 +18,14 @@ fn help_never_prints_a_secret() {
     let env = [
         ("PLANLEDGER_DATABASE_URL", "postgres://app:hunter2-db@db.internal:5432/ledger"),
         ("PLANLEDGER_TOKENS", "ops:admin:hunter2-token"),
-        ("PLANLEDGER_BENCH_POSTGRES_URL", "postgres://bench:hunter2-bench@127.0.0.1/postgres"),
     ];
-    let helps: [&[&str]; 7] = [
+    let helps: [&[&str]; 6] = [
         &["--help"],
         &["serve", "--help"],
         &["migrate", "--help"],
         &["replay", "--help"],
         &["projections", "status", "--help"],
         &["projections", "rebuild", "--help"],
-        &["bench", "--help"],
     ];
     for args in helps {
         let out = run(args, &env);

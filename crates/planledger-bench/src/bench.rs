@@ -1,4 +1,4 @@
-//! `planledger bench`: planledger against the lock-row design it replaces and against the
+//! The scenarios of `planledger-bench`: planledger against the lock-row design it replaces and against the
 //! machine's commit limit, side by side in one run, on a fresh PostgreSQL database.
 //!
 //! Every scenario checks exactness afterwards (allowed = events in the log = usage in the read
@@ -17,7 +17,7 @@ use planledger_domain::{evolve, ActionName, Amount, Catalog, Command, Event, Sto
 use planledger_projections::rebuild::{rebuild, Progress, When};
 use planledger_projections::ReadModel;
 use planledger_service::{CommandMeta, CommandService, IdempotencyRequest, Journal, ServiceConfig, SystemClock};
-use planledger_store::{AnyEventLog, EventLog, PgEventLog, Snapshot, StreamId};
+use planledger_store::{AnyEventLog, EventLog, Snapshot, StoreConfig, StreamId};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -79,7 +79,7 @@ impl Run {
             ops_per_sec: self.ops as f64 / self.seconds,
             p50_ms: self.percentile_ms(0.50),
             p99_ms: self.percentile_ms(0.99),
-            peak_rss_mb: crate::memory::peak_resident_mb(),
+            peak_rss_mb: planledger_alloc::peak_resident_mb(),
             ..Figures::default()
         }
     }
@@ -121,7 +121,7 @@ async fn run_until(clients: usize, op: Op, done: Arc<dyn Fn() -> bool + Send + S
 /// Starts a scenario's own peak: free memory earlier scenarios left with the allocator goes
 /// back to the system first (as it does in `serve`), or it would count in this peak.
 async fn reset_peak_rss() {
-    tokio::time::sleep(crate::memory::RETURNED_WITHIN).await;
+    tokio::time::sleep(planledger_alloc::RETURNED_WITHIN).await;
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
@@ -167,12 +167,33 @@ fn bench_catalog() -> anyhow::Result<Catalog> {
     Catalog::parse("bench catalog", &text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-async fn open_log(url: &str, pool: u32) -> anyhow::Result<AnyEventLog> {
-    let log =
-        AnyEventLog::Postgres(PgEventLog::connect(url, pool, Duration::from_secs(30), Duration::from_secs(30)).await?);
+/// The ledger under test, reached through the store like `serve` reaches it, and a PostgreSQL
+/// pool of the bench's own on the same database: for the baselines (the designs compared
+/// with), the generated histories (`COPY`), and checking afterwards what the ledger wrote.
+struct Ledger {
+    log: AnyEventLog,
+    direct: sqlx::PgPool,
+}
+
+impl std::ops::Deref for Ledger {
+    type Target = AnyEventLog;
+    fn deref(&self) -> &AnyEventLog {
+        &self.log
+    }
+}
+
+async fn open_log(url: &str, pool: u32) -> anyhow::Result<Ledger> {
+    let config = StoreConfig {
+        max_connections: pool,
+        idle_in_transaction_timeout: Duration::from_secs(30),
+        acquire_timeout: Duration::from_secs(30),
+        ..StoreConfig::new(url)
+    };
+    let log = AnyEventLog::connect(&config).await?;
     log.migrate().await?;
     planledger_projections::schema::ensure(&log, bench_catalog()?.fingerprint(), Utc::now()).await?;
-    Ok(log)
+    let direct = sqlx::postgres::PgPoolOptions::new().max_connections(pool.max(2)).connect(url).await?;
+    Ok(Ledger { log, direct })
 }
 
 fn service(log: &AnyEventLog, catalog: &Arc<Catalog>) -> CommandService {
@@ -228,17 +249,16 @@ async fn trialing_stores(service: &CommandService, count: usize) -> anyhow::Resu
 }
 
 /// Allowed consumptions = QuotaConsumed events = usage in tenant_state; over-limit allowed: 0.
-async fn check_exact(log: &AnyEventLog, name: &str, allowed: u64, limit: u64) -> anyhow::Result<u64> {
-    let AnyEventLog::Postgres(pg) = log else { bail!("the bench runs on PostgreSQL") };
+async fn check_exact(log: &Ledger, name: &str, allowed: u64, limit: u64) -> anyhow::Result<u64> {
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_events WHERE event_type = 'QuotaConsumed'")
-        .fetch_one(pg.pool())
+        .fetch_one(&log.direct)
         .await?;
     let (used, over): (Option<i64>, Option<i64>) = sqlx::query_as(
         "SELECT sum((u->>'used')::bigint)::bigint, count(*) FILTER (WHERE (u->>'used')::bigint > $1)
          FROM tenant_state, jsonb_array_elements(usage) u WHERE u->>'action' = 'create_article'",
     )
     .bind(limit as i64)
-    .fetch_one(pg.pool())
+    .fetch_one(&log.direct)
     .await?;
     let used = used.unwrap_or(0) as u64;
     if events as u64 != allowed || used != allowed {
@@ -249,8 +269,7 @@ async fn check_exact(log: &AnyEventLog, name: &str, allowed: u64, limit: u64) ->
 
 /// What each kind of row costs on disk, indexes included (the growth figures of
 /// docs/operations.md): the log's events, stored answers, journal entries, `tenant_state` rows.
-async fn storage_per_row(log: &AnyEventLog) -> anyhow::Result<String> {
-    let AnyEventLog::Postgres(pg) = log else { bail!("the bench runs on PostgreSQL") };
+async fn storage_per_row(log: &Ledger) -> anyhow::Result<String> {
     // The journal is written behind the commands: let it catch up before it is measured.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut parts = Vec::new();
@@ -262,7 +281,7 @@ async fn storage_per_row(log: &AnyEventLog) -> anyhow::Result<String> {
     ] {
         let (bytes, rows): (i64, i64) =
             sqlx::query_as(&format!("SELECT pg_total_relation_size('{table}'), (SELECT count(*) FROM {table})"))
-                .fetch_one(pg.pool())
+                .fetch_one(&log.direct)
                 .await?;
         parts.push(format!("{what} {} B", bytes / rows.max(1)));
     }
@@ -271,8 +290,7 @@ async fn storage_per_row(log: &AnyEventLog) -> anyhow::Result<String> {
 
 async fn scenario_raw(url: &str, clients: usize, duration: Duration) -> anyhow::Result<Figures> {
     let log = open_log(url, clients as u32).await?;
-    let AnyEventLog::Postgres(pg) = &log else { unreachable!() };
-    let pool = pg.pool().clone();
+    let pool = log.direct.clone();
     sqlx::Executor::execute(&pool, "CREATE TABLE bench_raw (LIKE ledger_events INCLUDING DEFAULTS)").await?;
     let op: Op = Arc::new(move |client| {
         let pool = pool.clone();
@@ -291,7 +309,7 @@ async fn scenario_raw(url: &str, clients: usize, duration: Duration) -> anyhow::
         })
     });
     let run = run_clients(clients, duration, op).await?;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_raw").fetch_one(pg.pool()).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_raw").fetch_one(&log.direct).await?;
     if rows as u64 != run.ops {
         bail!("raw: NOT EXACT: {} inserts acknowledged, {rows} rows", run.ops);
     }
@@ -308,8 +326,7 @@ async fn scenario_lockrow(
     duration: Duration,
 ) -> anyhow::Result<Figures> {
     let log = open_log(url, clients as u32).await?;
-    let AnyEventLog::Postgres(pg) = &log else { unreachable!() };
-    let pool = pg.pool().clone();
+    let pool = log.direct.clone();
     sqlx::Executor::execute(
         &pool,
         "CREATE TABLE plan_operation_locks (store_id text PRIMARY KEY, lock_id uuid NOT NULL, expires_at timestamptz NOT NULL);
@@ -366,7 +383,7 @@ async fn scenario_lockrow(
         })
     });
     let run = run_clients(clients, duration, op).await?;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_rows").fetch_one(pg.pool()).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_rows").fetch_one(&log.direct).await?;
     if rows as u64 != run.allowed {
         bail!("{name}: NOT EXACT: {} allowed, {rows} usage rows", run.allowed);
     }
@@ -502,12 +519,12 @@ async fn scenario_service(
 /// `events_per_store - 2` consumptions. Stores with a long stream get a snapshot at the end, as
 /// the command path keeps them.
 async fn generate_history(
-    log: &AnyEventLog,
+    log: &Ledger,
     stores: usize,
     events_per_store: usize,
     catalog: &Catalog,
 ) -> anyhow::Result<Vec<StoreId>> {
-    let AnyEventLog::Postgres(pg) = log else { bail!("the bench runs on PostgreSQL") };
+    let pg = &log.direct;
     let ids: Vec<StoreId> = (0..stores).map(|_| StoreId::new(Uuid::new_v4())).collect();
     let now = Utc::now();
     let window = planledger_domain::period::window_at(
@@ -573,7 +590,7 @@ async fn generate_history(
         }
     }
     copy.flush(pg).await?;
-    sqlx::Executor::execute(pg.pool(), "ANALYZE ledger_events").await?;
+    sqlx::Executor::execute(pg, "ANALYZE ledger_events").await?;
     Ok(ids)
 }
 
@@ -635,8 +652,8 @@ impl HistoryCopy {
         self.streams.push_str(&format!("\t{version}\n"));
     }
 
-    async fn flush(&mut self, pg: &PgEventLog) -> anyhow::Result<()> {
-        let mut tx = pg.pool().begin().await?;
+    async fn flush(&mut self, pg: &sqlx::PgPool) -> anyhow::Result<()> {
+        let mut tx = pg.begin().await?;
         for (statement, rows) in [
             (
                 "COPY ledger_events (event_id, stream_id, version, event_type, schema_version, data, correlation_id,
@@ -661,11 +678,10 @@ impl HistoryCopy {
 /// event read in log order (`COPY (SELECT ...) TO STDOUT`), and an audit-shaped table of as many
 /// rows written (`INSERT ... SELECT`) with its indexes built after. Its rate is rows written and
 /// indexed per second; the read's time is in the note.
-async fn scenario_copy_limit(log: &AnyEventLog) -> anyhow::Result<Figures> {
+async fn scenario_copy_limit(log: &Ledger) -> anyhow::Result<Figures> {
     use futures_util::StreamExt;
-    let AnyEventLog::Postgres(pg) = log else { bail!("the bench runs on PostgreSQL") };
     let total = log.event_count().await? as f64;
-    let mut conn = pg.pool().acquire().await?;
+    let mut conn = log.direct.acquire().await?;
     let started = Instant::now();
     let mut bytes = 0usize;
     {
@@ -695,7 +711,7 @@ async fn scenario_copy_limit(log: &AnyEventLog) -> anyhow::Result<Figures> {
         name: "copy_limit".into(),
         clients: 1,
         ops_per_sec: total / write,
-        peak_rss_mb: crate::memory::peak_resident_mb(),
+        peak_rss_mb: planledger_alloc::peak_resident_mb(),
         note: format!(
             "{total} events: read in log order in {read:.1}s ({:.0} MB), written and indexed in {write:.1}s; ops/s = rows written and indexed per second",
             bytes as f64 / 1e6
@@ -715,7 +731,7 @@ async fn scenario_rebuild(url: &str, stores: usize, events_per_store: usize) -> 
 }
 
 /// Rebuilds both read models of `log`'s history (of `stores` stores) and checks them.
-async fn rebuild_figures(log: &AnyEventLog, name: &str, stores: usize) -> anyhow::Result<Vec<Figures>> {
+async fn rebuild_figures(log: &Ledger, name: &str, stores: usize) -> anyhow::Result<Vec<Figures>> {
     let catalog = bench_catalog()?;
     let mut figures = Vec::new();
     let total = log.event_count().await? as u64;
@@ -732,10 +748,9 @@ async fn rebuild_figures(log: &AnyEventLog, name: &str, stores: usize) -> anyhow
         each.push(format!("{} {seconds:.1}s", model.name()));
     }
     let seconds = started.elapsed().as_secs_f64();
-    let AnyEventLog::Postgres(pg) = &log else { unreachable!() };
     let (rows, audit): (i64, i64) =
         sqlx::query_as("SELECT (SELECT count(*) FROM tenant_state), (SELECT count(*) FROM audit_log)")
-            .fetch_one(pg.pool())
+            .fetch_one(&log.direct)
             .await?;
     if rows as usize != stores || audit as u64 != total {
         bail!("{name}: NOT EXACT: {rows} tenant_state rows for {stores} stores, {audit} audit rows for {total} events");
@@ -746,7 +761,7 @@ async fn rebuild_figures(log: &AnyEventLog, name: &str, stores: usize) -> anyhow
         ops_per_sec: worst_rate,
         p50_ms: 0.0,
         p99_ms: 0.0,
-        peak_rss_mb: crate::memory::peak_resident_mb(),
+        peak_rss_mb: planledger_alloc::peak_resident_mb(),
         note: format!(
             "{total} events over {stores} stores; both models in {seconds:.1}s ({}); ops/s = events/s of the slower model",
             each.join(", ")
@@ -813,7 +828,6 @@ async fn scenario_rebuild_under_load(
     allowed.fetch_add(during.allowed, Ordering::Relaxed);
     service.shutdown();
 
-    let AnyEventLog::Postgres(pg) = &log else { bail!("the bench runs on PostgreSQL") };
     let (consumed, rows, behind): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM ledger_events
                  WHERE event_type = 'QuotaConsumed' AND data->>'action' = 'create_article'),
@@ -821,7 +835,7 @@ async fn scenario_rebuild_under_load(
                 (SELECT count(*) FROM tenant_state t JOIN ledger_streams s ON s.stream_id = 'store-' || t.store_id
                  WHERE s.version <> t.version)",
     )
-    .fetch_one(pg.pool())
+    .fetch_one(&log.direct)
     .await?;
     let allowed = allowed.load(Ordering::Relaxed);
     if consumed as u64 != allowed || rows as usize != stores || behind != 0 {
@@ -873,16 +887,16 @@ async fn until_idle(service: &CommandService, limit: Duration) -> anyhow::Result
 /// idled out; then a flood of `flood` commands to stores that do not exist, and memory is read
 /// again once they are answered (no worker may be left behind).
 async fn scenario_memory(
-    log: &AnyEventLog,
+    log: &Ledger,
     ids: Vec<StoreId>,
     flood: usize,
     clients: usize,
 ) -> anyhow::Result<Vec<Figures>> {
     let catalog = Arc::new(bench_catalog()?);
     let idle = Duration::from_secs(2);
-    let (journal, _writer) = Journal::spawn(log.clone());
+    let (journal, _writer) = Journal::spawn(log.log.clone());
     let service = CommandService::new(
-        log.clone(),
+        log.log.clone(),
         catalog,
         Arc::new(SystemClock),
         ServiceConfig { worker_idle: idle, ..ServiceConfig::default() },
@@ -890,7 +904,7 @@ async fn scenario_memory(
         Arc::new(planledger_api::render::JsonRenderer),
     );
     reset_peak_rss().await;
-    let before = crate::memory::resident_mb();
+    let before = planledger_alloc::resident_mb();
     let stores = ids.len();
     let ids = Arc::new(ids);
     let next = Arc::new(AtomicU64::new(0));
@@ -915,10 +929,10 @@ async fn scenario_memory(
         bail!("serve_many_stores: {} of {stores} first commands accepted", run.allowed);
     }
     check_exact(log, "serve_many_stores", run.allowed, 1_000_000_000).await?;
-    let peak = crate::memory::peak_resident_mb();
+    let peak = planledger_alloc::peak_resident_mb();
     until_idle(&service, Duration::from_secs(120)).await?;
-    tokio::time::sleep(crate::memory::RETURNED_WITHIN).await;
-    let after_stores = crate::memory::resident_mb();
+    tokio::time::sleep(planledger_alloc::RETURNED_WITHIN).await;
+    let after_stores = planledger_alloc::resident_mb();
     let mut first = run.figures("serve_many_stores", clients);
     first.ops_per_sec = stores as f64 / run.seconds;
     first.peak_rss_mb = peak;
@@ -946,8 +960,8 @@ async fn scenario_memory(
     };
     // Unknown stores' workers stop as soon as they have answered: no idle wait.
     until_idle(&service, Duration::from_secs(5)).await?;
-    tokio::time::sleep(crate::memory::RETURNED_WITHIN).await;
-    let after_flood = crate::memory::resident_mb();
+    tokio::time::sleep(planledger_alloc::RETURNED_WITHIN).await;
+    let after_flood = planledger_alloc::resident_mb();
     let mut second = run.figures("serve_unknown_flood", clients);
     second.rss_after_mb = Some(after_flood);
     second.note = format!(

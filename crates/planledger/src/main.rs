@@ -3,13 +3,14 @@
 //! Each subcommand parses its arguments and configuration here and hands the work to a library;
 //! `anyhow` turns their typed errors into a message that says what to do next.
 
-mod bench;
 mod logs;
-mod memory;
 mod operate;
 mod serve;
 
 use std::time::Duration;
+
+// The process's allocator (jemalloc, purging after bursts).
+use planledger_alloc as _;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -132,33 +133,6 @@ enum Command {
         /// Print the history as one JSON document.
         #[arg(long)]
         json: bool,
-    },
-    /// Benchmarks on a fresh PostgreSQL database: planledger against the lock-row design and
-    /// the machine's commit limit.
-    Bench {
-        /// Every scenario briefly (under a minute in all), for CI's smoke check.
-        #[arg(long)]
-        quick: bool,
-        /// Also write a JSON summary to this file.
-        #[arg(long)]
-        json: Option<String>,
-        /// Concurrent clients per scenario.
-        #[arg(long, default_value_t = 64)]
-        clients: usize,
-        /// Seconds per timed scenario (default 10, or 2 with --quick).
-        #[arg(long)]
-        duration: Option<u64>,
-        /// Only these scenarios (comma-separated); `name*` selects every scenario whose name starts with `name`.
-        #[arg(long, value_delimiter = ',')]
-        only: Option<Vec<String>>,
-        /// The PostgreSQL server to create the bench database on.
-        #[arg(
-            long,
-            env = "PLANLEDGER_BENCH_POSTGRES_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/postgres",
-            hide_env_values = true
-        )]
-        postgres: String,
     },
     /// Read models: status and rebuilds.
     Projections {
@@ -369,17 +343,6 @@ async fn main() -> std::process::ExitCode {
                 operate::replay(&log, store, at, &current, other, *json).await
             }
             .await
-        }
-        Command::Bench { quick, json, clients, duration, only, postgres } => {
-            let options = bench::BenchOptions {
-                server_url: postgres.clone(),
-                clients: (*clients).max(1),
-                duration: Duration::from_secs(duration.unwrap_or(if *quick { 2 } else { 10 }).max(1)),
-                quick: *quick,
-                json: json.clone(),
-                only: only.clone(),
-            };
-            bench::run(options).await
         }
         Command::Projections { action } => {
             async {
