@@ -33,6 +33,29 @@ async fn scalar(db: &Db, sql: &str) -> i64 {
     }
 }
 
+/// The events whose client key another event carries too, one line each, for a failure's
+/// message: which command was recorded twice, where, and when.
+async fn events_of_repeated_keys(db: &Db) -> String {
+    let sql = "SELECT idempotency_key || ' ' || stream_id || ' v' || CAST(version AS text) || ' ' || event_type || ' ' || CAST(event_id AS text)
+               FROM ledger_events WHERE idempotency_key IN (
+                   SELECT idempotency_key FROM ledger_events WHERE idempotency_key LIKE 'crash-%'
+                   GROUP BY idempotency_key HAVING count(*) > 1)
+               ORDER BY idempotency_key, version";
+    let lines: Vec<String> = match db {
+        Db::Sqlite(lite) => {
+            let pool = sqlx::SqlitePool::connect(&lite.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap()
+        }
+        Db::Postgres(pg) => {
+            let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+            let lines = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            lines
+        }
+    };
+    lines.join("\n")
+}
+
 async fn killed_servers_lose_nothing_and_double_nothing(backend: Backend) {
     let Some(db) = Db::create(backend, "killed_servers_lose_nothing_and_double_nothing").await else { return };
     let stores: Vec<String> = {
@@ -104,7 +127,12 @@ async fn killed_servers_lose_nothing_and_double_nothing(backend: Backend) {
         scalar(&db, "SELECT count(DISTINCT idempotency_key) FROM ledger_events WHERE idempotency_key LIKE 'crash-%'")
             .await;
     let events_in_log = scalar(&db, "SELECT count(*) FROM ledger_events WHERE idempotency_key LIKE 'crash-%'").await;
-    assert_eq!(keys_in_log, events_in_log, "no command was recorded twice");
+    if keys_in_log != events_in_log {
+        panic!(
+            "a command was recorded twice: {events_in_log} events for {keys_in_log} keys:\n{}",
+            events_of_repeated_keys(&db).await
+        );
+    }
     assert!(events_in_log as usize >= acknowledged.len(), "an acknowledged command is missing from the log");
     // No gaps in any stream's versions.
     let gaps = scalar(&db, "SELECT count(*) FROM (SELECT stream_id FROM ledger_events GROUP BY stream_id HAVING count(*) <> max(version)) g").await;

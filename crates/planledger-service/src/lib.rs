@@ -1,7 +1,8 @@
 //! planledger's command path: from a command to events in the log.
 //!
-//! - [`CommandService`] serves each store through a queue whose worker decides waiting
-//!   commands in order and appends them in one transaction (see `service.rs`).
+//! - [`CommandService`] serves each store through a queue whose worker (`worker.rs`) decides
+//!   waiting commands in order; committers (`committer.rs`) write the batches of many stores in
+//!   the store's group commit.
 //! - [`outcome`]: what a command became (accepted with its facts, refused with a reason), in
 //!   types; the edge renders them.
 //! - [`Journal`] records every command, accepted or refused, off the hot path.
@@ -11,12 +12,14 @@
 
 mod answers;
 pub mod clock;
+mod committer;
 pub mod faults;
 pub mod journal;
 pub mod outcome;
 pub mod retention;
 pub mod service;
 pub mod sessions;
+mod worker;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use faults::InjectedFaults;

@@ -1,0 +1,567 @@
+//! A store's worker: the one task that decides its commands.
+//!
+//! The worker keeps the store's state and version cached, takes every command waiting in its
+//! queue, decides them in order on that state (due transitions first; `decide_batch`, no IO)
+//! and hands the batch to a committer (`committer.rs`) with the version it started from. A
+//! conflict (another node appended) catches up on the stream and decides again, a bounded
+//! number of times with jitter, then answers 409. Keyed commands are decided without reading
+//! stored answers first; a batch the commit answers `Duplicate` is decided again with them.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use planledger_domain::StoreId;
+use planledger_domain::{decide, due_transitions, evolve, fold_fingerprint, Command, DomainError, Event, TenantState};
+use planledger_projections::history::{fold_stream, Folded, Until};
+use planledger_store::{EventLog, Expiring, IdempotencyKey, NewEvent, Snapshot, StreamAppend};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::answers;
+use crate::committer::{AppendFailure, CommitRequest};
+use crate::outcome::{Accepted, Answer, Outcome, Refusal, RenderedAnswer};
+use crate::service::{stream_of, CommandMeta, IdempotencyRequest, Inner, ServiceError};
+
+pub(crate) struct Job {
+    pub(crate) command: Command,
+    pub(crate) meta: CommandMeta,
+    pub(crate) reply: oneshot::Sender<Result<Answer, ServiceError>>,
+}
+
+pub(crate) struct Loaded {
+    pub(crate) version: i64,
+    pub(crate) state: TenantState,
+}
+
+/// One store's queue consumer.
+pub(crate) struct Worker {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) store: StoreId,
+    pub(crate) generation: u64,
+    pub(crate) cache: Option<Loaded>,
+    /// The first answers this worker committed lately, by key: a client's retry usually comes
+    /// back to the same worker soon, and is then answered without a database read. A stored
+    /// answer never changes, so keeping a copy is safe.
+    pub(crate) recent: RecentAnswers,
+}
+
+/// A bounded memory of committed first answers (oldest forgotten first), each with the time it
+/// was stored, so that an answer retention has deleted from the database is not replayed from
+/// memory either.
+#[derive(Default)]
+pub(crate) struct RecentAnswers {
+    by_key: HashMap<String, (answers::StoredAnswer, DateTime<Utc>)>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl RecentAnswers {
+    const CAPACITY: usize = 1024;
+
+    /// The answer to `key`, if it was stored at or after `since` (`None`: any time).
+    fn get(&self, key: &str, since: Option<DateTime<Utc>>) -> Option<&answers::StoredAnswer> {
+        self.by_key.get(key).filter(|(_, at)| since.is_none_or(|since| *at >= since)).map(|(answer, _)| answer)
+    }
+
+    fn remember(&mut self, key: String, answer: answers::StoredAnswer, at: DateTime<Utc>) {
+        if self.by_key.insert(key.clone(), (answer, at)).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_key.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// A batch decided on a state: the events to append, what each job is answered, the state
+/// after the events.
+struct DecidedBatch {
+    events: Vec<NewEvent>,
+    decided: Vec<Decided>,
+    state: TenantState,
+}
+
+/// What became of one command in a batch, before the commit.
+enum Decided {
+    /// Answered with nothing to record: a replay of a stored answer, a key reused with another
+    /// body, or a command to a store that does not exist (nothing executes, nothing is kept).
+    Answered(Result<Answer, ServiceError>),
+    /// Decided on the batch's state, accepted or refused: its answer holds once the batch
+    /// commits (or, if the batch appends nothing, once the stream's version is confirmed).
+    /// `stored` is its rendering, kept as the first answer to its `Idempotency-Key`.
+    Recorded { outcome: Outcome, stored: Option<(IdempotencyRequest, RenderedAnswer)> },
+    /// The same key appeared earlier in this batch: answer as that job did.
+    SameAs(usize),
+}
+
+impl Worker {
+    pub(crate) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        loop {
+            let first = match tokio::time::timeout(self.inner.config.worker_idle, jobs.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(_idle) => {
+                    // Jobs sent before the queue closes are still served.
+                    self.retire(&mut jobs).await;
+                    return;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.inner.config.max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch, true).await;
+            if self.cache.as_ref().is_some_and(|c| !c.state.is_registered()) {
+                // A store that does not exist keeps nothing once its requests are answered: a
+                // flood of commands to random ids must not leave a worker per id behind.
+                self.retire(&mut jobs).await;
+                return;
+            }
+        }
+    }
+
+    /// Leaves the workers' table, then serves what was queued before the queue closed.
+    async fn retire(&mut self, jobs: &mut mpsc::Receiver<Job>) {
+        {
+            let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+            if workers.get(&self.store).is_some_and(|(g, _)| *g == self.generation) {
+                workers.remove(&self.store);
+            }
+            // A map never gives back the room a burst of stores made it grow to: shrink it once
+            // it is mostly empty, so memory follows the active stores, not the busiest moment.
+            if workers.capacity() > 4 * workers.len() + 1024 {
+                let keep = 2 * workers.len();
+                workers.shrink_to(keep);
+            }
+        }
+        let rest = drain_closed(jobs).await;
+        if !rest.is_empty() {
+            self.process(rest, true).await;
+        }
+    }
+
+    /// The store's state from its latest snapshot and the events after it.
+    async fn load(&self) -> Result<Loaded, ServiceError> {
+        let stream = stream_of(self.store)?;
+        let base = match self.inner.log.load_snapshot(&stream).await? {
+            Some(snapshot) if snapshot.fold_fingerprint == fold_fingerprint() => {
+                match serde_json::from_value::<TenantState>(snapshot.state) {
+                    Ok(state) => Loaded { version: snapshot.version, state },
+                    Err(_) => Loaded { version: 0, state: TenantState::default() },
+                }
+            }
+            _ => Loaded { version: 0, state: TenantState::default() },
+        };
+        self.catch_up(base).await
+    }
+
+    /// Folds the events appended after `loaded` (by another node) into it.
+    async fn catch_up(&self, loaded: Loaded) -> Result<Loaded, ServiceError> {
+        let from = Folded::at_version(loaded.state, loaded.version);
+        let folded =
+            fold_stream(&self.inner.log, self.store, from, Until::END, |_, _, _| Ok::<_, ServiceError>(())).await?;
+        Ok(Loaded { version: folded.version, state: folded.state })
+    }
+
+    fn new_event(
+        &self,
+        event: &Event,
+        meta: &CommandMeta,
+        actor: &str,
+        causation: &str,
+        now: DateTime<Utc>,
+    ) -> NewEvent {
+        let mut new = NewEvent::new(
+            event.event_type(),
+            event.schema_version(),
+            event.data(),
+            meta.correlation_id.clone(),
+            actor,
+            self.inner.catalog.fingerprint(),
+            now,
+        )
+        .with_causation(causation);
+        if let Event::QuotaConsumed { consumption_id, .. } = event {
+            // A consumption is found again (for a refund) by its event id.
+            new.event_id = *consumption_id;
+        }
+        // The ledger's own keys and clients' keys live in separate namespaces (see `KeyScope`).
+        new.idempotency_key = match event.system_idempotency_key(self.store) {
+            Some(key) => Some(IdempotencyKey::system(key)),
+            None => meta.idempotency.as_ref().map(|i| IdempotencyKey::client(i.key.clone())),
+        };
+        new
+    }
+
+    /// Decides and appends a batch, answering every job.
+    async fn process(&mut self, jobs: Vec<Job>, may_split: bool) {
+        let results = self.decide_and_append(&jobs, may_split).await;
+        let results = match results {
+            BatchResult::Done(results) => results,
+            BatchResult::Split => {
+                for job in jobs {
+                    Box::pin(self.process(vec![job], false)).await;
+                }
+                return;
+            }
+        };
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+
+    async fn decide_and_append(&mut self, jobs: &[Job], may_split: bool) -> BatchResult {
+        let inner = self.inner.clone();
+        let all = |e: ServiceError| BatchResult::Done(jobs.iter().map(|_| Err(e.clone())).collect());
+        let stream = match stream_of(self.store) {
+            Ok(stream) => stream,
+            Err(e) => return all(e),
+        };
+        let keys: Vec<&str> = jobs.iter().filter_map(|j| j.meta.idempotency.as_ref().map(|i| i.key.as_str())).collect();
+        inner.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        // Set when the cached state may be behind the log (another node appended).
+        let mut stale = false;
+        // Keyed commands are decided without looking for stored answers first: the committer
+        // looks for the whole group at once and answers `Duplicate` for a batch with a key
+        // answered before. Then (and for a single command split out of a batch) they are read.
+        let mut load_answers = !may_split;
+        // Set when the last attempt only lacked the stored answers (no contention: no pause).
+        let mut answers_missing = false;
+        for attempt in 0..inner.config.max_attempts {
+            if attempt > 0 && !answers_missing {
+                inner.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                let jitter = u64::from(Uuid::now_v7().as_bytes()[15] % 8);
+                tokio::time::sleep(Duration::from_millis(1 + jitter * u64::from(attempt))).await;
+            }
+            answers_missing = false;
+            let loaded = match (self.cache.take(), stale) {
+                (Some(loaded), false) => Ok(loaded),
+                (Some(loaded), true) => self.catch_up(loaded).await,
+                (None, _) => self.load().await,
+            };
+            let loaded = match loaded {
+                Ok(loaded) => loaded,
+                Err(e) => return all(e),
+            };
+            let stored = if keys.is_empty() || !load_answers {
+                HashMap::new()
+            } else {
+                inner.metrics.answer_lookups.fetch_add(1, Ordering::Relaxed);
+                match answers::load(&inner.log, self.store, &keys).await {
+                    Ok(stored) => stored,
+                    Err(e) => return all(e.into()),
+                }
+            };
+            let now = inner.clock.now();
+            let DecidedBatch { events, decided, state: working } = self.decide_batch(&loaded, jobs, &stored, now);
+            let answers: Vec<(IdempotencyRequest, RenderedAnswer)> = decided
+                .iter()
+                .filter_map(|item| match item {
+                    Decided::Recorded { stored: Some(stored), .. } => Some(stored.clone()),
+                    _ => None,
+                })
+                .collect();
+
+            if events.is_empty() && answers.is_empty() {
+                // Nothing to record, so no commit vouches for these answers: make sure the
+                // cached state is the log's latest before answering from it.
+                let current = match inner.log.stream_version(&stream).await {
+                    Ok(version) => version,
+                    Err(e) => return all(e.into()),
+                };
+                let fresh = current == loaded.version;
+                self.cache = Some(loaded);
+                if fresh {
+                    return BatchResult::Done(finish(decided));
+                }
+                stale = true;
+                continue;
+            }
+
+            let committed: Vec<(String, answers::StoredAnswer)> = answers
+                .iter()
+                .map(|(key, answer)| {
+                    let first =
+                        answers::StoredAnswer { request_hash: key.request_hash.clone(), answer: answer.clone() };
+                    (key.key.clone(), first)
+                })
+                .collect();
+            match self.commit(&loaded, events, &working, answers, now).await {
+                Ok(new_version) => {
+                    self.remember(loaded.version, new_version, working);
+                    for (key, first) in committed {
+                        self.recent.remember(key, first, now);
+                    }
+                    return BatchResult::Done(finish(decided));
+                }
+                Err(AppendFailure::Conflict) => {
+                    inner.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                    self.cache = Some(loaded);
+                    stale = true;
+                    continue;
+                }
+                Err(AppendFailure::Duplicate) if !load_answers && !keys.is_empty() => {
+                    // A key of this batch was answered before (a retry, or a request on another
+                    // node): decide again with the stored answers in hand. Nothing was written.
+                    load_answers = true;
+                    answers_missing = true;
+                    self.cache = Some(loaded);
+                    stale = true;
+                    continue;
+                }
+                Err(AppendFailure::Duplicate) if may_split && jobs.len() > 1 => return BatchResult::Split,
+                Err(AppendFailure::Duplicate) => {
+                    // A key of this one command was used by a request that committed on another
+                    // node: its stored answer is the answer. Otherwise the log moved: reload.
+                    let job = &jobs[0];
+                    if let Some(request) = &job.meta.idempotency {
+                        inner.metrics.answer_lookups.fetch_add(1, Ordering::Relaxed);
+                        match answers::load(&inner.log, self.store, &[request.key.as_str()]).await {
+                            Ok(stored) => {
+                                if let Some(first) = stored.get(&request.key) {
+                                    return BatchResult::Done(vec![replay_or_reused(first, request)]);
+                                }
+                            }
+                            Err(e) => return all(e.into()),
+                        }
+                    }
+                    continue;
+                }
+                Err(AppendFailure::Failed(e)) => {
+                    // Nothing was written: the cache still holds the log's latest state.
+                    self.cache = Some(loaded);
+                    return all(e);
+                }
+                Err(AppendFailure::OutcomeUnknown) => {
+                    // The events may or may not be in the log. Deciding again could decide twice,
+                    // so the commands are answered as unknown and the next batch reloads.
+                    return all(ServiceError::OutcomeUnknown);
+                }
+            }
+        }
+        all(ServiceError::ConcurrencyConflict)
+    }
+
+    /// Decides `jobs` in order on `loaded` at `now`, without IO: the due transitions first,
+    /// then each command on the state the ones before it left. A job whose key has a first
+    /// answer (stored, or remembered by this worker) is answered with it; a repeat of a key
+    /// earlier in the batch is answered as that one.
+    fn decide_batch(
+        &self,
+        loaded: &Loaded,
+        jobs: &[Job],
+        stored: &HashMap<String, answers::StoredAnswer>,
+        now: DateTime<Utc>,
+    ) -> DecidedBatch {
+        let inner = &self.inner;
+        let mut working = loaded.state.clone();
+        let mut events: Vec<NewEvent> = Vec::new();
+        // Deadlines that passed come first, whatever the commands turn out to be.
+        if working.is_registered() {
+            let system = CommandMeta::system(jobs[0].meta.correlation_id.clone());
+            for event in &due_transitions(&working, now, inner.catalog.as_ref()) {
+                let key = event.system_idempotency_key(self.store).unwrap_or_default();
+                events.push(self.new_event(event, &system, "system", &key, now));
+                working = evolve(working, event);
+            }
+        }
+        let due_count = events.len();
+        let mut decided: Vec<Decided> = Vec::with_capacity(jobs.len());
+        let mut seen: HashMap<&str, (usize, &str)> = HashMap::new();
+        let answers_since = inner.config.retention.expired_before(Expiring::Answers, now);
+        for (index, job) in jobs.iter().enumerate() {
+            if let Some(request) = &job.meta.idempotency {
+                if let Some(first) = stored.get(&request.key).or_else(|| self.recent.get(&request.key, answers_since)) {
+                    inner.metrics.replays.fetch_add(1, Ordering::Relaxed);
+                    decided.push(Decided::Answered(replay_or_reused(first, request)));
+                    continue;
+                }
+                if let Some((earlier, hash)) = seen.get(request.key.as_str()) {
+                    decided.push(if *hash == request.request_hash {
+                        Decided::SameAs(*earlier)
+                    } else {
+                        Decided::Answered(Err(ServiceError::KeyReused))
+                    });
+                    continue;
+                }
+                seen.insert(request.key.as_str(), (index, request.request_hash.as_str()));
+            }
+            // The version the caller could have seen: the log's, and the commands before this
+            // one in the batch; not the due transitions this batch decided first.
+            let seen_version = loaded.version + (events.len() - due_count) as i64;
+            let Some(outcome) = self.decide_one(job, loaded.version, seen_version, &mut working, &mut events, now)
+            else {
+                // Nothing about an unknown store is kept, not even the answer.
+                let refusal = Outcome::Refused(Refusal::Rule(DomainError::StoreNotFound));
+                decided.push(Decided::Answered(Ok(Answer::Decided(refusal))));
+                continue;
+            };
+            let stored = job.meta.idempotency.as_ref().map(|request| {
+                (request.clone(), inner.renderer.render(&outcome, inner.catalog.as_ref(), &job.meta.correlation_id))
+            });
+            decided.push(Decided::Recorded { outcome, stored });
+        }
+        DecidedBatch { events, decided, state: working }
+    }
+
+    /// One command on `working`, its events appended to `events`; `None` for a store that does
+    /// not exist (answered, never recorded).
+    fn decide_one(
+        &self,
+        job: &Job,
+        loaded_version: i64,
+        seen_version: i64,
+        working: &mut TenantState,
+        events: &mut Vec<NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Option<Outcome> {
+        if let Some(expected) = job.meta.expected_version {
+            if working.is_registered() && expected != seen_version {
+                return Some(Outcome::Refused(Refusal::VersionMoved { expected, current: seen_version }));
+            }
+        }
+        match decide(working, &job.command, now, self.inner.catalog.as_ref()) {
+            Ok(own) => {
+                let causation = job.meta.causation_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
+                for event in &own {
+                    events.push(self.new_event(event, &job.meta, &job.meta.actor, &causation, now));
+                    *working = evolve(std::mem::take(working), event);
+                }
+                Some(Outcome::Accepted(Box::new(Accepted {
+                    store: self.store,
+                    command: job.command.clone(),
+                    facts: own,
+                    state: working.clone(),
+                    version: loaded_version + events.len() as i64,
+                    decided_at: now,
+                })))
+            }
+            Err(DomainError::StoreNotFound) => None,
+            Err(error) => Some(Outcome::Refused(Refusal::Rule(error))),
+        }
+    }
+
+    /// Hands the batch to the committer, which writes it with the `tenant_state` row and the
+    /// stored answers in one transaction (shared with other stores' batches), and waits. A batch
+    /// with no events is a check of the stream's version, in the transaction that stores its
+    /// answers.
+    async fn commit(
+        &self,
+        loaded: &Loaded,
+        events: Vec<NewEvent>,
+        working: &TenantState,
+        answers: Vec<(IdempotencyRequest, RenderedAnswer)>,
+        now: DateTime<Utc>,
+    ) -> Result<i64, AppendFailure> {
+        let stream = stream_of(self.store).map_err(AppendFailure::Failed)?;
+        let (reply, outcome) = oneshot::channel();
+        let request = CommitRequest {
+            store: self.store,
+            part: StreamAppend { stream, expected: loaded.version, events },
+            state: working.clone(),
+            now,
+            answers,
+            reply,
+        };
+        if self.inner.committer.send(request).await.is_err() {
+            return Err(AppendFailure::Failed(ServiceError::Internal("the committer stopped".into())));
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(AppendFailure::Failed(ServiceError::Internal("the committer stopped".into()))))
+    }
+
+    fn remember(&mut self, old_version: i64, new_version: i64, state: TenantState) {
+        let every = self.inner.config.snapshot_every.max(1);
+        if new_version / every > old_version / every {
+            // Snapshots only speed up cold loads; the log stays the truth, so this may lag.
+            if let (Ok(stream), Ok(json)) = (stream_of(self.store), serde_json::to_value(&state)) {
+                let log = self.inner.log.clone();
+                tokio::spawn(async move {
+                    let snapshot = Snapshot {
+                        stream_id: stream,
+                        version: new_version,
+                        state: json,
+                        fold_fingerprint: fold_fingerprint().to_owned(),
+                    };
+                    if let Err(error) = log.save_snapshot(&snapshot).await {
+                        tracing::debug!(%error, "snapshot not saved");
+                    }
+                });
+            }
+        }
+        self.cache = Some(Loaded { version: new_version, state });
+    }
+}
+
+enum BatchResult {
+    Done(Vec<Result<Answer, ServiceError>>),
+    /// The batch hit an idempotency key already in the log: decide its commands one by one.
+    Split,
+}
+
+fn finish(decided: Vec<Decided>) -> Vec<Result<Answer, ServiceError>> {
+    let mut results: Vec<Result<Answer, ServiceError>> = Vec::with_capacity(decided.len());
+    let mut renderings: Vec<Option<RenderedAnswer>> = Vec::with_capacity(decided.len());
+    for item in decided {
+        let (result, rendering) = match item {
+            Decided::Answered(result) => (result, None),
+            Decided::Recorded { outcome, stored } => (Ok(Answer::Decided(outcome)), stored.map(|(_, r)| r)),
+            // A request sent twice at once is decided once: the second is a replay of the first.
+            Decided::SameAs(earlier) => match &renderings[earlier] {
+                Some(rendered) => (Ok(Answer::Replayed(rendered.clone())), None),
+                None => (results[earlier].clone(), None),
+            },
+        };
+        results.push(result);
+        renderings.push(rendering);
+    }
+    results
+}
+
+/// Closes a queue and takes everything sent to it. A sender may hold a permit taken before the
+/// close and put its job in just after it, so the queue is read until it says it is finished
+/// (`recv` answers `None`), not until it looks empty: a job left behind would be dropped with
+/// the queue, and its caller would never learn what became of its command.
+async fn drain_closed<T>(queue: &mut mpsc::Receiver<T>) -> Vec<T> {
+    queue.close();
+    let mut rest = Vec::new();
+    while let Some(item) = queue.recv().await {
+        rest.push(item);
+    }
+    rest
+}
+
+fn replay_or_reused(first: &answers::StoredAnswer, request: &IdempotencyRequest) -> Result<Answer, ServiceError> {
+    if first.request_hash == request.request_hash {
+        Ok(Answer::Replayed(first.answer.clone()))
+    } else {
+        Err(ServiceError::KeyReused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_retiring_queue_keeps_a_job_sent_on_a_permit_taken_before_it_closed() {
+        let (sender, mut queue) = mpsc::channel::<u32>(4);
+        sender.send(1).await.unwrap();
+        // `Sender::send` takes a permit, then puts the job in: a close can fall in between.
+        let permit = sender.reserve().await.unwrap();
+        let drained = tokio::spawn(async move { drain_closed(&mut queue).await });
+        tokio::task::yield_now().await;
+        permit.send(2);
+        // Finished once the permit is used, though a sender is still alive.
+        assert_eq!(drained.await.unwrap(), vec![1, 2]);
+        drop(sender);
+    }
+}
