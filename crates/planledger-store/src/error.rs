@@ -21,6 +21,10 @@ pub enum StoreError {
     RepeatedKey { stream: StreamId, key: String },
     #[error("invalid stream id {0:?}: 1 to 200 bytes, no control characters")]
     InvalidStreamId(String),
+    /// One multi-stream append named a stream twice: refused whole, since its versions are
+    /// checked once per stream. Write the parts one after another.
+    #[error("one multi-stream append names stream {0} twice")]
+    StreamTwice(StreamId),
     #[error("unsupported database url {0:?}: use postgres://... or sqlite://...")]
     UnsupportedUrl(String),
     #[error("migration {version} ({name}) was changed after it was applied; add a new migration instead")]

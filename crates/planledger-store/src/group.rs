@@ -138,6 +138,8 @@ fn ordered_claims<'g>(group: &'g Group<'_>) -> Vec<(usize, &'g [Value])> {
 impl AnyEventLog {
     /// Writes a group; see the module's documentation.
     pub async fn write_group(&self, group: &Group<'_>, options: &GroupOptions) -> Result<GroupOutcome, GroupError> {
+        // Refused before anything is sent; the parts may be written one by one.
+        crate::types::one_part_per_stream(&group.parts)?;
         for part in &group.parts {
             group.claims.check(&part.claims.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
             group.rows.check(&part.rows.iter().map(Vec::as_slice).collect::<Vec<_>>())?;

@@ -379,6 +379,9 @@ impl PgEventLog {
         parts: &[impl AsRef<StreamAppend> + Sync],
         riders: Vec<Rider<'_>>,
     ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
+        // Versions are checked, and events inserted, per stream: a stream named twice would
+        // have the second part's events written under the first part's check.
+        crate::types::one_part_per_stream(parts)?;
         let mut streams = Vec::new();
         let (mut expected, mut new_version) = (Vec::new(), Vec::new());
         let mut e_stream = Vec::new();

@@ -146,6 +146,7 @@ impl SqliteEventLog {
         tx: &mut Transaction<'static, Sqlite>,
         parts: &[impl AsRef<StreamAppend> + Sync],
     ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
+        crate::types::one_part_per_stream(parts)?;
         let mut outcomes = Vec::with_capacity(parts.len());
         for part in parts {
             let part = part.as_ref();

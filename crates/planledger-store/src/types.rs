@@ -317,6 +317,18 @@ pub struct StreamAppend {
     pub events: Vec<NewEvent>,
 }
 
+/// Refuses parts that name one stream twice (see [`crate::StoreError::StreamTwice`]).
+pub(crate) fn one_part_per_stream(parts: &[impl AsRef<StreamAppend>]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(parts.len());
+    for part in parts {
+        let stream = &part.as_ref().stream;
+        if !seen.insert(stream.as_str()) {
+            return Err(StoreError::StreamTwice(stream.clone()));
+        }
+    }
+    Ok(())
+}
+
 impl AsRef<StreamAppend> for StreamAppend {
     fn as_ref(&self) -> &StreamAppend {
         self

@@ -561,3 +561,34 @@ async fn postgres_readers_never_take_a_connection_from_commands() {
     let Some((log, _db)) = pg_log("postgres_readers_never_take_a_connection_from_commands").await else { return };
     readers_never_take_a_connection_from_commands(planledger_store::AnyEventLog::Postgres(log)).await;
 }
+
+/// Two parts of one stream in one multi-append (the command path never sends them: a store has
+/// one worker, with one batch in flight) are refused whole: the one statement on PostgreSQL
+/// checks versions per stream but inserted events per stream too, so the second part's events
+/// were written beside the first's while both were answered `Conflict`, and decided again.
+async fn two_parts_of_one_stream_are_refused_whole(log: planledger_store::AnyEventLog) {
+    use planledger_store::StreamAppend;
+    let s = stream("one-stream-twice");
+    let parts = vec![
+        StreamAppend { stream: s.clone(), expected: 0, events: vec![event("A", json!({}))] },
+        StreamAppend { stream: s.clone(), expected: 1, events: vec![event("B", json!({}))] },
+    ];
+    let mut tx = log.begin().await.expect("begin");
+    let refused = log.append_many_in(&mut tx, &parts).await;
+    drop(tx);
+    assert!(matches!(refused, Err(StoreError::StreamTwice(_))), "{refused:?}");
+    assert_eq!(log.stream_version(&s).await.unwrap(), 0, "nothing was written");
+    assert!(log.read_stream(&s, 1, 10).await.unwrap().is_empty(), "no event was written");
+}
+
+#[tokio::test]
+async fn sqlite_two_parts_of_one_stream_are_refused_whole() {
+    let (log, _db) = sqlite_log().await;
+    two_parts_of_one_stream_are_refused_whole(planledger_store::AnyEventLog::Sqlite(log)).await;
+}
+
+#[tokio::test]
+async fn postgres_two_parts_of_one_stream_are_refused_whole() {
+    let Some((log, _db)) = pg_log("postgres_two_parts_of_one_stream_are_refused_whole").await else { return };
+    two_parts_of_one_stream_are_refused_whole(planledger_store::AnyEventLog::Postgres(log)).await;
+}
