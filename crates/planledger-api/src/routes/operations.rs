@@ -1,0 +1,183 @@
+//! The handlers of operations.
+
+use super::*;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "healthz",
+    responses((status = 200, description = "Up", body = wire::Health)))]
+pub async fn healthz() -> Response {
+    Json::ok(&wire::Health { status: "ok".to_owned() }).into_response()
+}
+
+/// The database is reachable and migrated, and neither the audit projector nor the deadline
+/// worker has stalled (its oldest pending work is older than the stall threshold); 503 otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready", body = wire::Readiness),
+        (status = 503, description = "Not ready", body = wire::Readiness, headers(("Retry-After" = u32))),
+    ))]
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    let (ready, json) = app.probes.readiness.get(app.edge.probe_cache, || readiness(&app)).await;
+    let mut response = json.into_response();
+    if !ready {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(crate::error::RETRY_AFTER_UNAVAILABLE));
+    }
+    response
+}
+
+/// What the unauthenticated probes found, kept for `EdgeConfig::probe_cache`: however many
+/// probes come, the database answers one of each kind per period (the first caller asks, the
+/// others wait for its answer).
+#[derive(Debug, Default)]
+pub(crate) struct ProbeCache {
+    readiness: Fresh<(bool, Json)>,
+    lag: Fresh<Option<planledger_projections::runtime::Lag>>,
+    /// The published document and the fingerprint of the catalog it was made under.
+    openapi: std::sync::Mutex<Option<(String, Json)>>,
+}
+
+/// One value, computed at most once per period.
+#[derive(Debug)]
+pub(crate) struct Fresh<T>(tokio::sync::Mutex<Option<(std::time::Instant, T)>>);
+
+impl<T> Default for Fresh<T> {
+    fn default() -> Self {
+        Self(tokio::sync::Mutex::new(None))
+    }
+}
+
+impl<T: Clone> Fresh<T> {
+    async fn get<F: std::future::Future<Output = T>>(
+        &self,
+        keep: std::time::Duration,
+        compute: impl FnOnce() -> F,
+    ) -> T {
+        let mut kept = self.0.lock().await;
+        if let Some((at, value)) = kept.as_ref() {
+            if at.elapsed() < keep {
+                return value.clone();
+            }
+        }
+        let value = compute().await;
+        *kept = Some((std::time::Instant::now(), value.clone()));
+        value
+    }
+}
+
+/// The readiness of this node, as `/readyz` answers it.
+pub(crate) async fn readiness(app: &AppState) -> (bool, Json) {
+    use serde_json::{json, Map};
+    let log = app.service.log();
+    let mut checks = Map::new();
+    let mut ready = match log.pending_migrations().await {
+        Ok(0) => {
+            checks.insert("database".into(), json!("ok"));
+            checks.insert("migrations".into(), json!("applied"));
+            true
+        }
+        Ok(pending) => {
+            checks.insert("database".into(), json!("ok"));
+            checks.insert("migrations".into(), json!(format!("{pending} pending")));
+            false
+        }
+        Err(_) => {
+            checks.insert("database".into(), json!("unreachable"));
+            false
+        }
+    };
+    if ready {
+        // Read models built under another catalog are served while they are rebuilt: say so.
+        if let Ok(info) = planledger_projections::schema::info(log).await {
+            let stale: Vec<&str> =
+                info.iter().filter(|i| i.is_stale(app.service.catalog())).map(|i| i.name.as_str()).collect();
+            checks.insert("staleReadModels".into(), json!(stale));
+        }
+        // A stalled background worker makes the node unready: its work is older than the
+        // threshold (two index probes, never a count of the backlog).
+        match planledger_projections::runtime::backlog(log, app.service.clock().now()).await {
+            Ok(backlog) => {
+                let limit = TimeDelta::from_std(app.stall_after).unwrap_or(TimeDelta::MAX);
+                let mut check = |name: &str, behind: Option<TimeDelta>, field: &str| {
+                    let stalled = behind.is_some_and(|b| b > limit);
+                    let seconds = behind.map_or(0.0, |b| b.num_milliseconds() as f64 / 1000.0);
+                    checks.insert(
+                        name.into(),
+                        json!({ "status": if stalled { "stalled" } else { "ok" }, field: seconds }),
+                    );
+                    !stalled
+                };
+                let audit_ok = check("auditProjector", backlog.audit_behind, "behindSeconds");
+                let deadlines_ok = check("deadlineWorker", backlog.deadline_overdue, "overdueSeconds");
+                ready = audit_ok && deadlines_ok;
+            }
+            Err(_) => {
+                checks.insert("database".into(), json!("unreachable"));
+                ready = false;
+            }
+        }
+    }
+    // A node shutting down takes no new work: a load balancer should stop sending it any.
+    if app.is_draining() {
+        checks.insert("draining".into(), json!(true));
+        ready = false;
+    }
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (ready, Json::new(status, &wire::Readiness { ready, checks }))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let mut text = app.http_metrics.render(&app.service);
+    text.push_str("# HELP planledger_stripe_events_total Stripe deliveries and events, by what became of them.\n");
+    text.push_str("# TYPE planledger_stripe_events_total counter\n");
+    for (outcome, count) in app.stripe.metrics().outcomes() {
+        text.push_str(&format!("planledger_stripe_events_total{{outcome=\"{outcome}\"}} {count}\n"));
+    }
+    text.push_str(
+        "# HELP planledger_webhook_deliveries_total Webhook deliveries of notifications, by what became of them.\n",
+    );
+    text.push_str("# TYPE planledger_webhook_deliveries_total counter\n");
+    for (outcome, count) in app.notifier.metrics().outcomes() {
+        text.push_str(&format!("planledger_webhook_deliveries_total{{outcome=\"{outcome}\"}} {count}\n"));
+    }
+    let lag = app
+        .probes
+        .lag
+        .get(app.edge.probe_cache, || async {
+            planledger_projections::runtime::audit_lag(app.service.reads(), app.service.clock().now()).await.ok()
+        })
+        .await;
+    if let Some(lag) = lag {
+        let leader = u8::from(app.projector.leader.load(std::sync::atomic::Ordering::Relaxed));
+        text.push_str(&format!(
+            "# HELP planledger_projector_lag_events Events the projector has yet to apply.\n# TYPE planledger_projector_lag_events gauge\nplanledger_projector_lag_events{{projector=\"audit_log\"}} {}\n\
+             # HELP planledger_projector_lag_seconds Age of the oldest event the projector has yet to apply.\n# TYPE planledger_projector_lag_seconds gauge\nplanledger_projector_lag_seconds{{projector=\"audit_log\"}} {}\n\
+             # HELP planledger_projector_leader Whether this node runs the projector.\n# TYPE planledger_projector_leader gauge\nplanledger_projector_leader{{projector=\"audit_log\"}} {leader}\n",
+            lag.events, lag.seconds
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi(State(app): State<AppState>) -> Response {
+    let catalog = app.service.catalog();
+    let mut kept = app.probes.openapi.lock().unwrap_or_else(|e| e.into_inner());
+    match kept.as_ref() {
+        // Made once per catalog: it is a large document, and anyone may ask for it.
+        Some((fingerprint, document)) if fingerprint == catalog.fingerprint() => document.clone().into_response(),
+        _ => {
+            let document = Json::ok(&crate::openapi::document(catalog));
+            *kept = Some((catalog.fingerprint().to_owned(), document.clone()));
+            document.into_response()
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}

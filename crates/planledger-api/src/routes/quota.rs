@@ -1,0 +1,82 @@
+//! The handlers of gates and quotas.
+
+use super::*;
+
+/// Check the access gate for an action (nothing is recorded).
+#[utoipa::path(post, path = "/v1/stores/{id}/authorize", tag = "quotas", operation_id = "authorize",
+    request_body = wire::Authorize,
+    params(rs::StorePath),
+    responses(
+        (status = 200, description = "Allowed, with warnings", body = wire::Authorized),
+        rs::BadBody,
+        rs::Unauthorized,
+        (status = 402, description = "`no_subscription`", body = wire::ErrorBody),
+        (status = 403, description = "`maintenance_no_growth`, `account_frozen`, `subscription_canceled`; or the token's role may not do this", body = wire::ErrorBody),
+        rs::StoreNotFound,
+        (status = 422, description = "`validation_failed`, `unknown_action`", body = wire::ErrorBody),
+        rs::Unavailable,
+    ))]
+pub async fn authorize(State(app): State<AppState>, Path(id): Path<String>, body: JsonBody<wire::Authorize>) -> Reply {
+    let store = store_id(&id)?;
+    let action = ActionName::parse(&body.value.action)?;
+    let (state, _) = app.service.load_row(store).await?.ok_or_else(ApiError::store_not_found)?;
+    let now = app.service.clock().now();
+    let decision = gate(&state, now, app.service.catalog(), &action).map_err(ApiError::refused)?;
+    Ok(render::authorization(decision)?.into_response())
+}
+
+/// Consume quota.
+#[utoipa::path(post, path = "/v1/stores/{id}/quota/consume", tag = "quotas", operation_id = "consume",
+    request_body = wire::Consume,
+    params(rs::StorePath, rs::CommandHeaders),
+    responses(
+        (status = 200, description = "Consumed", body = wire::Consumed, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        rs::BadBody,
+        rs::Unauthorized,
+        (status = 402, description = "`no_subscription`", body = wire::ErrorBody),
+        (status = 403, description = "`maintenance_no_growth`, `account_frozen`, `subscription_canceled`; or the token's role may not do this", body = wire::ErrorBody),
+        rs::StoreNotFound,
+        (status = 409, description = "`version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_action`", body = wire::ErrorBody),
+        (status = 429, description = "`quota_exceeded`: `Retry-After` is the time to the window's reset (none for a lifetime quota); `too_many_attempts`: too many wrong tokens from this address lately", body = wire::ErrorBody, headers(("Retry-After" = u64))),
+        rs::CommandUnavailable,
+    ))]
+pub async fn consume(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    body: JsonBody<wire::Consume>,
+) -> Reply {
+    let store = store_id(&id)?;
+    let command = Command::Consume {
+        action: ActionName::parse(&body.value.action)?,
+        amount: body.value.amount.map(Amount::parse).transpose()?.unwrap_or(Amount::ONE),
+        consumption_id: Uuid::now_v7(),
+    };
+    run(&app, &ctx, store, command, &format!("/v1/stores/{store}/quota/consume"), &body.canonical).await
+}
+
+/// Refund a consumption.
+#[utoipa::path(post, path = "/v1/stores/{id}/quota/refund", tag = "quotas", operation_id = "refund",
+    request_body = wire::Refund,
+    params(rs::StorePath, rs::CommandHeaders),
+    responses(
+        (status = 200, description = "Refunded", body = wire::Refunded, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::ServiceOnly,
+        (status = 404, description = "`store_not_found`, `consumption_not_found`", body = wire::ErrorBody),
+        (status = 409, description = "`already_refunded`, `refund_window_closed`, `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        rs::Invalid,
+        rs::CommandUnavailable,
+    ))]
+pub async fn refund(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    body: JsonBody<wire::Refund>,
+) -> Reply {
+    let store = store_id(&id)?;
+    let meta = meta(&ctx, &format!("/v1/stores/{store}/quota/refund"), &body.canonical);
+    answer(&app, app.service.refund(store, body.value.consumption_id, meta).await?)
+}
