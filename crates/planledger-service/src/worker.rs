@@ -77,6 +77,16 @@ impl RecentAnswers {
     }
 }
 
+/// How the next attempt at a batch goes.
+struct Retry {
+    /// The cached state may be behind the log (another node appended).
+    stale: bool,
+    /// Read the stored answers of the batch's keys before deciding.
+    load_answers: bool,
+    /// The last attempt only lacked the stored answers (no contention: no pause).
+    answers_missing: bool,
+}
+
 /// A batch decided on a state: the events to append, what each job is answered, the state
 /// after the events.
 struct DecidedBatch {
@@ -226,38 +236,28 @@ impl Worker {
         };
         let keys: Vec<&str> = jobs.iter().filter_map(|j| j.meta.idempotency.as_ref().map(|i| i.key.as_str())).collect();
         inner.metrics.batches.fetch_add(1, Ordering::Relaxed);
-        // Set when the cached state may be behind the log (another node appended).
-        let mut stale = false;
         // Keyed commands are decided without looking for stored answers first: the committer
         // looks for the whole group at once and answers `Duplicate` for a batch with a key
         // answered before. Then (and for a single command split out of a batch) they are read.
-        let mut load_answers = !may_split;
-        // Set when the last attempt only lacked the stored answers (no contention: no pause).
-        let mut answers_missing = false;
+        let mut retry = Retry { stale: false, load_answers: !may_split, answers_missing: false };
         for attempt in 0..inner.config.max_attempts {
-            if attempt > 0 && !answers_missing {
+            if attempt > 0 && !retry.answers_missing {
                 inner.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 let jitter = u64::from(Uuid::now_v7().as_bytes()[15] % 8);
                 tokio::time::sleep(Duration::from_millis(1 + jitter * u64::from(attempt))).await;
             }
-            answers_missing = false;
-            let loaded = match (self.cache.take(), stale) {
+            retry.answers_missing = false;
+            let loaded = match (self.cache.take(), retry.stale) {
                 (Some(loaded), false) => Ok(loaded),
                 (Some(loaded), true) => self.catch_up(loaded).await,
                 (None, _) => self.load().await,
             };
-            let loaded = match loaded {
-                Ok(loaded) => loaded,
+            let (loaded, stored) = match loaded {
+                Ok(loaded) => match self.stored_answers(&keys, retry.load_answers).await {
+                    Ok(stored) => (loaded, stored),
+                    Err(e) => return all(e),
+                },
                 Err(e) => return all(e),
-            };
-            let stored = if keys.is_empty() || !load_answers {
-                HashMap::new()
-            } else {
-                inner.metrics.answer_lookups.fetch_add(1, Ordering::Relaxed);
-                match answers::load(&inner.log, self.store, &keys).await {
-                    Ok(stored) => stored,
-                    Err(e) => return all(e.into()),
-                }
             };
             let now = inner.clock.now();
             let DecidedBatch { events, decided, state: working } = self.decide_batch(&loaded, jobs, &stored, now);
@@ -268,7 +268,6 @@ impl Worker {
                     _ => None,
                 })
                 .collect();
-
             if events.is_empty() && answers.is_empty() {
                 // Nothing to record, so no commit vouches for these answers: make sure the
                 // cached state is the log's latest before answering from it.
@@ -281,16 +280,16 @@ impl Worker {
                 if fresh {
                     return BatchResult::Done(finish(decided));
                 }
-                stale = true;
+                retry.stale = true;
                 continue;
             }
-
             let committed: Vec<(String, answers::StoredAnswer)> = answers
                 .iter()
                 .map(|(key, answer)| {
-                    let first =
-                        answers::StoredAnswer { request_hash: key.request_hash.clone(), answer: answer.clone() };
-                    (key.key.clone(), first)
+                    (
+                        key.key.clone(),
+                        answers::StoredAnswer { request_hash: key.request_hash.clone(), answer: answer.clone() },
+                    )
                 })
                 .collect();
             match self.commit(&loaded, events, &working, answers, now).await {
@@ -301,52 +300,78 @@ impl Worker {
                     }
                     return BatchResult::Done(finish(decided));
                 }
-                Err(AppendFailure::Conflict) => {
-                    inner.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
-                    self.cache = Some(loaded);
-                    stale = true;
-                    continue;
-                }
-                Err(AppendFailure::Duplicate) if !load_answers && !keys.is_empty() => {
-                    // A key of this batch was answered before (a retry, or a request on another
-                    // node): decide again with the stored answers in hand. Nothing was written.
-                    load_answers = true;
-                    answers_missing = true;
-                    self.cache = Some(loaded);
-                    stale = true;
-                    continue;
-                }
-                Err(AppendFailure::Duplicate) if may_split && jobs.len() > 1 => return BatchResult::Split,
-                Err(AppendFailure::Duplicate) => {
-                    // A key of this one command was used by a request that committed on another
-                    // node: its stored answer is the answer. Otherwise the log moved: reload.
-                    let job = &jobs[0];
-                    if let Some(request) = &job.meta.idempotency {
-                        inner.metrics.answer_lookups.fetch_add(1, Ordering::Relaxed);
-                        match answers::load(&inner.log, self.store, &[request.key.as_str()]).await {
-                            Ok(stored) => {
-                                if let Some(first) = stored.get(&request.key) {
-                                    return BatchResult::Done(vec![replay_or_reused(first, request)]);
-                                }
-                            }
-                            Err(e) => return all(e.into()),
-                        }
+                Err(failure) => {
+                    if let Some(done) = self.after_failure(failure, loaded, jobs, &keys, may_split, &mut retry).await {
+                        return done;
                     }
-                    continue;
-                }
-                Err(AppendFailure::Failed(e)) => {
-                    // Nothing was written: the cache still holds the log's latest state.
-                    self.cache = Some(loaded);
-                    return all(e);
-                }
-                Err(AppendFailure::OutcomeUnknown) => {
-                    // The events may or may not be in the log. Deciding again could decide twice,
-                    // so the commands are answered as unknown and the next batch reloads.
-                    return all(ServiceError::OutcomeUnknown);
                 }
             }
         }
         all(ServiceError::ConcurrencyConflict)
+    }
+
+    /// The stored first answers of `keys`, if they are to be read (see `Retry::load_answers`).
+    async fn stored_answers(
+        &self,
+        keys: &[&str],
+        load: bool,
+    ) -> Result<HashMap<String, answers::StoredAnswer>, ServiceError> {
+        if keys.is_empty() || !load {
+            return Ok(HashMap::new());
+        }
+        self.inner.metrics.answer_lookups.fetch_add(1, Ordering::Relaxed);
+        Ok(answers::load(&self.inner.log, self.store, keys).await?)
+    }
+
+    /// After a commit that did not write the batch: the batch's answer, or `None` to decide it
+    /// again (with `retry` saying how).
+    async fn after_failure(
+        &mut self,
+        failure: AppendFailure,
+        loaded: Loaded,
+        jobs: &[Job],
+        keys: &[&str],
+        may_split: bool,
+        retry: &mut Retry,
+    ) -> Option<BatchResult> {
+        let all = |e: ServiceError| BatchResult::Done(jobs.iter().map(|_| Err(e.clone())).collect());
+        match failure {
+            AppendFailure::Conflict => {
+                self.inner.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                self.cache = Some(loaded);
+                retry.stale = true;
+                None
+            }
+            AppendFailure::Duplicate if !retry.load_answers && !keys.is_empty() => {
+                // A key of this batch was answered before (a retry, or a request on another
+                // node): decide again with the stored answers in hand. Nothing was written.
+                retry.load_answers = true;
+                retry.answers_missing = true;
+                self.cache = Some(loaded);
+                retry.stale = true;
+                None
+            }
+            AppendFailure::Duplicate if may_split && jobs.len() > 1 => Some(BatchResult::Split),
+            AppendFailure::Duplicate => {
+                // A key of this one command was used by a request that committed on another
+                // node: its stored answer is the answer. Otherwise the log moved: reload.
+                let request = jobs[0].meta.idempotency.as_ref()?;
+                match self.stored_answers(&[request.key.as_str()], true).await {
+                    Ok(stored) => {
+                        stored.get(&request.key).map(|first| BatchResult::Done(vec![replay_or_reused(first, request)]))
+                    }
+                    Err(e) => Some(all(e)),
+                }
+            }
+            AppendFailure::Failed(e) => {
+                // Nothing was written: the cache still holds the log's latest state.
+                self.cache = Some(loaded);
+                Some(all(e))
+            }
+            // The events may or may not be in the log. Deciding again could decide twice, so
+            // the commands are answered as unknown and the next batch reloads.
+            AppendFailure::OutcomeUnknown => Some(all(ServiceError::OutcomeUnknown)),
+        }
     }
 
     /// Decides `jobs` in order on `loaded` at `now`, without IO: the due transitions first,
