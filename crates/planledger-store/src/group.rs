@@ -127,10 +127,7 @@ fn ordered_claims<'g>(group: &'g Group<'_>) -> Vec<(usize, &'g [Value])> {
         .flat_map(|(i, part)| part.claims.iter().map(move |claim| (i, claim.as_slice())))
         .collect();
     claims.sort_by(|(_, a), (_, b)| {
-        let key = |row: &[Value]| {
-            positions.iter().map(|p| row[*p].as_key().unwrap_or_default().to_owned()).collect::<Vec<_>>()
-        };
-        key(a).cmp(&key(b))
+        positions.iter().map(|p| a[*p].as_key()).cmp(positions.iter().map(|p| b[*p].as_key()))
     });
     claims
 }
@@ -369,7 +366,7 @@ fn riders_of(group: &Group<'_>) -> Vec<Rider<'static>> {
     let mut riders = Vec::new();
     let claims = ordered_claims(group);
     if !claims.is_empty() {
-        let table = group.claims.clone();
+        let table = group.claims;
         let key = table.key_columns();
         let positions = table.key_positions();
         let streams: Vec<String> =
@@ -404,35 +401,30 @@ fn riders_of(group: &Group<'_>) -> Vec<Rider<'static>> {
                 }
             }),
         };
-        let rows: Vec<Vec<Value>> = claims.iter().map(|(_, claim)| claim.to_vec()).collect();
+        let rows: Vec<&[Value]> = claims.iter().map(|(_, claim)| *claim).collect();
+        let columns = table.pg_columns(&rows);
         let claim = Rider {
             sql: format!("claims_written AS ({})", table.pg_insert(Some("kept"), false)),
             vetoes: None,
             params: table.columns.len() + 1,
-            bind: Box::new(move |query| {
-                let rows: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
-                table.bind_pg(query, &rows).bind(streams)
-            }),
+            bind: Box::new(move |query| rows::bind_columns(query, columns).bind(streams)),
         };
         riders.push(guard);
         riders.push(claim);
     }
-    let (streams, rows): (Vec<String>, Vec<Vec<Value>>) = group
+    let (streams, rows): (Vec<String>, Vec<&[Value]>) = group
         .parts
         .iter()
         .filter(|part| !part.append.events.is_empty())
-        .flat_map(|part| part.rows.iter().map(|row| (part.append.stream.as_str().to_owned(), row.clone())))
+        .flat_map(|part| part.rows.iter().map(|row| (part.append.stream.as_str().to_owned(), row.as_slice())))
         .unzip();
     if !rows.is_empty() {
-        let table = group.rows.clone();
+        let columns = group.rows.pg_columns(&rows);
         riders.push(Rider {
-            sql: format!("rows_written AS ({})", table.pg_insert(Some("bumped"), false)),
+            sql: format!("rows_written AS ({})", group.rows.pg_insert(Some("bumped"), false)),
             vetoes: None,
-            params: table.columns.len() + 1,
-            bind: Box::new(move |query| {
-                let rows: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
-                table.bind_pg(query, &rows).bind(streams)
-            }),
+            params: group.rows.columns.len() + 1,
+            bind: Box::new(move |query| rows::bind_columns(query, columns).bind(streams)),
         });
     }
     riders

@@ -303,19 +303,50 @@ impl Table {
     }
 
     /// Binds the rows to a [`Table::pg_insert`], one array per column.
-    pub(crate) fn bind_pg<'q>(&self, mut query: PgQuery<'q>, rows: &[&[Value]]) -> PgQuery<'q> {
-        for (i, column) in self.columns.iter().enumerate() {
-            let values = rows.iter().map(|row| &row[i]);
-            query = match column.kind {
-                Kind::Text => query.bind(values.map(text).collect::<Vec<_>>()),
-                Kind::Json => query.bind(values.map(|v| text(v).unwrap_or_default()).collect::<Vec<_>>()),
-                Kind::Int => query.bind(values.map(int).collect::<Vec<_>>()),
-                Kind::Bool => query.bind(values.map(|v| matches!(v, Value::Bool(true))).collect::<Vec<_>>()),
-                Kind::Time => query.bind(values.map(time).collect::<Vec<_>>()),
-            };
-        }
-        query
+    pub(crate) fn bind_pg<'q>(&self, query: PgQuery<'q>, rows: &[&[Value]]) -> PgQuery<'q> {
+        bind_columns(query, self.pg_columns(rows))
     }
+
+    /// The rows as one array per column, as [`Table::pg_insert`] binds them: made once, so a
+    /// rider's binding owns them without copying the rows first.
+    pub(crate) fn pg_columns(&self, rows: &[&[Value]]) -> Vec<PgColumn> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| {
+                let values = rows.iter().map(|row| &row[i]);
+                match column.kind {
+                    Kind::Text => PgColumn::Text(values.map(text).collect()),
+                    Kind::Json => PgColumn::Text(values.map(|v| Some(text(v).unwrap_or_default())).collect()),
+                    Kind::Int => PgColumn::Int(values.map(int).collect()),
+                    Kind::Bool => PgColumn::Bool(values.map(|v| matches!(v, Value::Bool(true))).collect()),
+                    Kind::Time => PgColumn::Time(values.map(time).collect()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One column of many rows, as PostgreSQL binds it (an array).
+#[derive(Debug)]
+pub(crate) enum PgColumn {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i64>>),
+    Bool(Vec<bool>),
+    Time(Vec<Option<DateTime<Utc>>>),
+}
+
+/// Binds the columns in their order.
+pub(crate) fn bind_columns(mut query: PgQuery<'_>, columns: Vec<PgColumn>) -> PgQuery<'_> {
+    for column in columns {
+        query = match column {
+            PgColumn::Text(values) => query.bind(values),
+            PgColumn::Int(values) => query.bind(values),
+            PgColumn::Bool(values) => query.bind(values),
+            PgColumn::Time(values) => query.bind(values),
+        };
+    }
+    query
 }
 
 fn text(value: &Value) -> Option<String> {
