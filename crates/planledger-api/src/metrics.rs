@@ -80,6 +80,11 @@ impl HttpMetrics {
                 m.conflicts.load(Ordering::Relaxed),
             ),
             (
+                "planledger_stream_rewinds_total",
+                "Streams read again because the log was behind a worker's cached state (a database failover).",
+                m.stream_rewinds.load(Ordering::Relaxed),
+            ),
+            (
                 "planledger_append_retries_total",
                 "Batches decided again after a conflict.",
                 m.retries.load(Ordering::Relaxed),

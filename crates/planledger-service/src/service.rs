@@ -140,6 +140,8 @@ pub struct ServiceMetrics {
     pub appends: AtomicU64,
     pub appended_events: AtomicU64,
     pub conflicts: AtomicU64,
+    /// Streams read again because the log was behind a worker's cached state (a failover).
+    pub stream_rewinds: AtomicU64,
     pub retries: AtomicU64,
     pub replays: AtomicU64,
     /// Reads of stored answers by workers (a keyed batch whose key was answered before).

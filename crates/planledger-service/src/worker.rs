@@ -159,9 +159,15 @@ impl Worker {
 
     /// The store's state from its latest snapshot and the events after it.
     async fn load(&self) -> Result<Loaded, ServiceError> {
+        self.load_up_to(i64::MAX).await
+    }
+
+    /// As `load`, from a snapshot no newer than `version` (after a rewind, a snapshot may be
+    /// of a version the log no longer has).
+    async fn load_up_to(&self, version: i64) -> Result<Loaded, ServiceError> {
         let stream = stream_of(self.store)?;
         let base = match self.inner.log.load_snapshot(&stream).await? {
-            Some(snapshot) if snapshot.fold_fingerprint == fold_fingerprint() => {
+            Some(snapshot) if snapshot.fold_fingerprint == fold_fingerprint() && snapshot.version <= version => {
                 match serde_json::from_value::<TenantState>(snapshot.state) {
                     Ok(state) => Loaded { version: snapshot.version, state },
                     Err(_) => Loaded { version: 0, state: TenantState::default() },
@@ -170,6 +176,31 @@ impl Worker {
             _ => Loaded { version: 0, state: TenantState::default() },
         };
         self.catch_up(base).await
+    }
+
+    /// After a conflict: `loaded` with the events appended since (by another node); or, when
+    /// the log holds fewer events than `loaded` says (the database was rewound: a failover to a
+    /// standby that had not received the last commits), the stream as the log has it now.
+    /// Reading forward alone would find nothing newer, and every later commit would conflict
+    /// with a version the log does not have, until a restart.
+    async fn refresh(&self, loaded: Loaded) -> Result<Loaded, ServiceError> {
+        let cached = loaded.version;
+        let caught_up = self.catch_up(loaded).await?;
+        if caught_up.version > cached {
+            return Ok(caught_up);
+        }
+        let current = self.inner.log.stream_version(&stream_of(self.store)?).await?;
+        if current >= cached {
+            return Ok(caught_up);
+        }
+        self.inner.metrics.stream_rewinds.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            store = %self.store,
+            cached,
+            current,
+            "the log is behind this store's cached state (a database failover?): the stream is read again"
+        );
+        self.load_up_to(current).await
     }
 
     /// Folds the events appended after `loaded` (by another node) into it.
@@ -249,7 +280,7 @@ impl Worker {
             retry.answers_missing = false;
             let loaded = match (self.cache.take(), retry.stale) {
                 (Some(loaded), false) => Ok(loaded),
-                (Some(loaded), true) => self.catch_up(loaded).await,
+                (Some(loaded), true) => self.refresh(loaded).await,
                 (None, _) => self.load().await,
             };
             let (loaded, stored) = match loaded {
