@@ -89,3 +89,42 @@ async fn a_stalled_projector_or_deadline_worker_makes_the_node_unready() {
     let (status, body) = ready(&state).await;
     assert_eq!(status, StatusCode::OK, "the sweep applied the deadline: {body}");
 }
+
+/// A node whose database refuses writes (the address moved to a standby after a failover, or
+/// the sessions are read-only) is not ready, and says why; on a primary it is.
+#[tokio::test]
+async fn a_node_on_a_database_that_refuses_writes_is_not_ready() {
+    let test = "a_node_on_a_database_that_refuses_writes_is_not_ready";
+    let Some(db) = planledger_testkit::PgTestDatabase::create(test).await else { return };
+    let state_on = |url: String| async move {
+        let log = AnyEventLog::connect(&planledger_store::StoreConfig::new(url)).await.unwrap();
+        let (journal, _writer) = Journal::spawn(log.clone());
+        let clock = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
+        let service = CommandService::new(
+            log.clone(),
+            Arc::new(Catalog::builtin()),
+            clock,
+            ServiceConfig::default(),
+            journal,
+            Arc::new(planledger_api::render::JsonRenderer),
+        );
+        let uncached = planledger_api::EdgeConfig { probe_cache: Duration::ZERO, ..Default::default() };
+        (log, AppState::new(service, Tokens::none(), Arc::default()).with_edge(uncached))
+    };
+    let (log, primary) = state_on(db.url.clone()).await;
+    log.migrate().await.unwrap();
+    let catalog = Catalog::builtin();
+    planledger_projections::schema::ensure(&log, &planledger_projections::schema::built_with(&catalog), Utc::now())
+        .await
+        .unwrap();
+    let (status, body) = ready(&primary).await;
+    assert_eq!((status, &body["checks"]["databaseRole"]), (StatusCode::OK, &Value::from("primary")), "{body}");
+
+    let separator = if db.url.contains('?') { '&' } else { '?' };
+    let read_only = format!("{}{separator}options=-c%20default_transaction_read_only%3Don", db.url);
+    let (_, standby) = state_on(read_only).await;
+    let (status, body) = ready(&standby).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["databaseRole"], "read-only", "{body}");
+    assert_eq!(body["ready"], false);
+}

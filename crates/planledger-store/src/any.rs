@@ -41,6 +41,27 @@ impl StoreConfig {
     }
 }
 
+/// What a database is to the ledger (see [`AnyEventLog::database_role`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseRole {
+    /// Takes writes.
+    Primary,
+    /// A standby in recovery: reads only, and behind its primary.
+    Standby,
+    /// Not in recovery, but its sessions refuse writes.
+    ReadOnly,
+}
+
+impl DatabaseRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatabaseRole::Primary => "primary",
+            DatabaseRole::Standby => "standby",
+            DatabaseRole::ReadOnly => "read-only",
+        }
+    }
+}
+
 /// The event log on whichever backend the URL names.
 #[derive(Debug, Clone)]
 pub enum AnyEventLog {
@@ -82,6 +103,28 @@ impl AnyEventLog {
         match self {
             Self::Postgres(log) => Self::Postgres(log.reads_only()),
             Self::Sqlite(log) => Self::Sqlite(log.reads_only()),
+        }
+    }
+
+    /// What the database behind the commands' connections is: a primary that takes writes,
+    /// or a standby in recovery, or a server whose sessions are read-only (a failover moved the
+    /// address to a standby, say). SQLite is always its own primary.
+    pub async fn database_role(&self) -> Result<DatabaseRole, StoreError> {
+        match self {
+            Self::Postgres(log) => {
+                let (recovering, read_only): (bool, bool) =
+                    sqlx::query_as("SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'")
+                        .fetch_one(log.pool())
+                        .await?;
+                Ok(if recovering {
+                    DatabaseRole::Standby
+                } else if read_only {
+                    DatabaseRole::ReadOnly
+                } else {
+                    DatabaseRole::Primary
+                })
+            }
+            Self::Sqlite(_) => Ok(DatabaseRole::Primary),
         }
     }
 

@@ -27,7 +27,7 @@ mod types;
 
 use std::future::Future;
 
-pub use any::{AnyEventLog, AnyTx, StoreConfig};
+pub use any::{AnyEventLog, AnyTx, DatabaseRole, StoreConfig};
 pub use error::StoreError;
 pub use group::{CommitFaults, Group, GroupError, GroupOptions, GroupOutcome, GroupPart, PartFailure};
 pub use locks::{Leadership, PerBackend, TableLock};

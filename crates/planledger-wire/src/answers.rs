@@ -314,7 +314,8 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Readiness {
     pub ready: bool,
-    /// `database`, `migrations`, `staleReadModels`, `auditLag`.
+    /// `database`, `databaseRole` (`primary`, `standby` or `read-only`: ready only on a
+    /// primary), `migrations`, `staleReadModels`, `auditProjector`, `deadlineWorker`.
     #[schema(value_type = Object)]
     pub checks: Map<String, Value>,
 }

@@ -70,11 +70,20 @@ pub(crate) async fn readiness(app: &AppState) -> (bool, Json) {
     let log = app.service.log();
     let mut checks = Map::new();
     let mut ready = match log.pending_migrations().await {
-        Ok(0) => {
-            checks.insert("database".into(), json!("ok"));
-            checks.insert("migrations".into(), json!("applied"));
-            true
-        }
+        // Commands need a primary: a node whose database is a standby (a failover moved the
+        // address, say) would answer every write 503.
+        Ok(0) => match log.database_role().await {
+            Ok(role) => {
+                checks.insert("database".into(), json!("ok"));
+                checks.insert("databaseRole".into(), json!(role.as_str()));
+                checks.insert("migrations".into(), json!("applied"));
+                role == planledger_store::DatabaseRole::Primary
+            }
+            Err(_) => {
+                checks.insert("database".into(), json!("unreachable"));
+                false
+            }
+        },
         Ok(pending) => {
             checks.insert("database".into(), json!("ok"));
             checks.insert("migrations".into(), json!(format!("{pending} pending")));
