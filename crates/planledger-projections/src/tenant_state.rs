@@ -72,14 +72,16 @@ fn upsert_clause(table: &str) -> String {
 }
 
 /// One store's row of [`TABLE`]: `state` at `version`, its statuses as of `at`. A row records
-/// what it was built with (`schema::built_with`: the catalog and the fold), so that a rebuild
-/// under the same may take it as it is (see `copy_rows_in`).
+/// what it was built with (`built_with`, `schema::built_with(catalog)`: the catalog and the
+/// fold, made once for many rows), so that a rebuild under the same may take it as it is (see
+/// `copy_rows_in`).
 pub fn row(
     store: StoreId,
     state: &TenantState,
     version: i64,
     at: DateTime<Utc>,
     catalog: &Catalog,
+    built_with: &str,
 ) -> Result<Vec<Value>, StoreError> {
     let status = status(state, at, catalog);
     Ok(vec![
@@ -97,7 +99,7 @@ pub fn row(
         state.subscription_id.as_ref().map(|s| s.as_str().to_owned()).into(),
         version.into(),
         Value::Json(serde_json::to_string(state).map_err(|e| corrupt("state", e))?),
-        crate::schema::built_with(catalog).into(),
+        built_with.into(),
         at.into(),
         Value::Json(usage_of(state, at, catalog)),
     ])
@@ -111,9 +113,10 @@ pub async fn write_many_into(
     rows: &[(StoreId, &TenantState, i64, DateTime<Utc>)],
     catalog: &Catalog,
 ) -> Result<(), StoreError> {
+    let built_with = crate::schema::built_with(catalog);
     let values = rows
         .iter()
-        .map(|(store, state, version, at)| row(*store, state, *version, *at, catalog))
+        .map(|(store, state, version, at)| row(*store, state, *version, *at, catalog, &built_with))
         .collect::<Result<Vec<_>, _>>()?;
     let values: Vec<&[Value]> = values.iter().map(Vec::as_slice).collect();
     planledger_store::group::write_rows_in(tx, &TABLE.named(table.to_owned()), &values).await?;

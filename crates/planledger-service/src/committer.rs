@@ -107,6 +107,7 @@ async fn commit(
     options: &GroupOptions,
     group: &[CommitRequest],
 ) -> Result<Vec<Result<i64, AppendFailure>>, GroupError> {
+    let built_with = planledger_projections::schema::built_with(catalog);
     let mut parts = Vec::with_capacity(group.len());
     for request in group {
         let claims = request
@@ -118,7 +119,7 @@ async fn commit(
             Vec::new()
         } else {
             let version = request.part.expected + request.part.events.len() as i64;
-            vec![tenant_state::row(request.store, &request.state, version, request.now, catalog)?]
+            vec![tenant_state::row(request.store, &request.state, version, request.now, catalog, &built_with)?]
         };
         parts.push(GroupPart { append: &request.part, claims, rows });
     }

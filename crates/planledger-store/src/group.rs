@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::rows::{self, Table, Value};
+use crate::sql::Statement;
 use crate::{AnyEventLog, AnyTx, EventLog, PgEventLog, Rider, StoreError, StreamAppend, StreamAppendOutcome, Version};
 
 /// Faults to inject into the commit path, for the simulator and the tests of what the command
@@ -326,20 +327,13 @@ impl AnyEventLog {
 
     /// Whether `table` holds a row equal to `row` on its text, integer and flag columns.
     pub async fn row_exists(&self, table: &Table, row: &[Value]) -> Result<bool, StoreError> {
-        let sqlite = matches!(self, AnyEventLog::Sqlite(_));
-        let (condition, values) = rows::equality_on(table, row, sqlite);
+        let (condition, values) = rows::equality_on(table, row);
         let sql = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE {condition})", table.name);
-        let found: bool = match self {
-            AnyEventLog::Postgres(pg) => {
-                let query = values.iter().fold(sqlx::query(&sql), rows::bind_pg_value);
-                sqlx::Row::try_get(&query.fetch_one(pg.pool()).await?, 0)?
-            }
-            AnyEventLog::Sqlite(lite) => {
-                let query = values.iter().fold(sqlx::query(&sql), rows::bind_sqlite_value);
-                sqlx::Row::try_get(&query.fetch_one(lite.readers()).await?, 0)?
-            }
-        };
-        Ok(found)
+        let statement = values.into_iter().fold(Statement::new(sql), Statement::bind);
+        match self.fetch_optional(&statement, &[crate::Kind::Bool]).await? {
+            Some(found) => found.bool(0),
+            None => Ok(false),
+        }
     }
 }
 
@@ -503,6 +497,16 @@ async fn withdraw_in(tx: &mut AnyTx, table: &Table, rows: &[&[Value]]) -> Result
     Ok(())
 }
 
+/// The one statement that writes `rows` into `table` on PostgreSQL, on `executor`.
+async fn pg_write_rows<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Postgres>,
+    table: &Table,
+    rows: &[&[Value]],
+) -> Result<u64, StoreError> {
+    let sql = table.pg_insert(None, false);
+    Ok(table.bind_pg(sqlx::query(&sql), rows).execute(executor).await?.rows_affected())
+}
+
 /// Writes `rows` into `table` in `tx`: one statement on PostgreSQL, one per row on SQLite.
 /// Answers how many rows were written (a claim whose key is taken, or an older row than the
 /// one there, is not).
@@ -512,10 +516,7 @@ pub async fn write_rows_in(tx: &mut AnyTx, table: &Table, rows: &[&[Value]]) -> 
     }
     table.check(rows)?;
     Ok(match tx {
-        AnyTx::Postgres(tx) => {
-            let sql = table.pg_insert(None, false);
-            table.bind_pg(sqlx::query(&sql), rows).execute(&mut **tx).await?.rows_affected()
-        }
+        AnyTx::Postgres(tx) => pg_write_rows(&mut **tx, table, rows).await?,
         AnyTx::Sqlite(tx) => {
             let sql = table.sqlite_insert();
             let mut written = 0;
@@ -537,8 +538,7 @@ impl AnyEventLog {
                 return Ok(0);
             }
             table.check(rows)?;
-            let sql = table.pg_insert(None, false);
-            return Ok(table.bind_pg(sqlx::query(&sql), rows).execute(pg.pool()).await?.rows_affected());
+            return pg_write_rows(pg.pool(), table, rows).await;
         }
         let mut tx = self.begin().await?;
         let written = write_rows_in(&mut tx, table, rows).await?;

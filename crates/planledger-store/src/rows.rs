@@ -397,9 +397,10 @@ pub(crate) fn bind_sqlite_value<'q>(query: SqliteQuery<'q>, value: &Value) -> Sq
     }
 }
 
-/// `WHERE` over the given columns of a row, compared for equality: the columns a row can be
-/// found by again (text, integers, flags; times and JSON are left out).
-pub(crate) fn equality_on(table: &Table, row: &[Value], sqlite: bool) -> (String, Vec<Value>) {
+/// `WHERE` over the given columns of a row, compared for equality (`$n`, as a `Statement` is
+/// written): the columns a row can be found by again (text, integers, flags; times and JSON are
+/// left out).
+pub(crate) fn equality_on(table: &Table, row: &[Value]) -> (String, Vec<Value>) {
     let mut terms = Vec::new();
     let mut values = Vec::new();
     for (column, value) in table.columns.iter().zip(row) {
@@ -407,8 +408,7 @@ pub(crate) fn equality_on(table: &Table, row: &[Value], sqlite: bool) -> (String
             continue;
         }
         values.push(value.clone());
-        let placeholder = if sqlite { format!("?{}", values.len()) } else { format!("${}", values.len()) };
-        terms.push(format!("{} = {placeholder}", column.name));
+        terms.push(format!("{} = ${}", column.name, values.len()));
     }
     (terms.join(" AND "), values)
 }

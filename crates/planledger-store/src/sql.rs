@@ -102,8 +102,7 @@ fn sqlite_text(sql: &str) -> String {
             i += len;
             continue;
         }
-        if let Some(after) = rest.strip_prefix("now()") {
-            let _ = after;
+        if rest.starts_with("now()") {
             out.push_str(crate::SQLITE_NOW_US);
             i += "now()".len();
             continue;
@@ -242,18 +241,7 @@ impl AnyEventLog {
 
     /// Runs a statement that reads (SQLite: on a reader), and reads each row as `kinds`.
     pub async fn fetch(&self, statement: &Statement, kinds: &[Kind]) -> Result<Vec<Row>, StoreError> {
-        match self {
-            AnyEventLog::Postgres(pg) => {
-                let sql = statement.text(false);
-                let rows = statement.pg_query(&sql).fetch_all(pg.pool()).await?;
-                rows.iter().map(|row| pg_row(row, kinds)).collect()
-            }
-            AnyEventLog::Sqlite(lite) => {
-                let sql = statement.text(true);
-                let rows = statement.sqlite_query(&sql).fetch_all(lite.readers()).await?;
-                rows.iter().map(|row| sqlite_row(row, kinds)).collect()
-            }
-        }
+        self.fetch_on(statement, kinds, false).await
     }
 
     /// The first row of a statement that reads, if any.
@@ -263,6 +251,11 @@ impl AnyEventLog {
 
     /// Runs a statement that writes and reads what it wrote (`RETURNING`), on the writer.
     pub async fn fetch_written(&self, statement: &Statement, kinds: &[Kind]) -> Result<Vec<Row>, StoreError> {
+        self.fetch_on(statement, kinds, true).await
+    }
+
+    /// Rows of `statement`; on SQLite from the writer if `writes`, else from a reader.
+    async fn fetch_on(&self, statement: &Statement, kinds: &[Kind], writes: bool) -> Result<Vec<Row>, StoreError> {
         match self {
             AnyEventLog::Postgres(pg) => {
                 let sql = statement.text(false);
@@ -271,7 +264,8 @@ impl AnyEventLog {
             }
             AnyEventLog::Sqlite(lite) => {
                 let sql = statement.text(true);
-                let rows = statement.sqlite_query(&sql).fetch_all(lite.writer()).await?;
+                let pool = if writes { lite.writer() } else { lite.readers() };
+                let rows = statement.sqlite_query(&sql).fetch_all(pool).await?;
                 rows.iter().map(|row| sqlite_row(row, kinds)).collect()
             }
         }
