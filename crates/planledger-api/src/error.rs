@@ -45,6 +45,8 @@ pub enum ApiError {
     KeyReused,
     #[error("the database is unavailable; try again shortly")]
     StorageUnavailable,
+    #[error("the database reached is a standby, not a primary (a failover is under way?); try again shortly")]
+    NotPrimary,
     #[error("the store kept changing under this command; try again")]
     ConcurrencyConflict,
     #[error("the database did not confirm whether this command was recorded; retry with the same Idempotency-Key to learn its answer")]
@@ -58,6 +60,8 @@ pub enum ApiError {
     StripeNotConfigured,
     #[error("{0}")]
     NotRetryable(String),
+    #[error("the log holds no event at this cursor: it moved back (a database failover lost events you read) or the cursor is from another log; read again from 0-0, or from a cursor you kept that the log still holds, and set aside events you read that the log no longer has")]
+    CursorNotInLog { head: String },
     #[error("internal error")]
     Internal,
 }
@@ -100,11 +104,13 @@ impl ApiError {
             ApiError::TooManyLongPolls => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Refused(Refusal::Rule(error)) => rule_status(error),
             ApiError::Refused(Refusal::VersionMoved { .. }) => StatusCode::CONFLICT,
-            ApiError::StorageUnavailable | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageUnavailable | ApiError::NotPrimary | ApiError::OutcomeUnknown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::ConcurrencyConflict => StatusCode::CONFLICT,
             ApiError::InvalidSignature(_) | ApiError::NotAStripeEvent(_) => StatusCode::BAD_REQUEST,
             ApiError::StripeNotConfigured => StatusCode::NOT_FOUND,
-            ApiError::NotRetryable(_) => StatusCode::CONFLICT,
+            ApiError::NotRetryable(_) | ApiError::CursorNotInLog { .. } => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -125,12 +131,14 @@ impl ApiError {
             ApiError::Refused(Refusal::VersionMoved { .. }) => ErrorCode::VersionMismatch,
             ApiError::KeyReused => ErrorCode::IdempotencyKeyReused,
             ApiError::StorageUnavailable => ErrorCode::StorageUnavailable,
+            ApiError::NotPrimary => ErrorCode::DatabaseNotPrimary,
             ApiError::OutcomeUnknown => ErrorCode::OutcomeUnknown,
             ApiError::ConcurrencyConflict => ErrorCode::ConcurrencyConflict,
             ApiError::InvalidSignature(_) => ErrorCode::InvalidSignature,
             ApiError::NotAStripeEvent(_) => ErrorCode::NotAStripeEvent,
             ApiError::StripeNotConfigured => ErrorCode::StripeNotConfigured,
             ApiError::NotRetryable(_) => ErrorCode::NotRetryable,
+            ApiError::CursorNotInLog { .. } => ErrorCode::CursorNotInLog,
             ApiError::Internal => ErrorCode::Internal,
         }
     }
@@ -141,6 +149,7 @@ impl ApiError {
         match self {
             ApiError::Validation { field, .. } => body.field = Some(field.clone()),
             ApiError::Refused(Refusal::VersionMoved { current, .. }) => body.current_version = Some(*current),
+            ApiError::CursorNotInLog { head } => body.head = Some(head.clone()),
             ApiError::Refused(Refusal::Rule(error)) => match error {
                 DomainError::Gate(refusal) => {
                     body.subscription_status = Some(render::subscription_status(refusal.subscription_status));
@@ -247,6 +256,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unavailable(detail) => {
                 tracing::warn!(%detail, "storage unavailable");
                 ApiError::StorageUnavailable
+            }
+            ServiceError::NotPrimary(detail) => {
+                tracing::warn!(%detail, "the database is not a primary");
+                ApiError::NotPrimary
             }
             ServiceError::ConcurrencyConflict => ApiError::ConcurrencyConflict,
             ServiceError::OutcomeUnknown => {

@@ -83,6 +83,8 @@ pub struct AppState {
     pub rebuilds: Arc<Rebuilds>,
     /// `/readyz` fails when the audit projector or the deadline worker is this far behind.
     pub stall_after: std::time::Duration,
+    /// `/readyz` fails unless the primary has a synchronous standby (`--require-synchronous-standby`).
+    pub require_synchronous_standby: bool,
     /// Stripe's webhooks (off unless signing secrets are configured).
     pub stripe: planledger_stripe::Stripe,
     /// Notifications out: webhook endpoints and their deliveries.
@@ -123,6 +125,7 @@ impl AppState {
             projector,
             rebuilds: Arc::new(Rebuilds::default()),
             stall_after: DEFAULT_STALL_AFTER,
+            require_synchronous_standby: false,
             stripe: planledger_stripe::Stripe::new(service.clone(), planledger_stripe::StripeConfig::default()),
             notifier: planledger_notify::Notifier::new(service, planledger_notify::NotifyConfig::default()),
             console: Arc::default(),
@@ -138,6 +141,12 @@ impl AppState {
     /// With Stripe's webhooks on (or configured otherwise).
     pub fn with_stripe(mut self, stripe: planledger_stripe::Stripe) -> Self {
         self.stripe = stripe;
+        self
+    }
+
+    /// Not ready unless every acknowledged commit is also on a synchronous standby.
+    pub fn requiring_synchronous_standby(mut self, required: bool) -> Self {
+        self.require_synchronous_standby = required;
         self
     }
 

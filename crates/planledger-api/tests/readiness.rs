@@ -10,7 +10,7 @@ use chrono::{TimeDelta, TimeZone, Utc};
 use planledger_api::{AppState, Tokens};
 use planledger_domain::{Catalog, Command, StoreId};
 use planledger_service::{Clock, CommandMeta, CommandService, Journal, ServiceConfig, TestClock};
-use planledger_store::{AnyEventLog, SqliteEventLog};
+use planledger_store::{AnyEventLog, EventLog, SqliteEventLog};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -20,6 +20,26 @@ async fn ready(state: &AppState) -> (StatusCode, Value) {
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
     (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// A projector whose checkpoint names an event the log does not hold (the database was put
+/// together from parts, or its log moved back) would skip events: not ready, and named.
+async fn a_checkpoint_past_the_log_makes_the_node_unready(log: &AnyEventLog, state: &AppState) {
+    use planledger_projections::runtime::AUDIT_CONSUMER;
+    let at = log.load_checkpoint(AUDIT_CONSUMER).await.unwrap();
+    let past = planledger_store::Checkpoint { position: at.position + 1_000, ..at };
+    let set = |from, to| async move {
+        let mut tx = log.begin().await.unwrap();
+        log.compare_and_set_checkpoint_in(&mut tx, AUDIT_CONSUMER, from, to).await.unwrap();
+        log.commit(tx).await.unwrap();
+    };
+    set(at, past).await;
+    let (status, body) = ready(state).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["checkpointsNotInLog"], serde_json::json!([AUDIT_CONSUMER]), "{body}");
+    set(past, at).await;
+    let (status, body) = ready(state).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
@@ -75,6 +95,8 @@ async fn a_stalled_projector_or_deadline_worker_makes_the_node_unready() {
     while planledger_projections::runtime::project_audit_page(&log).await.unwrap() > 0 {}
     assert_eq!(ready(&state).await.0, StatusCode::OK, "caught up, ready again");
 
+    a_checkpoint_past_the_log_makes_the_node_unready(&log, &state).await;
+
     // The trial ended an hour ago and nothing expired it: the deadline worker has stalled.
     let (_, view) = ready(&state).await;
     assert_eq!(view["checks"]["deadlineWorker"]["status"], "ok");
@@ -119,6 +141,15 @@ async fn a_node_on_a_database_that_refuses_writes_is_not_ready() {
         .unwrap();
     let (status, body) = ready(&primary).await;
     assert_eq!((status, &body["checks"]["databaseRole"]), (StatusCode::OK, &Value::from("primary")), "{body}");
+    log.append(
+        &planledger_store::StreamId::parse("readiness").unwrap(),
+        0,
+        &[planledger_store::NewEvent::new("Probe", 1, serde_json::json!({}), "c", "tester", "none", Utc::now())],
+    )
+    .await
+    .unwrap();
+    while planledger_projections::runtime::project_audit_page(&log).await.unwrap() > 0 {}
+    a_checkpoint_past_the_log_makes_the_node_unready(&log, &primary).await;
 
     let separator = if db.url.contains('?') { '&' } else { '?' };
     let read_only = format!("{}{separator}options=-c%20default_transaction_read_only%3Don", db.url);

@@ -108,6 +108,9 @@ pub struct IdempotencyRequest {
 pub enum ServiceError {
     #[error("the database is unavailable")]
     Unavailable(String),
+    /// The database reached is a standby, or refuses writes: a failover is under way.
+    #[error("{0}")]
+    NotPrimary(String),
     #[error("the store kept changing under this command; try again")]
     ConcurrencyConflict,
     /// The commit reported an error and the database could not be asked whether it happened.
@@ -125,6 +128,7 @@ impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(e) => ServiceError::Unavailable(e.to_string()),
+            e @ StoreError::NotPrimary { .. } => ServiceError::NotPrimary(e.to_string()),
             e if e.is_conflict() => ServiceError::ConcurrencyConflict,
             StoreError::Database(e) => ServiceError::Unavailable(e.to_string()),
             other => ServiceError::Internal(other.to_string()),
@@ -341,6 +345,7 @@ impl CommandService {
             Err(ServiceError::ConcurrencyConflict) => ("failed", Some("concurrency_conflict".to_owned())),
             Err(ServiceError::OutcomeUnknown) => ("unknown", Some("outcome_unknown".to_owned())),
             Err(ServiceError::Unavailable(_)) => ("failed", Some("storage_unavailable".to_owned())),
+            Err(ServiceError::NotPrimary(_)) => ("failed", Some("database_not_primary".to_owned())),
             Err(ServiceError::Internal(_)) => ("failed", Some("internal".to_owned())),
         };
         self.inner.journal.record(JournalEntry {

@@ -62,6 +62,39 @@ impl DatabaseRole {
     }
 }
 
+/// How commits reach standbys (see [`AnyEventLog::replication`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    /// Standbys the primary waits for (`pg_stat_replication.sync_state` `sync` or `quorum`).
+    pub synchronous_standbys: i64,
+    /// The primary's `synchronous_commit`.
+    pub synchronous_commit: String,
+    /// The primary's `synchronous_standby_names` (empty: it waits for none).
+    pub synchronous_standby_names: String,
+}
+
+impl Replication {
+    fn commit_waits_for_standbys(&self) -> bool {
+        matches!(self.synchronous_commit.as_str(), "on" | "remote_write" | "remote_apply")
+    }
+
+    /// Whether an acknowledged commit survives the loss of the primary: a standby confirmed
+    /// it (written, flushed or applied there) before the primary answered.
+    pub fn keeps_acknowledged(&self) -> bool {
+        self.synchronous_standbys > 0 && self.commit_waits_for_standbys()
+    }
+
+    /// Whether every commit waits, with no end, for a synchronous standby that is not
+    /// connected: the primary names standbys in `synchronous_standby_names` and none of them is
+    /// there (a promoted server whose configuration still names the standby it was). Reads go
+    /// on; every write hangs.
+    pub fn commits_wait_for_an_absent_standby(&self) -> bool {
+        !self.synchronous_standby_names.trim().is_empty()
+            && self.synchronous_standbys == 0
+            && self.commit_waits_for_standbys()
+    }
+}
+
 /// The event log on whichever backend the URL names.
 #[derive(Debug, Clone)]
 pub enum AnyEventLog {
@@ -79,7 +112,7 @@ pub enum AnyTx {
 impl AnyEventLog {
     pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
         let url = config.url.as_str();
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") || crate::servers::is_key_value(url) {
             let log = PgEventLog::connect_with_readers(
                 url,
                 config.max_connections,
@@ -93,7 +126,7 @@ impl AnyEventLog {
             let log = SqliteEventLog::connect(url, config.readers, config.busy_timeout).await?;
             Ok(Self::Sqlite(log))
         } else {
-            Err(StoreError::UnsupportedUrl(url.to_owned()))
+            Err(StoreError::UnsupportedUrl(crate::servers::redacted(url)))
         }
     }
 
@@ -111,19 +144,8 @@ impl AnyEventLog {
     /// address to a standby, say). SQLite is always its own primary.
     pub async fn database_role(&self) -> Result<DatabaseRole, StoreError> {
         match self {
-            Self::Postgres(log) => {
-                let (recovering, read_only): (bool, bool) =
-                    sqlx::query_as("SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'")
-                        .fetch_one(log.pool())
-                        .await?;
-                Ok(if recovering {
-                    DatabaseRole::Standby
-                } else if read_only {
-                    DatabaseRole::ReadOnly
-                } else {
-                    DatabaseRole::Primary
-                })
-            }
+            // The watcher's answer: a pooled connection to a standby is never opened to ask.
+            Self::Postgres(log) => log.role().ok_or(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
             Self::Sqlite(_) => Ok(DatabaseRole::Primary),
         }
     }
@@ -220,6 +242,65 @@ impl AnyEventLog {
         Ok(head.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint { transaction_id, position }))
     }
 
+    /// Whether the log holds an event at `at` (the origin it always holds). A follower's cursor
+    /// names the last event it read: one the log lacks was lost by a failover to a standby
+    /// that had not received it (or the cursor is from another log), and reading on after it
+    /// would skip, unannounced, the events written since under reused transaction ids.
+    pub async fn holds(&self, at: Checkpoint) -> Result<bool, StoreError> {
+        if at == Checkpoint::ORIGIN {
+            return Ok(true);
+        }
+        Ok(match self {
+            Self::Postgres(log) => {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM ledger_events
+                     WHERE transaction_id = ((($1::bigint)::text)::xid8) AND global_position = $2)",
+                )
+                .bind(at.transaction_id)
+                .bind(at.position)
+                .fetch_one(log.pool())
+                .await?
+            }
+            Self::Sqlite(log) => {
+                at.transaction_id == 0
+                    && sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_events WHERE global_position = ?)")
+                        .bind(at.position)
+                        .fetch_one(log.readers())
+                        .await?
+            }
+        })
+    }
+
+    /// The consumers whose checkpoint names an event the log does not hold. A projector's
+    /// checkpoint commits in the database after the events it names, so a physical failover
+    /// keeps the two consistent; a checkpoint past the log means the database was put together
+    /// from parts (a restore of one table, a dump of another), and that projector would skip
+    /// events or read under reused transaction ids. One index probe per consumer.
+    pub async fn checkpoints_not_in_log(&self) -> Result<Vec<String>, StoreError> {
+        Ok(match self {
+            Self::Postgres(log) => {
+                sqlx::query_scalar(
+                    "SELECT c.consumer FROM ledger_checkpoints c
+                     WHERE (c.transaction_id, c.position) <> (0, 0) AND NOT EXISTS (SELECT 1 FROM ledger_events e
+                         WHERE e.transaction_id = ((c.transaction_id::text)::xid8) AND e.global_position = c.position)
+                     ORDER BY c.consumer",
+                )
+                .fetch_all(log.pool())
+                .await?
+            }
+            Self::Sqlite(log) => {
+                sqlx::query_scalar(
+                    "SELECT c.consumer FROM ledger_checkpoints c
+                     WHERE c.position <> 0 AND NOT EXISTS (SELECT 1 FROM ledger_events e
+                         WHERE c.transaction_id = 0 AND e.global_position = c.position)
+                     ORDER BY c.consumer",
+                )
+                .fetch_all(log.readers())
+                .await?
+            }
+        })
+    }
+
     /// The streams that gained events after `after` in the order of `read_all`, counting every
     /// event committed when the statement runs (without the feed's gap-safe bound): exact for a
     /// caller that only needs what has committed, such as a rebuild's catch-up, which resumes
@@ -233,6 +314,27 @@ impl AnyEventLog {
             (Self::Postgres(_), AnyTx::Postgres(tx)) => PgEventLog::streams_moved_after_in(tx, after).await,
             (Self::Sqlite(_), AnyTx::Sqlite(tx)) => SqliteEventLog::streams_moved_after_in(tx, after).await,
             _ => Err(mismatched()),
+        }
+    }
+
+    /// How the database replicates its commits. SQLite has no standbys.
+    pub async fn replication(&self) -> Result<Replication, StoreError> {
+        match self {
+            Self::Postgres(log) => {
+                let (synchronous_standbys, synchronous_commit, synchronous_standby_names): (i64, String, String) =
+                    sqlx::query_as(
+                        "SELECT (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')),
+                                current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",
+                    )
+                    .fetch_one(log.pool())
+                    .await?;
+                Ok(Replication { synchronous_standbys, synchronous_commit, synchronous_standby_names })
+            }
+            Self::Sqlite(_) => Ok(Replication {
+                synchronous_standbys: 0,
+                synchronous_commit: "local".into(),
+                synchronous_standby_names: String::new(),
+            }),
         }
     }
 
@@ -431,5 +533,45 @@ impl EventLog for AnyEventLog {
             Self::Postgres(log) => log.load_snapshot(stream).await,
             Self::Sqlite(log) => log.load_snapshot(stream).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod replication_tests {
+    use super::Replication;
+
+    #[test]
+    fn an_acknowledged_commit_is_kept_only_when_a_standby_confirms_it_first() {
+        let with = |standbys: i64, commit: &str| {
+            let names = "standby1".into();
+            let replication = Replication {
+                synchronous_standbys: standbys,
+                synchronous_commit: commit.into(),
+                synchronous_standby_names: names,
+            };
+            replication.keeps_acknowledged()
+        };
+        for commit in ["on", "remote_write", "remote_apply"] {
+            assert!(with(1, commit), "{commit}");
+            assert!(!with(0, commit), "no synchronous standby: {commit}");
+        }
+        // A commit answered before any standby has it is lost with the primary.
+        for commit in ["local", "off"] {
+            assert!(!with(2, commit), "{commit}");
+        }
+    }
+
+    #[test]
+    fn commits_hang_when_the_standbys_named_are_absent() {
+        let with = |standbys: i64, commit: &str, names: &str| Replication {
+            synchronous_standbys: standbys,
+            synchronous_commit: commit.into(),
+            synchronous_standby_names: names.into(),
+        };
+        assert!(with(0, "on", "standby1").commits_wait_for_an_absent_standby());
+        assert!(with(0, "remote_apply", "ANY 1 (a, b)").commits_wait_for_an_absent_standby());
+        assert!(!with(1, "on", "standby1").commits_wait_for_an_absent_standby(), "the standby is there");
+        assert!(!with(0, "on", "").commits_wait_for_an_absent_standby(), "no standby is named");
+        assert!(!with(0, "local", "standby1").commits_wait_for_an_absent_standby(), "commits do not wait");
     }
 }

@@ -27,6 +27,14 @@ pub enum StoreError {
     StreamTwice(StreamId),
     #[error("unsupported database url {0:?}: use postgres://... or sqlite://...")]
     UnsupportedUrl(String),
+    /// A PostgreSQL URL whose list of servers, or whose way of choosing among them, the ledger
+    /// cannot honour (`target_session_attrs=standby`, say): refused, never half-read.
+    #[error("unsupported PostgreSQL server list: {0}")]
+    UnsupportedServerList(String),
+    /// No server of the URL takes writes now: a standby, or a server whose sessions refuse writes
+    /// (a failover is under way, or the address moved to a standby). Commands wait for a primary.
+    #[error("the database is a {role} and planledger writes only to a primary; waiting for one ({tried})")]
+    NotPrimary { role: &'static str, tried: String },
     #[error("migration {version} ({name}) was changed after it was applied; add a new migration instead")]
     MigrationChanged { version: i64, name: String },
     #[error("the database has migration {0}, which this build does not know: it is older than the database")]

@@ -163,9 +163,9 @@ impl AnyEventLog {
         }
         let riders = riders_of(group);
         // Nothing is sent until the connection is in hand: a failure to get one writes nothing.
-        let mut connection = match pg.pool().acquire().await {
+        let mut connection = match pg.acquire().await {
             Ok(connection) => connection,
-            Err(error) => return Some(Err(StoreError::from(error).into())),
+            Err(error) => return Some(Err(error.into())),
         };
         let error = match PgEventLog::append_group(&mut *connection, &group.parts, riders).await {
             Ok(_) if faults.is_some_and(CommitFaults::fail_after_commit) => lost_by_injection(),

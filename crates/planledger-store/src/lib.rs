@@ -19,15 +19,17 @@ pub mod group;
 pub mod locks;
 pub mod migrate;
 mod postgres;
+mod primary;
 pub mod retention;
 pub mod rows;
+pub mod servers;
 pub mod sql;
 mod sqlite;
 mod types;
 
 use std::future::Future;
 
-pub use any::{AnyEventLog, AnyTx, DatabaseRole, StoreConfig};
+pub use any::{AnyEventLog, AnyTx, DatabaseRole, Replication, StoreConfig};
 pub use error::StoreError;
 pub use group::{CommitFaults, Group, GroupError, GroupOptions, GroupOutcome, GroupPart, PartFailure};
 pub use locks::{Leadership, PerBackend, TableLock};

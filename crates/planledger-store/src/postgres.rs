@@ -6,14 +6,15 @@
 //! transaction's id; `read_all` orders by (transaction id, position) and stops before the oldest
 //! running transaction, which is what makes it gap-safe.
 
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::migrate::{self, MigrationReport};
+use crate::primary::{Primary, Purpose};
 use crate::types::{idempotency_keys, recorded, MovedStream};
 use crate::{
     AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
@@ -244,6 +245,8 @@ const MIGRATION_LOCK_KEY: i64 = 0x706c_616e_6c65_6467; // "planledg"
 pub struct PgEventLog {
     pool: PgPool,
     readers: PgPool,
+    /// Which server of the URL the pools use, and what it is.
+    primary: Arc<Primary>,
 }
 
 impl PgEventLog {
@@ -259,9 +262,13 @@ impl PgEventLog {
             .await
     }
 
-    /// Connects a pool of `max_connections` and one of `readers` read-only sessions (opened as
-    /// they are needed). Every session gets `idle_in_transaction_session_timeout`, so an
-    /// abandoned transaction cannot hold back the gap-safe readers for long.
+    /// Connects a pool of `max_connections` and one of `readers` read-only sessions (both opened
+    /// as they are needed) on the primary among the servers `url` names (see
+    /// [`crate::servers`]; a URL may list several, as libpq's do). Every session gets
+    /// `idle_in_transaction_session_timeout`, so an abandoned transaction cannot hold back the
+    /// gap-safe readers for long. A connection to a server that refuses writes is never used
+    /// (see [`crate::primary`]); a node can start while no server takes writes, and is not ready
+    /// until one does.
     pub async fn connect_with_readers(
         url: &str,
         max_connections: u32,
@@ -269,26 +276,50 @@ impl PgEventLog {
         idle_in_transaction_timeout: Duration,
         acquire_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let timeout_ms = idle_in_transaction_timeout.as_millis().to_string();
-        let options = PgConnectOptions::from_str(url)?.application_name("planledger");
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(acquire_timeout)
-            .connect_with(options.clone().options([("idle_in_transaction_session_timeout", timeout_ms.as_str())]))
-            .await?;
+        let servers = crate::servers::parse(url)?;
+        let primary = Primary::locate(servers, idle_in_transaction_timeout).await?;
+        let pool = Self::pool_of(&primary, Purpose::Writes, max_connections, acquire_timeout);
         // A write through the reader pool is a bug, and the server says so at once.
-        let readers = PgPoolOptions::new()
-            .max_connections(readers.max(1))
+        let readers = Self::pool_of(&primary, Purpose::Reads, readers, acquire_timeout);
+        primary.spawn_watcher(&pool, &readers);
+        Ok(Self { pool, readers, primary })
+    }
+
+    fn pool_of(primary: &Arc<Primary>, purpose: Purpose, size: u32, acquire_timeout: Duration) -> PgPool {
+        let (opened, acquired) = (Arc::downgrade(primary), Arc::downgrade(primary));
+        PgPoolOptions::new()
+            .max_connections(size.max(1))
             .acquire_timeout(acquire_timeout)
-            .connect_lazy_with(options.application_name("planledger-reader").options([
-                ("idle_in_transaction_session_timeout", timeout_ms.as_str()),
-                ("default_transaction_read_only", "on"),
-            ]));
-        Ok(Self { pool, readers })
+            .after_connect(move |connection, _| {
+                let primary = opened.upgrade();
+                Box::pin(async move {
+                    match primary {
+                        Some(primary) => primary.check_new(connection, purpose).await,
+                        None => Ok(()),
+                    }
+                })
+            })
+            .before_acquire(move |_, meta| {
+                let keeps = acquired.upgrade().is_none_or(|primary| primary.keeps(meta.age));
+                Box::pin(async move { Ok(keeps) })
+            })
+            .connect_lazy_with(primary.options_for(purpose))
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The role of the server the commands' connections use, as the watcher last saw it
+    /// (within about a second); `None` when it could not be reached.
+    pub fn role(&self) -> Option<crate::DatabaseRole> {
+        self.primary.role()
+    }
+
+    /// A connection for a write, or why there is none (see [`StoreError::NotPrimary`]).
+    pub(crate) async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, StoreError> {
+        self.primary.refuse_unless_primary()?;
+        self.pool.acquire().await.map_err(|e| self.primary.explain(e))
     }
 
     /// The pool of read-only sessions.
@@ -299,7 +330,7 @@ impl PgEventLog {
     /// This log with every statement on the reader pool: what a read request is given, so
     /// that it can only read, and only ever waits for a reader's connection.
     pub fn reads_only(&self) -> Self {
-        Self { pool: self.readers.clone(), readers: self.readers.clone() }
+        Self { pool: self.readers.clone(), readers: self.readers.clone(), primary: self.primary.clone() }
     }
 
     /// Applies the pending migrations in one transaction, under an advisory lock.
@@ -541,7 +572,8 @@ impl EventLog for PgEventLog {
     type Tx = Transaction<'static, Postgres>;
 
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        Ok(self.pool.begin().await?)
+        self.primary.refuse_unless_primary()?;
+        self.pool.begin().await.map_err(|e| self.primary.explain(e))
     }
 
     async fn commit(&self, tx: Self::Tx) -> Result<(), StoreError> {

@@ -376,9 +376,18 @@ pub enum ErrorCode {
     NotAStripeEvent,
     StripeNotConfigured,
     NotRetryable,
+    // The feed.
+    /// `GET /v1/events`: the cursor names an event the log does not hold. The log moved back
+    /// under the follower (a failover to a standby that lacked its last events) or the cursor
+    /// is from another log; `head` says where the log ends now. See docs/high-availability.md.
+    CursorNotInLog,
     // The ledger.
     ConcurrencyConflict,
     StorageUnavailable,
+    /// The server behind the database URL is a standby, or refuses writes (a failover is under
+    /// way, or the address moved to a standby): retry after `Retry-After` seconds, as for
+    /// `storage_unavailable`; `/readyz` says not ready meanwhile.
+    DatabaseNotPrimary,
     OutcomeUnknown,
     Internal,
 }
@@ -410,6 +419,9 @@ pub struct ErrorBody {
     /// `version_mismatch`: the store's stream version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<i64>,
+    /// `cursor_not_in_log`: the cursor of the log's last event now (`0-0` if it is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
     /// Gate refusals (402, 403): the fields of SPEC 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_status: Option<SubscriptionStatus>,
@@ -435,6 +447,7 @@ impl ErrorBody {
             resets_at: None,
             current_plan_id: None,
             current_version: None,
+            head: None,
             subscription_status: None,
             subscription_tier: None,
             internal_status: None,

@@ -75,6 +75,11 @@ enum Command {
         /// behind.
         #[arg(long, env = "PLANLEDGER_STALL_AFTER_SECONDS", default_value_t = 120)]
         stall_after_seconds: u64,
+        /// /readyz fails unless the PostgreSQL primary has a synchronous standby and
+        /// `synchronous_commit` waits for it: for deployments that promise "acknowledged means
+        /// kept" across a failover (docs/high-availability.md).
+        #[arg(long, env = "PLANLEDGER_REQUIRE_SYNCHRONOUS_STANDBY")]
+        require_synchronous_standby: bool,
         /// How long stored answers to Idempotency-Keys are kept: forever, or a number and a unit
         /// (d, h, m, s); at least 24h.
         #[arg(long, env = "PLANLEDGER_KEEP_ANSWERS", value_parser = parse_keep, default_value = "7d")]
@@ -272,23 +277,9 @@ async fn connect(cli: &Cli) -> anyhow::Result<AnyEventLog> {
     AnyEventLog::connect(&store_config(cli)).await.with_context(|| {
         format!(
             "could not open the database at {}: check PLANLEDGER_DATABASE_URL and that the server is running",
-            redact(&cli.database_url)
+            planledger_store::servers::redacted(&cli.database_url)
         )
     })
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 async fn migrate(cli: &Cli, json: bool) -> anyhow::Result<()> {
@@ -369,6 +360,7 @@ async fn main() -> std::process::ExitCode {
             test_clock,
             sweep_interval_ms,
             stall_after_seconds,
+            require_synchronous_standby,
             keep_answers,
             keep_keys,
             keep_journal,
@@ -390,6 +382,7 @@ async fn main() -> std::process::ExitCode {
                     test_clock: *test_clock,
                     sweep_interval: Duration::from_millis((*sweep_interval_ms).max(10)),
                     stall_after: Duration::from_secs(*stall_after_seconds),
+                    require_synchronous_standby: *require_synchronous_standby,
                     retention: planledger_service::Retention {
                         answers: keep_answers.0,
                         keys: keep_keys.0,
@@ -415,17 +408,5 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn a_password_never_reaches_a_message() {
-        assert_eq!(redact("postgres://app:s3cret@db:5432/ledger"), "postgres://app:***@db:5432/ledger");
-        assert_eq!(redact("postgres://postgres@127.0.0.1/x"), "postgres://postgres@127.0.0.1/x");
-        assert_eq!(redact("sqlite://planledger.db"), "sqlite://planledger.db");
     }
 }

@@ -24,6 +24,8 @@ pub struct ServeOptions {
     pub sweep_interval: Duration,
     /// `/readyz` fails when a background worker is this far behind.
     pub stall_after: Duration,
+    /// `/readyz` fails unless a synchronous standby confirms each commit.
+    pub require_synchronous_standby: bool,
     /// How long stored answers, the ledger's keys and the journal are kept.
     pub retention: Retention,
     /// How often the retention job runs.
@@ -119,6 +121,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     let state = AppState::new(service.clone(), tokens, projector.clone())
         .with_edge(options.edge.clone())
         .with_stall_after(options.stall_after)
+        .requiring_synchronous_standby(options.require_synchronous_standby)
         .with_stripe(stripe.clone())
         .with_notifier(notifier.clone());
 

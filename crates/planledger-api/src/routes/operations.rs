@@ -69,31 +69,86 @@ pub(crate) async fn readiness(app: &AppState) -> (bool, Json) {
     use serde_json::{json, Map};
     let log = app.service.log();
     let mut checks = Map::new();
-    let mut ready = match log.pending_migrations().await {
-        // Commands need a primary: a node whose database is a standby (a failover moved the
-        // address, say) would answer every write 503.
-        Ok(0) => match log.database_role().await {
-            Ok(role) => {
-                checks.insert("database".into(), json!("ok"));
-                checks.insert("databaseRole".into(), json!(role.as_str()));
-                checks.insert("migrations".into(), json!("applied"));
-                role == planledger_store::DatabaseRole::Primary
-            }
-            Err(_) => {
-                checks.insert("database".into(), json!("unreachable"));
-                false
-            }
-        },
-        Ok(pending) => {
+    // Commands need a primary: a node whose database is a standby (a failover moved the
+    // address, say) would answer every write 503. The role is the store's watcher's, known
+    // without a connection to a standby.
+    let mut ready = match log.database_role().await {
+        Ok(role) if role != planledger_store::DatabaseRole::Primary => {
             checks.insert("database".into(), json!("ok"));
-            checks.insert("migrations".into(), json!(format!("{pending} pending")));
+            checks.insert("databaseRole".into(), json!(role.as_str()));
             false
+        }
+        Ok(role) => {
+            checks.insert("database".into(), json!("ok"));
+            checks.insert("databaseRole".into(), json!(role.as_str()));
+            match log.pending_migrations().await {
+                Ok(0) => {
+                    checks.insert("migrations".into(), json!("applied"));
+                    true
+                }
+                Ok(pending) => {
+                    checks.insert("migrations".into(), json!(format!("{pending} pending")));
+                    false
+                }
+                Err(_) => {
+                    checks.insert("database".into(), json!("unreachable"));
+                    false
+                }
+            }
         }
         Err(_) => {
             checks.insert("database".into(), json!("unreachable"));
             false
         }
     };
+    if ready {
+        // A projector whose checkpoint is past the log would skip events (see
+        // `checkpoints_not_in_log`): not ready, and named.
+        match log.checkpoints_not_in_log().await {
+            Ok(lost) if lost.is_empty() => {}
+            Ok(lost) => {
+                checks.insert("checkpointsNotInLog".into(), json!(lost));
+                ready = false;
+            }
+            Err(_) => {
+                checks.insert("database".into(), json!("unreachable"));
+                ready = false;
+            }
+        }
+    }
+    if ready {
+        // A primary that names synchronous standbys none of which is connected holds every
+        // commit forever while reads go on: not ready, whatever was asked. With
+        // `--require-synchronous-standby`, also not ready unless a standby confirms each commit
+        // ("acknowledged means kept" holds only then).
+        match log.replication().await {
+            Ok(replication) => {
+                let status = if replication.commits_wait_for_an_absent_standby() {
+                    Some("absent")
+                } else if app.require_synchronous_standby {
+                    Some(if replication.keeps_acknowledged() { "ok" } else { "missing" })
+                } else {
+                    None
+                };
+                if let Some(status) = status {
+                    checks.insert(
+                        "synchronousStandby".into(),
+                        json!({
+                            "status": status,
+                            "standbys": replication.synchronous_standbys,
+                            "synchronousCommit": replication.synchronous_commit,
+                            "synchronousStandbyNames": replication.synchronous_standby_names,
+                        }),
+                    );
+                    ready = status == "ok";
+                }
+            }
+            Err(_) => {
+                checks.insert("database".into(), json!("unreachable"));
+                ready = false;
+            }
+        }
+    }
     if ready {
         // Read models built under another catalog are served while they are rebuilt: say so.
         if let Ok(info) = planledger_projections::schema::info(log).await {
