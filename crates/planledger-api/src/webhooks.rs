@@ -322,6 +322,7 @@ fn wait_param(params: &Params) -> Result<std::time::Duration, ApiError> {
         (status = 200, description = "Events after the cursor (none if the wait ran out)", body = wire::EventFeed),
         rs::Unauthorized,
         rs::Invalid,
+        (status = 409, description = "`cursor_not_in_log`: the log holds no event at `after` (it moved back in a database failover, or the cursor is from another log); `head` is where it ends now", body = wire::ErrorBody),
         (status = 503, description = "`too_many_long_polls`: as many polls wait as the server holds (retry after `Retry-After`); `storage_unavailable`", body = wire::ErrorBody, headers(("Retry-After" = u32))),
     ))]
 pub async fn follow_events(State(app): State<AppState>, params: Params) -> Reply {
@@ -343,6 +344,7 @@ pub async fn follow_events(State(app): State<AppState>, params: Params) -> Reply
     let wait = wait_param(&params)?;
     let page = app.feed.read(after, types.as_deref(), limit as usize, wait).await.map_err(|error| match error {
         feed::FeedError::TooManyWaiting => ApiError::TooManyLongPolls,
+        feed::FeedError::CursorNotInLog { head } => ApiError::CursorNotInLog { head: feed::cursor_text(head) },
         feed::FeedError::Store(error) => error.into(),
     })?;
     let items = page.events.into_iter().map(crate::routes::envelope).collect();

@@ -52,18 +52,34 @@ pub enum FeedError {
     /// The process already holds as many long polls as it may.
     #[error("too many long polls are waiting")]
     TooManyWaiting,
+    /// The cursor names an event the log does not hold: the log moved back under the follower
+    /// (a failover to a standby that lacked the follower's last events), or the cursor is from
+    /// another log. Reading on from it would skip events; `head` is where the log ends now.
+    #[error("the log holds no event at this cursor")]
+    CursorNotInLog { head: Checkpoint },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// Up to `limit` events after `after` (of `types`, if given), without waiting.
-pub async fn read<L: EventLog>(
-    log: &L,
+pub async fn read(
+    log: &AnyEventLog,
     after: Checkpoint,
     types: Option<&[String]>,
     limit: usize,
-) -> Result<FeedPage, StoreError> {
+) -> Result<FeedPage, FeedError> {
+    check_cursor(log, after).await?;
     Ok(scan(log, after, types, limit).await?.0)
+}
+
+/// Refuses a cursor the log does not hold (see [`FeedError::CursorNotInLog`]): one index probe.
+async fn check_cursor(log: &AnyEventLog, after: Checkpoint) -> Result<(), FeedError> {
+    if log.holds(after).await? {
+        return Ok(());
+    }
+    let head = log.settled_head().await?;
+    tracing::warn!(cursor = %cursor_text(after), head = %cursor_text(head), "a follower's cursor names an event the log does not hold: the log moved back (a failover?)");
+    Err(FeedError::CursorNotInLog { head })
 }
 
 /// A page, and whether the scan stopped at its bound (the caller should not wait then).
@@ -149,6 +165,7 @@ impl Feed {
     ) -> Result<FeedPage, FeedError> {
         let deadline = Instant::now() + wait.min(MAX_WAIT);
         let log = &self.inner.log;
+        check_cursor(log, after).await?;
         let (mut page, bounded) = scan(log, after, types, limit).await?;
         if !page.events.is_empty() || bounded || wait.is_zero() || *self.inner.draining.borrow() {
             return Ok(page);

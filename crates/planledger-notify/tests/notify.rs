@@ -419,6 +419,38 @@ async fn the_feed_follows_the_log_and_never_skips_a_late_commit(postgres: bool) 
     }
 }
 
+/// A cursor naming an event the log does not hold (the log moved back in a failover, or the
+/// cursor is another log's) is refused with the head, by a read and by a long poll, instead of
+/// reading on after it and skipping what was written since under reused transaction ids.
+async fn a_cursor_the_log_does_not_hold_is_refused_with_the_head(postgres: bool) {
+    let test = "a_cursor_the_log_does_not_hold_is_refused_with_the_head";
+    let Some(w) = world(postgres, test, NotifyConfig::default()).await else { return };
+    w.trialing_store().await;
+    let all = feed::read(&w.log, Checkpoint::ORIGIN, None, 100).await.unwrap();
+    let head = all.next;
+    assert_eq!(all.events.len(), 2);
+    let (_drain, draining) = tokio::sync::watch::channel(false);
+    let follow = feed::Feed::new(w.log.clone(), 8, draining);
+    // Past the head, and at the head's position under another transaction id.
+    let ahead = Checkpoint { position: head.position + 1_000, ..head };
+    let other = Checkpoint { transaction_id: head.transaction_id + 1, ..head };
+    for cursor in [ahead, other] {
+        match feed::read(&w.log, cursor, None, 100).await {
+            Err(feed::FeedError::CursorNotInLog { head: told }) => assert_eq!(told, head),
+            other => panic!("{cursor:?}: expected cursor_not_in_log, got {other:?}"),
+        }
+        let started = std::time::Instant::now();
+        match follow.read(cursor, None, 100, Duration::from_secs(20)).await {
+            Err(feed::FeedError::CursorNotInLog { head: told }) => assert_eq!(told, head),
+            other => panic!("{cursor:?}: expected cursor_not_in_log from a long poll, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "refused at once, not after the wait");
+    }
+    // Every cursor the log handed out is still good, and so is the origin.
+    assert!(feed::read(&w.log, head, None, 100).await.unwrap().events.is_empty());
+    assert_eq!(feed::read(&w.log, all.events[0].checkpoint, None, 100).await.unwrap().events.len(), 1);
+}
+
 /// One receiver that never answers in time must not hold up another endpoint's deliveries:
 /// each endpoint has a lane of its own.
 async fn a_hanging_receiver_holds_up_only_its_own_endpoint(postgres: bool) {
@@ -495,4 +527,5 @@ planledger_testkit::on_both_backends!(
     failures_are_retried_with_the_same_id_then_given_up,
     a_stores_deliveries_arrive_in_order_and_projecting_again_sends_nothing_twice,
     the_feed_follows_the_log_and_never_skips_a_late_commit,
+    a_cursor_the_log_does_not_hold_is_refused_with_the_head,
 );
