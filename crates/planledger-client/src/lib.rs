@@ -22,6 +22,15 @@
 //! Send an `Idempotency-Key` ([`Options::key`]) with every command you may retry: a retry gets
 //! the first answer ([`Reply::replayed`]) and changes nothing. A refusal is an [`Error::Api`]
 //! with the contract's [`wire::ErrorBody`].
+//!
+//! The client itself retries what a database failover, a restart or a rolling deploy answers
+//! (`503`, among them `outcome_unknown`, and connections refused) for up to a minute, with
+//! backoff ([`Retry`]). A retry of a command always carries the first attempt's
+//! `Idempotency-Key`, so it gets the first answer if the first attempt was recorded: a command
+//! sent without a key is given one of its own for that. [`Client::with_retry`] changes the
+//! budget; [`Retry::none`] turns retries off.
+
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, AUTHORIZATION, ETAG, IF_MATCH, RETRY_AFTER};
@@ -100,6 +109,16 @@ impl Error {
             Error::Transport(e) => e.status().map(|s| s.as_u16()),
         }
     }
+
+    fn is_retryable(&self, kind: RequestKind) -> bool {
+        match self {
+            // A refused connection reached nothing: any request may go again.
+            Error::Transport(e) if e.is_connect() => true,
+            Error::Transport(_) => kind != RequestKind::Once,
+            Error::Api { status: 503, .. } | Error::Unexpected { status: 503, .. } => kind != RequestKind::Once,
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<Reply<T>, Error>;
@@ -110,6 +129,94 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    retry: Retry,
+}
+
+/// How long the client keeps retrying a request that a failover or a restart interrupted.
+///
+/// An answer is retried when it is `503` (the database is unavailable or not a primary,
+/// `outcome_unknown`, the server is draining or full) or when no connection could be made.
+/// Reads are retried on any failure to get an answer; a command only when it carries an
+/// `Idempotency-Key` (the typed command methods give each command one when the caller did not),
+/// so that a retry can only ever get the first attempt's answer; any other request only when the
+/// connection was refused, that is when nothing reached the server.
+///
+/// The waits double from `first_delay` up to `max_delay`, each drawn between half and all of
+/// that (so that clients cut off together do not come back together), and never shorter than
+/// the server's `Retry-After`. No retry starts after `budget` from the first attempt: the last
+/// answer is returned then. The default budget, 60 s, covers a failover measured with
+/// pg_auto_failover's default timeouts (docs/high-availability.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub budget: Duration,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            budget: Duration::from_secs(60),
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Retry {
+    /// Every request is sent once.
+    pub fn none() -> Self {
+        Self { budget: Duration::ZERO, ..Self::default() }
+    }
+
+    /// Retries for up to `budget` with the default waits.
+    pub fn within(budget: Duration) -> Self {
+        Self { budget, ..Self::default() }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.budget.is_zero()
+    }
+
+    /// How long to wait before attempt `attempt + 1`, or `None` to give `error` back.
+    fn wait_before(&self, attempt: u32, elapsed: Duration, error: &Error, kind: RequestKind) -> Option<Duration> {
+        if !self.enabled() || !error.is_retryable(kind) {
+            return None;
+        }
+        let ceiling = self.first_delay.saturating_mul(1u32 << attempt.min(16)).min(self.max_delay);
+        let jitter = Duration::from_nanos(random_below(ceiling.as_nanos() as u64 / 2 + 1));
+        let mut wait = ceiling / 2 + jitter;
+        if let Error::Api { retry_after: Some(seconds), .. } = error {
+            wait = wait.max(Duration::from_secs(*seconds));
+        }
+        (elapsed + wait <= self.budget).then_some(wait)
+    }
+}
+
+/// One request, as each attempt at it sends it.
+struct Call<'a, B: ?Sized> {
+    method: Method,
+    path: &'a str,
+    query: &'a [(&'a str, String)],
+    body: Option<&'a B>,
+    options: &'a Options,
+}
+
+/// What a retry of a request could do, and so when it may be retried (see [`Retry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestKind {
+    /// Changes nothing (`GET`, `authorize`): retried on any failure to get an answer.
+    Read,
+    /// Carries an `Idempotency-Key`: a retry gets the first attempt's answer if it was recorded.
+    Keyed,
+    /// Anything else: retried only when nothing reached the server.
+    Once,
+}
+
+/// A number below `bound` that differs between calls and between processes (for jitter, not
+/// for secrets): the random bits of a version 4 UUID.
+fn random_below(bound: u64) -> u64 {
+    (Uuid::new_v4().as_u128() as u64) % bound.max(1)
 }
 
 /// A list's filters and position.
@@ -137,7 +244,13 @@ impl Client {
 
     /// The same, on a `reqwest::Client` of the caller's (timeouts, pools, proxies).
     pub fn with_http(http: reqwest::Client, base: impl Into<String>) -> Self {
-        Self { http, base: base.into().trim_end_matches('/').to_owned(), token: None }
+        Self { http, base: base.into().trim_end_matches('/').to_owned(), token: None, retry: Retry::default() }
+    }
+
+    /// The same client with another retry policy ([`Retry::none`] sends every request once).
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Sends `Authorization: Bearer token` with every request.
@@ -152,7 +265,9 @@ impl Client {
         self
     }
 
-    /// Sends one request and reads the contract's answer. The typed methods below all come here.
+    /// Sends a request and reads the contract's answer, retrying as [`Retry`] says: a `GET`, or
+    /// a request with an `Idempotency-Key`, after any failure to get an answer or a `503`; any
+    /// other request only when its connection was refused. The typed methods below all come here.
     pub async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -161,7 +276,35 @@ impl Client {
         body: Option<&B>,
         options: &Options,
     ) -> Result<T> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).query(query);
+        let kind = if method == Method::GET || method == Method::HEAD {
+            RequestKind::Read
+        } else if options.idempotency_key.is_some() {
+            RequestKind::Keyed
+        } else {
+            RequestKind::Once
+        };
+        self.send_as(kind, &Call { method, path, query, body, options }).await
+    }
+
+    async fn send_as<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        kind: RequestKind,
+        call: &Call<'_, B>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let answer = self.send_once(call).await;
+            let Err(error) = &answer else { return answer };
+            let Some(wait) = self.retry.wait_before(attempt, started.elapsed(), error, kind) else { return answer };
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once<B: Serialize + ?Sized, T: DeserializeOwned>(&self, call: &Call<'_, B>) -> Result<T> {
+        let Call { method, path, query, body, options } = call;
+        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).query(*query);
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -205,6 +348,36 @@ impl Client {
         self.send(Method::POST, path, &[], Some(body), options).await
     }
 
+    /// A command of the ledger: with retries on, one without an `Idempotency-Key` is given one
+    /// of its own, so that every retry of it is answered with the first attempt's answer.
+    async fn command<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        options: &Options,
+    ) -> Result<T> {
+        if options.idempotency_key.is_some() || !self.retry.enabled() {
+            return self.post(path, body, options).await;
+        }
+        let keyed =
+            Options { idempotency_key: Some(format!("planledger-client:{}", Uuid::new_v4())), ..options.clone() };
+        self.send_as(
+            RequestKind::Keyed,
+            &Call { method: Method::POST, path, query: &[], body: Some(body), options: &keyed },
+        )
+        .await
+    }
+
+    /// A POST that changes nothing (`authorize`): retried as a read.
+    async fn post_read<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let options = Options::default();
+        self.send_as(
+            RequestKind::Read,
+            &Call { method: Method::POST, path, query: &[], body: Some(body), options: &options },
+        )
+        .await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
         self.send::<(), T>(Method::GET, path, query, None, &Options::default()).await
     }
@@ -212,7 +385,7 @@ impl Client {
     // ---- stores and their lifecycle ----
 
     pub async fn register_store(&self, body: &wire::RegisterStore, options: &Options) -> Result<wire::StoreView> {
-        self.post("/v1/stores", body, options).await
+        self.command("/v1/stores", body, options).await
     }
 
     /// The store; [`Reply::version`] is its `ETag`.
@@ -226,7 +399,7 @@ impl Client {
         body: &wire::StartTrial,
         options: &Options,
     ) -> Result<wire::TrialAnswer> {
-        self.post(&format!("/v1/stores/{store}/trial"), body, options).await
+        self.command(&format!("/v1/stores/{store}/trial"), body, options).await
     }
 
     pub async fn activate_subscription(
@@ -235,19 +408,19 @@ impl Client {
         body: &wire::ActivateSubscription,
         options: &Options,
     ) -> Result<wire::StoreView> {
-        self.post(&format!("/v1/stores/{store}/subscription"), body, options).await
+        self.command(&format!("/v1/stores/{store}/subscription"), body, options).await
     }
 
     pub async fn mark_past_due(&self, store: Uuid, options: &Options) -> Result<wire::StoreView> {
-        self.post(&format!("/v1/stores/{store}/subscription/past-due"), &wire::NoFields {}, options).await
+        self.command(&format!("/v1/stores/{store}/subscription/past-due"), &wire::NoFields {}, options).await
     }
 
     pub async fn mark_recovered(&self, store: Uuid, options: &Options) -> Result<wire::StoreView> {
-        self.post(&format!("/v1/stores/{store}/subscription/recovered"), &wire::NoFields {}, options).await
+        self.command(&format!("/v1/stores/{store}/subscription/recovered"), &wire::NoFields {}, options).await
     }
 
     pub async fn cancel_subscription(&self, store: Uuid, options: &Options) -> Result<wire::StoreView> {
-        self.post(&format!("/v1/stores/{store}/subscription/cancel"), &wire::NoFields {}, options).await
+        self.command(&format!("/v1/stores/{store}/subscription/cancel"), &wire::NoFields {}, options).await
     }
 
     pub async fn transition_plan(
@@ -256,22 +429,22 @@ impl Client {
         body: &wire::TransitionPlan,
         options: &Options,
     ) -> Result<wire::StoreView> {
-        self.post(&format!("/v1/stores/{store}/plan-transitions"), body, options).await
+        self.command(&format!("/v1/stores/{store}/plan-transitions"), body, options).await
     }
 
     // ---- gates and quotas ----
 
     pub async fn authorize(&self, store: Uuid, action: &str) -> Result<wire::Authorized> {
         let body = wire::Authorize { action: action.to_owned() };
-        self.post(&format!("/v1/stores/{store}/authorize"), &body, &Options::default()).await
+        self.post_read(&format!("/v1/stores/{store}/authorize"), &body).await
     }
 
     pub async fn consume(&self, store: Uuid, body: &wire::Consume, options: &Options) -> Result<wire::Consumed> {
-        self.post(&format!("/v1/stores/{store}/quota/consume"), body, options).await
+        self.command(&format!("/v1/stores/{store}/quota/consume"), body, options).await
     }
 
     pub async fn refund(&self, store: Uuid, consumption_id: Uuid, options: &Options) -> Result<wire::Refunded> {
-        self.post(&format!("/v1/stores/{store}/quota/refund"), &wire::Refund { consumption_id }, options).await
+        self.command(&format!("/v1/stores/{store}/quota/refund"), &wire::Refund { consumption_id }, options).await
     }
 
     // ---- history ----
@@ -336,7 +509,7 @@ impl Client {
     }
 
     pub async fn extend(&self, body: &wire::Extensions, options: &Options) -> Result<wire::ExtensionResults> {
-        self.post("/v1/admin/stores/extensions", body, options).await
+        self.command("/v1/admin/stores/extensions", body, options).await
     }
 
     pub async fn start_rebuild(&self, model: wire::ReadModelName) -> Result<wire::RebuildJob> {
