@@ -3,90 +3,18 @@
 //! recovers by itself, with nothing lost or doubled. The outage is staged on a private
 //! PostgreSQL cluster (own data directory and port), so no other test is disturbed.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use planledger_client::wire::{Consume, ErrorCode};
-use planledger_client::{Error as ClientError, Options as ClientOptions};
+use planledger_client::{Error as ClientError, Options as ClientOptions, Retry};
 use serde_json::json;
 
+use crate::cluster::PrivateCluster;
 use crate::server::{Options, Server};
-
-const BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// A throwaway PostgreSQL cluster, stopped and removed when dropped.
-struct PrivateCluster {
-    dir: PathBuf,
-    port: u16,
-}
-
-fn as_postgres(args: &[&str]) -> bool {
-    Command::new("runuser").args(["-u", "postgres", "--"]).args(args).output().is_ok_and(|o| o.status.success())
-}
-
-impl PrivateCluster {
-    fn create() -> Option<PrivateCluster> {
-        if !std::path::Path::new(BIN).exists() {
-            if planledger_testkit::postgres_required() {
-                panic!("PostgreSQL is required but {BIN} is missing");
-            }
-            println!("skipped the outage test: no PostgreSQL binaries at {BIN}");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("planledger-outage-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert!(Command::new("chown").args(["postgres", dir.to_str().unwrap()]).status().unwrap().success());
-        let data = dir.join("data");
-        assert!(
-            as_postgres(&[&format!("{BIN}/initdb"), "-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust"]),
-            "initdb"
-        );
-        // Below the kernel's ephemeral range (32768 and up), where no server of another test
-        // listening on port 0, and no outgoing connection, can take it while the cluster is
-        // stopped mid-test; the first free one from a place that differs per process.
-        let first = 20_000 + (std::process::id() % 10_000) as u16;
-        let port = (first..32_000)
-            .chain(20_000..first)
-            .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
-            .expect("a free port below the ephemeral range");
-        let cluster = PrivateCluster { dir, port };
-        cluster.start();
-        Some(cluster)
-    }
-
-    fn pg_ctl(&self, args: &[&str]) -> bool {
-        let data = self.dir.join("data");
-        let mut all = vec![format!("{BIN}/pg_ctl"), "-D".into(), data.display().to_string()];
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        as_postgres(&all.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    fn start(&self) {
-        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.display());
-        let log = self.dir.join("log");
-        assert!(self.pg_ctl(&["-o", &options, "-l", log.to_str().unwrap(), "-w", "start"]), "pg_ctl start");
-    }
-
-    fn stop(&self) {
-        assert!(self.pg_ctl(&["-m", "immediate", "-w", "stop"]), "pg_ctl stop");
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_answers_503_quickly_and_recovers() {
-    let Some(cluster) = PrivateCluster::create() else { return };
+    let Some(cluster) = PrivateCluster::create("the outage test", &[]) else { return };
     let server = Server::start(&cluster.url(), &Options::default());
     let store = server.register("Outage").await;
     server.post(&format!("/v1/stores/{store}/trial"), json!({})).await;
@@ -119,7 +47,7 @@ async fn a_database_outage_answers_503_quickly_and_recovers() {
         assert_eq!((status, body["error"].as_str()), (503, Some("storage_unavailable")), "{body}");
         assert!(took < Duration::from_secs(5), "a store of the concurrent burst was answered after {took:?}");
     }
-    let client = server.client();
+    let client = server.client().with_retry(Retry::none());
     let store_id = uuid::Uuid::parse_str(&store).unwrap();
     for _ in 0..3 {
         let started = Instant::now();
@@ -137,7 +65,20 @@ async fn a_database_outage_answers_503_quickly_and_recovers() {
     assert_eq!((status, ready["ready"].as_bool()), (503, Some(false)), "{ready}");
     assert_eq!(server.get("/healthz").await.0, 200, "the process itself is up");
 
+    // A client with the default retry policy, sending during the outage, gets through once the
+    // database is back: one consumption, however many attempts it took.
+    let patient = server.client();
+    let waiting = tokio::spawn(async move {
+        let consume = Consume { action: "update_product".into(), amount: None };
+        patient.consume(store_id, &consume, &ClientOptions::default()).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the patient client is still retrying while the database is down");
+
     cluster.start();
+    let retried = waiting.await.unwrap().expect("the retrying client got through once the database was back");
+    assert!(retried.value.allowed);
+    allowed += 1;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, _) = server.post(&consume, json!({"action": "update_product"})).await;
