@@ -21,6 +21,7 @@ mod outage;
 mod restore;
 mod server;
 mod stripe;
+mod tls;
 
 use std::process::{Command, Output};
 
