@@ -37,7 +37,11 @@ pub async fn load(
     let rows = log.fetch(&statement, &[Kind::Text, Kind::Text, Kind::Int, Kind::Text]).await?;
     rows.iter()
         .map(|row| {
-            let status = u16::try_from(row.int(2)?).unwrap_or(500);
+            // The edge's code, opaque here; a value it could never have stored is corruption,
+            // not an answer to make up.
+            let status = u16::try_from(row.int(2)?).map_err(|_| {
+                StoreError::Corrupt(format!("a stored answer's status {} is out of range", row.int(2).unwrap_or(0)))
+            })?;
             let answer = RenderedAnswer { status, body: row.text(3)? };
             Ok((row.text(0)?, StoredAnswer { request_hash: row.text(1)?, answer }))
         })

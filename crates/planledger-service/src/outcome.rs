@@ -64,7 +64,9 @@ pub enum Answer {
 }
 
 /// An outcome as the edge renders it for its callers: opaque to the service, which stores it
-/// and hands it back unchanged. `status` and `body` are whatever the edge's protocol needs.
+/// and hands it back unchanged. `status` and `body` are whatever the edge's protocol needs;
+/// no crate below the edge reads either (the service's own tests render with a renderer of
+/// their own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedAnswer {
     pub status: u16,

@@ -346,7 +346,7 @@ async fn rows_another_build_wrote_during_a_rebuild_are_folded_again(postgres: bo
         clock.clone(),
         ServiceConfig::default(),
         journal,
-        Arc::new(planledger_api::render::JsonRenderer),
+        Arc::new(support::Verdicts),
     );
 
     let progress = Arc::new(Progress::default());

@@ -1,12 +1,15 @@
 //! What the service's test binaries share: a fresh database on either backend, migrated, with
-//! the read models in place.
+//! the read models in place, and a renderer of their own. (The api crate's command-path tests
+//! and simulator include this file too, and pass the edge's renderer instead.)
 #![allow(dead_code)]
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use planledger_domain::Catalog;
-use planledger_service::{CommandService, Journal, ServiceConfig, TestClock};
+use planledger_service::{
+    Answer, CommandService, Journal, Outcome, RenderedAnswer, Renderer, ServiceConfig, ServiceError, TestClock,
+};
 use planledger_store::{AnyEventLog, StoreConfig};
 use planledger_testkit::{PgTestDatabase, SqliteTestDatabase};
 
@@ -46,15 +49,56 @@ pub async fn open(postgres: bool, test: &str) -> Option<(AnyEventLog, Db)> {
     Some((log, db))
 }
 
-/// A node on `log` with the built-in catalog, `clock` and `config`.
+/// A node on `log` with the built-in catalog, `clock`, `config` and the tests' renderer.
 pub fn node_with(log: &AnyEventLog, clock: Arc<TestClock>, config: ServiceConfig) -> CommandService {
+    node_rendering(log, clock, config, Arc::new(Verdicts))
+}
+
+/// A node on `log` with the built-in catalog, `clock`, `config` and `renderer`.
+pub fn node_rendering(
+    log: &AnyEventLog,
+    clock: Arc<TestClock>,
+    config: ServiceConfig,
+    renderer: Arc<dyn Renderer>,
+) -> CommandService {
     let (journal, _writer) = Journal::spawn(log.clone());
-    CommandService::new(
-        log.clone(),
-        Arc::new(Catalog::builtin()),
-        clock,
-        config,
-        journal,
-        Arc::new(planledger_api::render::JsonRenderer),
-    )
+    CommandService::new(log.clone(), Arc::new(Catalog::builtin()), clock, config, journal, renderer)
+}
+
+/// The service's tests' renderer. To the service a rendering is opaque: it stores it with a
+/// key and hands it back on a retry, word for word. These tests need no HTTP: an answer says
+/// what was decided (the refusal in full) and for which correlation id, so that a replay can be
+/// told from a decision taken again. The edge's renderer is tested in the api crate.
+#[derive(Debug)]
+pub struct Verdicts;
+
+impl Renderer for Verdicts {
+    fn render(&self, outcome: &Outcome, _catalog: &Catalog, correlation_id: &str) -> RenderedAnswer {
+        let verdict = match outcome {
+            Outcome::Accepted(accepted) => format!("accepted at version {}", accepted.version),
+            Outcome::Refused(refusal) => format!("refused: {refusal:?}"),
+        };
+        RenderedAnswer {
+            status: 0,
+            body: serde_json::json!({"verdict": verdict, "correlationId": correlation_id}).to_string(),
+        }
+    }
+}
+
+/// Whether the service accepted the command (decided now, or replayed from a stored acceptance).
+pub fn accepted(answer: &Result<Answer, ServiceError>) -> bool {
+    match answer {
+        Ok(Answer::Decided(Outcome::Accepted(_))) => true,
+        Ok(Answer::Replayed(stored)) => stored.body.contains("\"verdict\":\"accepted"),
+        _ => false,
+    }
+}
+
+/// Whether the service refused the command (decided now, or replayed from a stored refusal).
+pub fn refused(answer: &Result<Answer, ServiceError>) -> bool {
+    match answer {
+        Ok(Answer::Decided(Outcome::Refused(_))) => true,
+        Ok(Answer::Replayed(stored)) => stored.body.contains("\"verdict\":\"refused"),
+        _ => false,
+    }
 }

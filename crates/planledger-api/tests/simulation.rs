@@ -81,6 +81,8 @@ const CLIENTS: usize = 6;
 const PLANS: [&str; 4] = ["starter", "professional", "enterprise", "free_trial"];
 const ACTIONS: [&str; 4] = ["create_article", "create_product", "sync_products", "update_product"];
 
+/// The service's test support (a fresh database on either backend), shared with its tests.
+#[path = "../../planledger-service/tests/support/mod.rs"]
 mod support;
 use support::Db;
 
