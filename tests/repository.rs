@@ -112,3 +112,96 @@ fn the_codemap_names_every_source_file() {
     assert!(crates > 10, "the crates were not found");
     assert!(missing.is_empty(), "ARCHITECTURE.md's codemap does not name:\n{}", missing.join("\n"));
 }
+
+/// A statement's text as the backends differ in writing it: placeholders (`$1`, `?1`, `?`), the
+/// time columns' naming convention (`name` / `@name` / `name_us`), case and spacing. Two texts
+/// equal after this are one statement written twice.
+fn statement_shape(text: &str) -> String {
+    let mut shape = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' | '?' => {
+                while chars.next_if(char::is_ascii_digit).is_some() {}
+                shape.push('?');
+            }
+            '@' => {}
+            c if c.is_whitespace() => {
+                while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                shape.push(' ');
+            }
+            c => shape.push(c.to_ascii_lowercase()),
+        }
+    }
+    shape.replace("_us ", " ").replace("_us,", ",").replace("_us)", ")").replace("_us=", "=").trim().to_owned()
+}
+
+/// The string literals of a Rust source that hold SQL statements.
+fn statements(source: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'\'' if bytes.get(i + 2) == Some(&b'\'') || bytes.get(i + 1) == Some(&b'\\') => {
+                // A char literal: '"' must not open a string.
+                i += if bytes.get(i + 1) == Some(&b'\\') { 4 } else { 3 };
+                continue;
+            }
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                let text = &source[start..i.min(source.len())];
+                let upper = text.to_ascii_uppercase();
+                if ["SELECT ", "INSERT ", "UPDATE ", "DELETE "].iter().any(|word| upper.contains(word))
+                    && text.len() >= 30
+                {
+                    found.push((source[..start].lines().count(), text.to_owned()));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    found
+}
+
+/// A statement that both backends run is written once (`planledger_store::sql`'s dialect, or
+/// the store's `texts.rs`), so a fix to it cannot reach one backend only: no two source files
+/// hold texts that differ only by how a backend writes placeholders or time columns.
+#[test]
+fn no_statement_is_written_once_per_backend() {
+    let mut files = Vec::new();
+    rust_files(&crates_dir(), &mut files);
+    let mut shapes: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for file in &files {
+        let source = std::fs::read_to_string(file).expect("a source file");
+        let name = file.strip_prefix(repository()).unwrap_or(file).display().to_string();
+        for (line, text) in statements(&source) {
+            shapes.entry(statement_shape(&text)).or_default().push(format!("{name}:{line}"));
+        }
+    }
+    assert!(shapes.len() > 50, "the statements were found: {} shapes", shapes.len());
+    let twins: Vec<String> = shapes
+        .into_values()
+        .filter(|places| {
+            let mut files: Vec<&str> = places.iter().map(|p| p.split(':').next().unwrap_or_default()).collect();
+            files.dedup();
+            files.len() > 1
+        })
+        .map(|places| places.join(" and "))
+        .collect();
+    assert!(twins.is_empty(), "one statement written in several places (write it once): {twins:#?}");
+    assert_eq!(
+        statement_shape("SELECT a FROM t WHERE b = $1 AND @at_us < ?2"),
+        statement_shape("select a from t where b = ? and at < $2")
+    );
+}

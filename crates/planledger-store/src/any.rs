@@ -407,7 +407,7 @@ async fn versions_in(
 ) -> Result<HashMap<String, Version>, StoreError> {
     let mut versions = HashMap::with_capacity(parts.len());
     for part in parts {
-        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = ?")
+        let version: Option<i64> = sqlx::query_scalar(crate::texts::STREAM_VERSION.sqlite())
             .bind(part.stream.as_str())
             .fetch_optional(&mut **tx)
             .await?;

@@ -25,6 +25,7 @@ pub mod rows;
 pub mod servers;
 pub mod sql;
 mod sqlite;
+mod texts;
 mod types;
 
 use std::future::Future;

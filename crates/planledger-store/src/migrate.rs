@@ -127,6 +127,9 @@ pub(crate) const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS led
     applied_at TEXT NOT NULL
 )";
 
+/// The migrations a database has applied, in order (both backends).
+pub(crate) const APPLIED: &str = "SELECT version, checksum FROM ledger_migrations ORDER BY version";
+
 /// Decides, from the applied (version, checksum) pairs, which migrations remain to apply.
 pub(crate) fn pending<'m>(
     known: &'m [Migration],

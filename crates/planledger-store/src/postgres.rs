@@ -15,6 +15,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::migrate::{self, MigrationReport};
 use crate::primary::{Primary, Purpose};
+use crate::texts;
 use crate::types::{idempotency_keys, recorded, MovedStream};
 use crate::{
     AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
@@ -22,7 +23,7 @@ use crate::{
 };
 
 /// The envelope columns, in the order [`event_from_row`] reads them.
-const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, \
+pub(crate) const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, \
     event_id, stream_id, version, event_type, schema_version, data, correlation_id, causation_id, \
     idempotency_key, actor, catalog_fingerprint, recorded_at";
 
@@ -338,10 +339,7 @@ impl PgEventLog {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK_KEY).execute(&mut *tx).await?;
         sqlx::raw_sql(migrate::CREATE_MIGRATIONS_TABLE).execute(&mut *tx).await?;
-        let applied: Vec<(i64, String)> =
-            sqlx::query_as("SELECT version, checksum FROM ledger_migrations ORDER BY version")
-                .fetch_all(&mut *tx)
-                .await?;
+        let applied: Vec<(i64, String)> = sqlx::query_as(migrate::APPLIED).fetch_all(&mut *tx).await?;
         let mut report = MigrationReport {
             already_applied: applied.iter().map(|(v, _)| *v).collect(),
             ..MigrationReport::default()
@@ -369,8 +367,7 @@ impl PgEventLog {
         if !exists {
             return Ok(migrate::POSTGRES.len());
         }
-        let applied: Vec<(i64, String)> =
-            sqlx::query_as("SELECT version, checksum FROM ledger_migrations").fetch_all(&self.pool).await?;
+        let applied: Vec<(i64, String)> = sqlx::query_as(migrate::APPLIED).fetch_all(&self.pool).await?;
         Ok(migrate::pending(migrate::POSTGRES, &applied)?.len())
     }
 
@@ -513,10 +510,12 @@ impl PgEventLog {
         first: Version,
         last: Version,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version"
-        );
-        let rows = sqlx::query(&sql).bind(stream.as_str()).bind(first).bind(last).fetch_all(&mut **tx).await?;
+        let rows = sqlx::query(texts::READ_RANGE.postgres())
+            .bind(stream.as_str())
+            .bind(first)
+            .bind(last)
+            .fetch_all(&mut **tx)
+            .await?;
         rows.iter().map(event_from_row).collect()
     }
 }
@@ -640,7 +639,7 @@ impl EventLog for PgEventLog {
             let events = Self::read_range_in(tx, stream, first, last).await?;
             return Ok(AppendOutcome::Duplicate { events });
         }
-        let actual: Option<i64> = sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = $1")
+        let actual: Option<i64> = sqlx::query_scalar(texts::STREAM_VERSION.postgres())
             .bind(stream.as_str())
             .fetch_optional(&mut **tx)
             .await?;
@@ -648,7 +647,7 @@ impl EventLog for PgEventLog {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
-        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = $1")
+        let version: Option<i64> = sqlx::query_scalar(texts::STREAM_VERSION.postgres())
             .bind(stream.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -661,10 +660,7 @@ impl EventLog for PgEventLog {
         from_version: Version,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(texts::READ_STREAM.postgres())
             .bind(stream.as_str())
             .bind(from_version)
             .bind(limit.clamp(0, MAX_READ_LIMIT))
@@ -678,13 +674,8 @@ impl EventLog for PgEventLog {
         after: Option<(&StreamId, Version)>,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        // The row comparison walks the (stream_id, version) unique index.
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE (stream_id, version) > ($1, $2)
-             ORDER BY stream_id, version LIMIT $3"
-        );
         let (stream, version) = after.map_or(("", 0), |(stream, version)| (stream.as_str(), version));
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(texts::READ_BY_STREAM.postgres())
             .bind(stream)
             .bind(version)
             .bind(limit.clamp(0, MAX_READ_LIMIT))
@@ -694,8 +685,7 @@ impl EventLog for PgEventLog {
     }
 
     async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM ledger_events WHERE event_id = $1");
-        let row = sqlx::query(&sql).bind(event_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(texts::READ_EVENT.postgres()).bind(event_id).fetch_optional(&self.pool).await?;
         row.as_ref().map(event_from_row).transpose()
     }
 
@@ -705,10 +695,7 @@ impl EventLog for PgEventLog {
 
     async fn load_checkpoint(&self, consumer: &str) -> Result<Checkpoint, StoreError> {
         let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT transaction_id, position FROM ledger_checkpoints WHERE consumer = $1")
-                .bind(consumer)
-                .fetch_optional(&self.pool)
-                .await?;
+            sqlx::query_as(texts::LOAD_CHECKPOINT.postgres()).bind(consumer).fetch_optional(&self.pool).await?;
         Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint { transaction_id, position }))
     }
 
@@ -741,10 +728,7 @@ impl EventLog for PgEventLog {
             return Ok(());
         }
         let actual: Option<(i64, i64)> =
-            sqlx::query_as("SELECT transaction_id, position FROM ledger_checkpoints WHERE consumer = $1")
-                .bind(consumer)
-                .fetch_optional(&mut **tx)
-                .await?;
+            sqlx::query_as(texts::LOAD_CHECKPOINT.postgres()).bind(consumer).fetch_optional(&mut **tx).await?;
         Err(StoreError::CheckpointMoved {
             consumer: consumer.to_owned(),
             expected,
@@ -754,30 +738,19 @@ impl EventLog for PgEventLog {
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO ledger_snapshots (stream_id, version, state, fold_fingerprint, taken_at)
-             VALUES ($1, $2, $3, $4, now())
-             ON CONFLICT (stream_id) DO UPDATE
-                SET version = EXCLUDED.version, state = EXCLUDED.state,
-                    fold_fingerprint = EXCLUDED.fold_fingerprint, taken_at = EXCLUDED.taken_at
-             WHERE ledger_snapshots.version < EXCLUDED.version
-                OR ledger_snapshots.fold_fingerprint <> EXCLUDED.fold_fingerprint",
-        )
-        .bind(snapshot.stream_id.as_str())
-        .bind(snapshot.version)
-        .bind(Json(&snapshot.state))
-        .bind(&snapshot.fold_fingerprint)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(texts::SAVE_SNAPSHOT.postgres())
+            .bind(snapshot.stream_id.as_str())
+            .bind(snapshot.version)
+            .bind(Json(&snapshot.state))
+            .bind(&snapshot.fold_fingerprint)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
         let row: Option<(i64, Json<serde_json::Value>, String)> =
-            sqlx::query_as("SELECT version, state, fold_fingerprint FROM ledger_snapshots WHERE stream_id = $1")
-                .bind(stream.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+            sqlx::query_as(texts::LOAD_SNAPSHOT.postgres()).bind(stream.as_str()).fetch_optional(&self.pool).await?;
         Ok(row.map(|(version, Json(state), fold_fingerprint)| Snapshot {
             stream_id: stream.clone(),
             version,

@@ -68,7 +68,7 @@ fn seconds_token(rest: &str) -> Option<(&str, usize)> {
 }
 
 /// The statement as PostgreSQL reads it.
-fn pg_text(sql: &str) -> Cow<'_, str> {
+pub(crate) fn pg_text(sql: &str) -> Cow<'_, str> {
     if !sql.contains('@') && !sql.contains("seconds($") {
         return Cow::Borrowed(sql);
     }
@@ -91,7 +91,7 @@ fn pg_text(sql: &str) -> Cow<'_, str> {
 }
 
 /// The statement as SQLite reads it.
-fn sqlite_text(sql: &str) -> String {
+pub(crate) fn sqlite_text(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let bytes = sql.as_bytes();
     let mut i = 0;

@@ -14,6 +14,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use crate::migrate::{self, MigrationReport};
+use crate::texts;
 use crate::types::{idempotency_keys, recorded, MovedStream};
 use crate::{
     AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
@@ -26,7 +27,7 @@ use crate::{
 pub const SQLITE_NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 const NOW_US: &str = SQLITE_NOW_US;
 
-const EVENT_COLUMNS: &str = "global_position, event_id, stream_id, version, event_type, schema_version, \
+pub(crate) const EVENT_COLUMNS: &str = "global_position, event_id, stream_id, version, event_type, schema_version, \
     data, correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at_us";
 
 /// The event log on SQLite.
@@ -88,10 +89,7 @@ impl SqliteEventLog {
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
         let mut tx = self.begin().await?;
         sqlx::raw_sql(migrate::CREATE_MIGRATIONS_TABLE).execute(&mut *tx).await?;
-        let applied: Vec<(i64, String)> =
-            sqlx::query_as("SELECT version, checksum FROM ledger_migrations ORDER BY version")
-                .fetch_all(&mut *tx)
-                .await?;
+        let applied: Vec<(i64, String)> = sqlx::query_as(migrate::APPLIED).fetch_all(&mut *tx).await?;
         let mut report = MigrationReport {
             already_applied: applied.iter().map(|(v, _)| *v).collect(),
             ..MigrationReport::default()
@@ -121,8 +119,7 @@ impl SqliteEventLog {
         if !exists {
             return Ok(migrate::SQLITE.len());
         }
-        let applied: Vec<(i64, String)> =
-            sqlx::query_as("SELECT version, checksum FROM ledger_migrations").fetch_all(&self.readers).await?;
+        let applied: Vec<(i64, String)> = sqlx::query_as(migrate::APPLIED).fetch_all(&self.readers).await?;
         Ok(migrate::pending(migrate::SQLITE, &applied)?.len())
     }
 
@@ -167,10 +164,7 @@ impl SqliteEventLog {
 
     async fn checkpoint_in(tx: &mut Transaction<'static, Sqlite>, consumer: &str) -> Result<Checkpoint, StoreError> {
         let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT transaction_id, position FROM ledger_checkpoints WHERE consumer = ?")
-                .bind(consumer)
-                .fetch_optional(&mut **tx)
-                .await?;
+            sqlx::query_as(texts::LOAD_CHECKPOINT.sqlite()).bind(consumer).fetch_optional(&mut **tx).await?;
         Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint { transaction_id, position }))
     }
 }
@@ -231,15 +225,17 @@ impl EventLog for SqliteEventLog {
             .fetch_optional(&mut **tx)
             .await?;
             if let Some((first, last)) = used {
-                let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream_id = ? AND version BETWEEN ? AND ? ORDER BY version"
-                );
-                let rows = sqlx::query(&sql).bind(stream.as_str()).bind(first).bind(last).fetch_all(&mut **tx).await?;
+                let rows = sqlx::query(texts::READ_RANGE.sqlite())
+                    .bind(stream.as_str())
+                    .bind(first)
+                    .bind(last)
+                    .fetch_all(&mut **tx)
+                    .await?;
                 let events = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
                 return Ok(AppendOutcome::Duplicate { events });
             }
         }
-        let actual: i64 = sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = ?")
+        let actual: i64 = sqlx::query_scalar(texts::STREAM_VERSION.sqlite())
             .bind(stream.as_str())
             .fetch_optional(&mut **tx)
             .await?
@@ -301,7 +297,7 @@ impl EventLog for SqliteEventLog {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
-        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM ledger_streams WHERE stream_id = ?")
+        let version: Option<i64> = sqlx::query_scalar(texts::STREAM_VERSION.sqlite())
             .bind(stream.as_str())
             .fetch_optional(&self.readers)
             .await?;
@@ -314,10 +310,7 @@ impl EventLog for SqliteEventLog {
         from_version: Version,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?"
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(texts::READ_STREAM.sqlite())
             .bind(stream.as_str())
             .bind(from_version)
             .bind(limit.clamp(0, MAX_READ_LIMIT))
@@ -331,13 +324,8 @@ impl EventLog for SqliteEventLog {
         after: Option<(&StreamId, Version)>,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        // The row comparison walks the (stream_id, version) unique index.
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM ledger_events WHERE (stream_id, version) > (?, ?)
-             ORDER BY stream_id, version LIMIT ?"
-        );
         let (stream, version) = after.map_or(("", 0), |(stream, version)| (stream.as_str(), version));
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(texts::READ_BY_STREAM.sqlite())
             .bind(stream)
             .bind(version)
             .bind(limit.clamp(0, MAX_READ_LIMIT))
@@ -347,8 +335,8 @@ impl EventLog for SqliteEventLog {
     }
 
     async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM ledger_events WHERE event_id = ?");
-        let row = sqlx::query(&sql).bind(event_id.to_string()).fetch_optional(&self.readers).await?;
+        let row =
+            sqlx::query(texts::READ_EVENT.sqlite()).bind(event_id.to_string()).fetch_optional(&self.readers).await?;
         row.as_ref().map(event_from_row).transpose()
     }
 
@@ -366,10 +354,7 @@ impl EventLog for SqliteEventLog {
 
     async fn load_checkpoint(&self, consumer: &str) -> Result<Checkpoint, StoreError> {
         let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT transaction_id, position FROM ledger_checkpoints WHERE consumer = ?")
-                .bind(consumer)
-                .fetch_optional(&self.readers)
-                .await?;
+            sqlx::query_as(texts::LOAD_CHECKPOINT.sqlite()).bind(consumer).fetch_optional(&self.readers).await?;
         Ok(row.map_or(Checkpoint::ORIGIN, |(transaction_id, position)| Checkpoint { transaction_id, position }))
     }
 
@@ -399,30 +384,19 @@ impl EventLog for SqliteEventLog {
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let state = serde_json::to_string(&snapshot.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(&format!(
-            "INSERT INTO ledger_snapshots (stream_id, version, state, fold_fingerprint, taken_at_us)
-             VALUES (?, ?, ?, ?, {NOW_US})
-             ON CONFLICT (stream_id) DO UPDATE
-                SET version = excluded.version, state = excluded.state,
-                    fold_fingerprint = excluded.fold_fingerprint, taken_at_us = excluded.taken_at_us
-             WHERE ledger_snapshots.version < excluded.version
-                OR ledger_snapshots.fold_fingerprint <> excluded.fold_fingerprint"
-        ))
-        .bind(snapshot.stream_id.as_str())
-        .bind(snapshot.version)
-        .bind(state)
-        .bind(&snapshot.fold_fingerprint)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query(texts::SAVE_SNAPSHOT.sqlite())
+            .bind(snapshot.stream_id.as_str())
+            .bind(snapshot.version)
+            .bind(state)
+            .bind(&snapshot.fold_fingerprint)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
         let row: Option<(i64, String, String)> =
-            sqlx::query_as("SELECT version, state, fold_fingerprint FROM ledger_snapshots WHERE stream_id = ?")
-                .bind(stream.as_str())
-                .fetch_optional(&self.readers)
-                .await?;
+            sqlx::query_as(texts::LOAD_SNAPSHOT.sqlite()).bind(stream.as_str()).fetch_optional(&self.readers).await?;
         row.map(|(version, state, fold_fingerprint)| {
             Ok(Snapshot {
                 stream_id: stream.clone(),
