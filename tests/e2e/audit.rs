@@ -74,14 +74,17 @@ async fn a_rule_change_rebuilds_tenant_state_and_leaves_events_untouched(backend
     let usage_before = tenant_usage(&db, &store).await;
     assert!(usage_before.contains("\"limit\":10") || usage_before.contains("\"limit\": 10"), "{usage_before}");
 
-    // Restart with free_trial allowing 25 articles a month.
+    // free_trial allowing 25 articles a month, published while a node runs: the node takes it
+    // and rebuilds the read model built under the old rules, without a restart.
     let dir = tempfile_dir();
     let catalog = dir.join("catalog.toml");
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/catalog.toml")).unwrap();
     std::fs::write(&catalog, text.replacen("create_article = { limit = 10,", "create_article = { limit = 25,", 1))
         .unwrap();
-    let server =
-        Server::start(db.url(), &Options { catalog: Some(catalog.display().to_string()), ..Options::default() });
+    let options = Options { env: vec![("PLANLEDGER_CATALOG_POLL_MS", "100".into())], ..Options::default() };
+    let server = Server::start(db.url(), &options);
+    let published = planledger(db.url(), &["catalog", "publish", &catalog.display().to_string()]);
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
     let mut rebuilt = Value::Null;
     for _ in 0..100 {
         let (_, progress) = server.get("/v1/admin/projections/tenant_state/rebuild").await;
@@ -150,7 +153,8 @@ async fn replay_shows_history_and_what_if(backend: Backend) {
     assert!(text.contains("0/100"), "{text}");
     assert!(text.contains("(what-if: nothing was written)"));
     assert_eq!(events_as_text(&db).await, events_before, "a what-if replay writes nothing");
-    // The same as one JSON document; and under --catalog, the other rules are the ones in force.
+    // The same as one JSON document; the rules in force are the ledger's (a --catalog file that
+    // differs is noted, not applied), and once published they are the ones replayed under.
     let out = planledger(db.url(), &["replay", "--store", &store, "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let replayed: Value = serde_json::from_slice(&out.stdout).expect("replay --json is JSON");
@@ -164,7 +168,8 @@ async fn replay_shows_history_and_what_if(backend: Backend) {
     let out =
         planledger(db.url(), &["replay", "--store", &store, "--json", "--catalog", &catalog.display().to_string()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(article(&serde_json::from_slice(&out.stdout).unwrap()), 100, "--catalog sets the rules replayed under");
+    assert_eq!(article(&serde_json::from_slice(&out.stdout).unwrap()), 10, "the ledger's rules, not the file's");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("differs from the ledger's catalog version 1"));
 
     let out = planledger(db.url(), &["replay", "--store", &uuid::Uuid::new_v4().to_string()]);
     assert!(!out.status.success());
@@ -191,7 +196,14 @@ async fn replay_shows_history_and_what_if(backend: Backend) {
     };
     assert_eq!(status(&[]), [("tenant_state".to_owned(), false), ("audit_log".to_owned(), false)]);
     let other = catalog.display().to_string();
-    assert!(status(&["--catalog", &other]).iter().all(|(_, stale)| *stale), "under another catalog both are stale");
+    assert_eq!(status(&["--catalog", &other]), status(&[]), "a file that differs is noted; the ledger's rules judge");
+    // Published, the other rules are in force: the read models are stale for them (until a node
+    // or an operator rebuilds them), and a replay is under them.
+    let published = planledger(db.url(), &["catalog", "publish", &other]);
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    assert!(status(&[]).iter().all(|(_, stale)| *stale), "under the new version both are stale");
+    let out = planledger(db.url(), &["replay", "--store", &store, "--json"]);
+    assert_eq!(article(&serde_json::from_slice(&out.stdout).unwrap()), 100, "the published rules are replayed under");
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

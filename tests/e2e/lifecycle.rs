@@ -73,7 +73,7 @@ async fn the_full_lifecycle_runs_on_the_test_clock(backend: Backend) {
     assert_eq!(frozen.internal_status, Some(InternalStatus::Frozen));
     assert_eq!(frozen.upgrade_url.as_deref(), Some("/settings/subscription"));
     assert!(!frozen.correlation_id.is_empty());
-    client.authorize(store, "view_analytics").await.expect("reads stay open");
+    client.authorize(store, "view_products").await.expect("reads stay open");
 
     // A paid subscription reactivates it.
     let view = client.activate_subscription(store, &subscribe("starter", "sub_42"), &Send::default()).await;
@@ -157,7 +157,55 @@ async fn the_paid_lifecycle_and_extensions_work_over_http(backend: Backend) {
     assert_eq!(listed.value.items.iter().map(|s| s.store_id).collect::<Vec<_>>(), [store]);
 }
 
+/// An action that requires a feature (the default catalog: `view_analytics` requires
+/// `analytics`) is refused to a store whose plan does not list it, with the seed's fields and
+/// the feature; asked by feature, the same; a plan that lists it allows it.
+async fn a_feature_the_plan_lacks_is_refused_and_named(backend: Backend) {
+    let (server, _db) = server_or_skip!(backend, "a_feature_the_plan_lacks_is_refused_and_named", Options::default());
+    let client = server.client();
+    let store = register(&client, "Curious").await;
+    client.start_trial(store, &StartTrial::default(), &Send::default()).await.expect("trial");
+    let view = client.get_store(store).await.expect("store").value;
+    assert!(!view.features.contains(&"analytics".to_owned()), "{:?}", view.features);
+
+    for answer in [client.authorize(store, "view_analytics").await, client.authorize_feature(store, "analytics").await]
+    {
+        let (status, body) = refused(answer);
+        assert_eq!(
+            (status, body.error, body.feature.as_deref()),
+            (403, ErrorCode::FeatureNotInPlan, Some("analytics"))
+        );
+        assert_eq!(body.subscription_tier, Some(Some("trial".to_owned())), "{body:?}");
+        assert_eq!(body.subscription_status, Some(SubscriptionStatus::Trial));
+        assert_eq!(body.upgrade_url.as_deref(), Some("/settings/subscription"));
+    }
+    let (status, body) = refused(client.consume(store, &consume("view_analytics"), &Send::default()).await);
+    assert_eq!((status, body.error), (403, ErrorCode::FeatureNotInPlan), "the command path asks the same");
+    assert!(client.authorize_feature(store, "articles").await.expect("a listed feature").value.allowed);
+    let (status, body) = refused(client.authorize_feature(store, "teleportation").await);
+    assert_eq!((status, body.error), (422, ErrorCode::UnknownFeature));
+    for bad in [
+        serde_json::json!({}),
+        serde_json::json!({"action": "view_analytics", "feature": "analytics"}),
+        serde_json::json!({"action": null}),
+        serde_json::json!({"feature": 7}),
+    ] {
+        let (status, body) = server.post(&format!("/v1/stores/{store}/authorize"), bad.clone()).await;
+        assert_eq!((status, body["error"].as_str()), (422, Some("validation_failed")), "{bad}: {body}");
+    }
+
+    client
+        .activate_subscription(store, &subscribe("professional", "sub_analytics"), &Send::default())
+        .await
+        .expect("pay");
+    let view = client.get_store(store).await.expect("store").value;
+    assert!(view.features.contains(&"analytics".to_owned()), "{:?}", view.features);
+    assert!(client.authorize(store, "view_analytics").await.expect("now allowed").value.allowed);
+    assert!(client.authorize_feature(store, "analytics").await.expect("now allowed").value.allowed);
+}
+
 on_both_backends!(
+    a_feature_the_plan_lacks_is_refused_and_named,
     the_full_lifecycle_runs_on_the_test_clock,
     a_paid_subscription_keeps_its_plan_when_the_trial_ends,
     the_paid_lifecycle_and_extensions_work_over_http,

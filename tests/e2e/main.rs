@@ -3,6 +3,7 @@
 mod api;
 mod audit;
 mod browser;
+mod catalog;
 mod cli;
 mod cluster;
 mod concurrency;

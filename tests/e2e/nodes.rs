@@ -31,7 +31,7 @@ async fn three_nodes_share_one_database_exactly() {
             let mut allowed = vec![0; stores.len()];
             for i in 0..12 {
                 let s = (c + i) % stores.len();
-                let action = if i % 4 == 3 { "view_analytics" } else { "create_product" };
+                let action = if i % 4 == 3 { "view_products" } else { "create_product" };
                 let (status, _) =
                     node.post(&format!("/v1/stores/{}/quota/consume", stores[s]), json!({"action": action})).await;
                 assert!(status == 200 || status == 429, "status {status}");
@@ -102,7 +102,7 @@ async fn three_nodes_starting_on_a_new_catalog_rebuild_each_model_once() {
             let store = seeder.register(&format!("Store {i}")).await;
             assert_eq!(seeder.post(&format!("/v1/stores/{store}/trial"), json!({})).await.0, 201);
             let path = format!("/v1/stores/{store}/quota/consume");
-            let consumes = (0..20).map(|_| seeder.post(&path, json!({"action": "view_analytics"})));
+            let consumes = (0..20).map(|_| seeder.post(&path, json!({"action": "view_products"})));
             assert!(futures_util::future::join_all(consumes).await.iter().all(|(status, _)| *status == 200));
             events += 22;
         }
@@ -113,7 +113,13 @@ async fn three_nodes_starting_on_a_new_catalog_rebuild_each_model_once() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/catalog.toml")).unwrap();
     std::fs::write(&catalog, text.replacen("create_article = { limit = 10,", "create_article = { limit = 25,", 1))
         .unwrap();
-    let options = Options { catalog: Some(catalog.display().to_string()), ..Options::default() };
+    // A rolling deploy with new rules: the nodes publish their file (the first to start does;
+    // the others find it in force), and each then finds the read models stale.
+    let options = Options {
+        catalog: Some(catalog.display().to_string()),
+        env: vec![("PLANLEDGER_PUBLISH_CATALOG", "true".into())],
+        ..Options::default()
+    };
 
     // All three at once: each starts its rebuilds before it listens.
     let starting: Vec<_> = (0..3)

@@ -156,6 +156,7 @@ impl ApiError {
                     body.subscription_tier = Some(refusal.subscription_tier.clone());
                     body.internal_status = Some(render::internal_status(refusal.internal_status));
                     body.upgrade_url = Some(UPGRADE_URL.to_owned());
+                    body.feature = refusal.feature.clone();
                 }
                 DomainError::QuotaExceeded { limit, used, resets_at } => {
                     body.limit = Some(*limit);
@@ -183,9 +184,10 @@ fn rule_status(error: &DomainError) -> StatusCode {
         DomainError::StoreNotFound | DomainError::ConsumptionNotFound => StatusCode::NOT_FOUND,
         DomainError::Gate(refusal) => match refusal.reason {
             GateReason::NoSubscription => StatusCode::PAYMENT_REQUIRED,
-            GateReason::MaintenanceNoGrowth | GateReason::AccountFrozen | GateReason::SubscriptionCanceled => {
-                StatusCode::FORBIDDEN
-            }
+            GateReason::MaintenanceNoGrowth
+            | GateReason::AccountFrozen
+            | GateReason::SubscriptionCanceled
+            | GateReason::FeatureNotInPlan => StatusCode::FORBIDDEN,
         },
         DomainError::StoreExists
         | DomainError::TrialAlreadyUsed
@@ -202,6 +204,7 @@ fn rule_status(error: &DomainError) -> StatusCode {
         | DomainError::PlanNotTrialEligible(_)
         | DomainError::NotAPaidPlan(_)
         | DomainError::UnknownAction(_)
+        | DomainError::UnknownFeature(_)
         | DomainError::InternalTier(_)
         | DomainError::SubscriptionRequired
         | DomainError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -218,6 +221,7 @@ fn rule_code(error: &DomainError) -> ErrorCode {
             GateReason::MaintenanceNoGrowth => ErrorCode::MaintenanceNoGrowth,
             GateReason::AccountFrozen => ErrorCode::AccountFrozen,
             GateReason::SubscriptionCanceled => ErrorCode::SubscriptionCanceled,
+            GateReason::FeatureNotInPlan => ErrorCode::FeatureNotInPlan,
         },
         DomainError::TrialAlreadyUsed => ErrorCode::TrialAlreadyUsed,
         DomainError::SubscriptionActive => ErrorCode::SubscriptionActive,
@@ -225,6 +229,7 @@ fn rule_code(error: &DomainError) -> ErrorCode {
         DomainError::PlanNotTrialEligible(_) => ErrorCode::PlanNotTrialEligible,
         DomainError::NotAPaidPlan(_) => ErrorCode::NotAPaidPlan,
         DomainError::UnknownAction(_) => ErrorCode::UnknownAction,
+        DomainError::UnknownFeature(_) => ErrorCode::UnknownFeature,
         DomainError::PlanMismatch { .. } => ErrorCode::PlanMismatch,
         DomainError::InvalidTransition(_) => ErrorCode::InvalidTransition,
         DomainError::InternalTier(_) => ErrorCode::InternalTier,

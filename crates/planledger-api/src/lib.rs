@@ -226,10 +226,16 @@ impl Rebuilds {
         let (rebuilds, service) = (self.clone(), service.clone());
         tokio::spawn(async move {
             let now = service.clock().now();
-            let outcome =
-                planledger_projections::rebuild::rebuild(service.log(), model, service.catalog(), now, &progress, when)
-                    .await
-                    .map_err(|e| e.to_string());
+            let outcome = planledger_projections::rebuild::rebuild(
+                service.log(),
+                model,
+                &service.catalog(),
+                now,
+                &progress,
+                when,
+            )
+            .await
+            .map_err(|e| e.to_string());
             if let Err(error) = &outcome {
                 tracing::error!(model = model.name(), %error, "rebuild failed; the live read model is unchanged");
             }
@@ -352,6 +358,13 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/v1/stores/{id}/events", role: Some(Role::Reader), handler: || get(r::events) },
     Route { method: "GET", path: "/v1/stores/{id}/state", role: Some(Role::Reader), handler: || get(r::state_at) },
     Route { method: "GET", path: "/v1/audit", role: Some(Role::Reader), handler: || get(r::audit) },
+    Route { method: "GET", path: "/v1/catalog", role: Some(Role::Reader), handler: || get(r::get_catalog) },
+    Route {
+        method: "GET",
+        path: "/v1/catalog/versions",
+        role: Some(Role::Reader),
+        handler: || get(r::list_catalog_versions),
+    },
     Route { method: "GET", path: "/v1/audit/commands", role: Some(Role::Reader), handler: || get(r::audit_commands) },
     Route {
         method: "POST",

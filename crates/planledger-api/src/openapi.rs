@@ -29,7 +29,8 @@ use crate::ROUTES;
     paths(
         r::register_store, r::get_store, r::start_trial, r::activate_subscription, r::mark_past_due,
         r::mark_recovered, r::cancel_subscription, r::transition_plan, r::authorize, r::consume, r::refund,
-        r::events, r::state_at, r::audit, r::audit_commands, r::start_rebuild, r::rebuild_progress,
+        r::events, r::state_at, r::audit, r::audit_commands, r::get_catalog, r::list_catalog_versions,
+        r::start_rebuild, r::rebuild_progress,
         r::list_stores, r::bulk_extensions, r::get_test_clock, r::set_test_clock, r::advance_test_clock,
         r::stripe_webhook, r::list_stripe_events, r::retry_stripe_event,
         w::create_endpoint, w::list_endpoints, w::get_endpoint, w::update_endpoint, w::list_deliveries,
@@ -211,7 +212,36 @@ fn add_catalog(doc: &mut Value, catalog: &Catalog) {
     set_enum(doc, "ActivateSubscription", "planId", &plans(&|p| p.kind == PlanKind::Paid), false);
     set_enum(doc, "TransitionPlan", "fromPlanId", &plans(&|_| true), false);
     set_enum(doc, "TransitionPlan", "toPlanId", &plans(&|p| p.kind != PlanKind::Internal), false);
-    set_enum(doc, "Authorize", "action", &actions, false);
+    // One of an action or a feature, each a string of the catalog's (the derive states two
+    // optional fields; the edge refuses neither and both).
+    let mut features: Vec<String> = catalog.plans().flat_map(|p| p.features.iter().cloned()).collect();
+    features.sort();
+    features.dedup();
+    if let Some(schema) = doc.pointer_mut("/components/schemas/Authorize").and_then(Value::as_object_mut) {
+        let one = |name: &str, values: &[String], description: &str| {
+            json!({
+                "type": "object",
+                "properties": { name: { "type": "string", "enum": values, "description": description } },
+                "required": [name],
+                "additionalProperties": false,
+            })
+        };
+        schema.remove("properties");
+        schema.remove("additionalProperties");
+        schema.remove("required");
+        schema.insert("type".into(), json!("object"));
+        schema.insert(
+            "oneOf".into(),
+            json!([
+                one(
+                    "action",
+                    &actions,
+                    "An action of the catalog: its status gate, and the feature it requires, if any."
+                ),
+                one("feature", &features, "A feature some plan lists: whether the store's plan lists it."),
+            ]),
+        );
+    }
     set_enum(doc, "Consume", "action", &actions, false);
     let zones: Vec<String> = TimeZoneName::names().map(str::to_owned).collect();
     set_enum(doc, "RegisterStore", "timeZone", &zones, true);

@@ -110,6 +110,65 @@ pub fn store_view(
     }
 }
 
+/// The rules of `catalog`, the ledger's `version`, as data (`GET /v1/catalog`).
+pub fn catalog_view(catalog: &Catalog, version: i64) -> wire::CatalogView {
+    use planledger_domain::catalog::Anchor;
+    use planledger_domain::{ActionKind, PlanKind};
+    let kind = |k: ActionKind| match k {
+        ActionKind::Read => "read",
+        ActionKind::Update => "update",
+        ActionKind::Growth => "growth",
+    };
+    let lifecycle = catalog.lifecycle();
+    wire::CatalogView {
+        version,
+        fingerprint: catalog.fingerprint().to_owned(),
+        default_trial_plan: catalog.default_trial_plan().to_string(),
+        lifecycle: wire::CatalogLifecycle {
+            trial_days: lifecycle.trial_days,
+            grace_days: lifecycle.grace_days,
+            maintenance_days: lifecycle.maintenance_days,
+        },
+        plans: catalog
+            .plans()
+            .map(|plan| wire::CatalogPlan {
+                id: plan.id.to_string(),
+                tier: plan.tier.clone(),
+                kind: match plan.kind {
+                    PlanKind::Trial => "trial",
+                    PlanKind::Paid => "paid",
+                    PlanKind::Internal => "internal",
+                }
+                .to_owned(),
+                trial_eligible: plan.trial_eligible,
+                features: plan.features.clone(),
+                anchor: match plan.anchor {
+                    Anchor::Calendar => "calendar",
+                    Anchor::Subscription => "subscription",
+                }
+                .to_owned(),
+                limits: plan
+                    .limits
+                    .iter()
+                    .map(|(action, limit)| wire::CatalogLimit {
+                        action: action.to_string(),
+                        limit: limit.limit,
+                        period: period(limit.period),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        actions: catalog
+            .actions()
+            .map(|(name, k)| wire::CatalogAction {
+                name: name.to_string(),
+                kind: kind(k).to_owned(),
+                requires: catalog.required_feature(name).map(str::to_owned),
+            })
+            .collect(),
+    }
+}
+
 /// An answer ready to send: a status and a JSON body.
 #[derive(Debug, Clone)]
 pub struct Json {

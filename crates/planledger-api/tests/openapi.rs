@@ -96,6 +96,7 @@ fn every_refusal_code_is_one_the_contract_lists() {
             subscription_status: SubscriptionStatus::None,
             subscription_tier: None,
             internal_status: InternalStatus::None,
+            feature: None,
         })
     };
     let mut errors = vec![
@@ -107,6 +108,7 @@ fn every_refusal_code_is_one_the_contract_lists() {
         DomainError::PlanNotTrialEligible(plan.clone()),
         DomainError::NotAPaidPlan(plan.clone()),
         DomainError::UnknownAction("x".into()),
+        DomainError::UnknownFeature("x".into()),
         DomainError::PlanMismatch { expected: plan.clone(), current: "pro".into() },
         DomainError::InvalidTransition("x"),
         DomainError::InternalTier(plan),

@@ -434,9 +434,14 @@ impl Client {
 
     // ---- gates and quotas ----
 
+    /// May the store do `action` now (its status gate and the feature it requires, if any)?
     pub async fn authorize(&self, store: Uuid, action: &str) -> Result<wire::Authorized> {
-        let body = wire::Authorize { action: action.to_owned() };
-        self.post_read(&format!("/v1/stores/{store}/authorize"), &body).await
+        self.post_read(&format!("/v1/stores/{store}/authorize"), &wire::Authorize::action(action)).await
+    }
+
+    /// Does the store's plan list `feature` (and may the store read now)?
+    pub async fn authorize_feature(&self, store: Uuid, feature: &str) -> Result<wire::Authorized> {
+        self.post_read(&format!("/v1/stores/{store}/authorize"), &wire::Authorize::feature(feature)).await
     }
 
     pub async fn consume(&self, store: Uuid, body: &wire::Consume, options: &Options) -> Result<wire::Consumed> {

@@ -91,6 +91,10 @@ impl Plan {
     pub fn limit_for(&self, action: &ActionName) -> Option<Limit> {
         self.limits.get(action).copied()
     }
+
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -105,6 +109,8 @@ pub struct Lifecycle {
 pub struct Catalog {
     plans: BTreeMap<PlanId, Plan>,
     actions: BTreeMap<ActionName, ActionKind>,
+    /// `requires = "feature"` of an action: only a store whose plan lists the feature may do it.
+    requires: BTreeMap<ActionName, String>,
     lifecycle: Lifecycle,
     default_trial_plan: PlanId,
     /// `[stripe] prices`: a Stripe price's lookup key or id, to the paid plan it sells.
@@ -197,6 +203,7 @@ struct RawLifecycle {
 #[serde(deny_unknown_fields)]
 struct RawAction {
     kind: Spanned<String>,
+    requires: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +232,9 @@ struct RawLimit {
 struct Normalized<'a> {
     plans: &'a BTreeMap<PlanId, Plan>,
     actions: &'a BTreeMap<ActionName, ActionKind>,
+    /// Left out when empty, so a catalog that requires no feature keeps the fingerprint it had.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    requires: &'a BTreeMap<ActionName, String>,
     lifecycle: &'a Lifecycle,
     default_trial_plan: &'a PlanId,
     /// Left out when empty, so a catalog without `[stripe]` keeps the fingerprint it had.
@@ -507,15 +517,41 @@ impl Catalog {
 
         let notifications = source.notifications(raw.notifications.as_ref())?;
 
+        // A feature no plan lists would refuse the action to every store: a typo, refused here.
+        let mut requires = BTreeMap::new();
+        for (name, action) in &raw.actions {
+            let Some(feature) = &action.requires else { continue };
+            let field = format!("actions.{}.requires", name.get_ref());
+            if !plans.values().any(|plan: &Plan| plan.has_feature(feature.get_ref())) {
+                return Err(source.error(
+                    Some(feature.span()),
+                    &field,
+                    format!("no plan lists the feature {:?} in its features", feature.get_ref()),
+                ));
+            }
+            let id = source.identifier(name, &format!("actions.{}", name.get_ref()), ActionName::parse)?;
+            requires.insert(id, feature.get_ref().clone());
+        }
+
         let fingerprint = fingerprint(&Normalized {
             plans: &plans,
             actions: &actions,
+            requires: &requires,
             lifecycle: &lifecycle,
             default_trial_plan: &default_trial_plan,
             stripe_prices: &stripe_prices,
             notifications: &notifications,
         });
-        Ok(Catalog { plans, actions, lifecycle, default_trial_plan, stripe_prices, notifications, fingerprint })
+        Ok(Catalog {
+            plans,
+            actions,
+            requires,
+            lifecycle,
+            default_trial_plan,
+            stripe_prices,
+            notifications,
+            fingerprint,
+        })
     }
 
     /// A hash of the normalized content: formatting and comments do not change it.
@@ -537,6 +573,16 @@ impl Catalog {
 
     pub fn actions(&self) -> impl Iterator<Item = (&ActionName, ActionKind)> {
         self.actions.iter().map(|(name, kind)| (name, *kind))
+    }
+
+    /// The feature a store's plan must list for the store to do `action`, if any.
+    pub fn required_feature(&self, action: &ActionName) -> Option<&str> {
+        self.requires.get(action).map(String::as_str)
+    }
+
+    /// Whether some plan lists `feature`.
+    pub fn knows_feature(&self, feature: &str) -> bool {
+        self.plans.values().any(|plan| plan.has_feature(feature))
     }
 
     pub fn lifecycle(&self) -> Lifecycle {
@@ -570,7 +616,10 @@ fn fingerprint(normalized: &Normalized<'_>) -> String {
     format!("sha256:{hex}")
 }
 
-const BUILTIN: &str = include_str!("../../../config/catalog.toml");
+/// The text of the catalog shipped in `config/catalog.toml`: what a node publishes as the
+/// ledger's first version when it was given no file of its own.
+pub const BUILTIN_SOURCE: &str = include_str!("../../../config/catalog.toml");
+const BUILTIN: &str = BUILTIN_SOURCE;
 
 #[cfg(test)]
 mod tests {
@@ -664,6 +713,32 @@ mod tests {
         );
         let err = parse(&format!("{BUILTIN}\n[stripe]\nprices = {{ p = \"platinum\" }}\n")).unwrap_err();
         assert!(err.to_string().contains("missing from [plans]"), "{err}");
+    }
+
+    #[test]
+    fn an_action_may_require_a_feature_a_plan_lists() {
+        let builtin = parse(BUILTIN).unwrap();
+        assert_eq!(builtin.required_feature(&ActionName::parse("view_analytics").unwrap()), Some("analytics"));
+        assert_eq!(builtin.required_feature(&ActionName::parse("create_article").unwrap()), None);
+        assert!(builtin.knows_feature("analytics") && !builtin.knows_feature("teleportation"));
+        let err = parse(&BUILTIN.replace("requires = \"analytics\"", "requires = \"analytcs\"")).unwrap_err();
+        assert_eq!(err.field, "actions.view_analytics.requires");
+        assert!(err.message.contains("no plan lists the feature \"analytcs\""), "{err}");
+        assert!(err.line.is_some());
+        // A catalog that requires nothing keeps the fingerprint it had before `requires` existed.
+        let without = parse(&BUILTIN.replace("requires = \"analytics\"\n", "")).unwrap();
+        assert_ne!(without.fingerprint(), builtin.fingerprint(), "a requirement is a rule change");
+        assert!(!serde_json::to_string(&Normalized {
+            plans: &without.plans,
+            actions: &without.actions,
+            requires: &without.requires,
+            lifecycle: &without.lifecycle,
+            default_trial_plan: &without.default_trial_plan,
+            stripe_prices: &without.stripe_prices,
+            notifications: &without.notifications,
+        })
+        .unwrap()
+        .contains("requires"));
     }
 
     #[test]

@@ -296,7 +296,7 @@ fn consume(
     catalog: &Catalog,
 ) -> Result<Vec<Event>, DomainError> {
     let kind = catalog.action_kind(action).ok_or_else(|| DomainError::UnknownAction(action.to_string()))?;
-    if let GateDecision::Refused(refusal) = gate_on_effective(state, catalog, kind) {
+    if let GateDecision::Refused(refusal) = gate_on_effective(state, catalog, action, kind) {
         return Err(DomainError::Gate(refusal));
     }
     let position = quota_position(state, action, now, catalog);

@@ -18,11 +18,18 @@ pub enum GateReason {
     AccountFrozen,
     /// Canceled: read-only.
     SubscriptionCanceled,
+    /// The action needs a feature (`requires` in the catalog) that the store's plan does not list.
+    FeatureNotInPlan,
 }
 
 impl GateReason {
-    pub const ALL: [GateReason; 4] =
-        [Self::NoSubscription, Self::MaintenanceNoGrowth, Self::AccountFrozen, Self::SubscriptionCanceled];
+    pub const ALL: [GateReason; 5] = [
+        Self::NoSubscription,
+        Self::MaintenanceNoGrowth,
+        Self::AccountFrozen,
+        Self::SubscriptionCanceled,
+        Self::FeatureNotInPlan,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {
@@ -30,6 +37,7 @@ impl GateReason {
             Self::MaintenanceNoGrowth => "maintenance_no_growth",
             Self::AccountFrozen => "account_frozen",
             Self::SubscriptionCanceled => "subscription_canceled",
+            Self::FeatureNotInPlan => "feature_not_in_plan",
         }
     }
 
@@ -40,6 +48,7 @@ impl GateReason {
             Self::MaintenanceNoGrowth => "Your trial has ended and your account is in maintenance mode: you can update what you have, but not add anything new. Upgrade to grow again.",
             Self::AccountFrozen => "Your account is in read-only mode. Your storefront and directory listing remain visible, but you cannot make changes. Please upgrade to regain full access.",
             Self::SubscriptionCanceled => "Your subscription was canceled, so your account is read-only. Subscribe again or contact support to make changes.",
+            Self::FeatureNotInPlan => "Your plan does not include this feature. Upgrade to a plan that does to use it.",
         }
     }
 }
@@ -51,6 +60,8 @@ pub struct GateRefusal {
     pub subscription_status: SubscriptionStatus,
     pub subscription_tier: Option<String>,
     pub internal_status: InternalStatus,
+    /// `FeatureNotInPlan`: the feature the action requires.
+    pub feature: Option<String>,
 }
 
 /// Where a refused store can go to fix it.
@@ -76,6 +87,8 @@ pub enum DomainError {
     NotAPaidPlan(PlanId),
     #[error("action {0} does not exist")]
     UnknownAction(String),
+    #[error("no plan of the catalog lists the feature {0}")]
+    UnknownFeature(String),
     #[error("the store is on plan {current}, not {expected}: it changed since the caller looked")]
     PlanMismatch { expected: PlanId, current: String },
     #[error("{0}")]
@@ -115,6 +128,7 @@ impl DomainError {
             DomainError::PlanNotTrialEligible(_) => "plan_not_trial_eligible",
             DomainError::NotAPaidPlan(_) => "not_a_paid_plan",
             DomainError::UnknownAction(_) => "unknown_action",
+            DomainError::UnknownFeature(_) => "unknown_feature",
             DomainError::PlanMismatch { .. } => "plan_mismatch",
             DomainError::InvalidTransition(_) => "invalid_transition",
             DomainError::InternalTier(_) => "internal_tier",

@@ -18,8 +18,9 @@ pub enum GateDecision {
     Refused(GateRefusal),
 }
 
-/// Decides the gate for `action` on `state` at `now`. An action the catalog does not know is
-/// an error, not a refusal.
+/// Decides the gate for `action` on `state` at `now`: the SPEC 4 table for its kind, then the
+/// feature it requires, if the catalog says one. An action the catalog does not know is an
+/// error, not a refusal.
 pub fn gate(
     state: &TenantState,
     now: DateTime<Utc>,
@@ -27,12 +28,52 @@ pub fn gate(
     action: &ActionName,
 ) -> Result<GateDecision, DomainError> {
     let kind = catalog.action_kind(action).ok_or_else(|| DomainError::UnknownAction(action.to_string()))?;
-    Ok(gate_for(&status(state, now, catalog), kind))
+    let status = status(state, now, catalog);
+    Ok(with_feature(gate_for(&status, kind), &status, catalog, catalog.required_feature(action)))
+}
+
+/// May the store use `feature` at `now`: as a read (any status may read) of an action that
+/// requires it. A feature no plan lists is an error, not a refusal.
+pub fn gate_feature(
+    state: &TenantState,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+    feature: &str,
+) -> Result<GateDecision, DomainError> {
+    if !catalog.knows_feature(feature) {
+        return Err(DomainError::UnknownFeature(feature.to_owned()));
+    }
+    let status = status(state, now, catalog);
+    Ok(with_feature(gate_for(&status, ActionKind::Read), &status, catalog, Some(feature)))
 }
 
 /// The gate on a state that has no transition due (the command path applies them first).
-pub(crate) fn gate_on_effective(state: &TenantState, catalog: &Catalog, kind: ActionKind) -> GateDecision {
-    gate_for(&status_of(state, catalog), kind)
+pub(crate) fn gate_on_effective(
+    state: &TenantState,
+    catalog: &Catalog,
+    action: &ActionName,
+    kind: ActionKind,
+) -> GateDecision {
+    let status = status_of(state, catalog);
+    with_feature(gate_for(&status, kind), &status, catalog, catalog.required_feature(action))
+}
+
+/// An allowed decision is refused when the store's plan does not list the feature required.
+/// A store on no plan, or on a plan the catalog no longer has, lists none.
+fn with_feature(decision: GateDecision, status: &Status, catalog: &Catalog, feature: Option<&str>) -> GateDecision {
+    let (GateDecision::Allowed { .. }, Some(feature)) = (&decision, feature) else { return decision };
+    let listed =
+        status.plan_id.as_ref().and_then(|plan| catalog.plan(plan)).is_some_and(|plan| plan.has_feature(feature));
+    if listed {
+        return decision;
+    }
+    GateDecision::Refused(GateRefusal {
+        reason: GateReason::FeatureNotInPlan,
+        subscription_status: status.subscription_status,
+        subscription_tier: status.tier.clone(),
+        internal_status: status.internal_status,
+        feature: Some(feature.to_owned()),
+    })
 }
 
 /// The SPEC 4 table.
@@ -45,6 +86,7 @@ pub fn gate_for(status: &Status, kind: ActionKind) -> GateDecision {
             subscription_status: status.subscription_status,
             subscription_tier: status.tier.clone(),
             internal_status: status.internal_status,
+            feature: None,
         })
     };
     let allow =

@@ -291,7 +291,8 @@ impl Notifier {
             return Ok(0);
         };
         let endpoints = outbox::enabled_endpoints(log).await?;
-        let leads = self.inner.service.catalog().notifications();
+        let catalog = self.inner.service.catalog();
+        let leads = catalog.notifications();
         let now = self.now();
         let mut tx = log.begin().await?;
         let mut created = 0;

@@ -26,6 +26,8 @@ pub(crate) struct CommitRequest {
     pub(crate) now: DateTime<Utc>,
     /// First answers to store for their idempotency keys.
     pub(crate) answers: Vec<(IdempotencyRequest, RenderedAnswer)>,
+    /// The catalog the batch was decided under, which its `tenant_state` row is built with.
+    pub(crate) catalog: Arc<Catalog>,
     pub(crate) reply: oneshot::Sender<Result<i64, AppendFailure>>,
 }
 
@@ -48,7 +50,6 @@ const MAX_GROUP: usize = 256;
 /// worker has at most one batch in flight), so they touch disjoint rows and cannot deadlock.
 pub(crate) async fn run_committer(
     log: AnyEventLog,
-    catalog: Arc<Catalog>,
     metrics: Arc<ServiceMetrics>,
     options: GroupOptions,
     requests: Arc<tokio::sync::Mutex<mpsc::Receiver<CommitRequest>>>,
@@ -68,14 +69,14 @@ pub(crate) async fn run_committer(
             }
             group
         };
-        let results = match commit(&log, &catalog, &options, &group).await {
+        let results = match commit(&log, &options, &group).await {
             Ok(results) => results,
             // Nothing was written and the cause may be one batch's (a constraint race): write
             // each batch on its own, so one store's trouble is not everyone's.
             Err(GroupError::Definite { alone_may_succeed: true, .. }) if group.len() > 1 => {
                 let mut results = Vec::with_capacity(group.len());
                 for request in &group {
-                    results.push(match commit(&log, &catalog, &options, std::slice::from_ref(request)).await {
+                    results.push(match commit(&log, &options, std::slice::from_ref(request)).await {
                         Ok(mut one) => one.pop().unwrap_or(Err(AppendFailure::Conflict)),
                         Err(failure) => Err(failure.into()),
                     });
@@ -103,13 +104,19 @@ pub(crate) async fn run_committer(
 /// events are appended, its store's `tenant_state` row as of its new version.
 async fn commit(
     log: &AnyEventLog,
-    catalog: &Catalog,
     options: &GroupOptions,
     group: &[CommitRequest],
 ) -> Result<Vec<Result<i64, AppendFailure>>, GroupError> {
-    let built_with = planledger_projections::schema::built_with(catalog);
+    // Built once per catalog in the group: nearly always one, two while a new version comes in.
+    let mut built_with: Vec<(&Arc<Catalog>, String)> = Vec::with_capacity(1);
     let mut parts = Vec::with_capacity(group.len());
     for request in group {
+        let catalog = &request.catalog;
+        if !built_with.iter().any(|(c, _)| Arc::ptr_eq(c, catalog)) {
+            built_with.push((catalog, planledger_projections::schema::built_with(catalog)));
+        }
+        let built_with =
+            &built_with.iter().find(|(c, _)| Arc::ptr_eq(c, catalog)).map(|(_, b)| b.as_str()).unwrap_or_default();
         let claims = request
             .answers
             .iter()
@@ -119,7 +126,7 @@ async fn commit(
             Vec::new()
         } else {
             let version = request.part.expected + request.part.events.len() as i64;
-            vec![tenant_state::row(request.store, &request.state, version, request.now, catalog, &built_with)?]
+            vec![tenant_state::row(request.store, &request.state, version, request.now, catalog, built_with)?]
         };
         parts.push(GroupPart { append: &request.part, claims, rows });
     }

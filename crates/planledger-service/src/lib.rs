@@ -11,6 +11,7 @@
 //! - [`Clock`]: the one clock decisions read; a settable [`TestClock`] for tests.
 
 mod answers;
+pub mod catalogs;
 pub mod clock;
 mod committer;
 pub mod faults;

@@ -12,8 +12,8 @@
 //! decides the batch again, a bounded number of times with jitter, then answers 409.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use planledger_domain::{Catalog, Command, Consumption, Event, StoreId, TenantState};
@@ -178,7 +178,11 @@ pub(crate) struct Inner {
     pub(crate) log: AnyEventLog,
     /// The same log on the reader connections, for what only reads (see `reads`).
     pub(crate) reads: AnyEventLog,
-    pub(crate) catalog: Arc<Catalog>,
+    /// The catalog in force: replaced, never changed, when a new version comes in (see
+    /// `replace_catalog`); each batch takes the one current when it starts.
+    pub(crate) catalog: RwLock<Arc<Catalog>>,
+    /// The ledger's number of that catalog (0: not one of the ledger's, as in tests).
+    pub(crate) catalog_version: AtomicI64,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: ServiceConfig,
     pub(crate) workers: Mutex<HashMap<StoreId, (u64, mpsc::Sender<Job>)>>,
@@ -187,6 +191,12 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<ServiceMetrics>,
     pub(crate) committer: mpsc::Sender<CommitRequest>,
     pub(crate) renderer: Arc<dyn Renderer>,
+}
+
+impl Inner {
+    pub(crate) fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
 }
 
 /// The command path; cheap to clone.
@@ -221,7 +231,6 @@ impl CommandService {
         for _ in 0..committers {
             tokio::spawn(run_committer(
                 log.clone(),
-                catalog.clone(),
                 metrics.clone(),
                 GroupOptions { probe_for: config.probe_for, faults: config.faults.clone() },
                 requests.clone(),
@@ -231,7 +240,8 @@ impl CommandService {
             inner: Arc::new(Inner {
                 reads: log.reads_only(),
                 log,
-                catalog,
+                catalog: RwLock::new(catalog),
+                catalog_version: AtomicI64::new(0),
                 clock,
                 config,
                 workers: Mutex::new(HashMap::new()),
@@ -254,8 +264,22 @@ impl CommandService {
         &self.inner.reads
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        &self.inner.catalog
+    /// The catalog in force now (a new version may replace it at any time: keep this one for
+    /// as long as one decision or one answer needs the same rules).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.inner.catalog()
+    }
+
+    /// Puts `catalog`, the ledger's `version`, in force for every decision from now on: each
+    /// store's next batch takes it.
+    pub fn replace_catalog(&self, catalog: Arc<Catalog>, version: i64) {
+        *self.inner.catalog.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = catalog;
+        self.inner.catalog_version.store(version, Ordering::Relaxed);
+    }
+
+    /// The ledger's number of the catalog in force on this node (0 if it is not the ledger's).
+    pub fn catalog_version(&self) -> i64 {
+        self.inner.catalog_version.load(Ordering::Relaxed)
     }
 
     pub fn clock(&self) -> &dyn Clock {
@@ -373,7 +397,8 @@ impl CommandService {
         workers.insert(store, (generation, queue.clone()));
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            Worker { inner, store, generation, cache: None, recent: RecentAnswers::default() }.run(jobs).await
+            let catalog = inner.catalog();
+            Worker { inner, store, generation, cache: None, catalog, recent: RecentAnswers::default() }.run(jobs).await
         });
         (generation, queue)
     }

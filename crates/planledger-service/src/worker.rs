@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use planledger_domain::StoreId;
-use planledger_domain::{decide, due_transitions, evolve, fold_fingerprint, Command, DomainError, Event, TenantState};
+use planledger_domain::{
+    decide, due_transitions, evolve, fold_fingerprint, Catalog, Command, DomainError, Event, TenantState,
+};
 use planledger_projections::history::{fold_stream, Folded, Until};
 use planledger_store::{EventLog, Expiring, IdempotencyKey, NewEvent, Snapshot, StreamAppend};
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +44,10 @@ pub(crate) struct Worker {
     pub(crate) store: StoreId,
     pub(crate) generation: u64,
     pub(crate) cache: Option<Loaded>,
+    /// The catalog the batch in hand is decided under: the service's, taken once per batch, so
+    /// that one batch never mixes two versions of the rules and its `tenant_state` row is built
+    /// with the rules it was decided under.
+    pub(crate) catalog: Arc<Catalog>,
     /// The first answers this worker committed lately, by key: a client's retry usually comes
     /// back to the same worker soon, and is then answered without a database read. A stored
     /// answer never changes, so keeping a copy is safe.
@@ -225,7 +231,7 @@ impl Worker {
             event.data(),
             meta.correlation_id.clone(),
             actor,
-            self.inner.catalog.fingerprint(),
+            self.catalog.fingerprint(),
             now,
         )
         .with_causation(causation);
@@ -260,6 +266,7 @@ impl Worker {
 
     async fn decide_and_append(&mut self, jobs: &[Job], may_split: bool) -> BatchResult {
         let inner = self.inner.clone();
+        self.catalog = inner.catalog();
         let all = |e: ServiceError| BatchResult::Done(jobs.iter().map(|_| Err(e.clone())).collect());
         let stream = match stream_of(self.store) {
             Ok(stream) => stream,
@@ -422,7 +429,7 @@ impl Worker {
         // Deadlines that passed come first, whatever the commands turn out to be.
         if working.is_registered() {
             let system = CommandMeta::system(jobs[0].meta.correlation_id.clone());
-            for event in &due_transitions(&working, now, inner.catalog.as_ref()) {
+            for event in &due_transitions(&working, now, &self.catalog) {
                 let key = event.system_idempotency_key(self.store).unwrap_or_default();
                 events.push(self.new_event(event, &system, "system", &key, now));
                 working = evolve(working, event);
@@ -460,7 +467,7 @@ impl Worker {
                 continue;
             };
             let stored = job.meta.idempotency.as_ref().map(|request| {
-                (request.clone(), inner.renderer.render(&outcome, inner.catalog.as_ref(), &job.meta.correlation_id))
+                (request.clone(), inner.renderer.render(&outcome, &self.catalog, &job.meta.correlation_id))
             });
             decided.push(Decided::Recorded { outcome, stored });
         }
@@ -483,7 +490,7 @@ impl Worker {
                 return Some(Outcome::Refused(Refusal::VersionMoved { expected, current: seen_version }));
             }
         }
-        match decide(working, &job.command, now, self.inner.catalog.as_ref()) {
+        match decide(working, &job.command, now, &self.catalog) {
             Ok(own) => {
                 let causation = job.meta.causation_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
                 for event in &own {
@@ -524,6 +531,7 @@ impl Worker {
             state: working.clone(),
             now,
             answers,
+            catalog: self.catalog.clone(),
             reply,
         };
         if self.inner.committer.send(request).await.is_err() {

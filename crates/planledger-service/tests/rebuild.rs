@@ -221,7 +221,7 @@ async fn rebuilt_copies_equal_the_live_ones(postgres: bool) {
 
     for model in ReadModel::ALL {
         let report =
-            rebuild(&log, model, service.catalog(), clock.now(), &Progress::default(), When::Always).await.unwrap();
+            rebuild(&log, model, &service.catalog(), clock.now(), &Progress::default(), When::Always).await.unwrap();
         assert_eq!(report.generation, 2);
     }
     // Loaded without secondary indexes, then indexed: the swapped-in tables have them all.
@@ -254,7 +254,7 @@ async fn nothing_written_during_a_rebuild_is_missing(postgres: bool) {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for store in &chunk {
                     let command = Command::Consume {
-                        action: ActionName::parse("view_analytics").unwrap(),
+                        action: ActionName::parse("view_products").unwrap(),
                         amount: Amount::ONE,
                         consumption_id: Uuid::now_v7(),
                     };
@@ -281,7 +281,7 @@ async fn nothing_written_during_a_rebuild_is_missing(postgres: bool) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     for model in ReadModel::ALL {
         let progress = Progress::default();
-        rebuild(&log, model, service.catalog(), clock.now(), &progress, When::Always).await.unwrap();
+        rebuild(&log, model, &service.catalog(), clock.now(), &progress, When::Always).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -363,7 +363,7 @@ async fn rows_another_build_wrote_during_a_rebuild_are_folded_again(postgres: bo
                         break 'writing;
                     }
                     let command = Command::Consume {
-                        action: ActionName::parse("view_analytics").unwrap(),
+                        action: ActionName::parse("view_products").unwrap(),
                         amount: Amount::ONE,
                         consumption_id: Uuid::now_v7(),
                     };

@@ -63,6 +63,15 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Conflict { .. } | StoreError::ConcurrentWrite { .. })
     }
+
+    /// Whether a unique constraint refused the write (a key another writer took first).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db.is_unique_violation(),
+            StoreError::ConcurrentWrite { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

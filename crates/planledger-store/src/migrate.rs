@@ -69,6 +69,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "stripe_same_second",
         sql: include_str!("../../../migrations/postgres/0011_stripe_same_second.sql"),
     },
+    Migration {
+        version: 12,
+        name: "catalog_versions",
+        sql: include_str!("../../../migrations/postgres/0012_catalog_versions.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -109,6 +114,11 @@ pub const SQLITE: &[Migration] = &[
         version: 10,
         name: "stripe_same_second",
         sql: include_str!("../../../migrations/sqlite/0010_stripe_same_second.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "catalog_versions",
+        sql: include_str!("../../../migrations/sqlite/0011_catalog_versions.sql"),
     },
 ];
 

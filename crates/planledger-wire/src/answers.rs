@@ -351,12 +351,16 @@ pub enum ErrorCode {
     MaintenanceNoGrowth,
     AccountFrozen,
     SubscriptionCanceled,
+    /// 403: the action requires a feature (`feature`) the store's plan does not list.
+    FeatureNotInPlan,
     TrialAlreadyUsed,
     SubscriptionActive,
     UnknownPlan,
     PlanNotTrialEligible,
     NotAPaidPlan,
     UnknownAction,
+    /// 422: no plan of the catalog lists this feature.
+    UnknownFeature,
     PlanMismatch,
     InvalidTransition,
     InternalTier,
@@ -433,6 +437,9 @@ pub struct ErrorBody {
     pub internal_status: Option<InternalStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade_url: Option<String>,
+    /// `feature_not_in_plan`: the feature the action requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
 }
 
 impl ErrorBody {
@@ -452,6 +459,7 @@ impl ErrorBody {
             subscription_tier: None,
             internal_status: None,
             upgrade_url: None,
+            feature: None,
         }
     }
 }
@@ -622,4 +630,79 @@ pub struct EventFeed {
     /// Pass it as `after` to read on: after the last event returned, or past the events the
     /// `types` filter left out. The same on every node.
     pub next_cursor: String,
+}
+
+/// One published version of the catalog (`GET /v1/catalog/versions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogVersion {
+    /// 1, 2, ...: versions are never changed; a rule change is a new version.
+    pub version: i64,
+    /// The hash of the rules: every event records the fingerprint it was decided under.
+    pub fingerprint: String,
+    /// The file it was published from.
+    pub source_name: String,
+    pub author: String,
+    pub reason: Option<String>,
+    /// From when it is in force.
+    #[serde(with = "crate::time")]
+    pub effective_at: DateTime<Utc>,
+    #[serde(with = "crate::time")]
+    pub published_at: DateTime<Utc>,
+    /// The newest version whose effective time has come: the one every node decides under.
+    pub in_force: bool,
+}
+
+/// `GET /v1/catalog`: the rules this node decides under, as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogView {
+    /// The ledger's version number of these rules (see `GET /v1/catalog/versions`).
+    pub version: i64,
+    pub fingerprint: String,
+    pub default_trial_plan: String,
+    pub lifecycle: CatalogLifecycle,
+    pub plans: Vec<CatalogPlan>,
+    pub actions: Vec<CatalogAction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogLifecycle {
+    pub trial_days: i64,
+    pub grace_days: i64,
+    pub maintenance_days: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogPlan {
+    pub id: String,
+    pub tier: String,
+    /// `trial`, `paid` or `internal` (never chosen by a client).
+    pub kind: String,
+    pub trial_eligible: bool,
+    pub features: Vec<String>,
+    /// `calendar` months in the store's time zone, or `subscription` months from the plan's start.
+    pub anchor: String,
+    /// The metered actions; an action not listed is unmetered.
+    pub limits: Vec<CatalogLimit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogLimit {
+    pub action: String,
+    pub limit: u64,
+    pub period: Period,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogAction {
+    pub name: String,
+    /// `growth`, `update` or `read`: how the status gates treat it.
+    pub kind: String,
+    /// A feature the store's plan must list, else `403 feature_not_in_plan`.
+    pub requires: Option<String>,
 }

@@ -103,13 +103,35 @@ pub struct TransitionPlan {
     pub metadata: Option<Map<String, Value>>,
 }
 
-/// `POST /v1/stores/{id}/authorize`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `POST /v1/stores/{id}/authorize`: may the store do `action` now, or use `feature`? Exactly
+/// one of the two (the document states it as a `oneOf`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(example = json!({"action": "create_article"}))]
 pub struct Authorize {
+    /// An action of the catalog: its status gate, and the feature it requires, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
-    pub action: String,
+    pub action: Option<String>,
+    /// A feature some plan lists: whether the store's plan lists it (and the store may read).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    pub feature: Option<String>,
+}
+
+impl Authorize {
+    pub fn action(action: impl Into<String>) -> Self {
+        Self { action: Some(action.into()), feature: None }
+    }
+
+    pub fn feature(feature: impl Into<String>) -> Self {
+        Self { action: None, feature: Some(feature.into()) }
+    }
+}
+
+/// A field that may be left out but, when given, is a string (`null` is refused).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// `POST /v1/stores/{id}/quota/consume`.

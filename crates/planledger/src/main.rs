@@ -31,8 +31,10 @@ struct Cli {
     )]
     database_url: String,
 
-    /// The catalog (plans, actions, lifecycle) in force, for serve, replay and projections;
-    /// default: the built-in config/catalog.toml.
+    /// This node's catalog file (plans, actions, lifecycle); default: the built-in
+    /// config/catalog.toml. The ledger's published version is what is in force: the file
+    /// becomes its first version on a ledger with none, and is otherwise only compared with it
+    /// (`serve --publish-catalog` or `catalog publish` to change the ledger's).
     #[arg(long, global = true, env = "PLANLEDGER_CATALOG")]
     catalog: Option<String>,
 
@@ -59,6 +61,14 @@ struct Cli {
 enum Command {
     /// Run the API, the deadline worker and the journal writer.
     Serve {
+        /// Publish this node's catalog file as the ledger's newest version if it differs from
+        /// the one in force (otherwise the node follows the ledger and says so).
+        #[arg(long, env = "PLANLEDGER_PUBLISH_CATALOG")]
+        publish_catalog: bool,
+        /// How often the ledger is asked for a new catalog version, in milliseconds: the
+        /// longest a node decides under the old rules after a version comes into force.
+        #[arg(long, env = "PLANLEDGER_CATALOG_POLL_MS", default_value_t = 1000)]
+        catalog_poll_ms: u64,
         /// The address to listen on (port 0 picks a free port).
         #[arg(long, env = "PLANLEDGER_BIND", default_value = "127.0.0.1:8080")]
         bind: String,
@@ -138,6 +148,11 @@ enum Command {
         /// Print the history as one JSON document.
         #[arg(long)]
         json: bool,
+    },
+    /// The catalog as ledger data: publish a version, list them.
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogCommand,
     },
     /// Read models: status and rebuilds.
     Projections {
@@ -230,6 +245,34 @@ fn parse_network(text: &str) -> anyhow::Result<ipnet::IpNet> {
 }
 
 #[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// Publish FILE as the ledger's newest catalog version: every node decides under it from
+    /// its effective time (within PLANLEDGER_CATALOG_POLL_MS), without a restart.
+    Publish {
+        /// The catalog file (TOML, as config/catalog.toml).
+        file: String,
+        /// When it comes into force (RFC 3339); default now.
+        #[arg(long)]
+        effective_at: Option<String>,
+        /// Why: kept with the version.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who: kept with the version; default the login name.
+        #[arg(long, env = "USER")]
+        author: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every published version, oldest first, and which is in force now.
+    Versions {
+        /// Print the versions as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
     /// Each read model's generation, catalog and lag.
     Status {
@@ -244,8 +287,32 @@ enum ProjectionsCommand {
     },
 }
 
-fn current_catalog(cli: &Cli) -> anyhow::Result<planledger_domain::Catalog> {
-    serve::load_catalog(cli.catalog.as_deref().filter(|c| !c.is_empty()))
+fn catalog_path(cli: &Cli) -> Option<&str> {
+    cli.catalog.as_deref().filter(|c| !c.is_empty())
+}
+
+/// What `replay` and `projections` judge by: the ledger's catalog version in force, as `serve`
+/// decides under it; on a ledger that has none yet, this node's file. Nothing is written.
+async fn ledger_catalog(cli: &Cli, log: &AnyEventLog) -> anyhow::Result<planledger_domain::Catalog> {
+    let file = serve::load_catalog(catalog_path(cli))?;
+    if !log.table_exists("catalog_versions").await? {
+        return Ok(file);
+    }
+    let versions = planledger_service::catalogs::versions(log).await?;
+    let Some(version) = planledger_service::catalogs::in_force(&versions, chrono::Utc::now()) else {
+        return Ok(file);
+    };
+    let catalog = version.catalog().map_err(|e| {
+        anyhow::anyhow!("the ledger's catalog version {} cannot be read by this build: {e}", version.version)
+    })?;
+    if catalog_path(cli).is_some() && catalog.fingerprint() != file.fingerprint() {
+        eprintln!(
+            "note: {} differs from the ledger's catalog version {} in force; using the ledger's",
+            catalog_path(cli).unwrap_or_default(),
+            version.version
+        );
+    }
+    Ok(catalog)
 }
 
 /// A retention period: `None` keeps forever.
@@ -327,18 +394,39 @@ async fn main() -> std::process::ExitCode {
                     .map(|t| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&chrono::Utc)))
                     .transpose()
                     .map_err(|_| anyhow::anyhow!("--at must be an RFC 3339 time like 2026-03-01T00:00:00Z"))?;
-                let current = current_catalog(&cli)?;
                 let other = compare.as_deref().map(|path| serve::load_catalog(Some(path))).transpose()?;
                 let log = connect(&cli).await?;
+                let current = ledger_catalog(&cli, &log).await?;
                 let other = other.as_ref().map(|c| (compare.as_deref().unwrap_or(""), c));
                 operate::replay(&log, store, at, &current, other, *json).await
+            }
+            .await
+        }
+        Command::Catalog { action } => {
+            async {
+                let log = connect(&cli).await?;
+                match action {
+                    CatalogCommand::Publish { file, effective_at, reason, author, json } => {
+                        let effective_at = effective_at
+                            .as_deref()
+                            .map(|t| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&chrono::Utc)))
+                            .transpose()
+                            .map_err(|_| {
+                                anyhow::anyhow!("--effective-at must be an RFC 3339 time like 2026-03-01T00:00:00Z")
+                            })?;
+                        let author =
+                            author.as_deref().filter(|a| !a.is_empty()).unwrap_or("planledger catalog publish");
+                        operate::publish_catalog(&log, file, effective_at, reason.as_deref(), author, *json).await
+                    }
+                    CatalogCommand::Versions { json } => operate::catalog_versions(&log, *json).await,
+                }
             }
             .await
         }
         Command::Projections { action } => {
             async {
                 let log = connect(&cli).await?;
-                let catalog = current_catalog(&cli)?;
+                let catalog = ledger_catalog(&cli, &log).await?;
                 match action {
                     ProjectionsCommand::Status { json } => operate::status_report(&log, &catalog, *json).await,
                     ProjectionsCommand::Rebuild { name } => {
@@ -355,6 +443,8 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Command::Serve {
+            publish_catalog,
+            catalog_poll_ms,
             bind,
             tokens,
             test_clock,
@@ -378,7 +468,9 @@ async fn main() -> std::process::ExitCode {
                 let options = serve::ServeOptions {
                     bind: bind.clone(),
                     tokens: tokens.clone(),
-                    catalog: cli.catalog.clone(),
+                    catalog: catalog_path(&cli).map(str::to_owned),
+                    publish_catalog: *publish_catalog,
+                    catalog_poll: Duration::from_millis((*catalog_poll_ms).max(50)),
                     test_clock: *test_clock,
                     sweep_interval: Duration::from_millis((*sweep_interval_ms).max(10)),
                     stall_after: Duration::from_secs(*stall_after_seconds),

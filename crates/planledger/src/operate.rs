@@ -1,4 +1,5 @@
-//! `planledger replay` and `planledger projections`: the operator's view of the log.
+//! `planledger replay`, `planledger projections` and `planledger catalog`: the operator's view
+//! of the log and of the rules it is decided under.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::Ordering;
@@ -13,6 +14,7 @@ use planledger_projections::rebuild::{rebuild, Progress, When};
 use planledger_projections::replay::{self, StatusLine};
 use planledger_projections::runtime::audit_lag;
 use planledger_projections::{schema, ReadModel};
+use planledger_service::catalogs::{self, CatalogVersion, Publication, Published};
 use planledger_store::AnyEventLog;
 use serde_json::{json, Value};
 
@@ -219,6 +221,90 @@ pub async fn rebuild_models(log: &AnyEventLog, names: &[ReadModel], catalog: &Ca
             report.events,
             report.caught_up
         );
+    }
+    Ok(())
+}
+
+fn version_json(version: &CatalogVersion, in_force: bool) -> Value {
+    json!({
+        "version": version.version,
+        "fingerprint": version.fingerprint,
+        "sourceName": version.source_name,
+        "author": version.author,
+        "reason": version.reason,
+        "effectiveAt": version.effective_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        "publishedAt": version.published_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        "inForce": in_force,
+    })
+}
+
+/// `planledger catalog publish`: `file` as the ledger's newest version, unless the newest
+/// already has its rules (and effective time).
+pub async fn publish_catalog(
+    log: &AnyEventLog,
+    file: &str,
+    effective_at: Option<DateTime<Utc>>,
+    reason: Option<&str>,
+    author: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let source = std::fs::read_to_string(file).with_context(|| format!("could not read the catalog {file}"))?;
+    log.migrate().await.context("migration failed")?;
+    let publication = Publication { source_name: file, source: &source, author, reason, effective_at };
+    let published = catalogs::publish(log, &publication, Utc::now()).await.map_err(|e| anyhow!("{e}"))?;
+    let (version, new) = match &published {
+        Published::New(version) => (version, true),
+        Published::Unchanged(version) => (version, false),
+    };
+    if json {
+        let mut document = version_json(version, version.effective_at <= Utc::now());
+        document["published"] = json!(new);
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else if new {
+        println!(
+            "published catalog version {} ({}), in force from {}",
+            version.version,
+            version.fingerprint,
+            version.effective_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+    } else {
+        println!("unchanged: catalog version {} already has these rules ({})", version.version, version.fingerprint);
+    }
+    Ok(())
+}
+
+/// `planledger catalog versions`: every version, oldest first, the one in force marked.
+pub async fn catalog_versions(log: &AnyEventLog, json: bool) -> anyhow::Result<()> {
+    let versions =
+        if log.table_exists("catalog_versions").await? { catalogs::versions(log).await? } else { Vec::new() };
+    let in_force = catalogs::in_force(&versions, Utc::now()).map(|v| v.version);
+    if json {
+        let items: Vec<Value> = versions.iter().map(|v| version_json(v, Some(v.version) == in_force)).collect();
+        println!("{}", serde_json::to_string_pretty(&json!({ "items": items }))?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    if versions.is_empty() {
+        writeln!(out, "no catalog version yet: the first node to start publishes its file as version 1")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "  {:>7}  {:<26} {:<20} {:<20} {:<16} reason",
+        "version", "fingerprint", "effective", "published", "author"
+    )?;
+    for v in &versions {
+        writeln!(
+            out,
+            "{} {:>7}  {:<26} {:<20} {:<20} {:<16} {}",
+            if Some(v.version) == in_force { "*" } else { " " },
+            v.version,
+            v.fingerprint,
+            v.effective_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            v.published_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            v.author,
+            v.reason.as_deref().unwrap_or("")
+        )?;
     }
     Ok(())
 }

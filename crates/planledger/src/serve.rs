@@ -11,7 +11,7 @@ use planledger_domain::Catalog;
 use planledger_projections::rebuild::When;
 use planledger_projections::runtime::{run_audit_projector, ProjectorState};
 use planledger_projections::ReadModel;
-use planledger_service::{Clock, CommandService, Journal, Retention, ServiceConfig, SystemClock, TestClock};
+use planledger_service::{catalogs, Clock, CommandService, Journal, Retention, ServiceConfig, SystemClock, TestClock};
 use planledger_store::AnyEventLog;
 use tokio::sync::watch;
 
@@ -20,6 +20,11 @@ pub struct ServeOptions {
     pub bind: String,
     pub tokens: Option<String>,
     pub catalog: Option<String>,
+    /// Publish `catalog` as the ledger's newest version if it differs from the one in force
+    /// (`--publish-catalog`); otherwise a node follows the ledger whatever its file says.
+    pub publish_catalog: bool,
+    /// How often the ledger is asked for a new catalog version.
+    pub catalog_poll: Duration,
     pub test_clock: bool,
     pub sweep_interval: Duration,
     /// `/readyz` fails when a background worker is this far behind.
@@ -46,13 +51,51 @@ pub struct ServeOptions {
 }
 
 pub fn load_catalog(path: Option<&str>) -> anyhow::Result<Catalog> {
+    let (name, text) = catalog_file(path)?;
+    Catalog::parse(&name, &text).map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))
+}
+
+/// A catalog file's name and text: the built-in one unless `path` is given.
+pub fn catalog_file(path: Option<&str>) -> anyhow::Result<(String, String)> {
     match path {
-        None => Ok(Catalog::builtin()),
+        None => Ok(("config/catalog.toml (built in)".to_owned(), planledger_domain::BUILTIN_SOURCE.to_owned())),
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("could not read the catalog {path}"))?;
-            Catalog::parse(path, &text).map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))
+            Ok((path.to_owned(), text))
         }
     }
+}
+
+/// The catalog this node decides under: the ledger's version in force (see
+/// `planledger_service::catalogs::resolve`), said in the log when the node's own file differs.
+pub async fn resolve_catalog(
+    log: &AnyEventLog,
+    path: Option<&str>,
+    publish: bool,
+    author: &str,
+    clock: &dyn Clock,
+) -> anyhow::Result<catalogs::Resolved> {
+    let (name, text) = catalog_file(path)?;
+    let resolved = catalogs::resolve(log, (&name, &text), path.is_some(), publish, author, clock)
+        .await
+        .map_err(|e| anyhow::anyhow!("the catalog: {e}"))?;
+    let version = resolved.version.version;
+    match &resolved.note {
+        catalogs::ResolveNote::FirstVersion => {
+            tracing::info!(version, file = %name, "the ledger had no catalog: this node's is its first version")
+        }
+        catalogs::ResolveNote::Published => tracing::info!(version, file = %name, "published this node's catalog"),
+        catalogs::ResolveNote::Agrees => {}
+        catalogs::ResolveNote::FileDiffers { file_fingerprint } => tracing::warn!(
+            version,
+            ledger = %resolved.catalog.fingerprint(),
+            file = %name,
+            file_fingerprint = %file_fingerprint,
+            "this node's catalog file differs from the ledger's version in force: the node follows the ledger \
+             (publish the file with `planledger catalog publish`, or start with --publish-catalog)"
+        ),
+    }
+    Ok(resolved)
 }
 
 pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()> {
@@ -76,9 +119,21 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     let stripe_secrets =
         planledger_stripe::signature::SigningSecret::parse_list(options.stripe_secrets.as_deref().unwrap_or_default())
             .map_err(|e| anyhow::anyhow!("PLANLEDGER_STRIPE_WEBHOOK_SECRETS: each must be {e}"))?;
-    let catalog = Arc::new(load_catalog(options.catalog.as_deref())?);
+    // A file that does not parse is refused before anything else, as it always was.
+    load_catalog(options.catalog.as_deref())?;
     log.migrate().await.context("migration failed")?;
     log.check_transaction_order().await?;
+    let clock: Arc<dyn Clock> = if options.test_clock {
+        tracing::warn!("PLANLEDGER_TEST_CLOCK=1: decisions use a settable test clock");
+        Arc::new(TestClock::new(SystemClock.now()))
+    } else {
+        Arc::new(SystemClock)
+    };
+    let resolved =
+        resolve_catalog(&log, options.catalog.as_deref(), options.publish_catalog, "planledger serve", clock.as_ref())
+            .await?;
+    let catalog_version = resolved.version.version;
+    let catalog = Arc::new(resolved.catalog);
     planledger_projections::schema::ensure(
         &log,
         &planledger_projections::schema::built_with(&catalog),
@@ -87,12 +142,6 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     .await
     .context("could not create the read models")?;
 
-    let clock: Arc<dyn Clock> = if options.test_clock {
-        tracing::warn!("PLANLEDGER_TEST_CLOCK=1: decisions use a settable test clock");
-        Arc::new(TestClock::new(SystemClock.now()))
-    } else {
-        Arc::new(SystemClock)
-    };
     let (journal, journal_writer) = Journal::spawn(log.clone());
     let service = CommandService::new(
         log.clone(),
@@ -102,6 +151,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         journal,
         Arc::new(planledger_api::render::JsonRenderer),
     );
+    service.replace_catalog(catalog.clone(), catalog_version);
     let projector = Arc::new(ProjectorState::default());
     let stripe_enabled = !stripe_secrets.is_empty();
     let stripe = planledger_stripe::Stripe::new(
@@ -125,16 +175,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         .with_stripe(stripe.clone())
         .with_notifier(notifier.clone());
 
-    // Read models built under another catalog are rebuilt in the background, blue/green: the
-    // live ones keep answering meanwhile.
-    for info in planledger_projections::schema::info(&log).await? {
-        if info.is_stale(&catalog) {
-            if let Some(model) = ReadModel::parse(&info.name) {
-                tracing::warn!(read_model = %info.name, built_with = %info.catalog_fingerprint, "read model is stale for this catalog; rebuilding in the background");
-                state.rebuilds.start(&service, model, When::IfStale);
-            }
-        }
-    }
+    rebuild_stale_read_models(&state, &catalog).await?;
 
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("could not bind {addr}"))?;
     let local = listener.local_addr()?;
@@ -163,6 +204,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     if stripe_enabled {
         tracing::info!("Stripe webhooks accepted at POST /v1/webhooks/stripe");
     }
+    let catalog_task = tokio::spawn(follow_catalog(state.clone(), options.catalog_poll, stopped.clone()));
     let projector_task = tokio::spawn(run_audit_projector(log, projector, stopped));
     let draining = state.clone();
     let shutdown = async move {
@@ -178,10 +220,97 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     let _ = stripe_task.await;
     let _ = notify_task.await;
     let _ = projector_task.await;
+    let _ = catalog_task.await;
     service.shutdown();
     drop(service);
     let _ = tokio::time::timeout(Duration::from_secs(5), journal_writer).await;
     Ok(())
+}
+
+/// Read models built under another catalog are rebuilt in the background, blue/green: the live
+/// ones keep answering meanwhile.
+/// A rebuild already running (for an older version, say) is left to finish; the next look
+/// starts the one still needed.
+async fn rebuild_stale_read_models(state: &AppState, catalog: &Catalog) -> anyhow::Result<()> {
+    for info in planledger_projections::schema::info(state.service.log()).await? {
+        if info.is_stale(catalog) {
+            if let Some(model) = ReadModel::parse(&info.name) {
+                if state.rebuilds.start(&state.service, model, When::IfStale) {
+                    tracing::warn!(read_model = %info.name, built_with = %info.catalog_fingerprint, "read model is stale for this catalog; rebuilding in the background");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many catalog polls between two looks for read models still stale.
+const STALE_RECHECK_TICKS: u64 = 30;
+
+/// Follows the ledger's catalog: every `interval`, one index probe for a new version, and a
+/// look at whether a published one has reached its effective time; the version in force then
+/// replaces the node's for every decision from the next batch on, and read models built under
+/// the old one are rebuilt. A version this build cannot read is not applied: the node keeps
+/// its rules and says so (the operator must upgrade the node, or publish a readable version).
+async fn follow_catalog(state: AppState, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let service = state.service.clone();
+    let mut versions: Vec<catalogs::CatalogVersion> = Vec::new();
+    let mut head = -1;
+    let mut refused = None;
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        ticks += 1;
+        let now_head = match catalogs::head(service.log()).await {
+            Ok(now_head) => now_head,
+            Err(error) => {
+                tracing::debug!(%error, "could not ask the ledger for a new catalog version");
+                continue;
+            }
+        };
+        if now_head != head {
+            match catalogs::versions(service.log()).await {
+                Ok(all) => (versions, head) = (all, now_head),
+                Err(error) => {
+                    tracing::debug!(%error, "could not read the ledger's catalog versions");
+                    continue;
+                }
+            }
+        }
+        let Some(version) = catalogs::in_force(&versions, service.clock().now()) else { continue };
+        if version.version == service.catalog_version() || refused == Some(version.version) {
+            // The rules did not change. Now and then, a read model still stale for them (its
+            // rebuild was refused while one for the version before ran, or failed) is started.
+            if ticks % STALE_RECHECK_TICKS == 0 {
+                if let Err(error) = rebuild_stale_read_models(&state, &service.catalog()).await {
+                    tracing::debug!(%error, "could not look for stale read models");
+                }
+            }
+            continue;
+        }
+        match version.catalog() {
+            Ok(catalog) => {
+                let catalog = Arc::new(catalog);
+                tracing::info!(
+                    version = version.version,
+                    fingerprint = %catalog.fingerprint(),
+                    from = service.catalog_version(),
+                    "a new catalog version is in force: deciding under it"
+                );
+                service.replace_catalog(catalog.clone(), version.version);
+                if let Err(error) = rebuild_stale_read_models(&state, &catalog).await {
+                    tracing::warn!(%error, "could not look for read models to rebuild under the new catalog");
+                }
+            }
+            Err(error) => {
+                tracing::error!(version = version.version, %error, "the ledger's catalog version in force cannot be read by this build: keeping the rules in force; upgrade this node");
+                refused = Some(version.version);
+            }
+        }
+    }
 }
 
 /// Appends due transitions every `interval` until told to stop.

@@ -133,7 +133,7 @@ impl Extension {
                 StoreId::parse(id).map_err(|_| ConsoleError::Invalid(format!("store: {id:?} is not a store id")))?,
             ),
             None => {
-                let filter = filter_of(|k| form.optional(k).map(str::to_owned), app.service.catalog())?;
+                let filter = filter_of(|k| form.optional(k).map(str::to_owned), &app.service.catalog())?;
                 if filter.internal_status.is_none() {
                     return Err(ConsoleError::Invalid("status: a bulk extension needs a status filter".to_owned()));
                 }

@@ -171,7 +171,7 @@ pub async fn overview(State(app): State<AppState>, viewer: Viewer) -> Page {
                             tr {
                                 td { (info.name) }
                                 td { (info.generation) }
-                                td { @if info.is_stale(app.service.catalog()) { span.badge.warn { "stale: rebuild" } } @else { "yes" } }
+                                td { @if info.is_stale(&app.service.catalog()) { span.badge.warn { "stale: rebuild" } } @else { "yes" } }
                             }
                         }
                     }
@@ -213,7 +213,8 @@ pub async fn overview(State(app): State<AppState>, viewer: Viewer) -> Page {
 // ---- stores -----------------------------------------------------------------------------
 
 pub async fn stores(State(app): State<AppState>, viewer: Viewer, params: Params) -> Page {
-    let catalog = app.service.catalog();
+    let in_force = app.service.catalog();
+    let catalog = in_force.as_ref();
     let filter = filter_of(|k| params.get(k).map(str::to_owned), catalog)?;
     // An id typed into the search box goes to the store.
     if let Some(id) = filter.name_contains.as_deref().and_then(|q| StoreId::parse(q).ok()) {
@@ -354,7 +355,8 @@ fn state_table(view: &wire::StoreView, now: DateTime<Utc>) -> Markup {
 pub async fn store(State(app): State<AppState>, viewer: Viewer, Path(id): Path<String>, params: Params) -> Page {
     let store = store_id(&id)?;
     let log = app.service.reads();
-    let catalog = app.service.catalog();
+    let in_force = app.service.catalog();
+    let catalog = in_force.as_ref();
     let now = now(&app);
     let Some((latest_state, latest)) = app.service.load_row(store).await? else {
         return Err(ConsoleError::NotFound(format!("No store {store}.")));
@@ -535,7 +537,8 @@ pub async fn what_if(State(app): State<AppState>, viewer: Viewer, Path(id): Path
     let store = store_id(&id)?;
     let text = form.required("catalog")?;
     let other = Catalog::parse("uploaded catalog", text).map_err(|e| ConsoleError::Invalid(e.to_string()))?;
-    let current = app.service.catalog();
+    let in_force = app.service.catalog();
+    let current = in_force.as_ref();
     let now = now(&app);
     let mut rows = Vec::new();
     let (mut total, mut differing) = (0usize, 0usize);
@@ -615,7 +618,7 @@ pub async fn rebuilds(State(app): State<AppState>, viewer: Viewer) -> Page {
                 h2 { (model.name()) }
                 p {
                     "Live generation " strong.generation { (info.map_or("none".to_owned(), |i| i.generation.to_string())) }
-                    @if info.is_some_and(|i| i.is_stale(app.service.catalog())) { " " span.badge.warn { "stale for the catalog" } }
+                    @if info.is_some_and(|i| i.is_stale(&app.service.catalog())) { " " span.badge.warn { "stale for the catalog" } }
                 }
                 div.progress data-progress-url={ "/admin/rebuilds/" (model.name()) "/progress" } data-running=(job.as_ref().is_some_and(|j| j.state == wire::RebuildState::Running)) {
                     @match &job {

@@ -48,7 +48,7 @@ pub(crate) fn meta(ctx: &Ctx, path: &str, canonical_body: &str) -> CommandMeta {
 /// The service's answer as the caller gets it.
 pub(crate) fn answer(app: &AppState, answer: Answer) -> Reply {
     match answer {
-        Answer::Decided(outcome) => Ok(render::outcome(outcome, app.service.catalog())?.into_response()),
+        Answer::Decided(outcome) => Ok(render::outcome(outcome, &app.service.catalog())?.into_response()),
         Answer::Replayed(first) => Ok(render::replayed(first, RequestScope::current().now)),
     }
 }
@@ -67,6 +67,7 @@ pub(crate) fn optional<T>(
 
 mod admin;
 mod audit;
+mod catalog;
 mod history;
 mod lifecycle;
 mod operations;
@@ -78,6 +79,7 @@ mod test_clock;
 
 pub use admin::*;
 pub use audit::*;
+pub use catalog::*;
 pub use history::*;
 pub use lifecycle::*;
 pub use operations::*;

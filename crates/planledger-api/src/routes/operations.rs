@@ -149,11 +149,18 @@ pub(crate) async fn readiness(app: &AppState) -> (bool, Json) {
             }
         }
     }
+    // The rules this node decides under: every node of a deployment shows the same.
+    let in_force = app.service.catalog();
+    let catalog = in_force.as_ref();
+    checks.insert(
+        "catalog".into(),
+        json!({ "version": app.service.catalog_version(), "fingerprint": catalog.fingerprint() }),
+    );
     if ready {
         // Read models built under another catalog are served while they are rebuilt: say so.
         if let Ok(info) = planledger_projections::schema::info(log).await {
             let stale: Vec<&str> =
-                info.iter().filter(|i| i.is_stale(app.service.catalog())).map(|i| i.name.as_str()).collect();
+                info.iter().filter(|i| i.is_stale(&app.service.catalog())).map(|i| i.name.as_str()).collect();
             checks.insert("staleReadModels".into(), json!(stale));
         }
         // A stalled background worker makes the node unready: its work is older than the
@@ -229,7 +236,8 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi(State(app): State<AppState>) -> Response {
-    let catalog = app.service.catalog();
+    let in_force = app.service.catalog();
+    let catalog = in_force.as_ref();
     let mut kept = app.probes.openapi.lock().unwrap_or_else(|e| e.into_inner());
     match kept.as_ref() {
         // Made once per catalog: it is a large document, and anyone may ask for it.

@@ -2,7 +2,8 @@
 
 use super::*;
 
-/// Check the access gate for an action (nothing is recorded).
+/// Check the access gate for an action, or whether the store's plan lists a feature (nothing is
+/// recorded).
 #[utoipa::path(post, path = "/v1/stores/{id}/authorize", tag = "quotas", operation_id = "authorize",
     request_body = wire::Authorize,
     params(rs::StorePath),
@@ -11,17 +12,31 @@ use super::*;
         rs::BadBody,
         rs::Unauthorized,
         (status = 402, description = "`no_subscription`", body = wire::ErrorBody),
-        (status = 403, description = "`maintenance_no_growth`, `account_frozen`, `subscription_canceled`; or the token's role may not do this", body = wire::ErrorBody),
+        (status = 403, description = "`maintenance_no_growth`, `account_frozen`, `subscription_canceled`; `feature_not_in_plan` (with `feature`): the action requires a feature the store's plan does not list; or the token's role may not do this", body = wire::ErrorBody),
         rs::StoreNotFound,
-        (status = 422, description = "`validation_failed`, `unknown_action`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed` (neither or both of `action` and `feature`), `unknown_action`, `unknown_feature`", body = wire::ErrorBody),
         rs::Unavailable,
     ))]
 pub async fn authorize(State(app): State<AppState>, Path(id): Path<String>, body: JsonBody<wire::Authorize>) -> Reply {
     let store = store_id(&id)?;
-    let action = ActionName::parse(&body.value.action)?;
+    enum Asked {
+        Action(ActionName),
+        Feature(String),
+    }
+    let asked = match (&body.value.action, &body.value.feature) {
+        (Some(action), None) => Asked::Action(ActionName::parse(action)?),
+        (None, Some(feature)) => Asked::Feature(feature.clone()),
+        _ => return Err(ApiError::validation("action", "give one of `action` or `feature`")),
+    };
     let (state, _) = app.service.load_row(store).await?.ok_or_else(ApiError::store_not_found)?;
     let now = app.service.clock().now();
-    let decision = gate(&state, now, app.service.catalog(), &action).map_err(ApiError::refused)?;
+    let in_force = app.service.catalog();
+    let catalog = in_force.as_ref();
+    let decision = match asked {
+        Asked::Action(action) => gate(&state, now, catalog, &action),
+        Asked::Feature(feature) => planledger_domain::gate_feature(&state, now, catalog, &feature),
+    }
+    .map_err(ApiError::refused)?;
     Ok(render::authorization(decision)?.into_response())
 }
 

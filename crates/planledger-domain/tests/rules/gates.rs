@@ -4,7 +4,9 @@ use planledger_domain::*;
 
 use crate::support::*;
 
-const READ: &str = "view_analytics";
+const READ: &str = "view_products";
+/// A read that requires the `analytics` feature.
+const ANALYTICS: &str = "view_analytics";
 const UPDATE: &str = "update_product";
 const GROWTH: &str = "create_article";
 
@@ -107,4 +109,53 @@ fn consuming_passes_the_gates_first() {
     given(canceled()).at(t0() + days(40)).when(consume(GROWTH, 1)).then_err("subscription_canceled");
     given(vec![registered()]).when(consume(GROWTH, 1)).then_err("no_subscription");
     given(vec![registered()]).when(consume(READ, 1)).then_types(&["QuotaConsumed"]);
+}
+
+#[test]
+fn an_action_that_requires_a_feature_is_refused_unless_the_plan_lists_it() {
+    // The built-in catalog: view_analytics requires `analytics`, which professional and
+    // enterprise list and the trial, starter and maintenance plans do not.
+    for (history, at) in [(trialing(), 2), (in_grace(), 15), (in_maintenance(), 20)] {
+        let s = given(history).at(t0() + days(at));
+        let r = refused(s.gate(ANALYTICS), "feature_not_in_plan");
+        assert_eq!(r.feature.as_deref(), Some("analytics"));
+        assert_eq!(r.subscription_tier, s.status().tier, "the refusal names the store's tier");
+        assert!(matches!(s.gate(UPDATE), GateDecision::Allowed { .. }), "other actions are not affected");
+    }
+    let starter = given(vec![registered(), activated("starter", "sub_1", t0(), None)]);
+    refused(starter.gate(ANALYTICS), "feature_not_in_plan");
+    let professional = given(vec![registered(), activated("professional", "sub_1", t0(), None)]);
+    allowed(professional.gate(ANALYTICS), &[]);
+    // The status table comes first: a frozen store is refused growth for being frozen.
+    let frozen = given(in_frozen()).at(t0() + days(200));
+    refused(frozen.gate(GROWTH), "account_frozen");
+    // Without a plan, no feature is listed.
+    refused(given(vec![registered()]).gate(ANALYTICS), "feature_not_in_plan");
+    allowed(given(vec![registered()]).gate(READ), &[]);
+}
+
+#[test]
+fn a_feature_is_asked_for_as_a_read_of_it() {
+    let catalog = catalog();
+    let trial = given(trialing()).at(t0() + days(1)).state();
+    let refusal = match gate_feature(&trial, t0() + days(1), &catalog, "analytics").unwrap() {
+        GateDecision::Refused(r) => r,
+        allowed => panic!("{allowed:?}"),
+    };
+    assert_eq!((refusal.reason, refusal.feature.as_deref()), (GateReason::FeatureNotInPlan, Some("analytics")));
+    assert!(matches!(gate_feature(&trial, t0(), &catalog, "articles").unwrap(), GateDecision::Allowed { .. }));
+    assert_eq!(
+        gate_feature(&trial, t0(), &catalog, "teleportation"),
+        Err(DomainError::UnknownFeature("teleportation".into())),
+        "a feature no plan lists is an error, not a refusal"
+    );
+}
+
+#[test]
+fn consuming_an_action_that_requires_a_feature_is_refused_too() {
+    let outcome = given(trialing()).at(t0() + days(1)).when(consume(ANALYTICS, 1));
+    match outcome.result {
+        Err(DomainError::Gate(r)) => assert_eq!(r.reason, GateReason::FeatureNotInPlan),
+        other => panic!("{other:?}"),
+    }
 }

@@ -1,0 +1,225 @@
+//! The catalog as ledger data: the versions of the rules in `catalog_versions`, which one is in
+//! force at a time, and publishing a new one.
+//!
+//! A version is the catalog's TOML as published, its fingerprint, who published it and why,
+//! and the time from which it is in force. Versions are numbered from 1 and never changed (the
+//! table refuses updates and deletes); the version in force at `t` is the newest whose
+//! effective time is not after `t`. Every node decides under the version in force, whatever
+//! file it was started with (see [`resolve`]), so that two nodes cannot apply two rule sets.
+
+use chrono::{DateTime, Utc};
+use planledger_domain::{Catalog, CatalogError};
+use planledger_store::rows::Kind;
+use planledger_store::sql::{Row, Statement};
+use planledger_store::{AnyEventLog, StoreError};
+
+use crate::Clock;
+
+/// One published version of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogVersion {
+    pub version: i64,
+    pub fingerprint: String,
+    /// The TOML as published.
+    pub source: String,
+    /// The name of the file it was published from.
+    pub source_name: String,
+    pub author: String,
+    pub reason: Option<String>,
+    pub effective_at: DateTime<Utc>,
+    pub published_at: DateTime<Utc>,
+}
+
+impl CatalogVersion {
+    /// The rules of this version. A version this build cannot read (published by a newer build
+    /// with keys it does not know) is an error: a node must not decide under rules it cannot
+    /// read whole.
+    pub fn catalog(&self) -> Result<Catalog, CatalogError> {
+        Catalog::parse(&format!("catalog version {} ({})", self.version, self.source_name), &self.source)
+    }
+}
+
+/// Why a publication did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("invalid catalog: {0}")]
+    Invalid(CatalogError),
+    /// Another version was published while this one was being written: look again.
+    #[error("another catalog version was published at the same time; look at `planledger catalog versions` and publish again if this one is still wanted")]
+    Raced,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// What publishing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// A new version, in force from its effective time.
+    New(CatalogVersion),
+    /// The newest version already has these rules and this effective time: nothing written.
+    Unchanged(CatalogVersion),
+}
+
+const COLUMNS: &str = "version, fingerprint, source, source_name, author, reason, @effective_at, @published_at";
+const KINDS: [Kind; 8] =
+    [Kind::Int, Kind::Text, Kind::Text, Kind::Text, Kind::Text, Kind::Text, Kind::Time, Kind::Time];
+
+fn version_of(row: &Row) -> Result<CatalogVersion, StoreError> {
+    Ok(CatalogVersion {
+        version: row.int(0)?,
+        fingerprint: row.text(1)?,
+        source: row.text(2)?,
+        source_name: row.text(3)?,
+        author: row.text(4)?,
+        reason: row.opt_text(5)?,
+        effective_at: row.time(6)?,
+        published_at: row.time(7)?,
+    })
+}
+
+/// Every published version, oldest first.
+pub async fn versions(log: &AnyEventLog) -> Result<Vec<CatalogVersion>, StoreError> {
+    let statement = Statement::new(format!("SELECT {COLUMNS} FROM catalog_versions ORDER BY version"));
+    log.fetch(&statement, &KINDS).await?.iter().map(version_of).collect()
+}
+
+/// The newest version's number (0 before any): one index probe, what nodes poll.
+pub async fn head(log: &AnyEventLog) -> Result<i64, StoreError> {
+    let statement = Statement::new("SELECT COALESCE(MAX(version), 0) FROM catalog_versions");
+    Ok(log.fetch_optional(&statement, &[Kind::Int]).await?.map(|row| row.int(0)).transpose()?.unwrap_or(0))
+}
+
+/// The version in force at `now`: the newest whose effective time is not after it.
+pub fn in_force(versions: &[CatalogVersion], now: DateTime<Utc>) -> Option<&CatalogVersion> {
+    versions.iter().filter(|v| v.effective_at <= now).max_by_key(|v| v.version)
+}
+
+/// A publication: the rules, where they came from, who and why, and from when.
+#[derive(Debug, Clone)]
+pub struct Publication<'a> {
+    pub source_name: &'a str,
+    pub source: &'a str,
+    pub author: &'a str,
+    pub reason: Option<&'a str>,
+    /// Default: `now`.
+    pub effective_at: Option<DateTime<Utc>>,
+}
+
+/// Publishes `publication` as the next version, unless the newest version already has the same
+/// rules from the same time. `now` is the publisher's clock (the time a version without an
+/// effective time takes effect).
+pub async fn publish(
+    log: &AnyEventLog,
+    publication: &Publication<'_>,
+    now: DateTime<Utc>,
+) -> Result<Published, PublishError> {
+    let catalog = Catalog::parse(publication.source_name, publication.source).map_err(PublishError::Invalid)?;
+    let effective_at = publication.effective_at.unwrap_or(now);
+    let known = versions(log).await?;
+    if let Some(newest) = known.last() {
+        // Asking again for what is already the newest version (a node restarted with
+        // --publish-catalog, an operator's retry) changes nothing.
+        let same_time = publication.effective_at.is_none_or(|at| at == newest.effective_at);
+        if newest.fingerprint == catalog.fingerprint() && same_time {
+            return Ok(Published::Unchanged(newest.clone()));
+        }
+    }
+    let version = known.last().map_or(1, |newest| newest.version + 1);
+    let statement = Statement::new(
+        "INSERT INTO catalog_versions (version, fingerprint, source, source_name, author, reason, @effective_at, @published_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
+    )
+    .bind(version)
+    .bind(catalog.fingerprint())
+    .bind(publication.source)
+    .bind(publication.source_name)
+    .bind(publication.author)
+    .bind(publication.reason)
+    .bind(effective_at);
+    match log.execute(&statement).await {
+        Ok(_) => {}
+        // Two publishers took the same number: the version's key kept one of them.
+        Err(error) if error.is_unique_violation() => return Err(PublishError::Raced),
+        Err(error) => return Err(error.into()),
+    }
+    let written = versions(log).await?.into_iter().find(|v| v.version == version);
+    written.map(Published::New).ok_or(PublishError::Raced)
+}
+
+/// What a node decides under, and why: see [`resolve`].
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub catalog: Catalog,
+    pub version: CatalogVersion,
+    /// What the node's own file had to do with it, for its log.
+    pub note: ResolveNote,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveNote {
+    /// The ledger had no version: the node's file (or the built-in catalog) became version 1.
+    FirstVersion,
+    /// The node's file is the version in force (or no file was named).
+    Agrees,
+    /// The node was started with a file whose rules differ from the version in force: it
+    /// follows the ledger, and says so.
+    FileDiffers { file_fingerprint: String },
+    /// The node was told to publish its file, and it is now the newest version.
+    Published,
+}
+
+/// The catalog a node decides under, from the ledger: the version in force on `clock` once the
+/// versions are read (after any publishing: a version another node published a moment ago is
+/// in force from that node's "now", which must not be judged against a time taken before it).
+///
+/// `file` is the node's own catalog (its name and text), if it was given one: on a ledger with
+/// no version it becomes version 1; otherwise it is compared with the version in force, and a
+/// difference is reported, never applied, unless `publish` says to publish it. A ledger
+/// whose version in force this build cannot read is an error.
+pub async fn resolve(
+    log: &AnyEventLog,
+    file: (&str, &str),
+    named: bool,
+    publish: bool,
+    author: &str,
+    clock: &dyn Clock,
+) -> Result<Resolved, PublishError> {
+    let (source_name, source) = file;
+    let own = Catalog::parse(source_name, source).map_err(PublishError::Invalid)?;
+    let mut note = ResolveNote::Agrees;
+    let mut known = versions(log).await?;
+    let publication = |reason| Publication { source_name, source, author, reason: Some(reason), effective_at: None };
+    if known.is_empty() {
+        // Another node may have been first: then follow it.
+        if publish_once(log, &publication("the first node to start on this ledger"), clock.now()).await?.is_some() {
+            note = ResolveNote::FirstVersion;
+        }
+        known = versions(log).await?;
+    } else if publish && in_force(&known, clock.now()).is_none_or(|v| v.fingerprint != own.fingerprint()) {
+        publish_once(log, &publication("published by a node started with --publish-catalog"), clock.now()).await?;
+        note = ResolveNote::Published;
+        known = versions(log).await?;
+    }
+    let version = in_force(&known, clock.now())
+        .or(known.first())
+        .cloned()
+        .ok_or_else(|| PublishError::Store(StoreError::Corrupt("no catalog version after publishing one".into())))?;
+    let catalog = version.catalog().map_err(PublishError::Invalid)?;
+    if note == ResolveNote::Agrees && named && catalog.fingerprint() != own.fingerprint() {
+        note = ResolveNote::FileDiffers { file_fingerprint: own.fingerprint().to_owned() };
+    }
+    Ok(Resolved { catalog, version, note })
+}
+
+/// Publishes, taking a lost race as "another node did it first" (`None`).
+async fn publish_once(
+    log: &AnyEventLog,
+    publication: &Publication<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<Published>, PublishError> {
+    match publish(log, publication, now).await {
+        Ok(published) => Ok(Some(published)),
+        Err(PublishError::Raced) => Ok(None),
+        Err(error) => Err(error),
+    }
+}

@@ -1,0 +1,117 @@
+//! One catalog for the whole deployment: two nodes on one database decide under the ledger's
+//! version whatever file each was started with; `planledger catalog publish` brings in stricter
+//! rules that both enforce within the poll interval, without a restart, and no store goes past
+//! the limit in force.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::server::{Backend, Db, Options, Server};
+use crate::{on_both_backends, planledger};
+
+const BUILTIN: &str = include_str!("../../config/catalog.toml");
+
+/// The built-in catalog with starter's monthly article limit set to `limit`, written to a file.
+fn with_starter_articles(dir: &std::path::Path, name: &str, limit: u64) -> String {
+    let text = BUILTIN.replacen("create_article = { limit = 30,", &format!("create_article = {{ limit = {limit},"), 1);
+    assert_ne!(text, BUILTIN);
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+async fn catalog_version(node: &Server) -> (i64, String) {
+    let (status, view) = node.get("/v1/catalog").await;
+    assert_eq!(status, 200, "{view}");
+    (view["version"].as_i64().unwrap(), view["fingerprint"].as_str().unwrap().to_owned())
+}
+
+async fn consume(node: &Server, store: &str) -> (u16, Value) {
+    node.post(&format!("/v1/stores/{store}/quota/consume"), json!({"action": "create_article"})).await
+}
+
+async fn a_published_catalog_reaches_every_node_without_a_restart(backend: Backend) {
+    let Some(db) = Db::create(backend, "a_published_catalog_reaches_every_node_without_a_restart").await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("planledger-catalog-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let looser = with_starter_articles(&dir, "looser.toml", 25);
+    let stricter = with_starter_articles(&dir, "stricter.toml", 20);
+    let poll = ("PLANLEDGER_CATALOG_POLL_MS", "100".to_owned());
+
+    // The first node publishes its (built-in) catalog as version 1; the second, started with
+    // another file, follows the ledger.
+    let a = Server::start(db.url(), &Options { env: vec![poll.clone()], ..Options::default() });
+    let b = Server::start(db.url(), &Options { catalog: Some(looser), env: vec![poll], ..Options::default() });
+    let (version_a, fingerprint_a) = catalog_version(&a).await;
+    assert_eq!((version_a, catalog_version(&b).await), (1, (1, fingerprint_a.clone())), "one catalog for both");
+
+    let store = a.register("Writer").await;
+    let (status, paid) = b
+        .post(&format!("/v1/stores/{store}/subscription"), json!({"planId": "starter", "subscriptionId": "sub_w"}))
+        .await;
+    assert_eq!(status, 200, "{paid}");
+    for i in 0..15 {
+        let (status, consumed) = consume(if i % 2 == 0 { &a } else { &b }, &store).await;
+        assert_eq!(
+            (status, consumed["limit"].as_u64()),
+            (200, Some(30)),
+            "the ledger's limit on both nodes: {consumed}"
+        );
+    }
+
+    // Stricter rules, published while both run.
+    let published =
+        planledger(db.url(), &["catalog", "publish", &stricter, "--reason", "fewer articles", "--author", "ops"]);
+    let stdout = String::from_utf8_lossy(&published.stdout);
+    assert!(published.status.success(), "{stdout}{}", String::from_utf8_lossy(&published.stderr));
+    assert!(stdout.contains("published catalog version 2"), "{stdout}");
+    let picked_up = Instant::now();
+    for node in [&a, &b] {
+        while catalog_version(node).await.0 != 2 {
+            assert!(picked_up.elapsed() < Duration::from_secs(2), "a node still decides under version 1");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Exactly five more articles (15 of 20), whichever node is asked, then refusals on both.
+    let mut allowed = 0;
+    for i in 0..12 {
+        let (status, answer) = consume(if i % 2 == 0 { &b } else { &a }, &store).await;
+        match status {
+            200 => allowed += 1,
+            429 => assert_eq!((answer["error"].as_str(), answer["limit"].as_u64()), (Some("quota_exceeded"), Some(20))),
+            other => panic!("{other}: {answer}"),
+        }
+    }
+    assert_eq!(allowed, 5, "the new limit, exactly");
+    let (_, view) = a.get(&format!("/v1/stores/{store}")).await;
+    let usage = view["usage"].as_array().unwrap().iter().find(|u| u["action"] == "create_article").unwrap().clone();
+    assert_eq!((usage["used"].as_u64(), usage["limit"].as_u64()), (Some(20), Some(20)), "{view}");
+
+    // The versions, over HTTP and from the command line.
+    let (status, versions) = b.get("/v1/catalog/versions").await;
+    assert_eq!(status, 200, "{versions}");
+    let items = versions["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{versions}");
+    assert_eq!((items[0]["inForce"].clone(), items[1]["inForce"].clone()), (json!(false), json!(true)));
+    assert_eq!((items[1]["author"].as_str(), items[1]["reason"].as_str()), (Some("ops"), Some("fewer articles")));
+    let listed = planledger(db.url(), &["catalog", "versions", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("versions as JSON");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2), "{listed}");
+    let again = planledger(db.url(), &["catalog", "publish", &stricter]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("unchanged: catalog version 2"),
+        "publishing again is a no-op"
+    );
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, BUILTIN.replacen("kind = \"growth\"", "kind = \"growing\"", 1)).unwrap();
+    let refused = planledger(db.url(), &["catalog", "publish", broken.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("actions.create_article.kind"), "the field is named");
+    assert_eq!(catalog_version(&a).await.0, 2, "nothing was published");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+on_both_backends!(a_published_catalog_reaches_every_node_without_a_restart);
