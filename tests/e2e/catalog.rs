@@ -114,4 +114,58 @@ async fn a_published_catalog_reaches_every_node_without_a_restart(backend: Backe
     let _ = std::fs::remove_dir_all(dir);
 }
 
-on_both_backends!(a_published_catalog_reaches_every_node_without_a_restart);
+/// A version this build cannot read (a newer build published it: written here straight into
+/// the table) is not applied: the node keeps the rules it has, keeps answering under them, and
+/// `/readyz` says it is behind once the grace (five polls) is over.
+async fn a_node_that_cannot_read_the_version_in_force_is_not_ready(backend: Backend) {
+    let Some(db) = Db::create(backend, "a_node_that_cannot_read_the_version_in_force_is_not_ready").await else {
+        return;
+    };
+    let node = Server::start(
+        db.url(),
+        &Options { env: vec![("PLANLEDGER_CATALOG_POLL_MS", "100".into())], ..Options::default() },
+    );
+    let (status, ready) = node.get("/readyz").await;
+    assert_eq!((status, &ready["checks"]["catalog"]["status"]), (200, &json!("ok")), "{ready}");
+    assert_eq!(ready["checks"]["catalog"]["ledgerVersion"], 1, "{ready}");
+    let insert = "INSERT INTO catalog_versions (version, fingerprint, source, source_name, author, reason, {columns})
+                  VALUES (2, 'sha256:from-the-future', '[teleportation]\nenabled = true\n', 'future.toml', 'a newer build', NULL, {values})";
+    match &db {
+        Db::Sqlite(lite) => {
+            let pool = sqlx::SqlitePool::connect(&lite.url).await.unwrap();
+            let now_us = chrono::Utc::now().timestamp_micros();
+            let sql = insert
+                .replace("{columns}", "effective_at_us, published_at_us")
+                .replace("{values}", &format!("{now_us}, {now_us}"));
+            sqlx::query(&sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Db::Postgres(pg) => {
+            let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+            let sql = insert.replace("{columns}", "effective_at, published_at").replace("{values}", "now(), now()");
+            sqlx::query(&sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+    let inserted = Instant::now();
+    loop {
+        let (status, ready) = node.get("/readyz").await;
+        if status == 503 && ready["checks"]["catalog"]["status"] == "behind" {
+            assert_eq!(
+                (ready["checks"]["catalog"]["version"].clone(), ready["checks"]["catalog"]["ledgerVersion"].clone()),
+                (json!(1), json!(2))
+            );
+            break;
+        }
+        assert!(inserted.elapsed() < Duration::from_secs(5), "/readyz did not report the node behind: {ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(catalog_version(&node).await.0, 1, "the node kept the rules it could read");
+    let store = node.register("Still served").await;
+    assert_eq!(node.post(&format!("/v1/stores/{store}/trial"), json!({})).await.0, 201);
+}
+
+on_both_backends!(
+    a_published_catalog_reaches_every_node_without_a_restart,
+    a_node_that_cannot_read_the_version_in_force_is_not_ready,
+);

@@ -85,6 +85,9 @@ pub struct AppState {
     pub stall_after: std::time::Duration,
     /// `/readyz` fails unless the primary has a synchronous standby (`--require-synchronous-standby`).
     pub require_synchronous_standby: bool,
+    /// `/readyz` fails when the ledger's catalog version has been in force this long and this
+    /// node still decides under another (it could not read it, say).
+    pub catalog_grace: std::time::Duration,
     /// Stripe's webhooks (off unless signing secrets are configured).
     pub stripe: planledger_stripe::Stripe,
     /// Notifications out: webhook endpoints and their deliveries.
@@ -126,6 +129,7 @@ impl AppState {
             rebuilds: Arc::new(Rebuilds::default()),
             stall_after: DEFAULT_STALL_AFTER,
             require_synchronous_standby: false,
+            catalog_grace: std::time::Duration::from_secs(5),
             stripe: planledger_stripe::Stripe::new(service.clone(), planledger_stripe::StripeConfig::default()),
             notifier: planledger_notify::Notifier::new(service, planledger_notify::NotifyConfig::default()),
             console: Arc::default(),
@@ -141,6 +145,12 @@ impl AppState {
     /// With Stripe's webhooks on (or configured otherwise).
     pub fn with_stripe(mut self, stripe: planledger_stripe::Stripe) -> Self {
         self.stripe = stripe;
+        self
+    }
+
+    /// How long a node may decide under another catalog version than the ledger's in force.
+    pub fn with_catalog_grace(mut self, grace: std::time::Duration) -> Self {
+        self.catalog_grace = grace;
         self
     }
 

@@ -172,6 +172,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         .with_edge(options.edge.clone())
         .with_stall_after(options.stall_after)
         .requiring_synchronous_standby(options.require_synchronous_standby)
+        .with_catalog_grace(options.catalog_poll * 5)
         .with_stripe(stripe.clone())
         .with_notifier(notifier.clone());
 

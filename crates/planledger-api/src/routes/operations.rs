@@ -149,13 +149,33 @@ pub(crate) async fn readiness(app: &AppState) -> (bool, Json) {
             }
         }
     }
-    // The rules this node decides under: every node of a deployment shows the same.
-    let in_force = app.service.catalog();
-    let catalog = in_force.as_ref();
-    checks.insert(
-        "catalog".into(),
-        json!({ "version": app.service.catalog_version(), "fingerprint": catalog.fingerprint() }),
-    );
+    if ready {
+        // The rules this node decides under, beside the ledger's version in force: every node
+        // of a deployment shows the same. A node still under another version after the grace
+        // (it could not read the new one) is not ready: it would decide under rules the ledger
+        // has replaced.
+        let catalog = app.service.catalog();
+        let node = app.service.catalog_version();
+        let mut check = json!({ "status": "ok", "version": node, "fingerprint": catalog.fingerprint() });
+        match planledger_service::catalogs::versions(app.service.reads()).await {
+            Ok(versions) => {
+                let now = app.service.clock().now();
+                if let Some(in_force) = planledger_service::catalogs::in_force(&versions, now) {
+                    check["ledgerVersion"] = json!(in_force.version);
+                    let since = (now - in_force.effective_at).to_std().unwrap_or_default();
+                    if node != 0 && in_force.version != node && since > app.catalog_grace {
+                        check["status"] = json!("behind");
+                        ready = false;
+                    }
+                }
+            }
+            Err(_) => {
+                checks.insert("database".into(), json!("unreachable"));
+                ready = false;
+            }
+        }
+        checks.insert("catalog".into(), check);
+    }
     if ready {
         // Read models built under another catalog are served while they are rebuilt: say so.
         if let Ok(info) = planledger_projections::schema::info(log).await {
