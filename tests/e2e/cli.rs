@@ -73,3 +73,32 @@ fn migrate_reports_as_json_and_logs_plainly_or_as_json() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("PLANLEDGER_LOG_FORMAT must be text or json"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `planledger token new` makes an entry the server takes: 256 random bits in hex, a new one
+/// each time; a role or a name the server would refuse is refused here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_token_is_random_and_the_server_takes_it() {
+    let entry = |name: &str, role: &str| run(&["token", "new", "--name", name, "--role", role], &[]);
+    let first = entry("billing", "service");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let line = String::from_utf8_lossy(&first.stdout).trim().to_owned();
+    let secret = line.strip_prefix("billing:service:").expect("name:role:secret").to_owned();
+    assert!(secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret}");
+    assert!(String::from_utf8_lossy(&first.stderr).contains("PLANLEDGER_TOKENS"), "how to use it is said");
+    let second = String::from_utf8_lossy(&entry("billing", "service").stdout).trim().to_owned();
+    assert_ne!(second, line, "a new secret each time");
+    for (name, role) in [("billing", "boss"), ("a,b", "service"), ("a:b", "service"), ("", "admin")] {
+        let refused = entry(name, role);
+        assert!(!refused.status.success(), "{name:?} {role:?} was accepted");
+        assert!(refused.stdout.is_empty(), "nothing printed for a refused token");
+    }
+
+    // The server takes the entry, and the secret signs a caller in (404: authenticated, no
+    // such store); without it, 401.
+    let db = crate::server::Db::create(crate::server::Backend::Sqlite, "new token").await.expect("sqlite");
+    let options = crate::server::Options { tokens: Some(line), ..Default::default() };
+    let server = crate::server::Server::start(db.url(), &options);
+    let path = format!("/v1/stores/{}", uuid::Uuid::new_v4());
+    assert_eq!(server.as_token(Some(&secret)).get(&path).await.0, 404);
+    assert_eq!(server.as_token(None).get(&path).await.0, 401);
+}

@@ -149,6 +149,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// API tokens: make one for PLANLEDGER_TOKENS.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
     /// The catalog as ledger data: publish a version, list them.
     Catalog {
         #[command(subcommand)]
@@ -245,6 +250,20 @@ fn parse_network(text: &str) -> anyhow::Result<ipnet::IpNet> {
 }
 
 #[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// A new secret (256 random bits from the operating system, hex) and the entry to add to
+    /// PLANLEDGER_TOKENS. Nothing is stored: the token list is the server's configuration.
+    New {
+        /// Who uses it: shown in the journal and the logs as the actor.
+        #[arg(long)]
+        name: String,
+        /// reader (reads), service (commands), or admin (everything).
+        #[arg(long, default_value = "service")]
+        role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum CatalogCommand {
     /// Publish FILE as the ledger's newest catalog version: every node decides under it from
     /// its effective time (within PLANLEDGER_CATALOG_POLL_MS), without a restart.
@@ -285,6 +304,25 @@ enum ProjectionsCommand {
         /// tenant_state or audit_log; all when omitted.
         name: Option<String>,
     },
+}
+
+/// `planledger token new`: prints the entry (stdout) and how to use it (stderr), checked by the
+/// same parser the server uses.
+fn new_token(name: &str, role: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.contains([',', ':']) {
+        anyhow::bail!("--name must be a name without ',' or ':'");
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no random numbers from the operating system: {e}"))?;
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let entry = format!("{name}:{role}:{secret}");
+    planledger_api::Tokens::parse(&entry).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{entry}");
+    eprintln!(
+        "Add it to PLANLEDGER_TOKENS (comma-separated entries) on every node and restart them; the client sends \
+         `Authorization: Bearer {secret}`. Keep the secret out of version control."
+    );
+    Ok(())
 }
 
 fn catalog_path(cli: &Cli) -> Option<&str> {
@@ -402,6 +440,7 @@ async fn main() -> std::process::ExitCode {
             }
             .await
         }
+        Command::Token { action: TokenCommand::New { name, role } } => new_token(name, role),
         Command::Catalog { action } => {
             async {
                 let log = connect(&cli).await?;
