@@ -205,3 +205,21 @@ fn no_statement_is_written_once_per_backend() {
         statement_shape("select a from t where b = ? and at < $2")
     );
 }
+
+/// Every setting of the binary (an `env = "..."` of its command line, and the two read outside
+/// it) is in docs/deploy.md's configuration reference, so an operator finds each one there.
+#[test]
+fn every_setting_is_in_the_deployment_guide() {
+    let main = std::fs::read_to_string(crates_dir().join("planledger/src/main.rs")).expect("main.rs");
+    let guide = std::fs::read_to_string(repository().join("docs/deploy.md")).expect("docs/deploy.md");
+    let mut settings: Vec<&str> = main
+        .split("env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|name| name.starts_with("PLANLEDGER_"))
+        .collect();
+    settings.extend(["PLANLEDGER_LOG_FORMAT", "RUST_LOG"]);
+    assert!(settings.len() > 30, "the settings were found: {settings:?}");
+    let missing: Vec<&&str> = settings.iter().filter(|name| !guide.contains(&format!("| `{name}` |"))).collect();
+    assert!(missing.is_empty(), "docs/deploy.md's configuration table does not list: {missing:?}");
+}
