@@ -1,4 +1,4 @@
-//! Bearer tokens and roles (SPEC 11): `PLANLEDGER_TOKENS=name:role:secret,...`.
+//! Bearer tokens and roles (contract §11): `PLANLEDGER_TOKENS=name:role:secret,...`.
 //!
 //! Secrets are compared in constant time and never logged; a principal is known by its name.
 

@@ -1,4 +1,4 @@
-//! planledger's internal HTTP API (SPEC 11).
+//! planledger's internal HTTP API (contract §11).
 //!
 //! [`app`] builds the router from [`ROUTES`], the one table of routes and the roles that may
 //! call them; `/v1/openapi.json` is generated ([`openapi`]) from the handlers' annotations and

@@ -65,7 +65,7 @@ fn warnings_of(s: InternalStatus) -> Vec<wire::Warning> {
     }
 }
 
-/// The store at `now` (SPEC 11 `GET /v1/stores/{id}`), derived: due transitions that no worker
+/// The store at `now` (contract §11 `GET /v1/stores/{id}`), derived: due transitions that no worker
 /// has appended yet are already reflected.
 pub fn store_view(
     store: StoreId,

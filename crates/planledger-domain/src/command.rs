@@ -64,7 +64,7 @@ impl ExtensionKind {
     }
 }
 
-/// A plan change (SPEC 6).
+/// A plan change (contract §6).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransitionPlan {
     /// The plan the caller believes the store is on; a mismatch means it decided on stale state.

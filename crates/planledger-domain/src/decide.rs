@@ -1,7 +1,7 @@
-//! `decide`: the rules of SPEC 3 to 6 as one pure function of (state, command, now, catalog).
+//! `decide`: the rules of contract §3 to 6 as one pure function of (state, command, now, catalog).
 //!
 //! Time-driven transitions that are due come first, in the same result, so a command that
-//! arrives after a deadline is decided on the store's real status (SPEC 3 rule 8).
+//! arrives after a deadline is decided on the store's real status (contract §3 rule 8).
 
 use std::borrow::Cow;
 

@@ -7,7 +7,7 @@ use crate::command::ExtensionKind;
 use crate::status::{InternalStatus, SubscriptionStatus};
 use crate::values::{InvalidValue, PlanId};
 
-/// Why a gate refused (SPEC 4).
+/// Why a gate refused (contract §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GateReason {
     /// No trial and no subscription.
@@ -53,7 +53,7 @@ impl GateReason {
     }
 }
 
-/// A refused access gate, with the fields the seed's clients expect (SPEC 4).
+/// A refused access gate, with the fields the seed's clients expect (contract §4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateRefusal {
     pub reason: GateReason,

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::catalog::Period;
 use crate::values::{ActionName, Amount, Days, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName};
 
-/// Why a plan changed (SPEC 6).
+/// Why a plan changed (contract §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransitionReason {
@@ -241,7 +241,7 @@ impl Event {
             .map_err(|e| error(e.to_string()))
     }
 
-    /// The deterministic idempotency key of a time-driven transition (SPEC 8), so that two
+    /// The deterministic idempotency key of a time-driven transition (contract §8), so that two
     /// workers on two nodes append it once.
     pub fn system_idempotency_key(&self, store: StoreId) -> Option<String> {
         let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);

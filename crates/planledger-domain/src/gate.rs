@@ -1,4 +1,4 @@
-//! The access gates (SPEC 4): what a store may do, by action kind and internal status.
+//! The access gates (contract §4): what a store may do, by action kind and internal status.
 
 use chrono::{DateTime, Utc};
 
@@ -18,7 +18,7 @@ pub enum GateDecision {
     Refused(GateRefusal),
 }
 
-/// Decides the gate for `action` on `state` at `now`: the SPEC 4 table for its kind, then the
+/// Decides the gate for `action` on `state` at `now`: the contract §4 table for its kind, then the
 /// feature it requires, if the catalog says one. An action the catalog does not know is an
 /// error, not a refusal.
 pub fn gate(
@@ -76,7 +76,7 @@ fn with_feature(decision: GateDecision, status: &Status, catalog: &Catalog, feat
     })
 }
 
-/// The SPEC 4 table.
+/// The contract §4 table.
 pub fn gate_for(status: &Status, kind: ActionKind) -> GateDecision {
     use ActionKind::{Growth, Read, Update};
     use InternalStatus as S;

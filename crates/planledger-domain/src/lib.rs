@@ -5,7 +5,7 @@
 //! - [`evolve`]`(state, event)` folds one event into a [`TenantState`].
 //! - [`due_transitions`] lists the time-driven events (trial end, grace end, maintenance end)
 //!   due at `now`; `decide` applies them first.
-//! - [`status`] and [`gate`] derive what a store is and may do at `now` (SPEC 4), so reads are
+//! - [`status`] and [`gate`] derive what a store is and may do at `now` (contract §4), so reads are
 //!   right even before a lagging worker appends a due transition.
 //! - [`Catalog`] is the rule set, parsed from TOML, with a fingerprint recorded on every event.
 //! - [`period`] computes quota windows in the store's time zone.

@@ -16,7 +16,7 @@ use crate::event::Event;
 use crate::period::{local_day, Window};
 use crate::values::{ActionName, PlanId, StoreId, StoreName, SubscriptionId, TimeZoneName};
 
-/// Where a store is in its lifecycle (SPEC 3). One enum, so impossible combinations
+/// Where a store is in its lifecycle (contract §3). One enum, so impossible combinations
 /// (frozen and active, trialing and past due) cannot be represented.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case", rename_all_fields = "camelCase")]
@@ -65,7 +65,7 @@ pub const USAGE_RETAINED_DAYS: u64 = 62;
 /// Usage is kept per local day of the store's time zone, not per window: every window starts and
 /// ends at a local midnight, so the usage of whatever window the current plan defines is the sum
 /// of its days. A plan change (another period kind, another anchor) thus keeps what was used in
-/// the period and applies the new limit: nothing opens a fresh window (SPEC 5).
+/// the period and applies the new limit: nothing opens a fresh window (contract §5).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionUsage {

@@ -1,4 +1,4 @@
-//! Statuses derived from a store's state and `now` (SPEC 4): the single source of truth.
+//! Statuses derived from a store's state and `now` (contract §4): the single source of truth.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

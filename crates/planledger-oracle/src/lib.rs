@@ -1,5 +1,5 @@
 //! An independent check of one store's stream, written against the events' stored form (type
-//! and JSON data, SPEC 7) and nothing of the rules' code.
+//! and JSON data, contract §7) and nothing of the rules' code.
 //!
 //! The command path keeps usage per local day and decides quotas from folded state; this oracle
 //! recomputes everything by brute force from the list of events, the way a person auditing the

@@ -1,4 +1,4 @@
-//! Stored first answers of requests sent with an `Idempotency-Key` (SPEC 8).
+//! Stored first answers of requests sent with an `Idempotency-Key` (contract §8).
 //!
 //! Every command decided on a registered store with a key has its answer stored, refusals and
 //! no-ops included (the answer to a key never changes), in the same commit as the events the
@@ -6,7 +6,7 @@
 //! either finds both or neither. The stored answer is also the key's only constraint (the log
 //! labels events with client keys but does not check them): the store's group commit claims
 //! them as rows of [`TABLE`] with the append they belong to. Answers are kept for the service's
-//! retention period (7 days by default, at least 24 hours as SPEC 8 asks) and then deleted by
+//! retention period (7 days by default, at least 24 hours as contract §8 asks) and then deleted by
 //! the retention job (`retention.rs`); after that the key is free again.
 
 use std::borrow::Cow;

@@ -7,7 +7,7 @@
 //! What expiry means for a client: within the answers' period a retry with the same key gets
 //! its first answer; once that answer has been deleted, the key is free again and a request
 //! with it is a new command, decided on the store's state then (as with Stripe, whose keys
-//! expire after 24 hours). SPEC 8 asks that keys be kept at least 24 hours, so a shorter period
+//! expire after 24 hours). contract §8 asks that keys be kept at least 24 hours, so a shorter period
 //! is refused.
 
 use std::sync::atomic::Ordering;
@@ -51,7 +51,7 @@ const fn days(n: u64) -> Duration {
 }
 
 impl Retention {
-    /// SPEC 8: an answer is kept at least this long.
+    /// contract §8: an answer is kept at least this long.
     pub const MIN_ANSWERS: Duration = Duration::from_secs(86_400);
 
     /// Keeps everything (tests that must not lose their bookkeeping, and operators who archive
@@ -71,7 +71,7 @@ impl Retention {
     pub fn check(&self) -> Result<(), String> {
         match self.answers {
             Some(keep) if keep < Self::MIN_ANSWERS => Err(format!(
-                "stored answers must be kept at least 24 hours (SPEC 8: keys are kept at least 24 hours), not {}",
+                "stored answers must be kept at least 24 hours (contract §8: keys are kept at least 24 hours), not {}",
                 describe(Some(keep))
             )),
             _ => Ok(()),

@@ -337,7 +337,7 @@ impl CommandService {
         self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Refunds a consumption (SPEC 5): looks it up in the store's own stream, then the rules
+    /// Refunds a consumption (contract §5): looks it up in the store's own stream, then the rules
     /// decide (an unknown or already refunded consumption is refused there).
     pub async fn refund(
         &self,

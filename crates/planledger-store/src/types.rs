@@ -61,7 +61,7 @@ pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
 }
 
-/// An event about to be appended: everything of the envelope (SPEC 7) but what the store assigns
+/// An event about to be appended: everything of the envelope (contract §7) but what the store assigns
 /// (stream, version, global position).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
@@ -168,7 +168,7 @@ impl IdempotencyKey {
     }
 }
 
-/// An event as stored: the full envelope of SPEC 7.
+/// An event as stored: the full envelope of contract §7.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordedEvent {

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Where a store is in its lifecycle (SPEC 3), as the gates see it.
+/// Where a store is in its lifecycle (contract §3), as the gates see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InternalStatus {
@@ -426,7 +426,7 @@ pub struct ErrorBody {
     /// `cursor_not_in_log`: the cursor of the log's last event now (`0-0` if it is empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<String>,
-    /// Gate refusals (402, 403): the fields of SPEC 4.
+    /// Gate refusals (402, 403): the fields of contract §4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_status: Option<SubscriptionStatus>,
     /// The store's tier; `null` when it has none (present on every gate refusal).

@@ -54,7 +54,7 @@ pub(crate) fn page<T, V>(
     params(
         rs::StorePath,
         ("cursor" = Option<String>, Query, description = "The `nextCursor` of the previous page (a version: the page starts after it)", pattern = "^[0-9]{1,18}$"),
-        ("fromVersion" = Option<i64>, Query, description = "The first version of the page (SPEC 11); `cursor` wins if both are given", minimum = 1),
+        ("fromVersion" = Option<i64>, Query, description = "The first version of the page (contract §11); `cursor` wins if both are given", minimum = 1),
         ("limit" = Option<i64>, Query, description = "Default 100", minimum = 1, maximum = 1000),
     ),
     responses(

@@ -1,4 +1,4 @@
-//! The handlers of SPEC 11, one file per resource (the route table is `crate::ROUTES`). Each parses its input (the contract's types, then domain values:
+//! The handlers of contract §11, one file per resource (the route table is `crate::ROUTES`). Each parses its input (the contract's types, then domain values:
 //! 422 naming the field on failure) and hands the command to the service; the caller's role
 //! was checked by the route table's middleware before the request reached it. Answers are
 //! rendered by `render`, failures by `ApiError`.

@@ -1,4 +1,4 @@
-//! SPEC 7: events as a persistence contract.
+//! contract §7: events as a persistence contract.
 
 use chrono::TimeDelta;
 use planledger_domain::event::{current_schema_version, EVENT_TYPES};

@@ -1,4 +1,4 @@
-//! SPEC 4: every row of the gate table, for read, update and growth actions.
+//! contract §4: every row of the gate table, for read, update and growth actions.
 
 use planledger_domain::*;
 

@@ -1,4 +1,4 @@
-//! SPEC 3: trial, grace, maintenance, frozen, reactivation, the paid lifecycle, extensions.
+//! contract §3: trial, grace, maintenance, frozen, reactivation, the paid lifecycle, extensions.
 
 use planledger_domain::*;
 

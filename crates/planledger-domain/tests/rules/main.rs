@@ -1,4 +1,4 @@
-//! The rules of SPEC 3 to 6, one test per rule, named after it.
+//! The rules of contract §3 to 6, one test per rule, named after it.
 
 #![allow(dead_code)]
 

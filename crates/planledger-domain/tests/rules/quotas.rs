@@ -1,4 +1,4 @@
-//! SPEC 5: limits, periods, refunds, and usage across plan changes.
+//! contract §5: limits, periods, refunds, and usage across plan changes.
 
 use chrono::TimeDelta;
 use planledger_domain::state::USAGE_RETAINED_DAYS;

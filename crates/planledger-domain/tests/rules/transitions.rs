@@ -1,4 +1,4 @@
-//! SPEC 6: plan transitions and their validation errors.
+//! contract §6: plan transitions and their validation errors.
 
 use planledger_domain::*;
 use serde_json::json;
