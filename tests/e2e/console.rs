@@ -15,6 +15,7 @@ use crate::server::{Backend, Db, Options, Server, ADMIN, READER};
 struct World {
     frozen: String,
     grace: String,
+    active: String,
     trialing: String,
 }
 
@@ -40,7 +41,7 @@ async fn world(server: &Server) -> World {
         let (_, view) = server.get(&format!("/v1/stores/{store}")).await;
         assert_eq!(view["internalStatus"], status, "{view}");
     }
-    World { frozen, grace, trialing }
+    World { frozen, grace, active, trialing }
 }
 
 async fn sign_in(browser: &Browser, server: &Server, token: &str) {
@@ -538,7 +539,65 @@ async fn without_tokens_anyone_on_loopback_signs_in_as_admin(backend: Backend) {
     assert!(overview.contains("id=\"who\">anonymous (admin)"), "{overview}");
 }
 
+/// The store page tells the truth in every state: a window the gate refuses says so rather than
+/// what is "left"; only the extension that applies is offered; a frozen store says since when;
+/// a deadline the store left behind (a trial a paid subscription replaced) is not "to come";
+/// the store's own refusals are listed.
+async fn the_store_page_tells_the_truth_in_every_state(backend: Backend) {
+    let Some(db) = Db::create(backend, "the_store_page_tells_the_truth_in_every_state").await else { return };
+    let server = Server::start(db.url(), &Options::test_clock().with_tokens());
+    let world = world(&server).await;
+    let (cookie, _, _) = session(&server, ADMIN, false).await;
+    let page = |store: String| {
+        let (server, cookie) = (&server, cookie.clone());
+        async move {
+            let response = reqwest::Client::new()
+                .get(format!("{}/admin/stores/{store}", server.base))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        }
+    };
+
+    let frozen = page(world.frozen.clone()).await;
+    assert!(frozen.contains("id=\"frozen-since\""), "a frozen store says since when");
+    assert!(frozen.contains("refused: account_frozen"), "its windows say the gate refuses them");
+    assert!(!frozen.contains(" left)"), "nothing is 'left' on a store whose every change is refused");
+    assert!(!frozen.contains("id=\"extend\"") && frozen.contains("id=\"no-extension\""), "no extension applies");
+
+    let grace = page(world.grace.clone()).await;
+    assert!(
+        grace.contains("option value=\"grace\"") && !grace.contains("option value=\"trial\""),
+        "only the grace period"
+    );
+    assert!(grace.contains(" left)"), "growth is allowed in grace: what is left is shown");
+
+    let active = page(world.active.clone()).await;
+    assert!(active.contains("will not come"), "the trial a paid subscription replaced is not to come");
+    assert!(!active.contains("id=\"extend\""), "no extension for an active store");
+
+    // The trial store was refused 11 articles (more than its month allows): listed once the
+    // journal writer has written it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let trialing = page(world.trialing.clone()).await;
+        let refusals = &trialing[trialing.find("id=\"store-refusals\"").expect("the refusals section")..];
+        if refusals.contains("quota_exceeded") {
+            assert!(refusals.contains("consume"), "the command is named");
+            assert!(trialing.contains("option value=\"trial\"") && !trialing.contains("option value=\"grace\""));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the store's refusal was never listed");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(page(world.grace).await.contains("No refusals."), "a store without refusals says so");
+}
+
 on_both_backends!(
+    the_store_page_tells_the_truth_in_every_state,
     without_tokens_anyone_on_loopback_signs_in_as_admin,
     the_console_in_a_browser,
     the_console_refuses_what_it_should,

@@ -188,18 +188,26 @@ pub async fn journal(
     after: i64,
     limit: i64,
 ) -> Result<Vec<JournalRecord>, StoreError> {
-    let statement = Statement::new(
-        "SELECT id, store_id, kind, outcome, error_code, correlation_id, actor, idempotency_key, duration_us, @recorded_at
+    let statement = Statement::new(format!(
+        "SELECT {JOURNAL_COLUMNS}
          FROM command_journal WHERE id > $1 AND (CAST($2 AS text) IS NULL OR store_id = $2)
            AND (CAST($3 AS text) IS NULL OR correlation_id = $3)
-         ORDER BY id LIMIT $4",
-    )
+         ORDER BY id LIMIT $4"
+    ))
     .bind(after)
     .bind(store_id.map(str::to_owned))
     .bind(correlation_id.map(str::to_owned))
     .bind(limit);
+    journal_records(log, &statement).await
+}
+
+/// The columns of a journal record, as `journal_records` reads them.
+const JOURNAL_COLUMNS: &str =
+    "id, store_id, kind, outcome, error_code, correlation_id, actor, idempotency_key, duration_us, @recorded_at";
+
+async fn journal_records(log: &AnyEventLog, statement: &Statement) -> Result<Vec<JournalRecord>, StoreError> {
     use Kind::{Int, Text, Time};
-    let rows = log.fetch(&statement, &[Int, Text, Text, Text, Text, Text, Text, Text, Int, Time]).await?;
+    let rows = log.fetch(statement, &[Int, Text, Text, Text, Text, Text, Text, Text, Int, Time]).await?;
     rows.iter()
         .map(|row| {
             Ok(JournalRecord {
@@ -216,6 +224,25 @@ pub async fn journal(
             })
         })
         .collect()
+}
+
+/// A store's refused commands, newest first: at most `limit` of them, among its last `among`
+/// commands (the work is bounded by `among`, whatever the store's history; the journal's
+/// (store, id) index gives them in order).
+pub async fn store_refusals(
+    log: &AnyEventLog,
+    store_id: &str,
+    among: i64,
+    limit: i64,
+) -> Result<Vec<JournalRecord>, StoreError> {
+    let statement = Statement::new(format!(
+        "SELECT {JOURNAL_COLUMNS} FROM (SELECT * FROM command_journal WHERE store_id = $1 ORDER BY id DESC LIMIT $2) recent
+         WHERE outcome = 'refused' ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(store_id)
+    .bind(among)
+    .bind(limit);
+    journal_records(log, &statement).await
 }
 
 /// The refusals among the journal's most recent commands, by error code.

@@ -4,7 +4,9 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
 use chrono::{DateTime, TimeDelta, Utc};
 use maud::{html, Markup};
-use planledger_domain::{Catalog, InternalStatus, StoreId};
+use std::collections::HashMap;
+
+use planledger_domain::{ActionName, Catalog, InternalStatus, StoreId};
 use planledger_projections::history::{decode, fold_stream, Folded, Until};
 use planledger_projections::tenant_state::{self, StoreFilter};
 use planledger_projections::{audit, replay, runtime, schema, ReadModel};
@@ -36,6 +38,11 @@ const PAGE: i64 = 50;
 const TIMELINE_PAGE: i64 = 100;
 /// How far ahead the overview looks for deadlines.
 const HORIZON: TimeDelta = TimeDelta::days(7);
+/// A store page shows at most this many refusals, among the store's last `STORE_REFUSALS_AMONG`
+/// commands.
+const STORE_REFUSALS_SHOWN: i64 = 10;
+const STORE_REFUSALS_AMONG: i64 = 500;
+
 /// How many of the journal's most recent commands the overview counts refusals among.
 const RECENT_COMMANDS: i64 = 10_000;
 /// How many events a what-if page lists (the count of differences covers them all).
@@ -282,7 +289,7 @@ pub async fn stores(State(app): State<AppState>, viewer: Viewer, params: Params)
                 form #bulk-extend method="post" action="/admin/extensions/confirm" {
                     (h::csrf(&viewer))
                     @for (k, v) in filter_query(&filter) { input type="hidden" name=(k) value=(v); }
-                    (extension_fields())
+                    (extension_fields(&EVERY_EXTENSION))
                     button type="submit" { "Review" }
                 }
             }
@@ -291,13 +298,32 @@ pub async fn stores(State(app): State<AppState>, viewer: Viewer, params: Params)
     Ok(h::page(&viewer, Section::Stores, "Stores", body))
 }
 
-/// The fields of an extension: what, how many days, why.
-pub fn extension_fields() -> Markup {
+/// Every kind of extension, as the bulk form offers them (its filter may match any state).
+const EVERY_EXTENSION: [&str; 3] = ["trial", "grace", "maintenance"];
+
+/// The extension that applies to a store in `status`: a trial can be extended while it runs, a
+/// grace period during grace, maintenance during maintenance; nothing else (the rules refuse it).
+fn extension_for(status: wire::InternalStatus) -> Option<&'static str> {
+    match status {
+        wire::InternalStatus::Trialing => Some("trial"),
+        wire::InternalStatus::Grace => Some("grace"),
+        wire::InternalStatus::Maintenance => Some("maintenance"),
+        _ => None,
+    }
+}
+
+/// The fields of an extension: which of `kinds`, how many days, why.
+pub fn extension_fields(kinds: &[&str]) -> Markup {
+    let label = |kind: &str| {
+        match kind {
+            "grace" => "grace period",
+            other => other,
+        }
+        .to_owned()
+    };
     html! {
         label { "Extend " select name="kind" {
-            option value="trial" { "trial" }
-            option value="grace" { "grace period" }
-            option value="maintenance" { "maintenance" }
+            @for kind in kinds { option value=(kind) { (label(kind)) } }
         } }
         label { "by " input type="number" name="days" min="1" max="3650" value="3" required; " days" }
         label.wide { "Reason " input type="text" name="reason" maxlength="500" required placeholder="why (recorded with the event)"; }
@@ -306,7 +332,9 @@ pub fn extension_fields() -> Markup {
 
 // ---- one store --------------------------------------------------------------------------
 
-fn quota_bars(usage: &[wire::Usage], now: DateTime<Utc>) -> Markup {
+/// The quota windows; an action the gate refuses now says so (`refused`: its code) instead of
+/// what is left, which would not be granted.
+fn quota_bars(usage: &[wire::Usage], now: DateTime<Utc>, refused: &HashMap<String, &'static str>) -> Markup {
     html! {
         @if usage.is_empty() { p.muted { "No quota windows." } }
         @for u in usage {
@@ -315,7 +343,11 @@ fn quota_bars(usage: &[wire::Usage], now: DateTime<Utc>) -> Markup {
                     strong { (u.action) }
                     span {
                         (u.used) " used"
-                        @match u.limit { Some(limit) => { " of " (limit) " (" (u.remaining.unwrap_or(0)) " left)" }, None => { ", unmetered" } }
+                        @if let Some(code) = refused.get(&u.action) {
+                            " " span.badge.bad.refused { "refused: " (code) }
+                        } @else {
+                            @match u.limit { Some(limit) => { " of " (limit) " (" (u.remaining.unwrap_or(0)) " left)" }, None => { ", unmetered" } }
+                        }
                     }
                 }
                 @match u.limit {
@@ -332,14 +364,32 @@ fn quota_bars(usage: &[wire::Usage], now: DateTime<Utc>) -> Markup {
     }
 }
 
+/// A deadline as it stands at `now`: to come while its phase runs, passed, or one that will not
+/// come because the store left the phase first (a paid subscription replaced the trial).
+fn deadline(at: Option<DateTime<Utc>>, running: bool, now: DateTime<Utc>) -> Markup {
+    match at {
+        None => html! { span.muted { "-" } },
+        Some(at) if running => html! { "ends " (h::when(at, now)) },
+        Some(at) if at <= now => html! { "ended " (h::when(at, now)) },
+        Some(at) => {
+            html! { span.muted { "will not come: the store left this phase (it was due " (h::when(at, now)) ")" } }
+        }
+    }
+}
+
 fn state_table(view: &wire::StoreView, now: DateTime<Utc>) -> Markup {
+    use wire::InternalStatus as S;
+    let status = view.internal_status;
     html! {
         table.facts #state {
             tr { th { "Status" } td { (h::status_badge(&h::wire_name(&view.internal_status))) " " span.muted { "subscription " (h::wire_name(&view.subscription_status)) } } }
+            @if status == S::Frozen {
+                tr #frozen-since { th { "Frozen since" } td { (h::maybe_when(view.maintenance_ends_at, now)) " " span.muted { "read-only: every change is refused" } } }
+            }
             tr { th { "Plan" } td { (view.plan_id.as_deref().unwrap_or("-")) " " span.muted { "tier " (view.tier.as_deref().unwrap_or("-")) } } }
-            tr { th { "Trial ends" } td { (h::maybe_when(view.trial_ends_at, now)) } }
-            tr { th { "Grace ends" } td #grace-ends { (h::maybe_when(view.grace_ends_at, now)) } }
-            tr { th { "Maintenance ends" } td { (h::maybe_when(view.maintenance_ends_at, now)) } }
+            tr { th { "Trial" } td #trial-ends { (deadline(view.trial_ends_at, status == S::Trialing, now)) } }
+            tr { th { "Grace" } td #grace-ends { (deadline(view.grace_ends_at, status == S::Grace, now)) } }
+            tr { th { "Maintenance" } td #maintenance-ends { (deadline(view.maintenance_ends_at, status == S::Maintenance, now)) } }
             tr { th { "Next deadline" } td { (h::maybe_when(view.next_deadline, now)) } }
             tr { th { "Subscription" } td { (view.subscription_id.as_deref().unwrap_or("-")) } }
             tr { th { "Trial used" } td { (if view.trial_used { "yes" } else { "no" }) } }
@@ -364,15 +414,29 @@ pub async fn store(State(app): State<AppState>, viewer: Viewer, Path(id): Path<S
     let version = params.get("version").map(|_| params.int("version", latest, 1..=latest)).transpose()?;
     // The store as it was at the version asked for (statuses as of when that event was recorded),
     // or as it is now.
-    let (view, as_of) = match version.filter(|v| *v < latest) {
+    let (view, state, as_of) = match version.filter(|v| *v < latest) {
         Some(v) => {
             let until = Until { version: Some(v), time: None };
             let folded = fold_stream(log, store, Folded::default(), until, |_, _, _| Ok::<_, ConsoleError>(())).await?;
             let at = folded.at.unwrap_or(now);
-            (render::store_view(store, &folded.state, folded.version, at, catalog), at)
+            (render::store_view(store, &folded.state, folded.version, at, catalog), folded.state, at)
         }
-        None => (render::store_view(store, &latest_state, latest, now, catalog), now),
+        None => (render::store_view(store, &latest_state, latest, now, catalog), latest_state, now),
     };
+    // What the gate refuses now, per action of a quota window: such a window's "left" would
+    // not be granted.
+    let refused: HashMap<String, &'static str> = view
+        .usage
+        .iter()
+        .filter_map(|u| {
+            let action = ActionName::parse(&u.action).ok()?;
+            match planledger_domain::gate(&state, as_of, catalog, &action).ok()? {
+                planledger_domain::GateDecision::Refused(refusal) => Some((u.action.clone(), refusal.reason.code())),
+                planledger_domain::GateDecision::Allowed { .. } => None,
+            }
+        })
+        .collect();
+    let refusals = audit::store_refusals(log, &store.to_string(), STORE_REFUSALS_AMONG, STORE_REFUSALS_SHOWN).await?;
     let shown = view.version;
     // The timeline, newest first, a page at a time going back.
     let before = params.int("before", latest + 1, 2..=latest + 1)?;
@@ -396,17 +460,45 @@ pub async fn store(State(app): State<AppState>, viewer: Viewer, Path(id): Path<S
         }
         div.grid {
             section.card { h2 { "State" } (state_table(&view, as_of)) }
-            section.card #quotas { h2 { "Quota windows" } (quota_bars(&view.usage, as_of)) }
+            section.card #quotas { h2 { "Quota windows" } (quota_bars(&view.usage, as_of, &refused)) }
+        }
+        section.card #store-refusals {
+            h2 { "Recent refusals" }
+            p.muted.small { "Among the store's last " (STORE_REFUSALS_AMONG) " commands, newest first (the journal, written within a second)." }
+            @if refusals.is_empty() {
+                p { "No refusals." }
+            } @else {
+                table {
+                    thead { tr { th { "Recorded" } th { "Command" } th { "Refused with" } th { "Actor" } th { "Correlation id" } } }
+                    tbody {
+                        @for r in &refusals {
+                            tr {
+                                td { (h::when(r.recorded_at, now)) }
+                                td.mono { (r.kind) }
+                                td.mono.refusal { (r.error_code.as_deref().unwrap_or("-")) }
+                                td { (r.actor) }
+                                td.mono { (r.correlation_id) }
+                            }
+                        }
+                    }
+                }
+            }
         }
         @if viewer.is_admin() && shown == latest {
             div.grid {
                 section.card.action {
                     h2 { "Extend" }
-                    form #extend method="post" action="/admin/extensions/confirm" {
-                        (h::csrf(&viewer))
-                        input type="hidden" name="store" value=(store);
-                        (extension_fields())
-                        button type="submit" { "Review" }
+                    @match extension_for(view.internal_status) {
+                        Some(kind) => form #extend method="post" action="/admin/extensions/confirm" {
+                            (h::csrf(&viewer))
+                            input type="hidden" name="store" value=(store);
+                            (extension_fields(&[kind]))
+                            button type="submit" { "Review" }
+                        },
+                        None => p.muted #no-extension {
+                            "No extension applies to a store that is " (h::wire_name(&view.internal_status))
+                            ": a trial, a grace period or a maintenance window is extended while it runs."
+                        },
                     }
                 }
                 section.card.action {
