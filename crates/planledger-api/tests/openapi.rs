@@ -130,3 +130,54 @@ fn every_refusal_code_is_one_the_contract_lists() {
         assert!(api.status().is_client_error(), "{error:?} maps to {}", api.status());
     }
 }
+
+/// A generated client types a field the server always sends (`null` when empty) as present:
+/// in every schema that is not a request body, a nullable property is required. The one
+/// exception is `ErrorBody`, whose extra fields are left out where they do not apply.
+#[test]
+fn a_nullable_field_the_server_always_sends_is_required() {
+    let doc = document();
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("$ref", Value::String(target)) => out.push(target.rsplit('/').next().unwrap_or("").to_owned()),
+                        _ => refs(value, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| refs(item, out)),
+            _ => {}
+        }
+    }
+    let mut request_bodies = Vec::new();
+    for operations in doc["paths"].as_object().unwrap().values() {
+        for operation in operations.as_object().unwrap().values() {
+            refs(&operation["requestBody"], &mut request_bodies);
+        }
+    }
+    assert!(request_bodies.iter().any(|name| name == "Consume"), "{request_bodies:?}");
+    let nullable = |property: &Value| {
+        property["type"].as_array().is_some_and(|types| types.iter().any(|t| t == "null"))
+            || ["oneOf", "anyOf"]
+                .iter()
+                .any(|k| property[k].as_array().is_some_and(|options| options.iter().any(|o| o["type"] == "null")))
+    };
+    let mut optional = Vec::new();
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        if request_bodies.contains(name) || name == "ErrorBody" {
+            continue;
+        }
+        let required: Vec<&str> =
+            schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        for (property, value) in schema["properties"].as_object().into_iter().flatten() {
+            if nullable(value) && !required.contains(&property.as_str()) {
+                optional.push(format!("{name}.{property}"));
+            }
+        }
+    }
+    assert!(optional.is_empty(), "nullable but not required (add #[schema(required = true)]): {optional:?}");
+    let store_view = &doc["components"]["schemas"]["StoreView"]["required"];
+    assert!(store_view.as_array().unwrap().iter().any(|r| r == "trialEndsAt"), "{store_view}");
+}

@@ -57,12 +57,16 @@ pub struct Usage {
     pub action: String,
     pub period: Period,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub period_start: Option<DateTime<Utc>>,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub period_end: Option<DateTime<Utc>>,
     pub used: u64,
     /// `null`: unmetered.
+    #[schema(required = true)]
     pub limit: Option<u64>,
+    #[schema(required = true)]
     pub remaining: Option<u64>,
 }
 
@@ -71,20 +75,28 @@ pub struct Usage {
 #[serde(rename_all = "camelCase")]
 pub struct StoreView {
     pub store_id: Uuid,
+    #[schema(required = true)]
     pub name: Option<String>,
     pub time_zone: String,
+    #[schema(required = true)]
     pub plan_id: Option<String>,
+    #[schema(required = true)]
     pub tier: Option<String>,
     pub subscription_status: SubscriptionStatus,
     pub internal_status: InternalStatus,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub trial_ends_at: Option<DateTime<Utc>>,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub grace_ends_at: Option<DateTime<Utc>>,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub maintenance_ends_at: Option<DateTime<Utc>>,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub next_deadline: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub subscription_id: Option<String>,
     pub trial_used: bool,
     pub features: Vec<String>,
@@ -125,12 +137,16 @@ pub struct Consumed {
     pub action: String,
     /// Used in the window, this consumption included.
     pub used: u64,
+    #[schema(required = true)]
     pub limit: Option<u64>,
+    #[schema(required = true)]
     pub remaining: Option<u64>,
     pub period: Period,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub period_start: Option<DateTime<Utc>>,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub period_end: Option<DateTime<Utc>>,
     pub warnings: Vec<Warning>,
 }
@@ -144,8 +160,10 @@ pub struct Refunded {
     pub action: String,
     pub amount: u64,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub period_start: Option<DateTime<Utc>>,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub period_end: Option<DateTime<Utc>>,
 }
 
@@ -163,6 +181,7 @@ pub struct Authorized {
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub items: Vec<T>,
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -180,7 +199,9 @@ pub struct EventEnvelope {
     #[schema(value_type = Object)]
     pub data: Value,
     pub correlation_id: String,
+    #[schema(required = true)]
     pub causation_id: Option<String>,
+    #[schema(required = true)]
     pub idempotency_key: Option<String>,
     pub actor: String,
     pub catalog_fingerprint: String,
@@ -224,9 +245,11 @@ pub struct JournalEntry {
     pub store_id: String,
     pub kind: String,
     pub outcome: CommandOutcome,
+    #[schema(required = true)]
     pub error_code: Option<String>,
     pub correlation_id: String,
     pub actor: String,
+    #[schema(required = true)]
     pub idempotency_key: Option<String>,
     pub duration_us: i64,
     #[serde(with = "crate::time")]
@@ -241,6 +264,7 @@ pub struct ExtensionResult {
     /// The status this store's command alone would have been answered with.
     pub status: u16,
     pub ok: bool,
+    #[schema(required = true)]
     pub error: Option<ErrorCode>,
 }
 
@@ -280,7 +304,9 @@ pub struct RebuildJob {
     pub events_per_second: f64,
     pub elapsed_seconds: f64,
     /// The generation it built, once done.
+    #[schema(required = true)]
     pub generation: Option<i64>,
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
@@ -290,10 +316,13 @@ pub struct RebuildJob {
 pub struct ReadModelStatus {
     pub name: ReadModelName,
     /// The live generation.
+    #[schema(required = true)]
     pub generation: Option<i64>,
+    #[schema(required = true)]
     pub catalog_fingerprint: Option<String>,
     /// Built under another catalog: a rebuild is due.
     pub stale: bool,
+    #[schema(required = true)]
     pub last_rebuild: Option<RebuildJob>,
 }
 
@@ -505,8 +534,11 @@ pub struct StripeEventView {
     pub livemode: bool,
     pub status: StripeEventStatus,
     /// What applying it did, why it was parked or ignored, or the last error.
+    #[schema(required = true)]
     pub detail: Option<String>,
+    #[schema(required = true)]
     pub store_id: Option<String>,
+    #[schema(required = true)]
     pub subscription_id: Option<String>,
     pub attempts: i64,
     /// How many times Stripe delivered it.
@@ -514,8 +546,10 @@ pub struct StripeEventView {
     #[serde(with = "crate::time")]
     pub received_at: DateTime<Utc>,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub applied_at: Option<DateTime<Utc>>,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
@@ -526,15 +560,19 @@ pub struct WebhookEndpoint {
     /// `ep_` and 32 hex digits.
     pub id: String,
     pub url: String,
+    #[schema(required = true)]
     pub description: Option<String>,
     pub kinds: Vec<crate::NotificationKind>,
     /// For `ledger.event`; `null`: every type.
+    #[schema(required = true)]
     pub event_types: Option<Vec<String>>,
     pub enabled: bool,
     /// Why it was disabled (by an operator, or after failing for days).
+    #[schema(required = true)]
     pub disabled_reason: Option<String>,
     /// Since when every attempt to it has failed; `null` while it answers.
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub failing_since: Option<DateTime<Utc>>,
     #[serde(with = "crate::time")]
     pub created_at: DateTime<Utc>,
@@ -589,11 +627,15 @@ pub struct WebhookDelivery {
     pub attempts: i64,
     /// While pending.
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub last_status_code: Option<i64>,
     /// The last attempt's error, or why it was skipped.
+    #[schema(required = true)]
     pub last_error: Option<String>,
     #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
     pub settled_at: Option<DateTime<Utc>>,
     /// The body delivered, byte for byte the same on every attempt.
     #[schema(value_type = Object)]
@@ -608,8 +650,10 @@ pub struct WebhookAttempt {
     #[serde(with = "crate::time")]
     pub at: DateTime<Utc>,
     /// `null` when no answer came (refused, timed out).
+    #[schema(required = true)]
     pub status_code: Option<i64>,
     pub latency_ms: i64,
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
@@ -643,6 +687,7 @@ pub struct CatalogVersion {
     /// The file it was published from.
     pub source_name: String,
     pub author: String,
+    #[schema(required = true)]
     pub reason: Option<String>,
     /// From when it is in force.
     #[serde(with = "crate::time")]
@@ -704,5 +749,6 @@ pub struct CatalogAction {
     /// `growth`, `update` or `read`: how the status gates treat it.
     pub kind: String,
     /// A feature the store's plan must list, else `403 feature_not_in_plan`.
+    #[schema(required = true)]
     pub requires: Option<String>,
 }
