@@ -110,10 +110,13 @@ fn optional_bodies(doc: &mut Value) {
             .and_then(|reference| reference.strip_prefix("#/components/schemas/"))
             .map(str::to_owned);
         let Some(schema) = schema else { continue };
-        let requires_nothing = doc
-            .pointer(&format!("/components/schemas/{schema}/required"))
-            .and_then(Value::as_array)
-            .is_none_or(|required| required.is_empty());
+        // A schema of alternatives (`oneOf`, each requiring its own field) requires a body.
+        let alternatives = doc.pointer(&format!("/components/schemas/{schema}/oneOf")).is_some();
+        let requires_nothing = !alternatives
+            && doc
+                .pointer(&format!("/components/schemas/{schema}/required"))
+                .and_then(Value::as_array)
+                .is_none_or(|required| required.is_empty());
         if requires_nothing {
             if let Some(body) = operation(doc, route.method, route.path)
                 .and_then(|op| op.get_mut("requestBody"))

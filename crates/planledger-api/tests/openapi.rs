@@ -178,6 +178,9 @@ fn a_nullable_field_the_server_always_sends_is_required() {
         }
     }
     assert!(optional.is_empty(), "nullable but not required (add #[schema(required = true)]): {optional:?}");
+    // A body of alternatives is a body all the same: "no body" is not one of them.
+    let authorize = &doc["paths"]["/v1/stores/{id}/authorize"]["post"]["requestBody"];
+    assert_eq!(authorize["required"], true, "{authorize}");
     let store_view = &doc["components"]["schemas"]["StoreView"]["required"];
     assert!(store_view.as_array().unwrap().iter().any(|r| r == "trialEndsAt"), "{store_view}");
 }
