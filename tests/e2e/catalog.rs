@@ -165,7 +165,92 @@ async fn a_node_that_cannot_read_the_version_in_force_is_not_ready(backend: Back
     assert_eq!(node.post(&format!("/v1/stores/{store}/trial"), json!({})).await.0, 201);
 }
 
+/// `planledger catalog preview DRAFT` decides the ledger's consumptions again under a draft: a
+/// stricter one lists exactly the store and the consumptions it would refuse, which the
+/// published version then refuses; a draft without a store's plan says so, as an error.
+async fn a_preview_lists_what_a_stricter_catalog_would_refuse(backend: Backend) {
+    let Some(db) = Db::create(backend, "a_preview_lists_what_a_stricter_catalog_would_refuse").await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("planledger-preview-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = Server::start(
+        db.url(),
+        &Options { env: vec![("PLANLEDGER_CATALOG_POLL_MS", "100".into())], ..Options::default() },
+    );
+    let starter = |name: &'static str| {
+        let server = &server;
+        async move {
+            let store = server.register(name).await;
+            let paid = json!({"planId": "starter", "subscriptionId": format!("sub_{name}")});
+            assert_eq!(server.post(&format!("/v1/stores/{store}/subscription"), paid).await.0, 200);
+            store
+        }
+    };
+    let (busy, quiet) = (starter("busy").await, starter("quiet").await);
+    for (store, articles) in [(&busy, 25), (&quiet, 10)] {
+        for _ in 0..articles {
+            assert_eq!(consume(&server, store).await.0, 200);
+        }
+    }
+    let before = planledger(db.url(), &["catalog", "versions", "--json"]);
+
+    let stricter = with_starter_articles(&dir, "stricter.toml", 20);
+    let out = planledger(db.url(), &["catalog", "preview", &stricter, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let preview: Value = serde_json::from_slice(&out.stdout).expect("the preview as JSON");
+    assert_eq!((preview["storesExamined"].clone(), preview["consumptionsExamined"].clone()), (json!(2), json!(35)));
+    assert_eq!((preview["wouldRefuse"].clone(), preview["plansMissing"].clone()), (json!(5), json!(0)), "{preview}");
+    let stores = preview["stores"].as_array().unwrap();
+    assert_eq!(stores.len(), 1, "only the store over the new limit: {preview}");
+    assert_eq!(stores[0]["storeId"], busy);
+    let refused = stores[0]["wouldRefuse"].as_array().unwrap();
+    assert!(refused.iter().all(|r| r["error"] == "quota_exceeded" && r["action"] == "create_article"), "{preview}");
+    // The 21st to the 25th articles: versions 23 to 27 (the registration is version 1, the
+    // subscription 2, then one event per article).
+    let versions: Vec<i64> = refused.iter().map(|r| r["version"].as_i64().unwrap()).collect();
+    assert_eq!(versions, [23, 24, 25, 26, 27], "{preview}");
+    let text = planledger(db.url(), &["catalog", "preview", &stricter]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("5 consumptions would be refused on 1 stores"), "{text}");
+
+    // A draft without the starter plan cannot decide for either store: an error, not unmetered.
+    let without_starter = dir.join("without-starter.toml");
+    let (head, tail) = BUILTIN.split_once("[plans.starter]").unwrap();
+    let tail = &tail[tail.find("[plans.professional]").unwrap()..];
+    std::fs::write(&without_starter, format!("{head}{tail}")).unwrap();
+    let out = planledger(db.url(), &["catalog", "preview", without_starter.to_str().unwrap(), "--json"]);
+    let preview: Value = serde_json::from_slice(&out.stdout).expect("the preview as JSON");
+    assert_eq!(preview["plansMissing"], 2, "{preview}");
+    assert!(preview["stores"].as_array().unwrap().iter().all(|s| s["planMissing"] == "starter"), "{preview}");
+
+    // Nothing was written; once published, the store the preview named is refused, the other
+    // reaches the new limit.
+    assert_eq!(
+        planledger(db.url(), &["catalog", "versions", "--json"]).stdout,
+        before.stdout,
+        "a preview writes nothing"
+    );
+    assert!(planledger(db.url(), &["catalog", "publish", &stricter]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while catalog_version(&server).await.0 != 2 {
+        assert!(Instant::now() < deadline, "the node did not take the published version");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(consume(&server, &busy).await.0, 429);
+    let allowed = {
+        let mut allowed = 0;
+        while consume(&server, &quiet).await.0 == 200 {
+            allowed += 1;
+        }
+        allowed
+    };
+    assert_eq!(allowed, 10, "the quiet store reaches the new limit of 20");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 on_both_backends!(
+    a_preview_lists_what_a_stricter_catalog_would_refuse,
     a_published_catalog_reaches_every_node_without_a_restart,
     a_node_that_cannot_read_the_version_in_force_is_not_ready,
 );

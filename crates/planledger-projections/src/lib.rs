@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod claim;
 pub mod history;
+pub mod preview;
 pub mod rebuild;
 pub mod replay;
 pub mod runtime;

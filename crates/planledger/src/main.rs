@@ -283,6 +283,16 @@ enum CatalogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What DRAFT would change: every consumption the ledger accepted, decided again under it,
+    /// against the version in force; the ones it would refuse, and the stores on a plan it does
+    /// not have. Nothing is written.
+    Preview {
+        /// The draft catalog file.
+        draft: String,
+        /// Print the preview as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every published version, oldest first, and which is in force now.
     Versions {
         /// Print the versions as JSON.
@@ -458,6 +468,10 @@ async fn main() -> std::process::ExitCode {
                         operate::publish_catalog(&log, file, effective_at, reason.as_deref(), author, *json).await
                     }
                     CatalogCommand::Versions { json } => operate::catalog_versions(&log, *json).await,
+                    CatalogCommand::Preview { draft, json } => {
+                        let current = ledger_catalog(&cli, &log).await?;
+                        operate::preview_catalog(&log, &current, draft, *json).await
+                    }
                 }
             }
             .await

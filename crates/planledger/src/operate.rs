@@ -308,3 +308,80 @@ pub async fn catalog_versions(log: &AnyEventLog, json: bool) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// `planledger catalog preview DRAFT`: the ledger's accepted consumptions decided again under
+/// the draft (see `planledger_projections::preview`), against the version in force. Nothing is
+/// written.
+pub async fn preview_catalog(log: &AnyEventLog, current: &Catalog, file: &str, json: bool) -> anyhow::Result<()> {
+    let draft = crate::serve::load_catalog(Some(file))?;
+    let now = Utc::now();
+    let report = planledger_projections::preview::preview(log, current, &draft, now).await?;
+    if json {
+        let stores: Vec<Value> = report
+            .stores
+            .iter()
+            .map(|s| {
+                json!({
+                    "storeId": s.store.to_string(),
+                    "planMissing": s.plan_missing,
+                    "statusNow": status_json(&s.status_now),
+                    "statusUnderDraft": status_json(&s.status_draft),
+                    "wouldRefuse": s.would_refuse.iter().map(|r| json!({
+                        "version": r.version,
+                        "at": r.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                        "action": r.action,
+                        "amount": r.amount,
+                        "error": r.code,
+                        "correlationId": r.correlation_id,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let document = json!({
+            "draftFingerprint": draft.fingerprint(),
+            "currentFingerprint": current.fingerprint(),
+            "storesExamined": report.stores_examined,
+            "consumptionsExamined": report.consumptions_examined,
+            "wouldRefuse": report.refusals(),
+            "plansMissing": report.missing_plans(),
+            "stores": stores,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{file} ({}) against the rules in force ({}): {} stores, {} consumptions examined",
+        draft.fingerprint(),
+        current.fingerprint(),
+        report.stores_examined,
+        report.consumptions_examined
+    )?;
+    for s in &report.stores {
+        writeln!(out, "store {}: now {}, under the draft {}", s.store, s.status_now, s.status_draft)?;
+        if let Some(plan) = &s.plan_missing {
+            writeln!(out, "  ERROR: the draft has no plan {plan}: it cannot decide for this store")?;
+        }
+        for r in &s.would_refuse {
+            writeln!(
+                out,
+                "  v{} {} {} x{} would be refused: {} ({})",
+                r.version,
+                r.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                r.action,
+                r.amount,
+                r.code,
+                r.correlation_id
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "{} consumptions would be refused on {} stores; {} stores on a plan the draft does not have (a preview writes nothing)",
+        report.refusals(),
+        report.stores.iter().filter(|s| !s.would_refuse.is_empty()).count(),
+        report.missing_plans()
+    )?;
+    Ok(())
+}
