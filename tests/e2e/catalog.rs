@@ -213,6 +213,16 @@ async fn a_preview_lists_what_a_stricter_catalog_would_refuse(backend: Backend) 
     let text = planledger(db.url(), &["catalog", "preview", &stricter]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("5 consumptions would be refused on 1 stores"), "{text}");
+    // The same over HTTP, one answer shape for both; a draft that is no catalog names why.
+    let draft = std::fs::read_to_string(&stricter).unwrap();
+    let (status, answer) = server.post("/v1/admin/catalog/preview", json!({"catalog": draft})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, preview, "the route and the command line answer alike");
+    let (status, refused) = server.post("/v1/admin/catalog/preview", json!({"catalog": "[plans.x]\ntier = 1"})).await;
+    assert_eq!(
+        (status, refused["error"].as_str(), refused["field"].as_str()),
+        (422, Some("validation_failed"), Some("catalog"))
+    );
 
     // A draft without the starter plan cannot decide for either store: an error, not unmetered.
     let without_starter = dir.join("without-starter.toml");

@@ -370,6 +370,12 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/v1/audit", role: Some(Role::Reader), handler: || get(r::audit) },
     Route { method: "GET", path: "/v1/catalog", role: Some(Role::Reader), handler: || get(r::get_catalog) },
     Route {
+        method: "POST",
+        path: "/v1/admin/catalog/preview",
+        role: Some(Role::Admin),
+        handler: || post(r::preview_catalog),
+    },
+    Route {
         method: "GET",
         path: "/v1/catalog/versions",
         role: Some(Role::Reader),

@@ -30,6 +30,7 @@ use crate::ROUTES;
         r::register_store, r::get_store, r::start_trial, r::activate_subscription, r::mark_past_due,
         r::mark_recovered, r::cancel_subscription, r::transition_plan, r::authorize, r::consume, r::refund,
         r::events, r::state_at, r::audit, r::audit_commands, r::get_catalog, r::list_catalog_versions,
+        r::preview_catalog,
         r::start_rebuild, r::rebuild_progress,
         r::list_stores, r::bulk_extensions, r::get_test_clock, r::set_test_clock, r::advance_test_clock,
         r::stripe_webhook, r::list_stripe_events, r::retry_stripe_event,

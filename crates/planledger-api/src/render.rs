@@ -110,6 +110,49 @@ pub fn store_view(
     }
 }
 
+/// A draft's preview (`planledger_projections::preview`) against `current`, as the contract
+/// says it: the route's answer and the command line's JSON alike.
+pub fn catalog_preview(
+    preview: &planledger_projections::preview::Preview,
+    current: &Catalog,
+    draft: &Catalog,
+) -> wire::CatalogPreview {
+    let status = |line: &planledger_projections::replay::StatusLine| wire::PreviewStatus {
+        internal_status: line.internal_status.to_owned(),
+        plan_id: line.plan_id.clone(),
+    };
+    wire::CatalogPreview {
+        draft_fingerprint: draft.fingerprint().to_owned(),
+        current_fingerprint: current.fingerprint().to_owned(),
+        stores_examined: preview.stores_examined,
+        consumptions_examined: preview.consumptions_examined,
+        would_refuse: preview.refusals() as u64,
+        plans_missing: preview.missing_plans() as u64,
+        stores: preview
+            .stores
+            .iter()
+            .map(|s| wire::CatalogPreviewStore {
+                store_id: s.store.as_uuid(),
+                plan_missing: s.plan_missing.clone(),
+                status_now: status(&s.status_now),
+                status_under_draft: status(&s.status_draft),
+                would_refuse: s
+                    .would_refuse
+                    .iter()
+                    .map(|r| wire::PreviewRefusal {
+                        version: r.version,
+                        at: r.at,
+                        action: r.action.clone(),
+                        amount: r.amount,
+                        error: r.code.to_owned(),
+                        correlation_id: r.correlation_id.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
 /// The rules of `catalog`, the ledger's `version`, as data (`GET /v1/catalog`).
 pub fn catalog_view(catalog: &Catalog, version: i64) -> wire::CatalogView {
     use planledger_domain::catalog::Anchor;

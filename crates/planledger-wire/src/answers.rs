@@ -752,3 +752,58 @@ pub struct CatalogAction {
     #[schema(required = true)]
     pub requires: Option<String>,
 }
+
+/// `POST /v1/admin/catalog/preview` and `planledger catalog preview --json`: what a draft
+/// catalog would change, decided again over the history (nothing is written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogPreview {
+    pub draft_fingerprint: String,
+    /// The rules in force it is compared with.
+    pub current_fingerprint: String,
+    pub stores_examined: u64,
+    pub consumptions_examined: u64,
+    /// Consumptions the ledger accepted that the draft would refuse, over every store.
+    pub would_refuse: u64,
+    /// Stores on a plan the draft does not have: the draft cannot decide for them.
+    pub plans_missing: u64,
+    /// The stores the draft changes.
+    pub stores: Vec<CatalogPreviewStore>,
+}
+
+/// One store in a catalog preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogPreviewStore {
+    pub store_id: Uuid,
+    /// The store's plan, if the draft does not have it.
+    #[schema(required = true)]
+    pub plan_missing: Option<String>,
+    pub status_now: PreviewStatus,
+    pub status_under_draft: PreviewStatus,
+    pub would_refuse: Vec<PreviewRefusal>,
+}
+
+/// A store's status and plan in a preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewStatus {
+    pub internal_status: String,
+    #[schema(required = true)]
+    pub plan_id: Option<String>,
+}
+
+/// A consumption the draft would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewRefusal {
+    /// The store's stream version of the consumption.
+    pub version: i64,
+    #[serde(with = "crate::time")]
+    pub at: DateTime<Utc>,
+    pub action: String,
+    pub amount: u64,
+    /// The code the draft would refuse it with (`quota_exceeded`, `feature_not_in_plan`, ...).
+    pub error: String,
+    pub correlation_id: String,
+}

@@ -282,3 +282,17 @@ pub struct UpdateWebhookEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 }
+
+/// `POST /v1/admin/catalog/preview`: a draft catalog, as the TOML text of a catalog file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PreviewCatalog {
+    #[schema(min_length = 1, max_length = 60000)]
+    pub catalog: String,
+}
+
+impl PreviewCatalog {
+    /// The longest catalog text a preview takes (the schema's `maxLength`); a body is also at
+    /// most 64 KiB.
+    pub const MAX_CHARS: usize = 60_000;
+}

@@ -317,35 +317,7 @@ pub async fn preview_catalog(log: &AnyEventLog, current: &Catalog, file: &str, j
     let now = Utc::now();
     let report = planledger_projections::preview::preview(log, current, &draft, now).await?;
     if json {
-        let stores: Vec<Value> = report
-            .stores
-            .iter()
-            .map(|s| {
-                json!({
-                    "storeId": s.store.to_string(),
-                    "planMissing": s.plan_missing,
-                    "statusNow": status_json(&s.status_now),
-                    "statusUnderDraft": status_json(&s.status_draft),
-                    "wouldRefuse": s.would_refuse.iter().map(|r| json!({
-                        "version": r.version,
-                        "at": r.at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                        "action": r.action,
-                        "amount": r.amount,
-                        "error": r.code,
-                        "correlationId": r.correlation_id,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        let document = json!({
-            "draftFingerprint": draft.fingerprint(),
-            "currentFingerprint": current.fingerprint(),
-            "storesExamined": report.stores_examined,
-            "consumptionsExamined": report.consumptions_examined,
-            "wouldRefuse": report.refusals(),
-            "plansMissing": report.missing_plans(),
-            "stores": stores,
-        });
+        let document = planledger_api::render::catalog_preview(&report, current, &draft);
         println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(());
     }

@@ -17,6 +17,37 @@ pub async fn get_catalog(State(app): State<AppState>) -> Reply {
     Ok(Json::ok(&render::catalog_view(catalog, app.service.catalog_version())).into_response())
 }
 
+/// What a draft catalog would change: every consumption the ledger accepted, decided again
+/// under it against the version in force; the ones it would refuse, per store, and the stores
+/// on a plan it does not have. Reads the whole log (`planledger catalog preview` does the same
+/// from the command line); nothing is written.
+#[utoipa::path(post, path = "/v1/admin/catalog/preview", tag = "catalog", operation_id = "previewCatalog",
+    request_body = wire::PreviewCatalog,
+    responses(
+        (status = 200, description = "The preview", body = wire::CatalogPreview),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::AdminOnly,
+        (status = 422, description = "`validation_failed`: `catalog` is not a valid catalog (the message names the line and field)", body = wire::ErrorBody),
+        rs::Unavailable,
+    ))]
+pub async fn preview_catalog(State(app): State<AppState>, body: JsonBody<wire::PreviewCatalog>) -> Reply {
+    let length = body.value.catalog.chars().count();
+    if !(1..=wire::PreviewCatalog::MAX_CHARS).contains(&length) {
+        return Err(ApiError::validation(
+            "catalog",
+            format!("must be 1 to {} characters", wire::PreviewCatalog::MAX_CHARS),
+        ));
+    }
+    let draft = planledger_domain::Catalog::parse("draft", &body.value.catalog)
+        .map_err(|error| ApiError::validation("catalog", error.to_string()))?;
+    let current = app.service.catalog();
+    let preview =
+        planledger_projections::preview::preview(app.service.reads(), &current, &draft, app.service.clock().now())
+            .await?;
+    Ok(Json::ok(&render::catalog_preview(&preview, &current, &draft)).into_response())
+}
+
 /// Every published version of the catalog, oldest first; `inForce` marks the one every node
 /// decides under now.
 #[utoipa::path(get, path = "/v1/catalog/versions", tag = "catalog", operation_id = "listCatalogVersions",
