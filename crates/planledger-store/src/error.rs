@@ -32,7 +32,8 @@ pub enum StoreError {
     #[error("unsupported PostgreSQL server list: {0}")]
     UnsupportedServerList(String),
     /// No server of the URL takes writes now: a standby, or a server whose sessions refuse writes
-    /// (a failover is under way, or the address moved to a standby). Commands wait for a primary.
+    /// (a failover is under way, or the address moved to a standby). Writes are refused until
+    /// the watcher finds a primary; retry.
     #[error("the database is a {role} and planledger writes only to a primary; waiting for one ({tried})")]
     NotPrimary { role: &'static str, tried: String },
     #[error("migration {version} ({name}) was changed after it was applied; add a new migration instead")]

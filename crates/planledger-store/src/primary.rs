@@ -2,16 +2,17 @@
 //!
 //! Every pooled connection is checked when it is opened: one to a standby, or to a server whose
 //! sessions refuse writes, is closed at once and never handed out (sqlx's `after_connect`). One
-//! watcher per log keeps its own connection to the server in use and asks it, every second and
-//! whenever a new connection was refused, whether it still takes writes. When it does not (or
-//! cannot be reached), the watcher tries each server of the URL in order and moves both pools to
-//! the first primary; connections opened before the move, or before the server stopped taking
-//! writes, are dropped when next acquired (`before_acquire`, a clock comparison, no round trip).
+//! watcher per log asks the server in use (on an idle pooled connection, or one of its own when
+//! none is idle), every second and whenever a new connection was refused, whether it still takes
+//! writes. When it does not (or cannot be reached), the watcher tries each server of the URL in
+//! order and moves both pools to the first primary; connections opened before the move, or
+//! before the server stopped taking writes, are dropped when next acquired (`before_acquire`, a
+//! clock comparison, no round trip).
 //!
 //! So a standby behind the address makes `/readyz` fail within about a second (the watcher's
-//! role is what [`crate::AnyEventLog::database_role`] answers), commands answer
-//! [`crate::StoreError::NotPrimary`] once the pool gives up waiting, and a promoted server named
-//! in a multi-host URL takes the writes without a restart.
+//! role is what [`crate::AnyEventLog::database_role`] answers), writes are refused at once with
+//! [`crate::StoreError::NotPrimary`] while no primary is known, and a promoted server named in a
+//! multi-host URL takes the writes without a restart.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,11 +71,18 @@ fn role_of(recovering: bool, read_only: bool) -> DatabaseRole {
     }
 }
 
-async fn probe(options: &PgConnectOptions) -> Result<(PgConnection, DatabaseRole), StoreError> {
+/// Whether the server of `connection` is in recovery, and whether its sessions refuse writes.
+async fn ask_role(connection: &mut PgConnection) -> Result<(bool, bool), sqlx::Error> {
+    sqlx::query_as(ROLE).fetch_one(connection).await
+}
+
+/// The role of the server `options` reach, on a connection of its own, closed after.
+async fn probe(options: &PgConnectOptions) -> Result<DatabaseRole, StoreError> {
     let attempt = async {
         let mut connection = PgConnection::connect_with(options).await?;
-        let (recovering, read_only): (bool, bool) = sqlx::query_as(ROLE).fetch_one(&mut connection).await?;
-        Ok::<_, sqlx::Error>((connection, role_of(recovering, read_only)))
+        let (recovering, read_only) = ask_role(&mut connection).await?;
+        let _ = connection.close().await;
+        Ok::<_, sqlx::Error>(role_of(recovering, read_only))
     };
     match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
         Ok(result) => Ok(result?),
@@ -108,8 +116,7 @@ impl Primary {
         let mut last_error = None;
         for (index, server) in servers.iter().enumerate() {
             match probe(&session(server.options.clone(), Purpose::Writes, &idle_in_transaction_ms)).await {
-                Ok((connection, role)) => {
-                    let _ = connection.close().await;
+                Ok(role) => {
                     if role == DatabaseRole::Primary {
                         first_reachable = Some((index, role));
                         break;
@@ -185,7 +192,7 @@ impl Primary {
 
     /// Checks a new connection: `Err` closes it (sqlx then tries again until its timeout).
     pub(crate) async fn check_new(&self, connection: &mut PgConnection, purpose: Purpose) -> Result<(), sqlx::Error> {
-        let (recovering, read_only): (bool, bool) = sqlx::query_as(ROLE).fetch_one(&mut *connection).await?;
+        let (recovering, read_only) = ask_role(connection).await?;
         let role = role_of(recovering, read_only && purpose == Purpose::Writes);
         if role == DatabaseRole::Primary {
             return Ok(());
@@ -234,16 +241,12 @@ impl Primary {
     /// or on a connection of its own when none is idle.
     async fn ask(&self, writers: &PgPool) -> Option<DatabaseRole> {
         if let Some(mut pooled) = writers.try_acquire() {
-            let asked =
-                tokio::time::timeout(PROBE_TIMEOUT, sqlx::query_as::<_, (bool, bool)>(ROLE).fetch_one(&mut *pooled));
-            if let Ok(Ok((recovering, read_only))) = asked.await {
+            if let Ok(Ok((recovering, read_only))) = tokio::time::timeout(PROBE_TIMEOUT, ask_role(&mut pooled)).await {
                 return Some(role_of(recovering, read_only));
             }
             pooled.close_on_drop();
         }
-        let (connection, role) = probe(&self.options_for(Purpose::Writes)).await.ok()?;
-        let _ = connection.close().await;
-        Some(role)
+        probe(&self.options_for(Purpose::Writes)).await.ok()
     }
 
     async fn check(&self, writers: &PgPool, readers: &PgPool) {
@@ -267,12 +270,9 @@ impl Primary {
             if index == before.current {
                 continue; // just asked
             }
-            if let Ok((open, role)) = probe(&self.options_of(index, Purpose::Writes)).await {
-                let _ = open.close().await;
-                if role == DatabaseRole::Primary {
-                    found = Some(index);
-                    break;
-                }
+            if let Ok(DatabaseRole::Primary) = probe(&self.options_of(index, Purpose::Writes)).await {
+                found = Some(index);
+                break;
             }
         }
         match found {
