@@ -139,6 +139,22 @@ impl AnyEventLog {
         }
     }
 
+    /// Resolves once the server in use is known not to take writes (never on SQLite). A new
+    /// connection to a standby records that at once while the pool goes on retrying until its
+    /// acquire timeout: a caller racing this against a query stops waiting for a connection the
+    /// pool will not get.
+    pub async fn until_not_primary(&self) {
+        match self {
+            Self::Postgres(log) => loop {
+                if log.role().is_some_and(|role| role != DatabaseRole::Primary) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            },
+            Self::Sqlite(_) => std::future::pending().await,
+        }
+    }
+
     /// What the database behind the commands' connections is: a primary that takes writes,
     /// or a standby in recovery, or a server whose sessions are read-only (a failover moved the
     /// address to a standby, say). SQLite is always its own primary.

@@ -81,16 +81,28 @@ pub(crate) async fn readiness(app: &AppState) -> (bool, Json) {
         Ok(role) => {
             checks.insert("database".into(), json!("ok"));
             checks.insert("databaseRole".into(), json!(role.as_str()));
-            match log.pending_migrations().await {
-                Ok(0) => {
+            // The address may move to a standby while this waits for a connection: answer as
+            // soon as that is known rather than after the pool's timeout.
+            let pending = tokio::select! {
+                pending = log.pending_migrations() => Some(pending),
+                () = log.until_not_primary() => None,
+            };
+            match pending {
+                None => {
+                    if let Ok(role) = log.database_role().await {
+                        checks.insert("databaseRole".into(), json!(role.as_str()));
+                    }
+                    false
+                }
+                Some(Ok(0)) => {
                     checks.insert("migrations".into(), json!("applied"));
                     true
                 }
-                Ok(pending) => {
+                Some(Ok(pending)) => {
                     checks.insert("migrations".into(), json!(format!("{pending} pending")));
                     false
                 }
-                Err(_) => {
+                Some(Err(_)) => {
                     checks.insert("database".into(), json!("unreachable"));
                     false
                 }
