@@ -125,10 +125,10 @@ pub async fn publish(
         }
     }
     let version = known.last().map_or(1, |newest| newest.version + 1);
-    let statement = Statement::new(
+    let statement = Statement::new(format!(
         "INSERT INTO catalog_versions (version, fingerprint, source, source_name, author, reason, @effective_at, @published_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now()) RETURNING {COLUMNS}"
+    ))
     .bind(version)
     .bind(catalog.fingerprint())
     .bind(publication.source)
@@ -136,14 +136,12 @@ pub async fn publish(
     .bind(publication.author)
     .bind(publication.reason)
     .bind(effective_at);
-    match log.execute(&statement).await {
-        Ok(_) => {}
+    match log.fetch_written(&statement, &KINDS).await {
+        Ok(rows) => rows.first().map(version_of).transpose()?.map(Published::New).ok_or(PublishError::Raced),
         // Two publishers took the same number: the version's key kept one of them.
-        Err(error) if error.is_unique_violation() => return Err(PublishError::Raced),
-        Err(error) => return Err(error.into()),
+        Err(error) if error.is_unique_violation() => Err(PublishError::Raced),
+        Err(error) => Err(error.into()),
     }
-    let written = versions(log).await?.into_iter().find(|v| v.version == version);
-    written.map(Published::New).ok_or(PublishError::Raced)
 }
 
 /// What a node decides under, and why: see [`resolve`].
