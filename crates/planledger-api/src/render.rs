@@ -153,6 +153,21 @@ pub fn catalog_preview(
     }
 }
 
+/// One published version of the catalog (`GET /v1/catalog/versions`, `planledger catalog
+/// versions --json`).
+pub fn catalog_version(version: &planledger_service::catalogs::CatalogVersion, in_force: bool) -> wire::CatalogVersion {
+    wire::CatalogVersion {
+        version: version.version,
+        fingerprint: version.fingerprint.clone(),
+        source_name: version.source_name.clone(),
+        author: version.author.clone(),
+        reason: version.reason.clone(),
+        effective_at: version.effective_at,
+        published_at: version.published_at,
+        in_force,
+    }
+}
+
 /// The rules of `catalog`, the ledger's `version`, as data (`GET /v1/catalog`).
 pub fn catalog_view(catalog: &Catalog, version: i64) -> wire::CatalogView {
     use planledger_domain::catalog::Anchor;

@@ -226,16 +226,7 @@ pub async fn rebuild_models(log: &AnyEventLog, names: &[ReadModel], catalog: &Ca
 }
 
 fn version_json(version: &CatalogVersion, in_force: bool) -> Value {
-    json!({
-        "version": version.version,
-        "fingerprint": version.fingerprint,
-        "sourceName": version.source_name,
-        "author": version.author,
-        "reason": version.reason,
-        "effectiveAt": version.effective_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        "publishedAt": version.published_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        "inForce": in_force,
-    })
+    serde_json::to_value(planledger_api::render::catalog_version(version, in_force)).unwrap_or_default()
 }
 
 /// `planledger catalog publish`: `file` as the ledger's newest version, unless the newest

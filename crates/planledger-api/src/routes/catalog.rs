@@ -59,18 +59,6 @@ pub async fn preview_catalog(State(app): State<AppState>, body: JsonBody<wire::P
 pub async fn list_catalog_versions(State(app): State<AppState>) -> Reply {
     let versions = catalogs::versions(app.service.reads()).await?;
     let in_force = catalogs::in_force(&versions, app.service.clock().now()).map(|v| v.version);
-    let items = versions
-        .into_iter()
-        .map(|v| wire::CatalogVersion {
-            in_force: Some(v.version) == in_force,
-            version: v.version,
-            fingerprint: v.fingerprint,
-            source_name: v.source_name,
-            author: v.author,
-            reason: v.reason,
-            effective_at: v.effective_at,
-            published_at: v.published_at,
-        })
-        .collect();
+    let items = versions.iter().map(|v| render::catalog_version(v, Some(v.version) == in_force)).collect();
     Ok(Json::ok(&wire::Page { items, next_cursor: None }).into_response())
 }
