@@ -291,30 +291,20 @@ impl AnyEventLog {
     /// checkpoint commits in the database after the events it names, so a physical failover
     /// keeps the two consistent; a checkpoint past the log means the database was put together
     /// from parts (a restore of one table, a dump of another), and that projector would skip
-    /// events or read under reused transaction ids. One index probe per consumer.
+    /// events or read under reused transaction ids. One index probe per consumer (`holds`).
     pub async fn checkpoints_not_in_log(&self) -> Result<Vec<String>, StoreError> {
-        Ok(match self {
-            Self::Postgres(log) => {
-                sqlx::query_scalar(
-                    "SELECT c.consumer FROM ledger_checkpoints c
-                     WHERE (c.transaction_id, c.position) <> (0, 0) AND NOT EXISTS (SELECT 1 FROM ledger_events e
-                         WHERE e.transaction_id = ((c.transaction_id::text)::xid8) AND e.global_position = c.position)
-                     ORDER BY c.consumer",
-                )
-                .fetch_all(log.pool())
-                .await?
+        use crate::rows::Kind;
+        let statement = crate::sql::Statement::new(
+            "SELECT consumer, transaction_id, position FROM ledger_checkpoints ORDER BY consumer",
+        );
+        let mut lost = Vec::new();
+        for row in self.fetch(&statement, &[Kind::Text, Kind::Int, Kind::Int]).await? {
+            let at = Checkpoint { transaction_id: row.int(1)?, position: row.int(2)? };
+            if !self.holds(at).await? {
+                lost.push(row.text(0)?);
             }
-            Self::Sqlite(log) => {
-                sqlx::query_scalar(
-                    "SELECT c.consumer FROM ledger_checkpoints c
-                     WHERE c.position <> 0 AND NOT EXISTS (SELECT 1 FROM ledger_events e
-                         WHERE c.transaction_id = 0 AND e.global_position = c.position)
-                     ORDER BY c.consumer",
-                )
-                .fetch_all(log.readers())
-                .await?
-            }
-        })
+        }
+        Ok(lost)
     }
 
     /// The streams that gained events after `after` in the order of `read_all`, counting every
