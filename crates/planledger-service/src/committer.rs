@@ -112,11 +112,11 @@ async fn commit(
     let mut parts = Vec::with_capacity(group.len());
     for request in group {
         let catalog = &request.catalog;
-        if !built_with.iter().any(|(c, _)| Arc::ptr_eq(c, catalog)) {
+        let known = built_with.iter().position(|(c, _)| Arc::ptr_eq(c, catalog)).unwrap_or_else(|| {
             built_with.push((catalog, planledger_projections::schema::built_with(catalog)));
-        }
-        let built_with =
-            &built_with.iter().find(|(c, _)| Arc::ptr_eq(c, catalog)).map(|(_, b)| b.as_str()).unwrap_or_default();
+            built_with.len() - 1
+        });
+        let built_with = built_with[known].1.as_str();
         let claims = request
             .answers
             .iter()
