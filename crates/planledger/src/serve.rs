@@ -52,7 +52,11 @@ pub struct ServeOptions {
 
 pub fn load_catalog(path: Option<&str>) -> anyhow::Result<Catalog> {
     let (name, text) = catalog_file(path)?;
-    Catalog::parse(&name, &text).map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))
+    parse_catalog(&name, &text)
+}
+
+fn parse_catalog(name: &str, text: &str) -> anyhow::Result<Catalog> {
+    Catalog::parse(name, text).map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))
 }
 
 /// A catalog file's name and text: the built-in one unless `path` is given.
@@ -70,13 +74,13 @@ pub fn catalog_file(path: Option<&str>) -> anyhow::Result<(String, String)> {
 /// `planledger_service::catalogs::resolve`), said in the log when the node's own file differs.
 pub async fn resolve_catalog(
     log: &AnyEventLog,
-    path: Option<&str>,
+    (name, text): (&str, &str),
+    named: bool,
     publish: bool,
     author: &str,
     clock: &dyn Clock,
 ) -> anyhow::Result<catalogs::Resolved> {
-    let (name, text) = catalog_file(path)?;
-    let resolved = catalogs::resolve(log, (&name, &text), path.is_some(), publish, author, clock)
+    let resolved = catalogs::resolve(log, (name, text), named, publish, author, clock)
         .await
         .map_err(|e| anyhow::anyhow!("the catalog: {e}"))?;
     let version = resolved.version.version;
@@ -120,7 +124,8 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         planledger_stripe::signature::SigningSecret::parse_list(options.stripe_secrets.as_deref().unwrap_or_default())
             .map_err(|e| anyhow::anyhow!("PLANLEDGER_STRIPE_WEBHOOK_SECRETS: each must be {e}"))?;
     // A file that does not parse is refused before anything else, as it always was.
-    load_catalog(options.catalog.as_deref())?;
+    let (file_name, file_text) = catalog_file(options.catalog.as_deref())?;
+    parse_catalog(&file_name, &file_text)?;
     log.migrate().await.context("migration failed")?;
     log.check_transaction_order().await?;
     let clock: Arc<dyn Clock> = if options.test_clock {
@@ -129,9 +134,15 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     } else {
         Arc::new(SystemClock)
     };
-    let resolved =
-        resolve_catalog(&log, options.catalog.as_deref(), options.publish_catalog, "planledger serve", clock.as_ref())
-            .await?;
+    let resolved = resolve_catalog(
+        &log,
+        (&file_name, &file_text),
+        options.catalog.is_some(),
+        options.publish_catalog,
+        "planledger serve",
+        clock.as_ref(),
+    )
+    .await?;
     let catalog_version = resolved.version.version;
     let catalog = Arc::new(resolved.catalog);
     planledger_projections::schema::ensure(
