@@ -165,6 +165,133 @@ async fn a_node_that_cannot_read_the_version_in_force_is_not_ready(backend: Back
     assert_eq!(node.post(&format!("/v1/stores/{store}/trial"), json!({})).await.0, 201);
 }
 
+/// A version published with `--existing-stores never` keeps its word to the stores registered
+/// before it: a grandfathered store keeps its limit past the effective time while a store
+/// registered after gets the new one; a plan change takes the version in force. A version that
+/// reaches existing stores at their next period start moves each at its own month boundary, on
+/// the test clock, recorded once by the deadline worker; replay and the audit say so.
+async fn versions_keep_their_word_to_existing_stores(backend: Backend) {
+    let Some(db) = Db::create(backend, "versions_keep_their_word_to_existing_stores").await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("planledger-terms-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut options = Options::test_clock();
+    options.env.push(("PLANLEDGER_CATALOG_POLL_MS", "100".into()));
+    let server = Server::start(db.url(), &options);
+    let subscribe = |store: String, plan: &'static str| {
+        let server = &server;
+        async move {
+            let paid = json!({"planId": plan, "subscriptionId": format!("sub_{store}")});
+            let (status, view) = server.post(&format!("/v1/stores/{store}/subscription"), paid).await;
+            assert_eq!(status, 200, "{view}");
+            view
+        }
+    };
+    let old = server.register("Grandfathered").await;
+    assert_eq!(subscribe(old.clone(), "starter").await["catalogVersion"], 1);
+    for _ in 0..22 {
+        assert_eq!(consume(&server, &old).await.0, 200);
+    }
+
+    // In force from the node's (test) clock's now.
+    let node_now = || async {
+        let now = server.client().advance_test_clock(1).await.expect("the test clock").value.now;
+        now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    };
+    let stricter = with_starter_articles(&dir, "stricter.toml", 20);
+    let at = node_now().await;
+    let out =
+        planledger(db.url(), &["catalog", "publish", &stricter, "--existing-stores", "never", "--effective-at", &at]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while catalog_version(&server).await.0 != 2 {
+        assert!(Instant::now() < deadline, "the node did not take the published version");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, versions) = server.get("/v1/catalog/versions").await;
+    assert_eq!(versions["items"][1]["existingStores"], "never", "{versions}");
+
+    // The grandfathered store: its 30 articles, past the new version's effective time.
+    for _ in 0..8 {
+        let (status, consumed) = consume(&server, &old).await;
+        assert_eq!((status, consumed["limit"].as_u64()), (200, Some(30)), "{consumed}");
+    }
+    let (status, refused) = consume(&server, &old).await;
+    assert_eq!((status, refused["limit"].as_u64()), (429, Some(30)), "{refused}");
+    let (_, view) = server.get(&format!("/v1/stores/{old}")).await;
+    assert_eq!(view["catalogVersion"], 1, "{view}");
+
+    // A store registered now: the new version's 20.
+    let new = server.register("Newcomer").await;
+    assert_eq!(subscribe(new.clone(), "starter").await["catalogVersion"], 2);
+    for _ in 0..20 {
+        assert_eq!(consume(&server, &new).await.0, 200);
+    }
+    let (status, refused) = consume(&server, &new).await;
+    assert_eq!((status, refused["limit"].as_u64()), (429, Some(20)), "{refused}");
+
+    // A plan change takes the version in force.
+    let moved = server.register("Upgrader").await;
+    let _ = subscribe(moved.clone(), "starter").await;
+    assert_eq!(subscribe(moved.clone(), "professional").await["catalogVersion"], 2);
+
+    // A version for existing stores at their next period start: the newcomer keeps version 2
+    // until its month ends, then moves, recorded once by the deadline worker.
+    let looser = with_starter_articles(&dir, "looser.toml", 40);
+    let at = node_now().await;
+    let out = planledger(
+        db.url(),
+        &["catalog", "publish", &looser, "--existing-stores", "next_period", "--effective-at", &at],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    while catalog_version(&server).await.0 != 3 {
+        assert!(Instant::now() < deadline + Duration::from_secs(5), "the node did not take version 3");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The read models are rebuilt for the new set of versions: each store's row then holds the
+    // time the version reaches it, as a deadline the deadline worker sweeps.
+    loop {
+        let (_, ready) = server.get("/readyz").await;
+        if ready["checks"]["staleReadModels"] == json!([]) {
+            break;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(30), "the read models stayed stale: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, view) = server.get(&format!("/v1/stores/{new}")).await;
+    assert_eq!(view["catalogVersion"], 2, "not before its period ends: {view}");
+    assert_eq!(consume(&server, &new).await.0, 429, "still version 2's limit this month");
+    server.advance_days(32).await;
+    let (_, view) = server.get(&format!("/v1/stores/{new}")).await;
+    assert_eq!(view["catalogVersion"], 3, "{view}");
+    let usage = view["usage"].as_array().unwrap().iter().find(|u| u["action"] == "create_article").unwrap().clone();
+    assert_eq!(usage["limit"], 40, "{view}");
+    // Version 2 never reached the grandfathered store; version 3, for every existing store,
+    // does.
+    assert_eq!(server.get(&format!("/v1/stores/{old}")).await.1["catalogVersion"], 3);
+    let types = server.event_types(&new).await;
+    assert_eq!(types.iter().filter(|t| *t == "CatalogAdopted").count(), 1, "{types:?}");
+
+    // Replay and the audit name the versions.
+    let out = planledger(db.url(), &["replay", "--store", &new, "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("registered Newcomer (UTC) under catalog version 2"), "{text}");
+    assert!(text.contains("now decided under catalog version 3 (reached at the store's period start"), "{text}");
+    // The audit log follows the events asynchronously.
+    let caught_up = Instant::now();
+    loop {
+        let (_, audit) = server.get(&format!("/v1/audit?storeId={new}&type=CatalogAdopted")).await;
+        if audit["items"].as_array().map(Vec::len) == Some(1) {
+            assert!(audit["items"][0]["summary"].as_str().unwrap().contains("catalog version 3"), "{audit}");
+            break;
+        }
+        assert!(caught_up.elapsed() < Duration::from_secs(10), "the audit log lacks the move: {audit}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `planledger catalog preview DRAFT` decides the ledger's consumptions again under a draft: a
 /// stricter one lists exactly the store and the consumptions it would refuse, which the
 /// published version then refuses; a draft without a store's plan says so, as an error.
@@ -260,6 +387,7 @@ async fn a_preview_lists_what_a_stricter_catalog_would_refuse(backend: Backend) 
 }
 
 on_both_backends!(
+    versions_keep_their_word_to_existing_stores,
     a_preview_lists_what_a_stricter_catalog_would_refuse,
     a_published_catalog_reaches_every_node_without_a_restart,
     a_node_that_cannot_read_the_version_in_force_is_not_ready,

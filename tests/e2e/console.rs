@@ -576,6 +576,7 @@ async fn the_store_page_tells_the_truth_in_every_state(backend: Backend) {
     assert!(grace.contains(" left)"), "growth is allowed in grace: what is left is shown");
 
     let active = page(world.active.clone()).await;
+    assert!(active.contains("<td id=\"catalog-version\">version 1 "), "the store's catalog version");
     assert!(active.contains("will not come"), "the trial a paid subscription replaced is not to come");
     assert!(!active.contains("id=\"extend\""), "no extension for an active store");
 

@@ -239,7 +239,7 @@ impl Rebuilds {
             let outcome = planledger_projections::rebuild::rebuild(
                 service.log(),
                 model,
-                &service.catalog(),
+                &service.catalogs(),
                 now,
                 &progress,
                 when,

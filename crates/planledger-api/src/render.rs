@@ -7,8 +7,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use planledger_domain::{
-    effective_state, gate, status, usage_positions, Catalog, Command, Event, GateDecision, InternalStatus, Period,
-    StoreId, SubscriptionStatus, TenantState,
+    effective_state, gate, status, usage_positions, Catalog, Catalogs, Command, Event, GateDecision, InternalStatus,
+    Period, StoreId, SubscriptionStatus, TenantState,
 };
 use planledger_service::{Outcome, RenderedAnswer, Renderer};
 use planledger_wire as wire;
@@ -72,8 +72,10 @@ pub fn store_view(
     state: &TenantState,
     version: i64,
     now: DateTime<Utc>,
-    catalog: &Catalog,
+    catalogs: &Catalogs,
 ) -> wire::StoreView {
+    // The store's own catalog version (after any move due by now).
+    let catalog = &catalogs.shown_for(state, now).catalog;
     let effective = effective_state(state, now, catalog);
     let status = status(&effective, now, catalog);
     let plan = effective.plan_id.as_ref().and_then(|id| catalog.plan(id));
@@ -104,6 +106,7 @@ pub fn store_view(
         subscription_id: effective.subscription_id.as_ref().map(|s| s.as_str().to_owned()),
         trial_used: effective.trial_used,
         features: plan.map(|p| p.features.clone()).unwrap_or_default(),
+        catalog_version: (catalog.version() > 0).then_some(catalog.version()),
         version,
         warnings: warnings_of(status.internal_status),
         usage,
@@ -164,6 +167,11 @@ pub fn catalog_version(version: &planledger_service::catalogs::CatalogVersion, i
         reason: version.reason.clone(),
         effective_at: version.effective_at,
         published_at: version.published_at,
+        existing_stores: match version.existing_stores {
+            planledger_domain::Reach::EffectiveTime => wire::ExistingStores::EffectiveTime,
+            planledger_domain::Reach::NextPeriod => wire::ExistingStores::NextPeriod,
+            planledger_domain::Reach::Never => wire::ExistingStores::Never,
+        },
         in_force,
     }
 }
@@ -252,9 +260,10 @@ impl IntoResponse for Json {
 }
 
 /// An accepted command's answer.
-fn accepted(accepted: &planledger_service::Accepted, catalog: &Catalog) -> Json {
+fn accepted(accepted: &planledger_service::Accepted, catalogs: &Catalogs) -> Json {
     let created = if accepted.facts.is_empty() { StatusCode::OK } else { StatusCode::CREATED };
-    let view = || store_view(accepted.store, &accepted.state, accepted.version, accepted.decided_at, catalog);
+    let view = || store_view(accepted.store, &accepted.state, accepted.version, accepted.decided_at, catalogs);
+    let catalog = &catalogs.shown_for(&accepted.state, accepted.decided_at).catalog;
     match &accepted.command {
         Command::RegisterStore { .. } => Json::new(created, &view()),
         Command::StartTrial { .. } => {
@@ -317,9 +326,9 @@ pub fn authorization(decision: GateDecision) -> Result<Json, ApiError> {
 }
 
 /// An outcome as the caller gets it: an accepted command's answer, or its refusal as an error.
-pub fn outcome(outcome: Outcome, catalog: &Catalog) -> Result<Json, ApiError> {
+pub fn outcome(outcome: Outcome, catalogs: &Catalogs) -> Result<Json, ApiError> {
     match outcome {
-        Outcome::Accepted(a) => Ok(accepted(&a, catalog)),
+        Outcome::Accepted(a) => Ok(accepted(&a, catalogs)),
         Outcome::Refused(refusal) => Err(ApiError::Refused(refusal)),
     }
 }
@@ -329,9 +338,9 @@ pub fn outcome(outcome: Outcome, catalog: &Catalog) -> Result<Json, ApiError> {
 pub struct JsonRenderer;
 
 impl Renderer for JsonRenderer {
-    fn render(&self, o: &Outcome, catalog: &Catalog, correlation_id: &str) -> RenderedAnswer {
+    fn render(&self, o: &Outcome, catalogs: &Catalogs, correlation_id: &str) -> RenderedAnswer {
         let json = match o {
-            Outcome::Accepted(a) => accepted(a, catalog),
+            Outcome::Accepted(a) => accepted(a, catalogs),
             Outcome::Refused(refusal) => ApiError::Refused(refusal.clone()).json(correlation_id),
         };
         RenderedAnswer { status: json.status.as_u16(), body: json.body }
@@ -358,11 +367,11 @@ pub fn replayed(answer: RenderedAnswer, now: DateTime<Utc>) -> Response {
 /// headers (for callers of the service that are not HTTP, and tests).
 pub fn rendered(
     result: Result<planledger_service::Answer, planledger_service::ServiceError>,
-    catalog: &Catalog,
+    catalogs: &Catalogs,
     correlation_id: &str,
 ) -> RenderedAnswer {
     match result {
-        Ok(planledger_service::Answer::Decided(o)) => JsonRenderer.render(&o, catalog, correlation_id),
+        Ok(planledger_service::Answer::Decided(o)) => JsonRenderer.render(&o, catalogs, correlation_id),
         Ok(planledger_service::Answer::Replayed(first)) => first,
         Err(error) => {
             let json = ApiError::from(error).json(correlation_id);

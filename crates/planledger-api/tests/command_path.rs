@@ -55,7 +55,11 @@ trait SeenAs {
 
 impl SeenAs for Result<Answer, ServiceError> {
     fn seen(self) -> Seen {
-        let rendered = planledger_api::render::rendered(self, &Catalog::builtin(), "test");
+        let rendered = planledger_api::render::rendered(
+            self,
+            &planledger_domain::Catalogs::single(Arc::new(Catalog::builtin())),
+            "test",
+        );
         Seen { status: rendered.status, body: serde_json::from_str(&rendered.body).expect("JSON") }
     }
 }

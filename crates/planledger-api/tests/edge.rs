@@ -21,7 +21,7 @@ async fn state(tokens: Tokens) -> (AppState, planledger_testkit::SqliteTestDatab
     log.migrate().await.unwrap();
     planledger_projections::schema::ensure(
         &log,
-        &planledger_projections::schema::built_with(&Catalog::builtin()),
+        &planledger_projections::schema::built_with(&planledger_domain::Catalogs::single(Arc::new(Catalog::builtin()))),
         chrono::Utc::now(),
     )
     .await

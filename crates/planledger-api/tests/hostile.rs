@@ -157,7 +157,7 @@ async fn hostile_requests_never_cause_a_5xx_or_a_write() {
     log.migrate().await.unwrap();
     planledger_projections::schema::ensure(
         &log,
-        &planledger_projections::schema::built_with(&Catalog::builtin()),
+        &planledger_projections::schema::built_with(&planledger_domain::Catalogs::single(Arc::new(Catalog::builtin()))),
         chrono::Utc::now(),
     )
     .await

@@ -42,15 +42,21 @@ async fn a_checkpoint_past_the_log_makes_the_node_unready(log: &AnyEventLog, sta
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// Creates the read models, as built under `catalog` alone.
+async fn read_models_for(log: &AnyEventLog, catalog: &Catalog) {
+    let catalogs = planledger_domain::Catalogs::single(Arc::new(catalog.clone()));
+    planledger_projections::schema::ensure(log, &planledger_projections::schema::built_with(&catalogs), Utc::now())
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_stalled_projector_or_deadline_worker_makes_the_node_unready() {
     let db = planledger_testkit::SqliteTestDatabase::create();
     let log = AnyEventLog::Sqlite(SqliteEventLog::connect(&db.url, 2, Duration::from_secs(5)).await.unwrap());
     log.migrate().await.unwrap();
     let catalog = Catalog::builtin();
-    planledger_projections::schema::ensure(&log, &planledger_projections::schema::built_with(&catalog), Utc::now())
-        .await
-        .unwrap();
+    read_models_for(&log, &catalog).await;
     let clock = Arc::new(TestClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
     let (journal, _writer) = Journal::spawn(log.clone());
     let service = CommandService::new(
@@ -136,9 +142,7 @@ async fn a_node_on_a_database_that_refuses_writes_is_not_ready() {
     let (log, primary) = state_on(db.url.clone()).await;
     log.migrate().await.unwrap();
     let catalog = Catalog::builtin();
-    planledger_projections::schema::ensure(&log, &planledger_projections::schema::built_with(&catalog), Utc::now())
-        .await
-        .unwrap();
+    read_models_for(&log, &catalog).await;
     let (status, body) = ready(&primary).await;
     assert_eq!((status, &body["checks"]["databaseRole"]), (StatusCode::OK, &Value::from("primary")), "{body}");
     log.append(

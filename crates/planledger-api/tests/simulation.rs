@@ -116,7 +116,11 @@ fn seen(result: Result<Answer, ServiceError>, catalog: &Catalog, correlation: &s
     match result {
         Err(error) if error != ServiceError::KeyReused => Err(error),
         result => {
-            let rendered = planledger_api::render::rendered(result, catalog, correlation);
+            let rendered = planledger_api::render::rendered(
+                result,
+                &planledger_domain::Catalogs::single(Arc::new(catalog.clone())),
+                correlation,
+            );
             let body = serde_json::from_str(&rendered.body).expect("answers are JSON");
             Ok(Seen { status: rendered.status, body, text: rendered.body })
         }

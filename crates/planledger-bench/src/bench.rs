@@ -469,9 +469,9 @@ async fn scenario_service(
         })
     } else {
         let service = service.clone();
-        let (counter, replays, catalog) = (counter.clone(), replays.clone(), catalog.clone());
+        let (counter, replays) = (counter.clone(), replays.clone());
         Arc::new(move |worker| {
-            let (service, ids, catalog) = (service.clone(), ids.clone(), catalog.clone());
+            let (service, ids) = (service.clone(), ids.clone());
             let (counter, replays) = (counter.clone(), replays.clone());
             Box::pin(async move {
                 let store = ids[(worker + fastrand_index(ids.len())) % ids.len()];
@@ -487,7 +487,7 @@ async fn scenario_service(
                 let ok = accepted(&first);
                 if retry {
                     let again = service.execute(store, consume(), keyed).await?;
-                    let rendered = planledger_api::render::rendered(Ok(first), &catalog, "bench");
+                    let rendered = planledger_api::render::rendered(Ok(first), &service.catalogs(), "bench");
                     if again != planledger_service::Answer::Replayed(rendered) {
                         bail!("{key}: the retry was not the first answer, replayed: {again:?}");
                     }
@@ -545,7 +545,12 @@ async fn generate_history(
         };
         append(
             &mut copy,
-            Event::StoreRegistered { store_id: *store, name: None, time_zone: planledger_domain::TimeZoneName::UTC },
+            Event::StoreRegistered {
+                store_id: *store,
+                name: None,
+                time_zone: planledger_domain::TimeZoneName::UTC,
+                catalog_version: None,
+            },
         );
         append(
             &mut copy,
@@ -742,7 +747,15 @@ async fn rebuild_figures(log: &Ledger, name: &str, stores: usize) -> anyhow::Res
     for model in ReadModel::ALL {
         let progress = Progress::default();
         let t = Instant::now();
-        rebuild(log, model, &catalog, Utc::now(), &progress, When::Always).await?;
+        rebuild(
+            log,
+            model,
+            &planledger_domain::Catalogs::single(Arc::new(catalog.clone())),
+            Utc::now(),
+            &progress,
+            When::Always,
+        )
+        .await?;
         let seconds = t.elapsed().as_secs_f64();
         worst_rate = worst_rate.min(total as f64 / seconds);
         each.push(format!("{} {seconds:.1}s", model.name()));
@@ -787,8 +800,9 @@ async fn scenario_rebuild_under_load(
     let catalog = Arc::new(bench_catalog()?);
     let log = open_log(url, 32).await?;
     let ids = Arc::new(generate_history(&log, stores, events_per_store, &catalog).await?);
+    let catalogs = Arc::new(planledger_domain::Catalogs::single(catalog.clone()));
     // The live table as production has it: full.
-    rebuild(&log, ReadModel::TenantState, &catalog, Utc::now(), &Progress::default(), When::Always).await?;
+    rebuild(&log, ReadModel::TenantState, &catalogs, Utc::now(), &Progress::default(), When::Always).await?;
     let service = service(&log, &catalog);
     let allowed = Arc::new(AtomicU64::new(0));
     // Every store once, so that its worker holds its state before anything is timed.
@@ -811,10 +825,10 @@ async fn scenario_rebuild_under_load(
 
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rebuilding = {
-        let (log, catalog, done) = (log.clone(), catalog.clone(), done.clone());
+        let (log, catalogs, done) = (log.clone(), catalogs.clone(), done.clone());
         tokio::spawn(async move {
             let report =
-                rebuild(&log, ReadModel::TenantState, &catalog, Utc::now(), &Progress::default(), When::Always).await;
+                rebuild(&log, ReadModel::TenantState, &catalogs, Utc::now(), &Progress::default(), When::Always).await;
             done.store(true, Ordering::Relaxed);
             report
         })

@@ -117,6 +117,10 @@ pub struct Catalog {
     stripe_prices: BTreeMap<String, PlanId>,
     notifications: Notifications,
     fingerprint: String,
+    /// The ledger's number of these rules (`catalog_versions`), 0 for rules that are not the
+    /// ledger's (a file read on its own, a draft). Not part of the fingerprint: the same rules
+    /// published twice are two versions with one fingerprint.
+    version: i64,
 }
 
 /// `[notifications]`: how far ahead of a deadline the ledger warns, and at which shares of a
@@ -551,7 +555,19 @@ impl Catalog {
             stripe_prices,
             notifications,
             fingerprint,
+            version: 0,
         })
+    }
+
+    /// These rules as the ledger's version `version`.
+    pub fn at_version(mut self, version: i64) -> Catalog {
+        self.version = version;
+        self
+    }
+
+    /// The ledger's number of these rules; 0 if they are not the ledger's.
+    pub fn version(&self) -> i64 {
+        self.version
     }
 
     /// A hash of the normalized content: formatting and comments do not change it.

@@ -24,7 +24,7 @@ pub fn decide(
     catalog: &Catalog,
 ) -> Result<Vec<Event>, DomainError> {
     if let Command::RegisterStore { store_id, name, time_zone } = command {
-        return register(state, *store_id, name, *time_zone);
+        return register(state, *store_id, name, *time_zone, catalog);
     }
     if !state.is_registered() {
         return Err(DomainError::StoreNotFound);
@@ -75,12 +75,14 @@ fn register(
     store_id: crate::values::StoreId,
     name: &Option<crate::values::StoreName>,
     time_zone: Option<TimeZoneName>,
+    catalog: &Catalog,
 ) -> Result<Vec<Event>, DomainError> {
     if !state.is_registered() {
         return Ok(vec![Event::StoreRegistered {
             store_id,
             name: name.clone(),
             time_zone: time_zone.unwrap_or_default(),
+            catalog_version: (catalog.version() > 0).then_some(catalog.version()),
         }]);
     }
     // Registering again is a retry if nothing it says differs from what is registered.
@@ -101,7 +103,7 @@ fn decide_now(
     catalog: &Catalog,
 ) -> Result<Vec<Event>, DomainError> {
     match command {
-        Command::RegisterStore { store_id, name, time_zone } => register(state, *store_id, name, *time_zone),
+        Command::RegisterStore { store_id, name, time_zone } => register(state, *store_id, name, *time_zone, catalog),
         Command::StartTrial { plan_id, days, force_reset } => {
             let plan_id = plan_id.clone().unwrap_or_else(|| catalog.default_trial_plan().clone());
             let plan = catalog.plan(&plan_id).ok_or_else(|| DomainError::UnknownPlan(plan_id.clone()))?;

@@ -34,6 +34,28 @@ impl TransitionReason {
     }
 }
 
+/// Why a store moved to a later catalog version (see `terms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdoptionReason {
+    /// The version reaches existing stores at its effective time.
+    EffectiveTime,
+    /// The version reaches existing stores at each store's next period start.
+    PeriodStart,
+    /// The store changed plan, and a plan change takes the version in force.
+    PlanChange,
+}
+
+impl AdoptionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdoptionReason::EffectiveTime => "effective_time",
+            AdoptionReason::PeriodStart => "period_start",
+            AdoptionReason::PlanChange => "plan_change",
+        }
+    }
+}
+
 /// Every fact the ledger records about a store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all_fields = "camelCase")]
@@ -42,6 +64,20 @@ pub enum Event {
         store_id: StoreId,
         name: Option<StoreName>,
         time_zone: TimeZoneName,
+        /// The ledger's catalog version the store was registered under, which it is decided
+        /// under until a later version reaches it (`CatalogAdopted`). Absent from stores
+        /// registered before versions were kept per store, and from rules that are not the
+        /// ledger's (version 0): such a store is on the ledger's first version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        catalog_version: Option<i64>,
+    },
+    /// A later catalog version reached the store: it is decided under `version` from `at` on.
+    CatalogAdopted {
+        version: i64,
+        reason: AdoptionReason,
+        /// When the version reached the store (its effective time, the store's period start,
+        /// or the plan change that moved it).
+        at: DateTime<Utc>,
     },
     TrialStarted {
         plan_id: PlanId,
@@ -153,8 +189,9 @@ pub struct EventDecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 17] = [
+pub const EVENT_TYPES: [&str; 18] = [
     "StoreRegistered",
+    "CatalogAdopted",
     "TrialStarted",
     "TrialRestarted",
     "TrialRecorded",
@@ -188,6 +225,7 @@ impl Event {
     pub fn event_type(&self) -> &'static str {
         match self {
             Event::StoreRegistered { .. } => "StoreRegistered",
+            Event::CatalogAdopted { .. } => "CatalogAdopted",
             Event::TrialStarted { .. } => "TrialStarted",
             Event::TrialRestarted { .. } => "TrialRestarted",
             Event::TrialRecorded { .. } => "TrialRecorded",
@@ -253,6 +291,8 @@ impl Event {
             Event::StoreFrozen { maintenance_ends_at } => {
                 Some(format!("maintenance-end:{store}:{}", at(maintenance_ends_at)))
             }
+            // Two nodes that see one version due append it once.
+            Event::CatalogAdopted { version, .. } => Some(format!("catalog-adopted:{store}:{version}")),
             // A consumption is refunded at most once: the log's key constraint guarantees it.
             Event::QuotaRefunded { consumption_id, .. } => Some(format!("refund:{consumption_id}")),
             _ => None,

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::catalog::Period;
-use crate::event::{Event, TransitionReason};
+use crate::event::{AdoptionReason, Event, TransitionReason};
 use crate::state::{evolve, TenantState, FOLD_VERSION};
 use crate::values::{ActionName, Amount, Days, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName};
 
@@ -93,6 +93,7 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
         store_id: StoreId::new(Uuid::from_u64_pair(n, n)),
         name: (n % 2 == 0).then(|| StoreName::parse(&format!("Store {n}")).expect("a valid name")),
         time_zone: TimeZoneName::parse(zones[(n % 4) as usize]).expect("a known zone"),
+        catalog_version: (n % 3 != 0).then_some(1 + (n % 2) as i64),
     }];
     for i in 0..160u64 {
         // Time moves on by up to a day and a half, so the history spans more than the 62 days
@@ -100,7 +101,7 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
         at += Duration::minutes(seq.below(36 * 60) as i64);
         let later = at + Duration::days(1 + seq.below(30) as i64);
         let earlier = at - Duration::days(seq.below(5) as i64);
-        let event = match seq.below(21) {
+        let event = match seq.below(22) {
             0 => Event::TrialStarted { plan_id: seq.pick(&plans).clone(), started_at: at, ends_at: later },
             1 => Event::TrialRestarted {
                 plan_id: seq.pick(&plans).clone(),
@@ -153,6 +154,15 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
                 at,
             },
             20 => Event::TrialRecorded { subscription_id: subscription(i), ends_at: earlier },
+            21 => Event::CatalogAdopted {
+                version: 2 + i as i64,
+                reason: *seq.pick(&[
+                    AdoptionReason::EffectiveTime,
+                    AdoptionReason::PeriodStart,
+                    AdoptionReason::PlanChange,
+                ]),
+                at,
+            },
             13..=16 => {
                 let action = seq.pick(&actions).clone();
                 let amount = Amount::parse(1 + seq.below(5) as i64).expect("a valid amount");

@@ -22,17 +22,19 @@ pub mod gate;
 pub mod period;
 pub mod state;
 pub mod status;
+pub mod terms;
 pub mod values;
 
 pub use catalog::{ActionKind, Catalog, CatalogError, Notifications, Period, Plan, PlanKind, BUILTIN_SOURCE};
 pub use command::{Command, Consumption, ExtensionKind, TransitionPlan};
 pub use decide::{decide, due_transitions, quota_position, usage_positions, QuotaPosition};
 pub use error::{DomainError, GateReason, GateRefusal, UPGRADE_URL};
-pub use event::{Event, EventDecodeError, TransitionReason};
+pub use event::{AdoptionReason, Event, EventDecodeError, TransitionReason};
 pub use fold_fingerprint::fold_fingerprint;
 pub use gate::{gate, gate_feature, GateDecision};
 pub use state::{evolve, Phase, TenantState};
 pub use status::{effective_state, status, InternalStatus, Status, SubscriptionStatus};
+pub use terms::{Catalogs, Reach, Terms};
 pub use values::{
     ActionName, Amount, Days, InvalidValue, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName,
 };

@@ -126,6 +126,10 @@ pub struct TenantState {
     pub subscription_id: Option<SubscriptionId>,
     #[serde(with = "usage_as_list")]
     pub usage: BTreeMap<ActionName, ActionUsage>,
+    /// The ledger's catalog version the store is decided under (`None`: the ledger's first; see
+    /// `terms`).
+    #[serde(default)]
+    pub catalog_version: Option<i64>,
 }
 
 impl Default for TenantState {
@@ -143,6 +147,7 @@ impl Default for TenantState {
             maintenance_ends_at: None,
             subscription_id: None,
             usage: BTreeMap::new(),
+            catalog_version: None,
         }
     }
 }
@@ -171,11 +176,13 @@ impl TenantState {
 /// Applies one event. Total: every event is a fact already decided, so nothing here can fail.
 pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
     match event {
-        Event::StoreRegistered { store_id, name, time_zone } => {
+        Event::StoreRegistered { store_id, name, time_zone, catalog_version } => {
             state.store_id = Some(*store_id);
             state.name = name.clone();
             state.time_zone = *time_zone;
+            state.catalog_version = *catalog_version;
         }
+        Event::CatalogAdopted { version, .. } => state.catalog_version = Some(*version),
         Event::TrialStarted { plan_id, started_at, ends_at }
         | Event::TrialRestarted { plan_id, started_at, ends_at, .. } => {
             state.plan_id = Some(plan_id.clone());

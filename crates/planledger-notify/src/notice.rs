@@ -174,8 +174,9 @@ impl Builder<'_> {
 pub fn notices_of(source: Source<'_>, event: &Event, leads: &Notifications) -> Vec<Notice> {
     let mut b = Builder { source, notices: Vec::new() };
     match event {
-        // A recorded trial is over or held under a subscription: nothing to warn of.
-        Event::StoreRegistered { .. } | Event::TrialRecorded { .. } => {}
+        // A recorded trial is over or held under a subscription: nothing to warn of. A store's
+        // move to a later catalog version is the vendor's own doing, announced by the vendor.
+        Event::StoreRegistered { .. } | Event::TrialRecorded { .. } | Event::CatalogAdopted { .. } => {}
         Event::TrialStarted { plan_id, ends_at, .. } | Event::TrialRestarted { plan_id, ends_at, .. } => {
             let data = json!({ "planId": plan_id, "trialEndsAt": time(*ends_at) });
             b.warning(Kind::TrialEndingSoon, *ends_at, leads.trial_ending_days, data);

@@ -51,7 +51,7 @@ async fn world(postgres: bool, test: &str, config: NotifyConfig) -> Option<World
     let log = AnyEventLog::connect(&StoreConfig::new(url)).await.unwrap();
     log.migrate().await.unwrap();
     let catalog = Arc::new(Catalog::builtin());
-    let built_with = planledger_projections::schema::built_with(&catalog);
+    let built_with = planledger_projections::schema::built_with(&planledger_domain::Catalogs::single(catalog.clone()));
     planledger_projections::schema::ensure(&log, &built_with, Utc::now()).await.unwrap();
     let clock = Arc::new(TestClock::new(start()));
     let (journal, _writer) = Journal::spawn(log.clone());

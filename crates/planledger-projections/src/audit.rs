@@ -16,8 +16,17 @@ fn day(at: &DateTime<Utc>) -> String {
 /// A one-line description of an event for people.
 pub fn summary(event: &Event) -> String {
     match event {
-        Event::StoreRegistered { name, time_zone, .. } => {
-            format!("registered {} ({})", name.as_ref().map_or("a store", |n| n.as_str()), time_zone.name())
+        Event::StoreRegistered { name, time_zone, catalog_version, .. } => {
+            let under = catalog_version.map(|v| format!(" under catalog version {v}")).unwrap_or_default();
+            format!("registered {} ({}){under}", name.as_ref().map_or("a store", |n| n.as_str()), time_zone.name())
+        }
+        Event::CatalogAdopted { version, reason, at } => {
+            let why = match reason {
+                planledger_domain::AdoptionReason::EffectiveTime => "its effective time",
+                planledger_domain::AdoptionReason::PeriodStart => "the store's period start",
+                planledger_domain::AdoptionReason::PlanChange => "a plan change",
+            };
+            format!("now decided under catalog version {version} (reached at {why}, {})", day(at))
         }
         Event::TrialStarted { plan_id, ends_at, .. } => format!("trial started on {plan_id} until {}", day(ends_at)),
         Event::TrialRestarted { plan_id, ends_at, reason, .. } => {

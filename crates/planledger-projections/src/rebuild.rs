@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use planledger_domain::{Catalog, StoreId};
+use planledger_domain::{Catalogs, StoreId};
 use planledger_store::{AnyEventLog, AnyTx, Checkpoint, EventLog, RecordedEvent, StoreError, StreamId, TableLock};
 
 use crate::audit;
@@ -198,7 +198,7 @@ fn store_of(stream: &StreamId) -> Option<StoreId> {
 pub async fn rebuild(
     log: &AnyEventLog,
     model: ReadModel,
-    catalog: &Catalog,
+    catalogs: &Catalogs,
     now: DateTime<Utc>,
     progress: &Progress,
     when: When,
@@ -213,7 +213,7 @@ pub async fn rebuild(
             }
         }
     };
-    let outcome = rebuild_claimed(log, model, catalog, now, progress, when, &claim).await;
+    let outcome = rebuild_claimed(log, model, catalogs, now, progress, when, &claim).await;
     if let Err(error) = claim.release().await {
         tracing::warn!(model = model.name(), %error, "could not release the rebuild's claim; it lapses on its own");
     }
@@ -224,7 +224,7 @@ pub async fn rebuild(
 async fn rebuild_claimed(
     log: &AnyEventLog,
     model: ReadModel,
-    catalog: &Catalog,
+    catalogs: &Catalogs,
     now: DateTime<Utc>,
     progress: &Progress,
     when: When,
@@ -232,7 +232,7 @@ async fn rebuild_claimed(
 ) -> Result<RebuildReport, RebuildError> {
     let live = schema::info(log).await?.into_iter().find(|i| i.name == model.name());
     let current = live.as_ref().map_or(1, |i| i.generation);
-    if when == When::IfStale && live.as_ref().is_some_and(|i| !i.is_stale(catalog)) {
+    if when == When::IfStale && live.as_ref().is_some_and(|i| !i.is_stale(catalogs)) {
         return Ok(RebuildReport {
             model,
             generation: current,
@@ -248,8 +248,8 @@ async fn rebuild_claimed(
     // Under the claim, a table of this name can only be what an interrupted rebuild left.
     fresh_table(log, model, &table).await?;
     match model {
-        ReadModel::TenantState => rebuild_tenant_state(log, &table, generation, catalog, now, progress, claim).await,
-        ReadModel::AuditLog => rebuild_audit_log(log, &table, generation, catalog, now, progress, claim).await,
+        ReadModel::TenantState => rebuild_tenant_state(log, &table, generation, catalogs, now, progress, claim).await,
+        ReadModel::AuditLog => rebuild_audit_log(log, &table, generation, catalogs, now, progress, claim).await,
     }
 }
 
@@ -312,7 +312,7 @@ async fn write_folded(
     log: &AnyEventLog,
     table: &str,
     stores: &[(StoreId, Folded)],
-    catalog: &Catalog,
+    catalogs: &Catalogs,
 ) -> Result<(), StoreError> {
     if stores.is_empty() {
         return Ok(());
@@ -320,7 +320,7 @@ async fn write_folded(
     let rows: Vec<(StoreId, &planledger_domain::TenantState, i64, DateTime<Utc>)> =
         stores.iter().map(|(store, f)| (*store, &f.state, f.version, f.at.unwrap_or_default())).collect();
     let mut tx = log.begin().await?;
-    tenant_state::write_many_into(&mut tx, table, &rows, catalog).await?;
+    tenant_state::write_many_into(&mut tx, table, &rows, catalogs).await?;
     log.commit(tx).await
 }
 
@@ -328,7 +328,7 @@ async fn rebuild_tenant_state(
     log: &AnyEventLog,
     table: &str,
     generation: i64,
-    catalog: &Catalog,
+    catalogs: &Catalogs,
     now: DateTime<Utc>,
     progress: &Progress,
     claim: &RebuildClaim,
@@ -354,7 +354,7 @@ async fn rebuild_tenant_state(
             let finished = fold.fold(events);
             (fold, finished)
         });
-        let (next, written) = tokio::join!(pages.next(pace.page()), write_folded(log, table, &finished, catalog));
+        let (next, written) = tokio::join!(pages.next(pace.page()), write_folded(log, table, &finished, catalogs));
         written?;
         let (folded, newly_finished) =
             folding.await.map_err(|e| StoreError::Corrupt(format!("folding streams: {e}")))?;
@@ -363,8 +363,8 @@ async fn rebuild_tenant_state(
         page = next?;
         pace.after_page(log).await?;
     }
-    write_folded(log, table, &finished, catalog).await?;
-    write_folded(log, table, &fold.finish(), catalog).await?;
+    write_folded(log, table, &finished, catalogs).await?;
+    write_folded(log, table, &fold.finish(), catalogs).await?;
     progress.set_phase("indexing");
     build_indexes(log, ReadModel::TenantState, table).await?;
 
@@ -374,7 +374,7 @@ async fn rebuild_tenant_state(
     for _ in 0..CATCH_UP_ROUNDS {
         let next = log.settled_head().await?;
         let mut tx = log.begin().await?;
-        let (events, stores) = catch_up_in(log, &mut tx, table, mark, catalog).await?;
+        let (events, stores) = catch_up_in(log, &mut tx, table, mark, catalogs).await?;
         log.commit(tx).await?;
         caught_up += stores;
         mark = next;
@@ -391,12 +391,12 @@ async fn rebuild_tenant_state(
     // the live table has committed once this is granted, so what the last round left is
     // exactly what has committed after its mark.
     tx.lock_table(tenant_state::LIVE, TableLock::Writers).await?;
-    let (_, stores) = catch_up_in(log, &mut tx, table, mark, catalog).await?;
+    let (_, stores) = catch_up_in(log, &mut tx, table, mark, catalogs).await?;
     caught_up += stores;
     if !claim.fence_in(&mut tx).await? {
         return Err(RebuildError::ClaimLost(ReadModel::TenantState.name()));
     }
-    swap_in(&mut tx, ReadModel::TenantState, table, generation, &schema::built_with(catalog), now).await?;
+    swap_in(&mut tx, ReadModel::TenantState, table, generation, &schema::built_with(catalogs), now).await?;
     log.commit(tx).await?;
     let swap_pause = locked_at.elapsed();
     drop_table(log, &retired(ReadModel::TenantState, generation)).await?;
@@ -430,13 +430,13 @@ async fn catch_up_in(
     tx: &mut AnyTx,
     table: &str,
     mark: Checkpoint,
-    catalog: &Catalog,
+    catalogs: &Catalogs,
 ) -> Result<(u64, u64), StoreError> {
     let moved = log.streams_moved_after_in(tx, mark).await?;
     let events: i64 = moved.iter().map(|m| m.events).sum();
     let latest: HashMap<StoreId, i64> = moved.iter().filter_map(|m| Some((store_of(&m.stream)?, m.version))).collect();
     let stores: Vec<StoreId> = latest.keys().copied().collect();
-    let built_with = schema::built_with(catalog);
+    let built_with = schema::built_with(catalogs);
     let mut behind = Vec::new();
     for chunk in stores.chunks(PAGE as usize) {
         tenant_state::copy_rows_in(tx, tenant_state::LIVE, table, chunk, &built_with).await?;
@@ -456,7 +456,7 @@ async fn catch_up_in(
         }
         let rows: Vec<(StoreId, &planledger_domain::TenantState, i64, DateTime<Utc>)> =
             folded.iter().map(|(store, f)| (*store, &f.state, f.version, f.at.unwrap_or_default())).collect();
-        tenant_state::write_many_into(tx, table, &rows, catalog).await?;
+        tenant_state::write_many_into(tx, table, &rows, catalogs).await?;
     }
     Ok((events as u64, stores.len() as u64))
 }
@@ -485,7 +485,7 @@ async fn rebuild_audit_log(
     log: &AnyEventLog,
     table: &str,
     generation: i64,
-    catalog: &Catalog,
+    catalogs: &Catalogs,
     now: DateTime<Utc>,
     progress: &Progress,
     claim: &RebuildClaim,
@@ -548,7 +548,7 @@ async fn rebuild_audit_log(
         if !claim.fence_in(&mut tx).await? {
             return Err(RebuildError::ClaimLost(ReadModel::AuditLog.name()));
         }
-        swap_in(&mut tx, ReadModel::AuditLog, table, generation, &schema::built_with(catalog), now).await?;
+        swap_in(&mut tx, ReadModel::AuditLog, table, generation, &schema::built_with(catalogs), now).await?;
         log.commit(tx).await?;
         drop_table(log, &retired(ReadModel::AuditLog, generation)).await?;
         return Ok(RebuildReport {

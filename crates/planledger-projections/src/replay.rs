@@ -3,7 +3,9 @@
 //! one comparison `planledger replay --compare` prints and the console's what-if page shows.
 
 use chrono::{DateTime, Utc};
-use planledger_domain::{effective_state, quota_position, status, ActionName, Catalog, Event, StoreId, TenantState};
+use planledger_domain::{
+    effective_state, quota_position, status, ActionName, Catalog, Catalogs, Event, StoreId, TenantState,
+};
 use planledger_store::{RecordedEvent, StoreError};
 
 use crate::audit::summary;
@@ -35,7 +37,7 @@ pub struct ReplayedEvent<'a> {
     pub recorded: &'a RecordedEvent,
     /// The event for people (`audit::summary`).
     pub summary: String,
-    /// After the event, as of when it was recorded, under the current catalog.
+    /// After the event, as of when it was recorded, under the store's own catalog version.
     pub after: StatusLine,
     /// The same under the compared catalog.
     pub after_compared: Option<StatusLine>,
@@ -130,12 +132,14 @@ pub struct Ending {
 
 /// Replays `store`'s events recorded until `at` (all of them if `None`), calling `visit` with
 /// each; `now` is when the end is read if `at` is not given. Answers `None` if there was no event.
+/// Each point is read under the catalog version the store was on then (`catalogs`), beside
+/// `compared` if given.
 pub async fn replay<E: From<StoreError>>(
     log: &planledger_store::AnyEventLog,
     store: StoreId,
     at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-    current: &Catalog,
+    catalogs: &Catalogs,
     compared: Option<&Catalog>,
     mut visit: impl FnMut(ReplayedEvent<'_>) -> Result<(), E>,
 ) -> Result<Option<Ending>, E> {
@@ -146,6 +150,7 @@ pub async fn replay<E: From<StoreError>>(
             Event::QuotaConsumed { action, .. } | Event::QuotaRefunded { action, .. } => Some(action),
             _ => None,
         };
+        let current = &catalogs.shown_for(&folded.state, when).catalog;
         visit(ReplayedEvent {
             recorded,
             summary: summary(event),
@@ -158,6 +163,7 @@ pub async fn replay<E: From<StoreError>>(
     let Some(last) = folded.at else { return Ok(None) };
     let state = folded.state;
     let at = at.unwrap_or(now).max(last);
+    let current = &catalogs.shown_for(&state, at).catalog;
     let effective = effective_state(&state, at, current);
     let mut actions: Vec<&ActionName> =
         current.actions().map(|(a, _)| a).filter(|a| compared.is_some() || effective.usage.contains_key(*a)).collect();

@@ -69,10 +69,11 @@ pub struct ReadModelInfo {
 }
 
 impl ReadModelInfo {
-    /// Whether the model was built with another catalog or fold than `catalog` and this build's
-    /// (see [`built_with`]): it is served meanwhile, and rebuilt from the log.
-    pub fn is_stale(&self, catalog: &planledger_domain::Catalog) -> bool {
-        self.catalog_fingerprint != built_with(catalog)
+    /// Whether the model was built with other catalog versions or another fold than
+    /// `catalogs` and this build's (see [`built_with`]): it is served meanwhile, and rebuilt
+    /// from the log.
+    pub fn is_stale(&self, catalogs: &planledger_domain::Catalogs) -> bool {
+        self.catalog_fingerprint != built_with(catalogs)
     }
 }
 
@@ -99,11 +100,12 @@ pub async fn execute_in(tx: &mut AnyTx, sql: &str) -> Result<(), StoreError> {
     tx.execute_script(sql).await
 }
 
-/// What a read model records it was built with: the catalog's fingerprint and the fold's
-/// (its version and a hash of what it does, see `planledger_domain::fold_fingerprint`). A model
+/// What a read model records it was built with: the catalog versions' fingerprint (every
+/// version, since a store's row depends on the ones that will reach it) and the fold's (its
+/// version and a hash of what it does, see `planledger_domain::fold_fingerprint`). A model
 /// built with anything else is stale and rebuilt from the log.
-pub fn built_with(catalog: &planledger_domain::Catalog) -> String {
-    format!("{}+fold{}", catalog.fingerprint(), planledger_domain::fold_fingerprint())
+pub fn built_with(catalogs: &planledger_domain::Catalogs) -> String {
+    format!("{}+fold{}", catalogs.fingerprint(), planledger_domain::fold_fingerprint())
 }
 
 /// Creates every read model that does not exist yet, recording the catalog it starts with.

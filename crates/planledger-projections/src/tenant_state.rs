@@ -3,7 +3,7 @@
 //! from the folded state and `now`, so a lagging deadline worker never shows a stale status.
 
 use chrono::{DateTime, Utc};
-use planledger_domain::{status, Catalog, StoreId, TenantState};
+use planledger_domain::{status, Catalog, Catalogs, StoreId, TenantState};
 use std::borrow::Cow;
 
 use planledger_store::{AnyEventLog, AnyTx, Column, Kind, OnConflict, Row, Statement, StoreError, Table, Value};
@@ -80,10 +80,17 @@ pub fn row(
     state: &TenantState,
     version: i64,
     at: DateTime<Utc>,
-    catalog: &Catalog,
+    catalogs: &Catalogs,
     built_with: &str,
 ) -> Result<Vec<Value>, StoreError> {
+    // The store's own catalog version; a later one that will reach it is a deadline like the
+    // lifecycle's, so that the deadline worker records the move.
+    let catalog = &catalogs.shown_for(state, at).catalog;
     let status = status(state, at, catalog);
+    let next_deadline = match (state.next_deadline(), catalogs.next_adoption(state)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(vec![
         store.to_string().into(),
         state.name.as_ref().map(|n| n.as_str().to_owned()).into(),
@@ -95,7 +102,7 @@ pub fn row(
         state.trial_ends_at.into(),
         state.grace_ends_at.into(),
         state.maintenance_ends_at.into(),
-        state.next_deadline().into(),
+        next_deadline.into(),
         state.subscription_id.as_ref().map(|s| s.as_str().to_owned()).into(),
         version.into(),
         Value::Json(serde_json::to_string(state).map_err(|e| corrupt("state", e))?),
@@ -111,12 +118,12 @@ pub async fn write_many_into(
     tx: &mut AnyTx,
     table: &str,
     rows: &[(StoreId, &TenantState, i64, DateTime<Utc>)],
-    catalog: &Catalog,
+    catalogs: &Catalogs,
 ) -> Result<(), StoreError> {
-    let built_with = crate::schema::built_with(catalog);
+    let built_with = crate::schema::built_with(catalogs);
     let values = rows
         .iter()
-        .map(|(store, state, version, at)| row(*store, state, *version, *at, catalog, &built_with))
+        .map(|(store, state, version, at)| row(*store, state, *version, *at, catalogs, &built_with))
         .collect::<Result<Vec<_>, _>>()?;
     let values: Vec<&[Value]> = values.iter().map(Vec::as_slice).collect();
     planledger_store::group::write_rows_in(tx, &TABLE.named(table.to_owned()), &values).await?;

@@ -8,7 +8,9 @@
 //! file it was started with (see [`resolve`]), so that two nodes cannot apply two rule sets.
 
 use chrono::{DateTime, Utc};
-use planledger_domain::{Catalog, CatalogError};
+use std::sync::Arc;
+
+use planledger_domain::{Catalog, CatalogError, Catalogs, Reach, Terms};
 use planledger_store::rows::Kind;
 use planledger_store::sql::{Row, Statement};
 use planledger_store::{AnyEventLog, StoreError};
@@ -27,6 +29,8 @@ pub struct CatalogVersion {
     pub author: String,
     pub reason: Option<String>,
     pub effective_at: DateTime<Utc>,
+    /// When it reaches the stores registered under an earlier version.
+    pub existing_stores: Reach,
     pub published_at: DateTime<Utc>,
 }
 
@@ -36,7 +40,22 @@ impl CatalogVersion {
     /// read whole.
     pub fn catalog(&self) -> Result<Catalog, CatalogError> {
         Catalog::parse(&format!("catalog version {} ({})", self.version, self.source_name), &self.source)
+            .map(|catalog| catalog.at_version(self.version))
     }
+
+    fn terms(&self) -> Result<Terms, CatalogError> {
+        Ok(Terms { catalog: Arc::new(self.catalog()?), effective_at: self.effective_at, reaches: self.existing_stores })
+    }
+}
+
+/// Every version's rules, for deciding each store under its own (`None` before any version).
+pub fn catalogs_of(versions: &[CatalogVersion]) -> Result<Option<Catalogs>, CatalogError> {
+    Ok(Catalogs::new(versions.iter().map(CatalogVersion::terms).collect::<Result<_, _>>()?))
+}
+
+/// Every version the ledger has, read now (`None` before any is published).
+pub async fn load(log: &AnyEventLog) -> Result<Option<Catalogs>, PublishError> {
+    catalogs_of(&versions(log).await?).map_err(PublishError::Invalid)
 }
 
 /// Why a publication did not happen.
@@ -44,6 +63,9 @@ impl CatalogVersion {
 pub enum PublishError {
     #[error("invalid catalog: {0}")]
     Invalid(CatalogError),
+    /// A version cannot take effect in the past: stores were decided under the rules then.
+    #[error("the effective time {effective_at} is before now ({now}): a version takes effect now or later")]
+    InThePast { effective_at: DateTime<Utc>, now: DateTime<Utc> },
     /// Another version was published while this one was being written: look again.
     #[error("another catalog version was published at the same time; look at `planledger catalog versions` and publish again if this one is still wanted")]
     Raced,
@@ -60,9 +82,10 @@ pub enum Published {
     Unchanged(CatalogVersion),
 }
 
-const COLUMNS: &str = "version, fingerprint, source, source_name, author, reason, @effective_at, @published_at";
-const KINDS: [Kind; 8] =
-    [Kind::Int, Kind::Text, Kind::Text, Kind::Text, Kind::Text, Kind::Text, Kind::Time, Kind::Time];
+const COLUMNS: &str =
+    "version, fingerprint, source, source_name, author, reason, @effective_at, @published_at, existing_stores";
+const KINDS: [Kind; 9] =
+    [Kind::Int, Kind::Text, Kind::Text, Kind::Text, Kind::Text, Kind::Text, Kind::Time, Kind::Time, Kind::Text];
 
 fn version_of(row: &Row) -> Result<CatalogVersion, StoreError> {
     Ok(CatalogVersion {
@@ -74,6 +97,7 @@ fn version_of(row: &Row) -> Result<CatalogVersion, StoreError> {
         reason: row.opt_text(5)?,
         effective_at: row.time(6)?,
         published_at: row.time(7)?,
+        existing_stores: Reach::parse(&row.text(8)?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
 }
 
@@ -101,8 +125,11 @@ pub struct Publication<'a> {
     pub source: &'a str,
     pub author: &'a str,
     pub reason: Option<&'a str>,
-    /// Default: `now`.
+    /// Default: `now`. Never before `now`: what was decided cannot be made to have been
+    /// decided under other rules.
     pub effective_at: Option<DateTime<Utc>>,
+    /// When the version reaches stores registered under an earlier one.
+    pub existing_stores: Reach,
 }
 
 /// Publishes `publication` as the next version, unless the newest version already has the same
@@ -120,14 +147,20 @@ pub async fn publish(
         // Asking again for what is already the newest version (a node restarted with
         // --publish-catalog, an operator's retry) changes nothing.
         let same_time = publication.effective_at.is_none_or(|at| at == newest.effective_at);
-        if newest.fingerprint == catalog.fingerprint() && same_time {
+        let same_reach = publication.existing_stores == newest.existing_stores;
+        if newest.fingerprint == catalog.fingerprint() && same_time && same_reach {
             return Ok(Published::Unchanged(newest.clone()));
         }
     }
+    // A minute's leeway for the publisher's clock against the nodes'.
+    if effective_at < now - chrono::TimeDelta::minutes(1) {
+        return Err(PublishError::InThePast { effective_at, now });
+    }
     let version = known.last().map_or(1, |newest| newest.version + 1);
     let statement = Statement::new(format!(
-        "INSERT INTO catalog_versions (version, fingerprint, source, source_name, author, reason, @effective_at, @published_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now()) RETURNING {COLUMNS}"
+        "INSERT INTO catalog_versions
+             (version, fingerprint, source, source_name, author, reason, @effective_at, @published_at, existing_stores)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8) RETURNING {COLUMNS}"
     ))
     .bind(version)
     .bind(catalog.fingerprint())
@@ -135,7 +168,8 @@ pub async fn publish(
     .bind(publication.source_name)
     .bind(publication.author)
     .bind(publication.reason)
-    .bind(effective_at);
+    .bind(effective_at)
+    .bind(publication.existing_stores.as_str());
     match log.fetch_written(&statement, &KINDS).await {
         Ok(rows) => rows.first().map(version_of).transpose()?.map(Published::New).ok_or(PublishError::Raced),
         // Two publishers took the same number: the version's key kept one of them.
@@ -147,8 +181,11 @@ pub async fn publish(
 /// What a node decides under, and why: see [`resolve`].
 #[derive(Debug, Clone)]
 pub struct Resolved {
+    /// The version in force, and its rules.
     pub catalog: Catalog,
     pub version: CatalogVersion,
+    /// Every version's rules: each store is decided under its own.
+    pub catalogs: Catalogs,
     /// What the node's own file had to do with it, for its log.
     pub note: ResolveNote,
 }
@@ -186,7 +223,14 @@ pub async fn resolve(
     let own = Catalog::parse(source_name, source).map_err(PublishError::Invalid)?;
     let mut note = ResolveNote::Agrees;
     let mut known = versions(log).await?;
-    let publication = |reason| Publication { source_name, source, author, reason: Some(reason), effective_at: None };
+    let publication = |reason| Publication {
+        source_name,
+        source,
+        author,
+        reason: Some(reason),
+        effective_at: None,
+        existing_stores: Reach::EffectiveTime,
+    };
     if known.is_empty() {
         // Another node may have been first: then follow it.
         if publish_once(log, &publication("the first node to start on this ledger"), clock.now()).await?.is_some() {
@@ -203,10 +247,13 @@ pub async fn resolve(
         .cloned()
         .ok_or_else(|| PublishError::Store(StoreError::Corrupt("no catalog version after publishing one".into())))?;
     let catalog = version.catalog().map_err(PublishError::Invalid)?;
+    let catalogs = catalogs_of(&known)
+        .map_err(PublishError::Invalid)?
+        .ok_or_else(|| PublishError::Store(StoreError::Corrupt("no catalog version after publishing one".into())))?;
     if note == ResolveNote::Agrees && named && catalog.fingerprint() != own.fingerprint() {
         note = ResolveNote::FileDiffers { file_fingerprint: own.fingerprint().to_owned() };
     }
-    Ok(Resolved { catalog, version, note })
+    Ok(Resolved { catalog, version, catalogs, note })
 }
 
 /// Publishes, taking a lost race as "another node did it first" (`None`).

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use planledger_domain::{Catalog, StoreId, TenantState};
+use planledger_domain::{Catalogs, StoreId, TenantState};
 use planledger_projections::tenant_state;
 use planledger_store::{
     AnyEventLog, Group, GroupError, GroupOptions, GroupPart, PartFailure, StoreError, StreamAppend,
@@ -26,8 +26,9 @@ pub(crate) struct CommitRequest {
     pub(crate) now: DateTime<Utc>,
     /// First answers to store for their idempotency keys.
     pub(crate) answers: Vec<(IdempotencyRequest, RenderedAnswer)>,
-    /// The catalog the batch was decided under, which its `tenant_state` row is built with.
-    pub(crate) catalog: Arc<Catalog>,
+    /// The catalog versions the batch was decided under, which its `tenant_state` row is
+    /// built with.
+    pub(crate) catalogs: Arc<Catalogs>,
     pub(crate) reply: oneshot::Sender<Result<i64, AppendFailure>>,
 }
 
@@ -108,12 +109,12 @@ async fn commit(
     group: &[CommitRequest],
 ) -> Result<Vec<Result<i64, AppendFailure>>, GroupError> {
     // Built once per catalog in the group: nearly always one, two while a new version comes in.
-    let mut built_with: Vec<(&Arc<Catalog>, String)> = Vec::with_capacity(1);
+    let mut built_with: Vec<(&Arc<Catalogs>, String)> = Vec::with_capacity(1);
     let mut parts = Vec::with_capacity(group.len());
     for request in group {
-        let catalog = &request.catalog;
-        let known = built_with.iter().position(|(c, _)| Arc::ptr_eq(c, catalog)).unwrap_or_else(|| {
-            built_with.push((catalog, planledger_projections::schema::built_with(catalog)));
+        let catalogs = &request.catalogs;
+        let known = built_with.iter().position(|(c, _)| Arc::ptr_eq(c, catalogs)).unwrap_or_else(|| {
+            built_with.push((catalogs, planledger_projections::schema::built_with(catalogs)));
             built_with.len() - 1
         });
         let built_with = built_with[known].1.as_str();
@@ -126,7 +127,7 @@ async fn commit(
             Vec::new()
         } else {
             let version = request.part.expected + request.part.events.len() as i64;
-            vec![tenant_state::row(request.store, &request.state, version, request.now, catalog, built_with)?]
+            vec![tenant_state::row(request.store, &request.state, version, request.now, catalogs, built_with)?]
         };
         parts.push(GroupPart { append: &request.part, claims, rows });
     }

@@ -8,7 +8,7 @@
 //! retry replays it word for word.
 
 use chrono::{DateTime, Utc};
-use planledger_domain::{Catalog, Command, DomainError, Event, StoreId, TenantState};
+use planledger_domain::{Catalogs, Command, DomainError, Event, StoreId, TenantState};
 
 /// A command decided on the store's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,5 +76,7 @@ pub struct RenderedAnswer {
 /// Renders outcomes for storage; the edge's one renderer, so that a replay equals the answer
 /// first given.
 pub trait Renderer: Send + Sync + std::fmt::Debug {
-    fn render(&self, outcome: &Outcome, catalog: &Catalog, correlation_id: &str) -> RenderedAnswer;
+    /// `catalogs`: the versions the command was decided under; an accepted command's store is
+    /// shown under its own (`Catalogs::shown_for`).
+    fn render(&self, outcome: &Outcome, catalogs: &Catalogs, correlation_id: &str) -> RenderedAnswer;
 }

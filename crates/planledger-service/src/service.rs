@@ -12,11 +12,11 @@
 //! decides the batch again, a bounded number of times with jitter, then answers 409.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use planledger_domain::{Catalog, Command, Consumption, Event, StoreId, TenantState};
+use planledger_domain::{Catalog, Catalogs, Command, Consumption, Event, StoreId, TenantState};
 use planledger_projections::tenant_state;
 use planledger_store::{AnyEventLog, EventLog, Expiring, GroupOptions, StoreError, StreamId};
 use tokio::sync::{mpsc, oneshot};
@@ -178,11 +178,10 @@ pub(crate) struct Inner {
     pub(crate) log: AnyEventLog,
     /// The same log on the reader connections, for what only reads (see `reads`).
     pub(crate) reads: AnyEventLog,
-    /// The catalog in force: replaced, never changed, when a new version comes in (see
-    /// `replace_catalog`); each batch takes the one current when it starts.
-    pub(crate) catalog: RwLock<Arc<Catalog>>,
-    /// The ledger's number of that catalog (0: not one of the ledger's, as in tests).
-    pub(crate) catalog_version: AtomicI64,
+    /// Every catalog version this node knows: replaced, never changed, when a new version comes
+    /// in (see `replace_catalogs`); each batch takes the one current when it starts, and
+    /// decides each store under its own version.
+    pub(crate) catalogs: RwLock<Arc<Catalogs>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: ServiceConfig,
     pub(crate) workers: Mutex<HashMap<StoreId, (u64, mpsc::Sender<Job>)>>,
@@ -194,8 +193,12 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    pub(crate) fn catalogs(&self) -> Arc<Catalogs> {
+        self.catalogs.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub(crate) fn replace_catalogs(&self, catalogs: Arc<Catalogs>) {
+        *self.catalogs.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = catalogs;
     }
 }
 
@@ -240,8 +243,7 @@ impl CommandService {
             inner: Arc::new(Inner {
                 reads: log.reads_only(),
                 log,
-                catalog: RwLock::new(catalog),
-                catalog_version: AtomicI64::new(0),
+                catalogs: RwLock::new(Arc::new(Catalogs::single(catalog))),
                 clock,
                 config,
                 workers: Mutex::new(HashMap::new()),
@@ -264,22 +266,27 @@ impl CommandService {
         &self.inner.reads
     }
 
-    /// The catalog in force now (a new version may replace it at any time: keep this one for
-    /// as long as one decision or one answer needs the same rules).
+    /// The catalog in force now, the one a store registered now gets (a new version may come
+    /// in at any time: keep this one for as long as one answer needs the same rules). A store
+    /// is decided under its own version: see [`CommandService::catalogs`].
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.inner.catalog()
+        self.inner.catalogs().in_force(self.inner.clock.now()).catalog.clone()
     }
 
-    /// Puts `catalog`, the ledger's `version`, in force for every decision from now on: each
-    /// store's next batch takes it.
-    pub fn replace_catalog(&self, catalog: Arc<Catalog>, version: i64) {
-        *self.inner.catalog.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = catalog;
-        self.inner.catalog_version.store(version, Ordering::Relaxed);
+    /// Every catalog version this node knows.
+    pub fn catalogs(&self) -> Arc<Catalogs> {
+        self.inner.catalogs()
+    }
+
+    /// Puts `catalogs` in place for every decision from now on: each store's next batch takes
+    /// them.
+    pub fn replace_catalogs(&self, catalogs: Arc<Catalogs>) {
+        self.inner.replace_catalogs(catalogs);
     }
 
     /// The ledger's number of the catalog in force on this node (0 if it is not the ledger's).
     pub fn catalog_version(&self) -> i64 {
-        self.inner.catalog_version.load(Ordering::Relaxed)
+        self.catalog().version()
     }
 
     pub fn clock(&self) -> &dyn Clock {
@@ -397,8 +404,8 @@ impl CommandService {
         workers.insert(store, (generation, queue.clone()));
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let catalog = inner.catalog();
-            Worker { inner, store, generation, cache: None, catalog, recent: RecentAnswers::default() }.run(jobs).await
+            let catalogs = inner.catalogs();
+            Worker { inner, store, generation, cache: None, catalogs, recent: RecentAnswers::default() }.run(jobs).await
         });
         (generation, queue)
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use planledger_domain::StoreId;
 use planledger_domain::{
-    decide, due_transitions, evolve, fold_fingerprint, Catalog, Command, DomainError, Event, TenantState,
+    decide, due_transitions, evolve, fold_fingerprint, Catalog, Catalogs, Command, DomainError, Event, TenantState,
 };
 use planledger_projections::history::{fold_stream, Folded, Until};
 use planledger_store::{EventLog, Expiring, IdempotencyKey, NewEvent, Snapshot, StreamAppend};
@@ -44,10 +44,10 @@ pub(crate) struct Worker {
     pub(crate) store: StoreId,
     pub(crate) generation: u64,
     pub(crate) cache: Option<Loaded>,
-    /// The catalog the batch in hand is decided under: the service's, taken once per batch, so
-    /// that one batch never mixes two versions of the rules and its `tenant_state` row is built
-    /// with the rules it was decided under.
-    pub(crate) catalog: Arc<Catalog>,
+    /// The catalog versions the batch in hand is decided under: the service's, taken once per
+    /// batch, so that one batch never sees two sets of versions and its `tenant_state` row is
+    /// built with the rules it was decided under. The store's own version picks among them.
+    pub(crate) catalogs: Arc<Catalogs>,
     /// The first answers this worker committed lately, by key: a client's retry usually comes
     /// back to the same worker soon, and is then answered without a database read. A stored
     /// answer never changes, so keeping a copy is safe.
@@ -224,6 +224,7 @@ impl Worker {
         actor: &str,
         causation: &str,
         now: DateTime<Utc>,
+        catalog: &Catalog,
     ) -> NewEvent {
         let mut new = NewEvent::new(
             event.event_type(),
@@ -231,7 +232,7 @@ impl Worker {
             event.data(),
             meta.correlation_id.clone(),
             actor,
-            self.catalog.fingerprint(),
+            catalog.fingerprint(),
             now,
         )
         .with_causation(causation);
@@ -266,7 +267,7 @@ impl Worker {
 
     async fn decide_and_append(&mut self, jobs: &[Job], may_split: bool) -> BatchResult {
         let inner = self.inner.clone();
-        self.catalog = inner.catalog();
+        self.catalogs = inner.catalogs();
         let all = |e: ServiceError| BatchResult::Done(jobs.iter().map(|_| Err(e.clone())).collect());
         let stream = match stream_of(self.store) {
             Ok(stream) => stream,
@@ -298,6 +299,10 @@ impl Worker {
                 Err(e) => return all(e),
             };
             let now = inner.clock.now();
+            if let Err(e) = self.know_version_of(&loaded.state, now).await {
+                self.cache = Some(loaded);
+                return all(e);
+            }
             let DecidedBatch { events, decided, state: working } = self.decide_batch(&loaded, jobs, &stored, now);
             let answers: Vec<(IdempotencyRequest, RenderedAnswer)> = decided
                 .iter()
@@ -426,12 +431,15 @@ impl Worker {
         let inner = &self.inner;
         let mut working = loaded.state.clone();
         let mut events: Vec<NewEvent> = Vec::new();
-        // Deadlines that passed come first, whatever the commands turn out to be.
+        // A catalog version that reached the store, then deadlines that passed, come first,
+        // whatever the commands turn out to be.
         if working.is_registered() {
             let system = CommandMeta::system(jobs[0].meta.correlation_id.clone());
-            for event in &due_transitions(&working, now, &self.catalog) {
+            let adoption = self.catalogs.adoption_due(&working, now);
+            let catalog = self.catalog_for(&working, now);
+            for event in adoption.iter().chain(due_transitions(&working, now, &catalog).iter()) {
                 let key = event.system_idempotency_key(self.store).unwrap_or_default();
-                events.push(self.new_event(event, &system, "system", &key, now));
+                events.push(self.new_event(event, &system, "system", &key, now, &catalog));
                 working = evolve(working, event);
             }
         }
@@ -467,7 +475,7 @@ impl Worker {
                 continue;
             };
             let stored = job.meta.idempotency.as_ref().map(|request| {
-                (request.clone(), inner.renderer.render(&outcome, &self.catalog, &job.meta.correlation_id))
+                (request.clone(), inner.renderer.render(&outcome, &self.catalogs, &job.meta.correlation_id))
             });
             decided.push(Decided::Recorded { outcome, stored });
         }
@@ -490,11 +498,22 @@ impl Worker {
                 return Some(Outcome::Refused(Refusal::VersionMoved { expected, current: seen_version }));
             }
         }
-        match decide(working, &job.command, now, &self.catalog) {
-            Ok(own) => {
+        // A plan change takes the catalog version in force: decided under it, recorded with it.
+        let adoption = self.catalogs.adoption_for(working, &job.command, now);
+        let base = match &adoption {
+            Some(adoption) => std::borrow::Cow::Owned(evolve(working.clone(), adoption)),
+            None => std::borrow::Cow::Borrowed(&*working),
+        };
+        let catalog = self.catalog_for(&base, now);
+        match decide(&base, &job.command, now, &catalog) {
+            Ok(mut own) => {
+                drop(base);
                 let causation = job.meta.causation_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
+                if let Some(adoption) = adoption.filter(|_| !own.is_empty()) {
+                    own.insert(0, adoption);
+                }
                 for event in &own {
-                    events.push(self.new_event(event, &job.meta, &job.meta.actor, &causation, now));
+                    events.push(self.new_event(event, &job.meta, &job.meta.actor, &causation, now, &catalog));
                     *working = evolve(std::mem::take(working), event);
                 }
                 Some(Outcome::Accepted(Box::new(Accepted {
@@ -531,7 +550,7 @@ impl Worker {
             state: working.clone(),
             now,
             answers,
-            catalog: self.catalog.clone(),
+            catalogs: self.catalogs.clone(),
             reply,
         };
         if self.inner.committer.send(request).await.is_err() {
@@ -540,6 +559,35 @@ impl Worker {
         outcome
             .await
             .unwrap_or_else(|_| Err(AppendFailure::Failed(ServiceError::Internal("the committer stopped".into()))))
+    }
+
+    /// The rules `state` is decided under at `now` (see `Catalogs::for_store`; a store on a
+    /// version this node has not read yet was made known by `know_version_of` first).
+    fn catalog_for(&self, state: &TenantState, now: DateTime<Utc>) -> Arc<Catalog> {
+        self.catalogs.shown_for(state, now).catalog.clone()
+    }
+
+    /// Makes sure this node knows the catalog version `state` is on: a store registered or
+    /// moved a moment ago on another node may be on a version published since this node last
+    /// looked. Then the versions are read again; a version the ledger does not have is an error
+    /// (nothing is decided under rules that are not the store's).
+    async fn know_version_of(&mut self, state: &TenantState, now: DateTime<Utc>) -> Result<(), ServiceError> {
+        if self.catalogs.for_store(state, now).is_some() {
+            return Ok(());
+        }
+        let fresh = crate::catalogs::load(&self.inner.log)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("reading the catalog versions: {e}")))?;
+        if let Some(fresh) = fresh.filter(|fresh| fresh.for_store(state, now).is_some()) {
+            let fresh = Arc::new(fresh);
+            self.inner.replace_catalogs(fresh.clone());
+            self.catalogs = fresh;
+            return Ok(());
+        }
+        Err(ServiceError::Internal(format!(
+            "the store is on catalog version {}, which this ledger does not have",
+            state.catalog_version.unwrap_or_default()
+        )))
     }
 
     fn remember(&mut self, old_version: i64, new_version: i64, state: TenantState) {

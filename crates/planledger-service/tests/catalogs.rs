@@ -15,7 +15,14 @@ fn stricter() -> String {
 }
 
 fn publication<'a>(source: &'a str, effective_at: Option<chrono::DateTime<Utc>>) -> Publication<'a> {
-    Publication { source_name: "catalog.toml", source, author: "tester", reason: Some("a test"), effective_at }
+    Publication {
+        source_name: "catalog.toml",
+        source,
+        author: "tester",
+        reason: Some("a test"),
+        effective_at,
+        existing_stores: planledger_domain::Reach::EffectiveTime,
+    }
 }
 
 async fn versions_are_numbered_immutable_and_in_force_from_their_time(postgres: bool) {
@@ -119,7 +126,73 @@ async fn a_node_follows_the_ledger_whatever_its_file_says(postgres: bool) {
     assert_eq!((again.note, again.version.version), (ResolveNote::Agrees, 2), "publishing what is in force is a no-op");
 }
 
+/// A version cannot take effect in the past: the stores decided then were decided under the
+/// rules then.
+async fn a_version_cannot_take_effect_in_the_past(postgres: bool) {
+    let Some((log, _db)) = support::open(postgres, "catalog in the past").await else { return };
+    let now = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
+    let yesterday = now - TimeDelta::days(1);
+    let refused = catalogs::publish(&log, &publication(BUILTIN_SOURCE, Some(yesterday)), now).await;
+    assert!(matches!(refused, Err(PublishError::InThePast { .. })), "{refused:?}");
+    assert_eq!(catalogs::head(&log).await.unwrap(), 0, "nothing written");
+}
+
+/// A store registered on one node under a version another node has not read yet (published a
+/// moment ago) is decided there under that version: the node reads the versions again first,
+/// rather than deciding under the rules it has.
+async fn a_node_reads_a_stores_version_it_does_not_know_before_deciding(postgres: bool) {
+    use planledger_domain::{ActionName, Amount, Command, StoreId};
+    use planledger_service::{Answer, CommandMeta, Outcome, ServiceConfig, TestClock};
+    use std::sync::Arc;
+
+    let Some((log, _db)) = support::open(postgres, "catalog unknown version").await else { return };
+    let now = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
+    catalogs::publish(&log, &publication(BUILTIN_SOURCE, None), now).await.unwrap();
+    let clock = Arc::new(TestClock::new(now));
+    let behind = support::node_with(&log, clock.clone(), ServiceConfig::default());
+    behind.replace_catalogs(Arc::new(catalogs::load(&log).await.unwrap().unwrap()));
+    // Version 2: starter's articles down from 30 to 20, for stores registered from now on.
+    let stricter = stricter();
+    let publication = Publication { existing_stores: planledger_domain::Reach::Never, ..publication(&stricter, None) };
+    catalogs::publish(&log, &publication, now).await.unwrap();
+    let ahead = support::node_with(&log, clock.clone(), ServiceConfig::default());
+    ahead.replace_catalogs(Arc::new(catalogs::load(&log).await.unwrap().unwrap()));
+
+    let meta = || CommandMeta {
+        correlation_id: "terms".into(),
+        actor: "tester".into(),
+        idempotency: None,
+        expected_version: None,
+        causation_id: None,
+    };
+    let store = StoreId::new(uuid::Uuid::now_v7());
+    let register = Command::RegisterStore { store_id: store, name: None, time_zone: None };
+    assert!(support::accepted(&ahead.execute(store, register, meta()).await));
+    let paid = Command::ActivateSubscription {
+        plan_id: planledger_domain::PlanId::parse("starter").unwrap(),
+        subscription_id: planledger_domain::SubscriptionId::parse("sub_terms").unwrap(),
+    };
+    assert!(support::accepted(&ahead.execute(store, paid, meta()).await));
+    assert_eq!(behind.catalogs().newest().version(), 1, "this node has not looked yet");
+    let consume = || Command::Consume {
+        action: ActionName::parse("create_article").unwrap(),
+        amount: Amount::parse(1).unwrap(),
+        consumption_id: uuid::Uuid::now_v7(),
+    };
+    let Ok(Answer::Decided(Outcome::Accepted(accepted))) = behind.execute(store, consume(), meta()).await else {
+        panic!("the consumption is accepted")
+    };
+    let limit = accepted.facts.iter().find_map(|e| match e {
+        planledger_domain::Event::QuotaConsumed { limit, .. } => *limit,
+        _ => None,
+    });
+    assert_eq!(limit, Some(20), "decided under the store's version 2, not the node's version 1");
+    assert_eq!(behind.catalogs().newest().version(), 2, "the node read the versions again");
+}
+
 planledger_testkit::on_both_backends!(
+    a_version_cannot_take_effect_in_the_past,
+    a_node_reads_a_stores_version_it_does_not_know_before_deciding,
     versions_are_numbered_immutable_and_in_force_from_their_time,
     two_publishers_never_write_one_number_twice,
     a_node_follows_the_ledger_whatever_its_file_says,

@@ -221,7 +221,7 @@ async fn rebuilt_copies_equal_the_live_ones(postgres: bool) {
 
     for model in ReadModel::ALL {
         let report =
-            rebuild(&log, model, &service.catalog(), clock.now(), &Progress::default(), When::Always).await.unwrap();
+            rebuild(&log, model, &service.catalogs(), clock.now(), &Progress::default(), When::Always).await.unwrap();
         assert_eq!(report.generation, 2);
     }
     // Loaded without secondary indexes, then indexed: the swapped-in tables have them all.
@@ -281,7 +281,7 @@ async fn nothing_written_during_a_rebuild_is_missing(postgres: bool) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     for model in ReadModel::ALL {
         let progress = Progress::default();
-        rebuild(&log, model, &service.catalog(), clock.now(), &progress, When::Always).await.unwrap();
+        rebuild(&log, model, &service.catalogs(), clock.now(), &progress, When::Always).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -380,7 +380,16 @@ async fn rows_another_build_wrote_during_a_rebuild_are_folded_again(postgres: bo
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let catalog = service.catalog().clone();
-    rebuild(&log, ReadModel::TenantState, &catalog, clock.now(), &progress, When::Always).await.unwrap();
+    rebuild(
+        &log,
+        ReadModel::TenantState,
+        &planledger_domain::Catalogs::single(catalog.clone()),
+        clock.now(),
+        &progress,
+        When::Always,
+    )
+    .await
+    .unwrap();
     let (mut during, mut late) = (std::collections::HashSet::new(), std::collections::HashSet::new());
     for writer in writers {
         let (d, l) = writer.await.unwrap();
@@ -396,9 +405,18 @@ async fn rows_another_build_wrote_during_a_rebuild_are_folded_again(postgres: bo
         rows.into_iter().filter(|r| compared.iter().any(|s| r.starts_with(s.as_str()))).collect()
     };
     let after_catch_up = rows_of(tenant_rows(&log).await);
-    let built_with = planledger_projections::schema::built_with(&catalog);
+    let built_with = planledger_projections::schema::built_with(&planledger_domain::Catalogs::single(catalog.clone()));
     assert!(after_catch_up.iter().all(|row| row.contains(&built_with)), "rows of A's rebuild: {after_catch_up:?}");
-    rebuild(&log, ReadModel::TenantState, &catalog, clock.now(), &Progress::default(), When::Always).await.unwrap();
+    rebuild(
+        &log,
+        ReadModel::TenantState,
+        &planledger_domain::Catalogs::single(catalog.clone()),
+        clock.now(),
+        &Progress::default(),
+        When::Always,
+    )
+    .await
+    .unwrap();
     assert_eq!(after_catch_up, rows_of(tenant_rows(&log).await), "each row as a rebuild under A folds it");
 }
 
@@ -457,7 +475,15 @@ async fn three_nodes_rebuild_a_stale_model_once(postgres: bool) {
             let (log, catalog, start, now) = (log.clone(), service.catalog().clone(), start.clone(), clock.now());
             nodes.push(tokio::spawn(async move {
                 start.wait().await;
-                rebuild(&log, model, &catalog, now, &Progress::default(), When::IfStale).await
+                rebuild(
+                    &log,
+                    model,
+                    &planledger_domain::Catalogs::single(catalog.clone()),
+                    now,
+                    &Progress::default(),
+                    When::IfStale,
+                )
+                .await
             }));
         }
     }

@@ -74,6 +74,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "catalog_versions",
         sql: include_str!("../../../migrations/postgres/0012_catalog_versions.sql"),
     },
+    Migration {
+        version: 13,
+        name: "catalog_reach",
+        sql: include_str!("../../../migrations/postgres/0013_catalog_reach.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -119,6 +124,11 @@ pub const SQLITE: &[Migration] = &[
         version: 11,
         name: "catalog_versions",
         sql: include_str!("../../../migrations/sqlite/0011_catalog_versions.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "catalog_reach",
+        sql: include_str!("../../../migrations/sqlite/0012_catalog_reach.sql"),
     },
 ];
 

@@ -100,6 +100,11 @@ pub struct StoreView {
     pub subscription_id: Option<String>,
     pub trial_used: bool,
     pub features: Vec<String>,
+    /// The ledger's catalog version the store is decided under (`GET /v1/catalog/versions`):
+    /// the one in force when it registered, until a later version reaches it or it changes
+    /// plan. `null` on a node deciding under rules that are not the ledger's.
+    #[schema(required = true, minimum = 1)]
+    pub catalog_version: Option<i64>,
     /// The store's stream version: send it as `If-Match` to make a command conditional on it.
     pub version: i64,
     pub warnings: Vec<Warning>,
@@ -694,8 +699,21 @@ pub struct CatalogVersion {
     pub effective_at: DateTime<Utc>,
     #[serde(with = "crate::time")]
     pub published_at: DateTime<Utc>,
-    /// The newest version whose effective time has come: the one every node decides under.
+    /// When it reaches the stores registered under an earlier version: at its effective time,
+    /// at each store's next month boundary, or never (they keep their version until they
+    /// change plan). Stores registered after its effective time are registered under it.
+    pub existing_stores: ExistingStores,
+    /// The newest version whose effective time has come: the one a store registered now gets.
     pub in_force: bool,
+}
+
+/// When a catalog version reaches the stores registered under an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExistingStores {
+    EffectiveTime,
+    NextPeriod,
+    Never,
 }
 
 /// `GET /v1/catalog`: the rules this node decides under, as data.

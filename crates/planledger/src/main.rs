@@ -270,9 +270,14 @@ enum CatalogCommand {
     Publish {
         /// The catalog file (TOML, as config/catalog.toml).
         file: String,
-        /// When it comes into force (RFC 3339); default now.
+        /// When it comes into force (RFC 3339); default now. Never in the past.
         #[arg(long)]
         effective_at: Option<String>,
+        /// When it reaches the stores registered under an earlier version: `effective_time`
+        /// (all at once), `next_period` (each at its next month boundary) or `never`
+        /// (grandfathered: they keep their version until they change plan).
+        #[arg(long, default_value = "effective_time", value_parser = parse_reach)]
+        existing_stores: planledger_domain::Reach,
         /// Why: kept with the version.
         #[arg(long)]
         reason: Option<String>,
@@ -339,33 +344,38 @@ fn catalog_path(cli: &Cli) -> Option<&str> {
     cli.catalog.as_deref().filter(|c| !c.is_empty())
 }
 
-/// What `replay` and `projections` judge by: the ledger's catalog version in force, as `serve`
-/// decides under it; on a ledger that has none yet, this node's file. Nothing is written.
-async fn ledger_catalog(cli: &Cli, log: &AnyEventLog) -> anyhow::Result<planledger_domain::Catalog> {
+/// What `replay` and `projections` judge by: the ledger's catalog versions, as `serve` decides
+/// under them (each store under its own); on a ledger that has none yet, this node's file.
+/// Nothing is written.
+async fn ledger_catalogs(cli: &Cli, log: &AnyEventLog) -> anyhow::Result<planledger_domain::Catalogs> {
     let file = serve::load_catalog(catalog_path(cli))?;
     if !log.table_exists("catalog_versions").await? {
-        return Ok(file);
+        return Ok(planledger_domain::Catalogs::single(std::sync::Arc::new(file)));
     }
     let versions = planledger_service::catalogs::versions(log).await?;
-    let Some(version) = planledger_service::catalogs::in_force(&versions, chrono::Utc::now()) else {
-        return Ok(file);
+    let Some(catalogs) = planledger_service::catalogs::catalogs_of(&versions)
+        .map_err(|e| anyhow::anyhow!("the ledger has a catalog version this build cannot read: {e}"))?
+    else {
+        return Ok(planledger_domain::Catalogs::single(std::sync::Arc::new(file)));
     };
-    let catalog = version.catalog().map_err(|e| {
-        anyhow::anyhow!("the ledger's catalog version {} cannot be read by this build: {e}", version.version)
-    })?;
-    if catalog_path(cli).is_some() && catalog.fingerprint() != file.fingerprint() {
+    let in_force = catalogs.in_force(chrono::Utc::now());
+    if catalog_path(cli).is_some() && in_force.catalog.fingerprint() != file.fingerprint() {
         eprintln!(
             "note: {} differs from the ledger's catalog version {} in force; using the ledger's",
             catalog_path(cli).unwrap_or_default(),
-            version.version
+            in_force.version()
         );
     }
-    Ok(catalog)
+    Ok(catalogs)
 }
 
 /// A retention period: `None` keeps forever.
 #[derive(Debug, Clone, Copy)]
 struct Keep(Option<Duration>);
+
+fn parse_reach(value: &str) -> Result<planledger_domain::Reach, String> {
+    planledger_domain::Reach::parse(value).map_err(|e| e.to_string())
+}
 
 fn parse_keep(value: &str) -> Result<Keep, String> {
     planledger_service::retention::parse_period(value).map(Keep)
@@ -444,9 +454,9 @@ async fn main() -> std::process::ExitCode {
                     .map_err(|_| anyhow::anyhow!("--at must be an RFC 3339 time like 2026-03-01T00:00:00Z"))?;
                 let other = compare.as_deref().map(|path| serve::load_catalog(Some(path))).transpose()?;
                 let log = connect(&cli).await?;
-                let current = ledger_catalog(&cli, &log).await?;
+                let catalogs = ledger_catalogs(&cli, &log).await?;
                 let other = other.as_ref().map(|c| (compare.as_deref().unwrap_or(""), c));
-                operate::replay(&log, store, at, &current, other, *json).await
+                operate::replay(&log, store, at, &catalogs, other, *json).await
             }
             .await
         }
@@ -455,7 +465,7 @@ async fn main() -> std::process::ExitCode {
             async {
                 let log = connect(&cli).await?;
                 match action {
-                    CatalogCommand::Publish { file, effective_at, reason, author, json } => {
+                    CatalogCommand::Publish { file, effective_at, existing_stores, reason, author, json } => {
                         let effective_at = effective_at
                             .as_deref()
                             .map(|t| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&chrono::Utc)))
@@ -465,11 +475,21 @@ async fn main() -> std::process::ExitCode {
                             })?;
                         let author =
                             author.as_deref().filter(|a| !a.is_empty()).unwrap_or("planledger catalog publish");
-                        operate::publish_catalog(&log, file, effective_at, reason.as_deref(), author, *json).await
+                        operate::publish_catalog(
+                            &log,
+                            file,
+                            effective_at,
+                            *existing_stores,
+                            reason.as_deref(),
+                            author,
+                            *json,
+                        )
+                        .await
                     }
                     CatalogCommand::Versions { json } => operate::catalog_versions(&log, *json).await,
                     CatalogCommand::Preview { draft, json } => {
-                        let current = ledger_catalog(&cli, &log).await?;
+                        let catalogs = ledger_catalogs(&cli, &log).await?;
+                        let current = catalogs.in_force(chrono::Utc::now()).catalog.clone();
                         operate::preview_catalog(&log, &current, draft, *json).await
                     }
                 }
@@ -479,7 +499,7 @@ async fn main() -> std::process::ExitCode {
         Command::Projections { action } => {
             async {
                 let log = connect(&cli).await?;
-                let catalog = ledger_catalog(&cli, &log).await?;
+                let catalog = ledger_catalogs(&cli, &log).await?;
                 match action {
                     ProjectionsCommand::Status { json } => operate::status_report(&log, &catalog, *json).await,
                     ProjectionsCommand::Rebuild { name } => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use planledger_domain::{Catalog, StoreId};
+use planledger_domain::{Catalog, Catalogs, StoreId};
 use planledger_projections::rebuild::{rebuild, Progress, When};
 use planledger_projections::replay::{self, StatusLine};
 use planledger_projections::runtime::audit_lag;
@@ -40,7 +40,7 @@ pub async fn replay(
     log: &AnyEventLog,
     store: &str,
     at: Option<DateTime<Utc>>,
-    current: &Catalog,
+    current: &Catalogs,
     other: Option<(&str, &Catalog)>,
     json: bool,
 ) -> anyhow::Result<()> {
@@ -132,7 +132,7 @@ pub async fn replay(
     Ok(())
 }
 
-pub async fn status_report(log: &AnyEventLog, catalog: &Catalog, json: bool) -> anyhow::Result<()> {
+pub async fn status_report(log: &AnyEventLog, catalog: &Catalogs, json: bool) -> anyhow::Result<()> {
     let info = schema::info(log).await?;
     let lag = audit_lag(log, Utc::now()).await?;
     if json {
@@ -186,7 +186,7 @@ pub async fn status_report(log: &AnyEventLog, catalog: &Catalog, json: bool) -> 
     Ok(())
 }
 
-pub async fn rebuild_models(log: &AnyEventLog, names: &[ReadModel], catalog: &Catalog) -> anyhow::Result<()> {
+pub async fn rebuild_models(log: &AnyEventLog, names: &[ReadModel], catalog: &Catalogs) -> anyhow::Result<()> {
     schema::ensure(log, &schema::built_with(catalog), Utc::now()).await?;
     for model in names {
         let progress = Arc::new(Progress::default());
@@ -235,13 +235,14 @@ pub async fn publish_catalog(
     log: &AnyEventLog,
     file: &str,
     effective_at: Option<DateTime<Utc>>,
+    existing_stores: planledger_domain::Reach,
     reason: Option<&str>,
     author: &str,
     json: bool,
 ) -> anyhow::Result<()> {
     let source = std::fs::read_to_string(file).with_context(|| format!("could not read the catalog {file}"))?;
     log.migrate().await.context("migration failed")?;
-    let publication = Publication { source_name: file, source: &source, author, reason, effective_at };
+    let publication = Publication { source_name: file, source: &source, author, reason, effective_at, existing_stores };
     let published = catalogs::publish(log, &publication, Utc::now()).await.map_err(|e| anyhow!("{e}"))?;
     let (version, new) = match &published {
         Published::New(version) => (version, true),

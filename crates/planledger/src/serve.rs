@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use planledger_api::{AppState, Tokens};
-use planledger_domain::Catalog;
+use planledger_domain::{Catalog, Catalogs};
 use planledger_projections::rebuild::When;
 use planledger_projections::runtime::{run_audit_projector, ProjectorState};
 use planledger_projections::ReadModel;
@@ -143,11 +143,11 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         clock.as_ref(),
     )
     .await?;
-    let catalog_version = resolved.version.version;
     let catalog = Arc::new(resolved.catalog);
+    let catalogs = Arc::new(resolved.catalogs);
     planledger_projections::schema::ensure(
         &log,
-        &planledger_projections::schema::built_with(&catalog),
+        &planledger_projections::schema::built_with(&catalogs),
         SystemClock.now(),
     )
     .await
@@ -162,7 +162,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         journal,
         Arc::new(planledger_api::render::JsonRenderer),
     );
-    service.replace_catalog(catalog.clone(), catalog_version);
+    service.replace_catalogs(catalogs);
     let projector = Arc::new(ProjectorState::default());
     let stripe_enabled = !stripe_secrets.is_empty();
     let stripe = planledger_stripe::Stripe::new(
@@ -187,7 +187,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         .with_stripe(stripe.clone())
         .with_notifier(notifier.clone());
 
-    rebuild_stale_read_models(&state, &catalog).await?;
+    rebuild_stale_read_models(&state, &service.catalogs()).await?;
 
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("could not bind {addr}"))?;
     let local = listener.local_addr()?;
@@ -239,16 +239,16 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     Ok(())
 }
 
-/// Read models built under another catalog are rebuilt in the background, blue/green: the live
-/// ones keep answering meanwhile.
+/// Read models built under other catalog versions are rebuilt in the background, blue/green:
+/// the live ones keep answering meanwhile.
 /// A rebuild already running (for an older version, say) is left to finish; the next look
 /// starts the one still needed.
-async fn rebuild_stale_read_models(state: &AppState, catalog: &Catalog) -> anyhow::Result<()> {
+async fn rebuild_stale_read_models(state: &AppState, catalogs: &Catalogs) -> anyhow::Result<()> {
     for info in planledger_projections::schema::info(state.service.log()).await? {
-        if info.is_stale(catalog) {
+        if info.is_stale(catalogs) {
             if let Some(model) = ReadModel::parse(&info.name) {
                 if state.rebuilds.start(&state.service, model, When::IfStale) {
-                    tracing::warn!(read_model = %info.name, built_with = %info.catalog_fingerprint, "read model is stale for this catalog; rebuilding in the background");
+                    tracing::warn!(read_model = %info.name, built_with = %info.catalog_fingerprint, "read model is stale for the catalog versions; rebuilding in the background");
                 }
             }
         }
@@ -259,15 +259,16 @@ async fn rebuild_stale_read_models(state: &AppState, catalog: &Catalog) -> anyho
 /// How many catalog polls between two looks for read models still stale.
 const STALE_RECHECK_TICKS: u64 = 30;
 
-/// Follows the ledger's catalog: every `interval`, one index probe for a new version, and a
-/// look at whether a published one has reached its effective time; the version in force then
-/// replaces the node's for every decision from the next batch on, and read models built under
-/// the old one are rebuilt. A version this build cannot read is not applied: the node keeps
-/// its rules and says so (the operator must upgrade the node, or publish a readable version).
+/// Follows the ledger's catalog: every `interval`, one index probe for a new version. A new
+/// version is read with all the others and replaces the node's set for every decision from the
+/// next batch on (each store is decided under its own version, and moves to a later one when
+/// that version says: see `planledger_domain::terms`); read models built under the old set are
+/// rebuilt. A set with a version this build cannot read is not applied: the node keeps its
+/// versions and says so (the operator must upgrade the node). A store already on such a version
+/// is refused, not decided under other rules (see the worker's `know_version_of`).
 async fn follow_catalog(state: AppState, interval: Duration, mut stop: watch::Receiver<bool>) {
     let service = state.service.clone();
-    let mut versions: Vec<catalogs::CatalogVersion> = Vec::new();
-    let mut head = -1;
+    let mut head = service.catalogs().newest().version();
     let mut refused = None;
     let mut ticks: u64 = 0;
     loop {
@@ -283,43 +284,42 @@ async fn follow_catalog(state: AppState, interval: Duration, mut stop: watch::Re
                 continue;
             }
         };
-        if now_head != head {
-            match catalogs::versions(service.log()).await {
-                Ok(all) => (versions, head) = (all, now_head),
-                Err(error) => {
-                    tracing::debug!(%error, "could not read the ledger's catalog versions");
-                    continue;
-                }
-            }
-        }
-        let Some(version) = catalogs::in_force(&versions, service.clock().now()) else { continue };
-        if version.version == service.catalog_version() || refused == Some(version.version) {
-            // The rules did not change. Now and then, a read model still stale for them (its
-            // rebuild was refused while one for the version before ran, or failed) is started.
-            if ticks % STALE_RECHECK_TICKS == 0 {
-                if let Err(error) = rebuild_stale_read_models(&state, &service.catalog()).await {
+        // A worker may have read the new versions already (for a store on one of them).
+        let known = service.catalogs().newest().version();
+        if now_head <= known || refused == Some(now_head) {
+            // Nothing this node lacks. Now and then, and once after a worker brought new
+            // versions in, a read model still stale for them (its rebuild was refused while one
+            // for the set before ran, or failed) is started.
+            if known != head || ticks % STALE_RECHECK_TICKS == 0 {
+                head = known;
+                if let Err(error) = rebuild_stale_read_models(&state, &service.catalogs()).await {
                     tracing::debug!(%error, "could not look for stale read models");
                 }
             }
             continue;
         }
-        match version.catalog() {
-            Ok(catalog) => {
-                let catalog = Arc::new(catalog);
+        match catalogs::load(service.log()).await {
+            Ok(Some(fresh)) => {
+                let fresh = Arc::new(fresh);
+                let newest = fresh.newest();
                 tracing::info!(
-                    version = version.version,
-                    fingerprint = %catalog.fingerprint(),
-                    from = service.catalog_version(),
-                    "a new catalog version is in force: deciding under it"
+                    version = newest.version(),
+                    fingerprint = %newest.catalog.fingerprint(),
+                    effective_at = %newest.effective_at,
+                    existing_stores = newest.reaches.as_str(),
+                    from = head,
+                    "a new catalog version is published: deciding under the ledger's versions"
                 );
-                service.replace_catalog(catalog.clone(), version.version);
-                if let Err(error) = rebuild_stale_read_models(&state, &catalog).await {
+                service.replace_catalogs(fresh.clone());
+                head = fresh.newest().version();
+                if let Err(error) = rebuild_stale_read_models(&state, &fresh).await {
                     tracing::warn!(%error, "could not look for read models to rebuild under the new catalog");
                 }
             }
+            Ok(None) => {}
             Err(error) => {
-                tracing::error!(version = version.version, %error, "the ledger's catalog version in force cannot be read by this build: keeping the rules in force; upgrade this node");
-                refused = Some(version.version);
+                tracing::error!(version = now_head, %error, "the ledger's catalog versions cannot be read by this build: keeping the versions this node has; upgrade this node");
+                refused = Some(now_head);
             }
         }
     }

@@ -178,7 +178,7 @@ pub async fn overview(State(app): State<AppState>, viewer: Viewer) -> Page {
                             tr {
                                 td { (info.name) }
                                 td { (info.generation) }
-                                td { @if info.is_stale(&app.service.catalog()) { span.badge.warn { "stale: rebuild" } } @else { "yes" } }
+                                td { @if info.is_stale(&app.service.catalogs()) { span.badge.warn { "stale: rebuild" } } @else { "yes" } }
                             }
                         }
                     }
@@ -220,6 +220,7 @@ pub async fn overview(State(app): State<AppState>, viewer: Viewer) -> Page {
 // ---- stores -----------------------------------------------------------------------------
 
 pub async fn stores(State(app): State<AppState>, viewer: Viewer, params: Params) -> Page {
+    let catalogs = app.service.catalogs();
     let in_force = app.service.catalog();
     let catalog = in_force.as_ref();
     let filter = filter_of(|k| params.get(k).map(str::to_owned), catalog)?;
@@ -266,7 +267,7 @@ pub async fn stores(State(app): State<AppState>, viewer: Viewer, params: Params)
                 thead { tr { th { "Store" } th { "Status" } th { "Plan" } th { "Next deadline" } th.num { "Version" } } }
                 tbody {
                     @for row in &rows {
-                        @let view = render::store_view(row.store_id, &row.state, row.version, now, catalog);
+                        @let view = render::store_view(row.store_id, &row.state, row.version, now, &catalogs);
                         tr {
                             td {
                                 (h::store_link(&row.store_id.to_string(), view.name.as_deref()))
@@ -395,6 +396,12 @@ fn state_table(view: &wire::StoreView, now: DateTime<Utc>) -> Markup {
             tr { th { "Trial used" } td { (if view.trial_used { "yes" } else { "no" }) } }
             tr { th { "Time zone" } td { (view.time_zone) } }
             tr { th { "Features" } td { (view.features.join(", ")) } }
+            tr { th { "Catalog" } td #catalog-version {
+                @match view.catalog_version {
+                    Some(v) => { "version " (v) " " span.muted { "the rules this store is decided under" } }
+                    None => { "the node's own rules " span.muted { "(not a ledger version)" } }
+                }
+            } }
             @if !view.warnings.is_empty() {
                 tr { th { "Warnings" } td { @for w in &view.warnings { span.badge.warn { (h::wire_name(w)) } " " } } }
             }
@@ -405,8 +412,7 @@ fn state_table(view: &wire::StoreView, now: DateTime<Utc>) -> Markup {
 pub async fn store(State(app): State<AppState>, viewer: Viewer, Path(id): Path<String>, params: Params) -> Page {
     let store = store_id(&id)?;
     let log = app.service.reads();
-    let in_force = app.service.catalog();
-    let catalog = in_force.as_ref();
+    let catalogs = app.service.catalogs();
     let now = now(&app);
     let Some((latest_state, latest)) = app.service.load_row(store).await? else {
         return Err(ConsoleError::NotFound(format!("No store {store}.")));
@@ -419,10 +425,12 @@ pub async fn store(State(app): State<AppState>, viewer: Viewer, Path(id): Path<S
             let until = Until { version: Some(v), time: None };
             let folded = fold_stream(log, store, Folded::default(), until, |_, _, _| Ok::<_, ConsoleError>(())).await?;
             let at = folded.at.unwrap_or(now);
-            (render::store_view(store, &folded.state, folded.version, at, catalog), folded.state, at)
+            (render::store_view(store, &folded.state, folded.version, at, &catalogs), folded.state, at)
         }
-        None => (render::store_view(store, &latest_state, latest, now, catalog), latest_state, now),
+        None => (render::store_view(store, &latest_state, latest, now, &catalogs), latest_state, now),
     };
+    // The store's own catalog version, then.
+    let catalog = catalogs.shown_for(&state, as_of).catalog.as_ref();
     // What the gate refuses now, per action of a quota window: such a window's "left" would
     // not be granted.
     let refused: HashMap<String, &'static str> = view
@@ -629,12 +637,11 @@ pub async fn what_if(State(app): State<AppState>, viewer: Viewer, Path(id): Path
     let store = store_id(&id)?;
     let text = form.required("catalog")?;
     let other = Catalog::parse("uploaded catalog", text).map_err(|e| ConsoleError::Invalid(e.to_string()))?;
-    let in_force = app.service.catalog();
-    let current = in_force.as_ref();
+    let catalogs = app.service.catalogs();
     let now = now(&app);
     let mut rows = Vec::new();
     let (mut total, mut differing) = (0usize, 0usize);
-    let ending = replay::replay(app.service.reads(), store, None, now, current, Some(&other), |row| {
+    let ending = replay::replay(app.service.reads(), store, None, now, &catalogs, Some(&other), |row| {
         total += 1;
         differing += usize::from(row.differs());
         if rows.len() < WHAT_IF_ROWS {
@@ -710,7 +717,7 @@ pub async fn rebuilds(State(app): State<AppState>, viewer: Viewer) -> Page {
                 h2 { (model.name()) }
                 p {
                     "Live generation " strong.generation { (info.map_or("none".to_owned(), |i| i.generation.to_string())) }
-                    @if info.is_some_and(|i| i.is_stale(&app.service.catalog())) { " " span.badge.warn { "stale for the catalog" } }
+                    @if info.is_some_and(|i| i.is_stale(&app.service.catalogs())) { " " span.badge.warn { "stale for the catalog" } }
                 }
                 div.progress data-progress-url={ "/admin/rebuilds/" (model.name()) "/progress" } data-running=(job.as_ref().is_some_and(|j| j.state == wire::RebuildState::Running)) {
                     @match &job {

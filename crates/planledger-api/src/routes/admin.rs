@@ -35,10 +35,9 @@ pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
     };
     let rows = planledger_projections::tenant_state::list(app.service.reads(), &filter, cursor, limit + 1).await?;
     let now = app.service.clock().now();
-    let in_force = app.service.catalog();
-    let catalog = in_force.as_ref();
+    let catalogs = app.service.catalogs();
     let view =
-        |r: planledger_projections::TenantStateRow| render::store_view(r.store_id, &r.state, r.version, now, catalog);
+        |r: planledger_projections::TenantStateRow| render::store_view(r.store_id, &r.state, r.version, now, &catalogs);
     Ok(Json::ok(&page(rows, limit, |r| r.store_id.to_string(), view)).into_response())
 }
 

@@ -112,6 +112,6 @@ pub async fn state_at(State(app): State<AppState>, Path(id): Path<String>, param
     };
     // Statuses are derived at `at`; at a version, when its event was recorded; else now.
     let as_of = at.or(version.map(|_| last_at)).unwrap_or_else(|| app.service.clock().now());
-    let store_view = render::store_view(store, &folded.state, folded.version, as_of, &app.service.catalog());
+    let store_view = render::store_view(store, &folded.state, folded.version, as_of, &app.service.catalogs());
     Ok(Json::ok(&wire::StateAt { store: store_view, as_of }).into_response())
 }

@@ -48,7 +48,7 @@ pub(crate) fn meta(ctx: &Ctx, path: &str, canonical_body: &str) -> CommandMeta {
 /// The service's answer as the caller gets it.
 pub(crate) fn answer(app: &AppState, answer: Answer) -> Reply {
     match answer {
-        Answer::Decided(outcome) => Ok(render::outcome(outcome, &app.service.catalog())?.into_response()),
+        Answer::Decided(outcome) => Ok(render::outcome(outcome, &app.service.catalogs())?.into_response()),
         Answer::Replayed(first) => Ok(render::replayed(first, RequestScope::current().now)),
     }
 }

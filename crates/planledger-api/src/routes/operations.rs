@@ -192,7 +192,7 @@ pub(crate) async fn readiness(app: &AppState) -> (bool, Json) {
         // Read models built under another catalog are served while they are rebuilt: say so.
         if let Ok(info) = planledger_projections::schema::info(log).await {
             let stale: Vec<&str> =
-                info.iter().filter(|i| i.is_stale(&app.service.catalog())).map(|i| i.name.as_str()).collect();
+                info.iter().filter(|i| i.is_stale(&app.service.catalogs())).map(|i| i.name.as_str()).collect();
             checks.insert("staleReadModels".into(), json!(stale));
         }
         // A stalled background worker makes the node unready: its work is older than the

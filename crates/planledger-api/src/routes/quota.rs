@@ -30,8 +30,8 @@ pub async fn authorize(State(app): State<AppState>, Path(id): Path<String>, body
     };
     let (state, _) = app.service.load_row(store).await?.ok_or_else(ApiError::store_not_found)?;
     let now = app.service.clock().now();
-    let in_force = app.service.catalog();
-    let catalog = in_force.as_ref();
+    let catalogs = app.service.catalogs();
+    let catalog = catalogs.shown_for(&state, now).catalog.as_ref();
     let decision = match asked {
         Asked::Action(action) => gate(&state, now, catalog, &action),
         Asked::Feature(feature) => planledger_domain::gate_feature(&state, now, catalog, &feature),

@@ -41,7 +41,7 @@ pub async fn rebuild_progress(State(app): State<AppState>, Path(name): Path<Stri
         name: crate::read_model_name(model),
         generation: live.map(|i| i.generation),
         catalog_fingerprint: live.map(|i| i.catalog_fingerprint.clone()),
-        stale: live.is_some_and(|i| i.is_stale(&app.service.catalog())),
+        stale: live.is_some_and(|i| i.is_stale(&app.service.catalogs())),
         last_rebuild: app.rebuilds.describe(model),
     })
     .into_response())

@@ -53,7 +53,7 @@ pub async fn get_store(State(app): State<AppState>, Path(id): Path<String>) -> R
     let (state, version) = app.service.load_row(store).await?.ok_or_else(ApiError::store_not_found)?;
     let now = app.service.clock().now();
     let mut response =
-        Json::ok(&render::store_view(store, &state, version, now, &app.service.catalog())).into_response();
+        Json::ok(&render::store_view(store, &state, version, now, &app.service.catalogs())).into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(header::ETAG, etag);
     }

@@ -13,6 +13,7 @@ fn one_of_each() -> Vec<Event> {
     let r = reason("ticket 1");
     vec![
         registered(),
+        Event::CatalogAdopted { version: 3, reason: AdoptionReason::PeriodStart, at: t0() },
         trial_started(t0()),
         Event::TrialRestarted {
             plan_id: plan("starter"),
@@ -61,6 +62,22 @@ fn one_of_each() -> Vec<Event> {
             consumed_at: t0() + days(1),
         },
     ]
+}
+
+#[test]
+fn a_registration_names_its_catalog_version_only_when_it_has_one() {
+    let registered = |catalog_version| Event::StoreRegistered {
+        store_id: store(),
+        name: None,
+        time_zone: TimeZoneName::UTC,
+        catalog_version,
+    };
+    assert_eq!(registered(Some(4)).data()["catalogVersion"], json!(4));
+    // Stores registered before versions were kept per store have no such field: they read as
+    // being on the ledger's first version.
+    assert!(registered(None).data().get("catalogVersion").is_none());
+    let stored = json!({"storeId": store().to_string(), "name": null, "timeZone": "UTC"});
+    assert_eq!(Event::from_stored("StoreRegistered", 2, stored, t0()).unwrap(), registered(None));
 }
 
 #[test]

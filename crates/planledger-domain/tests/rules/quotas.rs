@@ -73,8 +73,12 @@ fn nothing_consumed_in_one_period_counts_in_the_next() {
 
 #[test]
 fn calendar_periods_are_taken_in_the_store_time_zone() {
-    let tokyo =
-        Event::StoreRegistered { store_id: store(), name: None, time_zone: TimeZoneName::parse("Asia/Tokyo").unwrap() };
+    let tokyo = Event::StoreRegistered {
+        store_id: store(),
+        name: None,
+        time_zone: TimeZoneName::parse("Asia/Tokyo").unwrap(),
+        catalog_version: None,
+    };
     let history = apply(vec![tokyo, long_trial()[1].clone()], t("2026-03-31T14:30:00Z"), consume("create_article", 10));
     // 14:30 UTC on 31 March is 23:30 in Tokyo; 15:00 UTC is already April there.
     given(history.clone()).at(t("2026-03-31T14:59:59Z")).when(consume("create_article", 1)).then_err("quota_exceeded");

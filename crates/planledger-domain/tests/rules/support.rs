@@ -52,6 +52,7 @@ pub fn registered() -> Event {
         store_id: store(),
         name: Some(StoreName::parse("Corner Shop").unwrap()),
         time_zone: TimeZoneName::UTC,
+        catalog_version: None,
     }
 }
 

@@ -44,7 +44,8 @@ pub async fn open(postgres: bool, test: &str) -> Option<(AnyEventLog, Db)> {
     let config = StoreConfig { acquire_timeout: std::time::Duration::from_secs(10), ..StoreConfig::new(db.url()) };
     let log = AnyEventLog::connect(&config).await.expect("connect");
     log.migrate().await.expect("migrate");
-    let built_with = planledger_projections::schema::built_with(&Catalog::builtin());
+    let built_with =
+        planledger_projections::schema::built_with(&planledger_domain::Catalogs::single(Arc::new(Catalog::builtin())));
     planledger_projections::schema::ensure(&log, &built_with, Utc::now()).await.expect("schema");
     Some((log, db))
 }
@@ -73,7 +74,12 @@ pub fn node_rendering(
 pub struct Verdicts;
 
 impl Renderer for Verdicts {
-    fn render(&self, outcome: &Outcome, _catalog: &Catalog, correlation_id: &str) -> RenderedAnswer {
+    fn render(
+        &self,
+        outcome: &Outcome,
+        _catalogs: &planledger_domain::Catalogs,
+        correlation_id: &str,
+    ) -> RenderedAnswer {
         let verdict = match outcome {
             Outcome::Accepted(accepted) => format!("accepted at version {}", accepted.version),
             Outcome::Refused(refusal) => format!("refused: {refusal:?}"),
