@@ -383,6 +383,35 @@ async fn a_preview_lists_what_a_stricter_catalog_would_refuse(backend: Backend) 
         allowed
     };
     assert_eq!(allowed, 10, "the quiet store reaches the new limit of 20");
+
+    // A looser draft lifts refusals: the quiet store's 21st article, refused under version 2,
+    // would be allowed under 25; the busy store's refusal (its 26th) would not. Publishing with
+    // --require-preview needs a preview of the same rules first.
+    let looser = with_starter_articles(&dir, "looser.toml", 25);
+    let refused = planledger(db.url(), &["catalog", "publish", &looser, "--require-preview"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("never previewed"), "{refused:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let preview = loop {
+        let out = planledger(db.url(), &["catalog", "preview", &looser, "--json"]);
+        let preview: Value = serde_json::from_slice(&out.stdout).expect("the preview as JSON");
+        // The journal is written off the command path: wait for both refusals.
+        if preview["refusalsExamined"] == 2 {
+            break preview;
+        }
+        assert!(Instant::now() < deadline, "the journal never held both refusals: {preview}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((preview["wouldAllow"].clone(), preview["wouldRefuse"].clone()), (json!(1), json!(0)), "{preview}");
+    let lifted = preview["stores"].as_array().unwrap().iter().find(|s| s["storeId"] == quiet).unwrap().clone();
+    let allowance = &lifted["wouldAllow"][0];
+    assert_eq!(
+        (allowance["action"].as_str(), allowance["refusedWith"].as_str()),
+        (Some("create_article"), Some("quota_exceeded")),
+        "{preview}"
+    );
+    let published = planledger(db.url(), &["catalog", "publish", &looser, "--require-preview"]);
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
     let _ = std::fs::remove_dir_all(dir);
 }
 

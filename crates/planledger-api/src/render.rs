@@ -129,7 +129,9 @@ pub fn catalog_preview(
         current_fingerprint: current.fingerprint().to_owned(),
         stores_examined: preview.stores_examined,
         consumptions_examined: preview.consumptions_examined,
+        refusals_examined: preview.refusals_examined,
         would_refuse: preview.refusals() as u64,
+        would_allow: preview.allowances() as u64,
         plans_missing: preview.missing_plans() as u64,
         stores: preview
             .stores
@@ -149,6 +151,17 @@ pub fn catalog_preview(
                         amount: r.amount,
                         error: r.code.to_owned(),
                         correlation_id: r.correlation_id.clone(),
+                    })
+                    .collect(),
+                would_allow: s
+                    .would_allow
+                    .iter()
+                    .map(|a| wire::PreviewAllowance {
+                        at: a.at,
+                        action: a.action.clone(),
+                        amount: a.amount,
+                        refused_with: a.refused_with.clone(),
+                        correlation_id: a.correlation_id.clone(),
                     })
                     .collect(),
             })

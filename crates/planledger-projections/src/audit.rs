@@ -254,6 +254,42 @@ pub async fn store_refusals(
     journal_records(log, &statement).await
 }
 
+/// A consumption the ledger refused, as the journal keeps it: what a catalog preview decides
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedConsumption {
+    pub action: String,
+    pub amount: i64,
+    pub code: String,
+    pub correlation_id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Every refused consumption the journal still holds (its retention, `PLANLEDGER_KEEP_JOURNAL`,
+/// bounds them), by store, oldest first. Rows written before the journal kept a consumption's
+/// action and amount are left out.
+pub async fn refused_consumptions(
+    log: &AnyEventLog,
+) -> Result<std::collections::HashMap<String, Vec<RefusedConsumption>>, StoreError> {
+    let statement = Statement::new(
+        "SELECT store_id, action, amount, coalesce(error_code, 'unknown'), correlation_id, @recorded_at
+         FROM command_journal WHERE kind = 'consume' AND outcome = 'refused' AND action IS NOT NULL
+         ORDER BY id",
+    );
+    let kinds = [Kind::Text, Kind::Text, Kind::Int, Kind::Text, Kind::Text, Kind::Time];
+    let mut by_store: std::collections::HashMap<String, Vec<RefusedConsumption>> = Default::default();
+    for row in log.fetch(&statement, &kinds).await? {
+        by_store.entry(row.text(0)?).or_default().push(RefusedConsumption {
+            action: row.text(1)?,
+            amount: row.int(2)?,
+            code: row.text(3)?,
+            correlation_id: row.text(4)?,
+            at: row.time(5)?,
+        });
+    }
+    Ok(by_store)
+}
+
 /// The refusals among the journal's most recent commands, by error code.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RecentRefusals {

@@ -2,16 +2,23 @@
 //! accepted is decided again under the draft, in order, on a shadow of the store that keeps
 //! only what the draft would have allowed, and the preview lists what the draft would refuse.
 //!
+//! The consumptions the ledger refused (as the journal keeps them, with their action and amount)
+//! are decided again too, at their time among the events: the ones the draft would allow are
+//! listed, and the shadow takes them, as the store would have.
+//!
 //! The other facts (registrations, trials, deadlines, subscriptions, plan changes) are kept as
 //! recorded: they are decided by time and by other systems, and the draft's durations are not
 //! re-decided. A store whose plan the draft does not have is an error of the draft, not
-//! "unmetered". What a preview cannot show yet: commands the ledger refused that the draft would
-//! allow (the journal keeps a refusal's code, not the command).
+//! "unmetered".
 
 use chrono::{DateTime, Utc};
-use planledger_domain::{decide, evolve, Catalog, Command, Event, StoreId, TenantState};
-use planledger_store::{EventLog, RecordedEvent, StoreError, StreamId};
+use std::collections::HashMap;
 
+use planledger_domain::{decide, evolve, ActionName, Amount, Catalog, Command, Event, StoreId, TenantState};
+use planledger_store::{EventLog, RecordedEvent, StoreError, StreamId};
+use uuid::Uuid;
+
+use crate::audit::RefusedConsumption;
 use crate::history::decode;
 use crate::replay::StatusLine;
 
@@ -28,6 +35,17 @@ pub struct WouldRefuse {
     pub correlation_id: String,
 }
 
+/// A consumption the ledger refused that the draft would allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WouldAllow {
+    pub at: DateTime<Utc>,
+    pub action: String,
+    pub amount: u64,
+    /// Why the ledger refused it.
+    pub refused_with: String,
+    pub correlation_id: String,
+}
+
 /// What the draft changes for one store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorePreview {
@@ -35,6 +53,7 @@ pub struct StorePreview {
     /// The store's plan, when the draft does not have it: the draft cannot decide for the store.
     pub plan_missing: Option<String>,
     pub would_refuse: Vec<WouldRefuse>,
+    pub would_allow: Vec<WouldAllow>,
     /// The store's status now, under the rules in force and under the draft (on its shadow).
     pub status_now: StatusLine,
     pub status_draft: StatusLine,
@@ -42,7 +61,10 @@ pub struct StorePreview {
 
 impl StorePreview {
     pub fn changes(&self) -> bool {
-        self.plan_missing.is_some() || !self.would_refuse.is_empty() || self.status_now != self.status_draft
+        self.plan_missing.is_some()
+            || !self.would_refuse.is_empty()
+            || !self.would_allow.is_empty()
+            || self.status_now != self.status_draft
     }
 }
 
@@ -51,6 +73,8 @@ impl StorePreview {
 pub struct Preview {
     pub stores_examined: u64,
     pub consumptions_examined: u64,
+    /// The refused consumptions decided again (those the journal still holds).
+    pub refusals_examined: u64,
     /// The stores the draft changes, in stream order.
     pub stores: Vec<StorePreview>,
 }
@@ -60,15 +84,21 @@ impl Preview {
         self.stores.iter().map(|s| s.would_refuse.len()).sum()
     }
 
+    pub fn allowances(&self) -> usize {
+        self.stores.iter().map(|s| s.would_allow.len()).sum()
+    }
+
     pub fn missing_plans(&self) -> usize {
         self.stores.iter().filter(|s| s.plan_missing.is_some()).count()
     }
 }
 
-/// One store's history under the draft (see the module's comment). No IO.
+/// One store's history under the draft (see the module's comment), with the consumptions the
+/// ledger refused it (oldest first). No IO.
 pub fn preview_store(
     store: StoreId,
     history: &[(RecordedEvent, Event)],
+    refused: &[RefusedConsumption],
     current: &Catalog,
     draft: &Catalog,
     now: DateTime<Utc>,
@@ -76,10 +106,35 @@ pub fn preview_store(
     let mut recorded_state = TenantState::default();
     let mut shadow = TenantState::default();
     let mut would_refuse = Vec::new();
+    let mut would_allow = Vec::new();
     let mut plan_missing = None;
     let mut refused_ids = Vec::new();
     let mut consumptions = 0;
+    let mut refusals = refused.iter().enumerate().peekable();
+    // A refused consumption decided again on the shadow, at its time.
+    let mut again = |shadow: &mut TenantState, index: usize, refusal: &RefusedConsumption| {
+        let (Ok(action), Ok(amount)) = (ActionName::parse(&refusal.action), Amount::parse(refusal.amount)) else {
+            return;
+        };
+        if shadow.plan_id.as_ref().is_some_and(|plan| draft.plan(plan).is_none()) {
+            return;
+        }
+        let command = Command::Consume { action, amount, consumption_id: Uuid::from_u128(index as u128) };
+        if let Ok(decided) = decide(shadow, &command, refusal.at, draft) {
+            *shadow = decided.iter().fold(std::mem::take(shadow), evolve);
+            would_allow.push(WouldAllow {
+                at: refusal.at,
+                action: refusal.action.clone(),
+                amount: amount.get(),
+                refused_with: refusal.code.clone(),
+                correlation_id: refusal.correlation_id.clone(),
+            });
+        }
+    };
     for (recorded, event) in history {
+        while let Some((index, refusal)) = refusals.next_if(|(_, r)| r.at < recorded.recorded_at) {
+            again(&mut shadow, index, refusal);
+        }
         recorded_state = evolve(recorded_state, event);
         match event {
             Event::QuotaConsumed { consumption_id, action, amount, at, .. } if plan_missing.is_none() => {
@@ -110,6 +165,9 @@ pub fn preview_store(
             other => shadow = evolve(shadow, other),
         }
     }
+    for (index, refusal) in refusals {
+        again(&mut shadow, index, refusal);
+    }
     if plan_missing.is_none() {
         plan_missing = shadow.plan_id.as_ref().filter(|plan| draft.plan(plan).is_none()).map(ToString::to_string);
     }
@@ -122,6 +180,7 @@ pub fn preview_store(
         store,
         plan_missing,
         would_refuse,
+        would_allow,
         status_now: StatusLine::of(&recorded_state, now, current),
         status_draft,
     };
@@ -130,20 +189,25 @@ pub fn preview_store(
 
 /// The draft previewed against every store of the log, one stream after another (bounded
 /// memory: a page of events at a time, one store's history at a time).
+///
+/// `refused`: the consumptions the ledger refused, by store id (`audit::refused_consumptions`).
 pub async fn preview<L: EventLog>(
     log: &L,
     current: &Catalog,
     draft: &Catalog,
     now: DateTime<Utc>,
+    refused: &HashMap<String, Vec<RefusedConsumption>>,
 ) -> Result<Preview, StoreError> {
     const PAGE: i64 = 1_000;
     let mut report = Preview::default();
     let mut after: Option<(StreamId, i64)> = None;
     let mut open: Option<(StoreId, Vec<(RecordedEvent, Event)>)> = None;
     let finish = |report: &mut Preview, store: StoreId, history: Vec<(RecordedEvent, Event)>| {
-        let (store_preview, consumptions) = preview_store(store, &history, current, draft, now);
+        let refused = refused.get(&store.to_string()).map_or(&[][..], Vec::as_slice);
+        let (store_preview, consumptions) = preview_store(store, &history, refused, current, draft, now);
         report.stores_examined += 1;
         report.consumptions_examined += consumptions;
+        report.refusals_examined += refused.len() as u64;
         if store_preview.changes() {
             report.stores.push(store_preview);
         }
@@ -260,7 +324,7 @@ mod tests {
         history.run(refund, at, &current);
         history.run(consume(), at, &current);
 
-        let (preview, examined) = preview_store(history.store, &history.events, &current, &draft, at);
+        let (preview, examined) = preview_store(history.store, &history.events, &[], &current, &draft, at);
         assert_eq!(examined, 4);
         let refused: Vec<i64> = preview.would_refuse.iter().map(|r| r.version).collect();
         assert_eq!(refused, [5, 7], "the third and the fourth consumption: {preview:?}");
@@ -270,7 +334,7 @@ mod tests {
         assert!(preview.changes());
 
         // Under the rules in force nothing changes.
-        let (same, _) = preview_store(history.store, &history.events, &current, &current, at);
+        let (same, _) = preview_store(history.store, &history.events, &[], &current, &current, at);
         assert!(!same.changes(), "{same:?}");
     }
 }

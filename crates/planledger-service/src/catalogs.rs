@@ -63,6 +63,9 @@ pub async fn load(log: &AnyEventLog) -> Result<Option<Catalogs>, PublishError> {
 pub enum PublishError {
     #[error("invalid catalog: {0}")]
     Invalid(CatalogError),
+    /// Publishing asked for a preview of these rules first, and there is none that will do.
+    #[error("{0}")]
+    NotPreviewed(String),
     /// A version cannot take effect in the past: stores were decided under the rules then.
     #[error("the effective time {effective_at} is before now ({now}): a version takes effect now or later")]
     InThePast { effective_at: DateTime<Utc>, now: DateTime<Utc> },
@@ -130,6 +133,9 @@ pub struct Publication<'a> {
     pub effective_at: Option<DateTime<Utc>>,
     /// When the version reaches stores registered under an earlier one.
     pub existing_stores: Reach,
+    /// Publish only if these rules were previewed (`preview`) since the newest version, and
+    /// the preview found no store on a plan they lack.
+    pub require_preview: bool,
 }
 
 /// Publishes `publication` as the next version, unless the newest version already has the same
@@ -151,6 +157,9 @@ pub async fn publish(
         if newest.fingerprint == catalog.fingerprint() && same_time && same_reach {
             return Ok(Published::Unchanged(newest.clone()));
         }
+    }
+    if publication.require_preview {
+        require_preview(log, catalog.fingerprint(), known.last().map_or(0, |v| v.version)).await?;
     }
     // A minute's leeway for the publisher's clock against the nodes'.
     if effective_at < now - chrono::TimeDelta::minutes(1) {
@@ -176,6 +185,60 @@ pub async fn publish(
         Err(error) if error.is_unique_violation() => Err(PublishError::Raced),
         Err(error) => Err(error.into()),
     }
+}
+
+/// A draft previewed against the ledger (`planledger_projections::preview`): the accepted
+/// consumptions and the refused ones the journal holds, decided again under `draft`; recorded
+/// (`catalog_previews`) so that publishing can require it. `reads` is where the history is read.
+pub async fn preview(
+    log: &AnyEventLog,
+    reads: &AnyEventLog,
+    current: &Catalog,
+    draft: &Catalog,
+    now: DateTime<Utc>,
+    author: &str,
+) -> Result<planledger_projections::preview::Preview, StoreError> {
+    let refused = planledger_projections::audit::refused_consumptions(reads).await?;
+    let report = planledger_projections::preview::preview(reads, current, draft, now, &refused).await?;
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let record = Statement::new(
+        "INSERT INTO catalog_previews (fingerprint, head_version, would_refuse, would_allow, plans_missing, author, @previewed_at)
+         VALUES ($1, (SELECT COALESCE(MAX(version), 0) FROM catalog_versions), $2, $3, $4, $5, now())",
+    )
+    .bind(draft.fingerprint())
+    .bind(count(report.refusals()))
+    .bind(count(report.allowances()))
+    .bind(count(report.missing_plans()))
+    .bind(author);
+    log.execute(&record).await?;
+    Ok(report)
+}
+
+/// Whether the rules `fingerprint` were previewed since the newest version (`head`) with no
+/// store on a plan they lack.
+async fn require_preview(log: &AnyEventLog, fingerprint: &str, head: i64) -> Result<(), PublishError> {
+    let statement = Statement::new(
+        "SELECT head_version, plans_missing FROM catalog_previews WHERE fingerprint = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(fingerprint);
+    let latest = log.fetch_optional(&statement, &[Kind::Int, Kind::Int]).await?;
+    let (previewed_at, missing) = match latest {
+        Some(row) => (row.int(0)?, row.int(1)?),
+        None => return Err(PublishError::NotPreviewed(format!(
+            "these rules ({fingerprint}) were never previewed: run `planledger catalog preview` on the same file first"
+        ))),
+    };
+    if previewed_at != head {
+        return Err(PublishError::NotPreviewed(format!(
+            "these rules were last previewed when version {previewed_at} was the newest, and version {head} is now: preview them again"
+        )));
+    }
+    if missing > 0 {
+        return Err(PublishError::NotPreviewed(format!(
+            "their preview found {missing} stores on a plan these rules do not have: they could not be decided"
+        )));
+    }
+    Ok(())
 }
 
 /// What a node decides under, and why: see [`resolve`].
@@ -230,6 +293,7 @@ pub async fn resolve(
         reason: Some(reason),
         effective_at: None,
         existing_stores: Reach::EffectiveTime,
+        require_preview: false,
     };
     if known.is_empty() {
         // Another node may have been first: then follow it.

@@ -31,6 +31,9 @@ pub struct JournalEntry {
     pub idempotency_key: Option<String>,
     pub duration_us: i64,
     pub recorded_at: DateTime<Utc>,
+    /// A consumption's action and amount (what a catalog preview decides again); `None` for
+    /// other commands.
+    pub consumed: Option<(String, i64)>,
 }
 
 #[derive(Debug)]
@@ -88,6 +91,8 @@ const TABLE: Table = Table {
         Column::text("idempotency_key"),
         Column::int("duration_us"),
         Column::time("recorded_at"),
+        Column::text("action"),
+        Column::int("amount"),
     ],
     on_conflict: OnConflict::Append,
 };
@@ -106,6 +111,8 @@ async fn write(log: &AnyEventLog, batch: &[JournalEntry]) -> Result<(), StoreErr
                 e.idempotency_key.clone().into(),
                 e.duration_us.into(),
                 e.recorded_at.into(),
+                e.consumed.as_ref().map(|(action, _)| action.clone()).into(),
+                e.consumed.as_ref().map(|(_, amount)| *amount).into(),
             ]
         })
         .collect();

@@ -316,6 +316,12 @@ impl CommandService {
         let started = Instant::now();
         self.inner.metrics.commands.fetch_add(1, Ordering::Relaxed);
         let kind = command.kind();
+        let consumed = match &command {
+            Command::Consume { action, amount, .. } => {
+                Some((action.to_string(), i64::try_from(amount.get()).unwrap_or(i64::MAX)))
+            }
+            _ => None,
+        };
         let journal_meta = meta.clone();
         let (reply, answer) = oneshot::channel();
         let mut job = Job { command, meta, reply };
@@ -334,7 +340,7 @@ impl CommandService {
             }
         }
         let result = answer.await.unwrap_or_else(|_| Err(ServiceError::Internal("the store's worker stopped".into())));
-        self.record(store, kind, &journal_meta, &result, started);
+        self.record(store, (kind, consumed), &journal_meta, &result, started);
         result
     }
 
@@ -363,7 +369,7 @@ impl CommandService {
     fn record(
         &self,
         store: StoreId,
-        kind: &'static str,
+        (kind, consumed): (&'static str, Option<(String, i64)>),
         meta: &CommandMeta,
         result: &Result<Answer, ServiceError>,
         started: Instant,
@@ -389,6 +395,7 @@ impl CommandService {
             idempotency_key: meta.idempotency.as_ref().map(|i| i.key.clone()),
             duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
             recorded_at: self.inner.clock.now(),
+            consumed,
         });
     }
 

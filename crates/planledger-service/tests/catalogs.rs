@@ -22,6 +22,7 @@ fn publication<'a>(source: &'a str, effective_at: Option<chrono::DateTime<Utc>>)
         reason: Some("a test"),
         effective_at,
         existing_stores: planledger_domain::Reach::EffectiveTime,
+        require_preview: false,
     }
 }
 

@@ -79,6 +79,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "catalog_reach",
         sql: include_str!("../../../migrations/postgres/0013_catalog_reach.sql"),
     },
+    Migration {
+        version: 14,
+        name: "catalog_previews",
+        sql: include_str!("../../../migrations/postgres/0014_catalog_previews.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -129,6 +134,11 @@ pub const SQLITE: &[Migration] = &[
         version: 12,
         name: "catalog_reach",
         sql: include_str!("../../../migrations/sqlite/0012_catalog_reach.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "catalog_previews",
+        sql: include_str!("../../../migrations/sqlite/0013_catalog_previews.sql"),
     },
 ];
 

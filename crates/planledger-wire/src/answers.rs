@@ -781,8 +781,12 @@ pub struct CatalogPreview {
     pub current_fingerprint: String,
     pub stores_examined: u64,
     pub consumptions_examined: u64,
+    /// Refused consumptions decided again: those the command journal still holds.
+    pub refusals_examined: u64,
     /// Consumptions the ledger accepted that the draft would refuse, over every store.
     pub would_refuse: u64,
+    /// Consumptions the ledger refused that the draft would allow, over every store.
+    pub would_allow: u64,
     /// Stores on a plan the draft does not have: the draft cannot decide for them.
     pub plans_missing: u64,
     /// The stores the draft changes.
@@ -800,6 +804,21 @@ pub struct CatalogPreviewStore {
     pub status_now: PreviewStatus,
     pub status_under_draft: PreviewStatus,
     pub would_refuse: Vec<PreviewRefusal>,
+    pub would_allow: Vec<PreviewAllowance>,
+}
+
+/// A consumption the ledger refused that the draft would allow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewAllowance {
+    /// When it was refused.
+    #[serde(with = "crate::time")]
+    pub at: DateTime<Utc>,
+    pub action: String,
+    pub amount: u64,
+    /// The code the ledger refused it with.
+    pub refused_with: String,
+    pub correlation_id: String,
 }
 
 /// A store's status and plan in a preview.

@@ -278,6 +278,10 @@ enum CatalogCommand {
         /// (grandfathered: they keep their version until they change plan).
         #[arg(long, default_value = "effective_time", value_parser = parse_reach)]
         existing_stores: planledger_domain::Reach,
+        /// Publish only if the same file was previewed (`catalog preview`) since the newest
+        /// version, and the preview found no store on a plan it lacks.
+        #[arg(long)]
+        require_preview: bool,
         /// Why: kept with the version.
         #[arg(long)]
         reason: Option<String>,
@@ -294,6 +298,9 @@ enum CatalogCommand {
     Preview {
         /// The draft catalog file.
         draft: String,
+        /// Who: kept with the preview's record; default the login name.
+        #[arg(long, env = "USER")]
+        author: Option<String>,
         /// Print the preview as JSON.
         #[arg(long)]
         json: bool,
@@ -465,7 +472,15 @@ async fn main() -> std::process::ExitCode {
             async {
                 let log = connect(&cli).await?;
                 match action {
-                    CatalogCommand::Publish { file, effective_at, existing_stores, reason, author, json } => {
+                    CatalogCommand::Publish {
+                        file,
+                        effective_at,
+                        existing_stores,
+                        require_preview,
+                        reason,
+                        author,
+                        json,
+                    } => {
                         let effective_at = effective_at
                             .as_deref()
                             .map(|t| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&chrono::Utc)))
@@ -479,7 +494,7 @@ async fn main() -> std::process::ExitCode {
                             &log,
                             file,
                             effective_at,
-                            *existing_stores,
+                            (*existing_stores, *require_preview),
                             reason.as_deref(),
                             author,
                             *json,
@@ -487,10 +502,12 @@ async fn main() -> std::process::ExitCode {
                         .await
                     }
                     CatalogCommand::Versions { json } => operate::catalog_versions(&log, *json).await,
-                    CatalogCommand::Preview { draft, json } => {
+                    CatalogCommand::Preview { draft, author, json } => {
                         let catalogs = ledger_catalogs(&cli, &log).await?;
                         let current = catalogs.in_force(chrono::Utc::now()).catalog.clone();
-                        operate::preview_catalog(&log, &current, draft, *json).await
+                        let author =
+                            author.as_deref().filter(|a| !a.is_empty()).unwrap_or("planledger catalog preview");
+                        operate::preview_catalog(&log, &current, draft, author, *json).await
                     }
                 }
             }

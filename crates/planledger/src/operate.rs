@@ -235,14 +235,22 @@ pub async fn publish_catalog(
     log: &AnyEventLog,
     file: &str,
     effective_at: Option<DateTime<Utc>>,
-    existing_stores: planledger_domain::Reach,
+    (existing_stores, require_preview): (planledger_domain::Reach, bool),
     reason: Option<&str>,
     author: &str,
     json: bool,
 ) -> anyhow::Result<()> {
     let source = std::fs::read_to_string(file).with_context(|| format!("could not read the catalog {file}"))?;
     log.migrate().await.context("migration failed")?;
-    let publication = Publication { source_name: file, source: &source, author, reason, effective_at, existing_stores };
+    let publication = Publication {
+        source_name: file,
+        source: &source,
+        author,
+        reason,
+        effective_at,
+        existing_stores,
+        require_preview,
+    };
     let published = catalogs::publish(log, &publication, Utc::now()).await.map_err(|e| anyhow!("{e}"))?;
     let (version, new) = match &published {
         Published::New(version) => (version, true),
@@ -304,10 +312,16 @@ pub async fn catalog_versions(log: &AnyEventLog, json: bool) -> anyhow::Result<(
 /// `planledger catalog preview DRAFT`: the ledger's accepted consumptions decided again under
 /// the draft (see `planledger_projections::preview`), against the version in force. Nothing is
 /// written.
-pub async fn preview_catalog(log: &AnyEventLog, current: &Catalog, file: &str, json: bool) -> anyhow::Result<()> {
+pub async fn preview_catalog(
+    log: &AnyEventLog,
+    current: &Catalog,
+    file: &str,
+    author: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     let draft = crate::serve::load_catalog(Some(file))?;
-    let now = Utc::now();
-    let report = planledger_projections::preview::preview(log, current, &draft, now).await?;
+    log.migrate().await.context("migration failed")?;
+    let report = catalogs::preview(log, log, current, &draft, Utc::now(), author).await?;
     if json {
         let document = planledger_api::render::catalog_preview(&report, current, &draft);
         println!("{}", serde_json::to_string_pretty(&document)?);
@@ -320,7 +334,7 @@ pub async fn preview_catalog(log: &AnyEventLog, current: &Catalog, file: &str, j
         draft.fingerprint(),
         current.fingerprint(),
         report.stores_examined,
-        report.consumptions_examined
+        report.consumptions_examined,
     )?;
     for s in &report.stores {
         writeln!(out, "store {}: now {}, under the draft {}", s.store, s.status_now, s.status_draft)?;
@@ -339,12 +353,25 @@ pub async fn preview_catalog(log: &AnyEventLog, current: &Catalog, file: &str, j
                 r.correlation_id
             )?;
         }
+        for a in &s.would_allow {
+            writeln!(
+                out,
+                "  {} {} x{} was refused ({}), would be allowed ({})",
+                a.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                a.action,
+                a.amount,
+                a.refused_with,
+                a.correlation_id
+            )?;
+        }
     }
     writeln!(
         out,
-        "{} consumptions would be refused on {} stores; {} stores on a plan the draft does not have (a preview writes nothing)",
+        "{} consumptions would be refused on {} stores; {} refused ones would be allowed ({} examined); {} stores on a plan the draft does not have (the preview is recorded; nothing else is written)",
         report.refusals(),
         report.stores.iter().filter(|s| !s.would_refuse.is_empty()).count(),
+        report.allowances(),
+        report.refusals_examined,
         report.missing_plans()
     )?;
     Ok(())

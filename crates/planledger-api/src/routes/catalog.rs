@@ -42,9 +42,8 @@ pub async fn preview_catalog(State(app): State<AppState>, body: JsonBody<wire::P
     let draft = planledger_domain::Catalog::parse("draft", &body.value.catalog)
         .map_err(|error| ApiError::validation("catalog", error.to_string()))?;
     let current = app.service.catalog();
-    let preview =
-        planledger_projections::preview::preview(app.service.reads(), &current, &draft, app.service.clock().now())
-            .await?;
+    let (log, reads, now) = (app.service.log(), app.service.reads(), app.service.clock().now());
+    let preview = catalogs::preview(log, reads, &current, &draft, now, "POST /v1/admin/catalog/preview").await?;
     Ok(Json::ok(&render::catalog_preview(&preview, &current, &draft)).into_response())
 }
 
