@@ -224,9 +224,11 @@ async fn require_preview(log: &AnyEventLog, fingerprint: &str, head: i64) -> Res
     let latest = log.fetch_optional(&statement, &[Kind::Int, Kind::Int]).await?;
     let (previewed_at, missing) = match latest {
         Some(row) => (row.int(0)?, row.int(1)?),
-        None => return Err(PublishError::NotPreviewed(format!(
+        None => {
+            return Err(PublishError::NotPreviewed(format!(
             "these rules ({fingerprint}) were never previewed: run `planledger catalog preview` on the same file first"
-        ))),
+        )))
+        }
     };
     if previewed_at != head {
         return Err(PublishError::NotPreviewed(format!(
