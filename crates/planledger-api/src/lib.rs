@@ -11,6 +11,7 @@ pub mod auth;
 pub mod console;
 pub mod edge;
 pub mod error;
+pub mod import;
 pub mod metrics;
 pub mod openapi;
 pub mod render;
@@ -310,6 +311,7 @@ use webhooks as w;
 /// Every route the API serves.
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/v1/stores", role: Some(Role::Service), handler: || post(r::register_store) },
+    Route { method: "GET", path: "/v1/stores", role: Some(Role::Reader), handler: || get(r::find_stores) },
     Route { method: "GET", path: "/v1/stores/{id}", role: Some(Role::Reader), handler: || get(r::get_store) },
     Route {
         method: "POST",

@@ -107,6 +107,7 @@ pub fn store_view(
         trial_used: effective.trial_used,
         features: plan.map(|p| p.features.clone()).unwrap_or_default(),
         catalog_version: (catalog.version() > 0).then_some(catalog.version()),
+        external_id: effective.external_id.as_ref().map(|e| e.as_str().to_owned()),
         version,
         warnings: warnings_of(status.internal_status),
         usage,

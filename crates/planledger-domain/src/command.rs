@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use crate::catalog::Period;
 use crate::event::{Event, TransitionReason};
-use crate::values::{ActionName, Amount, Days, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName};
+use crate::values::{
+    ActionName, Amount, Days, ExternalId, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName,
+};
 
 /// A plan transition's metadata is a flat object: at most this many fields,
 pub const METADATA_MAX_FIELDS: usize = 8;
@@ -75,6 +77,105 @@ pub struct TransitionPlan {
     pub metadata: Option<Value>,
     /// Admins may move a store to a paid plan without a subscription id.
     pub by_admin: bool,
+}
+
+/// Where a tenant moving in stood in the system it comes from (contract §13): its status, with
+/// the dates that status needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportedStatus {
+    /// Registered, no trial or subscription.
+    Unsubscribed,
+    /// On a trial plan until `trialEndsAt`.
+    Trialing,
+    /// The trial ended; trial limits until `graceEndsAt`.
+    Grace,
+    /// On the maintenance plan until `maintenanceEndsAt`.
+    Maintenance,
+    /// Read-only.
+    Frozen,
+    /// On a paid plan with a subscription.
+    Active,
+    PastDue,
+    Canceled,
+}
+
+impl ImportedStatus {
+    pub const ALL: [ImportedStatus; 8] = [
+        Self::Unsubscribed,
+        Self::Trialing,
+        Self::Grace,
+        Self::Maintenance,
+        Self::Frozen,
+        Self::Active,
+        Self::PastDue,
+        Self::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unsubscribed => "unsubscribed",
+            Self::Trialing => "trialing",
+            Self::Grace => "grace",
+            Self::Maintenance => "maintenance",
+            Self::Frozen => "frozen",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, crate::values::InvalidValue> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s).ok_or_else(|| {
+            crate::values::InvalidValue::new(
+                "status",
+                "must be one of unsubscribed, trialing, grace, maintenance, frozen, active, past_due, canceled",
+            )
+        })
+    }
+}
+
+/// An action's usage in its current window when a tenant moved in: `used` since `since` (the
+/// window's start; none for a lifetime count).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedUsage {
+    pub action: ActionName,
+    pub used: u64,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// Where an imported tenant came from: the file (its name and SHA-256) and line, or the route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSource {
+    pub name: String,
+    pub sha256: Option<String>,
+    pub line: Option<u64>,
+}
+
+/// A tenant moving in from another system, as it stands there (contract §13).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedStore {
+    pub external_id: ExternalId,
+    pub name: Option<StoreName>,
+    pub time_zone: TimeZoneName,
+    /// The store's plan; none only for an unsubscribed store. Grace keeps the trial's plan;
+    /// maintenance and frozen stores are on the catalog's maintenance plan whatever is given.
+    pub plan_id: Option<PlanId>,
+    pub status: ImportedStatus,
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    pub grace_ends_at: Option<DateTime<Utc>>,
+    pub maintenance_ends_at: Option<DateTime<Utc>>,
+    /// Whether the tenant ever had a trial (always, for the statuses a trial leads to).
+    pub trial_used: bool,
+    pub subscription_id: Option<SubscriptionId>,
+    pub customer_id: Option<ExternalId>,
+    /// When its billing months start (for plans anchored on the subscription).
+    pub billing_anchor: Option<DateTime<Utc>>,
+    pub usage: Vec<ImportedUsage>,
+    pub source: ImportSource,
 }
 
 /// A recorded consumption, as read back from the log, that a refund rolls back.
@@ -157,6 +258,9 @@ pub enum Command {
     },
     /// The deadline worker's command: only the due transitions.
     ApplyDueTransitions,
+    /// A tenant moving in (`planledger import`): the store, as it stands, in one event. The
+    /// store's id is `StoreId::imported` of its external id.
+    ImportStore(Box<ImportedStore>),
 }
 
 impl Command {
@@ -175,6 +279,7 @@ impl Command {
             Command::Refund { .. } => "refund",
             Command::Extend { .. } => "extend",
             Command::ApplyDueTransitions => "apply_due_transitions",
+            Command::ImportStore(_) => "import_store",
         }
     }
 }

@@ -8,13 +8,15 @@ use std::borrow::Cow;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::catalog::{Anchor, Catalog, Period, PlanKind};
-use crate::command::{validate_metadata, Command, Consumption, ExtensionKind, TransitionPlan};
+use crate::command::{
+    validate_metadata, Command, Consumption, ExtensionKind, ImportedStatus, ImportedStore, TransitionPlan,
+};
 use crate::error::DomainError;
 use crate::event::Event;
 use crate::gate::{gate_on_effective, GateDecision};
 use crate::period::{local_day, window_at};
 use crate::state::{evolve, ActionUsage, Phase, TenantState};
-use crate::values::{ActionName, Amount, TimeZoneName};
+use crate::values::{ActionName, Amount, InvalidValue, StoreId, TimeZoneName};
 
 /// The events `command` produces on `state` at `now`, due transitions first; or why not.
 pub fn decide(
@@ -25,6 +27,9 @@ pub fn decide(
 ) -> Result<Vec<Event>, DomainError> {
     if let Command::RegisterStore { store_id, name, time_zone } = command {
         return register(state, *store_id, name, *time_zone, catalog);
+    }
+    if let Command::ImportStore(tenant) = command {
+        return import(state, tenant, now, catalog);
     }
     if !state.is_registered() {
         return Err(DomainError::StoreNotFound);
@@ -72,7 +77,7 @@ pub fn due_transitions(state: &TenantState, now: DateTime<Utc>, catalog: &Catalo
 
 fn register(
     state: &TenantState,
-    store_id: crate::values::StoreId,
+    store_id: StoreId,
     name: &Option<crate::values::StoreName>,
     time_zone: Option<TimeZoneName>,
     catalog: &Catalog,
@@ -95,6 +100,92 @@ fn register(
     }
 }
 
+/// A tenant moving in (contract §13): checked against the catalog, its plan filled in where its
+/// status decides it, recorded as one `StoreImported`. Importing it again is a no-op; another
+/// store under its id is `store_exists`.
+fn import(
+    state: &TenantState,
+    tenant: &ImportedStore,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> Result<Vec<Event>, DomainError> {
+    if state.is_registered() {
+        return if state.external_id.as_ref() == Some(&tenant.external_id) {
+            Ok(vec![])
+        } else {
+            Err(DomainError::StoreExists)
+        };
+    }
+    let invalid = |field: &'static str, rule: &str| DomainError::Validation(InvalidValue::new(field, rule));
+    let needs = |date: Option<DateTime<Utc>>, field: &'static str| {
+        date.map(|_| ()).ok_or_else(|| invalid(field, "is required for this status"))
+    };
+    let mut tenant = tenant.clone();
+    let maintenance = catalog.maintenance_plan();
+    let plan_id = match tenant.status {
+        ImportedStatus::Unsubscribed => {
+            if tenant.plan_id.is_some() {
+                return Err(invalid("planId", "an unsubscribed store has no plan"));
+            }
+            None
+        }
+        ImportedStatus::Trialing | ImportedStatus::Grace => {
+            let (date, field) = match tenant.status {
+                ImportedStatus::Trialing => (tenant.trial_ends_at, "trialEndsAt"),
+                _ => (tenant.grace_ends_at, "graceEndsAt"),
+            };
+            needs(date, field)?;
+            tenant.trial_used = true;
+            let plan_id = tenant.plan_id.clone().unwrap_or_else(|| catalog.default_trial_plan().clone());
+            let plan = catalog.plan(&plan_id).ok_or_else(|| DomainError::UnknownPlan(plan_id.clone()))?;
+            if !plan.trial_eligible || plan.kind == PlanKind::Internal {
+                return Err(DomainError::PlanNotTrialEligible(plan_id));
+            }
+            Some(plan_id)
+        }
+        ImportedStatus::Maintenance | ImportedStatus::Frozen => {
+            if tenant.status == ImportedStatus::Maintenance {
+                needs(tenant.maintenance_ends_at, "maintenanceEndsAt")?;
+            }
+            if tenant.plan_id.as_ref().is_some_and(|plan| *plan != maintenance) {
+                return Err(invalid("planId", "a store in maintenance or frozen is on the catalog's maintenance plan"));
+            }
+            tenant.trial_used = true;
+            Some(maintenance)
+        }
+        ImportedStatus::Active | ImportedStatus::PastDue => {
+            let plan_id = tenant.plan_id.clone().ok_or_else(|| invalid("planId", "is required for this status"))?;
+            let plan = catalog.plan(&plan_id).ok_or_else(|| DomainError::UnknownPlan(plan_id.clone()))?;
+            if plan.kind != PlanKind::Paid {
+                return Err(DomainError::NotAPaidPlan(plan_id));
+            }
+            if tenant.subscription_id.is_none() {
+                return Err(DomainError::SubscriptionRequired);
+            }
+            Some(plan_id)
+        }
+        ImportedStatus::Canceled => match tenant.plan_id.clone() {
+            Some(plan_id) if catalog.plan(&plan_id).is_none() => return Err(DomainError::UnknownPlan(plan_id)),
+            other => other,
+        },
+    };
+    tenant.plan_id = plan_id;
+    for usage in &tenant.usage {
+        if catalog.action_kind(&usage.action).is_none() {
+            return Err(DomainError::UnknownAction(usage.action.to_string()));
+        }
+        if usage.since.is_some_and(|since| since > now) {
+            return Err(invalid("usage.since", "must not be in the future"));
+        }
+    }
+    Ok(vec![Event::StoreImported {
+        store_id: StoreId::imported(&tenant.external_id),
+        tenant: Box::new(tenant),
+        catalog_version: (catalog.version() > 0).then_some(catalog.version()),
+        at: now,
+    }])
+}
+
 /// Decides a command on a state with no transition due.
 fn decide_now(
     state: &TenantState,
@@ -104,6 +195,7 @@ fn decide_now(
 ) -> Result<Vec<Event>, DomainError> {
     match command {
         Command::RegisterStore { store_id, name, time_zone } => register(state, *store_id, name, *time_zone, catalog),
+        Command::ImportStore(tenant) => import(state, tenant, now, catalog),
         Command::StartTrial { plan_id, days, force_reset } => {
             let plan_id = plan_id.clone().unwrap_or_else(|| catalog.default_trial_plan().clone());
             let plan = catalog.plan(&plan_id).ok_or_else(|| DomainError::UnknownPlan(plan_id.clone()))?;

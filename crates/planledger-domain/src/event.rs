@@ -71,6 +71,15 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         catalog_version: Option<i64>,
     },
+    /// A tenant moved in from another system, as it stood there (`planledger import`): the
+    /// whole store in one fact, with where it came from.
+    StoreImported {
+        store_id: StoreId,
+        tenant: Box<crate::command::ImportedStore>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        catalog_version: Option<i64>,
+        at: DateTime<Utc>,
+    },
     /// A later catalog version reached the store: it is decided under `version` from `at` on.
     CatalogAdopted {
         version: i64,
@@ -189,8 +198,9 @@ pub struct EventDecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 18] = [
+pub const EVENT_TYPES: [&str; 19] = [
     "StoreRegistered",
+    "StoreImported",
     "CatalogAdopted",
     "TrialStarted",
     "TrialRestarted",
@@ -226,6 +236,7 @@ impl Event {
         match self {
             Event::StoreRegistered { .. } => "StoreRegistered",
             Event::CatalogAdopted { .. } => "CatalogAdopted",
+            Event::StoreImported { .. } => "StoreImported",
             Event::TrialStarted { .. } => "TrialStarted",
             Event::TrialRestarted { .. } => "TrialRestarted",
             Event::TrialRecorded { .. } => "TrialRecorded",

@@ -101,7 +101,7 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
         at += Duration::minutes(seq.below(36 * 60) as i64);
         let later = at + Duration::days(1 + seq.below(30) as i64);
         let earlier = at - Duration::days(seq.below(5) as i64);
-        let event = match seq.below(22) {
+        let event = match seq.below(23) {
             0 => Event::TrialStarted { plan_id: seq.pick(&plans).clone(), started_at: at, ends_at: later },
             1 => Event::TrialRestarted {
                 plan_id: seq.pick(&plans).clone(),
@@ -154,6 +154,31 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
                 at,
             },
             20 => Event::TrialRecorded { subscription_id: subscription(i), ends_at: earlier },
+            22 => Event::StoreImported {
+                store_id: StoreId::new(Uuid::from_u64_pair(n, n)),
+                tenant: Box::new(crate::command::ImportedStore {
+                    external_id: crate::values::ExternalId::parse(&format!("tenant-{n}")).expect("an external id"),
+                    name: None,
+                    time_zone: TimeZoneName::parse(zones[(i % 4) as usize]).expect("a known zone"),
+                    plan_id: Some(seq.pick(&plans).clone()),
+                    status: *seq.pick(&crate::command::ImportedStatus::ALL),
+                    trial_ends_at: Some(later),
+                    grace_ends_at: Some(later),
+                    maintenance_ends_at: (seq.below(2) == 0).then_some(later),
+                    trial_used: seq.below(2) == 0,
+                    subscription_id: (seq.below(2) == 0).then(|| subscription(i)),
+                    customer_id: None,
+                    billing_anchor: (seq.below(2) == 0).then_some(earlier),
+                    usage: vec![crate::command::ImportedUsage {
+                        action: seq.pick(&actions).clone(),
+                        used: seq.below(50),
+                        since: (seq.below(2) == 0).then_some(earlier),
+                    }],
+                    source: crate::command::ImportSource { name: "corpus".into(), sha256: None, line: Some(i) },
+                }),
+                catalog_version: None,
+                at,
+            },
             21 => Event::CatalogAdopted {
                 version: 2 + i as i64,
                 reason: *seq.pick(&[

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::catalog::Period;
+use crate::command::ImportedStatus;
 use crate::event::Event;
 use crate::period::{local_day, Window};
-use crate::values::{ActionName, PlanId, StoreId, StoreName, SubscriptionId, TimeZoneName};
+use crate::values::{ActionName, ExternalId, PlanId, StoreId, StoreName, SubscriptionId, TimeZoneName};
 
 /// Where a store is in its lifecycle (contract §3). One enum, so impossible combinations
 /// (frozen and active, trialing and past due) cannot be represented.
@@ -130,6 +131,9 @@ pub struct TenantState {
     /// `terms`).
     #[serde(default)]
     pub catalog_version: Option<i64>,
+    /// The store's id in the system it was imported from, if it was imported.
+    #[serde(default)]
+    pub external_id: Option<ExternalId>,
 }
 
 impl Default for TenantState {
@@ -148,6 +152,7 @@ impl Default for TenantState {
             subscription_id: None,
             usage: BTreeMap::new(),
             catalog_version: None,
+            external_id: None,
         }
     }
 }
@@ -183,6 +188,43 @@ pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
             state.catalog_version = *catalog_version;
         }
         Event::CatalogAdopted { version, .. } => state.catalog_version = Some(*version),
+        Event::StoreImported { store_id, tenant, catalog_version, at } => {
+            state.store_id = Some(*store_id);
+            state.external_id = Some(tenant.external_id.clone());
+            state.name = tenant.name.clone();
+            state.time_zone = tenant.time_zone;
+            state.plan_id = tenant.plan_id.clone();
+            state.billing_anchor = tenant.billing_anchor;
+            state.trial_used = tenant.trial_used;
+            state.trial_ends_at = tenant.trial_ends_at;
+            state.grace_ends_at = tenant.grace_ends_at;
+            state.maintenance_ends_at = tenant.maintenance_ends_at;
+            state.subscription_id = tenant.subscription_id.clone();
+            state.catalog_version = *catalog_version;
+            // `decide` made sure each status has its date; a missing one reads as "now".
+            let subscription_id = tenant.subscription_id.clone();
+            state.phase = match tenant.status {
+                ImportedStatus::Unsubscribed => Phase::Unsubscribed,
+                ImportedStatus::Trialing => Phase::Trialing { ends_at: tenant.trial_ends_at.unwrap_or(*at) },
+                ImportedStatus::Grace => Phase::Grace { grace_ends_at: tenant.grace_ends_at.unwrap_or(*at) },
+                ImportedStatus::Maintenance => {
+                    Phase::Maintenance { maintenance_ends_at: tenant.maintenance_ends_at.unwrap_or(*at) }
+                }
+                ImportedStatus::Frozen => Phase::Frozen,
+                ImportedStatus::Active => Phase::Active { subscription_id },
+                ImportedStatus::PastDue => Phase::PastDue { subscription_id },
+                ImportedStatus::Canceled => Phase::Canceled { subscription_id },
+            };
+            // Each window's usage on its first local day: every window starts at a local
+            // midnight, so it counts in that window and no earlier one.
+            for imported in &tenant.usage {
+                let day = local_day(imported.since.unwrap_or(*at), state.time_zone.tz());
+                let usage = state.usage.entry(imported.action.clone()).or_default();
+                usage.lifetime += imported.used;
+                *usage.days.entry(day).or_default() += imported.used;
+                usage.prune();
+            }
+        }
         Event::TrialStarted { plan_id, started_at, ends_at }
         | Event::TrialRestarted { plan_id, started_at, ends_at, .. } => {
             state.plan_id = Some(plan_id.clone());

@@ -29,22 +29,11 @@ fn is_identifier(s: &str) -> bool {
     matches!(chars.next(), Some('a'..='z')) && s.len() <= 64 && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
 }
 
-macro_rules! identifier {
-    ($(#[$doc:meta])* $name:ident, $field:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
+/// What every text value has: its text, and conversions from and to `String` (serde reads a
+/// value through `parse`).
+macro_rules! text_value {
+    ($name:ident) => {
         impl $name {
-            pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-                if is_identifier(s) {
-                    Ok(Self(s.to_owned()))
-                } else {
-                    Err(InvalidValue::new($field, "must match ^[a-z][a-z0-9_]{0,63}$"))
-                }
-            }
-
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -62,6 +51,27 @@ macro_rules! identifier {
                 value.0
             }
         }
+    };
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+                if is_identifier(s) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(InvalidValue::new($field, "must match ^[a-z][a-z0-9_]{0,63}$"))
+                }
+            }
+        }
+
+        text_value!($name);
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,6 +108,14 @@ impl StoreId {
 
     pub fn as_uuid(&self) -> Uuid {
         self.0
+    }
+
+    /// The store imported as `external`: a UUID (v5) of the external id, the same on every
+    /// run and every node, so that importing a tenant again finds its store.
+    pub fn imported(external: &ExternalId) -> StoreId {
+        /// planledger's namespace for imported tenants' ids (a fixed, random UUID).
+        const IMPORTED: Uuid = Uuid::from_u128(0x6f1c_2b0e_4d7a_4c55_9a3e_1f0b_8c2d_5e71);
+        StoreId(Uuid::new_v5(&IMPORTED, external.as_str().as_bytes()))
     }
 
     /// The store's stream in the event log.
@@ -271,36 +289,43 @@ impl From<Reason> for String {
     }
 }
 
-/// A payment provider's subscription id: 1 to 200 printable characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct SubscriptionId(String);
+/// 1 to `max` printable characters: ids of other systems, kept as they are given.
+macro_rules! printable_id {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl SubscriptionId {
-    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        if s.is_empty() || s.chars().count() > 200 || s.chars().any(char::is_control) {
-            return Err(InvalidValue::new("subscriptionId", "must be 1 to 200 printable characters"));
+        impl $name {
+            pub const MAX_CHARS: usize = $max;
+
+            pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+                if s.is_empty() || s.chars().count() > Self::MAX_CHARS || s.chars().any(char::is_control) {
+                    return Err(InvalidValue::new($field, concat!("must be 1 to ", $max, " printable characters")));
+                }
+                Ok(Self(s.to_owned()))
+            }
         }
-        Ok(Self(s.to_owned()))
-    }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        text_value!($name);
+    };
 }
 
-impl TryFrom<String> for SubscriptionId {
-    type Error = InvalidValue;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
-    }
-}
-
-impl From<SubscriptionId> for String {
-    fn from(value: SubscriptionId) -> Self {
-        value.0
-    }
-}
+printable_id!(
+    /// A payment provider's subscription id.
+    SubscriptionId,
+    "subscriptionId",
+    200
+);
+printable_id!(
+    /// A store's id in the system it was imported from (a Prisma `cuid()`, a number, a slug).
+    /// An imported store's id is derived from it ([`StoreId::imported`]), so the same tenant
+    /// imported twice is one store.
+    ExternalId,
+    "externalId",
+    255
+);
 
 /// A store's display name: up to 200 characters, without control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -181,6 +181,26 @@ pub fn notices_of(source: Source<'_>, event: &Event, leads: &Notifications) -> V
             let data = json!({ "planId": plan_id, "trialEndsAt": time(*ends_at) });
             b.warning(Kind::TrialEndingSoon, *ends_at, leads.trial_ending_days, data);
         }
+        // A tenant moving in is warned of the deadline its status has, as if it had come to it here.
+        Event::StoreImported { tenant, .. } => match tenant.status {
+            planledger_domain::command::ImportedStatus::Trialing => {
+                if let Some(ends_at) = tenant.trial_ends_at {
+                    let data = json!({ "planId": tenant.plan_id, "trialEndsAt": time(ends_at) });
+                    b.warning(Kind::TrialEndingSoon, ends_at, leads.trial_ending_days, data);
+                }
+            }
+            planledger_domain::command::ImportedStatus::Grace => {
+                if let Some(ends_at) = tenant.grace_ends_at {
+                    grace_warning(&mut b, ends_at, leads);
+                }
+            }
+            planledger_domain::command::ImportedStatus::Maintenance => {
+                if let Some(ends_at) = tenant.maintenance_ends_at {
+                    freeze_warnings(&mut b, ends_at, leads);
+                }
+            }
+            _ => {}
+        },
         Event::TrialExtended { ends_at, .. } => {
             let data = json!({ "trialEndsAt": time(*ends_at) });
             b.warning(Kind::TrialEndingSoon, *ends_at, leads.trial_ending_days, data);

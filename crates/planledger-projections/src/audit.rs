@@ -20,6 +20,20 @@ pub fn summary(event: &Event) -> String {
             let under = catalog_version.map(|v| format!(" under catalog version {v}")).unwrap_or_default();
             format!("registered {} ({}){under}", name.as_ref().map_or("a store", |n| n.as_str()), time_zone.name())
         }
+        Event::StoreImported { tenant, .. } => {
+            let from = match (&tenant.source.line, &tenant.source.sha256) {
+                (Some(line), Some(sha)) => {
+                    format!("{} line {line} (sha256 {})", tenant.source.name, &sha[..sha.len().min(12)])
+                }
+                _ => tenant.source.name.clone(),
+            };
+            format!(
+                "imported {} as {}{} from {from}",
+                tenant.external_id.as_str(),
+                tenant.status.as_str(),
+                tenant.plan_id.as_ref().map(|p| format!(" on {p}")).unwrap_or_default()
+            )
+        }
         Event::CatalogAdopted { version, reason, at } => {
             let why = match reason {
                 planledger_domain::AdoptionReason::EffectiveTime => "its effective time",

@@ -105,6 +105,10 @@ pub struct StoreView {
     /// plan. `null` on a node deciding under rules that are not the ledger's.
     #[schema(required = true, minimum = 1)]
     pub catalog_version: Option<i64>,
+    /// The store's id in the system it was imported from (`planledger import`); `null` for a
+    /// store registered here.
+    #[schema(required = true)]
+    pub external_id: Option<String>,
     /// The store's stream version: send it as `If-Match` to make a command conditional on it.
     pub version: i64,
     pub warnings: Vec<Warning>,

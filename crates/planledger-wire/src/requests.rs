@@ -296,3 +296,60 @@ impl PreviewCatalog {
     /// most 64 KiB.
     pub const MAX_CHARS: usize = 60_000;
 }
+
+/// A tenant moving in from another system (`planledger import`: one per NDJSON line, or one CSV
+/// row with the same names as columns, contract §13).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"externalId": "clx0k2m1q0000abcd", "name": "Corner Shop", "timeZone": "Europe/Paris", "status": "trialing", "trialEndsAt": "2026-12-12T09:00:00Z", "usage": [{"action": "create_article", "used": 40, "since": "2026-12-01T00:00:00+01:00"}]}))]
+pub struct ImportTenant {
+    /// The tenant's id where it comes from: any 1 to 255 printable characters. The store's id
+    /// is derived from it, so importing it again finds the same store.
+    #[schema(min_length = 1, max_length = 255)]
+    pub external_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// An IANA time zone name; default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Required for `active` and `past_due`; default the catalog's trial plan for `trialing`
+    /// and `grace`, its maintenance plan for `maintenance` and `frozen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    /// `unsubscribed`, `trialing` (needs `trialEndsAt`), `grace` (needs `graceEndsAt`),
+    /// `maintenance` (needs `maintenanceEndsAt`), `frozen`, `active`, `past_due` (both need
+    /// `subscriptionId`), `canceled`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ends_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_ends_at: Option<DateTime<Utc>>,
+    /// Whether the tenant ever had a trial; implied by the statuses a trial leads to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_used: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// When its billing months start, for plans counted from the subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_anchor: Option<DateTime<Utc>>,
+    /// Usage in the current windows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<ImportUsage>,
+}
+
+/// An action's usage in its current window, for an imported tenant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImportUsage {
+    pub action: String,
+    #[schema(minimum = 0)]
+    pub used: u64,
+    /// When the window it was used in started (the month's first day, the anchored month's
+    /// start, ...); leave it out for a lifetime count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+}

@@ -3,6 +3,7 @@
 //! Each subcommand parses its arguments and configuration here and hands the work to a library;
 //! `anyhow` turns their typed errors into a message that says what to do next.
 
+mod import;
 mod logs;
 mod operate;
 mod serve;
@@ -146,6 +147,25 @@ enum Command {
         #[arg(long)]
         compare: Option<String>,
         /// Print the history as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import tenants from another system: FILE is NDJSON (one tenant per line) or CSV (a
+    /// header row, then one tenant per row), as docs/import.md describes. Each tenant becomes
+    /// one store; a row that does not read or that the rules refuse is reported with its line
+    /// and not imported. Importing the same file again changes nothing.
+    Import {
+        file: String,
+        /// `ndjson` or `csv`; default by the file's name (`.csv` is CSV).
+        #[arg(long, value_parser = parse_format)]
+        format: Option<planledger_api::import::Format>,
+        /// Report what would happen; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How many tenants are imported at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -380,6 +400,14 @@ async fn ledger_catalogs(cli: &Cli, log: &AnyEventLog) -> anyhow::Result<planled
 #[derive(Debug, Clone, Copy)]
 struct Keep(Option<Duration>);
 
+fn parse_format(value: &str) -> Result<planledger_api::import::Format, String> {
+    match value {
+        "ndjson" => Ok(planledger_api::import::Format::Ndjson),
+        "csv" => Ok(planledger_api::import::Format::Csv),
+        _ => Err("must be ndjson or csv".to_owned()),
+    }
+}
+
 fn parse_reach(value: &str) -> Result<planledger_domain::Reach, String> {
     planledger_domain::Reach::parse(value).map_err(|e| e.to_string())
 }
@@ -468,6 +496,21 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Command::Token { action: TokenCommand::New { name, role } } => new_token(name, role),
+        Command::Import { file, format, dry_run, concurrency, json } => {
+            async {
+                let log = connect(&cli).await?;
+                let catalogs = ledger_catalogs(&cli, &log).await?;
+                let options = import::Options {
+                    file: file.as_str(),
+                    format: *format,
+                    dry_run: *dry_run,
+                    json: *json,
+                    concurrency: *concurrency,
+                };
+                import::import(log, catalogs, options).await
+            }
+            .await
+        }
         Command::Catalog { action } => {
             async {
                 let log = connect(&cli).await?;

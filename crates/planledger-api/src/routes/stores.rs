@@ -3,6 +3,29 @@
 use super::*;
 
 /// Register a store (201; 200 if it exists alike).
+/// The store imported under an external id (`planledger import`): a page of it, or of none.
+#[utoipa::path(get, path = "/v1/stores", tag = "stores", operation_id = "findStores",
+    params(
+        ("externalId" = String, Query, description = "The tenant's id in the system it was imported from", min_length = 1, max_length = 255),
+    ),
+    responses(
+        (status = 200, description = "The store with that external id, or none", body = wire::Page<wire::StoreView>),
+        rs::Unauthorized,
+        rs::Invalid,
+        rs::Unavailable,
+    ))]
+pub async fn find_stores(State(app): State<AppState>, params: Params) -> Reply {
+    let external = params.get("externalId").ok_or_else(|| ApiError::validation("externalId", "is required"))?;
+    let external = planledger_domain::values::ExternalId::parse(external)?;
+    let store = StoreId::imported(&external);
+    let found = app.service.load_row(store).await?.filter(|(state, _)| state.external_id.as_ref() == Some(&external));
+    let now = app.service.clock().now();
+    let catalogs = app.service.catalogs();
+    let items: Vec<wire::StoreView> =
+        found.iter().map(|(state, version)| render::store_view(store, state, *version, now, &catalogs)).collect();
+    Ok(Json::ok(&wire::Page { items, next_cursor: None }).into_response())
+}
+
 #[utoipa::path(post, path = "/v1/stores", tag = "stores", operation_id = "registerStore",
     request_body = wire::RegisterStore,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry; without `storeId`, also names the store", pattern = r"^[!-~]{1,255}$")),

@@ -13,6 +13,27 @@ fn one_of_each() -> Vec<Event> {
     let r = reason("ticket 1");
     vec![
         registered(),
+        Event::StoreImported {
+            store_id: store(),
+            tenant: Box::new(command::ImportedStore {
+                external_id: values::ExternalId::parse("clx0k2m1q0000abcd").unwrap(),
+                name: None,
+                time_zone: TimeZoneName::UTC,
+                plan_id: Some(plan("starter")),
+                status: command::ImportedStatus::Active,
+                trial_ends_at: None,
+                grace_ends_at: None,
+                maintenance_ends_at: None,
+                trial_used: true,
+                subscription_id: Some(sub("sub_1")),
+                customer_id: None,
+                billing_anchor: None,
+                usage: vec![command::ImportedUsage { action: action("create_article"), used: 40, since: Some(t0()) }],
+                source: command::ImportSource { name: "tenants.ndjson".into(), sha256: None, line: Some(3) },
+            }),
+            catalog_version: Some(1),
+            at: t0(),
+        },
         Event::CatalogAdopted { version: 3, reason: AdoptionReason::PeriodStart, at: t0() },
         trial_started(t0()),
         Event::TrialRestarted {

@@ -4,6 +4,7 @@
 
 mod events;
 mod gates;
+mod import;
 mod lifecycle;
 mod quotas;
 mod support;

@@ -1,0 +1,150 @@
+//! Moving in (`planledger import`, docs/import.md): tenants in every status, with ids that are
+//! not UUIDs, trials mid-way and usage mid-month, imported from NDJSON and CSV; each then answers
+//! gates, quotas and deadlines as its source system would. Bad rows are reported by line and
+//! written nowhere; importing again changes nothing; a dry run writes nothing.
+
+use chrono::{Datelike, TimeDelta, TimeZone, Utc};
+use serde_json::{json, Value};
+
+use crate::server::{Backend, Db, Options, Server};
+use crate::{on_both_backends, planledger};
+
+fn at(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn found(server: &Server, external: &str) -> Value {
+    let (status, page) = server.get(&format!("/v1/stores?externalId={external}")).await;
+    assert_eq!(status, 200, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{external}: {page}");
+    items[0].clone()
+}
+
+async fn consume(server: &Server, store: &Value, action: &str) -> (u16, Value) {
+    let id = store["storeId"].as_str().unwrap();
+    server.post(&format!("/v1/stores/{id}/quota/consume"), json!({"action": action})).await
+}
+
+async fn tenants_in_every_status_move_in(backend: Backend) {
+    let Some(db) = Db::create(backend, "tenants_in_every_status_move_in").await else { return };
+    let server = Server::start(db.url(), &Options::default());
+    let now = Utc::now();
+    let month = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).unwrap();
+    let (in_5_days, in_2_days, in_100_days) =
+        (now + TimeDelta::days(5), now + TimeDelta::days(2), now + TimeDelta::days(100));
+    let lines = [
+        json!({"externalId": "clx0trial", "name": "Trial Shop", "status": "trialing", "trialEndsAt": at(in_5_days),
+               "usage": [{"action": "create_article", "used": 40, "since": at(month)}]}),
+        json!({"externalId": "clx0grace", "status": "grace", "graceEndsAt": at(in_2_days)}),
+        json!({"externalId": "clx0maint", "status": "maintenance", "maintenanceEndsAt": at(in_100_days)}),
+        json!({"externalId": "clx0frozen", "status": "frozen"}),
+        json!({"externalId": "clx0active", "status": "active", "planId": "starter", "subscriptionId": "sub_A",
+               "customerId": "cus_A", "usage": [{"action": "create_article", "used": 12, "since": at(month)}]}),
+        json!({"externalId": "42", "status": "past_due", "planId": "starter", "subscriptionId": "sub_B"}),
+        json!({"externalId": "shop/7", "status": "canceled", "planId": "starter", "subscriptionId": "sub_C"}),
+        json!({"externalId": "clx0new", "status": "unsubscribed", "trialUsed": true}),
+        // Rows the import refuses, each on its own line.
+        json!({"externalId": "clx0bad1", "status": "sleeping"}),
+        json!({"externalId": "clx0bad2", "status": "active", "planId": "starter"}),
+        json!({"externalId": "clx0bad3", "status": "active", "planId": "platinum", "subscriptionId": "sub_D"}),
+    ];
+    let dir = std::env::temp_dir().join(format!("planledger-import-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tenants.ndjson");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, &text).unwrap();
+    let file = file.display().to_string();
+
+    let out = planledger(db.url(), &["import", &file, "--json"]);
+    assert!(!out.status.success(), "rows were refused: the exit status says so");
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("the summary as JSON");
+    assert_eq!((summary["imported"].clone(), summary["notImported"].clone()), (json!(8), json!(3)), "{summary}");
+    let problems: Vec<(u64, &str)> = summary["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["line"].as_u64().unwrap(), p["error"].as_str().unwrap()))
+        .collect();
+    assert_eq!(problems, [(9, "validation_failed"), (10, "subscription_required"), (11, "unknown_plan")], "{summary}");
+    let (_, none) = server.get("/v1/stores?externalId=clx0bad2").await;
+    assert_eq!(none["items"], json!([]), "nothing written for a refused row");
+
+    // Each tenant answers as it stood at home.
+    let trial = found(&server, "clx0trial").await;
+    assert_eq!((trial["internalStatus"].as_str(), trial["externalId"].as_str()), (Some("trialing"), Some("clx0trial")));
+    assert_eq!(trial["trialEndsAt"].as_str().unwrap()[..19], at(in_5_days)[..19], "the exact trial end");
+    let articles = trial["usage"].as_array().unwrap().iter().find(|u| u["action"] == "create_article").unwrap().clone();
+    assert_eq!((articles["used"].as_u64(), articles["limit"].as_u64()), (Some(40), Some(10)), "{trial}");
+    let (status, refused) = consume(&server, &trial, "create_article").await;
+    assert_eq!((status, refused["error"].as_str()), (429, Some("quota_exceeded")), "over its limit at home: {refused}");
+    let (status, refused) =
+        server.post(&format!("/v1/stores/{}/trial", trial["storeId"].as_str().unwrap()), json!({})).await;
+    assert_eq!(status, 200, "a running trial is not restarted: {refused}");
+
+    let grace = found(&server, "clx0grace").await;
+    assert_eq!((grace["internalStatus"].as_str(), grace["planId"].as_str()), (Some("grace"), Some("free_trial")));
+    assert_eq!(consume(&server, &grace, "create_article").await.0, 200, "growth is allowed in grace");
+
+    let maintenance = found(&server, "clx0maint").await;
+    assert_eq!(
+        (maintenance["internalStatus"].as_str(), maintenance["planId"].as_str()),
+        (Some("maintenance"), Some("google_only"))
+    );
+    let (status, refused) = consume(&server, &maintenance, "create_article").await;
+    assert_eq!((status, refused["error"].as_str()), (403, Some("maintenance_no_growth")), "{refused}");
+
+    let frozen = found(&server, "clx0frozen").await;
+    let (status, refused) = consume(&server, &frozen, "update_product").await;
+    assert_eq!((status, refused["error"].as_str()), (403, Some("account_frozen")), "{refused}");
+
+    let active = found(&server, "clx0active").await;
+    let (status, consumed) = consume(&server, &active, "create_article").await;
+    assert_eq!(
+        (status, consumed["used"].as_u64(), consumed["limit"].as_u64()),
+        (200, Some(13), Some(30)),
+        "{consumed}"
+    );
+    assert_eq!(found(&server, "42").await["internalStatus"], "past_due");
+    let canceled = found(&server, "shop/7").await;
+    let (status, refused) = consume(&server, &canceled, "create_article").await;
+    assert_eq!((status, refused["error"].as_str()), (403, Some("subscription_canceled")), "{refused}");
+    let unsubscribed = found(&server, "clx0new").await;
+    let id = unsubscribed["storeId"].as_str().unwrap();
+    let (status, refused) = server.post(&format!("/v1/stores/{id}/trial"), json!({})).await;
+    assert_eq!((status, refused["error"].as_str()), (409, Some("trial_already_used")), "{refused}");
+    let types = server.event_types(trial["storeId"].as_str().unwrap()).await;
+    assert_eq!(types[0], "StoreImported");
+
+    // Again: nothing changes.
+    let events_before = server.get("/v1/events?limit=1000").await.1["items"].as_array().unwrap().len();
+    let out = planledger(db.url(), &["import", &file, "--json"]);
+    let again: Value = serde_json::from_slice(&out.stdout).expect("the summary as JSON");
+    assert_eq!((again["imported"].clone(), again["unchanged"].clone()), (json!(0), json!(8)), "{again}");
+    let events_after = server.get("/v1/events?limit=1000").await.1["items"].as_array().unwrap().len();
+    assert_eq!(events_after, events_before, "re-importing appends nothing");
+
+    // CSV, dry run first: nothing written; then for real.
+    let csv = dir.join("more.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "externalId,name,status,planId,subscriptionId,used:create_article,since:create_article\n\
+             csv-1,From CSV,active,starter,sub_E,29,{}\n",
+            at(month)
+        ),
+    )
+    .unwrap();
+    let csv = csv.display().to_string();
+    let dry = planledger(db.url(), &["import", &csv, "--dry-run"]);
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("1 tenants would be imported"), "{dry:?}");
+    assert_eq!(server.get("/v1/stores?externalId=csv-1").await.1["items"], json!([]), "a dry run writes nothing");
+    assert!(planledger(db.url(), &["import", &csv]).status.success());
+    let from_csv = found(&server, "csv-1").await;
+    assert_eq!(consume(&server, &from_csv, "create_article").await.0, 200, "the 30th article");
+    assert_eq!(consume(&server, &from_csv, "create_article").await.0, 429, "then its limit");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+on_both_backends!(tenants_in_every_status_move_in);
