@@ -196,6 +196,83 @@ async fn open_log(url: &str, pool: u32) -> anyhow::Result<Ledger> {
     Ok(Ledger { log, direct })
 }
 
+/// `tenants` tenants moving in (`planledger import`'s path: NDJSON read, then each through
+/// `CommandService::import`, `clients` at a time): every status, ids that are not UUIDs,
+/// trials mid-way, usage mid-month. Then the same file again, which must change nothing.
+async fn scenario_import(url: &str, tenants: usize, clients: usize) -> anyhow::Result<Vec<Figures>> {
+    let ledger = open_log(url, 32).await?;
+    let catalog = Arc::new(bench_catalog()?);
+    let service = service(&ledger.log, &catalog);
+    let now = Utc::now();
+    let month = now.format("%Y-%m-01T00:00:00Z").to_string();
+    let at = |days: i64| (now + chrono::TimeDelta::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let text: String = (0..tenants)
+        .map(|i| {
+            let id = format!("cl{i:010x}q0");
+            let row = match i % 8 {
+                0 => serde_json::json!({"externalId": id, "status": "trialing", "trialEndsAt": at(5),
+                      "usage": [{"action": "create_article", "used": 4, "since": month}]}),
+                1 => serde_json::json!({"externalId": id, "status": "grace", "graceEndsAt": at(2)}),
+                2 => serde_json::json!({"externalId": id, "status": "maintenance", "maintenanceEndsAt": at(90)}),
+                3 => serde_json::json!({"externalId": id, "status": "frozen"}),
+                4 => serde_json::json!({"externalId": id, "status": "past_due", "planId": "starter", "subscriptionId": format!("sub_{i}")}),
+                5 => serde_json::json!({"externalId": id, "status": "canceled", "planId": "starter"}),
+                _ => serde_json::json!({"externalId": id, "status": "active", "planId": "starter",
+                      "subscriptionId": format!("sub_{i}"), "usage": [{"action": "create_article", "used": 12, "since": month}]}),
+            };
+            format!("{row}\n")
+        })
+        .collect();
+    let mut figures = Vec::new();
+    for name in ["import", "import_again"] {
+        let started = Instant::now();
+        let rows = planledger_api::import::read(&text, planledger_api::import::Format::Ndjson, "bench.ndjson", "bench");
+        let rows: Arc<Vec<_>> = Arc::new(
+            rows.into_iter().map(|row| row.tenant).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!(e))?,
+        );
+        let next = Arc::new(AtomicU64::new(0));
+        let op: Op = {
+            let (service, rows, next) = (service.clone(), rows.clone(), next.clone());
+            Arc::new(move |_| {
+                let (service, rows, next) = (service.clone(), rows.clone(), next.clone());
+                Box::pin(async move {
+                    let Some(tenant) = rows.get(next.fetch_add(1, Ordering::Relaxed) as usize) else {
+                        return Ok(false);
+                    };
+                    match service.import(tenant.clone(), meta()).await? {
+                        planledger_service::Answer::Decided(planledger_service::Outcome::Accepted(a)) => {
+                            Ok(!a.facts.is_empty())
+                        }
+                        other => bail!("an import was not accepted: {other:?}"),
+                    }
+                })
+            })
+        };
+        let done = {
+            let next = next.clone();
+            Arc::new(move || next.load(Ordering::Relaxed) as usize >= tenants)
+        };
+        let mut run = run_until(clients, op, done).await?;
+        // The file's reading counts in the rate.
+        run.seconds = started.elapsed().as_secs_f64();
+        let expected = if name == "import" { tenants as u64 } else { 0 };
+        if run.allowed != expected {
+            bail!("{name}: {} tenants imported, {expected} expected", run.allowed);
+        }
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_events").fetch_one(&ledger.direct).await?;
+        if events != tenants as i64 {
+            bail!("{name}: {events} events for {tenants} tenants");
+        }
+        let mut f = run.figures(name, clients);
+        f.note = format!(
+            "{tenants} tenants in 8 statuses; events = tenants{}",
+            if name == "import" { "" } else { "; nothing appended" }
+        );
+        figures.push(f);
+    }
+    Ok(figures)
+}
+
 fn service(log: &AnyEventLog, catalog: &Arc<Catalog>) -> CommandService {
     let (journal, _writer) = Journal::spawn(log.clone());
     CommandService::new(
@@ -1075,6 +1152,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         "rebuild_under_load",
         "many_stores_memory",
         "long_stream",
+        "import",
     ];
     for scenario in scenarios {
         if !wanted(scenario) {
@@ -1119,6 +1197,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                     figures.extend(scenario_memory(&log, ids, flood, clients).await?);
                     figures
                 }
+                "import" => scenario_import(&db.url, if quick { 5_000 } else { 100_000 }, clients).await?,
                 "long_stream" => {
                     let (events, samples) = if quick { (20_000, 200) } else { (1_000_000, 2_000) };
                     let (short, long) = scenario_long_stream(&db.url, events, samples).await?;

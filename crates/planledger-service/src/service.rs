@@ -16,18 +16,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use planledger_domain::{Catalog, Catalogs, Command, Consumption, Event, StoreId, TenantState};
+use planledger_domain::command::ImportedStore;
+use planledger_domain::{decide, evolve, Catalog, Catalogs, Command, Consumption, Event, StoreId, TenantState};
 use planledger_projections::tenant_state;
-use planledger_store::{AnyEventLog, EventLog, Expiring, GroupOptions, StoreError, StreamId};
+use planledger_store::{AnyEventLog, EventLog, Expiring, GroupOptions, StoreError, StreamAppend, StreamId};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::committer::{run_committer, CommitRequest};
+use crate::committer::{run_committer, AppendFailure, CommitRequest};
 use crate::journal::{Journal, JournalEntry};
-use crate::outcome::{Answer, Outcome, Renderer};
+use crate::outcome::{Accepted, Answer, Outcome, Refusal, Renderer};
 use crate::retention::Retention;
-use crate::worker::{Job, RecentAnswers, Worker};
+use crate::worker::{new_event, Job, RecentAnswers, Worker};
 
 /// Faults to inject into the commit path (the store's group commit), for the simulator and the
 /// tests of what the command path does when the database misbehaves.
@@ -309,6 +310,70 @@ impl CommandService {
     /// How many stores have a worker (and a cached state) right now.
     pub fn active_workers(&self) -> usize {
         self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Imports one tenant (`planledger import`): decided on a store that does not exist yet and
+    /// appended at version 0 straight through the committers, with its `tenant_state` row,
+    /// without a worker or a read: a new store has nothing to load, and many imports at once
+    /// share group commits. If the store exists after all (imported before, or registered), the
+    /// version check says so and the tenant goes through the store's queue like any command,
+    /// which answers it (unchanged, or `store_exists`).
+    pub async fn import(&self, tenant: ImportedStore, meta: CommandMeta) -> Result<Answer, ServiceError> {
+        let started = Instant::now();
+        let store = StoreId::imported(&tenant.external_id);
+        let command = Command::ImportStore(Box::new(tenant));
+        let now = self.inner.clock.now();
+        let catalogs = self.inner.catalogs();
+        let catalog = catalogs.in_force(now).catalog.clone();
+        let facts = match decide(&TenantState::default(), &command, now, &catalog) {
+            Ok(facts) => facts,
+            // Refused whether or not the store exists: the rules refuse the row itself.
+            Err(error) => {
+                let result = Ok(Answer::Decided(Outcome::Refused(Refusal::Rule(error))));
+                self.record(store, (command.kind(), None), &meta, &result, started);
+                return result;
+            }
+        };
+        let causation = meta.causation_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
+        let events = facts
+            .iter()
+            .map(|e| new_event(store, e, &meta, &meta.actor, &causation, now, &catalog))
+            .collect::<Vec<_>>();
+        let state = facts.iter().fold(TenantState::default(), evolve);
+        let (reply, outcome) = oneshot::channel();
+        let request = CommitRequest {
+            store,
+            part: StreamAppend { stream: stream_of(store)?, expected: 0, events },
+            state: state.clone(),
+            now,
+            answers: vec![],
+            catalogs,
+            reply,
+        };
+        if self.inner.committer.send(request).await.is_err() {
+            return Err(ServiceError::Internal("the committer stopped".into()));
+        }
+        let committed = outcome
+            .await
+            .unwrap_or_else(|_| Err(AppendFailure::Failed(ServiceError::Internal("the committer stopped".into()))));
+        let kind = command.kind();
+        let result = match committed {
+            Ok(version) => Ok(Answer::Decided(Outcome::Accepted(Box::new(Accepted {
+                store,
+                command,
+                facts,
+                state,
+                version,
+                decided_at: now,
+            })))),
+            // The store exists: its own queue decides.
+            Err(AppendFailure::Conflict | AppendFailure::Duplicate) => return self.execute(store, command, meta).await,
+            Err(AppendFailure::Failed(error)) => Err(error),
+            Err(AppendFailure::OutcomeUnknown) => Err(ServiceError::OutcomeUnknown),
+        };
+        self.inner.metrics.commands.fetch_add(1, Ordering::Relaxed);
+        self.record(store, (kind, None), &meta, &result, started);
+        result
     }
 
     /// Decides and records `command` for `store`, through the store's queue.

@@ -38,6 +38,40 @@ pub(crate) struct Loaded {
     pub(crate) state: TenantState,
 }
 
+/// `event` of `store` as the log stores it: with its correlation, causation and actor, the
+/// fingerprint of the rules that decided it, and its idempotency key (the ledger's own for a
+/// time-driven fact or a refund, else the caller's).
+pub(crate) fn new_event(
+    store: StoreId,
+    event: &Event,
+    meta: &CommandMeta,
+    actor: &str,
+    causation: &str,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> NewEvent {
+    let mut new = NewEvent::new(
+        event.event_type(),
+        event.schema_version(),
+        event.data(),
+        meta.correlation_id.clone(),
+        actor,
+        catalog.fingerprint(),
+        now,
+    )
+    .with_causation(causation);
+    if let Event::QuotaConsumed { consumption_id, .. } = event {
+        // A consumption is found again (for a refund) by its event id.
+        new.event_id = *consumption_id;
+    }
+    // The ledger's own keys and clients' keys live in separate namespaces (see `KeyScope`).
+    new.idempotency_key = match event.system_idempotency_key(store) {
+        Some(key) => Some(IdempotencyKey::system(key)),
+        None => meta.idempotency.as_ref().map(|i| IdempotencyKey::client(i.key.clone())),
+    };
+    new
+}
+
 /// One store's queue consumer.
 pub(crate) struct Worker {
     pub(crate) inner: Arc<Inner>,
@@ -226,26 +260,7 @@ impl Worker {
         now: DateTime<Utc>,
         catalog: &Catalog,
     ) -> NewEvent {
-        let mut new = NewEvent::new(
-            event.event_type(),
-            event.schema_version(),
-            event.data(),
-            meta.correlation_id.clone(),
-            actor,
-            catalog.fingerprint(),
-            now,
-        )
-        .with_causation(causation);
-        if let Event::QuotaConsumed { consumption_id, .. } = event {
-            // A consumption is found again (for a refund) by its event id.
-            new.event_id = *consumption_id;
-        }
-        // The ledger's own keys and clients' keys live in separate namespaces (see `KeyScope`).
-        new.idempotency_key = match event.system_idempotency_key(self.store) {
-            Some(key) => Some(IdempotencyKey::system(key)),
-            None => meta.idempotency.as_ref().map(|i| IdempotencyKey::client(i.key.clone())),
-        };
-        new
+        new_event(self.store, event, meta, actor, causation, now, catalog)
     }
 
     /// Decides and appends a batch, answering every job.

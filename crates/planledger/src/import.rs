@@ -69,7 +69,6 @@ pub async fn import(log: AnyEventLog, catalogs: Catalogs, options: Options<'_>) 
                     Err(message) => Fate::Problem { error: "validation_failed".into(), message },
                     Ok(tenant) if options.dry_run => would(&service, tenant).await,
                     Ok(tenant) => {
-                        let store = StoreId::imported(&tenant.external_id);
                         let meta = CommandMeta {
                             correlation_id,
                             actor: "planledger import".into(),
@@ -77,7 +76,7 @@ pub async fn import(log: AnyEventLog, catalogs: Catalogs, options: Options<'_>) 
                             expected_version: None,
                             causation_id: None,
                         };
-                        fate_of(service.execute(store, Command::ImportStore(Box::new(tenant)), meta).await)
+                        fate_of(service.import(tenant, meta).await)
                     }
                 };
                 bar.inc(1);
