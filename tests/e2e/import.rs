@@ -144,6 +144,19 @@ async fn tenants_in_every_status_move_in(backend: Backend) {
     let from_csv = found(&server, "csv-1").await;
     assert_eq!(consume(&server, &from_csv, "create_article").await.0, 200, "the 30th article");
     assert_eq!(consume(&server, &from_csv, "create_article").await.0, 429, "then its limit");
+
+    // One tenant over HTTP: imported, then unchanged; a status without its date names the field.
+    let one = json!({"externalId": "api-1", "status": "trialing", "trialEndsAt": at(in_5_days)});
+    let (status, view) = server.post("/v1/admin/stores/import", one.clone()).await;
+    assert_eq!(
+        (status, view["externalId"].as_str(), view["internalStatus"].as_str()),
+        (201, Some("api-1"), Some("trialing"))
+    );
+    let (status, again) = server.post("/v1/admin/stores/import", one).await;
+    assert_eq!((status, again["version"].clone()), (200, view["version"].clone()), "unchanged: {again}");
+    let (status, refused) =
+        server.post("/v1/admin/stores/import", json!({"externalId": "api-2", "status": "grace"})).await;
+    assert_eq!((status, refused["field"].as_str()), (422, Some("graceEndsAt")), "{refused}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

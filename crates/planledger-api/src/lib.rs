@@ -312,6 +312,12 @@ use webhooks as w;
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/v1/stores", role: Some(Role::Service), handler: || post(r::register_store) },
     Route { method: "GET", path: "/v1/stores", role: Some(Role::Reader), handler: || get(r::find_stores) },
+    Route {
+        method: "POST",
+        path: "/v1/admin/stores/import",
+        role: Some(Role::Admin),
+        handler: || post(r::import_store),
+    },
     Route { method: "GET", path: "/v1/stores/{id}", role: Some(Role::Reader), handler: || get(r::get_store) },
     Route {
         method: "POST",

@@ -27,7 +27,7 @@ use crate::ROUTES;
         description = "An event-sourced ledger of stores' plans, trials and quotas. Commands take an optional `Idempotency-Key` (a retry gets the first answer, marked `Idempotent-Replayed: true`) and an optional `If-Match` (the store's version; 409 `version_mismatch` with `currentVersion` if it moved). Every answer carries `X-Correlation-Id`; every error is an `ErrorBody`. Lists are pages: `{items, nextCursor}`, `nextCursor` null on the last page.",
     ),
     paths(
-        r::register_store, r::find_stores, r::get_store, r::start_trial, r::activate_subscription, r::mark_past_due,
+        r::register_store, r::find_stores, r::import_store, r::get_store, r::start_trial, r::activate_subscription, r::mark_past_due,
         r::mark_recovered, r::cancel_subscription, r::transition_plan, r::authorize, r::consume, r::refund,
         r::events, r::state_at, r::audit, r::audit_commands, r::get_catalog, r::list_catalog_versions,
         r::preview_catalog,

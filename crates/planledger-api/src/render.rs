@@ -279,7 +279,7 @@ fn accepted(accepted: &planledger_service::Accepted, catalogs: &Catalogs) -> Jso
     let view = || store_view(accepted.store, &accepted.state, accepted.version, accepted.decided_at, catalogs);
     let catalog = &catalogs.shown_for(&accepted.state, accepted.decided_at).catalog;
     match &accepted.command {
-        Command::RegisterStore { .. } => Json::new(created, &view()),
+        Command::RegisterStore { .. } | Command::ImportStore(_) => Json::new(created, &view()),
         Command::StartTrial { .. } => {
             Json::new(created, &wire::TrialAnswer { store: view(), already_active: accepted.facts.is_empty() })
         }

@@ -41,6 +41,31 @@ pub async fn list_stores(State(app): State<AppState>, params: Params) -> Reply {
     Ok(Json::ok(&page(rows, limit, |r| r.store_id.to_string(), view)).into_response())
 }
 
+/// Import one tenant from another system (`planledger import` does a file of them;
+/// docs/import.md). Importing it again answers the store unchanged.
+#[utoipa::path(post, path = "/v1/admin/stores/import", tag = "admin", operation_id = "importStore",
+    request_body = wire::ImportTenant,
+    responses(
+        (status = 201, description = "Imported: the store", body = wire::StoreView),
+        (status = 200, description = "Imported before: the store, unchanged", body = wire::StoreView),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::AdminOnly,
+        (status = 409, description = "`store_exists`: a store not imported under this external id has its id", body = wire::ErrorBody),
+        (status = 422, description = "A field is invalid, or does not fit the status (`validation_failed` naming it), an unknown plan or action, a paid status without a subscription", body = wire::ErrorBody),
+        rs::CommandUnavailable,
+    ))]
+pub async fn import_store(State(app): State<AppState>, ctx: Ctx, body: JsonBody<wire::ImportTenant>) -> Reply {
+    let source = planledger_domain::command::ImportSource {
+        name: format!("POST /v1/admin/stores/import by {}", ctx.principal.name),
+        sha256: None,
+        line: None,
+    };
+    let tenant = crate::import::tenant(body.value, source)?;
+    let meta = meta(&ctx, "/v1/admin/stores/import", &body.canonical);
+    answer(&app, app.service.import(tenant, meta).await?)
+}
+
 /// Extend trials, grace periods or maintenance windows in bulk.
 #[utoipa::path(post, path = "/v1/admin/stores/extensions", tag = "admin", operation_id = "extendStores",
     request_body = wire::Extensions,

@@ -6,7 +6,7 @@ use super::*;
 /// The store imported under an external id (`planledger import`): a page of it, or of none.
 #[utoipa::path(get, path = "/v1/stores", tag = "stores", operation_id = "findStores",
     params(
-        ("externalId" = String, Query, description = "The tenant's id in the system it was imported from", min_length = 1, max_length = 255),
+        ("externalId" = String, Query, description = "The tenant's id in the system it was imported from: 1 to 255 printable characters", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
     ),
     responses(
         (status = 200, description = "The store with that external id, or none", body = wire::Page<wire::StoreView>),
