@@ -157,6 +157,13 @@ async fn tenants_in_every_status_move_in(backend: Backend) {
     let (status, refused) =
         server.post("/v1/admin/stores/import", json!({"externalId": "api-2", "status": "grace"})).await;
     assert_eq!((status, refused["field"].as_str()), (422, Some("graceEndsAt")), "{refused}");
+    // A store registered here under the id an external id derives to is not that tenant.
+    let namespace = uuid::Uuid::from_u128(0x6f1c_2b0e_4d7a_4c55_9a3e_1f0b_8c2d_5e71);
+    let taken = uuid::Uuid::new_v5(&namespace, b"taken-1");
+    assert_eq!(server.post("/v1/stores", json!({"storeId": taken})).await.0, 201);
+    let (status, refused) =
+        server.post("/v1/admin/stores/import", json!({"externalId": "taken-1", "status": "frozen"})).await;
+    assert_eq!((status, refused["error"].as_str()), (409, Some("store_exists")), "{refused}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -366,8 +366,24 @@ impl CommandService {
                 version,
                 decided_at: now,
             })))),
-            // The store exists: its own queue decides.
-            Err(AppendFailure::Conflict | AppendFailure::Duplicate) => return self.execute(store, command, meta).await,
+            // The store exists. Imported before under this external id (the usual case: the
+            // same file again), its row says so in one read; otherwise its own queue decides.
+            Err(AppendFailure::Conflict | AppendFailure::Duplicate) => {
+                let imported_before = self.load_row(store).await?.filter(|(state, _)| {
+                    matches!(&command, Command::ImportStore(t) if state.external_id.as_ref() == Some(&t.external_id))
+                });
+                let Some((state, version)) = imported_before else {
+                    return self.execute(store, command, meta).await;
+                };
+                Ok(Answer::Decided(Outcome::Accepted(Box::new(Accepted {
+                    store,
+                    command,
+                    facts: vec![],
+                    state,
+                    version,
+                    decided_at: now,
+                }))))
+            }
             Err(AppendFailure::Failed(error)) => Err(error),
             Err(AppendFailure::OutcomeUnknown) => Err(ServiceError::OutcomeUnknown),
         };
