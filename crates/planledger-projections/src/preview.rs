@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
-use planledger_domain::{decide, evolve, ActionName, Amount, Catalog, Command, Event, StoreId, TenantState};
+use planledger_domain::{decide, evolve, ActionName, Amount, Catalog, Catalogs, Command, Event, StoreId, TenantState};
 use planledger_store::{EventLog, RecordedEvent, StoreError, StreamId};
 use uuid::Uuid;
 
@@ -99,7 +99,7 @@ pub fn preview_store(
     store: StoreId,
     history: &[(RecordedEvent, Event)],
     refused: &[RefusedConsumption],
-    current: &Catalog,
+    current: &Catalogs,
     draft: &Catalog,
     now: DateTime<Utc>,
 ) -> (StorePreview, u64) {
@@ -172,7 +172,7 @@ pub fn preview_store(
         plan_missing = shadow.plan_id.as_ref().filter(|plan| draft.plan(plan).is_none()).map(ToString::to_string);
     }
     let status_draft = if plan_missing.is_some() {
-        StatusLine::of(&shadow, now, current)
+        StatusLine::of(&shadow, now, &current.shown_for(&shadow, now).catalog)
     } else {
         StatusLine::of(&shadow, now, draft)
     };
@@ -181,7 +181,8 @@ pub fn preview_store(
         plan_missing,
         would_refuse,
         would_allow,
-        status_now: StatusLine::of(&recorded_state, now, current),
+        // Under the store's own catalog version, as the ledger decides it.
+        status_now: StatusLine::of(&recorded_state, now, &current.shown_for(&recorded_state, now).catalog),
         status_draft,
     };
     (preview, consumptions)
@@ -193,7 +194,7 @@ pub fn preview_store(
 /// `refused`: the consumptions the ledger refused, by store id (`audit::refused_consumptions`).
 pub async fn preview<L: EventLog>(
     log: &L,
-    current: &Catalog,
+    current: &Catalogs,
     draft: &Catalog,
     now: DateTime<Utc>,
     refused: &HashMap<String, Vec<RefusedConsumption>>,
@@ -324,7 +325,8 @@ mod tests {
         history.run(refund, at, &current);
         history.run(consume(), at, &current);
 
-        let (preview, examined) = preview_store(history.store, &history.events, &[], &current, &draft, at);
+        let catalogs = Catalogs::single(std::sync::Arc::new(current.clone()));
+        let (preview, examined) = preview_store(history.store, &history.events, &[], &catalogs, &draft, at);
         assert_eq!(examined, 4);
         let refused: Vec<i64> = preview.would_refuse.iter().map(|r| r.version).collect();
         assert_eq!(refused, [5, 7], "the third and the fourth consumption: {preview:?}");
@@ -334,7 +336,7 @@ mod tests {
         assert!(preview.changes());
 
         // Under the rules in force nothing changes.
-        let (same, _) = preview_store(history.store, &history.events, &[], &current, &current, at);
+        let (same, _) = preview_store(history.store, &history.events, &[], &catalogs, &current, at);
         assert!(!same.changes(), "{same:?}");
     }
 }

@@ -193,7 +193,7 @@ pub async fn publish(
 pub async fn preview(
     log: &AnyEventLog,
     reads: &AnyEventLog,
-    current: &Catalog,
+    current: &Catalogs,
     draft: &Catalog,
     now: DateTime<Utc>,
     author: &str,

@@ -547,10 +547,9 @@ async fn main() -> std::process::ExitCode {
                     CatalogCommand::Versions { json } => operate::catalog_versions(&log, *json).await,
                     CatalogCommand::Preview { draft, author, json } => {
                         let catalogs = ledger_catalogs(&cli, &log).await?;
-                        let current = catalogs.in_force(chrono::Utc::now()).catalog.clone();
                         let author =
                             author.as_deref().filter(|a| !a.is_empty()).unwrap_or("planledger catalog preview");
-                        operate::preview_catalog(&log, &current, draft, author, *json).await
+                        operate::preview_catalog(&log, &catalogs, draft, author, *json).await
                     }
                 }
             }

@@ -314,14 +314,16 @@ pub async fn catalog_versions(log: &AnyEventLog, json: bool) -> anyhow::Result<(
 /// written.
 pub async fn preview_catalog(
     log: &AnyEventLog,
-    current: &Catalog,
+    versions: &Catalogs,
     file: &str,
     author: &str,
     json: bool,
 ) -> anyhow::Result<()> {
     let draft = crate::serve::load_catalog(Some(file))?;
     log.migrate().await.context("migration failed")?;
-    let report = catalogs::preview(log, log, current, &draft, Utc::now(), author).await?;
+    let now = Utc::now();
+    let report = catalogs::preview(log, log, versions, &draft, now, author).await?;
+    let current = versions.in_force(now).catalog.as_ref();
     if json {
         let document = planledger_api::render::catalog_preview(&report, current, &draft);
         println!("{}", serde_json::to_string_pretty(&document)?);

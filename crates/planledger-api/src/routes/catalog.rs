@@ -43,7 +43,8 @@ pub async fn preview_catalog(State(app): State<AppState>, body: JsonBody<wire::P
         .map_err(|error| ApiError::validation("catalog", error.to_string()))?;
     let current = app.service.catalog();
     let (log, reads, now) = (app.service.log(), app.service.reads(), app.service.clock().now());
-    let preview = catalogs::preview(log, reads, &current, &draft, now, "POST /v1/admin/catalog/preview").await?;
+    let versions = app.service.catalogs();
+    let preview = catalogs::preview(log, reads, &versions, &draft, now, "POST /v1/admin/catalog/preview").await?;
     Ok(Json::ok(&render::catalog_preview(&preview, &current, &draft)).into_response())
 }
 
