@@ -151,8 +151,6 @@ fn csv_row(header: &csv::StringRecord, record: &csv::StringRecord) -> Result<wir
 
 /// The tenant a row stands for, every value parsed (the rules check it against the catalog).
 pub fn tenant(row: wire::ImportTenant, source: ImportSource) -> Result<ImportedStore, InvalidValue> {
-    let optional =
-        |value: Option<String>, parse: fn(&str) -> Result<_, InvalidValue>| value.as_deref().map(parse).transpose();
     let usage = row
         .usage
         .into_iter()
@@ -161,7 +159,7 @@ pub fn tenant(row: wire::ImportTenant, source: ImportSource) -> Result<ImportedS
     let status = ImportedStatus::parse(&row.status)?;
     Ok(ImportedStore {
         external_id: ExternalId::parse(&row.external_id)?,
-        name: optional(row.name, StoreName::parse)?,
+        name: row.name.as_deref().map(StoreName::parse).transpose()?,
         time_zone: row.time_zone.as_deref().map(TimeZoneName::parse).transpose()?.unwrap_or_default(),
         plan_id: row.plan_id.as_deref().map(PlanId::parse).transpose()?,
         status,

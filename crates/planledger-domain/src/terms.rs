@@ -123,15 +123,25 @@ impl Catalogs {
     /// about.
     pub fn next_adoption(&self, state: &TenantState) -> Option<DateTime<Utc>> {
         let current = self.adopted(state)?;
-        self.terms
-            .iter()
-            .filter(|t| t.version() > current.version())
-            .filter_map(|later| match later.reaches {
-                Reach::EffectiveTime => Some(later.effective_at),
-                Reach::NextPeriod => Some(next_period_start(state, later.effective_at, &current.catalog)),
-                Reach::Never => None,
-            })
-            .min()
+        self.later_than(current).filter_map(|later| reaches_at(later, state, current)).map(|(at, _)| at).min()
+    }
+
+    /// The versions after `current`, oldest first.
+    fn later_than<'a>(&'a self, current: &'a Terms) -> impl Iterator<Item = &'a Terms> {
+        self.terms.iter().filter(move |t| t.version() > current.version())
+    }
+
+    /// The newest version that has reached `state` by `now`, when and why; see
+    /// [`Catalogs::adoption_due`].
+    fn due(&self, state: &TenantState, now: DateTime<Utc>) -> Option<(&Terms, DateTime<Utc>, AdoptionReason)> {
+        if !state.is_registered() {
+            return None;
+        }
+        let current = self.adopted(state)?;
+        self.later_than(current)
+            .filter_map(|later| reaches_at(later, state, current).map(|(at, why)| (later, at, why)))
+            .filter(|(_, at, _)| *at <= now)
+            .last()
     }
 
     pub fn terms(&self) -> &[Terms] {
@@ -170,25 +180,7 @@ impl Catalogs {
     /// is registered under the version in force). `None` too if the store is on a version this
     /// node does not know yet (see [`Catalogs::for_store`]).
     pub fn adoption_due(&self, state: &TenantState, now: DateTime<Utc>) -> Option<Event> {
-        if !state.is_registered() {
-            return None;
-        }
-        let current = self.adopted(state)?;
-        let mut due = None;
-        for later in self.terms.iter().filter(|t| t.version() > current.version() && t.effective_at <= now) {
-            let reached = match later.reaches {
-                Reach::EffectiveTime => Some((later.effective_at, AdoptionReason::EffectiveTime)),
-                Reach::NextPeriod => {
-                    let at = next_period_start(state, later.effective_at, &current.catalog);
-                    (at <= now).then_some((at, AdoptionReason::PeriodStart))
-                }
-                Reach::Never => None,
-            };
-            if let Some((at, reason)) = reached {
-                due = Some(Event::CatalogAdopted { version: later.version(), reason, at });
-            }
-        }
-        due
+        self.due(state, now).map(|(later, at, reason)| Event::CatalogAdopted { version: later.version(), reason, at })
     }
 
     /// The move a command needs before it is decided: a plan change takes the version in force.
@@ -215,9 +207,9 @@ impl Catalogs {
         if !state.is_registered() {
             return Some(self.in_force(now));
         }
-        match self.adoption_due(state, now) {
-            Some(Event::CatalogAdopted { version, .. }) => self.version(version),
-            _ => self.adopted(state),
+        match self.due(state, now) {
+            Some((later, _, _)) => Some(later),
+            None => self.adopted(state),
         }
     }
 
@@ -225,6 +217,18 @@ impl Catalogs {
     /// version this node has not read yet, the newest it knows.
     pub fn shown_for(&self, state: &TenantState, now: DateTime<Utc>) -> &Terms {
         self.for_store(state, now).unwrap_or_else(|| self.newest())
+    }
+}
+
+/// When `later` reaches `state`, on `current` until then, and why; `None` for a version that
+/// never reaches existing stores. Every reach is at or after the version's effective time.
+fn reaches_at(later: &Terms, state: &TenantState, current: &Terms) -> Option<(DateTime<Utc>, AdoptionReason)> {
+    match later.reaches {
+        Reach::EffectiveTime => Some((later.effective_at, AdoptionReason::EffectiveTime)),
+        Reach::NextPeriod => {
+            Some((next_period_start(state, later.effective_at, &current.catalog), AdoptionReason::PeriodStart))
+        }
+        Reach::Never => None,
     }
 }
 

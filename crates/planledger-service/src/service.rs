@@ -315,9 +315,9 @@ impl CommandService {
     /// Imports one tenant (`planledger import`): decided on a store that does not exist yet and
     /// appended at version 0 straight through the committers, with its `tenant_state` row,
     /// without a worker or a read: a new store has nothing to load, and many imports at once
-    /// share group commits. If the store exists after all (imported before, or registered), the
-    /// version check says so and the tenant goes through the store's queue like any command,
-    /// which answers it (unchanged, or `store_exists`).
+    /// share group commits. If the store exists after all, the version check says so: a store
+    /// imported before under this external id is answered unchanged from its row; any other
+    /// goes through the store's queue like any command (`store_exists`).
     pub async fn import(&self, tenant: ImportedStore, meta: CommandMeta) -> Result<Answer, ServiceError> {
         let started = Instant::now();
         let store = StoreId::imported(&tenant.external_id);
@@ -329,6 +329,7 @@ impl CommandService {
             Ok(facts) => facts,
             // Refused whether or not the store exists: the rules refuse the row itself.
             Err(error) => {
+                self.inner.metrics.commands.fetch_add(1, Ordering::Relaxed);
                 let result = Ok(Answer::Decided(Outcome::Refused(Refusal::Rule(error))));
                 self.record(store, (command.kind(), None), &meta, &result, started);
                 return result;

@@ -251,18 +251,6 @@ impl Worker {
         Ok(Loaded { version: folded.version, state: folded.state })
     }
 
-    fn new_event(
-        &self,
-        event: &Event,
-        meta: &CommandMeta,
-        actor: &str,
-        causation: &str,
-        now: DateTime<Utc>,
-        catalog: &Catalog,
-    ) -> NewEvent {
-        new_event(self.store, event, meta, actor, causation, now, catalog)
-    }
-
     /// Decides and appends a batch, answering every job.
     async fn process(&mut self, jobs: Vec<Job>, may_split: bool) {
         let results = self.decide_and_append(&jobs, may_split).await;
@@ -454,7 +442,7 @@ impl Worker {
             let catalog = self.catalog_for(&working, now);
             for event in adoption.iter().chain(due_transitions(&working, now, &catalog).iter()) {
                 let key = event.system_idempotency_key(self.store).unwrap_or_default();
-                events.push(self.new_event(event, &system, "system", &key, now, &catalog));
+                events.push(new_event(self.store, event, &system, "system", &key, now, &catalog));
                 working = evolve(working, event);
             }
         }
@@ -528,7 +516,7 @@ impl Worker {
                     own.insert(0, adoption);
                 }
                 for event in &own {
-                    events.push(self.new_event(event, &job.meta, &job.meta.actor, &causation, now, &catalog));
+                    events.push(new_event(self.store, event, &job.meta, &job.meta.actor, &causation, now, &catalog));
                     *working = evolve(std::mem::take(working), event);
                 }
                 Some(Outcome::Accepted(Box::new(Accepted {

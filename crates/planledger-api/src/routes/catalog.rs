@@ -41,11 +41,11 @@ pub async fn preview_catalog(State(app): State<AppState>, body: JsonBody<wire::P
     }
     let draft = planledger_domain::Catalog::parse("draft", &body.value.catalog)
         .map_err(|error| ApiError::validation("catalog", error.to_string()))?;
-    let current = app.service.catalog();
     let (log, reads, now) = (app.service.log(), app.service.reads(), app.service.clock().now());
     let versions = app.service.catalogs();
+    let current = &versions.in_force(now).catalog;
     let preview = catalogs::preview(log, reads, &versions, &draft, now, "POST /v1/admin/catalog/preview").await?;
-    Ok(Json::ok(&render::catalog_preview(&preview, &current, &draft)).into_response())
+    Ok(Json::ok(&render::catalog_preview(&preview, current, &draft)).into_response())
 }
 
 /// Every published version of the catalog, oldest first; `inForce` marks the one every node
