@@ -3,8 +3,12 @@
 //! knows:
 //!
 //! - each route's security, from [`ROUTES`] (the table the router is built from);
-//! - the catalog in use: which plan ids each command takes, the action names, and the time
-//!   zones, as `enum`s, so that a request the document calls valid is one the server accepts;
+//! - the catalog in use: the plan ids each command takes and the action names, as `examples` of
+//!   strings (the catalog is data: a client generated from the document must not break when a
+//!   plan is added), marked `x-planledger-known` so a tester may narrow them to the known values;
+//! - shapes for generated clients: errors as a union on `error`, events as a union on `type`
+//!   with each type's `data`, the notifications under `webhooks`, and every field of an answer
+//!   required (an answer always carries it, `null` when empty);
 //! - links: a registered store's id flows into every store route (for clients and for
 //!   stateful testing).
 //!
@@ -12,13 +16,14 @@
 //! changes it and the file was not regenerated (`PLANLEDGER_UPDATE_OPENAPI=1 cargo test -p
 //! planledger-api --test openapi`).
 
-use planledger_domain::{Catalog, PlanKind, TimeZoneName};
+use planledger_domain::{Catalog, PlanKind};
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use crate::routes as r;
 use crate::webhooks as w;
 use crate::ROUTES;
+use planledger_wire::notifications as n;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,7 +43,12 @@ use crate::ROUTES;
         w::get_delivery, w::retry_delivery, w::follow_events,
         r::openapi, r::healthz, r::readyz, r::metrics,
     ),
-    components(schemas(planledger_wire::ErrorCode)),
+    components(schemas(
+        planledger_wire::ErrorCode, planledger_domain::Event,
+        n::TrialEndingSoon, n::TrialExpired, n::GraceEndingSoon, n::StoreDowngradedToMaintenance,
+        n::StoreFreezeWarning, n::StoreFrozen, n::SubscriptionChanged, n::PlanTransitioned,
+        n::QuotaThreshold, n::LedgerEvent,
+    )),
     modifiers(&Security),
 )]
 struct ApiDoc;
@@ -78,6 +88,10 @@ pub fn document(catalog: &Catalog) -> Value {
     add_links(&mut doc);
     tidy_parameters(&mut doc);
     optional_bodies(&mut doc);
+    error_union(&mut doc);
+    event_union(&mut doc);
+    add_notifications(&mut doc);
+    answers_carry_every_field(&mut doc);
     doc
 }
 
@@ -88,15 +102,7 @@ fn tidy_parameters(doc: &mut Value) {
     for item in paths.values_mut().filter_map(Value::as_object_mut) {
         for op in item.values_mut() {
             let Some(parameters) = op.get_mut("parameters").and_then(Value::as_array_mut) else { continue };
-            for schema in parameters.iter_mut().filter_map(|p| p.get_mut("schema")) {
-                if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
-                    types.retain(|t| t != "null");
-                    if types.len() == 1 {
-                        let only = types[0].clone();
-                        schema["type"] = only;
-                    }
-                }
-            }
+            parameters.iter_mut().filter_map(|p| p.get_mut("schema")).for_each(not_null);
         }
     }
 }
@@ -189,21 +195,20 @@ fn secure_routes(doc: &mut Value) {
     }
 }
 
-fn set_enum(doc: &mut Value, schema: &str, field: &str, values: &[String], nullable: bool) {
-    let Some(property) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{field}")) else {
+/// `values` are what the server accepts today (the catalog's, the tz database's): a string
+/// field shows them as `examples` and names the set in `x-planledger-known`, rather than an
+/// `enum` a generated client would freeze.
+fn set_known(doc: &mut Value, schema: &str, field: &str, set: &str, values: &[String]) {
+    let Some(property) =
+        doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{field}")).and_then(Value::as_object_mut)
+    else {
         return;
     };
-    let mut values: Vec<Value> = values.iter().map(|v| json!(v)).collect();
-    if nullable {
-        values.push(Value::Null);
-    }
-    if let Some(property) = property.as_object_mut() {
-        property.remove("pattern");
-        property.insert("enum".into(), Value::Array(values));
-    }
+    property.insert("examples".into(), json!(values));
+    property.insert("x-planledger-known".into(), json!(set));
 }
 
-/// The catalog's plans, actions and the time zones, where a command takes them.
+/// The catalog's plans and actions, where a command takes them; the time zones.
 fn add_catalog(doc: &mut Value, catalog: &Catalog) {
     let plans = |keep: &dyn Fn(&planledger_domain::Plan) -> bool| -> Vec<String> {
         let mut ids: Vec<String> = catalog.plans().filter(|p| keep(p)).map(|p| p.id.to_string()).collect();
@@ -212,20 +217,26 @@ fn add_catalog(doc: &mut Value, catalog: &Catalog) {
     };
     let mut actions: Vec<String> = catalog.actions().map(|(a, _)| a.to_string()).collect();
     actions.sort();
-    set_enum(doc, "StartTrial", "planId", &plans(&|p| p.trial_eligible), true);
-    set_enum(doc, "ActivateSubscription", "planId", &plans(&|p| p.kind == PlanKind::Paid), false);
-    set_enum(doc, "TransitionPlan", "fromPlanId", &plans(&|_| true), false);
-    set_enum(doc, "TransitionPlan", "toPlanId", &plans(&|p| p.kind != PlanKind::Internal), false);
+    set_known(doc, "StartTrial", "planId", "trialPlans", &plans(&|p| p.trial_eligible));
+    set_known(doc, "ActivateSubscription", "planId", "paidPlans", &plans(&|p| p.kind == PlanKind::Paid));
+    set_known(doc, "TransitionPlan", "fromPlanId", "plans", &plans(&|_| true));
+    set_known(doc, "TransitionPlan", "toPlanId", "publicPlans", &plans(&|p| p.kind != PlanKind::Internal));
     // One of an action or a feature, each a string of the catalog's (the derive states two
     // optional fields; the edge refuses neither and both).
     let mut features: Vec<String> = catalog.plans().flat_map(|p| p.features.iter().cloned()).collect();
     features.sort();
     features.dedup();
     if let Some(schema) = doc.pointer_mut("/components/schemas/Authorize").and_then(Value::as_object_mut) {
-        let one = |name: &str, values: &[String], description: &str| {
+        let one = |name: &str, set: &str, values: &[String], description: &str| {
             json!({
                 "type": "object",
-                "properties": { name: { "type": "string", "enum": values, "description": description } },
+                "properties": { name: {
+                    "type": "string",
+                    "pattern": planledger_wire::IDENTIFIER_PATTERN,
+                    "description": description,
+                    "examples": values,
+                    "x-planledger-known": set,
+                } },
                 "required": [name],
                 "additionalProperties": false,
             })
@@ -239,16 +250,26 @@ fn add_catalog(doc: &mut Value, catalog: &Catalog) {
             json!([
                 one(
                     "action",
+                    "actions",
                     &actions,
                     "An action of the catalog: its status gate, and the feature it requires, if any."
                 ),
-                one("feature", &features, "A feature some plan lists: whether the store's plan lists it."),
+                one("feature", "features", &features, "A feature some plan lists: whether the store's plan lists it."),
             ]),
         );
     }
-    set_enum(doc, "Consume", "action", &actions, false);
-    let zones: Vec<String> = TimeZoneName::names().map(str::to_owned).collect();
-    set_enum(doc, "RegisterStore", "timeZone", &zones, true);
+    set_known(doc, "Consume", "action", "actions", &actions);
+    let zones: Vec<String> = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Pacific/Auckland"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if let Some(zone) = doc.pointer_mut("/components/schemas/RegisterStore/properties/timeZone") {
+        zone.as_object_mut().map(|z| z.remove("pattern"));
+        zone["description"] = json!(
+            "An IANA time zone name of the tz database (`Area/Location`, e.g. `Europe/Paris`, or `UTC`); quota windows start at its local midnight. Default `UTC`. An unknown name is refused with 422 `validation_failed`."
+        );
+    }
+    set_known(doc, "RegisterStore", "timeZone", "timeZones", &zones);
 }
 
 /// The ledger's event types, where a request names them (`planledger_domain::event::EVENT_TYPES`),
@@ -323,4 +344,250 @@ fn insert_links(doc: &mut Value, method: &str, path: &str, links: &Map<String, V
             response.insert("links".into(), Value::Object(links.clone()));
         }
     }
+}
+
+/// `snake_case` or `dotted.name` to `PascalCase`: `quota_exceeded` → `QuotaExceeded`.
+fn pascal(name: &str) -> String {
+    name.split(['_', '.'])
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|first| first.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The schema without its `null`: `["integer", "null"]` → `"integer"`, `oneOf [null, X]` → `X`.
+fn not_null(schema: &mut Value) {
+    if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            schema["type"] = types[0].clone();
+        }
+    }
+    let options = schema.get("oneOf").and_then(Value::as_array).cloned();
+    if let Some(options) = options {
+        let kept: Vec<Value> = options.into_iter().filter(|o| o["type"] != "null").collect();
+        if let (1, Some(object)) = (kept.len(), schema.as_object_mut()) {
+            object.remove("oneOf");
+            if let Some(only) = kept[0].as_object() {
+                object.extend(only.clone());
+            }
+        }
+    }
+}
+
+fn reference(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// Errors as a union on `error`: one schema per code (`QuotaExceededError`), with the fields
+/// that code carries (`ErrorCode::fields`), so that a generated client narrows on the code.
+fn error_union(doc: &mut Value) {
+    let Some(body) = doc.pointer("/components/schemas/ErrorBody").cloned() else { return };
+    let properties = body["properties"].clone();
+    let mut variants = Vec::new();
+    let mut mapping = Map::new();
+    for code in planledger_wire::ErrorCode::all() {
+        let name = serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let schema_name = format!("{}Error", pascal(&name));
+        let mut fields = Map::new();
+        fields.insert("error".into(), json!({ "type": "string", "enum": [name] }));
+        fields.insert("message".into(), json!({ "type": "string", "description": "For people: it may change." }));
+        fields.insert("correlationId".into(), properties["correlationId"].clone());
+        let mut required = vec![json!("error"), json!("message"), json!("correlationId")];
+        for field in code.fields() {
+            let mut property = properties[field.name].clone();
+            if !field.nullable {
+                not_null(&mut property);
+            }
+            fields.insert(field.name.to_owned(), property);
+            if field.always {
+                required.push(json!(field.name));
+            }
+        }
+        let schema = json!({
+            "type": "object",
+            "properties": fields,
+            "required": required,
+            "additionalProperties": false,
+        });
+        doc["components"]["schemas"][&schema_name] = schema;
+        mapping.insert(name, json!(format!("#/components/schemas/{schema_name}")));
+        variants.push(reference(&schema_name));
+    }
+    doc["components"]["schemas"]["ErrorBody"] = json!({
+        "description": body["description"],
+        "example": body["example"],
+        "oneOf": variants,
+        "discriminator": { "propertyName": "error", "mapping": mapping },
+    });
+}
+
+/// Events as a union on `type`: each type's `data` (`TrialStartedData`, derived from the
+/// domain's own event type, with its example) in an envelope of its own (`TrialStartedEvent`).
+fn event_union(doc: &mut Value) {
+    let Some(derived) = doc["components"]["schemas"].as_object_mut().and_then(|s| s.remove("Event")) else { return };
+    let Some(envelope) = doc.pointer("/components/schemas/EventEnvelope").cloned() else { return };
+    let examples: Map<String, Value> = planledger_domain::Event::examples()
+        .iter()
+        .map(|event| (event.event_type().to_owned(), event.data()))
+        .collect();
+    let mut variants = Vec::new();
+    let mut mapping = Map::new();
+    for variant in derived["oneOf"].as_array().into_iter().flatten() {
+        let Some(event_type) = variant.pointer("/properties/type/enum/0").and_then(Value::as_str) else { continue };
+        let mut data = variant["properties"]["data"].clone();
+        let example = examples.get(event_type).cloned().unwrap_or(Value::Null);
+        data["additionalProperties"] = json!(false);
+        data["example"] = example;
+        let data_name = format!("{event_type}Data");
+        doc["components"]["schemas"][&data_name] = data;
+        let mut one = envelope.clone();
+        one["properties"]["type"] = json!({ "type": "string", "enum": [event_type] });
+        one["properties"]["data"] = reference(&data_name);
+        one["description"] = json!(format!("A recorded `{event_type}` event."));
+        let name = format!("{event_type}Event");
+        doc["components"]["schemas"][&name] = one;
+        mapping.insert(event_type.to_owned(), json!(format!("#/components/schemas/{name}")));
+        variants.push(reference(&name));
+    }
+    doc["components"]["schemas"]["EventEnvelope"] = json!({
+        "description": envelope["description"],
+        "oneOf": variants,
+        "discriminator": { "propertyName": "type", "mapping": mapping },
+    });
+}
+
+/// The notifications, under `webhooks` (OpenAPI 3.1): what each endpoint receives, signed as
+/// Standard Webhooks specifies (docs/notifications.md).
+fn add_notifications(doc: &mut Value) {
+    use planledger_wire::NotificationKind as K;
+    let kinds = [
+        (K::TrialEndingSoon, "TrialEndingSoon"),
+        (K::TrialExpired, "TrialExpired"),
+        (K::GraceEndingSoon, "GraceEndingSoon"),
+        (K::StoreDowngradedToMaintenance, "StoreDowngradedToMaintenance"),
+        (K::StoreFreezeWarning, "StoreFreezeWarning"),
+        (K::StoreFrozen, "StoreFrozen"),
+        (K::SubscriptionChanged, "SubscriptionChanged"),
+        (K::PlanTransitioned, "PlanTransitioned"),
+        (K::QuotaThreshold, "QuotaThreshold"),
+        (K::LedgerEvent, "LedgerEvent"),
+    ];
+    let header = |name: &str, description: &str| json!({ "name": name, "in": "header", "required": true, "schema": { "type": "string" }, "description": description });
+    let mut webhooks = Map::new();
+    for (kind, data) in kinds {
+        let Some(name) = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned)) else { continue };
+        let body_name = format!("{}Notification", pascal(&name));
+        doc["components"]["schemas"][&body_name] = json!({
+            "type": "object",
+            "description": format!("The body of a `{name}` notification."),
+            "properties": {
+                "type": { "type": "string", "enum": [name] },
+                "timestamp": { "type": "string", "format": "date-time", "description": "When it was due." },
+                "data": reference(data),
+            },
+            "required": ["type", "timestamp", "data"],
+            "additionalProperties": false,
+        });
+        webhooks.insert(
+            name.clone(),
+            json!({ "post": {
+                "operationId": format!("notification{}", pascal(&name)),
+                "summary": format!("A `{name}` notification"),
+                "parameters": [
+                    header("webhook-id", "The notification's id (`msg_...`), the same on every attempt: deduplicate on it."),
+                    header("webhook-timestamp", "Seconds since the epoch when this attempt was signed."),
+                    header("webhook-signature", "`v1,` and the base64 HMAC-SHA256 of `id.timestamp.body` under the endpoint's secret (Standard Webhooks)."),
+                ],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": reference(&body_name) } } },
+                "responses": { "2XX": { "description": "Received. Any other answer, or none in time, is retried with backoff." } },
+            } }),
+        );
+    }
+    doc["webhooks"] = Value::Object(webhooks);
+}
+
+/// The fields the ledger leaves out when empty (serde's `skip_serializing_if`), which the
+/// derive cannot tell from those it sends as `null`: `(schema, property)`.
+pub const MAY_BE_LEFT_OUT: &[(&str, &str)] = &[
+    ("StoreRegisteredData", "catalogVersion"),
+    ("StoreImportedData", "catalogVersion"),
+    ("TrialEndingSoon", "planId"),
+    ("SubscriptionChanged", "planId"),
+    ("SubscriptionChanged", "fromPlanId"),
+];
+
+/// What the ledger sends always carries every field of its schema (`null` when empty), but for
+/// [`MAY_BE_LEFT_OUT`]: the derive marks every `Option` optional, which a generated client
+/// would type `field?: T | null`. Every object reachable from an answer, an event or a
+/// notification (and not from a request) requires its properties; the error union states its
+/// own (each code's fields).
+fn answers_carry_every_field(doc: &mut Value) {
+    let requests = reachable(doc, |op| op.get("requestBody").cloned().into_iter().collect());
+    let mut sent = reachable(doc, |op| op.get("responses").cloned().into_iter().collect());
+    let notifications: Vec<String> = doc["webhooks"]
+        .as_object()
+        .into_iter()
+        .flat_map(|hooks| hooks.keys())
+        .map(|name| format!("{}Notification", pascal(name)))
+        .collect();
+    sent.extend(closure(doc, notifications));
+    let errors: Vec<String> = doc
+        .pointer("/components/schemas/ErrorBody/oneOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")).map(str::to_owned))
+        .collect();
+    let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else { return };
+    for name in sent.difference(&requests).filter(|name| !errors.contains(name)) {
+        let Some(schema) = schemas.get_mut(name) else { continue };
+        let Some(properties) = schema.get("properties").and_then(Value::as_object) else { continue };
+        let required: Vec<Value> = properties
+            .keys()
+            .filter(|property| !MAY_BE_LEFT_OUT.contains(&(name.as_str(), property.as_str())))
+            .map(|property| json!(property))
+            .collect();
+        schema["required"] = Value::Array(required);
+    }
+}
+
+fn schema_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(name) =
+                map.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/schemas/"))
+            {
+                out.push(name.to_owned());
+            }
+            map.values().for_each(|v| schema_refs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| schema_refs(v, out)),
+        _ => {}
+    }
+}
+
+/// The component schemas reachable from what `start` picks of each operation.
+fn reachable(doc: &Value, start: impl Fn(&Value) -> Vec<Value>) -> std::collections::BTreeSet<String> {
+    let mut roots = Vec::new();
+    for item in doc["paths"].as_object().into_iter().flat_map(|p| p.values()) {
+        for op in item.as_object().into_iter().flat_map(|o| o.values()) {
+            for part in start(op) {
+                schema_refs(&part, &mut roots);
+            }
+        }
+    }
+    closure(doc, roots)
+}
+
+/// `roots` and every component schema they reach.
+fn closure(doc: &Value, mut pending: Vec<String>) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if seen.insert(name.clone()) {
+            schema_refs(&doc["components"]["schemas"][&name], &mut pending);
+        }
+    }
+    seen
 }

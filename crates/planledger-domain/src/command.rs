@@ -82,6 +82,7 @@ pub struct TransitionPlan {
 /// Where a tenant moving in stood in the system it comes from (contract §13): its status, with
 /// the dates that status needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ImportedStatus {
     /// Registered, no trial or subscription.
@@ -138,6 +139,7 @@ impl ImportedStatus {
 /// An action's usage in its current window when a tenant moved in: `used` since `since` (the
 /// window's start; none for a lifetime count).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImportedUsage {
     pub action: ActionName,
@@ -147,6 +149,7 @@ pub struct ImportedUsage {
 
 /// Where an imported tenant came from: the file (its name and SHA-256) and line, or the route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImportSource {
     pub name: String,
@@ -156,6 +159,7 @@ pub struct ImportSource {
 
 /// A tenant moving in from another system, as it stands there (contract §13).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImportedStore {
     pub external_id: ExternalId,

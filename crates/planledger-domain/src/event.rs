@@ -14,6 +14,7 @@ use crate::values::{ActionName, Amount, Days, PlanId, Reason, StoreId, StoreName
 
 /// Why a plan changed (contract §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TransitionReason {
     Upgrade,
@@ -36,6 +37,7 @@ impl TransitionReason {
 
 /// Why a store moved to a later catalog version (see `terms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AdoptionReason {
     /// The version reaches existing stores at its effective time.
@@ -58,8 +60,10 @@ impl AdoptionReason {
 
 /// Every fact the ledger records about a store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all_fields = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", content = "data")]
 pub enum Event {
+    #[serde(rename_all = "camelCase")]
     StoreRegistered {
         store_id: StoreId,
         name: Option<StoreName>,
@@ -73,6 +77,7 @@ pub enum Event {
     },
     /// A tenant moved in from another system, as it stood there (`planledger import`): the
     /// whole store in one fact, with where it came from.
+    #[serde(rename_all = "camelCase")]
     StoreImported {
         store_id: StoreId,
         tenant: Box<crate::command::ImportedStore>,
@@ -81,6 +86,7 @@ pub enum Event {
         at: DateTime<Utc>,
     },
     /// A later catalog version reached the store: it is decided under `version` from `at` on.
+    #[serde(rename_all = "camelCase")]
     CatalogAdopted {
         version: i64,
         reason: AdoptionReason,
@@ -88,81 +94,59 @@ pub enum Event {
         /// or the plan change that moved it).
         at: DateTime<Utc>,
     },
-    TrialStarted {
-        plan_id: PlanId,
-        started_at: DateTime<Utc>,
-        ends_at: DateTime<Utc>,
-    },
+    #[serde(rename_all = "camelCase")]
+    TrialStarted { plan_id: PlanId, started_at: DateTime<Utc>, ends_at: DateTime<Utc> },
     /// An admin restarted a used trial (`forceReset`), with a reason.
-    TrialRestarted {
-        plan_id: PlanId,
-        started_at: DateTime<Utc>,
-        ends_at: DateTime<Utc>,
-        reason: Reason,
-    },
+    #[serde(rename_all = "camelCase")]
+    TrialRestarted { plan_id: PlanId, started_at: DateTime<Utc>, ends_at: DateTime<Utc>, reason: Reason },
     /// A trial the billing provider ran, recorded as used without starting one here (the store
     /// held a subscription, or the trial had ended): see `Command::AdoptTrial`.
-    TrialRecorded {
-        subscription_id: SubscriptionId,
-        ends_at: DateTime<Utc>,
-    },
-    TrialExtended {
-        days: Days,
-        reason: Reason,
-        previous_ends_at: DateTime<Utc>,
-        ends_at: DateTime<Utc>,
-    },
-    TrialExpired {
-        trial_ends_at: DateTime<Utc>,
-        grace_ends_at: DateTime<Utc>,
-    },
-    GracePeriodExtended {
-        days: Days,
-        reason: Reason,
-        previous_ends_at: DateTime<Utc>,
-        ends_at: DateTime<Utc>,
-    },
+    #[serde(rename_all = "camelCase")]
+    TrialRecorded { subscription_id: SubscriptionId, ends_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
+    TrialExtended { days: Days, reason: Reason, previous_ends_at: DateTime<Utc>, ends_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
+    TrialExpired { trial_ends_at: DateTime<Utc>, grace_ends_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
+    GracePeriodExtended { days: Days, reason: Reason, previous_ends_at: DateTime<Utc>, ends_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
     DowngradedToMaintenance {
         from_plan_id: Option<PlanId>,
         plan_id: PlanId,
         grace_ends_at: DateTime<Utc>,
         maintenance_ends_at: DateTime<Utc>,
     },
-    MaintenanceExtended {
-        days: Days,
-        reason: Reason,
-        previous_ends_at: DateTime<Utc>,
-        ends_at: DateTime<Utc>,
-    },
-    StoreFrozen {
-        maintenance_ends_at: DateTime<Utc>,
-    },
+    #[serde(rename_all = "camelCase")]
+    MaintenanceExtended { days: Days, reason: Reason, previous_ends_at: DateTime<Utc>, ends_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
+    StoreFrozen { maintenance_ends_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
     SubscriptionActivated {
         plan_id: PlanId,
         subscription_id: SubscriptionId,
         from_plan_id: Option<PlanId>,
         activated_at: DateTime<Utc>,
     },
-    SubscriptionPastDue {
-        subscription_id: Option<SubscriptionId>,
-    },
-    SubscriptionRecovered {
-        subscription_id: Option<SubscriptionId>,
-    },
-    SubscriptionCanceled {
-        subscription_id: Option<SubscriptionId>,
-    },
+    #[serde(rename_all = "camelCase")]
+    SubscriptionPastDue { subscription_id: Option<SubscriptionId> },
+    #[serde(rename_all = "camelCase")]
+    SubscriptionRecovered { subscription_id: Option<SubscriptionId> },
+    #[serde(rename_all = "camelCase")]
+    SubscriptionCanceled { subscription_id: Option<SubscriptionId> },
+    #[serde(rename_all = "camelCase")]
     PlanTransitioned {
         from_plan_id: PlanId,
         to_plan_id: PlanId,
         reason: TransitionReason,
         subscription_id: Option<SubscriptionId>,
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
         metadata: Option<Value>,
         /// Whether the store became `active` on a paid plan by this transition: a fact of the
         /// moment, so that replaying under another catalog does not change history.
         activates_subscription: bool,
         at: DateTime<Utc>,
     },
+    #[serde(rename_all = "camelCase")]
     QuotaConsumed {
         consumption_id: Uuid,
         action: ActionName,
@@ -176,6 +160,7 @@ pub enum Event {
         /// When it was decided: the local day it counts in (v2; v1 events take `recordedAt`).
         at: DateTime<Utc>,
     },
+    #[serde(rename_all = "camelCase")]
     QuotaRefunded {
         consumption_id: Uuid,
         action: ActionName,
@@ -232,6 +217,110 @@ pub fn current_schema_version(event_type: &str) -> i32 {
 }
 
 impl Event {
+    /// One event of every type, in [`EVENT_TYPES`]' order, with realistic data: the examples
+    /// the API's document shows (and checks against each type's published schema), and the
+    /// round trip every type is tested on.
+    pub fn examples() -> Vec<Event> {
+        use crate::command::{ImportSource, ImportedStatus, ImportedStore, ImportedUsage};
+        use crate::values::ExternalId;
+        let at = |text: &str| text.parse::<DateTime<Utc>>().expect("an example time");
+        let t0 = at("2026-03-02T10:00:00Z");
+        let plan = |id: &str| PlanId::parse(id).expect("an example plan");
+        let action = |name: &str| ActionName::parse(name).expect("an example action");
+        let sub = |id: &str| SubscriptionId::parse(id).expect("an example subscription");
+        let days = chrono::TimeDelta::days;
+        let d = Days::parse(7).expect("an example number of days");
+        let r = Reason::parse("ticket 1").expect("an example reason");
+        let store = StoreId::new(Uuid::from_u128(0x5107e));
+        vec![
+            Event::StoreRegistered {
+                store_id: store,
+                name: Some(StoreName::parse("Corner Shop").expect("an example name")),
+                time_zone: TimeZoneName::UTC,
+                catalog_version: None,
+            },
+            Event::StoreImported {
+                store_id: store,
+                tenant: Box::new(ImportedStore {
+                    external_id: ExternalId::parse("clx0k2m1q0000abcd").expect("an example external id"),
+                    name: None,
+                    time_zone: TimeZoneName::UTC,
+                    plan_id: Some(plan("starter")),
+                    status: ImportedStatus::Active,
+                    trial_ends_at: None,
+                    grace_ends_at: None,
+                    maintenance_ends_at: None,
+                    trial_used: true,
+                    subscription_id: Some(sub("sub_1")),
+                    customer_id: None,
+                    billing_anchor: None,
+                    usage: vec![ImportedUsage { action: action("create_article"), used: 40, since: Some(t0) }],
+                    source: ImportSource { name: "tenants.ndjson".into(), sha256: None, line: Some(3) },
+                }),
+                catalog_version: Some(1),
+                at: t0,
+            },
+            Event::CatalogAdopted { version: 3, reason: AdoptionReason::PeriodStart, at: t0 },
+            Event::TrialStarted { plan_id: plan("free_trial"), started_at: t0, ends_at: t0 + days(14) },
+            Event::TrialRestarted {
+                plan_id: plan("starter"),
+                started_at: t0,
+                ends_at: t0 + days(14),
+                reason: r.clone(),
+            },
+            Event::TrialRecorded { subscription_id: sub("sub_0"), ends_at: t0 + days(14) },
+            Event::TrialExtended { days: d, reason: r.clone(), previous_ends_at: t0, ends_at: t0 + days(7) },
+            Event::TrialExpired { trial_ends_at: t0, grace_ends_at: t0 + days(3) },
+            Event::GracePeriodExtended { days: d, reason: r.clone(), previous_ends_at: t0, ends_at: t0 + days(7) },
+            Event::DowngradedToMaintenance {
+                from_plan_id: Some(plan("free_trial")),
+                plan_id: plan("google_only"),
+                grace_ends_at: t0,
+                maintenance_ends_at: t0 + days(180),
+            },
+            Event::MaintenanceExtended { days: d, reason: r, previous_ends_at: t0, ends_at: t0 + days(7) },
+            Event::StoreFrozen { maintenance_ends_at: t0 },
+            Event::SubscriptionActivated {
+                plan_id: plan("starter"),
+                subscription_id: sub("sub_1"),
+                from_plan_id: None,
+                activated_at: t0,
+            },
+            Event::SubscriptionPastDue { subscription_id: Some(sub("sub_1")) },
+            Event::SubscriptionRecovered { subscription_id: None },
+            Event::SubscriptionCanceled { subscription_id: Some(sub("sub_1")) },
+            Event::PlanTransitioned {
+                from_plan_id: plan("starter"),
+                to_plan_id: plan("professional"),
+                reason: TransitionReason::Migration,
+                subscription_id: None,
+                metadata: Some(serde_json::json!({"ticket": "é🎉"})),
+                activates_subscription: false,
+                at: t0 + chrono::TimeDelta::microseconds(123_456),
+            },
+            Event::QuotaConsumed {
+                consumption_id: Uuid::from_u128(7),
+                action: action("create_article"),
+                amount: Amount::parse(3).expect("an example amount"),
+                period: Period::Month,
+                period_start: Some(at("2026-03-01T00:00:00Z")),
+                period_end: Some(at("2026-04-01T00:00:00Z")),
+                used_after: 8,
+                limit: Some(10),
+                at: t0,
+            },
+            Event::QuotaRefunded {
+                consumption_id: Uuid::from_u128(7),
+                action: action("create_product"),
+                amount: Amount::ONE,
+                period: Period::Lifetime,
+                period_start: None,
+                period_end: None,
+                consumed_at: t0 + days(1),
+            },
+        ]
+    }
+
     pub fn event_type(&self) -> &'static str {
         match self {
             Event::StoreRegistered { .. } => "StoreRegistered",

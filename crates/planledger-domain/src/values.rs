@@ -402,3 +402,68 @@ mod tests {
         assert!(StoreName::parse("a\u{0}b").is_err());
     }
 }
+
+/// How each value is written in the API's OpenAPI document (feature `openapi`): as the
+/// primitive serde writes it as, with the rule `parse` enforces. One named schema per value, so
+/// that a generated client sees `PlanId` where the ledger has one.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+    use utoipa::openapi::RefOr;
+
+    use super::*;
+
+    fn text(description: &str) -> ObjectBuilder {
+        ObjectBuilder::new().schema_type(Type::String).description(Some(description))
+    }
+
+    fn integer(description: &str, minimum: u64, maximum: u64) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .description(Some(description))
+            .minimum(Some(minimum as f64))
+            .maximum(Some(maximum as f64))
+    }
+
+    macro_rules! schema {
+        ($name:ty, $schema:expr) => {
+            impl utoipa::PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    RefOr::T(Schema::Object($schema.build()))
+                }
+            }
+            impl utoipa::ToSchema for $name {}
+        };
+    }
+
+    const IDENTIFIER: &str = "^[a-z][a-z0-9_]{0,63}$";
+    schema!(
+        PlanId,
+        text("A plan of the catalog (`GET /v1/catalog`): the catalog is data, so any id it may hold.")
+            .pattern(Some(IDENTIFIER))
+    );
+    schema!(ActionName, text("An action of the catalog (`GET /v1/catalog`).").pattern(Some(IDENTIFIER)));
+    schema!(StoreId, text("A store's id.").format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))));
+    schema!(
+        TimeZoneName,
+        text("An IANA time zone name (the tz database, e.g. `Europe/Paris`, `UTC`), in which the store's calendar periods are taken.")
+            .examples(["Europe/Paris", "America/New_York", "UTC"])
+    );
+    schema!(Days, integer("A number of days.", 1, Days::MAX as u64));
+    schema!(Amount, integer("How many units.", 1, Amount::MAX));
+    schema!(
+        Reason,
+        text("Why, for the audit: 1 to 500 characters.").min_length(Some(1)).max_length(Some(Reason::MAX_LEN))
+    );
+    schema!(StoreName, text("A store's display name.").min_length(Some(1)).max_length(Some(200)));
+    schema!(
+        SubscriptionId,
+        text("A payment provider's subscription id.").min_length(Some(1)).max_length(Some(SubscriptionId::MAX_CHARS))
+    );
+    schema!(
+        ExternalId,
+        text("A store's id in the system it was imported from.")
+            .min_length(Some(1))
+            .max_length(Some(ExternalId::MAX_CHARS))
+    );
+}

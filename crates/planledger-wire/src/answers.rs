@@ -434,6 +434,64 @@ pub enum ErrorCode {
     Internal,
 }
 
+/// A field an error carries beside `error`, `message` and `correlationId`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorField {
+    /// Its name in `ErrorBody`.
+    pub name: &'static str,
+    /// Whether every error of the code carries it (`resetsAt` is absent for a lifetime quota).
+    pub always: bool,
+    /// Whether it may be `null` when present (`subscriptionTier`, for a store without a tier).
+    pub nullable: bool,
+}
+
+const fn field(name: &'static str) -> ErrorField {
+    ErrorField { name, always: true, nullable: false }
+}
+
+impl ErrorCode {
+    /// The fields an error of this code carries. The document's error union is built from this
+    /// table, and a test renders every refusal against it.
+    pub fn fields(self) -> &'static [ErrorField] {
+        const TIER: ErrorField = ErrorField { name: "subscriptionTier", always: true, nullable: true };
+        const GATE: &[ErrorField] = &[field("subscriptionStatus"), TIER, field("internalStatus"), field("upgradeUrl")];
+        const FEATURE: &[ErrorField] =
+            &[field("subscriptionStatus"), TIER, field("internalStatus"), field("upgradeUrl"), field("feature")];
+        const QUOTA: &[ErrorField] =
+            &[field("limit"), field("used"), ErrorField { name: "resetsAt", always: false, nullable: false }];
+        const FIELD: &[ErrorField] = &[field("field")];
+        const PLAN: &[ErrorField] = &[field("currentPlanId")];
+        const VERSION: &[ErrorField] = &[field("currentVersion")];
+        const HEAD: &[ErrorField] = &[field("head")];
+        match self {
+            ErrorCode::ValidationFailed => FIELD,
+            ErrorCode::QuotaExceeded => QUOTA,
+            ErrorCode::PlanMismatch => PLAN,
+            ErrorCode::VersionMismatch => VERSION,
+            ErrorCode::CursorNotInLog => HEAD,
+            ErrorCode::NoSubscription
+            | ErrorCode::MaintenanceNoGrowth
+            | ErrorCode::AccountFrozen
+            | ErrorCode::SubscriptionCanceled => GATE,
+            ErrorCode::FeatureNotInPlan => FEATURE,
+            _ => &[],
+        }
+    }
+
+    /// Every code, in the order the document lists them.
+    pub fn all() -> Vec<ErrorCode> {
+        match serde_json::to_value(<ErrorCode as utoipa::PartialSchema>::schema()) {
+            Ok(schema) => schema["enum"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|code| serde_json::from_value(code.clone()).ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
 /// Every error: a stable `error` code, a `message` for people, the request's correlation id,
 /// and the fields of the rule that refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -10,6 +10,7 @@
 
 mod answers;
 pub mod integer;
+pub mod notifications;
 mod requests;
 pub mod time;
 

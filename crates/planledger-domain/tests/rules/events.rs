@@ -1,89 +1,11 @@
 //! contract §7: events as a persistence contract.
 
-use chrono::TimeDelta;
 use planledger_domain::event::{current_schema_version, EVENT_TYPES};
 use planledger_domain::*;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::support::*;
-
-fn one_of_each() -> Vec<Event> {
-    let d = Days::parse(7).unwrap();
-    let r = reason("ticket 1");
-    vec![
-        registered(),
-        Event::StoreImported {
-            store_id: store(),
-            tenant: Box::new(command::ImportedStore {
-                external_id: values::ExternalId::parse("clx0k2m1q0000abcd").unwrap(),
-                name: None,
-                time_zone: TimeZoneName::UTC,
-                plan_id: Some(plan("starter")),
-                status: command::ImportedStatus::Active,
-                trial_ends_at: None,
-                grace_ends_at: None,
-                maintenance_ends_at: None,
-                trial_used: true,
-                subscription_id: Some(sub("sub_1")),
-                customer_id: None,
-                billing_anchor: None,
-                usage: vec![command::ImportedUsage { action: action("create_article"), used: 40, since: Some(t0()) }],
-                source: command::ImportSource { name: "tenants.ndjson".into(), sha256: None, line: Some(3) },
-            }),
-            catalog_version: Some(1),
-            at: t0(),
-        },
-        Event::CatalogAdopted { version: 3, reason: AdoptionReason::PeriodStart, at: t0() },
-        trial_started(t0()),
-        Event::TrialRestarted {
-            plan_id: plan("starter"),
-            started_at: t0(),
-            ends_at: t0() + days(14),
-            reason: r.clone(),
-        },
-        Event::TrialRecorded { subscription_id: sub("sub_0"), ends_at: t0() + days(14) },
-        Event::TrialExtended { days: d, reason: r.clone(), previous_ends_at: t0(), ends_at: t0() + days(7) },
-        trial_expired(t0()),
-        Event::GracePeriodExtended { days: d, reason: r.clone(), previous_ends_at: t0(), ends_at: t0() + days(7) },
-        downgraded(t0(), "free_trial"),
-        Event::MaintenanceExtended { days: d, reason: r, previous_ends_at: t0(), ends_at: t0() + days(7) },
-        frozen(t0()),
-        activated("starter", "sub_1", t0(), None),
-        Event::SubscriptionPastDue { subscription_id: Some(sub("sub_1")) },
-        Event::SubscriptionRecovered { subscription_id: None },
-        Event::SubscriptionCanceled { subscription_id: Some(sub("sub_1")) },
-        Event::PlanTransitioned {
-            from_plan_id: plan("starter"),
-            to_plan_id: plan("professional"),
-            reason: TransitionReason::Migration,
-            subscription_id: None,
-            metadata: Some(json!({"ticket": "é🎉"})),
-            activates_subscription: false,
-            at: t0() + TimeDelta::microseconds(123_456),
-        },
-        Event::QuotaConsumed {
-            consumption_id: Uuid::from_u128(7),
-            action: action("create_article"),
-            amount: amount(3),
-            period: Period::Month,
-            period_start: Some(t("2026-03-01T00:00:00Z")),
-            period_end: Some(t("2026-04-01T00:00:00Z")),
-            used_after: 3,
-            limit: Some(10),
-            at: t0(),
-        },
-        Event::QuotaRefunded {
-            consumption_id: Uuid::from_u128(7),
-            action: action("create_product"),
-            amount: amount(1),
-            period: Period::Lifetime,
-            period_start: None,
-            period_end: None,
-            consumed_at: t0() + days(1),
-        },
-    ]
-}
 
 #[test]
 fn a_registration_names_its_catalog_version_only_when_it_has_one() {
@@ -103,7 +25,7 @@ fn a_registration_names_its_catalog_version_only_when_it_has_one() {
 
 #[test]
 fn every_event_type_round_trips_through_its_stored_form() {
-    let events = one_of_each();
+    let events = Event::examples();
     let types: Vec<&str> = events.iter().map(Event::event_type).collect();
     assert_eq!(types, EVENT_TYPES, "one of each type, in the contract's order");
     for event in events {
@@ -138,7 +60,7 @@ fn an_unknown_type_or_a_newer_schema_is_refused_not_guessed() {
 
 #[test]
 fn evolve_is_deterministic_over_a_stored_history() {
-    let history = one_of_each();
+    let history = Event::examples();
     let stored: Vec<(String, i32, serde_json::Value)> =
         history.iter().map(|e| (e.event_type().to_owned(), e.schema_version(), e.data())).collect();
     let replayed: Vec<Event> =

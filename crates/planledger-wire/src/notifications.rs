@@ -1,0 +1,213 @@
+//! The bodies of the notifications the ledger sends to webhook endpoints (docs/notifications.md),
+//! in Standard Webhooks' shape: `{"type", "timestamp", "data"}`.
+//!
+//! `planledger-notify` builds each body; the OpenAPI document's `webhooks` section is generated
+//! from these types, and a test reads every body notify makes into its type here and writes it
+//! back unchanged (unknown fields refused), so the published shapes are the delivered ones.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::NotificationKind;
+
+/// The event a notification comes from, so a receiver can find it (and everything its
+/// correlation id carries) in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotificationSource {
+    pub event_id: Uuid,
+    /// The event's version in its store's stream.
+    pub version: i64,
+    pub correlation_id: String,
+    #[serde(with = "crate::time")]
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A notification as delivered: its kind, when it was due, and its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notification<D> {
+    #[serde(rename = "type")]
+    pub kind: NotificationKind,
+    /// When it was due: at once for facts, the lead time before the deadline for warnings.
+    #[serde(with = "crate::time")]
+    pub timestamp: DateTime<Utc>,
+    pub data: D,
+}
+
+/// `trial.ending_soon`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrialEndingSoon {
+    pub store_id: String,
+    /// The trial's plan; absent when the warning follows an extension of the trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    #[serde(with = "crate::time")]
+    pub trial_ends_at: DateTime<Utc>,
+    /// The lead time this warning was sent at.
+    pub days_before: i64,
+    pub source: NotificationSource,
+}
+
+/// `trial.expired`: the store is in its grace period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrialExpired {
+    pub store_id: String,
+    #[serde(with = "crate::time")]
+    pub trial_ended_at: DateTime<Utc>,
+    #[serde(with = "crate::time")]
+    pub grace_ends_at: DateTime<Utc>,
+    pub source: NotificationSource,
+}
+
+/// `grace.ending_soon`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GraceEndingSoon {
+    pub store_id: String,
+    #[serde(with = "crate::time")]
+    pub grace_ends_at: DateTime<Utc>,
+    pub days_before: i64,
+    pub source: NotificationSource,
+}
+
+/// `store.downgraded_to_maintenance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreDowngradedToMaintenance {
+    pub store_id: String,
+    #[schema(required = true)]
+    pub from_plan_id: Option<String>,
+    pub plan_id: String,
+    #[serde(with = "crate::time")]
+    pub freezes_at: DateTime<Utc>,
+    pub source: NotificationSource,
+}
+
+/// `store.freeze_warning`, once for each of the catalog's lead times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreFreezeWarning {
+    pub store_id: String,
+    #[serde(with = "crate::time")]
+    pub freezes_at: DateTime<Utc>,
+    pub days_before: i64,
+    pub source: NotificationSource,
+}
+
+/// `store.frozen`: the store is read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreFrozen {
+    pub store_id: String,
+    #[serde(with = "crate::time")]
+    pub maintenance_ended_at: DateTime<Utc>,
+    pub source: NotificationSource,
+}
+
+/// The subscription's status a `subscription.changed` announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangedSubscriptionStatus {
+    Active,
+    PastDue,
+    Canceled,
+}
+
+/// `subscription.changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubscriptionChanged {
+    pub store_id: String,
+    pub status: ChangedSubscriptionStatus,
+    #[schema(required = true)]
+    pub subscription_id: Option<String>,
+    /// On activation: the plan it activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    /// On activation: the plan before it (`null` if none).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present_or_null")]
+    #[schema(value_type = Option<String>)]
+    pub from_plan_id: Option<Option<String>>,
+    pub source: NotificationSource,
+}
+
+/// `plan.transitioned`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PlanTransitioned {
+    pub store_id: String,
+    pub from_plan_id: String,
+    pub to_plan_id: String,
+    pub reason: crate::TransitionReason,
+    #[schema(required = true)]
+    pub subscription_id: Option<String>,
+    pub source: NotificationSource,
+}
+
+/// `quota.threshold`: a limited action's window reached `percent` of its limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct QuotaThreshold {
+    pub store_id: String,
+    pub action: String,
+    pub percent: u32,
+    pub used: u64,
+    pub limit: u64,
+    pub period: crate::Period,
+    /// `null` for a lifetime quota.
+    #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
+    pub window_start: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
+    pub window_end: Option<DateTime<Utc>>,
+    pub source: NotificationSource,
+}
+
+/// `ledger.event`: one raw event of the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LedgerEvent {
+    pub store_id: String,
+    /// The event's type (`EventEnvelope.type`).
+    pub event_type: String,
+    /// The event's data, as `EventEnvelope.data` has it for its type.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+    pub source: NotificationSource,
+}
+
+/// A field that may be left out, or be `null`, or a string: `Some(None)` for `null`.
+fn present_or_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+/// Reads a delivered body into the type of its kind and writes it back: the body as the
+/// document describes it, or why it is not.
+pub fn reread(body: &serde_json::Value) -> Result<serde_json::Value, serde_json::Error> {
+    use serde::de::Error;
+    fn again<D: Serialize + for<'de> Deserialize<'de>>(
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(serde_json::from_value::<Notification<D>>(body.clone())?)
+    }
+    let kind: NotificationKind = serde_json::from_value(body.get("type").cloned().unwrap_or_default())
+        .map_err(|e| serde_json::Error::custom(format!("type: {e}")))?;
+    match kind {
+        NotificationKind::TrialEndingSoon => again::<TrialEndingSoon>(body),
+        NotificationKind::TrialExpired => again::<TrialExpired>(body),
+        NotificationKind::GraceEndingSoon => again::<GraceEndingSoon>(body),
+        NotificationKind::StoreDowngradedToMaintenance => again::<StoreDowngradedToMaintenance>(body),
+        NotificationKind::StoreFreezeWarning => again::<StoreFreezeWarning>(body),
+        NotificationKind::StoreFrozen => again::<StoreFrozen>(body),
+        NotificationKind::SubscriptionChanged => again::<SubscriptionChanged>(body),
+        NotificationKind::PlanTransitioned => again::<PlanTransitioned>(body),
+        NotificationKind::QuotaThreshold => again::<QuotaThreshold>(body),
+        NotificationKind::LedgerEvent => again::<LedgerEvent>(body),
+    }
+}
