@@ -99,6 +99,7 @@ async fn if_match_makes_a_store_command_conditional_on_the_version(backend: Back
         reason: TransitionReason::Upgrade,
         subscription_id: Some("sub_1".into()),
         metadata: None,
+        at: None,
     };
     let (status, code, _, _) =
         api_error(client.transition_plan(store, &transition, &Send::default().if_match(1)).await);

@@ -167,4 +167,133 @@ async fn tenants_in_every_status_move_in(backend: Backend) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-on_both_backends!(tenants_in_every_status_move_in);
+/// `--stripe-subscriptions`: Stripe's own list of subscriptions links each imported store, by
+/// its subscription id (A), its customer (B), or an external id in the subscription's metadata
+/// (C), so that
+/// webhooks without `metadata.store_id` reach the right store; an event Stripe made before the
+/// import is older than the state imported; a subscription of no tenant is reported.
+async fn stripe_subscriptions_link_imported_stores(backend: Backend) {
+    use crate::stripe::{applied, catalog_file, deliver, PRO, SECRET};
+    use planledger_testkit::stripe::{event, Subscription};
+
+    let Some(db) = Db::create(backend, "stripe_subscriptions_link_imported_stores").await else { return };
+    let catalog = catalog_file();
+    let options = Options {
+        catalog: Some(catalog.display().to_string()),
+        env: vec![("PLANLEDGER_STRIPE_WEBHOOK_SECRETS", SECRET.to_owned())],
+        ..Options::default().with_tokens()
+    };
+    let server = Server::start(db.url(), &options);
+    let now = Utc::now();
+    let dir = std::env::temp_dir().join(format!("planledger-links-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tenants = dir.join("tenants.ndjson");
+    let lines = [
+        json!({"externalId": "clA", "status": "active", "planId": "starter", "subscriptionId": "sub_A", "customerId": "cus_A"}),
+        json!({"externalId": "clB", "status": "trialing", "trialEndsAt": at(now + TimeDelta::days(5)), "customerId": "cus_B"}),
+        json!({"externalId": "clC", "status": "trialing", "trialEndsAt": at(now + TimeDelta::days(9))}),
+    ];
+    std::fs::write(&tenants, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    // As `stripe subscriptions list` pages them: a page per line.
+    let t = now.timestamp();
+    let sub = |id, customer, status| Subscription {
+        id,
+        customer,
+        status,
+        store_id: None,
+        price: PRO,
+        created: t - 86_400,
+        trial_end: None,
+        canceled_at: None,
+        ended_at: None,
+    };
+    let mut c = sub("sub_C", "cus_C", "trialing").object();
+    c["metadata"] = json!({"tenant_id": "clC"});
+    let pages = [
+        json!({"object": "list", "url": "/v1/subscriptions", "has_more": true,
+               "data": [sub("sub_A", "cus_A", "active").object(), sub("sub_B", "cus_B", "trialing").object()]}),
+        json!({"object": "list", "url": "/v1/subscriptions", "has_more": false,
+               "data": [c, sub("sub_D", "cus_Z", "active").object()]}),
+    ];
+    let subscriptions = dir.join("subscriptions.ndjson");
+    std::fs::write(&subscriptions, pages.iter().map(|p| format!("{p}\n")).collect::<String>()).unwrap();
+    let (tenants, subscriptions) = (tenants.display().to_string(), subscriptions.display().to_string());
+    let import = |extra: &[&str]| {
+        let mut args =
+            vec!["import", &tenants, "--stripe-subscriptions", &subscriptions, "--stripe-external-id-key", "tenant_id"];
+        args.extend_from_slice(extra);
+        args.push("--json");
+        let out = planledger(db.url(), &args);
+        let summary: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), summary)
+    };
+
+    let (ok, summary) = import(&["--dry-run"]);
+    assert!(!ok, "a subscription of no tenant is a problem: {summary}");
+    assert_eq!(summary["stripeSubscriptions"]["linked"], 3, "{summary}");
+    let (status, listed) = server.get("/v1/admin/stores").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0, "a dry run writes nothing");
+
+    let (ok, summary) = import(&[]);
+    assert!(!ok);
+    let links = &summary["stripeSubscriptions"];
+    assert_eq!((links["linked"].as_u64(), links["notLinked"].as_u64()), (Some(3), Some(1)), "{summary}");
+    let problem = links["problems"][0].as_str().unwrap();
+    assert!(
+        problem.contains("sub_D") && problem.contains("cus_Z") && problem.contains("metadata.tenant_id"),
+        "{problem}"
+    );
+
+    // Stripe's webhooks, none with metadata.store_id, after the import.
+    let later = t + 60;
+    let failed = sub("sub_A", "cus_A", "past_due");
+    let converted = sub("sub_B", "cus_B", "active");
+    let mut paid = sub("sub_C", "cus_C", "active").object();
+    paid["metadata"] = json!({"tenant_id": "clC"});
+    // And one Stripe made before the import, delivered late: older than the state imported.
+    let before = sub("sub_A", "cus_A", "canceled");
+    for e in [
+        event("evt_A_failed", "invoice.payment_failed", later, failed.invoice("in_A", later, false), None),
+        event(
+            "evt_B_active",
+            "customer.subscription.updated",
+            later,
+            converted.object(),
+            Some(json!({"status": "trialing"})),
+        ),
+        event("evt_C_active", "customer.subscription.updated", later, paid, Some(json!({"status": "trialing"}))),
+        event("evt_A_old", "customer.subscription.deleted", t - 3_600, before.object(), None),
+    ] {
+        let (status, body) = deliver(&server, &e, SECRET, Utc::now().timestamp()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let events = applied(&server).await;
+    let status_of = |id: &str| events.iter().find(|e| e["eventId"] == id).map(|e| e["status"].clone());
+    assert_eq!(status_of("evt_A_old"), Some(json!("stale")), "{events:?}");
+    for id in ["evt_A_failed", "evt_B_active", "evt_C_active"] {
+        assert_eq!(status_of(id), Some(json!("applied")), "{id}: {events:?}");
+    }
+    let a = found(&server, "clA").await;
+    assert_eq!(
+        (a["subscriptionStatus"].as_str(), a["internalStatus"].as_str()),
+        (Some("past_due"), Some("past_due")),
+        "{a}"
+    );
+    let b = found(&server, "clB").await;
+    assert_eq!((b["internalStatus"].as_str(), b["planId"].as_str()), (Some("active"), Some("professional")), "{b}");
+    assert_eq!(b["subscriptionId"], "sub_B");
+    let c = found(&server, "clC").await;
+    assert_eq!((c["internalStatus"].as_str(), c["planId"].as_str()), (Some("active"), Some("professional")), "{c}");
+    assert_eq!(c["subscriptionId"], "sub_C", "found by the tenant id in the subscription's metadata");
+
+    // Again: everything is linked already.
+    let (_, summary) = import(&[]);
+    assert_eq!(summary["stripeSubscriptions"]["linkedBefore"], 3, "{summary}");
+    assert_eq!(summary["unchanged"], 3, "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&catalog);
+}
+
+on_both_backends!(tenants_in_every_status_move_in, stripe_subscriptions_link_imported_stores);

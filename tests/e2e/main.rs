@@ -21,6 +21,7 @@ mod notify;
 mod ops;
 mod outage;
 mod restore;
+mod schedules;
 mod server;
 mod stripe;
 mod tls;

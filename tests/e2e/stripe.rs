@@ -7,8 +7,9 @@ use crate::on_both_backends;
 use crate::server::{Backend, Db, Options, Server};
 use planledger_testkit::stripe::{event, signature, Price, Subscription};
 
-const SECRET: &str = "whsec_e2e_signing_secret";
-const PRO: Price<'static> = Price { id: "price_1Qe2ePro", lookup_key: Some("pro_monthly"), unit_amount: 2900 };
+pub(crate) const SECRET: &str = "whsec_e2e_signing_secret";
+pub(crate) const PRO: Price<'static> =
+    Price { id: "price_1Qe2ePro", lookup_key: Some("pro_monthly"), unit_amount: 2900 };
 
 fn options(catalog: &std::path::Path) -> Options {
     Options {
@@ -18,7 +19,7 @@ fn options(catalog: &std::path::Path) -> Options {
     }
 }
 
-fn catalog_file() -> std::path::PathBuf {
+pub(crate) fn catalog_file() -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("planledger-stripe-catalog-{}.toml", uuid::Uuid::new_v4()));
     let text = format!(
         "{}\n[stripe]\nprices = {{ pro_monthly = \"professional\" }}\n",
@@ -34,7 +35,7 @@ async fn now(server: &Server) -> i64 {
 }
 
 /// POSTs `event` to the webhook endpoint as Stripe would, signed at `t` with `secret`.
-async fn deliver(server: &Server, event: &Value, secret: &str, t: i64) -> (u16, Value) {
+pub(crate) async fn deliver(server: &Server, event: &Value, secret: &str, t: i64) -> (u16, Value) {
     let body = serde_json::to_vec(event).unwrap();
     let request = server
         .client
@@ -90,7 +91,7 @@ fn lifecycle(store: &str, sub_id: &str, t0: i64) -> Vec<Value> {
 }
 
 /// Waits until no received event is left to apply; answers the listing.
-async fn applied(server: &Server) -> Vec<Value> {
+pub(crate) async fn applied(server: &Server) -> Vec<Value> {
     for _ in 0..200 {
         let (status, page) = server.get("/v1/admin/webhooks/stripe?limit=1000").await;
         assert_eq!(status, 200, "{page}");

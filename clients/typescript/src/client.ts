@@ -176,8 +176,33 @@ export class PlanledgerClient {
     return this.request<StoreView>("POST", storePath(storeId, "/subscription"), { body, ...options });
   }
 
-  transitionPlan(storeId: string, body: Body<"/v1/stores/{id}/plan-transitions">, options?: CommandOptions) {
+  /** Changes the store's plan now (without `at`). */
+  transitionPlan(storeId: string, body: Omit<Body<"/v1/stores/{id}/plan-transitions">, "at">, options?: CommandOptions) {
     return this.request<StoreView>("POST", storePath(storeId, "/plan-transitions"), { body, ...options });
+  }
+
+  /**
+   * Changes the store's plan at `at` (a time, or `"period_end"`): one change is pending per
+   * store, and this one replaces it (`replaced`).
+   */
+  schedulePlanTransition(
+    storeId: string,
+    body: Body<"/v1/stores/{id}/plan-transitions"> & { at: string },
+    options?: CommandOptions,
+  ) {
+    return this.request<Schemas["ScheduledTransitionAnswer"]>("POST", storePath(storeId, "/plan-transitions"), {
+      body,
+      ...options,
+    });
+  }
+
+  /** Withdraws the pending scheduled change; refused `schedule_not_found` if it is not pending. */
+  cancelScheduledTransition(storeId: string, scheduleId: string, options?: CommandOptions) {
+    return this.request<StoreView>(
+      "DELETE",
+      storePath(storeId, `/plan-transitions/${encodeURIComponent(scheduleId)}`),
+      options ?? {},
+    );
   }
 
   /** Whether the store may do `action` (or has `feature`) now; a refusal is a `PlanledgerError`. */

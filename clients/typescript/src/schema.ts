@@ -470,9 +470,26 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Transition the store to another plan. */
+        /** Transition the store to another plan, now or at a later time (`at`). */
         post: operations["transitionPlan"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{id}/plan-transitions/{scheduleId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Cancel a scheduled plan change before its time. */
+        delete: operations["cancelScheduledTransition"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1220,7 +1237,7 @@ export interface components {
              * @description For `ledger.event`: the raw event types it receives (`QuotaConsumed`, ...); absent or
              *     empty: every type.
              */
-            eventTypes?: ("StoreRegistered" | "StoreImported" | "CatalogAdopted" | "TrialStarted" | "TrialRestarted" | "TrialRecorded" | "TrialExtended" | "TrialExpired" | "GracePeriodExtended" | "DowngradedToMaintenance" | "MaintenanceExtended" | "StoreFrozen" | "SubscriptionActivated" | "SubscriptionPastDue" | "SubscriptionRecovered" | "SubscriptionCanceled" | "PlanTransitioned" | "QuotaConsumed" | "QuotaRefunded")[] | null;
+            eventTypes?: ("StoreRegistered" | "StoreImported" | "CatalogAdopted" | "TrialStarted" | "TrialRestarted" | "TrialRecorded" | "TrialExtended" | "TrialExpired" | "GracePeriodExtended" | "DowngradedToMaintenance" | "MaintenanceExtended" | "StoreFrozen" | "SubscriptionActivated" | "SubscriptionPastDue" | "SubscriptionRecovered" | "SubscriptionCanceled" | "PlanTransitioned" | "PlanTransitionScheduled" | "ScheduledTransitionCanceled" | "ScheduledTransitionFailed" | "QuotaConsumed" | "QuotaRefunded")[] | null;
             /** @description The notifications it receives. */
             kinds: components["schemas"]["NotificationKind"][];
             /**
@@ -1312,14 +1329,14 @@ export interface components {
          *       "used": 10
          *     }
          */
-        ErrorBody: components["schemas"]["MalformedJsonError"] | components["schemas"]["ValidationFailedError"] | components["schemas"]["PayloadTooLargeError"] | components["schemas"]["UnauthorizedError"] | components["schemas"]["ForbiddenError"] | components["schemas"]["NotFoundError"] | components["schemas"]["MethodNotAllowedError"] | components["schemas"]["IdempotencyKeyReusedError"] | components["schemas"]["RequestTimeoutError"] | components["schemas"]["TooManyAttemptsError"] | components["schemas"]["TooManyLongPollsError"] | components["schemas"]["TooManyConnectionsError"] | components["schemas"]["StoreNotFoundError"] | components["schemas"]["StoreExistsError"] | components["schemas"]["NoSubscriptionError"] | components["schemas"]["MaintenanceNoGrowthError"] | components["schemas"]["AccountFrozenError"] | components["schemas"]["SubscriptionCanceledError"] | components["schemas"]["FeatureNotInPlanError"] | components["schemas"]["TrialAlreadyUsedError"] | components["schemas"]["SubscriptionActiveError"] | components["schemas"]["UnknownPlanError"] | components["schemas"]["PlanNotTrialEligibleError"] | components["schemas"]["NotAPaidPlanError"] | components["schemas"]["UnknownActionError"] | components["schemas"]["UnknownFeatureError"] | components["schemas"]["PlanMismatchError"] | components["schemas"]["InvalidTransitionError"] | components["schemas"]["InternalTierError"] | components["schemas"]["SubscriptionRequiredError"] | components["schemas"]["QuotaExceededError"] | components["schemas"]["NotTrialingError"] | components["schemas"]["NotInGraceError"] | components["schemas"]["NotInMaintenanceError"] | components["schemas"]["NoActiveSubscriptionError"] | components["schemas"]["NotPastDueError"] | components["schemas"]["ConsumptionNotFoundError"] | components["schemas"]["AlreadyRefundedError"] | components["schemas"]["RefundWindowClosedError"] | components["schemas"]["VersionMismatchError"] | components["schemas"]["InvalidSignatureError"] | components["schemas"]["NotAStripeEventError"] | components["schemas"]["StripeNotConfiguredError"] | components["schemas"]["NotRetryableError"] | components["schemas"]["CursorNotInLogError"] | components["schemas"]["ConcurrencyConflictError"] | components["schemas"]["StorageUnavailableError"] | components["schemas"]["DatabaseNotPrimaryError"] | components["schemas"]["OutcomeUnknownError"] | components["schemas"]["InternalError"];
+        ErrorBody: components["schemas"]["MalformedJsonError"] | components["schemas"]["ValidationFailedError"] | components["schemas"]["PayloadTooLargeError"] | components["schemas"]["UnauthorizedError"] | components["schemas"]["ForbiddenError"] | components["schemas"]["NotFoundError"] | components["schemas"]["MethodNotAllowedError"] | components["schemas"]["IdempotencyKeyReusedError"] | components["schemas"]["RequestTimeoutError"] | components["schemas"]["TooManyAttemptsError"] | components["schemas"]["TooManyLongPollsError"] | components["schemas"]["TooManyConnectionsError"] | components["schemas"]["StoreNotFoundError"] | components["schemas"]["StoreExistsError"] | components["schemas"]["NoSubscriptionError"] | components["schemas"]["MaintenanceNoGrowthError"] | components["schemas"]["AccountFrozenError"] | components["schemas"]["SubscriptionCanceledError"] | components["schemas"]["FeatureNotInPlanError"] | components["schemas"]["TrialAlreadyUsedError"] | components["schemas"]["SubscriptionActiveError"] | components["schemas"]["UnknownPlanError"] | components["schemas"]["PlanNotTrialEligibleError"] | components["schemas"]["NotAPaidPlanError"] | components["schemas"]["UnknownActionError"] | components["schemas"]["UnknownFeatureError"] | components["schemas"]["PlanMismatchError"] | components["schemas"]["InvalidTransitionError"] | components["schemas"]["InternalTierError"] | components["schemas"]["SubscriptionRequiredError"] | components["schemas"]["QuotaExceededError"] | components["schemas"]["NotTrialingError"] | components["schemas"]["NotInGraceError"] | components["schemas"]["NotInMaintenanceError"] | components["schemas"]["NoActiveSubscriptionError"] | components["schemas"]["NotPastDueError"] | components["schemas"]["ConsumptionNotFoundError"] | components["schemas"]["ScheduleNotFoundError"] | components["schemas"]["AlreadyRefundedError"] | components["schemas"]["RefundWindowClosedError"] | components["schemas"]["VersionMismatchError"] | components["schemas"]["InvalidSignatureError"] | components["schemas"]["NotAStripeEventError"] | components["schemas"]["StripeNotConfiguredError"] | components["schemas"]["NotRetryableError"] | components["schemas"]["CursorNotInLogError"] | components["schemas"]["ConcurrencyConflictError"] | components["schemas"]["StorageUnavailableError"] | components["schemas"]["DatabaseNotPrimaryError"] | components["schemas"]["OutcomeUnknownError"] | components["schemas"]["InternalError"];
         /**
          * @description Every error code the API answers with.
          * @enum {string}
          */
-        ErrorCode: "malformed_json" | "validation_failed" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "idempotency_key_reused" | "request_timeout" | "too_many_attempts" | "too_many_long_polls" | "too_many_connections" | "store_not_found" | "store_exists" | "no_subscription" | "maintenance_no_growth" | "account_frozen" | "subscription_canceled" | "feature_not_in_plan" | "trial_already_used" | "subscription_active" | "unknown_plan" | "plan_not_trial_eligible" | "not_a_paid_plan" | "unknown_action" | "unknown_feature" | "plan_mismatch" | "invalid_transition" | "internal_tier" | "subscription_required" | "quota_exceeded" | "not_trialing" | "not_in_grace" | "not_in_maintenance" | "no_active_subscription" | "not_past_due" | "consumption_not_found" | "already_refunded" | "refund_window_closed" | "version_mismatch" | "invalid_signature" | "not_a_stripe_event" | "stripe_not_configured" | "not_retryable" | "cursor_not_in_log" | "concurrency_conflict" | "storage_unavailable" | "database_not_primary" | "outcome_unknown" | "internal";
+        ErrorCode: "malformed_json" | "validation_failed" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "idempotency_key_reused" | "request_timeout" | "too_many_attempts" | "too_many_long_polls" | "too_many_connections" | "store_not_found" | "store_exists" | "no_subscription" | "maintenance_no_growth" | "account_frozen" | "subscription_canceled" | "feature_not_in_plan" | "trial_already_used" | "subscription_active" | "unknown_plan" | "plan_not_trial_eligible" | "not_a_paid_plan" | "unknown_action" | "unknown_feature" | "plan_mismatch" | "invalid_transition" | "internal_tier" | "subscription_required" | "quota_exceeded" | "not_trialing" | "not_in_grace" | "not_in_maintenance" | "no_active_subscription" | "not_past_due" | "consumption_not_found" | "schedule_not_found" | "already_refunded" | "refund_window_closed" | "version_mismatch" | "invalid_signature" | "not_a_stripe_event" | "stripe_not_configured" | "not_retryable" | "cursor_not_in_log" | "concurrency_conflict" | "storage_unavailable" | "database_not_primary" | "outcome_unknown" | "internal";
         /** @description One recorded event, as stored. */
-        EventEnvelope: components["schemas"]["StoreRegisteredEvent"] | components["schemas"]["StoreImportedEvent"] | components["schemas"]["CatalogAdoptedEvent"] | components["schemas"]["TrialStartedEvent"] | components["schemas"]["TrialRestartedEvent"] | components["schemas"]["TrialRecordedEvent"] | components["schemas"]["TrialExtendedEvent"] | components["schemas"]["TrialExpiredEvent"] | components["schemas"]["GracePeriodExtendedEvent"] | components["schemas"]["DowngradedToMaintenanceEvent"] | components["schemas"]["MaintenanceExtendedEvent"] | components["schemas"]["StoreFrozenEvent"] | components["schemas"]["SubscriptionActivatedEvent"] | components["schemas"]["SubscriptionPastDueEvent"] | components["schemas"]["SubscriptionRecoveredEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["PlanTransitionedEvent"] | components["schemas"]["QuotaConsumedEvent"] | components["schemas"]["QuotaRefundedEvent"];
+        EventEnvelope: components["schemas"]["StoreRegisteredEvent"] | components["schemas"]["StoreImportedEvent"] | components["schemas"]["CatalogAdoptedEvent"] | components["schemas"]["TrialStartedEvent"] | components["schemas"]["TrialRestartedEvent"] | components["schemas"]["TrialRecordedEvent"] | components["schemas"]["TrialExtendedEvent"] | components["schemas"]["TrialExpiredEvent"] | components["schemas"]["GracePeriodExtendedEvent"] | components["schemas"]["DowngradedToMaintenanceEvent"] | components["schemas"]["MaintenanceExtendedEvent"] | components["schemas"]["StoreFrozenEvent"] | components["schemas"]["SubscriptionActivatedEvent"] | components["schemas"]["SubscriptionPastDueEvent"] | components["schemas"]["SubscriptionRecoveredEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["PlanTransitionedEvent"] | components["schemas"]["PlanTransitionScheduledEvent"] | components["schemas"]["ScheduledTransitionCanceledEvent"] | components["schemas"]["ScheduledTransitionFailedEvent"] | components["schemas"]["QuotaConsumedEvent"] | components["schemas"]["QuotaRefundedEvent"];
         /**
          * @description `GET /v1/events`: events of the whole log in its gap-safe order. The list shape of every
          *     list (`items`, `nextCursor`), except that a feed has no last page: `nextCursor` is never null.
@@ -2011,6 +2028,7 @@ export interface components {
                 /** Format: date-time */
                 nextDeadline: string | null;
                 planId: string | null;
+                scheduledPlanTransition: null | components["schemas"]["ScheduledPlanTransition"];
                 /** Format: uuid */
                 storeId: string;
                 subscriptionId: string | null;
@@ -2132,6 +2150,75 @@ export interface components {
             /** @description For people: it may change. */
             message: string;
         };
+        /**
+         * @description A plan change at a later time (`at`), pending until it is applied (`PlanTransitioned`
+         *     with its `scheduleId`), refused when due (`ScheduledTransitionFailed`) or canceled.
+         * @example {
+         *       "at": "2026-04-01T00:00:00Z",
+         *       "atPeriodEnd": true,
+         *       "byAdmin": false,
+         *       "correlationId": "0193a8d2-7c4e-7b1a-9d0e-2f4c5b6a7d8e",
+         *       "fromPlanId": "professional",
+         *       "metadata": null,
+         *       "reason": "downgrade",
+         *       "replaces": null,
+         *       "requestedAt": "2026-03-02T10:00:00Z",
+         *       "scheduleId": "00000000-0000-0000-0000-00000005c4ed",
+         *       "subscriptionId": "sub_1",
+         *       "toPlanId": "starter"
+         *     }
+         */
+        PlanTransitionScheduledData: {
+            /** Format: date-time */
+            at: string;
+            /** @description Whether `at` is the end of the store's billing period, as asked. */
+            atPeriodEnd: boolean;
+            byAdmin: boolean;
+            /** @description The request's correlation id: the applied change's causation. */
+            correlationId: string;
+            fromPlanId: components["schemas"]["PlanId"];
+            metadata: Record<string, never> | null;
+            reason: components["schemas"]["TransitionReason"];
+            /**
+             * Format: uuid
+             * @description The pending change this one replaced.
+             */
+            replaces: string | null;
+            /**
+             * Format: date-time
+             * @description When it was asked for.
+             */
+            requestedAt: string;
+            /** Format: uuid */
+            scheduleId: string;
+            subscriptionId: null | components["schemas"]["SubscriptionId"];
+            toPlanId: components["schemas"]["PlanId"];
+        };
+        /** @description A recorded `PlanTransitionScheduled` event. */
+        PlanTransitionScheduledEvent: {
+            actor: string;
+            catalogFingerprint: string;
+            causationId: string | null;
+            correlationId: string;
+            data: components["schemas"]["PlanTransitionScheduledData"];
+            /** Format: uuid */
+            eventId: string;
+            /** Format: int64 */
+            globalPosition: number;
+            idempotencyKey: string | null;
+            /** Format: date-time */
+            recordedAt: string;
+            /** Format: int32 */
+            schemaVersion: number;
+            streamId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "PlanTransitionScheduled";
+            /** Format: int64 */
+            version: number;
+        };
         /** @description `plan.transitioned`. */
         PlanTransitioned: {
             fromPlanId: string;
@@ -2165,6 +2252,11 @@ export interface components {
             fromPlanId: components["schemas"]["PlanId"];
             metadata: Record<string, never> | null;
             reason: components["schemas"]["TransitionReason"];
+            /**
+             * Format: uuid
+             * @description The scheduled change this applies (`PlanTransitionScheduled`), if it was one.
+             */
+            scheduleId?: string | null;
             subscriptionId: null | components["schemas"]["SubscriptionId"];
             toPlanId: components["schemas"]["PlanId"];
         };
@@ -2533,6 +2625,122 @@ export interface components {
             /** @description For people: it may change. */
             message: string;
         };
+        ScheduleNotFoundError: {
+            correlationId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            error: "schedule_not_found";
+            /** @description For people: it may change. */
+            message: string;
+        };
+        /** @description A plan change scheduled for later (`POST /v1/stores/{id}/plan-transitions` with `at`). */
+        ScheduledPlanTransition: {
+            /** Format: date-time */
+            at: string;
+            /** @description Whether `at` is the end of the billing period, as asked. */
+            atPeriodEnd: boolean;
+            fromPlanId: string;
+            reason: components["schemas"]["TransitionReason"];
+            /**
+             * Format: uuid
+             * @description Cancel it with `DELETE /v1/stores/{id}/plan-transitions/{scheduleId}`.
+             */
+            scheduleId: string;
+            toPlanId: string;
+        };
+        /** @description `202`: the change is scheduled. */
+        ScheduledTransitionAnswer: {
+            /**
+             * Format: uuid
+             * @description The pending change this one replaced (its `scheduleId`), if there was one.
+             */
+            replaced: string | null;
+            scheduled: components["schemas"]["ScheduledPlanTransition"];
+            store: components["schemas"]["StoreView"];
+        };
+        /**
+         * @description The pending scheduled change was withdrawn before it was due.
+         * @example {
+         *       "at": "2026-03-02T10:00:00Z",
+         *       "scheduleId": "00000000-0000-0000-0000-00000005c4ed"
+         *     }
+         */
+        ScheduledTransitionCanceledData: {
+            /** Format: date-time */
+            at: string;
+            /** Format: uuid */
+            scheduleId: string;
+        };
+        /** @description A recorded `ScheduledTransitionCanceled` event. */
+        ScheduledTransitionCanceledEvent: {
+            actor: string;
+            catalogFingerprint: string;
+            causationId: string | null;
+            correlationId: string;
+            data: components["schemas"]["ScheduledTransitionCanceledData"];
+            /** Format: uuid */
+            eventId: string;
+            /** Format: int64 */
+            globalPosition: number;
+            idempotencyKey: string | null;
+            /** Format: date-time */
+            recordedAt: string;
+            /** Format: int32 */
+            schemaVersion: number;
+            streamId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "ScheduledTransitionCanceled";
+            /** Format: int64 */
+            version: number;
+        };
+        /**
+         * @description The scheduled change came due and the rules refused it then (the store's state no longer
+         *     allowed it): `error` is the refusal's code, `message` why.
+         * @example {
+         *       "at": "2026-04-01T00:00:00Z",
+         *       "error": "plan_mismatch",
+         *       "message": "the store is on plan enterprise, not professional: it changed since the caller looked",
+         *       "scheduleId": "00000000-0000-0000-0000-00000005c4ee"
+         *     }
+         */
+        ScheduledTransitionFailedData: {
+            /** Format: date-time */
+            at: string;
+            error: string;
+            message: string;
+            /** Format: uuid */
+            scheduleId: string;
+        };
+        /** @description A recorded `ScheduledTransitionFailed` event. */
+        ScheduledTransitionFailedEvent: {
+            actor: string;
+            catalogFingerprint: string;
+            causationId: string | null;
+            correlationId: string;
+            data: components["schemas"]["ScheduledTransitionFailedData"];
+            /** Format: uuid */
+            eventId: string;
+            /** Format: int64 */
+            globalPosition: number;
+            idempotencyKey: string | null;
+            /** Format: date-time */
+            recordedAt: string;
+            /** Format: int32 */
+            schemaVersion: number;
+            streamId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "ScheduledTransitionFailed";
+            /** Format: int64 */
+            version: number;
+        };
         /** @description `PUT /v1/test-clock`. */
         SetClock: {
             /** Format: date-time */
@@ -2836,6 +3044,7 @@ export interface components {
             /** Format: date-time */
             nextDeadline: string | null;
             planId: string | null;
+            scheduledPlanTransition: null | components["schemas"]["ScheduledPlanTransition"];
             /** Format: uuid */
             storeId: string;
             subscriptionId: string | null;
@@ -3155,6 +3364,14 @@ export interface components {
          *     }
          */
         TransitionPlan: {
+            /**
+             * @description Schedule the change instead of making it now: a time (RFC 3339, later than now), or
+             *     `period_end`, the end of the store's current billing period (its monthly quotas'
+             *     window). One change is pending per store; a new one replaces it (answered with
+             *     `replaced`). Applied at its time by the deadline worker, or refused then (recorded as
+             *     `ScheduledTransitionFailed`) if the store's state no longer allows it.
+             */
+            at?: string | "period_end";
             /**
              * @description The plan the caller believes the store is on (409 `plan_mismatch` if it moved).
              * @example enterprise
@@ -3496,7 +3713,7 @@ export interface components {
              */
             enabled?: boolean | null;
             /** @description An empty list: every type. */
-            eventTypes?: ("StoreRegistered" | "StoreImported" | "CatalogAdopted" | "TrialStarted" | "TrialRestarted" | "TrialRecorded" | "TrialExtended" | "TrialExpired" | "GracePeriodExtended" | "DowngradedToMaintenance" | "MaintenanceExtended" | "StoreFrozen" | "SubscriptionActivated" | "SubscriptionPastDue" | "SubscriptionRecovered" | "SubscriptionCanceled" | "PlanTransitioned" | "QuotaConsumed" | "QuotaRefunded")[] | null;
+            eventTypes?: ("StoreRegistered" | "StoreImported" | "CatalogAdopted" | "TrialStarted" | "TrialRestarted" | "TrialRecorded" | "TrialExtended" | "TrialExpired" | "GracePeriodExtended" | "DowngradedToMaintenance" | "MaintenanceExtended" | "StoreFrozen" | "SubscriptionActivated" | "SubscriptionPastDue" | "SubscriptionRecovered" | "SubscriptionCanceled" | "PlanTransitioned" | "PlanTransitionScheduled" | "ScheduledTransitionCanceled" | "ScheduledTransitionFailed" | "QuotaConsumed" | "QuotaRefunded")[] | null;
             kinds?: components["schemas"]["NotificationKind"][] | null;
             url?: string | null;
         };
@@ -5849,6 +6066,17 @@ export interface operations {
                     "application/json": components["schemas"]["StoreView"];
                 };
             };
+            /** @description Scheduled for `at` (replacing the pending change, if any: `replaced`) */
+            202: {
+                headers: {
+                    /** @description `true` on a replayed answer */
+                    "Idempotent-Replayed"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScheduledTransitionAnswer"];
+                };
+            };
             /** @description `malformed_json`: the body is not JSON */
             400: {
                 headers: {
@@ -5914,7 +6142,114 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `validation_failed`, `unknown_plan`, `invalid_transition`, `internal_tier`, `subscription_required` */
+            /** @description `validation_failed` (an `at` that is not a time later than now, nor `period_end`), `unknown_plan`, `invalid_transition`, `internal_tier`, `subscription_required` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_attempts`: too many wrong tokens from this address lately; wait `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`, or `outcome_unknown`: retry with the same `Idempotency-Key` to learn the answer */
+            503: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    cancelScheduledTransition: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes the request safe to retry: a retry with the same key and request gets the first
+                 *     answer (marked `Idempotent-Replayed: true`) and changes nothing.
+                 */
+                "Idempotency-Key"?: string;
+                /**
+                 * @description Decide only at this store version (the `ETag` of `GET /v1/stores/{id}`, quoted); else
+                 *     409 `version_mismatch` with `currentVersion`. Empty: no condition.
+                 */
+                "If-Match"?: string;
+            };
+            path: {
+                /** @description The store's id. */
+                id: string;
+                /** @description The pending change's `scheduleId`. */
+                scheduleId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Canceled: the store, with no pending change */
+            200: {
+                headers: {
+                    /** @description `true` on a replayed answer */
+                    "Idempotent-Replayed"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StoreView"];
+                };
+            };
+            /** @description No valid bearer token */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="planledger"` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `store_not_found`, `schedule_not_found` (no pending change with this id: it was applied, refused when due, canceled or replaced) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `version_mismatch`, `idempotency_key_reused` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `validation_failed`, naming the `field` */
             422: {
                 headers: {
                     [name: string]: unknown;

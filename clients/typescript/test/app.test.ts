@@ -238,6 +238,26 @@ describe("the client", () => {
     }
   });
 
+  test("schedules a plan change for the period's end and withdraws it", async () => {
+    const store = await importActive("cl-schedule-1");
+    const answer = await service.schedulePlanTransition(store.storeId, {
+      fromPlanId: "starter",
+      toPlanId: "professional",
+      reason: "upgrade",
+      subscriptionId: "sub_cl-schedule-1",
+      at: "period_end",
+    });
+    assert.equal(answer.scheduled.atPeriodEnd, true);
+    assert.equal(answer.replaced, null);
+    assert.deepEqual(answer.store.scheduledPlanTransition, answer.scheduled);
+    const view = await service.cancelScheduledTransition(store.storeId, answer.scheduled.scheduleId);
+    assert.equal(view.scheduledPlanTransition, null);
+    await assert.rejects(
+      service.cancelScheduledTransition(store.storeId, answer.scheduled.scheduleId),
+      (error: unknown) => error instanceof PlanledgerError && error.is("schedule_not_found"),
+    );
+  });
+
   test("gives up with PlanledgerUnreachable when nothing answers", async () => {
     const closed = createServer();
     const url = await listen(closed);

@@ -181,7 +181,9 @@ impl ApiError {
 /// The status of each rule's refusal.
 fn rule_status(error: &DomainError) -> StatusCode {
     match error {
-        DomainError::StoreNotFound | DomainError::ConsumptionNotFound => StatusCode::NOT_FOUND,
+        DomainError::StoreNotFound | DomainError::ConsumptionNotFound | DomainError::ScheduleNotFound => {
+            StatusCode::NOT_FOUND
+        }
         DomainError::Gate(refusal) => match refusal.reason {
             GateReason::NoSubscription => StatusCode::PAYMENT_REQUIRED,
             GateReason::MaintenanceNoGrowth
@@ -241,6 +243,7 @@ fn rule_code(error: &DomainError) -> ErrorCode {
         DomainError::NoActiveSubscription => ErrorCode::NoActiveSubscription,
         DomainError::NotPastDue => ErrorCode::NotPastDue,
         DomainError::ConsumptionNotFound => ErrorCode::ConsumptionNotFound,
+        DomainError::ScheduleNotFound => ErrorCode::ScheduleNotFound,
         DomainError::AlreadyRefunded => ErrorCode::AlreadyRefunded,
         DomainError::RefundWindowClosed => ErrorCode::RefundWindowClosed,
         DomainError::Validation(_) => ErrorCode::ValidationFailed,

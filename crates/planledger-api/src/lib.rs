@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use planledger_projections::rebuild::{Progress, RebuildReport, When};
 use planledger_projections::runtime::ProjectorState;
@@ -354,6 +354,12 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/stores/{id}/plan-transitions",
         role: Some(Role::Service),
         handler: || post(r::transition_plan),
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/stores/{id}/plan-transitions/{scheduleId}",
+        role: Some(Role::Service),
+        handler: || delete(r::cancel_scheduled_transition),
     },
     Route {
         method: "POST",

@@ -33,7 +33,7 @@ use planledger_wire::notifications as n;
     ),
     paths(
         r::register_store, r::find_stores, r::import_store, r::get_store, r::start_trial, r::activate_subscription, r::mark_past_due,
-        r::mark_recovered, r::cancel_subscription, r::transition_plan, r::authorize, r::consume, r::refund,
+        r::mark_recovered, r::cancel_subscription, r::transition_plan, r::cancel_scheduled_transition, r::authorize, r::consume, r::refund,
         r::events, r::state_at, r::audit, r::audit_commands, r::get_catalog, r::list_catalog_versions,
         r::preview_catalog,
         r::start_rebuild, r::rebuild_progress,
@@ -150,6 +150,17 @@ fn add_conditions(doc: &mut Value) {
                 "maxLength": METADATA_MAX_TEXT_CHARS,
                 "pattern": "^[^\\u0000]*$",
             },
+        });
+    }
+    // A change for later: a time, or the end of the billing period (never `null`).
+    if let Some(at) = doc.pointer_mut("/components/schemas/TransitionPlan/properties/at") {
+        let description = at["description"].clone();
+        *at = json!({
+            "description": description,
+            "anyOf": [
+                { "type": "string", "format": "date-time" },
+                { "type": "string", "enum": [planledger_wire::PERIOD_END] },
+            ],
         });
     }
     if let Some(schema) = doc.pointer_mut("/components/schemas/StartTrial").and_then(Value::as_object_mut) {
@@ -513,6 +524,7 @@ fn add_notifications(doc: &mut Value) {
 pub const MAY_BE_LEFT_OUT: &[(&str, &str)] = &[
     ("StoreRegisteredData", "catalogVersion"),
     ("StoreImportedData", "catalogVersion"),
+    ("PlanTransitionedData", "scheduleId"),
     ("TrialEndingSoon", "planId"),
     ("SubscriptionChanged", "planId"),
     ("SubscriptionChanged", "fromPlanId"),

@@ -108,9 +108,27 @@ pub fn store_view(
         features: plan.map(|p| p.features.clone()).unwrap_or_default(),
         catalog_version: (catalog.version() > 0).then_some(catalog.version()),
         external_id: effective.external_id.as_ref().map(|e| e.as_str().to_owned()),
+        scheduled_plan_transition: effective.scheduled_transition.as_ref().map(scheduled_transition),
         version,
         warnings: warnings_of(status.internal_status),
         usage,
+    }
+}
+
+/// A pending scheduled plan change as the contract shows it.
+fn scheduled_transition(pending: &planledger_domain::ScheduledTransition) -> wire::ScheduledPlanTransition {
+    wire::ScheduledPlanTransition {
+        schedule_id: pending.schedule_id,
+        from_plan_id: pending.from_plan_id.to_string(),
+        to_plan_id: pending.to_plan_id.to_string(),
+        reason: match pending.reason {
+            planledger_domain::TransitionReason::Upgrade => wire::TransitionReason::Upgrade,
+            planledger_domain::TransitionReason::Downgrade => wire::TransitionReason::Downgrade,
+            planledger_domain::TransitionReason::Admin => wire::TransitionReason::Admin,
+            planledger_domain::TransitionReason::Migration => wire::TransitionReason::Migration,
+        },
+        at: pending.at,
+        at_period_end: pending.at_period_end,
     }
 }
 
@@ -280,6 +298,23 @@ fn accepted(accepted: &planledger_service::Accepted, catalogs: &Catalogs) -> Jso
     let catalog = &catalogs.shown_for(&accepted.state, accepted.decided_at).catalog;
     match &accepted.command {
         Command::RegisterStore { .. } | Command::ImportStore(_) => Json::new(created, &view()),
+        Command::SchedulePlanTransition(_) => {
+            let scheduled = accepted.facts.iter().find_map(|e| match e {
+                Event::PlanTransitionScheduled { replaces, .. } => Some(*replaces),
+                _ => None,
+            });
+            match (scheduled, &accepted.state.scheduled_transition) {
+                (Some(replaced), Some(pending)) => Json::new(
+                    StatusCode::ACCEPTED,
+                    &wire::ScheduledTransitionAnswer {
+                        scheduled: scheduled_transition(pending),
+                        replaced,
+                        store: view(),
+                    },
+                ),
+                _ => Json::ok(&view()),
+            }
+        }
         Command::StartTrial { .. } => {
             Json::new(created, &wire::TrialAnswer { store: view(), already_active: accepted.facts.is_empty() })
         }

@@ -79,6 +79,34 @@ pub struct TransitionPlan {
     pub by_admin: bool,
 }
 
+/// When a scheduled plan change takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleAt {
+    /// At this time.
+    Time(DateTime<Utc>),
+    /// At the end of the store's current billing period: its month window (by its plan's
+    /// anchor, in its time zone) that holds the time of the request.
+    PeriodEnd,
+}
+
+/// A plan change at a later time (Stripe's subscription schedules, a downgrade at period end).
+/// One change is pending per store; a new one replaces it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulePlanTransition {
+    /// Made by the caller, so that deciding stays deterministic.
+    pub schedule_id: Uuid,
+    /// The plan the caller believes the store is on (a mismatch is refused, as for a change now).
+    pub from_plan_id: PlanId,
+    pub to_plan_id: PlanId,
+    pub at: ScheduleAt,
+    pub reason: TransitionReason,
+    pub subscription_id: Option<SubscriptionId>,
+    pub metadata: Option<Value>,
+    pub by_admin: bool,
+    /// The request's correlation id: the causation of the change when it is applied.
+    pub correlation_id: String,
+}
+
 /// Where a tenant moving in stood in the system it comes from (contract §13): its status, with
 /// the dates that status needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -243,6 +271,12 @@ pub enum Command {
     MarkRecovered,
     CancelSubscription,
     TransitionPlan(TransitionPlan),
+    /// A plan change at a later time; applied (or refused, with its reason) when it is due.
+    SchedulePlanTransition(Box<SchedulePlanTransition>),
+    /// Withdraws the pending scheduled change `schedule_id`.
+    CancelScheduledTransition {
+        schedule_id: Uuid,
+    },
     /// `consumption_id` is made by the caller, so that deciding stays deterministic.
     Consume {
         action: ActionName,
@@ -279,6 +313,8 @@ impl Command {
             Command::MarkRecovered => "mark_recovered",
             Command::CancelSubscription => "cancel_subscription",
             Command::TransitionPlan(_) => "transition_plan",
+            Command::SchedulePlanTransition(_) => "schedule_plan_transition",
+            Command::CancelScheduledTransition { .. } => "cancel_scheduled_transition",
             Command::Consume { .. } => "consume",
             Command::Refund { .. } => "refund",
             Command::Extend { .. } => "extend",

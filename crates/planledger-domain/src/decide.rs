@@ -9,13 +9,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::catalog::{Anchor, Catalog, Period, PlanKind};
 use crate::command::{
-    validate_metadata, Command, Consumption, ExtensionKind, ImportedStatus, ImportedStore, TransitionPlan,
+    validate_metadata, Command, Consumption, ExtensionKind, ImportedStatus, ImportedStore, ScheduleAt,
+    SchedulePlanTransition, TransitionPlan,
 };
 use crate::error::DomainError;
 use crate::event::Event;
 use crate::gate::{gate_on_effective, GateDecision};
 use crate::period::{local_day, window_at};
-use crate::state::{evolve, ActionUsage, Phase, TenantState};
+use crate::state::{evolve, ActionUsage, Phase, ScheduledTransition, TenantState};
 use crate::values::{ActionName, Amount, InvalidValue, StoreId, TimeZoneName};
 
 /// The events `command` produces on `state` at `now`, due transitions first; or why not.
@@ -41,38 +42,106 @@ pub fn decide(
     Ok(events)
 }
 
-/// The time-driven transitions due at `now`: trial end, grace end, maintenance end, cascading
-/// if several deadlines have passed. Each event is dated by its deadline, not by `now`.
+/// The time-driven transitions due at `now`, in the order of their deadlines: trial end, grace
+/// end, maintenance end, cascading if several have passed, and the scheduled plan change (applied,
+/// or refused as the rules then refuse it). Each event is dated by its deadline, not by `now`.
 pub fn due_transitions(state: &TenantState, now: DateTime<Utc>, catalog: &Catalog) -> Vec<Event> {
     let lifecycle = catalog.lifecycle();
     let mut events = Vec::new();
-    let mut phase = state.phase.clone();
+    let mut current = Cow::Borrowed(state);
     loop {
-        let next = match &phase {
-            Phase::Trialing { ends_at } if now >= *ends_at => Event::TrialExpired {
-                trial_ends_at: *ends_at,
-                grace_ends_at: *ends_at + TimeDelta::days(lifecycle.grace_days),
-            },
-            Phase::Grace { grace_ends_at } if now >= *grace_ends_at => Event::DowngradedToMaintenance {
-                from_plan_id: state.plan_id.clone(),
-                plan_id: catalog.maintenance_plan(),
-                grace_ends_at: *grace_ends_at,
-                maintenance_ends_at: *grace_ends_at + TimeDelta::days(lifecycle.maintenance_days),
-            },
-            Phase::Maintenance { maintenance_ends_at } if now >= *maintenance_ends_at => {
-                Event::StoreFrozen { maintenance_ends_at: *maintenance_ends_at }
+        let phase_due = current.phase_deadline().filter(|deadline| *deadline <= now);
+        let scheduled_due = current.scheduled_transition.as_ref().filter(|s| s.at <= now);
+        let next = match (phase_due, scheduled_due) {
+            // The earlier first; a phase's deadline at the same instant before the change.
+            (Some(deadline), Some(scheduled)) if scheduled.at < deadline => {
+                apply_scheduled(&current, scheduled, catalog)
             }
-            _ => return events,
+            (None, Some(scheduled)) => apply_scheduled(&current, scheduled, catalog),
+            (Some(_), _) => match &current.phase {
+                Phase::Trialing { ends_at } => Event::TrialExpired {
+                    trial_ends_at: *ends_at,
+                    grace_ends_at: *ends_at + TimeDelta::days(lifecycle.grace_days),
+                },
+                Phase::Grace { grace_ends_at } => Event::DowngradedToMaintenance {
+                    from_plan_id: current.plan_id.clone(),
+                    plan_id: catalog.maintenance_plan(),
+                    grace_ends_at: *grace_ends_at,
+                    maintenance_ends_at: *grace_ends_at + TimeDelta::days(lifecycle.maintenance_days),
+                },
+                Phase::Maintenance { maintenance_ends_at } => {
+                    Event::StoreFrozen { maintenance_ends_at: *maintenance_ends_at }
+                }
+                _ => return events,
+            },
+            (None, None) => return events,
         };
-        phase = match &next {
-            Event::TrialExpired { grace_ends_at, .. } => Phase::Grace { grace_ends_at: *grace_ends_at },
-            Event::DowngradedToMaintenance { maintenance_ends_at, .. } => {
-                Phase::Maintenance { maintenance_ends_at: *maintenance_ends_at }
-            }
-            _ => Phase::Frozen,
-        };
+        current = Cow::Owned(evolve(current.into_owned(), &next));
         events.push(next);
     }
+}
+
+/// The scheduled change, decided at its time on the store as it is then: the transition, or its
+/// refusal recorded (a plan that changed meanwhile, a subscription that ended, a plan gone).
+fn apply_scheduled(state: &TenantState, scheduled: &ScheduledTransition, catalog: &Catalog) -> Event {
+    let change = TransitionPlan {
+        from_plan_id: scheduled.from_plan_id.clone(),
+        to_plan_id: scheduled.to_plan_id.clone(),
+        reason: scheduled.reason,
+        subscription_id: scheduled.subscription_id.clone(),
+        metadata: scheduled.metadata.clone(),
+        by_admin: scheduled.by_admin,
+    };
+    match plan_transitioned(state, &change, scheduled.at, catalog, Some(scheduled.schedule_id)) {
+        Ok(event) => event,
+        Err(error) => Event::ScheduledTransitionFailed {
+            schedule_id: scheduled.schedule_id,
+            error: error.code().to_owned(),
+            message: error.to_string(),
+            at: scheduled.at,
+        },
+    }
+}
+
+/// A plan change for later: checked now as it would be applied (so that what the rules refuse is
+/// refused at once), and again when it is due.
+fn schedule(
+    state: &TenantState,
+    request: &SchedulePlanTransition,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> Result<Vec<Event>, DomainError> {
+    let from_plan_id = request.from_plan_id.clone();
+    let at = match request.at {
+        ScheduleAt::Time(at) => at,
+        ScheduleAt::PeriodEnd => crate::terms::period_end(state, now, catalog),
+    };
+    if at <= now {
+        return Err(DomainError::Validation(InvalidValue::new("at", "must be later than now")));
+    }
+    let change = TransitionPlan {
+        from_plan_id: from_plan_id.clone(),
+        to_plan_id: request.to_plan_id.clone(),
+        reason: request.reason,
+        subscription_id: request.subscription_id.clone(),
+        metadata: request.metadata.clone(),
+        by_admin: request.by_admin,
+    };
+    plan_transitioned(state, &change, at, catalog, None)?;
+    Ok(vec![Event::PlanTransitionScheduled {
+        schedule_id: request.schedule_id,
+        from_plan_id,
+        to_plan_id: request.to_plan_id.clone(),
+        reason: request.reason,
+        subscription_id: request.subscription_id.clone(),
+        metadata: request.metadata.clone(),
+        by_admin: request.by_admin,
+        at,
+        at_period_end: request.at == ScheduleAt::PeriodEnd,
+        correlation_id: request.correlation_id.clone(),
+        replaces: state.scheduled_transition.as_ref().map(|pending| pending.schedule_id),
+        requested_at: now,
+    }])
 }
 
 fn register(
@@ -196,6 +265,13 @@ fn decide_now(
     match command {
         Command::RegisterStore { store_id, name, time_zone } => register(state, *store_id, name, *time_zone, catalog),
         Command::ImportStore(tenant) => import(state, tenant, now, catalog),
+        Command::SchedulePlanTransition(request) => schedule(state, request, now, catalog),
+        Command::CancelScheduledTransition { schedule_id } => match &state.scheduled_transition {
+            Some(pending) if pending.schedule_id == *schedule_id => {
+                Ok(vec![Event::ScheduledTransitionCanceled { schedule_id: *schedule_id, at: now }])
+            }
+            _ => Err(DomainError::ScheduleNotFound),
+        },
         Command::StartTrial { plan_id, days, force_reset } => {
             let plan_id = plan_id.clone().unwrap_or_else(|| catalog.default_trial_plan().clone());
             let plan = catalog.plan(&plan_id).ok_or_else(|| DomainError::UnknownPlan(plan_id.clone()))?;
@@ -309,6 +385,17 @@ fn transition_plan(
     now: DateTime<Utc>,
     catalog: &Catalog,
 ) -> Result<Vec<Event>, DomainError> {
+    Ok(vec![plan_transitioned(state, t, now, catalog, None)?])
+}
+
+/// The plan change `t` at `now` (of the scheduled change `schedule_id`), or why not.
+fn plan_transitioned(
+    state: &TenantState,
+    t: &TransitionPlan,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+    schedule_id: Option<uuid::Uuid>,
+) -> Result<Event, DomainError> {
     if state.plan_id.as_ref() != Some(&t.from_plan_id) {
         return Err(DomainError::PlanMismatch {
             expected: t.from_plan_id.clone(),
@@ -335,7 +422,7 @@ fn transition_plan(
     }
     let activates_subscription =
         to.kind == PlanKind::Paid && !matches!(state.phase, Phase::Active { .. } | Phase::PastDue { .. });
-    Ok(vec![Event::PlanTransitioned {
+    Ok(Event::PlanTransitioned {
         from_plan_id: t.from_plan_id.clone(),
         to_plan_id: t.to_plan_id.clone(),
         reason: t.reason,
@@ -343,7 +430,8 @@ fn transition_plan(
         metadata: t.metadata.clone(),
         activates_subscription,
         at: now,
-    }])
+        schedule_id,
+    })
 }
 
 /// The quota an action has at `now`: its limit (None: unmetered), window and use so far.

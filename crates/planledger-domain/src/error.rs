@@ -111,6 +111,8 @@ pub enum DomainError {
     AlreadyRefunded,
     #[error("this consumption is older than the {} days a refund can reach", crate::state::USAGE_RETAINED_DAYS)]
     RefundWindowClosed,
+    #[error("the store has no pending scheduled plan change with this id")]
+    ScheduleNotFound,
     #[error("{0}")]
     Validation(InvalidValue),
 }
@@ -142,6 +144,7 @@ impl DomainError {
             DomainError::ConsumptionNotFound => "consumption_not_found",
             DomainError::AlreadyRefunded => "already_refunded",
             DomainError::RefundWindowClosed => "refund_window_closed",
+            DomainError::ScheduleNotFound => "schedule_not_found",
             DomainError::Validation(_) => "validation_failed",
         }
     }

@@ -145,7 +145,39 @@ pub enum Event {
         /// moment, so that replaying under another catalog does not change history.
         activates_subscription: bool,
         at: DateTime<Utc>,
+        /// The scheduled change this applies (`PlanTransitionScheduled`), if it was one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schedule_id: Option<Uuid>,
     },
+    /// A plan change at a later time (`at`), pending until it is applied (`PlanTransitioned`
+    /// with its `scheduleId`), refused when due (`ScheduledTransitionFailed`) or canceled.
+    #[serde(rename_all = "camelCase")]
+    PlanTransitionScheduled {
+        schedule_id: Uuid,
+        from_plan_id: PlanId,
+        to_plan_id: PlanId,
+        reason: TransitionReason,
+        subscription_id: Option<SubscriptionId>,
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+        metadata: Option<Value>,
+        by_admin: bool,
+        at: DateTime<Utc>,
+        /// Whether `at` is the end of the store's billing period, as asked.
+        at_period_end: bool,
+        /// The request's correlation id: the applied change's causation.
+        correlation_id: String,
+        /// The pending change this one replaced.
+        replaces: Option<Uuid>,
+        /// When it was asked for.
+        requested_at: DateTime<Utc>,
+    },
+    /// The pending scheduled change was withdrawn before it was due.
+    #[serde(rename_all = "camelCase")]
+    ScheduledTransitionCanceled { schedule_id: Uuid, at: DateTime<Utc> },
+    /// The scheduled change came due and the rules refused it then (the store's state no longer
+    /// allowed it): `error` is the refusal's code, `message` why.
+    #[serde(rename_all = "camelCase")]
+    ScheduledTransitionFailed { schedule_id: Uuid, error: String, message: String, at: DateTime<Utc> },
     #[serde(rename_all = "camelCase")]
     QuotaConsumed {
         consumption_id: Uuid,
@@ -183,7 +215,7 @@ pub struct EventDecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 19] = [
+pub const EVENT_TYPES: [&str; 22] = [
     "StoreRegistered",
     "StoreImported",
     "CatalogAdopted",
@@ -201,6 +233,9 @@ pub const EVENT_TYPES: [&str; 19] = [
     "SubscriptionRecovered",
     "SubscriptionCanceled",
     "PlanTransitioned",
+    "PlanTransitionScheduled",
+    "ScheduledTransitionCanceled",
+    "ScheduledTransitionFailed",
     "QuotaConsumed",
     "QuotaRefunded",
 ];
@@ -297,6 +332,28 @@ impl Event {
                 metadata: Some(serde_json::json!({"ticket": "é🎉"})),
                 activates_subscription: false,
                 at: t0 + chrono::TimeDelta::microseconds(123_456),
+                schedule_id: None,
+            },
+            Event::PlanTransitionScheduled {
+                schedule_id: Uuid::from_u128(0x5c4ed),
+                from_plan_id: plan("professional"),
+                to_plan_id: plan("starter"),
+                reason: TransitionReason::Downgrade,
+                subscription_id: Some(sub("sub_1")),
+                metadata: None,
+                by_admin: false,
+                at: at("2026-04-01T00:00:00Z"),
+                at_period_end: true,
+                correlation_id: "0193a8d2-7c4e-7b1a-9d0e-2f4c5b6a7d8e".into(),
+                replaces: None,
+                requested_at: t0,
+            },
+            Event::ScheduledTransitionCanceled { schedule_id: Uuid::from_u128(0x5c4ed), at: t0 },
+            Event::ScheduledTransitionFailed {
+                schedule_id: Uuid::from_u128(0x5c4ee),
+                error: "plan_mismatch".into(),
+                message: "the store is on plan enterprise, not professional: it changed since the caller looked".into(),
+                at: at("2026-04-01T00:00:00Z"),
             },
             Event::QuotaConsumed {
                 consumption_id: Uuid::from_u128(7),
@@ -340,6 +397,9 @@ impl Event {
             Event::SubscriptionRecovered { .. } => "SubscriptionRecovered",
             Event::SubscriptionCanceled { .. } => "SubscriptionCanceled",
             Event::PlanTransitioned { .. } => "PlanTransitioned",
+            Event::PlanTransitionScheduled { .. } => "PlanTransitionScheduled",
+            Event::ScheduledTransitionCanceled { .. } => "ScheduledTransitionCanceled",
+            Event::ScheduledTransitionFailed { .. } => "ScheduledTransitionFailed",
             Event::QuotaConsumed { .. } => "QuotaConsumed",
             Event::QuotaRefunded { .. } => "QuotaRefunded",
         }
@@ -393,6 +453,11 @@ impl Event {
             }
             // Two nodes that see one version due append it once.
             Event::CatalogAdopted { version, .. } => Some(format!("catalog-adopted:{store}:{version}")),
+            // A scheduled change is applied or refused once, whichever node finds it due.
+            Event::PlanTransitioned { schedule_id: Some(id), .. }
+            | Event::ScheduledTransitionFailed { schedule_id: id, .. } => {
+                Some(format!("scheduled-transition:{store}:{id}"))
+            }
             // A consumption is refunded at most once: the log's key constraint guarantees it.
             Event::QuotaRefunded { consumption_id, .. } => Some(format!("refund:{consumption_id}")),
             _ => None,

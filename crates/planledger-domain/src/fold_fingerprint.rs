@@ -101,7 +101,7 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
         at += Duration::minutes(seq.below(36 * 60) as i64);
         let later = at + Duration::days(1 + seq.below(30) as i64);
         let earlier = at - Duration::days(seq.below(5) as i64);
-        let event = match seq.below(23) {
+        let event = match seq.below(26) {
             0 => Event::TrialStarted { plan_id: seq.pick(&plans).clone(), started_at: at, ends_at: later },
             1 => Event::TrialRestarted {
                 plan_id: seq.pick(&plans).clone(),
@@ -151,6 +151,28 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
                 subscription_id: (seq.below(2) == 0).then(|| subscription(i)),
                 metadata: None,
                 activates_subscription: seq.below(2) == 0,
+                at,
+                schedule_id: (seq.below(2) == 0).then(|| Uuid::from_u64_pair(n, i % 3)),
+            },
+            23 => Event::PlanTransitionScheduled {
+                schedule_id: Uuid::from_u64_pair(n, i % 3),
+                from_plan_id: seq.pick(&plans).clone(),
+                to_plan_id: seq.pick(&plans).clone(),
+                reason: TransitionReason::Downgrade,
+                subscription_id: (seq.below(2) == 0).then(|| subscription(i)),
+                metadata: None,
+                by_admin: seq.below(2) == 0,
+                at: later,
+                at_period_end: seq.below(2) == 0,
+                correlation_id: format!("corr-{i}"),
+                replaces: None,
+                requested_at: at,
+            },
+            24 => Event::ScheduledTransitionCanceled { schedule_id: Uuid::from_u64_pair(n, i % 3), at },
+            25 => Event::ScheduledTransitionFailed {
+                schedule_id: Uuid::from_u64_pair(n, i % 3),
+                error: "plan_mismatch".into(),
+                message: "changed".into(),
                 at,
             },
             20 => Event::TrialRecorded { subscription_id: subscription(i), ends_at: earlier },

@@ -134,6 +134,26 @@ pub struct TenantState {
     /// The store's id in the system it was imported from, if it was imported.
     #[serde(default)]
     pub external_id: Option<ExternalId>,
+    /// The plan change scheduled for later, if one is pending.
+    #[serde(default)]
+    pub scheduled_transition: Option<ScheduledTransition>,
+}
+
+/// A pending scheduled plan change (`PlanTransitionScheduled`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledTransition {
+    pub schedule_id: Uuid,
+    pub from_plan_id: PlanId,
+    pub to_plan_id: PlanId,
+    pub reason: crate::event::TransitionReason,
+    pub subscription_id: Option<SubscriptionId>,
+    pub metadata: Option<serde_json::Value>,
+    pub by_admin: bool,
+    pub at: DateTime<Utc>,
+    pub at_period_end: bool,
+    /// The request's correlation id, which the applied change names as its causation.
+    pub correlation_id: String,
 }
 
 impl Default for TenantState {
@@ -153,6 +173,7 @@ impl Default for TenantState {
             usage: BTreeMap::new(),
             catalog_version: None,
             external_id: None,
+            scheduled_transition: None,
         }
     }
 }
@@ -162,14 +183,35 @@ impl TenantState {
         self.store_id.is_some()
     }
 
-    /// The next time-driven transition's deadline, if one is pending.
+    /// The next time-driven transition's deadline, if one is pending: the phase's or a
+    /// scheduled plan change's, whichever is first.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        let scheduled = self.scheduled_transition.as_ref().map(|s| s.at);
+        match (self.phase_deadline(), scheduled) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the store's phase ends by itself (a trial, a grace period, maintenance).
+    pub fn phase_deadline(&self) -> Option<DateTime<Utc>> {
         match &self.phase {
             Phase::Trialing { ends_at } => Some(*ends_at),
             Phase::Grace { grace_ends_at } => Some(*grace_ends_at),
             Phase::Maintenance { maintenance_ends_at } => Some(*maintenance_ends_at),
             _ => None,
         }
+    }
+
+    /// What caused `event`, when it was not the command that decided it: the request that
+    /// scheduled the plan change `event` applies or refuses (its correlation id).
+    pub fn scheduled_causation(&self, event: &Event) -> Option<&str> {
+        let id = match event {
+            Event::PlanTransitioned { schedule_id: Some(id), .. }
+            | Event::ScheduledTransitionFailed { schedule_id: id, .. } => id,
+            _ => return None,
+        };
+        self.scheduled_transition.as_ref().filter(|s| s.schedule_id == *id).map(|s| s.correlation_id.as_str())
     }
 
     /// Folds a whole history.
@@ -278,7 +320,10 @@ pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
         Event::SubscriptionCanceled { .. } => {
             state.phase = Phase::Canceled { subscription_id: state.subscription_id.clone() };
         }
-        Event::PlanTransitioned { to_plan_id, subscription_id, activates_subscription, at, .. } => {
+        Event::PlanTransitioned { to_plan_id, subscription_id, activates_subscription, at, schedule_id, .. } => {
+            if schedule_id.is_some() {
+                state.scheduled_transition = None;
+            }
             state.plan_id = Some(to_plan_id.clone());
             state.billing_anchor.get_or_insert(*at);
             if subscription_id.is_some() {
@@ -290,6 +335,35 @@ pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
             } else if let Phase::Active { .. } = state.phase {
                 state.phase = Phase::Active { subscription_id: state.subscription_id.clone() };
             }
+        }
+        Event::PlanTransitionScheduled {
+            schedule_id,
+            from_plan_id,
+            to_plan_id,
+            reason,
+            subscription_id,
+            metadata,
+            by_admin,
+            at,
+            at_period_end,
+            correlation_id,
+            ..
+        } => {
+            state.scheduled_transition = Some(ScheduledTransition {
+                schedule_id: *schedule_id,
+                from_plan_id: from_plan_id.clone(),
+                to_plan_id: to_plan_id.clone(),
+                reason: *reason,
+                subscription_id: subscription_id.clone(),
+                metadata: metadata.clone(),
+                by_admin: *by_admin,
+                at: *at,
+                at_period_end: *at_period_end,
+                correlation_id: correlation_id.clone(),
+            });
+        }
+        Event::ScheduledTransitionCanceled { .. } | Event::ScheduledTransitionFailed { .. } => {
+            state.scheduled_transition = None;
         }
         Event::QuotaConsumed { action, amount, at, .. } => {
             let day = local_day(*at, state.time_zone.tz());

@@ -232,10 +232,21 @@ fn reaches_at(later: &Terms, state: &TenantState, current: &Terms) -> Option<(Da
     }
 }
 
+/// The store's month window (its billing period: by its plan's anchor, in its time zone) that
+/// holds `at`.
+fn month_window(state: &TenantState, at: DateTime<Utc>, catalog: &Catalog) -> crate::period::Window {
+    let anchor = state.plan_id.as_ref().and_then(|id| catalog.plan(id)).map_or(Anchor::Calendar, |plan| plan.anchor);
+    window_at(Period::Month, at, state.time_zone.tz(), anchor, state.billing_anchor)
+}
+
+/// The end of the store's billing period that holds `at`.
+pub(crate) fn period_end(state: &TenantState, at: DateTime<Utc>, catalog: &Catalog) -> DateTime<Utc> {
+    month_window(state, at, catalog).end.unwrap_or(at)
+}
+
 /// The first start of a month window of the store at or after `at`.
 fn next_period_start(state: &TenantState, at: DateTime<Utc>, catalog: &Catalog) -> DateTime<Utc> {
-    let anchor = state.plan_id.as_ref().and_then(|id| catalog.plan(id)).map_or(Anchor::Calendar, |plan| plan.anchor);
-    let window = window_at(Period::Month, at, state.time_zone.tz(), anchor, state.billing_anchor);
+    let window = month_window(state, at, catalog);
     match (window.start, window.end) {
         (Some(start), _) if start == at => start,
         (_, Some(end)) => end,

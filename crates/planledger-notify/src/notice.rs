@@ -276,7 +276,12 @@ pub fn notices_of(source: Source<'_>, event: &Event, leads: &Notifications) -> V
                 }
             }
         }
-        Event::QuotaRefunded { .. } => {}
+        // A scheduled change is announced when it applies (`plan.transitioned`); scheduling,
+        // canceling and a refusal when due are in the raw feed (`ledger.event`).
+        Event::QuotaRefunded { .. }
+        | Event::PlanTransitionScheduled { .. }
+        | Event::ScheduledTransitionCanceled { .. }
+        | Event::ScheduledTransitionFailed { .. } => {}
     }
     let data = json!({ "eventType": event.event_type(), "event": event.data() });
     let about = source.event_id.to_string();

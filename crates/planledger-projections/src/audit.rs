@@ -73,11 +73,34 @@ pub fn summary(event: &Event) -> String {
         Event::SubscriptionPastDue { .. } => "payment failed: past due".to_owned(),
         Event::SubscriptionRecovered { .. } => "payment recovered: active".to_owned(),
         Event::SubscriptionCanceled { .. } => "subscription canceled".to_owned(),
-        Event::PlanTransitioned { from_plan_id, to_plan_id, reason, .. } => {
+        Event::PlanTransitioned { from_plan_id, to_plan_id, reason, schedule_id, .. } => format!(
+            "plan {from_plan_id} -> {to_plan_id} ({}){}",
+            reason_text(reason),
+            schedule_id.map(|id| format!(", as scheduled ({id})")).unwrap_or_default()
+        ),
+        Event::PlanTransitionScheduled {
+            schedule_id,
+            from_plan_id,
+            to_plan_id,
+            reason,
+            at,
+            at_period_end,
+            replaces,
+            ..
+        } => {
             format!(
-                "plan {from_plan_id} -> {to_plan_id} ({})",
-                serde_json::to_value(reason).unwrap_or_default().as_str().unwrap_or("?")
+                "plan {from_plan_id} -> {to_plan_id} ({}) scheduled for {}{} ({schedule_id}){}",
+                reason_text(reason),
+                at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                if *at_period_end { ", the end of the billing period" } else { "" },
+                replaces.map(|old| format!(", replacing {old}")).unwrap_or_default()
             )
+        }
+        Event::ScheduledTransitionCanceled { schedule_id, .. } => {
+            format!("scheduled plan change {schedule_id} canceled")
+        }
+        Event::ScheduledTransitionFailed { schedule_id, error, message, .. } => {
+            format!("scheduled plan change {schedule_id} refused when due: {error} ({message})")
         }
         Event::QuotaConsumed { action, amount, used_after, limit, period, .. } => match limit {
             Some(limit) => format!("consumed {} {action}: {used_after}/{limit} this {}", amount.get(), period.as_str()),
@@ -113,6 +136,10 @@ pub async fn copy_from_log_in(
 /// (`store-<id>`), and the event's own columns.
 const SELECTED: &str = "CASE WHEN stream_id LIKE 'store-%' THEN substr(stream_id, 7) ELSE stream_id END, \
     version, global_position, event_type, correlation_id, actor, @recorded_at";
+
+fn reason_text(reason: &planledger_domain::TransitionReason) -> String {
+    serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "?".into())
+}
 
 /// The summary of a stored event, for people; a stored form no upcaster reads says so.
 fn summary_of(event_type: &str, schema_version: i32, data: serde_json::Value, at: DateTime<Utc>) -> String {

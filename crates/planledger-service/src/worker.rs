@@ -441,8 +441,11 @@ impl Worker {
             let adoption = self.catalogs.adoption_due(&working, now);
             let catalog = self.catalog_for(&working, now);
             for event in adoption.iter().chain(due_transitions(&working, now, &catalog).iter()) {
+                // A deadline is caused by the fact that set it (named by its key); a scheduled
+                // change by the request that scheduled it.
                 let key = event.system_idempotency_key(self.store).unwrap_or_default();
-                events.push(new_event(self.store, event, &system, "system", &key, now, &catalog));
+                let causation = working.scheduled_causation(event).map_or(key, str::to_owned);
+                events.push(new_event(self.store, event, &system, "system", &causation, now, &catalog));
                 working = evolve(working, event);
             }
         }
@@ -516,7 +519,10 @@ impl Worker {
                     own.insert(0, adoption);
                 }
                 for event in &own {
-                    events.push(new_event(self.store, event, &job.meta, &job.meta.actor, &causation, now, &catalog));
+                    // A scheduled change applied (or refused) now is caused by the request that
+                    // scheduled it.
+                    let caused_by = working.scheduled_causation(event).unwrap_or(&causation).to_owned();
+                    events.push(new_event(self.store, event, &job.meta, &job.meta.actor, &caused_by, now, &catalog));
                     *working = evolve(std::mem::take(working), event);
                 }
                 Some(Outcome::Accepted(Box::new(Accepted {

@@ -151,10 +151,10 @@ impl Reading {
             "customer.subscription.created"
             | "customer.subscription.updated"
             | "customer.subscription.paused"
-            | "customer.subscription.resumed" => subscription(object, event, None),
+            | "customer.subscription.resumed" => subscription(object, event.previous_attributes.as_ref(), None),
             "customer.subscription.deleted" => {
                 let was_paid = was_paid(object);
-                subscription(object, event, Some(Status::Ended { was_paid }))
+                subscription(object, event.previous_attributes.as_ref(), Some(Status::Ended { was_paid }))
             }
             "customer.subscription.trial_will_end" => {
                 Reading::Noted { subscription_id: str_at(object, &["id"]).map(str::to_owned) }
@@ -166,7 +166,20 @@ impl Reading {
     }
 }
 
-fn subscription(object: &Value, event: &StripeEvent, status: Option<Status>) -> Reading {
+/// What a `subscription` object says, as Stripe's list API returns it (`planledger import
+/// --stripe-subscriptions`): its id, customer, status and price.
+pub fn subscription_object(object: &Value) -> Result<SubscriptionFacts, String> {
+    if str_at(object, &["object"]).is_some_and(|kind| kind != "subscription") {
+        return Err(format!("a {} object, not a subscription", str_at(object, &["object"]).unwrap_or("")));
+    }
+    match subscription(object, None, None) {
+        Reading::Subscription(facts) => Ok(facts),
+        Reading::Ignored(why) => Err(why),
+        Reading::Noted { .. } => Err("not a subscription".into()),
+    }
+}
+
+fn subscription(object: &Value, previous: Option<&Value>, status: Option<Status>) -> Reading {
     let Some(id) = str_at(object, &["id"]) else {
         return Reading::Ignored("the subscription has no id".into());
     };
@@ -187,7 +200,7 @@ fn subscription(object: &Value, event: &StripeEvent, status: Option<Status>) -> 
                 lookup_key: str_at(price, &["lookup_key"]).map(str::to_owned),
             })
         }),
-        previous_status: event.previous_attributes.as_ref().and_then(|p| str_at(p, &["status"])).map(str::to_owned),
+        previous_status: previous.and_then(|p| str_at(p, &["status"])).map(str::to_owned),
         stripe_status,
         trial_end: time_at(object, "trial_end"),
     })

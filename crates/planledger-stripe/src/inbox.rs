@@ -248,6 +248,30 @@ pub struct SubscriptionRow {
     pub base_status: Option<String>,
 }
 
+impl SubscriptionRow {
+    /// The row of `facts` applied to `store` on `plan`, its watermark the event `event_id` made
+    /// at `event_created`.
+    pub fn of(
+        facts: &crate::event::SubscriptionFacts,
+        store: planledger_domain::StoreId,
+        plan: Option<&planledger_domain::PlanId>,
+        (event_id, event_created): (String, DateTime<Utc>),
+        base_status: Option<String>,
+    ) -> SubscriptionRow {
+        SubscriptionRow {
+            subscription_id: facts.subscription_id.clone(),
+            store_id: store.to_string(),
+            customer_id: facts.customer_id.clone(),
+            plan_id: plan.map(ToString::to_string),
+            price_id: facts.price.as_ref().map(|p| p.id.clone()),
+            status: facts.status.as_str().to_owned(),
+            event_id,
+            event_created,
+            base_status,
+        }
+    }
+}
+
 /// The newest state applied to a subscription, if any was.
 pub async fn subscription(log: &AnyEventLog, subscription_id: &str) -> Result<Option<SubscriptionRow>, StoreError> {
     let statement = Statement::new(
@@ -282,6 +306,19 @@ pub async fn store_of_customer(log: &AnyEventLog, customer: &str) -> Result<Opti
     log.fetch_optional(&statement, &[Kind::Text]).await?.map(|row| row.text(0)).transpose()
 }
 
+/// Links a subscription to its store as an import found it, unless one is linked already (an
+/// event applied, or an earlier import): `row`'s time is the watermark, so that an event
+/// Stripe created before the import is older than the state imported. Answers whether it linked.
+pub async fn link(log: &AnyEventLog, row: &SubscriptionRow, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let statement = Statement::new(
+        "INSERT INTO stripe_subscriptions (subscription_id, store_id, customer_id, plan_id, status, event_id,
+            @event_created, @updated_at, price_id, base_status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (subscription_id) DO NOTHING",
+    );
+    Ok(log.execute(&bind_row(statement, row, now)).await? == 1)
+}
+
 /// Records `row` as the newest state applied to its subscription.
 pub async fn remember(log: &AnyEventLog, row: &SubscriptionRow, now: DateTime<Utc>) -> Result<(), StoreError> {
     let statement = Statement::new(
@@ -294,17 +331,22 @@ pub async fn remember(log: &AnyEventLog, row: &SubscriptionRow, now: DateTime<Ut
             price_id = COALESCE(EXCLUDED.price_id, stripe_subscriptions.price_id), status = EXCLUDED.status,
             event_id = EXCLUDED.event_id, @event_created = EXCLUDED.@event_created, @updated_at = EXCLUDED.@updated_at,
             base_status = EXCLUDED.base_status",
-    )
-    .bind(row.subscription_id.as_str())
-    .bind(row.store_id.as_str())
-    .bind(row.customer_id.clone())
-    .bind(row.plan_id.clone())
-    .bind(row.status.as_str())
-    .bind(row.event_id.as_str())
-    .bind(row.event_created)
-    .bind(now)
-    .bind(row.price_id.clone())
-    .bind(row.base_status.clone());
-    log.execute(&statement).await?;
+    );
+    log.execute(&bind_row(statement, row, now)).await?;
     Ok(())
+}
+
+/// `row`'s columns as `$1..$10` of an insert into `stripe_subscriptions`.
+fn bind_row(statement: Statement, row: &SubscriptionRow, now: DateTime<Utc>) -> Statement {
+    statement
+        .bind(row.subscription_id.as_str())
+        .bind(row.store_id.as_str())
+        .bind(row.customer_id.clone())
+        .bind(row.plan_id.clone())
+        .bind(row.status.as_str())
+        .bind(row.event_id.as_str())
+        .bind(row.event_created)
+        .bind(now)
+        .bind(row.price_id.clone())
+        .bind(row.base_status.clone())
 }

@@ -383,17 +383,7 @@ impl Stripe {
             Some(k) => k.base_status.clone(),
             None => None,
         };
-        let row = SubscriptionRow {
-            base_status,
-            subscription_id: facts.subscription_id.clone(),
-            store_id: store.to_string(),
-            customer_id: facts.customer_id.clone(),
-            plan_id: plan.map(|p| p.to_string()),
-            price_id: facts.price.as_ref().map(|p| p.id.clone()),
-            status: facts.status.as_str().to_owned(),
-            event_id: event.id.clone(),
-            event_created: event.created,
-        };
+        let row = SubscriptionRow::of(facts, store, plan.as_ref(), (event.id.clone(), event.created), base_status);
         inbox::remember(log, &row, self.now()).await?;
         let detail = if done.is_empty() {
             format!("store already {} on {}", facts.stripe_status, facts.subscription_id)

@@ -70,6 +70,32 @@ pub struct Usage {
     pub remaining: Option<u64>,
 }
 
+/// A plan change scheduled for later (`POST /v1/stores/{id}/plan-transitions` with `at`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledPlanTransition {
+    /// Cancel it with `DELETE /v1/stores/{id}/plan-transitions/{scheduleId}`.
+    pub schedule_id: Uuid,
+    pub from_plan_id: String,
+    pub to_plan_id: String,
+    pub reason: crate::TransitionReason,
+    #[serde(with = "crate::time")]
+    pub at: DateTime<Utc>,
+    /// Whether `at` is the end of the billing period, as asked.
+    pub at_period_end: bool,
+}
+
+/// `202`: the change is scheduled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledTransitionAnswer {
+    pub scheduled: ScheduledPlanTransition,
+    /// The pending change this one replaced (its `scheduleId`), if there was one.
+    #[schema(required = true)]
+    pub replaced: Option<Uuid>,
+    pub store: StoreView,
+}
+
 /// A store's state: plan, tier, statuses derived at the time of the answer, deadlines, usage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -109,6 +135,9 @@ pub struct StoreView {
     /// store registered here.
     #[schema(required = true)]
     pub external_id: Option<String>,
+    /// The plan change scheduled for later, if one is pending.
+    #[schema(required = true)]
+    pub scheduled_plan_transition: Option<ScheduledPlanTransition>,
     /// The store's stream version: send it as `If-Match` to make a command conditional on it.
     pub version: i64,
     pub warnings: Vec<Warning>,
@@ -410,6 +439,9 @@ pub enum ErrorCode {
     NoActiveSubscription,
     NotPastDue,
     ConsumptionNotFound,
+    /// 404: the store has no pending scheduled plan change with this id (it was applied,
+    /// refused when due, canceled or replaced).
+    ScheduleNotFound,
     AlreadyRefunded,
     RefundWindowClosed,
     VersionMismatch,

@@ -101,7 +101,18 @@ pub struct TransitionPlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// Schedule the change instead of making it now: a time (RFC 3339, later than now), or
+    /// `period_end`, the end of the store's current billing period (its monthly quotas'
+    /// window). One change is pending per store; a new one replaces it (answered with
+    /// `replaced`). Applied at its time by the deadline worker, or refused then (recorded as
+    /// `ScheduledTransitionFailed`) if the store's state no longer allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "period_end")]
+    pub at: Option<String>,
 }
+
+/// `period_end` in a plan transition's `at`.
+pub const PERIOD_END: &str = "period_end";
 
 /// `POST /v1/stores/{id}/authorize`: may the store do `action` now, or use `feature`? Exactly
 /// one of the two (the document states it as a `oneOf`).

@@ -36,6 +36,10 @@ pub struct Options<'a> {
     pub dry_run: bool,
     pub json: bool,
     pub concurrency: usize,
+    /// Stripe subscription objects to link to the imported stores (`stripe_links`).
+    pub stripe_subscriptions: Option<&'a str>,
+    /// The subscriptions' metadata key that holds the tenant's external id.
+    pub stripe_external_id_key: Option<&'a str>,
 }
 
 pub async fn import(log: AnyEventLog, catalogs: Catalogs, options: Options<'_>) -> anyhow::Result<()> {
@@ -59,6 +63,7 @@ pub async fn import(log: AnyEventLog, catalogs: Catalogs, options: Options<'_>) 
     );
     service.replace_catalogs(catalogs.clone());
 
+    let tenants = crate::stripe_links::Tenants::of(rows.iter().filter_map(|row| row.tenant.as_ref().ok()));
     let bar = progress(rows.len() as u64);
     let correlation = |line: u64| format!("import:{}:{line}", &sha256[..12]);
     let fates: Vec<(u64, Fate)> = futures_util::stream::iter(rows)
@@ -87,7 +92,14 @@ pub async fn import(log: AnyEventLog, catalogs: Catalogs, options: Options<'_>) 
         .collect()
         .await;
     bar.finish_and_clear();
-    report(options.file, &sha256, options.dry_run, options.json, fates)
+    let stripe = match options.stripe_subscriptions {
+        Some(file) => Some(
+            crate::stripe_links::link(&service, file, &tenants, options.stripe_external_id_key, options.dry_run)
+                .await?,
+        ),
+        None => None,
+    };
+    report(options.file, &sha256, options.dry_run, options.json, fates, stripe)
 }
 
 /// What importing `tenant` would do, writing nothing.
@@ -135,7 +147,14 @@ fn progress(rows: u64) -> ProgressBar {
 }
 
 /// The summary, and an error if any row was not imported (so scripts see it in the exit code).
-fn report(file: &str, sha256: &str, dry_run: bool, json: bool, mut fates: Vec<(u64, Fate)>) -> anyhow::Result<()> {
+fn report(
+    file: &str,
+    sha256: &str,
+    dry_run: bool,
+    json: bool,
+    mut fates: Vec<(u64, Fate)>,
+    stripe: Option<(serde_json::Value, Vec<String>)>,
+) -> anyhow::Result<()> {
     fates.sort_by_key(|(line, _)| *line);
     let count = |wanted: &Fate| fates.iter().filter(|(_, fate)| fate == wanted).count();
     let (imported, unchanged) = (count(&Fate::Imported), count(&Fate::Unchanged));
@@ -156,6 +175,7 @@ fn report(file: &str, sha256: &str, dry_run: bool, json: bool, mut fates: Vec<(u
             "unchanged": unchanged,
             "notImported": problems.len(),
             "problems": problems.iter().map(|(line, error, message)| json!({"line": line, "error": error, "message": message})).collect::<Vec<_>>(),
+            "stripeSubscriptions": stripe.as_ref().map(|(summary, _)| summary),
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
@@ -169,10 +189,27 @@ fn report(file: &str, sha256: &str, dry_run: bool, json: bool, mut fates: Vec<(u
             problems.len(),
             if dry_run { " (a dry run: nothing was written)" } else { "" }
         )?;
+        if let Some((summary, not_linked)) = &stripe {
+            for problem in not_linked {
+                writeln!(out, "{problem}")?;
+            }
+            writeln!(
+                out,
+                "{}: {} subscriptions {}, {} linked before, {} not linked",
+                summary["file"].as_str().unwrap_or(""),
+                summary["linked"],
+                if dry_run { "would be linked" } else { "linked" },
+                summary["linkedBefore"],
+                summary["notLinked"],
+            )?;
+        }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
+    let not_linked = stripe.as_ref().map_or(0, |(_, problems)| problems.len());
+    if !problems.is_empty() {
         Err(anyhow!("{} rows were not imported (their lines are listed above)", problems.len()))
+    } else if not_linked > 0 {
+        Err(anyhow!("{not_linked} subscriptions were not linked (listed above)"))
+    } else {
+        Ok(())
     }
 }

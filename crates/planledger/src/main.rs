@@ -7,6 +7,7 @@ mod import;
 mod logs;
 mod operate;
 mod serve;
+mod stripe_links;
 
 use std::time::Duration;
 
@@ -168,6 +169,14 @@ enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// A file of Stripe subscription objects (as `GET /v1/subscriptions` returns them: list
+        /// pages, an array, or one per line) to link to the imported stores, so that Stripe's
+        /// webhooks find them without `metadata.store_id` (docs/import.md).
+        #[arg(long)]
+        stripe_subscriptions: Option<String>,
+        /// The subscriptions' metadata key holding the tenant's external id, if they have one.
+        #[arg(long, requires = "stripe_subscriptions")]
+        stripe_external_id_key: Option<String>,
     },
     /// API tokens: make one for PLANLEDGER_TOKENS.
     Token {
@@ -496,7 +505,7 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Command::Token { action: TokenCommand::New { name, role } } => new_token(name, role),
-        Command::Import { file, format, dry_run, concurrency, json } => {
+        Command::Import { file, format, dry_run, concurrency, json, stripe_subscriptions, stripe_external_id_key } => {
             async {
                 let log = connect(&cli).await?;
                 let catalogs = ledger_catalogs(&cli, &log).await?;
@@ -506,6 +515,8 @@ async fn main() -> std::process::ExitCode {
                     dry_run: *dry_run,
                     json: *json,
                     concurrency: *concurrency,
+                    stripe_subscriptions: stripe_subscriptions.as_deref(),
+                    stripe_external_id_key: stripe_external_id_key.as_deref(),
                 };
                 import::import(log, catalogs, options).await
             }

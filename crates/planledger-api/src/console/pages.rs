@@ -392,6 +392,15 @@ fn state_table(view: &wire::StoreView, now: DateTime<Utc>) -> Markup {
             tr { th { "Grace" } td #grace-ends { (deadline(view.grace_ends_at, status == S::Grace, now)) } }
             tr { th { "Maintenance" } td #maintenance-ends { (deadline(view.maintenance_ends_at, status == S::Maintenance, now)) } }
             tr { th { "Next deadline" } td { (h::maybe_when(view.next_deadline, now)) } }
+            tr { th { "Scheduled change" } td #scheduled-change {
+                @match &view.scheduled_plan_transition {
+                    Some(s) => {
+                        (s.from_plan_id) " → " (s.to_plan_id) " " (h::when(s.at, now))
+                        @if s.at_period_end { " " span.muted { "(end of the billing period)" } }
+                    }
+                    None => { "none" }
+                }
+            } }
             tr { th { "Subscription" } td { (view.subscription_id.as_deref().unwrap_or("-")) } }
             tr { th { "Trial used" } td { (if view.trial_used { "yes" } else { "no" }) } }
             tr { th { "Time zone" } td { (view.time_zone) } }

@@ -151,18 +151,19 @@ pub async fn cancel_subscription(
     paid_lifecycle(app, ctx, id, body, Command::CancelSubscription, "cancel").await
 }
 
-/// Transition the store to another plan.
+/// Transition the store to another plan, now or at a later time (`at`).
 #[utoipa::path(post, path = "/v1/stores/{id}/plan-transitions", tag = "lifecycle", operation_id = "transitionPlan",
     request_body = wire::TransitionPlan,
     params(rs::StorePath, rs::CommandHeaders),
     responses(
         (status = 200, description = "Transitioned", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        (status = 202, description = "Scheduled for `at` (replacing the pending change, if any: `replaced`)", body = wire::ScheduledTransitionAnswer, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
         rs::BadBody,
         rs::Unauthorized,
         rs::ServiceOnly,
         rs::StoreNotFound,
         (status = 409, description = "`plan_mismatch` (with `currentPlanId`), `version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
-        (status = 422, description = "`validation_failed`, `unknown_plan`, `invalid_transition`, `internal_tier`, `subscription_required`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed` (an `at` that is not a time later than now, nor `period_end`), `unknown_plan`, `invalid_transition`, `internal_tier`, `subscription_required`", body = wire::ErrorBody),
         rs::CommandUnavailable,
     ))]
 pub async fn transition_plan(
@@ -173,15 +174,64 @@ pub async fn transition_plan(
 ) -> Reply {
     let store = store_id(&id)?;
     let b = body.value;
-    let command = Command::TransitionPlan(TransitionPlan {
+    let change = TransitionPlan {
         from_plan_id: PlanId::parse(&b.from_plan_id).map_err(|e| ApiError::validation("fromPlanId", e.rule))?,
         to_plan_id: PlanId::parse(&b.to_plan_id).map_err(|e| ApiError::validation("toPlanId", e.rule))?,
         reason: transition_reason(b.reason),
         subscription_id: optional(b.subscription_id, SubscriptionId::parse)?,
         metadata: b.metadata.map(serde_json::Value::Object),
         by_admin: ctx.principal.is_admin(),
-    });
+    };
+    let command = match b.at.as_deref() {
+        None => Command::TransitionPlan(change),
+        Some(at) => Command::SchedulePlanTransition(Box::new(SchedulePlanTransition {
+            schedule_id: Uuid::now_v7(),
+            at: schedule_at(at)?,
+            from_plan_id: change.from_plan_id,
+            to_plan_id: change.to_plan_id,
+            reason: change.reason,
+            subscription_id: change.subscription_id,
+            metadata: change.metadata,
+            by_admin: change.by_admin,
+            correlation_id: ctx.correlation_id.clone(),
+        })),
+    };
     run(&app, &ctx, store, command, &format!("/v1/stores/{store}/plan-transitions"), &body.canonical).await
+}
+
+/// `period_end`, or a time.
+fn schedule_at(text: &str) -> Result<ScheduleAt, ApiError> {
+    if text == wire::PERIOD_END {
+        return Ok(ScheduleAt::PeriodEnd);
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| ScheduleAt::Time(at.with_timezone(&Utc)))
+        .map_err(|_| ApiError::validation("at", "must be an RFC 3339 time or period_end"))
+}
+
+/// Cancel a scheduled plan change before its time.
+#[utoipa::path(delete, path = "/v1/stores/{id}/plan-transitions/{scheduleId}", tag = "lifecycle", operation_id = "cancelScheduledTransition",
+    params(rs::StorePath, ("scheduleId" = Uuid, Path, description = "The pending change's `scheduleId`."), rs::CommandHeaders),
+    responses(
+        (status = 200, description = "Canceled: the store, with no pending change", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        rs::Unauthorized,
+        rs::ServiceOnly,
+        (status = 404, description = "`store_not_found`, `schedule_not_found` (no pending change with this id: it was applied, refused when due, canceled or replaced)", body = wire::ErrorBody),
+        (status = 409, description = "`version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        rs::Invalid,
+        rs::CommandUnavailable,
+    ))]
+pub async fn cancel_scheduled_transition(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path((id, schedule)): Path<(String, String)>,
+) -> Reply {
+    let store = store_id(&id)?;
+    // A string that is not a UUID names no schedule.
+    let schedule_id =
+        Uuid::parse_str(&schedule).map_err(|_| ApiError::refused(planledger_domain::DomainError::ScheduleNotFound))?;
+    let command = Command::CancelScheduledTransition { schedule_id };
+    run(&app, &ctx, store, command, &format!("/v1/stores/{store}/plan-transitions/{schedule_id}"), "").await
 }
 
 pub(crate) fn transition_reason(reason: wire::TransitionReason) -> planledger_domain::TransitionReason {

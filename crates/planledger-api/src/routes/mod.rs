@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt;
 use planledger_domain::{
-    gate, ActionName, Amount, Command, Days, PlanId, Reason, StoreId, StoreName, SubscriptionId, TimeZoneName,
-    TransitionPlan,
+    gate, ActionName, Amount, Command, Days, PlanId, Reason, ScheduleAt, SchedulePlanTransition, StoreId, StoreName,
+    SubscriptionId, TimeZoneName, TransitionPlan,
 };
 use planledger_projections::history::{fold_stream, Folded, Until};
 use planledger_service::{Answer, CommandMeta, IdempotencyRequest};

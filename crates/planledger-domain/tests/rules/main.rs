@@ -7,5 +7,6 @@ mod gates;
 mod import;
 mod lifecycle;
 mod quotas;
+mod schedules;
 mod support;
 mod transitions;

@@ -29,6 +29,7 @@ fn an_upgrade_moves_the_store_to_the_new_plan() {
                 metadata: None,
                 activates_subscription: false,
                 at: now,
+                schedule_id: None,
             },
         ]);
     assert_eq!(status(&state, now, &catalog()).tier.as_deref(), Some("professional"));
