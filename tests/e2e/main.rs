@@ -13,6 +13,7 @@ mod crash;
 mod edge;
 mod exactness;
 mod failover;
+mod grants;
 mod import;
 mod lifecycle;
 mod migrate;

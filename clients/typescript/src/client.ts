@@ -219,6 +219,19 @@ export class PlanledgerClient {
     return this.request<Schemas["Refunded"]>("POST", storePath(storeId, "/quota/refund"), { body, ...options });
   }
 
+  /** Allowance on top of the plan's for one action, used once the plan's is used, earliest expiry first. */
+  addGrant(storeId: string, body: Body<"/v1/stores/{id}/grants">, options?: CommandOptions) {
+    return this.request<Schemas["GrantAnswer"]>("POST", storePath(storeId, "/grants"), { body, ...options });
+  }
+
+  /** Withdraws what is left of a grant; refused `grant_not_found` if it is voided already. */
+  voidGrant(storeId: string, grantId: string, body: Body<"/v1/stores/{id}/grants/{grantId}/void">, options?: CommandOptions) {
+    return this.request<StoreView>("POST", storePath(storeId, `/grants/${encodeURIComponent(grantId)}/void`), {
+      body,
+      ...options,
+    });
+  }
+
   /** One page of the log (`after` a cursor, of `types`). */
   events(query: { after?: string; limit?: number; types?: string } = {}) {
     return this.request<Schemas["EventFeed"]>("GET", "/v1/events", { query });

@@ -461,6 +461,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/stores/{id}/grants": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Grant allowance on top of the plan's, for one action. */
+        post: operations["addGrant"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{id}/grants/{grantId}/void": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Void a grant: what is left of it can no longer be used. */
+        post: operations["voidGrant"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/stores/{id}/plan-transitions": {
         parameters: {
             query?: never;
@@ -708,6 +742,23 @@ export interface webhooks {
         patch?: never;
         trace?: never;
     };
+    "grant.expiring_soon": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A `grant.expiring_soon` notification */
+        post: operations["notificationGrantExpiringSoon"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "ledger.event": {
         parameters: {
             query?: never;
@@ -899,6 +950,28 @@ export interface components {
             planId: string;
             /** @description The payment provider's subscription id. */
             subscriptionId: string;
+        };
+        /**
+         * @description `POST /v1/stores/{id}/grants`: allowance on top of the plan's for one action.
+         * @example {
+         *       "action": "create_article",
+         *       "amount": 50,
+         *       "expiresAt": "2026-04-01T00:00:00Z",
+         *       "reason": "launch campaign, ticket 4411"
+         *     }
+         */
+        AddGrant: {
+            action: string;
+            /** Format: int64 */
+            amount: number;
+            /**
+             * Format: date-time
+             * @description When what is left of it lapses (later than now); without it, it lasts until used or
+             *     voided.
+             */
+            expiresAt?: string | null;
+            /** @description Why, for the audit. */
+            reason: string;
         };
         /**
          * @description Why a store moved to a later catalog version (see `terms`).
@@ -1195,6 +1268,8 @@ export interface components {
              * @description Refund with this id.
              */
             consumptionId: string;
+            /** @description What it took from grants once the plan's allowance was used (`used` counts the rest). */
+            fromGrants: components["schemas"]["GrantDraw"][];
             /** Format: int64 */
             limit: number | null;
             period: components["schemas"]["Period"];
@@ -1237,7 +1312,7 @@ export interface components {
              * @description For `ledger.event`: the raw event types it receives (`QuotaConsumed`, ...); absent or
              *     empty: every type.
              */
-            eventTypes?: ("StoreRegistered" | "StoreImported" | "CatalogAdopted" | "TrialStarted" | "TrialRestarted" | "TrialRecorded" | "TrialExtended" | "TrialExpired" | "GracePeriodExtended" | "DowngradedToMaintenance" | "MaintenanceExtended" | "StoreFrozen" | "SubscriptionActivated" | "SubscriptionPastDue" | "SubscriptionRecovered" | "SubscriptionCanceled" | "PlanTransitioned" | "PlanTransitionScheduled" | "ScheduledTransitionCanceled" | "ScheduledTransitionFailed" | "QuotaConsumed" | "QuotaRefunded")[] | null;
+            eventTypes?: ("StoreRegistered" | "StoreImported" | "CatalogAdopted" | "TrialStarted" | "TrialRestarted" | "TrialRecorded" | "TrialExtended" | "TrialExpired" | "GracePeriodExtended" | "DowngradedToMaintenance" | "MaintenanceExtended" | "StoreFrozen" | "SubscriptionActivated" | "SubscriptionPastDue" | "SubscriptionRecovered" | "SubscriptionCanceled" | "PlanTransitioned" | "PlanTransitionScheduled" | "ScheduledTransitionCanceled" | "ScheduledTransitionFailed" | "QuotaConsumed" | "QuotaRefunded" | "GrantAdded" | "GrantVoided")[] | null;
             /** @description The notifications it receives. */
             kinds: components["schemas"]["NotificationKind"][];
             /**
@@ -1329,14 +1404,14 @@ export interface components {
          *       "used": 10
          *     }
          */
-        ErrorBody: components["schemas"]["MalformedJsonError"] | components["schemas"]["ValidationFailedError"] | components["schemas"]["PayloadTooLargeError"] | components["schemas"]["UnauthorizedError"] | components["schemas"]["ForbiddenError"] | components["schemas"]["NotFoundError"] | components["schemas"]["MethodNotAllowedError"] | components["schemas"]["IdempotencyKeyReusedError"] | components["schemas"]["RequestTimeoutError"] | components["schemas"]["TooManyAttemptsError"] | components["schemas"]["TooManyLongPollsError"] | components["schemas"]["TooManyConnectionsError"] | components["schemas"]["StoreNotFoundError"] | components["schemas"]["StoreExistsError"] | components["schemas"]["NoSubscriptionError"] | components["schemas"]["MaintenanceNoGrowthError"] | components["schemas"]["AccountFrozenError"] | components["schemas"]["SubscriptionCanceledError"] | components["schemas"]["FeatureNotInPlanError"] | components["schemas"]["TrialAlreadyUsedError"] | components["schemas"]["SubscriptionActiveError"] | components["schemas"]["UnknownPlanError"] | components["schemas"]["PlanNotTrialEligibleError"] | components["schemas"]["NotAPaidPlanError"] | components["schemas"]["UnknownActionError"] | components["schemas"]["UnknownFeatureError"] | components["schemas"]["PlanMismatchError"] | components["schemas"]["InvalidTransitionError"] | components["schemas"]["InternalTierError"] | components["schemas"]["SubscriptionRequiredError"] | components["schemas"]["QuotaExceededError"] | components["schemas"]["NotTrialingError"] | components["schemas"]["NotInGraceError"] | components["schemas"]["NotInMaintenanceError"] | components["schemas"]["NoActiveSubscriptionError"] | components["schemas"]["NotPastDueError"] | components["schemas"]["ConsumptionNotFoundError"] | components["schemas"]["ScheduleNotFoundError"] | components["schemas"]["AlreadyRefundedError"] | components["schemas"]["RefundWindowClosedError"] | components["schemas"]["VersionMismatchError"] | components["schemas"]["InvalidSignatureError"] | components["schemas"]["NotAStripeEventError"] | components["schemas"]["StripeNotConfiguredError"] | components["schemas"]["NotRetryableError"] | components["schemas"]["CursorNotInLogError"] | components["schemas"]["ConcurrencyConflictError"] | components["schemas"]["StorageUnavailableError"] | components["schemas"]["DatabaseNotPrimaryError"] | components["schemas"]["OutcomeUnknownError"] | components["schemas"]["InternalError"];
+        ErrorBody: components["schemas"]["MalformedJsonError"] | components["schemas"]["ValidationFailedError"] | components["schemas"]["PayloadTooLargeError"] | components["schemas"]["UnauthorizedError"] | components["schemas"]["ForbiddenError"] | components["schemas"]["NotFoundError"] | components["schemas"]["MethodNotAllowedError"] | components["schemas"]["IdempotencyKeyReusedError"] | components["schemas"]["RequestTimeoutError"] | components["schemas"]["TooManyAttemptsError"] | components["schemas"]["TooManyLongPollsError"] | components["schemas"]["TooManyConnectionsError"] | components["schemas"]["StoreNotFoundError"] | components["schemas"]["StoreExistsError"] | components["schemas"]["NoSubscriptionError"] | components["schemas"]["MaintenanceNoGrowthError"] | components["schemas"]["AccountFrozenError"] | components["schemas"]["SubscriptionCanceledError"] | components["schemas"]["FeatureNotInPlanError"] | components["schemas"]["TrialAlreadyUsedError"] | components["schemas"]["SubscriptionActiveError"] | components["schemas"]["UnknownPlanError"] | components["schemas"]["PlanNotTrialEligibleError"] | components["schemas"]["NotAPaidPlanError"] | components["schemas"]["UnknownActionError"] | components["schemas"]["UnknownFeatureError"] | components["schemas"]["PlanMismatchError"] | components["schemas"]["InvalidTransitionError"] | components["schemas"]["InternalTierError"] | components["schemas"]["SubscriptionRequiredError"] | components["schemas"]["QuotaExceededError"] | components["schemas"]["NotTrialingError"] | components["schemas"]["NotInGraceError"] | components["schemas"]["NotInMaintenanceError"] | components["schemas"]["NoActiveSubscriptionError"] | components["schemas"]["NotPastDueError"] | components["schemas"]["ConsumptionNotFoundError"] | components["schemas"]["ScheduleNotFoundError"] | components["schemas"]["GrantNotFoundError"] | components["schemas"]["AlreadyRefundedError"] | components["schemas"]["RefundWindowClosedError"] | components["schemas"]["VersionMismatchError"] | components["schemas"]["InvalidSignatureError"] | components["schemas"]["NotAStripeEventError"] | components["schemas"]["StripeNotConfiguredError"] | components["schemas"]["NotRetryableError"] | components["schemas"]["CursorNotInLogError"] | components["schemas"]["ConcurrencyConflictError"] | components["schemas"]["StorageUnavailableError"] | components["schemas"]["DatabaseNotPrimaryError"] | components["schemas"]["OutcomeUnknownError"] | components["schemas"]["InternalError"];
         /**
          * @description Every error code the API answers with.
          * @enum {string}
          */
-        ErrorCode: "malformed_json" | "validation_failed" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "idempotency_key_reused" | "request_timeout" | "too_many_attempts" | "too_many_long_polls" | "too_many_connections" | "store_not_found" | "store_exists" | "no_subscription" | "maintenance_no_growth" | "account_frozen" | "subscription_canceled" | "feature_not_in_plan" | "trial_already_used" | "subscription_active" | "unknown_plan" | "plan_not_trial_eligible" | "not_a_paid_plan" | "unknown_action" | "unknown_feature" | "plan_mismatch" | "invalid_transition" | "internal_tier" | "subscription_required" | "quota_exceeded" | "not_trialing" | "not_in_grace" | "not_in_maintenance" | "no_active_subscription" | "not_past_due" | "consumption_not_found" | "schedule_not_found" | "already_refunded" | "refund_window_closed" | "version_mismatch" | "invalid_signature" | "not_a_stripe_event" | "stripe_not_configured" | "not_retryable" | "cursor_not_in_log" | "concurrency_conflict" | "storage_unavailable" | "database_not_primary" | "outcome_unknown" | "internal";
+        ErrorCode: "malformed_json" | "validation_failed" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "idempotency_key_reused" | "request_timeout" | "too_many_attempts" | "too_many_long_polls" | "too_many_connections" | "store_not_found" | "store_exists" | "no_subscription" | "maintenance_no_growth" | "account_frozen" | "subscription_canceled" | "feature_not_in_plan" | "trial_already_used" | "subscription_active" | "unknown_plan" | "plan_not_trial_eligible" | "not_a_paid_plan" | "unknown_action" | "unknown_feature" | "plan_mismatch" | "invalid_transition" | "internal_tier" | "subscription_required" | "quota_exceeded" | "not_trialing" | "not_in_grace" | "not_in_maintenance" | "no_active_subscription" | "not_past_due" | "consumption_not_found" | "schedule_not_found" | "grant_not_found" | "already_refunded" | "refund_window_closed" | "version_mismatch" | "invalid_signature" | "not_a_stripe_event" | "stripe_not_configured" | "not_retryable" | "cursor_not_in_log" | "concurrency_conflict" | "storage_unavailable" | "database_not_primary" | "outcome_unknown" | "internal";
         /** @description One recorded event, as stored. */
-        EventEnvelope: components["schemas"]["StoreRegisteredEvent"] | components["schemas"]["StoreImportedEvent"] | components["schemas"]["CatalogAdoptedEvent"] | components["schemas"]["TrialStartedEvent"] | components["schemas"]["TrialRestartedEvent"] | components["schemas"]["TrialRecordedEvent"] | components["schemas"]["TrialExtendedEvent"] | components["schemas"]["TrialExpiredEvent"] | components["schemas"]["GracePeriodExtendedEvent"] | components["schemas"]["DowngradedToMaintenanceEvent"] | components["schemas"]["MaintenanceExtendedEvent"] | components["schemas"]["StoreFrozenEvent"] | components["schemas"]["SubscriptionActivatedEvent"] | components["schemas"]["SubscriptionPastDueEvent"] | components["schemas"]["SubscriptionRecoveredEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["PlanTransitionedEvent"] | components["schemas"]["PlanTransitionScheduledEvent"] | components["schemas"]["ScheduledTransitionCanceledEvent"] | components["schemas"]["ScheduledTransitionFailedEvent"] | components["schemas"]["QuotaConsumedEvent"] | components["schemas"]["QuotaRefundedEvent"];
+        EventEnvelope: components["schemas"]["StoreRegisteredEvent"] | components["schemas"]["StoreImportedEvent"] | components["schemas"]["CatalogAdoptedEvent"] | components["schemas"]["TrialStartedEvent"] | components["schemas"]["TrialRestartedEvent"] | components["schemas"]["TrialRecordedEvent"] | components["schemas"]["TrialExtendedEvent"] | components["schemas"]["TrialExpiredEvent"] | components["schemas"]["GracePeriodExtendedEvent"] | components["schemas"]["DowngradedToMaintenanceEvent"] | components["schemas"]["MaintenanceExtendedEvent"] | components["schemas"]["StoreFrozenEvent"] | components["schemas"]["SubscriptionActivatedEvent"] | components["schemas"]["SubscriptionPastDueEvent"] | components["schemas"]["SubscriptionRecoveredEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["PlanTransitionedEvent"] | components["schemas"]["PlanTransitionScheduledEvent"] | components["schemas"]["ScheduledTransitionCanceledEvent"] | components["schemas"]["ScheduledTransitionFailedEvent"] | components["schemas"]["QuotaConsumedEvent"] | components["schemas"]["QuotaRefundedEvent"] | components["schemas"]["GrantAddedEvent"] | components["schemas"]["GrantVoidedEvent"];
         /**
          * @description `GET /v1/events`: events of the whole log in its gap-safe order. The list shape of every
          *     list (`items`, `nextCursor`), except that a feed has no last page: `nextCursor` is never null.
@@ -1485,6 +1560,169 @@ export interface components {
              * @enum {string}
              */
             type: "GracePeriodExtended";
+            /** Format: int64 */
+            version: number;
+        };
+        /**
+         * @description Allowance on top of the plan's, for one action: used after the plan's allowance in the
+         *     window, earliest expiry first, until `expiresAt` (`null`: until it is used or voided).
+         * @example {
+         *       "action": "create_article",
+         *       "amount": 50,
+         *       "at": "2026-03-02T10:00:00Z",
+         *       "expiresAt": "2026-04-01T00:00:00Z",
+         *       "grantId": "00000000-0000-0000-0000-0000000064a7",
+         *       "reason": "launch campaign, ticket 4411"
+         *     }
+         */
+        GrantAddedData: {
+            action: components["schemas"]["ActionName"];
+            amount: components["schemas"]["Amount"];
+            /** Format: date-time */
+            at: string;
+            /** Format: date-time */
+            expiresAt: string | null;
+            /** Format: uuid */
+            grantId: string;
+            reason: components["schemas"]["Reason"];
+        };
+        /** @description A recorded `GrantAdded` event. */
+        GrantAddedEvent: {
+            actor: string;
+            catalogFingerprint: string;
+            causationId: string | null;
+            correlationId: string;
+            data: components["schemas"]["GrantAddedData"];
+            /** Format: uuid */
+            eventId: string;
+            /** Format: int64 */
+            globalPosition: number;
+            idempotencyKey: string | null;
+            /** Format: date-time */
+            recordedAt: string;
+            /** Format: int32 */
+            schemaVersion: number;
+            streamId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "GrantAdded";
+            /** Format: int64 */
+            version: number;
+        };
+        /** @description `201`: the grant, and the store with it. */
+        GrantAnswer: {
+            grant: components["schemas"]["GrantView"];
+            store: components["schemas"]["StoreView"];
+        };
+        /** @description What a consumption took from one grant. */
+        GrantDraw: {
+            /** Format: int64 */
+            amount: number;
+            /** Format: uuid */
+            grantId: string;
+        };
+        /** @description `grant.expiring_soon`: a grant expires at `expiresAt` (what is left of it then lapses). */
+        GrantExpiringSoon: {
+            action: string;
+            /**
+             * Format: int64
+             * @description What was granted.
+             */
+            amount: number;
+            /** Format: int64 */
+            daysBefore: number;
+            /** Format: date-time */
+            expiresAt: string;
+            /** Format: uuid */
+            grantId: string;
+            source: components["schemas"]["NotificationSource"];
+            storeId: string;
+        };
+        /** @description The body of a `grant.expiring_soon` notification. */
+        GrantExpiringSoonNotification: {
+            data: components["schemas"]["GrantExpiringSoon"];
+            /**
+             * Format: date-time
+             * @description When it was due.
+             */
+            timestamp: string;
+            /** @enum {string} */
+            type: "grant.expiring_soon";
+        };
+        GrantNotFoundError: {
+            correlationId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            error: "grant_not_found";
+            /** @description For people: it may change. */
+            message: string;
+        };
+        /** @description A grant (`POST /v1/stores/{id}/grants`) and what is left of it. */
+        GrantView: {
+            action: string;
+            /** Format: date-time */
+            addedAt: string;
+            /** Format: int64 */
+            amount: number;
+            /**
+             * Format: date-time
+             * @description `null`: it does not expire.
+             */
+            expiresAt: string | null;
+            /**
+             * Format: uuid
+             * @description Void it with `POST /v1/stores/{id}/grants/{grantId}/void`.
+             */
+            grantId: string;
+            /**
+             * Format: int64
+             * @description What is left to use now (0 once expired or voided).
+             */
+            remaining: number;
+            /** Format: int64 */
+            used: number;
+        };
+        /**
+         * @description What was left of a grant is withdrawn.
+         * @example {
+         *       "at": "2026-03-03T10:00:00Z",
+         *       "grantId": "00000000-0000-0000-0000-0000000064a7",
+         *       "reason": "granted twice by mistake"
+         *     }
+         */
+        GrantVoidedData: {
+            /** Format: date-time */
+            at: string;
+            /** Format: uuid */
+            grantId: string;
+            reason: components["schemas"]["Reason"];
+        };
+        /** @description A recorded `GrantVoided` event. */
+        GrantVoidedEvent: {
+            actor: string;
+            catalogFingerprint: string;
+            causationId: string | null;
+            correlationId: string;
+            data: components["schemas"]["GrantVoidedData"];
+            /** Format: uuid */
+            eventId: string;
+            /** Format: int64 */
+            globalPosition: number;
+            idempotencyKey: string | null;
+            /** Format: date-time */
+            recordedAt: string;
+            /** Format: int32 */
+            schemaVersion: number;
+            streamId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "GrantVoided";
             /** Format: int64 */
             version: number;
         };
@@ -1887,7 +2125,7 @@ export interface components {
          * @description A kind of notification a webhook endpoint may receive (docs/notifications.md).
          * @enum {string}
          */
-        NotificationKind: "trial.ending_soon" | "trial.expired" | "grace.ending_soon" | "store.downgraded_to_maintenance" | "store.freeze_warning" | "store.frozen" | "subscription.changed" | "plan.transitioned" | "quota.threshold" | "ledger.event";
+        NotificationKind: "trial.ending_soon" | "trial.expired" | "grace.ending_soon" | "store.downgraded_to_maintenance" | "store.freeze_warning" | "store.frozen" | "subscription.changed" | "plan.transitioned" | "quota.threshold" | "grant.expiring_soon" | "ledger.event";
         /**
          * @description The event a notification comes from, so a receiver can find it (and everything its
          *     correlation id carries) in the ledger.
@@ -2021,6 +2259,8 @@ export interface components {
                 features: string[];
                 /** Format: date-time */
                 graceEndsAt: string | null;
+                /** @description The grants that can still be used (not voided, not expired, not used up). */
+                grants: components["schemas"]["GrantView"][];
                 internalStatus: components["schemas"]["InternalStatus"];
                 /** Format: date-time */
                 maintenanceEndsAt: string | null;
@@ -2256,7 +2496,7 @@ export interface components {
              * Format: uuid
              * @description The scheduled change this applies (`PlanTransitionScheduled`), if it was one.
              */
-            scheduleId?: string | null;
+            scheduleId?: string;
             subscriptionId: null | components["schemas"]["SubscriptionId"];
             toPlanId: components["schemas"]["PlanId"];
         };
@@ -2359,6 +2599,11 @@ export interface components {
             /** Format: uuid */
             consumptionId: string;
             /**
+             * @description What it took from grants, once the plan's allowance was used (the rest of `amount`
+             *     is the plan's). Absent when none.
+             */
+            fromGrants?: components["schemas"]["GrantDraw"][];
+            /**
              * Format: int64
              * @description `None` for an unmetered action.
              */
@@ -2368,7 +2613,10 @@ export interface components {
             periodEnd: string | null;
             /** Format: date-time */
             periodStart: string | null;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description The plan's allowance used in the window after it (what grants gave is not in it).
+             */
             usedAfter: number;
         };
         /** @description A recorded `QuotaConsumed` event. */
@@ -2427,6 +2675,12 @@ export interface components {
          *       "amount": 1,
          *       "consumedAt": "2026-03-03T10:00:00Z",
          *       "consumptionId": "00000000-0000-0000-0000-000000000007",
+         *       "fromGrants": [
+         *         {
+         *           "amount": 1,
+         *           "grantId": "00000000-0000-0000-0000-0000000064a7"
+         *         }
+         *       ],
          *       "period": "lifetime",
          *       "periodEnd": null,
          *       "periodStart": null
@@ -2442,6 +2696,8 @@ export interface components {
             consumedAt: string;
             /** Format: uuid */
             consumptionId: string;
+            /** @description What goes back to grants (as the consumption took it). Absent when none. */
+            fromGrants?: components["schemas"]["GrantDraw"][];
             period: components["schemas"]["Period"];
             /** Format: date-time */
             periodEnd: string | null;
@@ -2934,7 +3190,7 @@ export interface components {
             /** Format: date-time */
             at: string;
             /** Format: int64 */
-            catalogVersion?: number | null;
+            catalogVersion?: number;
             storeId: components["schemas"]["StoreId"];
             tenant: components["schemas"]["ImportedStore"];
         };
@@ -2990,7 +3246,7 @@ export interface components {
              *     registered before versions were kept per store, and from rules that are not the
              *     ledger's (version 0): such a store is on the ledger's first version.
              */
-            catalogVersion?: number | null;
+            catalogVersion?: number;
             name: null | components["schemas"]["StoreName"];
             storeId: components["schemas"]["StoreId"];
             timeZone: components["schemas"]["TimeZoneName"];
@@ -3037,6 +3293,8 @@ export interface components {
             features: string[];
             /** Format: date-time */
             graceEndsAt: string | null;
+            /** @description The grants that can still be used (not voided, not expired, not used up). */
+            grants: components["schemas"]["GrantView"][];
             internalStatus: components["schemas"]["InternalStatus"];
             /** Format: date-time */
             maintenanceEndsAt: string | null;
@@ -3214,10 +3472,10 @@ export interface components {
         };
         /** @description `subscription.changed`. */
         SubscriptionChanged: {
-            /** @description On activation: the plan before it (`null` if none). */
-            fromPlanId?: string | null;
-            /** @description On activation: the plan it activated. */
-            planId?: string | null;
+            /** @description On activation: the plan before it (`null` if none, or otherwise). */
+            fromPlanId: string | null;
+            /** @description On activation: the plan it activated (`null` otherwise). */
+            planId: string | null;
             source: components["schemas"]["NotificationSource"];
             status: components["schemas"]["ChangedSubscriptionStatus"];
             storeId: string;
@@ -3423,8 +3681,8 @@ export interface components {
              * @description The lead time this warning was sent at.
              */
             daysBefore: number;
-            /** @description The trial's plan; absent when the warning follows an extension of the trial. */
-            planId?: string | null;
+            /** @description The trial's plan; `null` when the warning follows an extension of the trial. */
+            planId: string | null;
             source: components["schemas"]["NotificationSource"];
             storeId: string;
             /** Format: date-time */
@@ -3713,13 +3971,18 @@ export interface components {
              */
             enabled?: boolean | null;
             /** @description An empty list: every type. */
-            eventTypes?: ("StoreRegistered" | "StoreImported" | "CatalogAdopted" | "TrialStarted" | "TrialRestarted" | "TrialRecorded" | "TrialExtended" | "TrialExpired" | "GracePeriodExtended" | "DowngradedToMaintenance" | "MaintenanceExtended" | "StoreFrozen" | "SubscriptionActivated" | "SubscriptionPastDue" | "SubscriptionRecovered" | "SubscriptionCanceled" | "PlanTransitioned" | "PlanTransitionScheduled" | "ScheduledTransitionCanceled" | "ScheduledTransitionFailed" | "QuotaConsumed" | "QuotaRefunded")[] | null;
+            eventTypes?: ("StoreRegistered" | "StoreImported" | "CatalogAdopted" | "TrialStarted" | "TrialRestarted" | "TrialRecorded" | "TrialExtended" | "TrialExpired" | "GracePeriodExtended" | "DowngradedToMaintenance" | "MaintenanceExtended" | "StoreFrozen" | "SubscriptionActivated" | "SubscriptionPastDue" | "SubscriptionRecovered" | "SubscriptionCanceled" | "PlanTransitioned" | "PlanTransitionScheduled" | "ScheduledTransitionCanceled" | "ScheduledTransitionFailed" | "QuotaConsumed" | "QuotaRefunded" | "GrantAdded" | "GrantVoided")[] | null;
             kinds?: components["schemas"]["NotificationKind"][] | null;
             url?: string | null;
         };
         /** @description One action's quota in its current window. */
         Usage: {
             action: string;
+            /**
+             * Format: int64
+             * @description What the store's grants for this action have left, usable once the plan's is used.
+             */
+            granted: number;
             /**
              * Format: int64
              * @description `null`: unmetered.
@@ -3730,9 +3993,15 @@ export interface components {
             periodEnd: string | null;
             /** Format: date-time */
             periodStart: string | null;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Of the plan's allowance.
+             */
             remaining: number | null;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description The plan's allowance used in the window (what grants gave is not in it).
+             */
             used: number;
         };
         ValidationFailedError: {
@@ -3761,6 +4030,15 @@ export interface components {
             error: "version_mismatch";
             /** @description For people: it may change. */
             message: string;
+        };
+        /**
+         * @description `POST /v1/stores/{id}/grants/{grantId}/void`: withdraw what is left of a grant.
+         * @example {
+         *       "reason": "granted twice by mistake"
+         *     }
+         */
+        VoidGrant: {
+            reason: string;
         };
         /**
          * @description A warning an allowed answer carries.
@@ -6028,6 +6306,280 @@ export interface operations {
             };
         };
     };
+    addGrant: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes the request safe to retry: a retry with the same key and request gets the first
+                 *     answer (marked `Idempotent-Replayed: true`) and changes nothing.
+                 */
+                "Idempotency-Key"?: string;
+                /**
+                 * @description Decide only at this store version (the `ETag` of `GET /v1/stores/{id}`, quoted); else
+                 *     409 `version_mismatch` with `currentVersion`. Empty: no condition.
+                 */
+                "If-Match"?: string;
+            };
+            path: {
+                /** @description The store's id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AddGrant"];
+            };
+        };
+        responses: {
+            /** @description Granted: used after the plan's allowance in the window, earliest expiry first */
+            201: {
+                headers: {
+                    /** @description `true` on a replayed answer */
+                    "Idempotent-Replayed"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrantAnswer"];
+                };
+            };
+            /** @description `malformed_json`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="planledger"` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `store_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the body paused for longer than the server waits, or the whole request took too long */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `version_mismatch`, `idempotency_key_reused` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body is over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `validation_failed` (an `expiresAt` that is not later than now), `unknown_action` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_attempts`: too many wrong tokens from this address lately; wait `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`, or `outcome_unknown`: retry with the same `Idempotency-Key` to learn the answer */
+            503: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    voidGrant: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes the request safe to retry: a retry with the same key and request gets the first
+                 *     answer (marked `Idempotent-Replayed: true`) and changes nothing.
+                 */
+                "Idempotency-Key"?: string;
+                /**
+                 * @description Decide only at this store version (the `ETag` of `GET /v1/stores/{id}`, quoted); else
+                 *     409 `version_mismatch` with `currentVersion`. Empty: no condition.
+                 */
+                "If-Match"?: string;
+            };
+            path: {
+                /** @description The store's id. */
+                id: string;
+                /** @description The grant's `grantId`. */
+                grantId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["VoidGrant"];
+            };
+        };
+        responses: {
+            /** @description Voided: the store, without the grant */
+            200: {
+                headers: {
+                    /** @description `true` on a replayed answer */
+                    "Idempotent-Replayed"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StoreView"];
+                };
+            };
+            /** @description `malformed_json`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="planledger"` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `store_not_found`, `grant_not_found` (none with this id, or voided already) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the body paused for longer than the server waits, or the whole request took too long */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `version_mismatch`, `idempotency_key_reused` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body is over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `validation_failed`, naming the `field` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_attempts`: too many wrong tokens from this address lately; wait `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`, or `outcome_unknown`: retry with the same `Idempotency-Key` to learn the answer */
+            503: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     transitionPlan: {
         parameters: {
             query?: never;
@@ -7698,6 +8250,35 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["GraceEndingSoonNotification"];
+            };
+        };
+        responses: {
+            /** @description Received. Any other answer, or none in time, is retried with backoff. */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    notificationGrantExpiringSoon: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The notification's id (`msg_...`), the same on every attempt: deduplicate on it. */
+                "webhook-id": string;
+                /** @description Seconds since the epoch when this attempt was signed. */
+                "webhook-timestamp": string;
+                /** @description `v1,` and the base64 HMAC-SHA256 of `id.timestamp.body` under the endpoint's secret (Standard Webhooks). */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GrantExpiringSoonNotification"];
             };
         };
         responses: {

@@ -258,6 +258,18 @@ describe("the client", () => {
     );
   });
 
+  test("a grant lets a store past its plan's limit, and is voided", async () => {
+    const store = await importActive("cl-grant-1", 30);
+    await assert.rejects(service.consume(store.storeId, { action: "create_article" }), (e: unknown) =>
+      e instanceof PlanledgerError && e.is("quota_exceeded"),
+    );
+    const { grant } = await service.addGrant(store.storeId, { action: "create_article", amount: 2, reason: "goodwill" });
+    const consumed = await service.consume(store.storeId, { action: "create_article" });
+    assert.deepEqual(consumed.fromGrants, [{ grantId: grant.grantId, amount: 1 }]);
+    const view = await service.voidGrant(store.storeId, grant.grantId, { reason: "by mistake" });
+    assert.deepEqual(view.grants, []);
+  });
+
   test("gives up with PlanledgerUnreachable when nothing answers", async () => {
     const closed = createServer();
     const url = await listen(closed);

@@ -181,9 +181,10 @@ impl ApiError {
 /// The status of each rule's refusal.
 fn rule_status(error: &DomainError) -> StatusCode {
     match error {
-        DomainError::StoreNotFound | DomainError::ConsumptionNotFound | DomainError::ScheduleNotFound => {
-            StatusCode::NOT_FOUND
-        }
+        DomainError::StoreNotFound
+        | DomainError::ConsumptionNotFound
+        | DomainError::ScheduleNotFound
+        | DomainError::GrantNotFound => StatusCode::NOT_FOUND,
         DomainError::Gate(refusal) => match refusal.reason {
             GateReason::NoSubscription => StatusCode::PAYMENT_REQUIRED,
             GateReason::MaintenanceNoGrowth
@@ -244,6 +245,7 @@ fn rule_code(error: &DomainError) -> ErrorCode {
         DomainError::NotPastDue => ErrorCode::NotPastDue,
         DomainError::ConsumptionNotFound => ErrorCode::ConsumptionNotFound,
         DomainError::ScheduleNotFound => ErrorCode::ScheduleNotFound,
+        DomainError::GrantNotFound => ErrorCode::GrantNotFound,
         DomainError::AlreadyRefunded => ErrorCode::AlreadyRefunded,
         DomainError::RefundWindowClosed => ErrorCode::RefundWindowClosed,
         DomainError::Validation(_) => ErrorCode::ValidationFailed,

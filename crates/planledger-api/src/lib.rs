@@ -379,6 +379,13 @@ pub const ROUTES: &[Route] = &[
         role: Some(Role::Service),
         handler: || post(r::refund),
     },
+    Route { method: "POST", path: "/v1/stores/{id}/grants", role: Some(Role::Service), handler: || post(r::add_grant) },
+    Route {
+        method: "POST",
+        path: "/v1/stores/{id}/grants/{grantId}/void",
+        role: Some(Role::Service),
+        handler: || post(r::void_grant),
+    },
     Route { method: "GET", path: "/v1/stores/{id}/events", role: Some(Role::Reader), handler: || get(r::events) },
     Route { method: "GET", path: "/v1/stores/{id}/state", role: Some(Role::Reader), handler: || get(r::state_at) },
     Route { method: "GET", path: "/v1/audit", role: Some(Role::Reader), handler: || get(r::audit) },

@@ -33,7 +33,7 @@ use planledger_wire::notifications as n;
     ),
     paths(
         r::register_store, r::find_stores, r::import_store, r::get_store, r::start_trial, r::activate_subscription, r::mark_past_due,
-        r::mark_recovered, r::cancel_subscription, r::transition_plan, r::cancel_scheduled_transition, r::authorize, r::consume, r::refund,
+        r::mark_recovered, r::cancel_subscription, r::transition_plan, r::cancel_scheduled_transition, r::authorize, r::consume, r::refund, r::add_grant, r::void_grant,
         r::events, r::state_at, r::audit, r::audit_commands, r::get_catalog, r::list_catalog_versions,
         r::preview_catalog,
         r::start_rebuild, r::rebuild_progress,
@@ -47,7 +47,7 @@ use planledger_wire::notifications as n;
         planledger_wire::ErrorCode, planledger_domain::Event,
         n::TrialEndingSoon, n::TrialExpired, n::GraceEndingSoon, n::StoreDowngradedToMaintenance,
         n::StoreFreezeWarning, n::StoreFrozen, n::SubscriptionChanged, n::PlanTransitioned,
-        n::QuotaThreshold, n::LedgerEvent,
+        n::QuotaThreshold, n::GrantExpiringSoon, n::LedgerEvent,
     )),
     modifiers(&Security),
 )]
@@ -483,6 +483,7 @@ fn add_notifications(doc: &mut Value) {
         (K::SubscriptionChanged, "SubscriptionChanged"),
         (K::PlanTransitioned, "PlanTransitioned"),
         (K::QuotaThreshold, "QuotaThreshold"),
+        (K::GrantExpiringSoon, "GrantExpiringSoon"),
         (K::LedgerEvent, "LedgerEvent"),
     ];
     let header = |name: &str, description: &str| json!({ "name": name, "in": "header", "required": true, "schema": { "type": "string" }, "description": description });
@@ -519,22 +520,12 @@ fn add_notifications(doc: &mut Value) {
     doc["webhooks"] = Value::Object(webhooks);
 }
 
-/// The fields the ledger leaves out when empty (serde's `skip_serializing_if`), which the
-/// derive cannot tell from those it sends as `null`: `(schema, property)`.
-pub const MAY_BE_LEFT_OUT: &[(&str, &str)] = &[
-    ("StoreRegisteredData", "catalogVersion"),
-    ("StoreImportedData", "catalogVersion"),
-    ("PlanTransitionedData", "scheduleId"),
-    ("TrialEndingSoon", "planId"),
-    ("SubscriptionChanged", "planId"),
-    ("SubscriptionChanged", "fromPlanId"),
-];
-
-/// What the ledger sends always carries every field of its schema (`null` when empty), but for
-/// [`MAY_BE_LEFT_OUT`]: the derive marks every `Option` optional, which a generated client
-/// would type `field?: T | null`. Every object reachable from an answer, an event or a
-/// notification (and not from a request) requires its properties; the error union states its
-/// own (each code's fields).
+/// What the ledger sends always carries every field that may be `null` (`null` when empty): the
+/// derive marks every `Option` optional, which a generated client would type `field?: T | null`.
+/// A field the ledger leaves out when empty (serde's `skip_serializing_if`) is never `null` when
+/// present: it is declared `nullable = false`, and stays optional. So in every object reachable
+/// from an answer, an event or a notification (and not from a request), a nullable property is
+/// required; the error union states its own (each code's fields).
 fn answers_carry_every_field(doc: &mut Value) {
     let requests = reachable(doc, |op| op.get("requestBody").cloned().into_iter().collect());
     let mut sent = reachable(doc, |op| op.get("responses").cloned().into_iter().collect());
@@ -556,11 +547,13 @@ fn answers_carry_every_field(doc: &mut Value) {
     for name in sent.difference(&requests).filter(|name| !errors.contains(name)) {
         let Some(schema) = schemas.get_mut(name) else { continue };
         let Some(properties) = schema.get("properties").and_then(Value::as_object) else { continue };
-        let required: Vec<Value> = properties
-            .keys()
-            .filter(|property| !MAY_BE_LEFT_OUT.contains(&(name.as_str(), property.as_str())))
-            .map(|property| json!(property))
-            .collect();
+        let mut required: Vec<Value> = schema["required"].as_array().cloned().unwrap_or_default();
+        for (property, value) in properties {
+            if nullable(value) && !required.contains(&json!(property)) {
+                required.push(json!(property));
+            }
+        }
+        required.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
         schema["required"] = Value::Array(required);
     }
 }
@@ -578,6 +571,14 @@ fn schema_refs(value: &Value, out: &mut Vec<String>) {
         Value::Array(items) => items.iter().for_each(|v| schema_refs(v, out)),
         _ => {}
     }
+}
+
+/// Whether a property's schema admits `null`.
+pub fn nullable(property: &Value) -> bool {
+    property["type"].as_array().is_some_and(|types| types.iter().any(|t| t == "null"))
+        || ["oneOf", "anyOf"]
+            .iter()
+            .any(|k| property[k].as_array().is_some_and(|options| options.iter().any(|o| o["type"] == "null")))
 }
 
 /// The component schemas reachable from what `start` picks of each operation.

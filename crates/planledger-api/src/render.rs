@@ -89,6 +89,7 @@ pub fn store_view(
             used: q.used,
             limit: q.limit,
             remaining: q.remaining(),
+            granted: effective.grants.values().filter(|g| g.action == q.action).map(|g| g.remaining(now)).sum(),
         })
         .collect();
     wire::StoreView {
@@ -109,9 +110,28 @@ pub fn store_view(
         catalog_version: (catalog.version() > 0).then_some(catalog.version()),
         external_id: effective.external_id.as_ref().map(|e| e.as_str().to_owned()),
         scheduled_plan_transition: effective.scheduled_transition.as_ref().map(scheduled_transition),
+        grants: effective
+            .grants
+            .iter()
+            .filter(|(_, grant)| grant.remaining(now) > 0)
+            .map(|(id, grant)| grant_view(*id, grant, now))
+            .collect(),
         version,
         warnings: warnings_of(status.internal_status),
         usage,
+    }
+}
+
+/// A grant as the contract shows it.
+pub fn grant_view(id: uuid::Uuid, grant: &planledger_domain::Grant, now: DateTime<Utc>) -> wire::GrantView {
+    wire::GrantView {
+        grant_id: id,
+        action: grant.action.to_string(),
+        amount: grant.amount,
+        used: grant.used,
+        remaining: grant.remaining(now),
+        expires_at: grant.expires_at,
+        added_at: grant.added_at,
     }
 }
 
@@ -298,6 +318,13 @@ fn accepted(accepted: &planledger_service::Accepted, catalogs: &Catalogs) -> Jso
     let catalog = &catalogs.shown_for(&accepted.state, accepted.decided_at).catalog;
     match &accepted.command {
         Command::RegisterStore { .. } | Command::ImportStore(_) => Json::new(created, &view()),
+        Command::AddGrant { grant_id, .. } => match accepted.state.grants.get(grant_id) {
+            Some(grant) => Json::new(
+                created,
+                &wire::GrantAnswer { grant: grant_view(*grant_id, grant, accepted.decided_at), store: view() },
+            ),
+            None => Json::ok(&view()),
+        },
         Command::SchedulePlanTransition(_) => {
             let scheduled = accepted.facts.iter().find_map(|e| match e {
                 Event::PlanTransitionScheduled { replaces, .. } => Some(*replaces),
@@ -326,6 +353,7 @@ fn accepted(accepted: &planledger_service::Accepted, catalogs: &Catalogs) -> Jso
                 period: p,
                 period_start,
                 period_end,
+                from_grants,
                 ..
             }) = accepted.facts.iter().find(|e| matches!(e, Event::QuotaConsumed { .. }))
             else {
@@ -348,6 +376,10 @@ fn accepted(accepted: &planledger_service::Accepted, catalogs: &Catalogs) -> Jso
                 period_start: *period_start,
                 period_end: *period_end,
                 warnings,
+                from_grants: from_grants
+                    .iter()
+                    .map(|d| wire::GrantDraw { grant_id: d.grant_id, amount: d.amount })
+                    .collect(),
             })
         }
         Command::Refund { consumption: Some(c), .. } => Json::ok(&wire::Refunded {

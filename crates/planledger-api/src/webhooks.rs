@@ -30,6 +30,7 @@ fn kind(kind: wire::NotificationKind) -> Kind {
         W::SubscriptionChanged => Kind::SubscriptionChanged,
         W::PlanTransitioned => Kind::PlanTransitioned,
         W::QuotaThreshold => Kind::QuotaThreshold,
+        W::GrantExpiringSoon => Kind::GrantExpiringSoon,
         W::LedgerEvent => Kind::LedgerEvent,
     }
 }
@@ -46,6 +47,7 @@ fn wire_kind(kind: Kind) -> wire::NotificationKind {
         Kind::SubscriptionChanged => W::SubscriptionChanged,
         Kind::PlanTransitioned => W::PlanTransitioned,
         Kind::QuotaThreshold => W::QuotaThreshold,
+        Kind::GrantExpiringSoon => W::GrantExpiringSoon,
         Kind::LedgerEvent => W::LedgerEvent,
     }
 }

@@ -218,8 +218,10 @@ fn every_event_type_publishes_its_data() {
     }
     let data = &doc["components"]["schemas"]["TrialStartedData"];
     assert_eq!(data["properties"]["planId"]["$ref"], "#/components/schemas/PlanId");
-    let registered = &doc["components"]["schemas"]["StoreRegisteredData"]["required"];
-    assert!(!registered.as_array().unwrap().iter().any(|r| r == "catalogVersion"), "{registered}");
+    // A field the ledger leaves out when empty is optional, and never null when present.
+    let registered = &doc["components"]["schemas"]["StoreRegisteredData"];
+    assert!(!registered["required"].as_array().unwrap().iter().any(|r| r == "catalogVersion"), "{registered}");
+    assert!(!openapi::nullable(&registered["properties"]["catalogVersion"]), "{registered}");
 }
 
 /// Every notification the ledger sends is published under `webhooks`, as delivered: each body
@@ -373,12 +375,6 @@ fn a_nullable_field_the_server_always_sends_is_required() {
         seen += 1;
     }
     assert!(request_bodies.iter().any(|name| name == "Consume"), "{request_bodies:?}");
-    let nullable = |property: &Value| {
-        property["type"].as_array().is_some_and(|types| types.iter().any(|t| t == "null"))
-            || ["oneOf", "anyOf"]
-                .iter()
-                .any(|k| property[k].as_array().is_some_and(|options| options.iter().any(|o| o["type"] == "null")))
-    };
     let mut optional = Vec::new();
     for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
         if request_bodies.contains(name) || name == "ErrorBody" {
@@ -391,8 +387,7 @@ fn a_nullable_field_the_server_always_sends_is_required() {
         let required: Vec<&str> =
             schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
         for (property, value) in schema["properties"].as_object().into_iter().flatten() {
-            let left_out = openapi::MAY_BE_LEFT_OUT.contains(&(name.as_str(), property.as_str()));
-            if nullable(value) && !required.contains(&property.as_str()) && !left_out {
+            if openapi::nullable(value) && !required.contains(&property.as_str()) {
                 optional.push(format!("{name}.{property}"));
             }
         }

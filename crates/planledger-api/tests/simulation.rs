@@ -33,7 +33,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, TimeZone, Utc};
 use planledger_domain::{
     due_transitions, evolve, quota_position, ActionName, Amount, Catalog, Command, Days, Event, ExtensionKind, PlanId,
-    Reason, StoreId, SubscriptionId, TenantState, TransitionPlan, TransitionReason,
+    Reason, ScheduleAt, SchedulePlanTransition, StoreId, SubscriptionId, TenantState, TransitionPlan, TransitionReason,
 };
 use planledger_oracle::{check_stream, StoredEvent};
 use planledger_service::{
@@ -247,13 +247,24 @@ impl World {
     }
 }
 
-/// The same request again, as a client's retry is: a consumption gets a new id (the server
-/// makes one per request), everything else is as it was.
+/// The same request again, as a client's retry is: a consumption, a schedule and a grant get a
+/// new id (the server makes one per request), everything else is as it was.
 fn fresh(command: &Command) -> Command {
     match command {
         Command::Consume { action, amount, .. } => {
             Command::Consume { action: action.clone(), amount: *amount, consumption_id: Uuid::now_v7() }
         }
+        Command::SchedulePlanTransition(request) => Command::SchedulePlanTransition(Box::new(SchedulePlanTransition {
+            schedule_id: Uuid::now_v7(),
+            ..(**request).clone()
+        })),
+        Command::AddGrant { action, amount, expires_at, reason, .. } => Command::AddGrant {
+            grant_id: Uuid::now_v7(),
+            action: action.clone(),
+            amount: *amount,
+            expires_at: *expires_at,
+            reason: reason.clone(),
+        },
         other => other.clone(),
     }
 }
@@ -330,6 +341,54 @@ async fn random_command(rng: &mut Rng, world: &World, store: StoreId) -> (Comman
                 metadata: None,
                 by_admin: true,
             })
+        }
+        45..=47 => {
+            let nodes = world.nodes.read().await;
+            let current = nodes[0].service.load_row(store).await.ok().flatten().and_then(|(s, _)| s.plan_id);
+            let now = world.clock.now();
+            Command::SchedulePlanTransition(Box::new(SchedulePlanTransition {
+                schedule_id: Uuid::now_v7(),
+                from_plan_id: current.unwrap_or_else(|| plan("free_trial")),
+                to_plan_id: plan(rng.name(&PLANS)),
+                at: if rng.chance(500) {
+                    ScheduleAt::PeriodEnd
+                } else {
+                    ScheduleAt::Time(now + TimeDelta::hours(1 + rng.below(24 * 20) as i64))
+                },
+                reason: TransitionReason::Admin,
+                subscription_id: Some(SubscriptionId::parse("sub_0").unwrap()),
+                metadata: None,
+                by_admin: true,
+                correlation_id: format!("schedule-{}", rng.next()),
+            }))
+        }
+        48 => {
+            // The pending change, as the read model shows it (or one that is gone).
+            let nodes = world.nodes.read().await;
+            let pending =
+                nodes[0].service.load_row(store).await.ok().flatten().and_then(|(s, _)| s.scheduled_transition);
+            Command::CancelScheduledTransition { schedule_id: pending.map_or_else(Uuid::now_v7, |p| p.schedule_id) }
+        }
+        49..=51 => {
+            let now = world.clock.now();
+            Command::AddGrant {
+                grant_id: Uuid::now_v7(),
+                action: ActionName::parse(rng.name(&ACTIONS)).unwrap(),
+                amount: Amount::parse(1 + rng.below(20) as i64).unwrap(),
+                expires_at: rng.chance(600).then(|| now + TimeDelta::hours(1 + rng.below(24 * 40) as i64)),
+                reason: reason(),
+            }
+        }
+        52 => {
+            let nodes = world.nodes.read().await;
+            let grant = nodes[0]
+                .service
+                .load_row(store)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|(s, _)| s.grants.keys().next().copied());
+            Command::VoidGrant { grant_id: grant.unwrap_or_else(Uuid::now_v7), reason: reason() }
         }
         40..=44 => Command::Extend {
             kind: *rng.pick(&[ExtensionKind::Trial, ExtensionKind::Grace, ExtensionKind::Maintenance]),
@@ -567,7 +626,10 @@ fn recount(
                 .map_or(e.recorded_at, |t| t.with_timezone(&Utc))
         };
         let id = data["consumptionId"].as_str().unwrap_or_default().to_owned();
-        let amount = data["amount"].as_i64().unwrap_or(0);
+        // The plan's part: what grants gave is not in the window.
+        let granted: i64 =
+            data["fromGrants"].as_array().into_iter().flatten().filter_map(|d| d["amount"].as_i64()).sum();
+        let amount = data["amount"].as_i64().unwrap_or(0) - granted;
         match e.event_type.as_str() {
             "QuotaConsumed" => {
                 let counts = inside(at("at"));

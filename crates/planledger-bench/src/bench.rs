@@ -650,6 +650,7 @@ async fn generate_history(
                     used_after: i as u64 + 1,
                     limit: None,
                     at: now,
+                    from_grants: vec![],
                 },
             );
             if copy.full() {

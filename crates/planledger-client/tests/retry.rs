@@ -84,6 +84,7 @@ fn consumed() -> String {
         period_start: None,
         period_end: None,
         warnings: Vec::new(),
+        from_grants: Vec::new(),
     })
     .unwrap()
 }

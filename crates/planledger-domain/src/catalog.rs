@@ -136,6 +136,8 @@ pub struct Notifications {
     pub freeze_warning_days: Vec<i64>,
     /// `quota.threshold` when a window's usage reaches these percentages of its limit.
     pub quota_threshold_percents: Vec<u64>,
+    /// `grant.expiring_soon` this many days before a grant with something left expires.
+    pub grant_expiring_days: i64,
 }
 
 impl Default for Notifications {
@@ -145,6 +147,7 @@ impl Default for Notifications {
             grace_ending_days: 1,
             freeze_warning_days: vec![7, 1],
             quota_threshold_percents: vec![80, 100],
+            grant_expiring_days: 3,
         }
     }
 }
@@ -186,6 +189,7 @@ struct RawNotifications {
     grace_ending_days: Option<Spanned<i64>>,
     freeze_warning_days: Option<Spanned<Vec<i64>>>,
     quota_threshold_percents: Option<Spanned<Vec<i64>>>,
+    grant_expiring_days: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +294,9 @@ impl Source<'_> {
         }
         if let Some(value) = &raw.grace_ending_days {
             notifications.grace_ending_days = days(value, "notifications.grace_ending_days")?;
+        }
+        if let Some(value) = &raw.grant_expiring_days {
+            notifications.grant_expiring_days = days(value, "notifications.grant_expiring_days")?;
         }
         if let Some(list) = &raw.freeze_warning_days {
             let field = "notifications.freeze_warning_days";

@@ -220,23 +220,34 @@ pub struct Consumption {
     pub period_start: Option<DateTime<Utc>>,
     pub period_end: Option<DateTime<Utc>>,
     pub consumed_at: DateTime<Utc>,
+    /// What it took from grants (the rest from the plan's allowance): a refund gives it back there.
+    pub from_grants: Vec<crate::event::GrantDraw>,
 }
 
 impl Consumption {
     /// The consumption a `QuotaConsumed` event records; `None` for any other event.
     pub fn from_event(event: &Event) -> Option<Consumption> {
         match event {
-            Event::QuotaConsumed { consumption_id, action, amount, period, period_start, period_end, at, .. } => {
-                Some(Consumption {
-                    consumption_id: *consumption_id,
-                    action: action.clone(),
-                    amount: *amount,
-                    period: *period,
-                    period_start: *period_start,
-                    period_end: *period_end,
-                    consumed_at: *at,
-                })
-            }
+            Event::QuotaConsumed {
+                consumption_id,
+                action,
+                amount,
+                period,
+                period_start,
+                period_end,
+                at,
+                from_grants,
+                ..
+            } => Some(Consumption {
+                consumption_id: *consumption_id,
+                action: action.clone(),
+                amount: *amount,
+                period: *period,
+                period_start: *period_start,
+                period_end: *period_end,
+                consumed_at: *at,
+                from_grants: from_grants.clone(),
+            }),
             _ => None,
         }
     }
@@ -271,6 +282,20 @@ pub enum Command {
     MarkRecovered,
     CancelSubscription,
     TransitionPlan(TransitionPlan),
+    /// Allowance on top of the plan's for `action` (support's or sales' one-off): used after the
+    /// plan's allowance in the window, earliest expiry first. `grant_id` is made by the caller.
+    AddGrant {
+        grant_id: Uuid,
+        action: ActionName,
+        amount: Amount,
+        expires_at: Option<DateTime<Utc>>,
+        reason: Reason,
+    },
+    /// Withdraws what is left of a grant.
+    VoidGrant {
+        grant_id: Uuid,
+        reason: Reason,
+    },
     /// A plan change at a later time; applied (or refused, with its reason) when it is due.
     SchedulePlanTransition(Box<SchedulePlanTransition>),
     /// Withdraws the pending scheduled change `schedule_id`.
@@ -314,6 +339,8 @@ impl Command {
             Command::CancelSubscription => "cancel_subscription",
             Command::TransitionPlan(_) => "transition_plan",
             Command::SchedulePlanTransition(_) => "schedule_plan_transition",
+            Command::AddGrant { .. } => "add_grant",
+            Command::VoidGrant { .. } => "void_grant",
             Command::CancelScheduledTransition { .. } => "cancel_scheduled_transition",
             Command::Consume { .. } => "consume",
             Command::Refund { .. } => "refund",

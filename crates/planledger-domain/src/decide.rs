@@ -13,11 +13,11 @@ use crate::command::{
     SchedulePlanTransition, TransitionPlan,
 };
 use crate::error::DomainError;
-use crate::event::Event;
+use crate::event::{Event, GrantDraw};
 use crate::gate::{gate_on_effective, GateDecision};
 use crate::period::{local_day, window_at};
-use crate::state::{evolve, ActionUsage, Phase, ScheduledTransition, TenantState};
-use crate::values::{ActionName, Amount, InvalidValue, StoreId, TimeZoneName};
+use crate::state::{evolve, ActionUsage, Grant, Phase, ScheduledTransition, TenantState};
+use crate::values::{ActionName, Amount, InvalidValue, Reason, StoreId, TimeZoneName};
 
 /// The events `command` produces on `state` at `now`, due transitions first; or why not.
 pub fn decide(
@@ -266,6 +266,15 @@ fn decide_now(
         Command::RegisterStore { store_id, name, time_zone } => register(state, *store_id, name, *time_zone, catalog),
         Command::ImportStore(tenant) => import(state, tenant, now, catalog),
         Command::SchedulePlanTransition(request) => schedule(state, request, now, catalog),
+        Command::AddGrant { grant_id, action, amount, expires_at, reason } => {
+            add_grant(state, (*grant_id, action, *amount, *expires_at, reason), now, catalog)
+        }
+        Command::VoidGrant { grant_id, reason } => match state.grants.get(grant_id) {
+            Some(grant) if !grant.voided => {
+                Ok(vec![Event::GrantVoided { grant_id: *grant_id, reason: reason.clone(), at: now }])
+            }
+            _ => Err(DomainError::GrantNotFound),
+        },
         Command::CancelScheduledTransition { schedule_id } => match &state.scheduled_transition {
             Some(pending) if pending.schedule_id == *schedule_id => {
                 Ok(vec![Event::ScheduledTransitionCanceled { schedule_id: *schedule_id, at: now }])
@@ -482,12 +491,27 @@ fn consume(
         return Err(DomainError::Gate(refusal));
     }
     let position = quota_position(state, action, now, catalog);
-    let used_after = position.used + amount.get();
-    if let Some(limit) = position.limit {
-        if used_after > limit {
-            return Err(DomainError::QuotaExceeded { limit, used: position.used, resets_at: position.window.end });
+    // The plan's allowance first, then grants for what it lacks.
+    let (own, from_grants) = match position.limit {
+        None => (amount.get(), Vec::new()),
+        Some(limit) => {
+            let left = limit.saturating_sub(position.used);
+            match amount.get().checked_sub(left).filter(|lacking| *lacking > 0) {
+                None => (amount.get(), Vec::new()),
+                Some(lacking) => match draw_from_grants(state, action, lacking, now) {
+                    Some(draws) => (left, draws),
+                    None => {
+                        return Err(DomainError::QuotaExceeded {
+                            limit,
+                            used: position.used,
+                            resets_at: position.window.end,
+                        })
+                    }
+                },
+            }
         }
-    }
+    };
+    let used_after = position.used + own;
     Ok(vec![Event::QuotaConsumed {
         consumption_id,
         action: action.clone(),
@@ -498,7 +522,32 @@ fn consume(
         used_after,
         limit: position.limit,
         at: now,
+        from_grants,
     }])
+}
+
+/// `amount` taken from the store's usable grants for `action`, earliest expiry first (grants
+/// that never expire last, then the oldest first); `None` if they hold less.
+fn draw_from_grants(
+    state: &TenantState,
+    action: &ActionName,
+    amount: u64,
+    now: DateTime<Utc>,
+) -> Option<Vec<GrantDraw>> {
+    let mut usable: Vec<(&uuid::Uuid, &Grant)> =
+        state.grants.iter().filter(|(_, g)| &g.action == action && g.remaining(now) > 0).collect();
+    usable.sort_by_key(|(id, g)| (g.expires_at.is_none(), g.expires_at, g.added_at, **id));
+    let mut lacking = amount;
+    let mut draws = Vec::new();
+    for (id, grant) in usable {
+        if lacking == 0 {
+            break;
+        }
+        let take = grant.remaining(now).min(lacking);
+        draws.push(GrantDraw { grant_id: *id, amount: take });
+        lacking -= take;
+    }
+    (lacking == 0).then_some(draws)
 }
 
 /// A consumption is refunded at most once, only on its own store, and only while its day is
@@ -527,6 +576,31 @@ fn refund(
         period_start: c.period_start,
         period_end: c.period_end,
         consumed_at: c.consumed_at,
+        from_grants: c.from_grants.clone(),
+    }])
+}
+
+/// A grant: for an action of the catalog, expiring later than now if it expires.
+fn add_grant(
+    state: &TenantState,
+    (grant_id, action, amount, expires_at, reason): (uuid::Uuid, &ActionName, Amount, Option<DateTime<Utc>>, &Reason),
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> Result<Vec<Event>, DomainError> {
+    catalog.action_kind(action).ok_or_else(|| DomainError::UnknownAction(action.to_string()))?;
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(DomainError::Validation(InvalidValue::new("expiresAt", "must be later than now")));
+    }
+    if state.grants.contains_key(&grant_id) {
+        return Ok(vec![]);
+    }
+    Ok(vec![Event::GrantAdded {
+        grant_id,
+        action: action.clone(),
+        amount,
+        expires_at,
+        reason: reason.clone(),
+        at: now,
     }])
 }
 

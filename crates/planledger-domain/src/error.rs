@@ -113,6 +113,8 @@ pub enum DomainError {
     RefundWindowClosed,
     #[error("the store has no pending scheduled plan change with this id")]
     ScheduleNotFound,
+    #[error("the store has no grant with this id that is not voided")]
+    GrantNotFound,
     #[error("{0}")]
     Validation(InvalidValue),
 }
@@ -145,6 +147,7 @@ impl DomainError {
             DomainError::AlreadyRefunded => "already_refunded",
             DomainError::RefundWindowClosed => "refund_window_closed",
             DomainError::ScheduleNotFound => "schedule_not_found",
+            DomainError::GrantNotFound => "grant_not_found",
             DomainError::Validation(_) => "validation_failed",
         }
     }

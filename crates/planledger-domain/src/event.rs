@@ -58,6 +58,15 @@ impl AdoptionReason {
     }
 }
 
+/// What one consumption took from one grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct GrantDraw {
+    pub grant_id: Uuid,
+    pub amount: u64,
+}
+
 /// Every fact the ledger records about a store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -73,6 +82,7 @@ pub enum Event {
         /// registered before versions were kept per store, and from rules that are not the
         /// ledger's (version 0): such a store is on the ledger's first version.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "openapi", schema(nullable = false))]
         catalog_version: Option<i64>,
     },
     /// A tenant moved in from another system, as it stood there (`planledger import`): the
@@ -82,6 +92,7 @@ pub enum Event {
         store_id: StoreId,
         tenant: Box<crate::command::ImportedStore>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "openapi", schema(nullable = false))]
         catalog_version: Option<i64>,
         at: DateTime<Utc>,
     },
@@ -147,6 +158,7 @@ pub enum Event {
         at: DateTime<Utc>,
         /// The scheduled change this applies (`PlanTransitionScheduled`), if it was one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "openapi", schema(nullable = false))]
         schedule_id: Option<Uuid>,
     },
     /// A plan change at a later time (`at`), pending until it is applied (`PlanTransitioned`
@@ -186,11 +198,16 @@ pub enum Event {
         period: Period,
         period_start: Option<DateTime<Utc>>,
         period_end: Option<DateTime<Utc>>,
+        /// The plan's allowance used in the window after it (what grants gave is not in it).
         used_after: u64,
         /// `None` for an unmetered action.
         limit: Option<u64>,
         /// When it was decided: the local day it counts in (v2; v1 events take `recordedAt`).
         at: DateTime<Utc>,
+        /// What it took from grants, once the plan's allowance was used (the rest of `amount`
+        /// is the plan's). Absent when none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        from_grants: Vec<GrantDraw>,
     },
     #[serde(rename_all = "camelCase")]
     QuotaRefunded {
@@ -202,7 +219,24 @@ pub enum Event {
         period_end: Option<DateTime<Utc>>,
         /// When the refunded consumption was decided (v2; v1 events take its `periodStart`).
         consumed_at: DateTime<Utc>,
+        /// What goes back to grants (as the consumption took it). Absent when none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        from_grants: Vec<GrantDraw>,
     },
+    /// Allowance on top of the plan's, for one action: used after the plan's allowance in the
+    /// window, earliest expiry first, until `expiresAt` (`null`: until it is used or voided).
+    #[serde(rename_all = "camelCase")]
+    GrantAdded {
+        grant_id: Uuid,
+        action: ActionName,
+        amount: Amount,
+        expires_at: Option<DateTime<Utc>>,
+        reason: Reason,
+        at: DateTime<Utc>,
+    },
+    /// What was left of a grant is withdrawn.
+    #[serde(rename_all = "camelCase")]
+    GrantVoided { grant_id: Uuid, reason: Reason, at: DateTime<Utc> },
 }
 
 /// Why a stored event could not be read.
@@ -215,7 +249,7 @@ pub struct EventDecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 22] = [
+pub const EVENT_TYPES: [&str; 24] = [
     "StoreRegistered",
     "StoreImported",
     "CatalogAdopted",
@@ -238,6 +272,8 @@ pub const EVENT_TYPES: [&str; 22] = [
     "ScheduledTransitionFailed",
     "QuotaConsumed",
     "QuotaRefunded",
+    "GrantAdded",
+    "GrantVoided",
 ];
 
 /// The schema version written for an event type today.
@@ -365,6 +401,7 @@ impl Event {
                 used_after: 8,
                 limit: Some(10),
                 at: t0,
+                from_grants: vec![],
             },
             Event::QuotaRefunded {
                 consumption_id: Uuid::from_u128(7),
@@ -374,6 +411,20 @@ impl Event {
                 period_start: None,
                 period_end: None,
                 consumed_at: t0 + days(1),
+                from_grants: vec![GrantDraw { grant_id: Uuid::from_u128(0x64a7), amount: 1 }],
+            },
+            Event::GrantAdded {
+                grant_id: Uuid::from_u128(0x64a7),
+                action: action("create_article"),
+                amount: Amount::parse(50).expect("an example amount"),
+                expires_at: Some(at("2026-04-01T00:00:00Z")),
+                reason: Reason::parse("launch campaign, ticket 4411").expect("an example reason"),
+                at: t0,
+            },
+            Event::GrantVoided {
+                grant_id: Uuid::from_u128(0x64a7),
+                reason: Reason::parse("granted twice by mistake").expect("an example reason"),
+                at: t0 + days(1),
             },
         ]
     }
@@ -402,6 +453,8 @@ impl Event {
             Event::ScheduledTransitionFailed { .. } => "ScheduledTransitionFailed",
             Event::QuotaConsumed { .. } => "QuotaConsumed",
             Event::QuotaRefunded { .. } => "QuotaRefunded",
+            Event::GrantAdded { .. } => "GrantAdded",
+            Event::GrantVoided { .. } => "GrantVoided",
         }
     }
 

@@ -101,7 +101,7 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
         at += Duration::minutes(seq.below(36 * 60) as i64);
         let later = at + Duration::days(1 + seq.below(30) as i64);
         let earlier = at - Duration::days(seq.below(5) as i64);
-        let event = match seq.below(26) {
+        let event = match seq.below(28) {
             0 => Event::TrialStarted { plan_id: seq.pick(&plans).clone(), started_at: at, ends_at: later },
             1 => Event::TrialRestarted {
                 plan_id: seq.pick(&plans).clone(),
@@ -168,6 +168,15 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
                 replaces: None,
                 requested_at: at,
             },
+            26 => Event::GrantAdded {
+                grant_id: Uuid::from_u64_pair(n, i % 2),
+                action: seq.pick(&actions).clone(),
+                amount: Amount::parse(1 + seq.below(50) as i64).expect("a valid amount"),
+                expires_at: (seq.below(2) == 0).then_some(later),
+                reason: reason.clone(),
+                at,
+            },
+            27 => Event::GrantVoided { grant_id: Uuid::from_u64_pair(n, i % 2), reason: reason.clone(), at },
             24 => Event::ScheduledTransitionCanceled { schedule_id: Uuid::from_u64_pair(n, i % 3), at },
             25 => Event::ScheduledTransitionFailed {
                 schedule_id: Uuid::from_u64_pair(n, i % 3),
@@ -226,6 +235,11 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
                     used_after: i,
                     limit: (period != Period::Lifetime).then_some(100),
                     at,
+                    from_grants: if seq.below(3) == 0 {
+                        vec![crate::event::GrantDraw { grant_id: Uuid::from_u64_pair(n, i % 2), amount: 1 }]
+                    } else {
+                        vec![]
+                    },
                 }
             }
             _ => match consumed.get(seq.below(consumed.len().max(1) as u64) as usize).cloned() {
@@ -237,6 +251,7 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
                     period_start: Some(consumed_at),
                     period_end: Some(later),
                     consumed_at,
+                    from_grants: vec![],
                 },
                 None => Event::StoreFrozen { maintenance_ends_at: at },
             },

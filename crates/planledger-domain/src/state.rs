@@ -137,6 +137,33 @@ pub struct TenantState {
     /// The plan change scheduled for later, if one is pending.
     #[serde(default)]
     pub scheduled_transition: Option<ScheduledTransition>,
+    /// Allowance granted on top of the plan's, by grant id (voided and expired ones too: a
+    /// refund may still give back to them, and the history shows them).
+    #[serde(default)]
+    pub grants: BTreeMap<Uuid, Grant>,
+}
+
+/// A grant (`GrantAdded`) and what was used of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    pub action: ActionName,
+    pub amount: u64,
+    pub used: u64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub added_at: DateTime<Utc>,
+    pub voided: bool,
+}
+
+impl Grant {
+    /// What is left to use at `now`: nothing once voided or expired.
+    pub fn remaining(&self, now: DateTime<Utc>) -> u64 {
+        if self.voided || self.expires_at.is_some_and(|at| at <= now) {
+            0
+        } else {
+            self.amount.saturating_sub(self.used)
+        }
+    }
 }
 
 /// A pending scheduled plan change (`PlanTransitionScheduled`).
@@ -174,6 +201,7 @@ impl Default for TenantState {
             catalog_version: None,
             external_id: None,
             scheduled_transition: None,
+            grants: BTreeMap::new(),
         }
     }
 }
@@ -365,21 +393,53 @@ pub fn evolve(mut state: TenantState, event: &Event) -> TenantState {
         Event::ScheduledTransitionCanceled { .. } | Event::ScheduledTransitionFailed { .. } => {
             state.scheduled_transition = None;
         }
-        Event::QuotaConsumed { action, amount, at, .. } => {
+        Event::QuotaConsumed { action, amount, at, from_grants, .. } => {
             let day = local_day(*at, state.time_zone.tz());
+            // The plan's allowance counts what grants did not give.
+            let own = amount.get().saturating_sub(from_grants.iter().map(|d| d.amount).sum());
             let usage = state.usage.entry(action.clone()).or_default();
-            usage.lifetime += amount.get();
-            *usage.days.entry(day).or_default() += amount.get();
+            usage.lifetime += own;
+            *usage.days.entry(day).or_default() += own;
             usage.prune();
+            for draw in from_grants {
+                if let Some(grant) = state.grants.get_mut(&draw.grant_id) {
+                    grant.used += draw.amount;
+                }
+            }
         }
-        Event::QuotaRefunded { consumption_id, action, amount, period, consumed_at, .. } => {
+        Event::QuotaRefunded { consumption_id, action, amount, period, consumed_at, from_grants, .. } => {
             let day = local_day(*consumed_at, state.time_zone.tz());
+            let own = amount.get().saturating_sub(from_grants.iter().map(|d| d.amount).sum());
             let usage = state.usage.entry(action.clone()).or_default();
-            usage.lifetime = usage.lifetime.saturating_sub(amount.get());
+            usage.lifetime = usage.lifetime.saturating_sub(own);
             if let Some(used) = usage.days.get_mut(&day) {
-                *used = used.saturating_sub(amount.get());
+                *used = used.saturating_sub(own);
             }
             usage.refunded.insert(*consumption_id, (*period != Period::Lifetime).then_some(day));
+            // Back to the grants it came from.
+            for draw in from_grants {
+                if let Some(grant) = state.grants.get_mut(&draw.grant_id) {
+                    grant.used = grant.used.saturating_sub(draw.amount);
+                }
+            }
+        }
+        Event::GrantAdded { grant_id, action, amount, expires_at, at, .. } => {
+            state.grants.insert(
+                *grant_id,
+                Grant {
+                    action: action.clone(),
+                    amount: amount.get(),
+                    used: 0,
+                    expires_at: *expires_at,
+                    added_at: *at,
+                    voided: false,
+                },
+            );
+        }
+        Event::GrantVoided { grant_id, .. } => {
+            if let Some(grant) = state.grants.get_mut(grant_id) {
+                grant.voided = true;
+            }
         }
     }
     state

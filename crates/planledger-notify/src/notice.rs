@@ -27,12 +27,14 @@ pub enum Kind {
     SubscriptionChanged,
     PlanTransitioned,
     QuotaThreshold,
+    /// A grant with something left expires soon.
+    GrantExpiringSoon,
     /// Every raw event (of the types an endpoint chose).
     LedgerEvent,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::TrialEndingSoon,
         Kind::TrialExpired,
         Kind::GraceEndingSoon,
@@ -42,6 +44,7 @@ impl Kind {
         Kind::SubscriptionChanged,
         Kind::PlanTransitioned,
         Kind::QuotaThreshold,
+        Kind::GrantExpiringSoon,
         Kind::LedgerEvent,
     ];
 
@@ -56,6 +59,7 @@ impl Kind {
             Kind::SubscriptionChanged => "subscription.changed",
             Kind::PlanTransitioned => "plan.transitioned",
             Kind::QuotaThreshold => "quota.threshold",
+            Kind::GrantExpiringSoon => "grant.expiring_soon",
             Kind::LedgerEvent => "ledger.event",
         }
     }
@@ -202,7 +206,7 @@ pub fn notices_of(source: Source<'_>, event: &Event, leads: &Notifications) -> V
             _ => {}
         },
         Event::TrialExtended { ends_at, .. } => {
-            let data = json!({ "trialEndsAt": time(*ends_at) });
+            let data = json!({ "planId": null, "trialEndsAt": time(*ends_at) });
             b.warning(Kind::TrialEndingSoon, *ends_at, leads.trial_ending_days, data);
         }
         Event::TrialExpired { trial_ends_at, grace_ends_at } => {
@@ -234,13 +238,21 @@ pub fn notices_of(source: Source<'_>, event: &Event, leads: &Notifications) -> V
             b.fact(Kind::SubscriptionChanged, data);
         }
         Event::SubscriptionPastDue { subscription_id } => {
-            b.fact(Kind::SubscriptionChanged, json!({ "status": "past_due", "subscriptionId": subscription_id }));
+            b.fact(
+                Kind::SubscriptionChanged,
+                json!({ "status": "past_due", "subscriptionId": subscription_id, "planId": null, "fromPlanId": null }),
+            );
         }
         Event::SubscriptionRecovered { subscription_id } => {
-            b.fact(Kind::SubscriptionChanged, json!({ "status": "active", "subscriptionId": subscription_id }));
+            let data =
+                json!({ "status": "active", "subscriptionId": subscription_id, "planId": null, "fromPlanId": null });
+            b.fact(Kind::SubscriptionChanged, data);
         }
         Event::SubscriptionCanceled { subscription_id } => {
-            b.fact(Kind::SubscriptionChanged, json!({ "status": "canceled", "subscriptionId": subscription_id }));
+            b.fact(
+                Kind::SubscriptionChanged,
+                json!({ "status": "canceled", "subscriptionId": subscription_id, "planId": null, "fromPlanId": null }),
+            );
         }
         Event::PlanTransitioned { from_plan_id, to_plan_id, reason, subscription_id, .. } => {
             let data = json!({
@@ -276,12 +288,18 @@ pub fn notices_of(source: Source<'_>, event: &Event, leads: &Notifications) -> V
                 }
             }
         }
+        Event::GrantAdded { grant_id, action, amount, expires_at: Some(expires_at), .. } => {
+            let data = json!({ "grantId": grant_id, "action": action, "amount": amount.get(), "expiresAt": time(*expires_at) });
+            b.warning(Kind::GrantExpiringSoon, *expires_at, leads.grant_expiring_days, data);
+        }
         // A scheduled change is announced when it applies (`plan.transitioned`); scheduling,
         // canceling and a refusal when due are in the raw feed (`ledger.event`).
         Event::QuotaRefunded { .. }
         | Event::PlanTransitionScheduled { .. }
         | Event::ScheduledTransitionCanceled { .. }
-        | Event::ScheduledTransitionFailed { .. } => {}
+        | Event::ScheduledTransitionFailed { .. }
+        | Event::GrantAdded { .. }
+        | Event::GrantVoided { .. } => {}
     }
     let data = json!({ "eventType": event.event_type(), "event": event.data() });
     let about = source.event_id.to_string();
@@ -307,6 +325,13 @@ pub fn still_applies(kind: Kind, deadline: Option<DateTime<Utc>>, state: &Tenant
     let Some(deadline) = deadline else {
         return true;
     };
+    if kind == Kind::GrantExpiringSoon {
+        // A grant expiring then with something left: not voided, not used up.
+        return state
+            .grants
+            .values()
+            .any(|g| g.expires_at == Some(deadline) && g.remaining(deadline - TimeDelta::microseconds(1)) > 0);
+    }
     match (kind, &state.phase) {
         (Kind::TrialEndingSoon, Phase::Trialing { ends_at }) => *ends_at == deadline,
         (Kind::GraceEndingSoon, Phase::Grace { grace_ends_at }) => *grace_ends_at == deadline,
@@ -408,6 +433,7 @@ mod tests {
             used_after,
             limit,
             at: at(3, 0),
+            from_grants: vec![],
         }
     }
 

@@ -12,7 +12,13 @@
 //!   subscription-anchored month (a plan change must never open a fresh window);
 //! - a refund names a consumption of this stream, with its action and amount, and no
 //!   consumption is refunded twice;
-//! - each time-driven transition (by its deadline) is appended at most once.
+//! - each time-driven transition (by its deadline) is appended at most once;
+//! - grants: what consumptions take from a grant (`fromGrants`) never passes its amount (net of
+//!   refunds), is taken only once the plan's allowance in the window is used up, only while the
+//!   grant is live (added, not voided, not expired at the time of the consumption), and from
+//!   the grant that expires first before the others; a refund gives back what it took;
+//! - a scheduled plan change is applied (or refused) at most once, at its time, only while it
+//!   is pending (not canceled, not replaced).
 //!
 //! The property tests of the domain and the simulator of the command path both call it.
 
@@ -48,9 +54,36 @@ impl std::fmt::Display for Violation {
 #[derive(Debug, Clone)]
 struct Consumed {
     action: String,
+    /// The plan's part: the amount less what grants gave.
     amount: u64,
     at: DateTime<Utc>,
     refunded: bool,
+    from_grants: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone)]
+struct GrantSeen {
+    action: String,
+    amount: u64,
+    used: u64,
+    added_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    voided_at: Option<DateTime<Utc>>,
+}
+
+impl GrantSeen {
+    fn live_at(&self, at: DateTime<Utc>) -> bool {
+        self.added_at <= at && self.expires_at.is_none_or(|e| at < e) && self.voided_at.is_none_or(|v| at < v)
+    }
+}
+
+fn draws(data: &Value) -> Vec<(String, u64)> {
+    data.get("fromGrants")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|d| (text(d, "grantId").to_owned(), number(d, "amount").unwrap_or(0)))
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +121,9 @@ pub fn check_stream(events: &[StoredEvent]) -> Vec<Violation> {
     let mut by_id: HashMap<String, usize> = HashMap::new();
     let mut windows: BTreeMap<(String, String), Vec<SeenWindow>> = BTreeMap::new();
     let mut deadlines: HashSet<(String, String)> = HashSet::new();
+    let mut grants: HashMap<String, GrantSeen> = HashMap::new();
+    // The pending scheduled change: its id and time.
+    let mut pending: Option<(String, Option<DateTime<Utc>>)> = None;
 
     for event in events {
         let data = &event.data;
@@ -104,7 +140,49 @@ pub fn check_stream(events: &[StoredEvent]) -> Vec<Violation> {
                 if by_id.insert(id.clone(), consumed.len()).is_some() {
                     fail(v, "consumption ids are unique", id);
                 }
-                consumed.push(Consumed { action: action.clone(), amount, at, refunded: false });
+                let from_grants = draws(data);
+                let granted: u64 = from_grants.iter().map(|(_, n)| n).sum();
+                let own = amount.saturating_sub(granted);
+                // The plan's allowance used up: the window at its limit, or past it (usage carried
+                // over from a plan with a higher limit).
+                if granted > 0 && number(data, "usedAfter") < number(data, "limit") {
+                    fail(v, "grants are used only once the plan's allowance is used up", format!("{action}: {data}"));
+                }
+                for (id, n) in &from_grants {
+                    match grants.get_mut(id) {
+                        None => fail(v, "a consumption takes only from a grant of its store", id.clone()),
+                        Some(g) => {
+                            if g.action != action || !g.live_at(at) {
+                                fail(v, "a grant gives only to its action while it is live", format!("{id} at {at}"));
+                            }
+                            g.used += n;
+                            if g.used > g.amount {
+                                fail(
+                                    v,
+                                    "a grant gives no more than its amount",
+                                    format!("{id}: {} > {}", g.used, g.amount),
+                                );
+                            }
+                        }
+                    }
+                }
+                // Earliest expiry first: a grant that comes before the last one drawn is used up.
+                if let Some((last, _)) = from_grants.last() {
+                    let order =
+                        |g: &GrantSeen, id: &String| (g.expires_at.is_none(), g.expires_at, g.added_at, id.clone());
+                    if let Some(last_key) = grants.get(last).map(|g| order(g, last)) {
+                        for (id, g) in &grants {
+                            if g.action == action && g.live_at(at) && order(g, id) < last_key && g.used < g.amount {
+                                fail(
+                                    v,
+                                    "grants are used earliest expiry first",
+                                    format!("{id} has {} left", g.amount - g.used),
+                                );
+                            }
+                        }
+                    }
+                }
+                consumed.push(Consumed { action: action.clone(), amount: own, at, refunded: false, from_grants });
                 let inside = |c: &&Consumed| match (start, end) {
                     (Some(s), Some(e)) => s <= c.at && c.at < e,
                     _ => true,
@@ -122,7 +200,9 @@ pub fn check_stream(events: &[StoredEvent]) -> Vec<Violation> {
                         format!("{action}: says {:?}, the log holds {used}", number(data, "usedAfter")),
                     );
                 }
-                if let Some(limit) = number(data, "limit") {
+                // A consumption's own part never takes its window past the limit (one taken
+                // wholly from grants adds nothing to it, however full it is).
+                if let Some(limit) = number(data, "limit").filter(|_| own > 0) {
                     if used > limit {
                         fail(v, "allowed amounts never exceed the limit", format!("{action}: {used} > {limit}"));
                     }
@@ -158,11 +238,60 @@ pub fn check_stream(events: &[StoredEvent]) -> Vec<Violation> {
                     None => fail(v, "a refund names a consumption of its store", id),
                     Some(c) if c.refunded => fail(v, "a consumption is refunded at most once", id),
                     Some(c) => {
-                        if c.action != text(data, "action") || Some(c.amount) != number(data, "amount") {
-                            fail(v, "a refund gives back what was consumed", id);
+                        let given_back = draws(data);
+                        let own =
+                            number(data, "amount").map(|a| a.saturating_sub(given_back.iter().map(|(_, n)| n).sum()));
+                        if c.action != text(data, "action") || Some(c.amount) != own || c.from_grants != given_back {
+                            fail(v, "a refund gives back what was consumed, where it was taken from", id);
+                        }
+                        for (grant, n) in &given_back {
+                            if let Some(g) = grants.get_mut(grant) {
+                                g.used = g.used.saturating_sub(*n);
+                            }
                         }
                         c.refunded = true;
                     }
+                }
+            }
+            "GrantAdded" => {
+                let id = text(data, "grantId").to_owned();
+                let grant = GrantSeen {
+                    action: text(data, "action").to_owned(),
+                    amount: number(data, "amount").unwrap_or(0),
+                    used: 0,
+                    added_at: time(data, "at").unwrap_or(event.recorded_at),
+                    expires_at: time(data, "expiresAt"),
+                    voided_at: None,
+                };
+                if grants.insert(id.clone(), grant).is_some() {
+                    fail(v, "a grant is added once", id);
+                }
+            }
+            "GrantVoided" => {
+                let id = text(data, "grantId").to_owned();
+                match grants.get_mut(&id) {
+                    Some(g) if g.voided_at.is_none() => g.voided_at = time(data, "at"),
+                    _ => fail(v, "only a grant that is not voided is voided", id),
+                }
+            }
+            "PlanTransitionScheduled" => {
+                let id = text(data, "scheduleId").to_owned();
+                let replaces = data.get("replaces").and_then(Value::as_str).map(str::to_owned);
+                if replaces != pending.as_ref().map(|(p, _)| p.clone()) {
+                    fail(v, "a new scheduled change names the one it replaces", format!("{id} replaces {replaces:?}"));
+                }
+                pending = Some((id, time(data, "at")));
+            }
+            kind @ ("ScheduledTransitionCanceled" | "ScheduledTransitionFailed" | "PlanTransitioned") => {
+                let Some(id) = data.get("scheduleId").and_then(Value::as_str) else { continue };
+                match &pending {
+                    Some((p, at)) if p == id => {
+                        if kind != "ScheduledTransitionCanceled" && time(data, "at") != *at {
+                            fail(v, "a scheduled change is applied at its time", format!("{id}: {data}"));
+                        }
+                        pending = None;
+                    }
+                    _ => fail(v, "a scheduled change is settled once, while it is pending", format!("{kind} {id}")),
                 }
             }
             kind @ ("TrialExpired" | "DowngradedToMaintenance" | "StoreFrozen") => {

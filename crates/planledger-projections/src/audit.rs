@@ -102,13 +102,27 @@ pub fn summary(event: &Event) -> String {
         Event::ScheduledTransitionFailed { schedule_id, error, message, .. } => {
             format!("scheduled plan change {schedule_id} refused when due: {error} ({message})")
         }
-        Event::QuotaConsumed { action, amount, used_after, limit, period, .. } => match limit {
-            Some(limit) => format!("consumed {} {action}: {used_after}/{limit} this {}", amount.get(), period.as_str()),
+        Event::QuotaConsumed { action, amount, used_after, limit, period, from_grants, .. } => match limit {
+            Some(limit) => format!(
+                "consumed {} {action}: {used_after}/{limit} this {}{}",
+                amount.get(),
+                period.as_str(),
+                granted(from_grants, "from")
+            ),
             None => format!("consumed {} {action} (unmetered): {used_after} this {}", amount.get(), period.as_str()),
         },
-        Event::QuotaRefunded { action, amount, consumption_id, .. } => {
-            format!("refunded {} {action} (consumption {consumption_id})", amount.get())
+        Event::QuotaRefunded { action, amount, consumption_id, from_grants, .. } => {
+            format!("refunded {} {action} (consumption {consumption_id}){}", amount.get(), granted(from_grants, "to"))
         }
+        Event::GrantAdded { grant_id, action, amount, expires_at, reason, .. } => format!(
+            "granted {} {action}{} (grant {grant_id}; reason: {})",
+            amount.get(),
+            expires_at
+                .map(|at| format!(" until {}", at.to_rfc3339_opts(SecondsFormat::Secs, true)))
+                .unwrap_or_default(),
+            reason.as_str()
+        ),
+        Event::GrantVoided { grant_id, reason, .. } => format!("grant {grant_id} voided (reason: {})", reason.as_str()),
     }
 }
 
@@ -136,6 +150,11 @@ pub async fn copy_from_log_in(
 /// (`store-<id>`), and the event's own columns.
 const SELECTED: &str = "CASE WHEN stream_id LIKE 'store-%' THEN substr(stream_id, 7) ELSE stream_id END, \
     version, global_position, event_type, correlation_id, actor, @recorded_at";
+
+/// `, 2 from grant g1`, or nothing.
+fn granted(draws: &[planledger_domain::GrantDraw], direction: &str) -> String {
+    draws.iter().map(|d| format!(", {} {direction} grant {}", d.amount, d.grant_id)).collect()
+}
 
 fn reason_text(reason: &planledger_domain::TransitionReason) -> String {
     serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "?".into())

@@ -62,12 +62,51 @@ pub struct Usage {
     #[serde(with = "crate::time::option")]
     #[schema(required = true)]
     pub period_end: Option<DateTime<Utc>>,
+    /// The plan's allowance used in the window (what grants gave is not in it).
     pub used: u64,
     /// `null`: unmetered.
     #[schema(required = true)]
     pub limit: Option<u64>,
+    /// Of the plan's allowance.
     #[schema(required = true)]
     pub remaining: Option<u64>,
+    /// What the store's grants for this action have left, usable once the plan's is used.
+    pub granted: u64,
+}
+
+/// A grant (`POST /v1/stores/{id}/grants`) and what is left of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantView {
+    /// Void it with `POST /v1/stores/{id}/grants/{grantId}/void`.
+    pub grant_id: Uuid,
+    pub action: String,
+    pub amount: u64,
+    pub used: u64,
+    /// What is left to use now (0 once expired or voided).
+    pub remaining: u64,
+    /// `null`: it does not expire.
+    #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time")]
+    pub added_at: DateTime<Utc>,
+}
+
+/// `201`: the grant, and the store with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantAnswer {
+    pub grant: GrantView,
+    pub store: StoreView,
+}
+
+/// What a consumption took from one grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantDraw {
+    pub grant_id: Uuid,
+    pub amount: u64,
 }
 
 /// A plan change scheduled for later (`POST /v1/stores/{id}/plan-transitions` with `at`).
@@ -138,6 +177,8 @@ pub struct StoreView {
     /// The plan change scheduled for later, if one is pending.
     #[schema(required = true)]
     pub scheduled_plan_transition: Option<ScheduledPlanTransition>,
+    /// The grants that can still be used (not voided, not expired, not used up).
+    pub grants: Vec<GrantView>,
     /// The store's stream version: send it as `If-Match` to make a command conditional on it.
     pub version: i64,
     pub warnings: Vec<Warning>,
@@ -187,6 +228,8 @@ pub struct Consumed {
     #[schema(required = true)]
     pub period_end: Option<DateTime<Utc>>,
     pub warnings: Vec<Warning>,
+    /// What it took from grants once the plan's allowance was used (`used` counts the rest).
+    pub from_grants: Vec<GrantDraw>,
 }
 
 /// The answer to `POST /v1/stores/{id}/quota/refund`.
@@ -442,6 +485,8 @@ pub enum ErrorCode {
     /// 404: the store has no pending scheduled plan change with this id (it was applied,
     /// refused when due, canceled or replaced).
     ScheduleNotFound,
+    /// 404: the store has no grant with this id that is not voided.
+    GrantNotFound,
     AlreadyRefunded,
     RefundWindowClosed,
     VersionMismatch,

@@ -42,8 +42,7 @@ pub struct Notification<D> {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TrialEndingSoon {
     pub store_id: String,
-    /// The trial's plan; absent when the warning follows an extension of the trial.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The trial's plan; `null` when the warning follows an extension of the trial.
     pub plan_id: Option<String>,
     #[serde(with = "crate::time")]
     pub trial_ends_at: DateTime<Utc>,
@@ -126,13 +125,10 @@ pub struct SubscriptionChanged {
     pub status: ChangedSubscriptionStatus,
     #[schema(required = true)]
     pub subscription_id: Option<String>,
-    /// On activation: the plan it activated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// On activation: the plan it activated (`null` otherwise).
     pub plan_id: Option<String>,
-    /// On activation: the plan before it (`null` if none).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present_or_null")]
-    #[schema(value_type = Option<String>)]
-    pub from_plan_id: Option<Option<String>>,
+    /// On activation: the plan before it (`null` if none, or otherwise).
+    pub from_plan_id: Option<String>,
     pub source: NotificationSource,
 }
 
@@ -169,6 +165,21 @@ pub struct QuotaThreshold {
     pub source: NotificationSource,
 }
 
+/// `grant.expiring_soon`: a grant expires at `expiresAt` (what is left of it then lapses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GrantExpiringSoon {
+    pub store_id: String,
+    pub grant_id: Uuid,
+    pub action: String,
+    /// What was granted.
+    pub amount: u64,
+    #[serde(with = "crate::time")]
+    pub expires_at: DateTime<Utc>,
+    pub days_before: i64,
+    pub source: NotificationSource,
+}
+
 /// `ledger.event`: one raw event of the ledger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -180,11 +191,6 @@ pub struct LedgerEvent {
     #[schema(value_type = Object)]
     pub event: serde_json::Value,
     pub source: NotificationSource,
-}
-
-/// A field that may be left out, or be `null`, or a string: `Some(None)` for `null`.
-fn present_or_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(deserializer).map(Some)
 }
 
 /// Reads a delivered body into the type of its kind and writes it back: the body as the
@@ -208,6 +214,7 @@ pub fn reread(body: &serde_json::Value) -> Result<serde_json::Value, serde_json:
         NotificationKind::SubscriptionChanged => again::<SubscriptionChanged>(body),
         NotificationKind::PlanTransitioned => again::<PlanTransitioned>(body),
         NotificationKind::QuotaThreshold => again::<QuotaThreshold>(body),
+        NotificationKind::GrantExpiringSoon => again::<GrantExpiringSoon>(body),
         NotificationKind::LedgerEvent => again::<LedgerEvent>(body),
     }
 }

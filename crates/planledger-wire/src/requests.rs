@@ -162,6 +162,40 @@ pub struct Consume {
     pub amount: Option<i64>,
 }
 
+/// `POST /v1/stores/{id}/grants`: allowance on top of the plan's for one action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"action": "create_article", "amount": 50, "expiresAt": "2026-04-01T00:00:00Z", "reason": "launch campaign, ticket 4411"}))]
+pub struct AddGrant {
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    pub action: String,
+    #[serde(deserialize_with = "crate::integer::deserialize")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub amount: i64,
+    /// When what is left of it lapses (later than now); without it, it lasts until used or
+    /// voided.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Why, for the audit.
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
+    pub reason: String,
+}
+
+/// `POST /v1/stores/{id}/grants/{grantId}/void`: withdraw what is left of a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"reason": "granted twice by mistake"}))]
+pub struct VoidGrant {
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
+    pub reason: String,
+}
+
+/// A time that may be left out but, when given, is an RFC 3339 time (`null` is refused).
+fn present_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    crate::time::deserialize(deserializer).map(Some)
+}
+
 /// `POST /v1/stores/{id}/quota/refund`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -242,6 +276,9 @@ pub enum NotificationKind {
     /// A limited action's window reached a threshold (80 % and 100 % by default).
     #[serde(rename = "quota.threshold")]
     QuotaThreshold,
+    /// A grant with something left expires soon (the catalog's lead time before).
+    #[serde(rename = "grant.expiring_soon")]
+    GrantExpiringSoon,
     /// Every raw event of the ledger (of the endpoint's `eventTypes`, if given).
     #[serde(rename = "ledger.event")]
     LedgerEvent,

@@ -392,6 +392,13 @@ fn state_table(view: &wire::StoreView, now: DateTime<Utc>) -> Markup {
             tr { th { "Grace" } td #grace-ends { (deadline(view.grace_ends_at, status == S::Grace, now)) } }
             tr { th { "Maintenance" } td #maintenance-ends { (deadline(view.maintenance_ends_at, status == S::Maintenance, now)) } }
             tr { th { "Next deadline" } td { (h::maybe_when(view.next_deadline, now)) } }
+            tr { th { "Grants" } td #grants {
+                @if view.grants.is_empty() { "none" }
+                @for g in &view.grants {
+                    div { (g.remaining) " of " (g.amount) " " (g.action) " left"
+                        @if let Some(at) = g.expires_at { ", until " (h::when(at, now)) } }
+                }
+            } }
             tr { th { "Scheduled change" } td #scheduled-change {
                 @match &view.scheduled_plan_transition {
                     Some(s) => {

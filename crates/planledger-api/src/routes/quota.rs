@@ -95,3 +95,63 @@ pub async fn refund(
     let meta = meta(&ctx, &format!("/v1/stores/{store}/quota/refund"), &body.canonical);
     answer(&app, app.service.refund(store, body.value.consumption_id, meta).await?)
 }
+
+/// Grant allowance on top of the plan's, for one action.
+#[utoipa::path(post, path = "/v1/stores/{id}/grants", tag = "quotas", operation_id = "addGrant",
+    request_body = wire::AddGrant,
+    params(rs::StorePath, rs::CommandHeaders),
+    responses(
+        (status = 201, description = "Granted: used after the plan's allowance in the window, earliest expiry first", body = wire::GrantAnswer, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::ServiceOnly,
+        rs::StoreNotFound,
+        (status = 409, description = "`version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed` (an `expiresAt` that is not later than now), `unknown_action`", body = wire::ErrorBody),
+        rs::CommandUnavailable,
+    ))]
+pub async fn add_grant(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    body: JsonBody<wire::AddGrant>,
+) -> Reply {
+    let store = store_id(&id)?;
+    let b = &body.value;
+    let command = Command::AddGrant {
+        grant_id: Uuid::now_v7(),
+        action: ActionName::parse(&b.action)?,
+        amount: Amount::parse(b.amount)?,
+        expires_at: b.expires_at,
+        reason: Reason::parse(&b.reason)?,
+    };
+    run(&app, &ctx, store, command, &format!("/v1/stores/{store}/grants"), &body.canonical).await
+}
+
+/// Void a grant: what is left of it can no longer be used.
+#[utoipa::path(post, path = "/v1/stores/{id}/grants/{grantId}/void", tag = "quotas", operation_id = "voidGrant",
+    request_body = wire::VoidGrant,
+    params(rs::StorePath, ("grantId" = Uuid, Path, description = "The grant's `grantId`."), rs::CommandHeaders),
+    responses(
+        (status = 200, description = "Voided: the store, without the grant", body = wire::StoreView, headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer"))),
+        rs::BadBody,
+        rs::Unauthorized,
+        rs::ServiceOnly,
+        (status = 404, description = "`store_not_found`, `grant_not_found` (none with this id, or voided already)", body = wire::ErrorBody),
+        (status = 409, description = "`version_mismatch`, `idempotency_key_reused`", body = wire::ErrorBody),
+        rs::Invalid,
+        rs::CommandUnavailable,
+    ))]
+pub async fn void_grant(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path((id, grant)): Path<(String, String)>,
+    body: JsonBody<wire::VoidGrant>,
+) -> Reply {
+    let store = store_id(&id)?;
+    // A string that is not a UUID names no grant.
+    let grant_id =
+        Uuid::parse_str(&grant).map_err(|_| ApiError::refused(planledger_domain::DomainError::GrantNotFound))?;
+    let command = Command::VoidGrant { grant_id, reason: Reason::parse(&body.value.reason)? };
+    run(&app, &ctx, store, command, &format!("/v1/stores/{store}/grants/{grant_id}/void"), &body.canonical).await
+}

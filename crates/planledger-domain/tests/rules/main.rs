@@ -4,6 +4,7 @@
 
 mod events;
 mod gates;
+mod grants;
 mod import;
 mod lifecycle;
 mod quotas;
