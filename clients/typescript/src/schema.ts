@@ -1313,7 +1313,10 @@ export interface components {
              *     empty: every type.
              */
             eventTypes?: ("StoreRegistered" | "StoreImported" | "CatalogAdopted" | "TrialStarted" | "TrialRestarted" | "TrialRecorded" | "TrialExtended" | "TrialExpired" | "GracePeriodExtended" | "DowngradedToMaintenance" | "MaintenanceExtended" | "StoreFrozen" | "SubscriptionActivated" | "SubscriptionPastDue" | "SubscriptionRecovered" | "SubscriptionCanceled" | "PlanTransitioned" | "PlanTransitionScheduled" | "ScheduledTransitionCanceled" | "ScheduledTransitionFailed" | "QuotaConsumed" | "QuotaRefunded" | "GrantAdded" | "GrantVoided")[] | null;
-            /** @description The notifications it receives. */
+            /**
+             * @description The notifications it receives.
+             *     At most one of each kind (the document states how many there are).
+             */
             kinds: components["schemas"]["NotificationKind"][];
             /**
              * @description Where deliveries are POSTed: an `http` or `https` URL (the served document states its
@@ -1660,6 +1663,13 @@ export interface components {
             error: "grant_not_found";
             /** @description For people: it may change. */
             message: string;
+        };
+        /** @description A store's live grants for one action, summed: what they grant and what is used of them. */
+        GrantTotals: {
+            /** Format: int64 */
+            amount: number;
+            /** Format: int64 */
+            used: number;
         };
         /** @description A grant (`POST /v1/stores/{id}/grants`) and what is left of it. */
         GrantView: {
@@ -2581,6 +2591,10 @@ export interface components {
          *       "amount": 3,
          *       "at": "2026-03-02T10:00:00Z",
          *       "consumptionId": "00000000-0000-0000-0000-000000000007",
+         *       "grants": {
+         *         "amount": 5,
+         *         "used": 4
+         *       },
          *       "limit": 10,
          *       "period": "month",
          *       "periodEnd": "2026-04-01T00:00:00Z",
@@ -2603,6 +2617,12 @@ export interface components {
              *     is the plan's). Absent when none.
              */
             fromGrants?: components["schemas"]["GrantDraw"][];
+            /**
+             * @description The store's grants for the action that were live when it was decided, after it:
+             *     what they grant and what is used of them (a fact of the moment, for the usage
+             *     thresholds that count grants). Absent when there were none.
+             */
+            grants?: components["schemas"]["GrantTotals"];
             /**
              * Format: int64
              * @description `None` for an unmetered action.
@@ -2732,14 +2752,28 @@ export interface components {
         /** @description `quota.threshold`: a limited action's window reached `percent` of its limit. */
         QuotaThreshold: {
             action: string;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description What the store's live grants for the action grant on top of it (0: none).
+             */
+            granted: number;
+            /**
+             * Format: int64
+             * @description The plan's limit.
+             */
             limit: number;
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description Of the allowance: the plan's `limit` and what the live grants `granted`.
+             */
             percent: number;
             period: components["schemas"]["Period"];
             source: components["schemas"]["NotificationSource"];
             storeId: string;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description What was used of the allowance (the plan's part in the window, and of the grants).
+             */
             used: number;
             /** Format: date-time */
             windowEnd: string | null;

@@ -288,6 +288,10 @@ fn add_catalog(doc: &mut Value, catalog: &Catalog) {
 fn add_webhook_rules(doc: &mut Value) {
     let types = planledger_domain::event::EVENT_TYPES;
     for schema in ["CreateWebhookEndpoint", "UpdateWebhookEndpoint"] {
+        // As many kinds as there are (the server refuses more).
+        if let Some(kinds) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/kinds")) {
+            kinds["maxItems"] = json!(planledger_notify::notice::Kind::ALL.len());
+        }
         if let Some(items) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/eventTypes/items")) {
             *items = json!({ "type": "string", "enum": types });
         }

@@ -54,7 +54,7 @@ fn wire_kind(kind: Kind) -> wire::NotificationKind {
 
 fn kinds(given: &[wire::NotificationKind]) -> Result<Vec<Kind>, ApiError> {
     if given.len() > Kind::ALL.len() {
-        return Err(ApiError::validation("kinds", "must name at most 10 kinds"));
+        return Err(ApiError::validation("kinds", format!("must name at most {} kinds", Kind::ALL.len())));
     }
     let mut kinds: Vec<Kind> = given.iter().copied().map(kind).collect();
     kinds.sort();

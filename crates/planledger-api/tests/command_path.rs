@@ -116,6 +116,7 @@ async fn append_elsewhere(log: &AnyEventLog, store: StoreId) {
         limit: Some(10),
         at: Utc.with_ymd_and_hms(2026, 5, 4, 11, 0, 0).unwrap(),
         from_grants: vec![],
+        grants: None,
     };
     append_event_elsewhere(log, store, event).await;
 }

@@ -258,6 +258,14 @@ fn every_notification_is_published_under_webhooks() {
     }
     let published: BTreeSet<String> = doc["webhooks"].as_object().unwrap().keys().cloned().collect();
     assert_eq!(kinds, published, "every kind published is one the examples make, and none else");
+    // An endpoint may name each kind once: as many as are published.
+    for schema in ["CreateWebhookEndpoint", "UpdateWebhookEndpoint"] {
+        assert_eq!(
+            doc["components"]["schemas"][schema]["properties"]["kinds"]["maxItems"],
+            published.len(),
+            "{schema}"
+        );
+    }
 }
 
 /// A small JSON Schema checker for what this document uses (`$ref`, `type`, `enum`,

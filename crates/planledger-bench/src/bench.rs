@@ -651,6 +651,7 @@ async fn generate_history(
                     limit: None,
                     at: now,
                     from_grants: vec![],
+                    grants: None,
                 },
             );
             if copy.full() {

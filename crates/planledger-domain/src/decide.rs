@@ -13,7 +13,7 @@ use crate::command::{
     SchedulePlanTransition, TransitionPlan,
 };
 use crate::error::DomainError;
-use crate::event::{Event, GrantDraw};
+use crate::event::{Event, GrantDraw, GrantTotals};
 use crate::gate::{gate_on_effective, GateDecision};
 use crate::period::{local_day, window_at};
 use crate::state::{evolve, ActionUsage, Grant, Phase, ScheduledTransition, TenantState};
@@ -512,6 +512,12 @@ fn consume(
         }
     };
     let used_after = position.used + own;
+    let drawn: u64 = from_grants.iter().map(|d| d.amount).sum();
+    let live: Vec<&Grant> = state.grants.values().filter(|g| &g.action == action && g.live_at(now)).collect();
+    let grants = (position.limit.is_some() && !live.is_empty()).then(|| GrantTotals {
+        amount: live.iter().map(|g| g.amount).sum(),
+        used: live.iter().map(|g| g.used).sum::<u64>() + drawn,
+    });
     Ok(vec![Event::QuotaConsumed {
         consumption_id,
         action: action.clone(),
@@ -523,6 +529,7 @@ fn consume(
         limit: position.limit,
         at: now,
         from_grants,
+        grants,
     }])
 }
 

@@ -67,6 +67,15 @@ pub struct GrantDraw {
     pub amount: u64,
 }
 
+/// A store's live grants for one action, summed: what they grant and what is used of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct GrantTotals {
+    pub amount: u64,
+    pub used: u64,
+}
+
 /// Every fact the ledger records about a store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -208,6 +217,12 @@ pub enum Event {
         /// is the plan's). Absent when none.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         from_grants: Vec<GrantDraw>,
+        /// The store's grants for the action that were live when it was decided, after it:
+        /// what they grant and what is used of them (a fact of the moment, for the usage
+        /// thresholds that count grants). Absent when there were none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "openapi", schema(nullable = false))]
+        grants: Option<GrantTotals>,
     },
     #[serde(rename_all = "camelCase")]
     QuotaRefunded {
@@ -402,6 +417,7 @@ impl Event {
                 limit: Some(10),
                 at: t0,
                 from_grants: vec![],
+                grants: Some(GrantTotals { amount: 5, used: 4 }),
             },
             Event::QuotaRefunded {
                 consumption_id: Uuid::from_u128(7),

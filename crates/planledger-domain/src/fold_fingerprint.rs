@@ -240,6 +240,7 @@ fn history(seq: &mut Sequence, n: u64) -> Vec<Event> {
                     } else {
                         vec![]
                     },
+                    grants: (seq.below(3) == 0).then_some(crate::event::GrantTotals { amount: 10, used: i % 10 }),
                 }
             }
             _ => match consumed.get(seq.below(consumed.len().max(1) as u64) as usize).cloned() {

@@ -29,7 +29,7 @@ pub use catalog::{ActionKind, Catalog, CatalogError, Notifications, Period, Plan
 pub use command::{Command, Consumption, ExtensionKind, ScheduleAt, SchedulePlanTransition, TransitionPlan};
 pub use decide::{decide, due_transitions, quota_position, usage_positions, QuotaPosition};
 pub use error::{DomainError, GateReason, GateRefusal, UPGRADE_URL};
-pub use event::{AdoptionReason, Event, EventDecodeError, GrantDraw, TransitionReason};
+pub use event::{AdoptionReason, Event, EventDecodeError, GrantDraw, GrantTotals, TransitionReason};
 pub use fold_fingerprint::fold_fingerprint;
 pub use gate::{gate, gate_feature, GateDecision};
 pub use state::{evolve, Grant, Phase, ScheduledTransition, TenantState};

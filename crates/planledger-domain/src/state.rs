@@ -156,12 +156,17 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Whether it can give at `now`: not voided, not expired.
+    pub fn live_at(&self, now: DateTime<Utc>) -> bool {
+        !self.voided && self.expires_at.is_none_or(|at| now < at)
+    }
+
     /// What is left to use at `now`: nothing once voided or expired.
     pub fn remaining(&self, now: DateTime<Utc>) -> u64 {
-        if self.voided || self.expires_at.is_some_and(|at| at <= now) {
-            0
-        } else {
+        if self.live_at(now) {
             self.amount.saturating_sub(self.used)
+        } else {
+            0
         }
     }
 }

@@ -263,8 +263,15 @@ pub fn notices_of(source: Source<'_>, event: &Event, leads: &Notifications) -> V
             });
             b.fact(Kind::PlanTransitioned, data);
         }
-        Event::QuotaConsumed { action, amount, period, period_start, period_end, used_after, limit, .. } => {
-            if let Some(limit) = *limit {
+        Event::QuotaConsumed {
+            action, amount, period, period_start, period_end, used_after, limit, grants, ..
+        } => {
+            if let Some(plan_limit) = *limit {
+                // The allowance counts the grants that were live: the plan's limit and what they
+                // grant; the usage, what was used of both.
+                let granted = grants.map_or(0, |g| g.amount);
+                let limit = plan_limit + granted;
+                let used_after = &(used_after + grants.map_or(0, |g| g.used));
                 let used_before = used_after.saturating_sub(amount.get());
                 for &percent in &leads.quota_threshold_percents {
                     // The usage that reaches `percent` of the limit, rounded up: 80 % of 10 is 8.
@@ -277,7 +284,8 @@ pub fn notices_of(source: Source<'_>, event: &Event, leads: &Notifications) -> V
                         "action": action,
                         "percent": percent,
                         "used": used_after,
-                        "limit": limit,
+                        "limit": plan_limit,
+                        "granted": granted,
                         "period": period.as_str(),
                         "windowStart": period_start.map(time),
                         "windowEnd": period_end.map(time),
@@ -434,6 +442,7 @@ mod tests {
             limit,
             at: at(3, 0),
             from_grants: vec![],
+            grants: None,
         }
     }
 
@@ -456,6 +465,38 @@ mod tests {
         let after_a_refund = notices_of(source(at(4, 0)), &consumed(1, 8, Some(10)), &leads);
         let id = |n: &[Notice]| n.iter().find(|n| n.kind == Kind::QuotaThreshold).unwrap().id.clone();
         assert_eq!(id(&once), id(&after_a_refund), "crossing again in the same window is the same notice");
+    }
+
+    /// With grants, the thresholds are of the allowance: the plan's 10 and the grants' 10.
+    #[test]
+    fn a_threshold_counts_the_grants() {
+        let leads = Notifications::default();
+        let with_grants = |amount: u64, plan_used: u64, grant_used: u64| {
+            let mut event = consumed(amount, plan_used, Some(10));
+            if let Event::QuotaConsumed { grants, from_grants, .. } = &mut event {
+                *grants = Some(planledger_domain::GrantTotals { amount: 10, used: grant_used });
+                if grant_used > 0 {
+                    from_grants
+                        .push(planledger_domain::GrantDraw { grant_id: uuid::Uuid::from_u128(1), amount: grant_used });
+                }
+            }
+            notices_of(source(at(3, 0)), &event, &leads)
+                .iter()
+                .filter(|n| n.kind == Kind::QuotaThreshold)
+                .map(|n| serde_json::from_str::<Value>(&n.body).unwrap()["data"].clone())
+                .collect::<Vec<_>>()
+        };
+        // 8 of the plan's 10 is 40 % of 20: nothing.
+        assert!(with_grants(1, 8, 0).is_empty());
+        // The plan's 10 used is 50 %: still nothing, though the plan's own limit is reached.
+        assert!(with_grants(2, 10, 0).is_empty());
+        // 10 and 6 of the grants is 80 % of 20.
+        let data = with_grants(1, 10, 6);
+        assert_eq!((data.len(), data[0]["percent"].as_u64()), (1, Some(80)), "{data:?}");
+        assert_eq!(
+            (data[0]["used"].as_u64(), data[0]["limit"].as_u64(), data[0]["granted"].as_u64()),
+            (Some(16), Some(10), Some(10))
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - grants: what consumptions take from a grant (`fromGrants`) never passes its amount (net of
 //!   refunds), is taken only once the plan's allowance in the window is used up, only while the
 //!   grant is live (added, not voided, not expired at the time of the consumption), and from
-//!   the grant that expires first before the others; a refund gives back what it took;
+//!   the grant that expires first before the others; the totals a consumption records of the
+//!   live grants are the books'; a refund gives back what it took;
 //! - a scheduled plan change is applied (or refused) at most once, at its time, only while it
 //!   is pending (not canceled, not replaced).
 //!
@@ -164,6 +165,23 @@ pub fn check_stream(events: &[StoredEvent]) -> Vec<Violation> {
                                 );
                             }
                         }
+                    }
+                }
+                // The live grants' totals it records are the books' (only for a limited action).
+                if number(data, "limit").is_some() {
+                    let live: Vec<&GrantSeen> =
+                        grants.values().filter(|g| g.action == action && g.live_at(at)).collect();
+                    let books = (!live.is_empty()).then(|| {
+                        (live.iter().map(|g| g.amount).sum::<u64>(), live.iter().map(|g| g.used).sum::<u64>())
+                    });
+                    let said =
+                        data.get("grants").map(|g| (number(g, "amount").unwrap_or(0), number(g, "used").unwrap_or(0)));
+                    if said != books {
+                        fail(
+                            v,
+                            "a consumption records the live grants' totals",
+                            format!("{action}: says {said:?}, the books {books:?}"),
+                        );
                     }
                 }
                 // Earliest expiry first: a grant that comes before the last one drawn is used up.

@@ -151,9 +151,14 @@ pub struct PlanTransitioned {
 pub struct QuotaThreshold {
     pub store_id: String,
     pub action: String,
+    /// Of the allowance: the plan's `limit` and what the live grants `granted`.
     pub percent: u32,
+    /// What was used of the allowance (the plan's part in the window, and of the grants).
     pub used: u64,
+    /// The plan's limit.
     pub limit: u64,
+    /// What the store's live grants for the action grant on top of it (0: none).
+    pub granted: u64,
     pub period: crate::Period,
     /// `null` for a lifetime quota.
     #[serde(with = "crate::time::option")]

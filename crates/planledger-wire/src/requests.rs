@@ -297,7 +297,8 @@ pub struct CreateWebhookEndpoint {
     #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
     /// The notifications it receives.
-    #[schema(min_items = 1, max_items = 10)]
+    /// At most one of each kind (the document states how many there are).
+    #[schema(min_items = 1)]
     pub kinds: Vec<NotificationKind>,
     /// For `ledger.event`: the raw event types it receives (`QuotaConsumed`, ...); absent or
     /// empty: every type.
@@ -319,7 +320,7 @@ pub struct UpdateWebhookEndpoint {
     #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_items = 1, max_items = 10)]
+    #[schema(min_items = 1)]
     pub kinds: Option<Vec<NotificationKind>>,
     /// An empty list: every type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
