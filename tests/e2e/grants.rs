@@ -117,6 +117,20 @@ async fn grants_add_exactly_their_amount_under_concurrency(backend: Backend) {
     let (status, _) = server.post(&consume, json!({"action": "create_article"})).await;
     assert_eq!(status, 429);
 
+    // The Rust client does the same.
+    let client = server.client();
+    let id: uuid::Uuid = store.parse().unwrap();
+    let body = planledger_client::wire::AddGrant {
+        action: "create_article".into(),
+        amount: 1,
+        expires_at: None,
+        reason: "client".into(),
+    };
+    let granted = client.add_grant(id, &body, &Default::default()).await.unwrap().value;
+    assert_eq!(granted.grant.remaining, 1);
+    let view = client.void_grant(id, granted.grant.grant_id, "by mistake", &Default::default()).await.unwrap().value;
+    assert!(view.grants.is_empty());
+
     // Bad input changes nothing.
     let grants = format!("/v1/stores/{store}/grants");
     let (status, body) = server.post(&grants, json!({"action": "teleport", "amount": 5, "reason": "x"})).await;

@@ -164,6 +164,25 @@ async fn a_canceled_change_never_applies_and_a_newer_one_replaces_it(backend: Ba
     assert_eq!(types.iter().filter(|t| *t == "PlanTransitioned").count(), 0, "{types:?}");
     assert_eq!(types.iter().filter(|t| *t == "ScheduledTransitionCanceled").count(), 1, "{types:?}");
 
+    // The Rust client does the same.
+    let client = server.client();
+    let id: uuid::Uuid = store.parse().unwrap();
+    let body = planledger_client::wire::TransitionPlan {
+        from_plan_id: "professional".into(),
+        to_plan_id: "starter".into(),
+        reason: planledger_client::wire::TransitionReason::Downgrade,
+        subscription_id: Some("sub_pro_1".into()),
+        metadata: None,
+        at: Some("period_end".into()),
+    };
+    let scheduled = client.schedule_plan_transition(id, &body, &Default::default()).await.unwrap().value;
+    assert!(scheduled.scheduled.at_period_end);
+    let view =
+        client.cancel_scheduled_transition(id, scheduled.scheduled.schedule_id, &Default::default()).await.unwrap();
+    assert_eq!(view.value.scheduled_plan_transition, None);
+    let again = client.cancel_scheduled_transition(id, scheduled.scheduled.schedule_id, &Default::default()).await;
+    assert!(matches!(again, Err(planledger_client::Error::Api { status: 404, .. })), "{again:?}");
+
     // A time that has passed, or that is no time, is refused.
     let (status, body) = server.post(&path, change("starter", "2027-01-01T00:00:00Z")).await;
     assert_eq!((status, body["field"].as_str()), (422, Some("at")), "{body}");

@@ -348,17 +348,19 @@ async fn random_command(rng: &mut Rng, world: &World, store: StoreId) -> (Comman
             let now = world.clock.now();
             Command::SchedulePlanTransition(Box::new(SchedulePlanTransition {
                 schedule_id: Uuid::now_v7(),
-                from_plan_id: current.unwrap_or_else(|| plan("free_trial")),
-                to_plan_id: plan(rng.name(&PLANS)),
+                change: TransitionPlan {
+                    from_plan_id: current.unwrap_or_else(|| plan("free_trial")),
+                    to_plan_id: plan(rng.name(&PLANS)),
+                    reason: TransitionReason::Admin,
+                    subscription_id: Some(SubscriptionId::parse("sub_0").unwrap()),
+                    metadata: None,
+                    by_admin: true,
+                },
                 at: if rng.chance(500) {
                     ScheduleAt::PeriodEnd
                 } else {
                     ScheduleAt::Time(now + TimeDelta::hours(1 + rng.below(24 * 20) as i64))
                 },
-                reason: TransitionReason::Admin,
-                subscription_id: Some(SubscriptionId::parse("sub_0").unwrap()),
-                metadata: None,
-                by_admin: true,
                 correlation_id: format!("schedule-{}", rng.next()),
             }))
         }

@@ -356,16 +356,23 @@ impl Client {
         body: &B,
         options: &Options,
     ) -> Result<T> {
+        self.command_as(Method::POST, path, Some(body), options).await
+    }
+
+    /// [`Client::command`] with another method (`DELETE`) and maybe no body.
+    async fn command_as<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        options: &Options,
+    ) -> Result<T> {
         if options.idempotency_key.is_some() || !self.retry.enabled() {
-            return self.post(path, body, options).await;
+            return self.send(method, path, &[], body, options).await;
         }
         let keyed =
             Options { idempotency_key: Some(format!("planledger-client:{}", Uuid::new_v4())), ..options.clone() };
-        self.send_as(
-            RequestKind::Keyed,
-            &Call { method: Method::POST, path, query: &[], body: Some(body), options: &keyed },
-        )
-        .await
+        self.send_as(RequestKind::Keyed, &Call { method, path, query: &[], body, options: &keyed }).await
     }
 
     /// A POST that changes nothing (`authorize`): retried as a read.
@@ -432,6 +439,28 @@ impl Client {
         self.command(&format!("/v1/stores/{store}/plan-transitions"), body, options).await
     }
 
+    /// Schedules the change for `body.at` (a time, or `period_end`): one is pending per store,
+    /// and this one replaces it (`replaced`).
+    pub async fn schedule_plan_transition(
+        &self,
+        store: Uuid,
+        body: &wire::TransitionPlan,
+        options: &Options,
+    ) -> Result<wire::ScheduledTransitionAnswer> {
+        self.command(&format!("/v1/stores/{store}/plan-transitions"), body, options).await
+    }
+
+    /// Withdraws the pending scheduled change (`schedule_not_found` if it is not pending).
+    pub async fn cancel_scheduled_transition(
+        &self,
+        store: Uuid,
+        schedule_id: Uuid,
+        options: &Options,
+    ) -> Result<wire::StoreView> {
+        let path = format!("/v1/stores/{store}/plan-transitions/{schedule_id}");
+        self.command_as(Method::DELETE, &path, None::<&()>, options).await
+    }
+
     // ---- gates and quotas ----
 
     /// May the store do `action` now (its status gate and the feature it requires, if any)?
@@ -450,6 +479,23 @@ impl Client {
 
     pub async fn refund(&self, store: Uuid, consumption_id: Uuid, options: &Options) -> Result<wire::Refunded> {
         self.command(&format!("/v1/stores/{store}/quota/refund"), &wire::Refund { consumption_id }, options).await
+    }
+
+    /// Allowance on top of the plan's for one action, used once the plan's is used up.
+    pub async fn add_grant(&self, store: Uuid, body: &wire::AddGrant, options: &Options) -> Result<wire::GrantAnswer> {
+        self.command(&format!("/v1/stores/{store}/grants"), body, options).await
+    }
+
+    /// Withdraws what is left of a grant (`grant_not_found` if it is voided already).
+    pub async fn void_grant(
+        &self,
+        store: Uuid,
+        grant_id: Uuid,
+        reason: &str,
+        options: &Options,
+    ) -> Result<wire::StoreView> {
+        let body = wire::VoidGrant { reason: reason.to_owned() };
+        self.command(&format!("/v1/stores/{store}/grants/{grant_id}/void"), &body, options).await
     }
 
     // ---- history ----

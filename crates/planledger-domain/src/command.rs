@@ -95,14 +95,9 @@ pub enum ScheduleAt {
 pub struct SchedulePlanTransition {
     /// Made by the caller, so that deciding stays deterministic.
     pub schedule_id: Uuid,
-    /// The plan the caller believes the store is on (a mismatch is refused, as for a change now).
-    pub from_plan_id: PlanId,
-    pub to_plan_id: PlanId,
+    /// The change, as it would be made now (its `fromPlanId` checked now and when due).
+    pub change: TransitionPlan,
     pub at: ScheduleAt,
-    pub reason: TransitionReason,
-    pub subscription_id: Option<SubscriptionId>,
-    pub metadata: Option<Value>,
-    pub by_admin: bool,
     /// The request's correlation id: the causation of the change when it is applied.
     pub correlation_id: String,
 }

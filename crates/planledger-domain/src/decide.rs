@@ -111,7 +111,7 @@ fn schedule(
     now: DateTime<Utc>,
     catalog: &Catalog,
 ) -> Result<Vec<Event>, DomainError> {
-    let from_plan_id = request.from_plan_id.clone();
+    let change = &request.change;
     let at = match request.at {
         ScheduleAt::Time(at) => at,
         ScheduleAt::PeriodEnd => crate::terms::period_end(state, now, catalog),
@@ -119,23 +119,15 @@ fn schedule(
     if at <= now {
         return Err(DomainError::Validation(InvalidValue::new("at", "must be later than now")));
     }
-    let change = TransitionPlan {
-        from_plan_id: from_plan_id.clone(),
-        to_plan_id: request.to_plan_id.clone(),
-        reason: request.reason,
-        subscription_id: request.subscription_id.clone(),
-        metadata: request.metadata.clone(),
-        by_admin: request.by_admin,
-    };
-    plan_transitioned(state, &change, at, catalog, None)?;
+    plan_transitioned(state, change, at, catalog, None)?;
     Ok(vec![Event::PlanTransitionScheduled {
         schedule_id: request.schedule_id,
-        from_plan_id,
-        to_plan_id: request.to_plan_id.clone(),
-        reason: request.reason,
-        subscription_id: request.subscription_id.clone(),
-        metadata: request.metadata.clone(),
-        by_admin: request.by_admin,
+        from_plan_id: change.from_plan_id.clone(),
+        to_plan_id: change.to_plan_id.clone(),
+        reason: change.reason,
+        subscription_id: change.subscription_id.clone(),
+        metadata: change.metadata.clone(),
+        by_admin: change.by_admin,
         at,
         at_period_end: request.at == ScheduleAt::PeriodEnd,
         correlation_id: request.correlation_id.clone(),

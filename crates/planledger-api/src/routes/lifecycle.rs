@@ -186,13 +186,8 @@ pub async fn transition_plan(
         None => Command::TransitionPlan(change),
         Some(at) => Command::SchedulePlanTransition(Box::new(SchedulePlanTransition {
             schedule_id: Uuid::now_v7(),
+            change,
             at: schedule_at(at)?,
-            from_plan_id: change.from_plan_id,
-            to_plan_id: change.to_plan_id,
-            reason: change.reason,
-            subscription_id: change.subscription_id,
-            metadata: change.metadata,
-            by_admin: change.by_admin,
             correlation_id: ctx.correlation_id.clone(),
         })),
     };

@@ -9,13 +9,15 @@ use crate::support::*;
 fn schedule(id: u128, to: &str, at: ScheduleAt) -> Command {
     Command::SchedulePlanTransition(Box::new(SchedulePlanTransition {
         schedule_id: Uuid::from_u128(id),
-        from_plan_id: plan("professional"),
-        to_plan_id: plan(to),
+        change: TransitionPlan {
+            from_plan_id: plan("professional"),
+            to_plan_id: plan(to),
+            reason: TransitionReason::Downgrade,
+            subscription_id: Some(sub("sub_1")),
+            metadata: None,
+            by_admin: false,
+        },
         at,
-        reason: TransitionReason::Downgrade,
-        subscription_id: Some(sub("sub_1")),
-        metadata: None,
-        by_admin: false,
         correlation_id: format!("corr-{id}"),
     }))
 }
