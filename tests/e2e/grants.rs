@@ -146,4 +146,58 @@ async fn grants_add_exactly_their_amount_under_concurrency(backend: Backend) {
     assert_eq!((status, body["field"].as_str()), (422, Some("amount")), "{body}");
 }
 
-on_both_backends!(grants_add_exactly_their_amount_under_concurrency);
+/// `GET /v1/stores/{id}/explain`: why, from what, and what would allow it.
+async fn explain_says_why_and_what_would_allow_it(backend: Backend) {
+    let Some(db) = Db::create(backend, "explain_says_why").await else { return };
+    let server = Server::start(db.url(), &Options::test_clock());
+    let (status, _) = server
+        .caller()
+        .send(server.client.put(format!("{}/v1/test-clock", server.base)).json(&json!({"now": "2027-01-05T12:00:00Z"})))
+        .await;
+    assert_eq!(status, 200);
+    let (_, body) = server.post("/v1/stores", json!({"name": "Explained"})).await;
+    let store = body["storeId"].as_str().unwrap().to_owned();
+    let (status, _) = server.post("/v1/test-clock/advance", json!({"seconds": 60})).await;
+    assert_eq!(status, 200);
+    server
+        .post(&format!("/v1/stores/{store}/subscription"), json!({"planId": "starter", "subscriptionId": "sub_e"}))
+        .await;
+    server.post(&format!("/v1/stores/{store}/quota/consume"), json!({"action": "create_article", "amount": 30})).await;
+    let explain = format!("/v1/stores/{store}/explain");
+
+    let (status, e) = server.get(&format!("{explain}?action=create_article&amount=2")).await;
+    assert_eq!(status, 200, "{e}");
+    assert_eq!((e["allowed"].as_bool(), e["refusal"]["error"].as_str()), (Some(false), Some("quota_exceeded")), "{e}");
+    assert_eq!((e["quota"]["limit"].as_u64(), e["quota"]["used"].as_u64()), (Some(30), Some(30)));
+    let changes: Vec<&str> = e["wouldAllow"].as_array().unwrap().iter().filter_map(|r| r["change"].as_str()).collect();
+    assert_eq!(changes, ["date", "amount", "plan"], "{e}");
+    assert_eq!(e["wouldAllow"][0]["at"], e["quota"]["periodEnd"]);
+    assert_eq!(e["wouldAllow"][1]["amount"], 2);
+    assert_eq!(e["wouldAllow"][2]["planId"], "professional");
+
+    // Take the amount remedy: a grant of 2, and the same question is allowed.
+    let (status, _) = server
+        .post(
+            &format!("/v1/stores/{store}/grants"),
+            json!({"action": "create_article", "amount": 2, "reason": "as explained"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (_, e) = server.get(&format!("{explain}?action=create_article&amount=2")).await;
+    assert_eq!((e["allowed"].as_bool(), e["wouldAllow"].clone()), (Some(true), json!([])), "{e}");
+    assert_eq!(e["quota"]["granted"], 2);
+
+    // As it was before the subscription (at the registration): no subscription, a plan would do.
+    let (_, e) = server.get(&format!("{explain}?action=create_article&at=2027-01-05T12:00:30Z")).await;
+    assert_eq!(e["refusal"]["error"], "no_subscription", "{e}");
+    assert_eq!(e["wouldAllow"][0]["change"], "plan");
+
+    let (status, body) = server.get(&format!("{explain}?action=teleport")).await;
+    assert_eq!((status, body["error"].as_str()), (422, Some("unknown_action")), "{body}");
+    let (status, body) = server.get(&explain).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("action")), "{body}");
+    let (status, _) = server.get(&format!("/v1/stores/{}/explain?action=create_article", uuid::Uuid::new_v4())).await;
+    assert_eq!(status, 404);
+}
+
+on_both_backends!(grants_add_exactly_their_amount_under_concurrency, explain_says_why_and_what_would_allow_it);

@@ -232,6 +232,11 @@ export class PlanledgerClient {
     });
   }
 
+  /** Why `action` is allowed or refused now (or at `at`), and the smallest changes that would allow it. */
+  explain(storeId: string, query: { action: string; amount?: number; at?: string }) {
+    return this.request<Schemas["Explanation"]>("GET", storePath(storeId, "/explain"), { query });
+  }
+
   /** One page of the log (`after` a cursor, of `types`). */
   events(query: { after?: string; limit?: number; types?: string } = {}) {
     return this.request<Schemas["EventFeed"]>("GET", "/v1/events", { query });

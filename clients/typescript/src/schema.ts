@@ -461,6 +461,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/stores/{id}/explain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Why the rules answer what they answer for an action, and what would allow it. */
+        get: operations["explain"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/stores/{id}/grants": {
         parameters: {
             query?: never;
@@ -1432,6 +1449,56 @@ export interface components {
          * @enum {string}
          */
         ExistingStores: "effective_time" | "next_period" | "never";
+        /** @description A refusal's code and why. */
+        ExplainedRefusal: {
+            error: components["schemas"]["ErrorCode"];
+            message: string;
+        };
+        /**
+         * @description `GET /v1/stores/{id}/explain`: the decision on an action, with what it was derived from and
+         *     the smallest changes that would allow it.
+         */
+        Explanation: {
+            action: string;
+            allowed: boolean;
+            /**
+             * Format: int64
+             * @description The amount the decision is for (default 1).
+             */
+            amount: number;
+            /**
+             * Format: date-time
+             * @description When it is decided: the request's `at`, or now.
+             */
+            at: string;
+            /**
+             * Format: int64
+             * @description The catalog version it is decided under.
+             */
+            catalogVersion: number | null;
+            internalStatus: components["schemas"]["InternalStatus"];
+            /**
+             * Format: date-time
+             * @description The store's next deadline (trial, grace or maintenance end, or a scheduled change).
+             */
+            nextDeadline: string | null;
+            /** @description The store as the rules see it then. */
+            planId: string | null;
+            /** @description The action's quota then: its window, the plan's limit and use, and what grants have left. */
+            quota: components["schemas"]["Usage"];
+            refusal: null | components["schemas"]["ExplainedRefusal"];
+            /** @description The feature the action requires (`null`: none), which the store's plan must list. */
+            requiredFeature: string | null;
+            /** Format: uuid */
+            storeId: string;
+            subscriptionStatus: components["schemas"]["SubscriptionStatus"];
+            tier: string | null;
+            /**
+             * @description The smallest changes that would allow it, each checked against the rules (empty if it is
+             *     allowed, or if no change of a plan, a date or an amount would).
+             */
+            wouldAllow: components["schemas"]["Remedy"][];
+        };
         /**
          * @description Which deadline an extension moves.
          * @enum {string}
@@ -2905,6 +2972,22 @@ export interface components {
              */
             timeZone?: string | null;
         };
+        /** @description A change that would allow the action. */
+        Remedy: {
+            /** Format: int64 */
+            amount: number | null;
+            /** Format: date-time */
+            at: string | null;
+            change: components["schemas"]["RemedyKind"];
+            /** @description For people. */
+            description: string;
+            planId: string | null;
+        };
+        /**
+         * @description What kind of change a remedy is.
+         * @enum {string}
+         */
+        RemedyKind: "plan" | "date" | "amount";
         RequestTimeoutError: {
             correlationId: string;
             /**
@@ -6308,6 +6391,87 @@ export interface operations {
                 };
             };
             /** @description `validation_failed`, naming the `field` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_attempts`: too many wrong tokens from this address lately; wait `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    explain: {
+        parameters: {
+            query: {
+                /** @description An action of the catalog (`GET /v1/catalog`) */
+                action: string;
+                /** @description Decide on the store as it was at this time (its events recorded by then); default now */
+                at?: string;
+                /** @description The amount to decide for; default 1 */
+                amount?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The store's id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The decision, its derivation, and the smallest changes that would allow it */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Explanation"];
+                };
+            };
+            /** @description No valid bearer token */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="planledger"` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `store_not_found` (or no event by `at`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `validation_failed`, `unknown_action` */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -215,7 +215,7 @@ fn rule_status(error: &DomainError) -> StatusCode {
 }
 
 /// The contract's code of each rule's refusal (the domain's `code()`, typed).
-fn rule_code(error: &DomainError) -> ErrorCode {
+pub(crate) fn rule_code(error: &DomainError) -> ErrorCode {
     match error {
         DomainError::StoreNotFound => ErrorCode::StoreNotFound,
         DomainError::StoreExists => ErrorCode::StoreExists,

@@ -380,6 +380,7 @@ pub const ROUTES: &[Route] = &[
         handler: || post(r::refund),
     },
     Route { method: "POST", path: "/v1/stores/{id}/grants", role: Some(Role::Service), handler: || post(r::add_grant) },
+    Route { method: "GET", path: "/v1/stores/{id}/explain", role: Some(Role::Reader), handler: || get(r::explain) },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/grants/{grantId}/void",

@@ -33,7 +33,7 @@ use planledger_wire::notifications as n;
     ),
     paths(
         r::register_store, r::find_stores, r::import_store, r::get_store, r::start_trial, r::activate_subscription, r::mark_past_due,
-        r::mark_recovered, r::cancel_subscription, r::transition_plan, r::cancel_scheduled_transition, r::authorize, r::consume, r::refund, r::add_grant, r::void_grant,
+        r::mark_recovered, r::cancel_subscription, r::transition_plan, r::cancel_scheduled_transition, r::authorize, r::consume, r::refund, r::add_grant, r::void_grant, r::explain,
         r::events, r::state_at, r::audit, r::audit_commands, r::get_catalog, r::list_catalog_versions,
         r::preview_catalog,
         r::start_rebuild, r::rebuild_progress,
@@ -270,6 +270,15 @@ fn add_catalog(doc: &mut Value, catalog: &Catalog) {
         );
     }
     set_known(doc, "Consume", "action", "actions", &actions);
+    if let Some(parameters) = operation(doc, "GET", "/v1/stores/{id}/explain")
+        .and_then(|op| op.get_mut("parameters"))
+        .and_then(Value::as_array_mut)
+    {
+        for parameter in parameters.iter_mut().filter(|p| p["name"] == "action") {
+            parameter["schema"]["examples"] = json!(actions);
+            parameter["schema"]["x-planledger-known"] = json!("actions");
+        }
+    }
     let zones: Vec<String> = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Pacific/Auckland"]
         .into_iter()
         .map(str::to_owned)

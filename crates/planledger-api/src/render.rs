@@ -81,15 +81,9 @@ pub fn store_view(
     let plan = effective.plan_id.as_ref().and_then(|id| catalog.plan(id));
     let usage = usage_positions(&effective, now, catalog)
         .into_iter()
-        .map(|q| wire::Usage {
-            action: q.action.to_string(),
-            period: period(q.window.period),
-            period_start: q.window.start,
-            period_end: q.window.end,
-            used: q.used,
-            limit: q.limit,
-            remaining: q.remaining(),
-            granted: effective.grants.values().filter(|g| g.action == q.action).map(|g| g.remaining(now)).sum(),
+        .map(|q| {
+            let granted = effective.grants.values().filter(|g| g.action == q.action).map(|g| g.remaining(now)).sum();
+            usage(&q, granted)
         })
         .collect();
     wire::StoreView {
@@ -119,6 +113,77 @@ pub fn store_view(
         version,
         warnings: warnings_of(status.internal_status),
         usage,
+    }
+}
+
+/// An action's quota as the contract shows it, with what its grants have left.
+fn usage(q: &planledger_domain::QuotaPosition, granted: u64) -> wire::Usage {
+    wire::Usage {
+        action: q.action.to_string(),
+        period: period(q.window.period),
+        period_start: q.window.start,
+        period_end: q.window.end,
+        used: q.used,
+        limit: q.limit,
+        remaining: q.remaining(),
+        granted,
+    }
+}
+
+/// An explanation (`planledger_domain::explain`) as the contract says it.
+pub fn explanation(
+    store: StoreId,
+    (action, amount, at): (&planledger_domain::ActionName, u64, DateTime<Utc>),
+    e: &planledger_domain::Explanation,
+    catalog: &Catalog,
+) -> wire::Explanation {
+    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    wire::Explanation {
+        store_id: store.as_uuid(),
+        action: action.to_string(),
+        amount,
+        at,
+        allowed: e.decision.is_ok(),
+        refusal: e
+            .decision
+            .as_ref()
+            .err()
+            .map(|error| wire::ExplainedRefusal { error: crate::error::rule_code(error), message: error.to_string() }),
+        plan_id: e.state.plan_id.as_ref().map(ToString::to_string),
+        catalog_version: (catalog.version() > 0).then_some(catalog.version()),
+        subscription_status: subscription_status(e.status.subscription_status),
+        internal_status: internal_status(e.status.internal_status),
+        tier: e.status.tier.clone(),
+        next_deadline: e.state.next_deadline(),
+        required_feature: e.required_feature.clone(),
+        quota: usage(&e.quota, e.granted),
+        would_allow: e
+            .would_allow
+            .iter()
+            .map(|remedy| match remedy {
+                planledger_domain::Remedy::Plan(plan) => wire::Remedy {
+                    change: wire::RemedyKind::Plan,
+                    plan_id: Some(plan.to_string()),
+                    at: None,
+                    amount: None,
+                    description: format!("on plan {plan} (subscribed to it)"),
+                },
+                planledger_domain::Remedy::Date(reset) => wire::Remedy {
+                    change: wire::RemedyKind::Date,
+                    plan_id: None,
+                    at: Some(*reset),
+                    amount: None,
+                    description: format!("from {}, when its window resets", time(*reset)),
+                },
+                planledger_domain::Remedy::Amount(more) => wire::Remedy {
+                    change: wire::RemedyKind::Amount,
+                    plan_id: None,
+                    at: None,
+                    amount: Some(*more),
+                    description: format!("with {more} more allowance (a grant of {more})"),
+                },
+            })
+            .collect(),
     }
 }
 

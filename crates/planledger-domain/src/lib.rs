@@ -17,6 +17,7 @@ pub mod command;
 pub mod decide;
 pub mod error;
 pub mod event;
+pub mod explain;
 pub mod fold_fingerprint;
 pub mod gate;
 pub mod period;
@@ -30,6 +31,7 @@ pub use command::{Command, Consumption, ExtensionKind, ScheduleAt, SchedulePlanT
 pub use decide::{decide, due_transitions, quota_position, usage_positions, QuotaPosition};
 pub use error::{DomainError, GateReason, GateRefusal, UPGRADE_URL};
 pub use event::{AdoptionReason, Event, EventDecodeError, GrantDraw, GrantTotals, TransitionReason};
+pub use explain::{explain, Explanation, Remedy};
 pub use fold_fingerprint::fold_fingerprint;
 pub use gate::{gate, gate_feature, GateDecision};
 pub use state::{evolve, Grant, Phase, ScheduledTransition, TenantState};

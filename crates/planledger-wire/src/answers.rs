@@ -109,6 +109,82 @@ pub struct GrantDraw {
     pub amount: u64,
 }
 
+/// `GET /v1/stores/{id}/explain`: the decision on an action, with what it was derived from and
+/// the smallest changes that would allow it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Explanation {
+    pub store_id: Uuid,
+    pub action: String,
+    /// The amount the decision is for (default 1).
+    pub amount: u64,
+    /// When it is decided: the request's `at`, or now.
+    #[serde(with = "crate::time")]
+    pub at: DateTime<Utc>,
+    pub allowed: bool,
+    /// The rule that refuses it (`null` if allowed).
+    #[schema(required = true)]
+    pub refusal: Option<ExplainedRefusal>,
+    /// The store as the rules see it then.
+    #[schema(required = true)]
+    pub plan_id: Option<String>,
+    /// The catalog version it is decided under.
+    #[schema(required = true)]
+    pub catalog_version: Option<i64>,
+    pub subscription_status: SubscriptionStatus,
+    pub internal_status: InternalStatus,
+    #[schema(required = true)]
+    pub tier: Option<String>,
+    /// The store's next deadline (trial, grace or maintenance end, or a scheduled change).
+    #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
+    pub next_deadline: Option<DateTime<Utc>>,
+    /// The feature the action requires (`null`: none), which the store's plan must list.
+    #[schema(required = true)]
+    pub required_feature: Option<String>,
+    /// The action's quota then: its window, the plan's limit and use, and what grants have left.
+    pub quota: Usage,
+    /// The smallest changes that would allow it, each checked against the rules (empty if it is
+    /// allowed, or if no change of a plan, a date or an amount would).
+    pub would_allow: Vec<Remedy>,
+}
+
+/// A refusal's code and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExplainedRefusal {
+    pub error: ErrorCode,
+    pub message: String,
+}
+
+/// What kind of change a remedy is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RemedyKind {
+    /// The store on `planId` (subscribed to it).
+    Plan,
+    /// The same request at `at` (its quota window resets then).
+    Date,
+    /// `amount` more allowance (a grant of it).
+    Amount,
+}
+
+/// A change that would allow the action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Remedy {
+    pub change: RemedyKind,
+    #[schema(required = true)]
+    pub plan_id: Option<String>,
+    #[serde(with = "crate::time::option")]
+    #[schema(required = true)]
+    pub at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
+    pub amount: Option<u64>,
+    /// For people.
+    pub description: String,
+}
+
 /// A plan change scheduled for later (`POST /v1/stores/{id}/plan-transitions` with `at`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -115,3 +115,38 @@ pub async fn state_at(State(app): State<AppState>, Path(id): Path<String>, param
     let store_view = render::store_view(store, &folded.state, folded.version, as_of, &app.service.catalogs());
     Ok(Json::ok(&wire::StateAt { store: store_view, as_of }).into_response())
 }
+
+/// Why the rules answer what they answer for an action, and what would allow it.
+#[utoipa::path(get, path = "/v1/stores/{id}/explain", tag = "quotas", operation_id = "explain",
+    params(
+        rs::StorePath,
+        ("action" = String, Query, description = "An action of the catalog (`GET /v1/catalog`)", pattern = "^[a-z][a-z0-9_]{0,63}$"),
+        ("at" = Option<DateTime<Utc>>, Query, description = "Decide on the store as it was at this time (its events recorded by then); default now"),
+        ("amount" = Option<i64>, Query, description = "The amount to decide for; default 1", minimum = 1, maximum = 1_000_000),
+    ),
+    responses(
+        (status = 200, description = "The decision, its derivation, and the smallest changes that would allow it", body = wire::Explanation),
+        rs::Unauthorized,
+        (status = 404, description = "`store_not_found` (or no event by `at`)", body = wire::ErrorBody),
+        (status = 422, description = "`validation_failed`, `unknown_action`", body = wire::ErrorBody),
+        rs::Unavailable,
+    ))]
+pub async fn explain(State(app): State<AppState>, Path(id): Path<String>, params: Params) -> Reply {
+    let store = store_id(&id)?;
+    let action = ActionName::parse(params.get("action").ok_or_else(|| ApiError::validation("action", "is required"))?)?;
+    let at = time_param(&params, "at")?;
+    let amount = Amount::parse(params.int("amount", 1, 1..=1_000_000)?)?;
+    let until = Until { version: None, time: at };
+    let folded =
+        fold_stream(app.service.reads(), store, Folded::default(), until, |_, _, _| Ok::<_, ApiError>(())).await?;
+    if folded.at.is_none() {
+        return Err(ApiError::store_not_found());
+    }
+    let when = at.unwrap_or_else(|| app.service.clock().now());
+    let catalogs = app.service.catalogs();
+    let catalog = catalogs.shown_for(&folded.state, when).catalog.clone();
+    let explained =
+        planledger_domain::explain(&folded.state, &action, amount, when, &catalog).map_err(ApiError::refused)?;
+    let body = render::explanation(store, (&action, amount.get(), when), &explained, &catalog);
+    Ok(Json::ok(&body).into_response())
+}

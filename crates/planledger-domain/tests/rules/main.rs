@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod events;
+mod explain;
 mod gates;
 mod grants;
 mod import;
