@@ -331,31 +331,14 @@ async fn random_command(rng: &mut Rng, world: &World, store: StoreId) -> (Comman
         26..=27 => Command::CancelSubscription,
         28..=39 => {
             // From what the store's read model says: right most of the time, stale sometimes.
-            let nodes = world.nodes.read().await;
-            let current = nodes[0].service.load_row(store).await.ok().flatten().and_then(|(s, _)| s.plan_id);
-            Command::TransitionPlan(TransitionPlan {
-                from_plan_id: current.unwrap_or_else(|| plan("free_trial")),
-                to_plan_id: plan(rng.name(&PLANS)),
-                reason: TransitionReason::Admin,
-                subscription_id: Some(SubscriptionId::parse("sub_0").unwrap()),
-                metadata: None,
-                by_admin: true,
-            })
+            Command::TransitionPlan(admin_change(rng, read_model(world, store).await.plan_id))
         }
         45..=47 => {
-            let nodes = world.nodes.read().await;
-            let current = nodes[0].service.load_row(store).await.ok().flatten().and_then(|(s, _)| s.plan_id);
+            let change = admin_change(rng, read_model(world, store).await.plan_id);
             let now = world.clock.now();
             Command::SchedulePlanTransition(Box::new(SchedulePlanTransition {
                 schedule_id: Uuid::now_v7(),
-                change: TransitionPlan {
-                    from_plan_id: current.unwrap_or_else(|| plan("free_trial")),
-                    to_plan_id: plan(rng.name(&PLANS)),
-                    reason: TransitionReason::Admin,
-                    subscription_id: Some(SubscriptionId::parse("sub_0").unwrap()),
-                    metadata: None,
-                    by_admin: true,
-                },
+                change,
                 at: if rng.chance(500) {
                     ScheduleAt::PeriodEnd
                 } else {
@@ -366,9 +349,7 @@ async fn random_command(rng: &mut Rng, world: &World, store: StoreId) -> (Comman
         }
         48 => {
             // The pending change, as the read model shows it (or one that is gone).
-            let nodes = world.nodes.read().await;
-            let pending =
-                nodes[0].service.load_row(store).await.ok().flatten().and_then(|(s, _)| s.scheduled_transition);
+            let pending = read_model(world, store).await.scheduled_transition;
             Command::CancelScheduledTransition { schedule_id: pending.map_or_else(Uuid::now_v7, |p| p.schedule_id) }
         }
         49..=51 => {
@@ -382,14 +363,7 @@ async fn random_command(rng: &mut Rng, world: &World, store: StoreId) -> (Comman
             }
         }
         52 => {
-            let nodes = world.nodes.read().await;
-            let grant = nodes[0]
-                .service
-                .load_row(store)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|(s, _)| s.grants.keys().next().copied());
+            let grant = read_model(world, store).await.grants.keys().next().copied();
             Command::VoidGrant { grant_id: grant.unwrap_or_else(Uuid::now_v7), reason: reason() }
         }
         40..=44 => Command::Extend {
@@ -411,6 +385,24 @@ async fn random_command(rng: &mut Rng, world: &World, store: StoreId) -> (Comman
         other => format!("{other:?}"),
     };
     (command, body)
+}
+
+/// The store as the first node's read model has it (an empty state if it has none).
+async fn read_model(world: &World, store: StoreId) -> TenantState {
+    let nodes = world.nodes.read().await;
+    nodes[0].service.load_row(store).await.ok().flatten().map(|(state, _)| state).unwrap_or_default()
+}
+
+/// An admin's change from `current` (the trial plan if none) to a random plan.
+fn admin_change(rng: &mut Rng, current: Option<PlanId>) -> TransitionPlan {
+    TransitionPlan {
+        from_plan_id: current.unwrap_or_else(|| plan("free_trial")),
+        to_plan_id: plan(rng.name(&PLANS)),
+        reason: TransitionReason::Admin,
+        subscription_id: Some(SubscriptionId::parse("sub_0").unwrap()),
+        metadata: None,
+        by_admin: true,
+    }
 }
 
 /// Moves the clock (minutes to weeks: across deadlines and period ends), sweeps deadlines, and

@@ -519,10 +519,7 @@ impl Worker {
                     own.insert(0, adoption);
                 }
                 for event in &own {
-                    // A scheduled change applied (or refused) now is caused by the request that
-                    // scheduled it.
-                    let caused_by = working.scheduled_causation(event).unwrap_or(&causation).to_owned();
-                    events.push(new_event(self.store, event, &job.meta, &job.meta.actor, &caused_by, now, &catalog));
+                    events.push(new_event(self.store, event, &job.meta, &job.meta.actor, &causation, now, &catalog));
                     *working = evolve(std::mem::take(working), event);
                 }
                 Some(Outcome::Accepted(Box::new(Accepted {
