@@ -567,6 +567,16 @@ async fn the_store_page_tells_the_truth_in_every_state(backend: Backend) {
     assert!(frozen.contains("refused: account_frozen"), "its windows say the gate refuses them");
     assert!(!frozen.contains(" left)"), "nothing is 'left' on a store whose every change is refused");
     assert!(!frozen.contains("id=\"extend\"") && frozen.contains("id=\"no-extension\""), "no extension applies");
+    let why = |page: &str, action: &str| -> String {
+        let section =
+            &page[page.find("id=\"why\"").expect("the explain panel")..page.find("id=\"store-refusals\"").unwrap()];
+        let row = &section
+            [section.find(&format!("data-action=\"{action}\"")).unwrap_or_else(|| panic!("{action} explained"))..];
+        row[..row.find("</tr>").unwrap()].to_owned()
+    };
+    let frozen_why = why(&frozen, "create_article");
+    assert!(frozen_why.contains("account_frozen"), "the panel names the rule: {frozen_why}");
+    assert!(frozen_why.contains("on plan "), "and the plan that would allow it: {frozen_why}");
 
     let grace = page(world.grace.clone()).await;
     assert!(
@@ -579,6 +589,12 @@ async fn the_store_page_tells_the_truth_in_every_state(backend: Backend) {
     assert!(active.contains("<td id=\"catalog-version\">version 1 "), "the store's catalog version");
     assert!(active.contains("will not come"), "the trial a paid subscription replaced is not to come");
     assert!(!active.contains("id=\"extend\""), "no extension for an active store");
+    assert!(why(&active, "create_article").contains("allowed"), "an active store may create");
+    // A thousand at once is more than the month allows: a grant of what is missing would.
+    let thousand = page(format!("{}?amount=1000", world.active)).await;
+    let thousand_why = why(&thousand, "create_article");
+    assert!(thousand_why.contains("quota_exceeded"), "{thousand_why}");
+    assert!(thousand_why.contains("more allowance"), "{thousand_why}");
 
     // The trial store was refused 11 articles (more than its month allows): listed once the
     // journal writer has written it.

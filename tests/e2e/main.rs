@@ -21,6 +21,7 @@ mod nodes;
 mod notify;
 mod ops;
 mod outage;
+mod proofs;
 mod restore;
 mod schedules;
 mod server;

@@ -82,9 +82,10 @@ async fn a_postgres_dump_restored_into_a_fresh_database_keeps_working() {
     let pool = sqlx::PgPool::connect(target.url()).await.unwrap();
     sqlx::query(
         "INSERT INTO ledger_events (transaction_id, event_id, stream_id, version, event_type, schema_version, data,
-            correlation_id, actor, catalog_fingerprint, recorded_at)
+            correlation_id, actor, catalog_fingerprint, recorded_at, hash)
          SELECT ((pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000)::text)::xid8, gen_random_uuid(),
-            stream_id, version + 100, event_type, schema_version, data, correlation_id, actor, catalog_fingerprint, recorded_at
+            stream_id, version + 100, event_type, schema_version, data, correlation_id, actor, catalog_fingerprint, recorded_at,
+            hash
          FROM ledger_events ORDER BY global_position DESC LIMIT 1",
     )
     .execute(&pool)

@@ -237,6 +237,24 @@ export class PlanledgerClient {
     return this.request<Schemas["Explanation"]>("GET", storePath(storeId, "/explain"), { query });
   }
 
+  /** The signed digests, newest first (docs/audit-chain.md). */
+  digests(query: { before?: string; limit?: number } = {}) {
+    return this.request<Schemas["DigestList"]>("GET", "/v1/ledger/digests", { query });
+  }
+
+  /** Makes a signed digest now (admin; the server needs PLANLEDGER_DIGEST_KEY). */
+  makeDigest() {
+    return this.request<Schemas["SignedDigest"]>("POST", "/v1/ledger/digests", {});
+  }
+
+  /**
+   * The proof of a store's events from `version` (default: its version in the digest) against
+   * `digest` (default: the latest). Check it with `verifyProof`, offline.
+   */
+  proof(storeId: string, query: { version?: number; digest?: number } = {}) {
+    return this.request<Schemas["Proof"]>("GET", storePath(storeId, "/proof"), { query });
+  }
+
   /** One page of the log (`after` a cursor, of `types`). */
   events(query: { after?: string; limit?: number; types?: string } = {}) {
     return this.request<Schemas["EventFeed"]>("GET", "/v1/events", { query });

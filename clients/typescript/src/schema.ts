@@ -370,6 +370,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/ledger/digests": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The signed digests, newest first. */
+        get: operations["listDigests"];
+        put?: never;
+        /** Makes a digest of every stream's head now, signed with the server's key. */
+        post: operations["makeDigest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -541,6 +559,27 @@ export interface paths {
         post?: never;
         /** Cancel a scheduled plan change before its time. */
         delete: operations["cancelScheduledTransition"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{id}/proof": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What an auditor needs to check a store's events against a signed digest, without the
+         *     ledger's database: the digest, the events from `version` to the store's version in it in
+         *     their canonical form with their hashes, and the store's place in the digest's tree.
+         */
+        get: operations["proveStore"];
+        put?: never;
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -1294,6 +1333,8 @@ export interface components {
             periodEnd: string | null;
             /** Format: date-time */
             periodStart: string | null;
+            /** @description What the command wrote in the store's hash chain; on command answers only. */
+            receipt?: components["schemas"]["Receipt"];
             /** Format: int64 */
             remaining: number | null;
             /**
@@ -1371,6 +1412,32 @@ export interface components {
         };
         /** @description A number of days. */
         Days: number;
+        DigestKeyMissingError: {
+            correlationId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            error: "digest_key_missing";
+            /** @description For people: it may change. */
+            message: string;
+        };
+        /** @description The answer to `GET /v1/ledger/digests`: newest first. */
+        DigestList: {
+            items: components["schemas"]["SignedDigest"][];
+            /** @description Send as `before` for the next (older) page; `null` on the last. */
+            nextCursor: string | null;
+        };
+        DigestNotFoundError: {
+            correlationId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            error: "digest_not_found";
+            /** @description For people: it may change. */
+            message: string;
+        };
         /**
          * @example {
          *       "fromPlanId": "free_trial",
@@ -1424,12 +1491,12 @@ export interface components {
          *       "used": 10
          *     }
          */
-        ErrorBody: components["schemas"]["MalformedJsonError"] | components["schemas"]["ValidationFailedError"] | components["schemas"]["PayloadTooLargeError"] | components["schemas"]["UnauthorizedError"] | components["schemas"]["ForbiddenError"] | components["schemas"]["NotFoundError"] | components["schemas"]["MethodNotAllowedError"] | components["schemas"]["IdempotencyKeyReusedError"] | components["schemas"]["RequestTimeoutError"] | components["schemas"]["TooManyAttemptsError"] | components["schemas"]["TooManyLongPollsError"] | components["schemas"]["TooManyConnectionsError"] | components["schemas"]["StoreNotFoundError"] | components["schemas"]["StoreExistsError"] | components["schemas"]["NoSubscriptionError"] | components["schemas"]["MaintenanceNoGrowthError"] | components["schemas"]["AccountFrozenError"] | components["schemas"]["SubscriptionCanceledError"] | components["schemas"]["FeatureNotInPlanError"] | components["schemas"]["TrialAlreadyUsedError"] | components["schemas"]["SubscriptionActiveError"] | components["schemas"]["UnknownPlanError"] | components["schemas"]["PlanNotTrialEligibleError"] | components["schemas"]["NotAPaidPlanError"] | components["schemas"]["UnknownActionError"] | components["schemas"]["UnknownFeatureError"] | components["schemas"]["PlanMismatchError"] | components["schemas"]["InvalidTransitionError"] | components["schemas"]["InternalTierError"] | components["schemas"]["SubscriptionRequiredError"] | components["schemas"]["QuotaExceededError"] | components["schemas"]["NotTrialingError"] | components["schemas"]["NotInGraceError"] | components["schemas"]["NotInMaintenanceError"] | components["schemas"]["NoActiveSubscriptionError"] | components["schemas"]["NotPastDueError"] | components["schemas"]["ConsumptionNotFoundError"] | components["schemas"]["ScheduleNotFoundError"] | components["schemas"]["GrantNotFoundError"] | components["schemas"]["AlreadyRefundedError"] | components["schemas"]["RefundWindowClosedError"] | components["schemas"]["VersionMismatchError"] | components["schemas"]["InvalidSignatureError"] | components["schemas"]["NotAStripeEventError"] | components["schemas"]["StripeNotConfiguredError"] | components["schemas"]["NotRetryableError"] | components["schemas"]["CursorNotInLogError"] | components["schemas"]["ConcurrencyConflictError"] | components["schemas"]["StorageUnavailableError"] | components["schemas"]["DatabaseNotPrimaryError"] | components["schemas"]["OutcomeUnknownError"] | components["schemas"]["InternalError"];
+        ErrorBody: components["schemas"]["MalformedJsonError"] | components["schemas"]["ValidationFailedError"] | components["schemas"]["PayloadTooLargeError"] | components["schemas"]["UnauthorizedError"] | components["schemas"]["ForbiddenError"] | components["schemas"]["NotFoundError"] | components["schemas"]["MethodNotAllowedError"] | components["schemas"]["IdempotencyKeyReusedError"] | components["schemas"]["RequestTimeoutError"] | components["schemas"]["TooManyAttemptsError"] | components["schemas"]["TooManyLongPollsError"] | components["schemas"]["TooManyConnectionsError"] | components["schemas"]["StoreNotFoundError"] | components["schemas"]["StoreExistsError"] | components["schemas"]["NoSubscriptionError"] | components["schemas"]["MaintenanceNoGrowthError"] | components["schemas"]["AccountFrozenError"] | components["schemas"]["SubscriptionCanceledError"] | components["schemas"]["FeatureNotInPlanError"] | components["schemas"]["TrialAlreadyUsedError"] | components["schemas"]["SubscriptionActiveError"] | components["schemas"]["UnknownPlanError"] | components["schemas"]["PlanNotTrialEligibleError"] | components["schemas"]["NotAPaidPlanError"] | components["schemas"]["UnknownActionError"] | components["schemas"]["UnknownFeatureError"] | components["schemas"]["PlanMismatchError"] | components["schemas"]["InvalidTransitionError"] | components["schemas"]["InternalTierError"] | components["schemas"]["SubscriptionRequiredError"] | components["schemas"]["QuotaExceededError"] | components["schemas"]["NotTrialingError"] | components["schemas"]["NotInGraceError"] | components["schemas"]["NotInMaintenanceError"] | components["schemas"]["NoActiveSubscriptionError"] | components["schemas"]["NotPastDueError"] | components["schemas"]["ConsumptionNotFoundError"] | components["schemas"]["ScheduleNotFoundError"] | components["schemas"]["GrantNotFoundError"] | components["schemas"]["AlreadyRefundedError"] | components["schemas"]["RefundWindowClosedError"] | components["schemas"]["VersionMismatchError"] | components["schemas"]["InvalidSignatureError"] | components["schemas"]["NotAStripeEventError"] | components["schemas"]["StripeNotConfiguredError"] | components["schemas"]["NotRetryableError"] | components["schemas"]["CursorNotInLogError"] | components["schemas"]["DigestNotFoundError"] | components["schemas"]["NotInDigestError"] | components["schemas"]["NotYetDigestedError"] | components["schemas"]["DigestKeyMissingError"] | components["schemas"]["ConcurrencyConflictError"] | components["schemas"]["StorageUnavailableError"] | components["schemas"]["DatabaseNotPrimaryError"] | components["schemas"]["OutcomeUnknownError"] | components["schemas"]["InternalError"];
         /**
          * @description Every error code the API answers with.
          * @enum {string}
          */
-        ErrorCode: "malformed_json" | "validation_failed" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "idempotency_key_reused" | "request_timeout" | "too_many_attempts" | "too_many_long_polls" | "too_many_connections" | "store_not_found" | "store_exists" | "no_subscription" | "maintenance_no_growth" | "account_frozen" | "subscription_canceled" | "feature_not_in_plan" | "trial_already_used" | "subscription_active" | "unknown_plan" | "plan_not_trial_eligible" | "not_a_paid_plan" | "unknown_action" | "unknown_feature" | "plan_mismatch" | "invalid_transition" | "internal_tier" | "subscription_required" | "quota_exceeded" | "not_trialing" | "not_in_grace" | "not_in_maintenance" | "no_active_subscription" | "not_past_due" | "consumption_not_found" | "schedule_not_found" | "grant_not_found" | "already_refunded" | "refund_window_closed" | "version_mismatch" | "invalid_signature" | "not_a_stripe_event" | "stripe_not_configured" | "not_retryable" | "cursor_not_in_log" | "concurrency_conflict" | "storage_unavailable" | "database_not_primary" | "outcome_unknown" | "internal";
+        ErrorCode: "malformed_json" | "validation_failed" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "idempotency_key_reused" | "request_timeout" | "too_many_attempts" | "too_many_long_polls" | "too_many_connections" | "store_not_found" | "store_exists" | "no_subscription" | "maintenance_no_growth" | "account_frozen" | "subscription_canceled" | "feature_not_in_plan" | "trial_already_used" | "subscription_active" | "unknown_plan" | "plan_not_trial_eligible" | "not_a_paid_plan" | "unknown_action" | "unknown_feature" | "plan_mismatch" | "invalid_transition" | "internal_tier" | "subscription_required" | "quota_exceeded" | "not_trialing" | "not_in_grace" | "not_in_maintenance" | "no_active_subscription" | "not_past_due" | "consumption_not_found" | "schedule_not_found" | "grant_not_found" | "already_refunded" | "refund_window_closed" | "version_mismatch" | "invalid_signature" | "not_a_stripe_event" | "stripe_not_configured" | "not_retryable" | "cursor_not_in_log" | "digest_not_found" | "not_in_digest" | "not_yet_digested" | "digest_key_missing" | "concurrency_conflict" | "storage_unavailable" | "database_not_primary" | "outcome_unknown" | "internal";
         /** @description One recorded event, as stored. */
         EventEnvelope: components["schemas"]["StoreRegisteredEvent"] | components["schemas"]["StoreImportedEvent"] | components["schemas"]["CatalogAdoptedEvent"] | components["schemas"]["TrialStartedEvent"] | components["schemas"]["TrialRestartedEvent"] | components["schemas"]["TrialRecordedEvent"] | components["schemas"]["TrialExtendedEvent"] | components["schemas"]["TrialExpiredEvent"] | components["schemas"]["GracePeriodExtendedEvent"] | components["schemas"]["DowngradedToMaintenanceEvent"] | components["schemas"]["MaintenanceExtendedEvent"] | components["schemas"]["StoreFrozenEvent"] | components["schemas"]["SubscriptionActivatedEvent"] | components["schemas"]["SubscriptionPastDueEvent"] | components["schemas"]["SubscriptionRecoveredEvent"] | components["schemas"]["SubscriptionCanceledEvent"] | components["schemas"]["PlanTransitionedEvent"] | components["schemas"]["PlanTransitionScheduledEvent"] | components["schemas"]["ScheduledTransitionCanceledEvent"] | components["schemas"]["ScheduledTransitionFailedEvent"] | components["schemas"]["QuotaConsumedEvent"] | components["schemas"]["QuotaRefundedEvent"] | components["schemas"]["GrantAddedEvent"] | components["schemas"]["GrantVoidedEvent"];
         /**
@@ -2148,6 +2215,16 @@ export interface components {
             /** @description For people: it may change. */
             message: string;
         };
+        NotInDigestError: {
+            correlationId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            error: "not_in_digest";
+            /** @description For people: it may change. */
+            message: string;
+        };
         NotInGraceError: {
             correlationId: string;
             /**
@@ -2195,6 +2272,16 @@ export interface components {
              * @enum {string}
              */
             error: "not_trialing";
+            /** @description For people: it may change. */
+            message: string;
+        };
+        NotYetDigestedError: {
+            correlationId: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            error: "not_yet_digested";
             /** @description For people: it may change. */
             message: string;
         };
@@ -2345,6 +2432,8 @@ export interface components {
                 /** Format: date-time */
                 nextDeadline: string | null;
                 planId: string | null;
+                /** @description What the command wrote in the store's hash chain; on command answers only. */
+                receipt?: components["schemas"]["Receipt"];
                 scheduledPlanTransition: null | components["schemas"]["ScheduledPlanTransition"];
                 /** Format: uuid */
                 storeId: string;
@@ -2653,6 +2742,47 @@ export interface components {
             planId: string | null;
         };
         /**
+         * @description The answer to `GET /v1/stores/{id}/proof`: everything needed to check that events
+         *     `fromVersion..=leaf.version` of a store are the ones a signed digest covers.
+         */
+        Proof: {
+            digest: components["schemas"]["SignedDigest"];
+            /** @description The events from `fromVersion` to the leaf's version, in order. */
+            events: components["schemas"]["ProvenEvent"][];
+            leaf: components["schemas"]["ProofLeaf"];
+            /** @description The audit path of the leaf (RFC 9162 §2.1.3): sibling hashes from the leaf up. */
+            path: string[];
+            /** @description The chain hash of version `fromVersion - 1` (64 zeros for version 1). */
+            previousHash: string;
+            /** Format: uuid */
+            storeId: string;
+            streamId: string;
+        };
+        /** @description A store's leaf in a digest's tree. */
+        ProofLeaf: {
+            /** @description The chain hash of that version: 64 hexadecimal digits. */
+            head: string;
+            /**
+             * Format: int64
+             * @description Its place among the digest's leaves (streams in byte order of their ids).
+             */
+            index: number;
+            /**
+             * Format: int64
+             * @description The store's version when the digest was made.
+             */
+            version: number;
+        };
+        /** @description One event of a proof, in its canonical form. */
+        ProvenEvent: {
+            /** @description The event's canonical bytes (UTF-8): what its hash covers. */
+            canonical: string;
+            /** @description Its chain hash: SHA-256 of the hash before it and `canonical`. 64 hexadecimal digits. */
+            hash: string;
+            /** Format: int64 */
+            version: number;
+        };
+        /**
          * @example {
          *       "action": "create_article",
          *       "amount": 3,
@@ -2915,6 +3045,32 @@ export interface components {
          * @enum {string}
          */
         RebuildState: "running" | "done" | "failed";
+        /**
+         * @description What a command wrote in its store's hash chain (docs/audit-chain.md): each event's id,
+         *     version and chain hash, and the stream's head after them. Keep it: checked later against a
+         *     signed digest (`GET /v1/stores/{id}/proof`), it shows the ledger still holds what it
+         *     answered.
+         */
+        Receipt: {
+            /** @description The events the command recorded, in order; none if it changed nothing. */
+            events: components["schemas"]["ReceiptEvent"][];
+            /** @description The chain hash of the event at `version`: 64 hexadecimal digits. */
+            head: string;
+            /**
+             * Format: int64
+             * @description The store's stream version `head` is the hash of.
+             */
+            version: number;
+        };
+        /** @description One event of a [`Receipt`]. */
+        ReceiptEvent: {
+            /** Format: uuid */
+            eventId: string;
+            /** @description The event's chain hash: 64 hexadecimal digits. */
+            hash: string;
+            /** Format: int64 */
+            version: number;
+        };
         /** @description `POST /v1/stores/{id}/quota/refund`. */
         Refund: {
             /**
@@ -2944,6 +3100,8 @@ export interface components {
             periodEnd: string | null;
             /** Format: date-time */
             periodStart: string | null;
+            /** @description What the command wrote in the store's hash chain; on command answers only. */
+            receipt?: components["schemas"]["Receipt"];
             refunded: boolean;
         };
         /**
@@ -3118,6 +3276,35 @@ export interface components {
         SetClock: {
             /** Format: date-time */
             now: string;
+        };
+        /** @description A digest of every stream's head, signed with the ledger's Ed25519 key. */
+        SignedDigest: {
+            /**
+             * @description When it was made, exactly as signed: RFC 3339, UTC, six fractional digits.
+             * @example 2027-01-15T08:00:00.000000Z
+             */
+            createdAt: string;
+            /** Format: int64 */
+            digestId: number;
+            /** @description The first 16 hexadecimal digits of SHA-256 of the public key. */
+            keyId: string;
+            /**
+             * @description The Ed25519 public key that signed it: 64 hexadecimal digits. Trust it only if you know
+             *     it from elsewhere (the operator publishes it).
+             */
+            publicKey: string;
+            /** @description The Merkle tree's root: 64 hexadecimal digits. */
+            root: string;
+            /**
+             * @description The Ed25519 signature of `planledger.digest.v1`, a line feed, and the canonical JSON of
+             *     `{createdAt, digestId, root, streams}`: 128 hexadecimal digits.
+             */
+            signature: string;
+            /**
+             * Format: int64
+             * @description How many streams (leaves) the tree has.
+             */
+            streams: number;
         };
         /**
          * @description `POST /v1/stores/{id}/trial`.
@@ -3419,6 +3606,8 @@ export interface components {
             /** Format: date-time */
             nextDeadline: string | null;
             planId: string | null;
+            /** @description What the command wrote in the store's hash chain; on command answers only. */
+            receipt?: components["schemas"]["Receipt"];
             scheduledPlanTransition: null | components["schemas"]["ScheduledPlanTransition"];
             /** Format: uuid */
             storeId: string;
@@ -5942,6 +6131,135 @@ export interface operations {
             };
         };
     };
+    listDigests: {
+        parameters: {
+            query?: {
+                /** @description The `nextCursor` of the previous page */
+                before?: string;
+                /** @description Default 20 */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of digests, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DigestList"];
+                };
+            };
+            /** @description No valid bearer token */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="planledger"` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `validation_failed`, naming the `field` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_attempts`: too many wrong tokens from this address lately; wait `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    makeDigest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The digest, stored */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignedDigest"];
+                };
+            };
+            /** @description No valid bearer token */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="planledger"` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `digest_key_missing`: the server has no signing key */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_attempts`: too many wrong tokens from this address lately; wait `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     openapi: {
         parameters: {
             query?: never;
@@ -7020,6 +7338,94 @@ export interface operations {
                 };
             };
             /** @description `storage_unavailable`, or `outcome_unknown`: retry with the same `Idempotency-Key` to learn the answer */
+            503: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    proveStore: {
+        parameters: {
+            query?: {
+                /** @description The first version to prove; default the store's version in the digest */
+                version?: number;
+                /** @description The digest to prove against; default the latest */
+                digest?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The store's id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The proof; check it with `Proof::verify` (planledger-client) or `verifyProof` (TypeScript) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Proof"];
+                };
+            };
+            /** @description No valid bearer token */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="planledger"` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `store_not_found`, `digest_not_found`, `not_in_digest` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_yet_digested`: the version was written after the digest */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `validation_failed`: more than 1000 events from `version` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_attempts`: too many wrong tokens from this address lately; wait `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `storage_unavailable`: retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description Seconds */

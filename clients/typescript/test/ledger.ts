@@ -17,7 +17,7 @@ export interface Ledger {
   stop: () => Promise<void>;
 }
 
-function binary(): string {
+export function binary(): string {
   const candidates = [
     process.env.PLANLEDGER_BIN,
     process.env.CARGO_TARGET_DIR && join(process.env.CARGO_TARGET_DIR, "debug", "planledger"),
@@ -31,7 +31,7 @@ function binary(): string {
   return found;
 }
 
-export async function startLedger(): Promise<Ledger> {
+export async function startLedger(env: Record<string, string> = {}): Promise<Ledger> {
   const dir = mkdtempSync(join(tmpdir(), "planledger-ts-"));
   const serviceToken = `svc-${randomBytes(12).toString("hex")}`;
   const adminToken = `adm-${randomBytes(12).toString("hex")}`;
@@ -44,6 +44,7 @@ export async function startLedger(): Promise<Ledger> {
       // The example app receives notifications on loopback.
       PLANLEDGER_WEBHOOK_ALLOW: "127.0.0.1/32",
       RUST_LOG: "warn",
+      ...env,
     },
     stdio: ["ignore", "pipe", "inherit"],
   });

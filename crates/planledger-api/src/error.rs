@@ -62,6 +62,14 @@ pub enum ApiError {
     NotRetryable(String),
     #[error("the log holds no event at this cursor: it moved back (a database failover lost events you read) or the cursor is from another log; read again from 0-0, or from a cursor you kept that the log still holds, and set aside events you read that the log no longer has")]
     CursorNotInLog { head: String },
+    #[error("no signed digest has this id; `GET /v1/ledger/digests` lists them, `POST /v1/ledger/digests` makes one")]
+    DigestNotFound,
+    #[error("the store had no events when digest {0} was made; prove it against a later digest")]
+    NotInDigest(i64),
+    #[error("version {version} was written after digest {digest} was made (the store was at {at} then); prove it against a later digest")]
+    NotYetDigested { digest: i64, version: i64, at: i64 },
+    #[error("this server has no key to sign digests with: set PLANLEDGER_DIGEST_KEY (`planledger keygen` makes one)")]
+    DigestKeyMissing,
     #[error("internal error")]
     Internal,
 }
@@ -111,6 +119,8 @@ impl ApiError {
             ApiError::InvalidSignature(_) | ApiError::NotAStripeEvent(_) => StatusCode::BAD_REQUEST,
             ApiError::StripeNotConfigured => StatusCode::NOT_FOUND,
             ApiError::NotRetryable(_) | ApiError::CursorNotInLog { .. } => StatusCode::CONFLICT,
+            ApiError::DigestNotFound | ApiError::NotInDigest(_) => StatusCode::NOT_FOUND,
+            ApiError::NotYetDigested { .. } | ApiError::DigestKeyMissing => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -139,6 +149,10 @@ impl ApiError {
             ApiError::StripeNotConfigured => ErrorCode::StripeNotConfigured,
             ApiError::NotRetryable(_) => ErrorCode::NotRetryable,
             ApiError::CursorNotInLog { .. } => ErrorCode::CursorNotInLog,
+            ApiError::DigestNotFound => ErrorCode::DigestNotFound,
+            ApiError::NotInDigest(_) => ErrorCode::NotInDigest,
+            ApiError::NotYetDigested { .. } => ErrorCode::NotYetDigested,
+            ApiError::DigestKeyMissing => ErrorCode::DigestKeyMissing,
             ApiError::Internal => ErrorCode::Internal,
         }
     }

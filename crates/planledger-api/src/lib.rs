@@ -105,6 +105,17 @@ pub struct AppState {
     /// The answers of the unauthenticated routes that ask the database, kept a moment so that a
     /// flood of probes costs the database one query a second.
     pub(crate) probes: Arc<routes::ProbeCache>,
+    /// The key digests are signed with, and the keys `verify` trusts.
+    pub digests: Arc<DigestKeys>,
+}
+
+/// The server's digest keys (docs/audit-chain.md).
+#[derive(Debug, Default)]
+pub struct DigestKeys {
+    /// Signs digests; none: digests are not made here.
+    pub key: Option<planledger_chain::SigningKey>,
+    /// How often this node makes one (if none was made since by another); `None`: only on demand.
+    pub every: Option<std::time::Duration>,
 }
 
 /// How far behind a background worker may fall before `/readyz` fails: well past a normal
@@ -134,7 +145,14 @@ impl AppState {
             stripe: planledger_stripe::Stripe::new(service.clone(), planledger_stripe::StripeConfig::default()),
             notifier: planledger_notify::Notifier::new(service, planledger_notify::NotifyConfig::default()),
             console: Arc::default(),
+            digests: Arc::default(),
         }
+    }
+
+    /// With a key to sign digests, made every `every` if given.
+    pub fn with_digest_key(mut self, key: planledger_chain::SigningKey, every: Option<std::time::Duration>) -> Self {
+        self.digests = Arc::new(DigestKeys { key: Some(key), every });
+        self
     }
 
     /// With the notifier the process runs (its deliveries configured otherwise).
@@ -381,6 +399,9 @@ pub const ROUTES: &[Route] = &[
     },
     Route { method: "POST", path: "/v1/stores/{id}/grants", role: Some(Role::Service), handler: || post(r::add_grant) },
     Route { method: "GET", path: "/v1/stores/{id}/explain", role: Some(Role::Reader), handler: || get(r::explain) },
+    Route { method: "GET", path: "/v1/stores/{id}/proof", role: Some(Role::Reader), handler: || get(r::prove_store) },
+    Route { method: "GET", path: "/v1/ledger/digests", role: Some(Role::Reader), handler: || get(r::list_digests) },
+    Route { method: "POST", path: "/v1/ledger/digests", role: Some(Role::Admin), handler: || post(r::make_digest) },
     Route {
         method: "POST",
         path: "/v1/stores/{id}/grants/{grantId}/void",

@@ -33,7 +33,7 @@ use planledger_wire::notifications as n;
     ),
     paths(
         r::register_store, r::find_stores, r::import_store, r::get_store, r::start_trial, r::activate_subscription, r::mark_past_due,
-        r::mark_recovered, r::cancel_subscription, r::transition_plan, r::cancel_scheduled_transition, r::authorize, r::consume, r::refund, r::add_grant, r::void_grant, r::explain,
+        r::mark_recovered, r::cancel_subscription, r::transition_plan, r::cancel_scheduled_transition, r::authorize, r::consume, r::refund, r::add_grant, r::void_grant, r::explain, r::prove_store, r::list_digests, r::make_digest,
         r::events, r::state_at, r::audit, r::audit_commands, r::get_catalog, r::list_catalog_versions,
         r::preview_catalog,
         r::start_rebuild, r::rebuild_progress,

@@ -113,6 +113,7 @@ pub fn store_view(
         version,
         warnings: warnings_of(status.internal_status),
         usage,
+        receipt: None,
     }
 }
 
@@ -379,7 +380,11 @@ impl IntoResponse for Json {
 /// An accepted command's answer.
 fn accepted(accepted: &planledger_service::Accepted, catalogs: &Catalogs) -> Json {
     let created = if accepted.facts.is_empty() { StatusCode::OK } else { StatusCode::CREATED };
-    let view = || store_view(accepted.store, &accepted.state, accepted.version, accepted.decided_at, catalogs);
+    let receipt = Some(receipt(&accepted.receipt));
+    let view = || wire::StoreView {
+        receipt: receipt.clone(),
+        ..store_view(accepted.store, &accepted.state, accepted.version, accepted.decided_at, catalogs)
+    };
     let catalog = &catalogs.shown_for(&accepted.state, accepted.decided_at).catalog;
     match &accepted.command {
         Command::RegisterStore { .. } | Command::ImportStore(_) => Json::new(created, &view()),
@@ -445,6 +450,7 @@ fn accepted(accepted: &planledger_service::Accepted, catalogs: &Catalogs) -> Jso
                     .iter()
                     .map(|d| wire::GrantDraw { grant_id: d.grant_id, amount: d.amount })
                     .collect(),
+                receipt,
             })
         }
         Command::Refund { consumption: Some(c), .. } => Json::ok(&wire::Refunded {
@@ -454,8 +460,26 @@ fn accepted(accepted: &planledger_service::Accepted, catalogs: &Catalogs) -> Jso
             amount: c.amount.get(),
             period_start: c.period_start,
             period_end: c.period_end,
+            receipt,
         }),
         _ => Json::ok(&view()),
+    }
+}
+
+/// A command's receipt as its answer carries it.
+pub fn receipt(receipt: &planledger_service::Receipt) -> wire::Receipt {
+    wire::Receipt {
+        events: receipt
+            .events
+            .iter()
+            .map(|e| wire::ReceiptEvent {
+                event_id: e.event_id,
+                version: e.version,
+                hash: planledger_chain::to_hex(&e.hash),
+            })
+            .collect(),
+        version: receipt.version,
+        head: planledger_chain::to_hex(&receipt.head),
     }
 }
 

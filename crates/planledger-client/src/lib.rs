@@ -521,6 +521,31 @@ impl Client {
         self.get(&format!("/v1/stores/{store}/state"), &query).await
     }
 
+    // ---- tamper evidence (docs/audit-chain.md) ----
+
+    /// The signed digests, newest first, before the digest `before` if given.
+    pub async fn digests(&self, before: Option<i64>, limit: Option<i64>) -> Result<wire::DigestList> {
+        let mut query = Vec::new();
+        query.extend(before.map(|b| ("before", b.to_string())));
+        query.extend(limit.map(|l| ("limit", l.to_string())));
+        self.get("/v1/ledger/digests", &query).await
+    }
+
+    /// Makes a signed digest now (admin).
+    pub async fn make_digest(&self) -> Result<wire::SignedDigest> {
+        self.send::<(), _>(Method::POST, "/v1/ledger/digests", &[], None, &Options::default()).await
+    }
+
+    /// The proof of a store's events from `version` (default: its version in the digest) against
+    /// `digest` (default: the latest). Check it with [`wire::Proof::verify`], which needs
+    /// nothing but the proof and the keys you trust.
+    pub async fn proof(&self, store: Uuid, version: Option<i64>, digest: Option<i64>) -> Result<wire::Proof> {
+        let mut query = Vec::new();
+        query.extend(version.map(|v| ("version", v.to_string())));
+        query.extend(digest.map(|d| ("digest", d.to_string())));
+        self.get(&format!("/v1/stores/{store}/proof"), &query).await
+    }
+
     pub async fn audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<wire::Page<wire::AuditEntry>> {
         let mut query = page_query(page);
         query.extend(filter.store_id.map(|s| ("storeId", s.to_string())));

@@ -85,6 +85,7 @@ fn consumed() -> String {
         period_end: None,
         warnings: Vec::new(),
         from_grants: Vec::new(),
+        receipt: None,
     })
     .unwrap()
 }

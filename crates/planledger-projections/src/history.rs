@@ -15,12 +15,14 @@ pub struct Folded {
     pub state: TenantState,
     pub version: i64,
     pub at: Option<DateTime<Utc>>,
+    /// The chain hash of the event at `version`, once one was folded in.
+    pub head: Option<planledger_store::Hash>,
 }
 
 impl Folded {
     /// A state known at `version` (a snapshot, a cache).
     pub fn at_version(state: TenantState, version: i64) -> Self {
-        Self { state, version, at: None }
+        Self { state, version, at: None, head: None }
     }
 
     /// Folds in the next event of the stream (decoded through its upcasters); returns it.
@@ -42,6 +44,7 @@ impl Folded {
         self.state = evolve(std::mem::take(&mut self.state), event);
         self.version = recorded.version;
         self.at = Some(recorded.recorded_at);
+        self.head = Some(recorded.hash);
     }
 }
 

@@ -281,6 +281,7 @@ mod tests {
                     actor: "tester".into(),
                     catalog_fingerprint: catalog.fingerprint().to_owned(),
                     recorded_at: at,
+                    hash: planledger_store::GENESIS,
                 };
                 self.events.push((recorded, event.clone()));
             }

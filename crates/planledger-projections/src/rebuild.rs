@@ -447,7 +447,9 @@ async fn catch_up_in(
         let mut rows: HashMap<StoreId, Folded> = tenant_state::load_many_in(tx, table, chunk)
             .await?
             .into_iter()
-            .map(|row| (row.store_id, Folded { state: row.state, version: row.version, at: Some(row.updated_at) }))
+            .map(|row| {
+                (row.store_id, Folded { state: row.state, version: row.version, at: Some(row.updated_at), head: None })
+            })
             .collect();
         let mut folded = Vec::with_capacity(chunk.len());
         for store in chunk {

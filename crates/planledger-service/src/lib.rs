@@ -25,7 +25,7 @@ mod worker;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use faults::InjectedFaults;
 pub use journal::{Journal, JournalEntry};
-pub use outcome::{Accepted, Answer, Outcome, Refusal, RenderedAnswer, Renderer};
+pub use outcome::{Accepted, Answer, Outcome, Receipt, ReceiptEvent, Refusal, RenderedAnswer, Renderer};
 pub use retention::{Retention, RetentionReport};
 pub use service::{
     CommandMeta, CommandService, FaultInjector, IdempotencyRequest, ServiceConfig, ServiceError, ServiceMetrics,

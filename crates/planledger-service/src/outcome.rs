@@ -9,6 +9,8 @@
 
 use chrono::{DateTime, Utc};
 use planledger_domain::{Catalogs, Command, DomainError, Event, StoreId, TenantState};
+use planledger_store::{chain_hashes, Hash, NewEvent, StreamId};
+use uuid::Uuid;
 
 /// A command decided on the store's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +33,48 @@ pub struct Accepted {
     /// The store's stream version after `facts`.
     pub version: i64,
     pub decided_at: DateTime<Utc>,
+    /// What `facts` wrote in the store's hash chain.
+    pub receipt: Receipt,
+}
+
+/// What a command wrote, checkable later against a signed digest (docs/audit-chain.md): each
+/// event's id, version and chain hash, and the stream's head after them (for a command that
+/// recorded nothing, the head it was decided on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub events: Vec<ReceiptEvent>,
+    /// The stream's version `head` is the hash of.
+    pub version: i64,
+    pub head: Hash,
+}
+
+/// One event of a [`Receipt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptEvent {
+    pub event_id: Uuid,
+    pub version: i64,
+    pub hash: Hash,
+}
+
+impl Receipt {
+    /// The receipt of `events`, appended after `expected` where the head was `head`.
+    pub fn of(stream: &StreamId, expected: i64, head: &Hash, events: &[NewEvent]) -> Self {
+        let hashes = chain_hashes(stream, expected, head, events);
+        Self {
+            version: expected + events.len() as i64,
+            head: hashes.last().copied().unwrap_or(*head),
+            events: events
+                .iter()
+                .zip(hashes)
+                .enumerate()
+                .map(|(offset, (event, hash))| ReceiptEvent {
+                    event_id: event.event_id,
+                    version: expected + 1 + offset as i64,
+                    hash,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Why a command was refused.

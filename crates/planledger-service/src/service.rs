@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use planledger_domain::command::ImportedStore;
 use planledger_domain::{decide, evolve, Catalog, Catalogs, Command, Consumption, Event, StoreId, TenantState};
 use planledger_projections::tenant_state;
-use planledger_store::{AnyEventLog, EventLog, Expiring, GroupOptions, StoreError, StreamAppend, StreamId};
+use planledger_store::{AnyEventLog, EventLog, Expiring, GroupOptions, StoreError, StreamAppend, StreamId, GENESIS};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::committer::{run_committer, AppendFailure, CommitRequest};
 use crate::journal::{Journal, JournalEntry};
-use crate::outcome::{Accepted, Answer, Outcome, Refusal, Renderer};
+use crate::outcome::{Accepted, Answer, Outcome, Receipt, Refusal, Renderer};
 use crate::retention::Retention;
 use crate::worker::{new_event, Job, RecentAnswers, Worker};
 
@@ -341,10 +341,12 @@ impl CommandService {
             .map(|e| new_event(store, e, &meta, &meta.actor, &causation, now, &catalog))
             .collect::<Vec<_>>();
         let state = facts.iter().fold(TenantState::default(), evolve);
+        let stream = stream_of(store)?;
+        let receipt = Receipt::of(&stream, 0, &GENESIS, &events);
         let (reply, outcome) = oneshot::channel();
         let request = CommitRequest {
             store,
-            part: StreamAppend { stream: stream_of(store)?, expected: 0, events },
+            part: StreamAppend { stream: stream.clone(), expected: 0, events, expected_head: Some(GENESIS) },
             state: state.clone(),
             now,
             answers: vec![],
@@ -366,6 +368,7 @@ impl CommandService {
                 state,
                 version,
                 decided_at: now,
+                receipt,
             })))),
             // The store exists. Imported before under this external id (the usual case: the
             // same file again), its row says so in one read; otherwise its own queue decides.
@@ -376,6 +379,7 @@ impl CommandService {
                 let Some((state, version)) = imported_before else {
                     return self.execute(store, command, meta).await;
                 };
+                let (at, head) = self.inner.log.stream_head(&stream).await?;
                 Ok(Answer::Decided(Outcome::Accepted(Box::new(Accepted {
                     store,
                     command,
@@ -383,6 +387,7 @@ impl CommandService {
                     state,
                     version,
                     decided_at: now,
+                    receipt: Receipt { events: vec![], version: at, head },
                 }))))
             }
             Err(AppendFailure::Failed(error)) => Err(error),

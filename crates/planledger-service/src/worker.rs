@@ -18,13 +18,15 @@ use planledger_domain::{
     decide, due_transitions, evolve, fold_fingerprint, Catalog, Catalogs, Command, DomainError, Event, TenantState,
 };
 use planledger_projections::history::{fold_stream, Folded, Until};
-use planledger_store::{EventLog, Expiring, IdempotencyKey, NewEvent, Snapshot, StreamAppend};
+use planledger_store::{
+    chain_hashes, EventLog, Expiring, Hash, IdempotencyKey, NewEvent, Snapshot, StreamAppend, StreamId, GENESIS,
+};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::answers;
 use crate::committer::{AppendFailure, CommitRequest};
-use crate::outcome::{Accepted, Answer, Outcome, Refusal, RenderedAnswer};
+use crate::outcome::{Accepted, Answer, Outcome, Receipt, Refusal, RenderedAnswer};
 use crate::service::{stream_of, CommandMeta, IdempotencyRequest, Inner, ServiceError};
 
 pub(crate) struct Job {
@@ -36,6 +38,8 @@ pub(crate) struct Job {
 pub(crate) struct Loaded {
     pub(crate) version: i64,
     pub(crate) state: TenantState,
+    /// The chain hash of the event at `version`, once known: receipts are chained to it.
+    pub(crate) head: Option<Hash>,
 }
 
 /// `event` of `store` as the log stores it: with its correlation, causation and actor, the
@@ -209,11 +213,11 @@ impl Worker {
         let base = match self.inner.log.load_snapshot(&stream).await? {
             Some(snapshot) if snapshot.fold_fingerprint == fold_fingerprint() && snapshot.version <= version => {
                 match serde_json::from_value::<TenantState>(snapshot.state) {
-                    Ok(state) => Loaded { version: snapshot.version, state },
-                    Err(_) => Loaded { version: 0, state: TenantState::default() },
+                    Ok(state) => Loaded { version: snapshot.version, state, head: None },
+                    Err(_) => Loaded { version: 0, state: TenantState::default(), head: None },
                 }
             }
-            _ => Loaded { version: 0, state: TenantState::default() },
+            _ => Loaded { version: 0, state: TenantState::default(), head: None },
         };
         self.catch_up(base).await
     }
@@ -229,7 +233,14 @@ impl Worker {
         if caught_up.version > cached {
             return Ok(caught_up);
         }
-        let current = self.inner.log.stream_version(&stream_of(self.store)?).await?;
+        let (current, head) = self.inner.log.stream_head(&stream_of(self.store)?).await?;
+        if current == cached && caught_up.head.is_some_and(|known| known != head) {
+            // The log holds another event at this version than the one folded (a failover to a
+            // standby that lost it, and another since): the stream is read again.
+            self.inner.metrics.stream_rewinds.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(store = %self.store, version = current, "the log's last event is not the one this store's state was folded from: the stream is read again");
+            return self.load_up_to(current).await;
+        }
         if current >= cached {
             return Ok(caught_up);
         }
@@ -248,7 +259,25 @@ impl Worker {
         let from = Folded::at_version(loaded.state, loaded.version);
         let folded =
             fold_stream(&self.inner.log, self.store, from, Until::END, |_, _, _| Ok::<_, ServiceError>(())).await?;
-        Ok(Loaded { version: folded.version, state: folded.state })
+        Ok(Loaded { version: folded.version, state: folded.state, head: folded.head.or(loaded.head) })
+    }
+
+    /// `loaded` with its chain head, read if it is not known yet (a state from a snapshot);
+    /// `None` if the stream moved since (the state is stale).
+    async fn with_head(&self, mut loaded: Loaded) -> Result<Result<Loaded, Loaded>, ServiceError> {
+        if loaded.head.is_some() {
+            return Ok(Ok(loaded));
+        }
+        if loaded.version == 0 {
+            loaded.head = Some(GENESIS);
+            return Ok(Ok(loaded));
+        }
+        let (version, head) = self.inner.log.stream_head(&stream_of(self.store)?).await?;
+        if version != loaded.version {
+            return Ok(Err(loaded));
+        }
+        loaded.head = Some(head);
+        Ok(Ok(loaded))
     }
 
     /// Decides and appends a batch, answering every job.
@@ -294,6 +323,19 @@ impl Worker {
                 (Some(loaded), true) => self.refresh(loaded).await,
                 (None, _) => self.load().await,
             };
+            let loaded = match loaded {
+                Ok(loaded) => self.with_head(loaded).await,
+                Err(e) => Err(e),
+            };
+            let loaded = match loaded {
+                Ok(Ok(loaded)) => Ok(loaded),
+                Ok(Err(stale)) => {
+                    self.cache = Some(stale);
+                    retry.stale = true;
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
             let (loaded, stored) = match loaded {
                 Ok(loaded) => match self.stored_answers(&keys, retry.load_answers).await {
                     Ok(stored) => (loaded, stored),
@@ -306,7 +348,8 @@ impl Worker {
                 self.cache = Some(loaded);
                 return all(e);
             }
-            let DecidedBatch { events, decided, state: working } = self.decide_batch(&loaded, jobs, &stored, now);
+            let DecidedBatch { events, decided, state: working } =
+                self.decide_batch(&stream, &loaded, jobs, &stored, now);
             let answers: Vec<(IdempotencyRequest, RenderedAnswer)> = decided
                 .iter()
                 .filter_map(|item| match item {
@@ -338,9 +381,11 @@ impl Worker {
                     )
                 })
                 .collect();
+            let new_head =
+                chain_hashes(&stream, loaded.version, &loaded.head.unwrap_or(GENESIS), &events).last().copied();
             match self.commit(&loaded, events, &working, answers, now).await {
                 Ok(new_version) => {
-                    self.remember(loaded.version, new_version, working);
+                    self.remember(loaded.version, new_version, working, new_head.or(loaded.head));
                     for (key, first) in committed {
                         self.recent.remember(key, first, now);
                     }
@@ -426,6 +471,7 @@ impl Worker {
     /// earlier in the batch is answered as that one.
     fn decide_batch(
         &self,
+        stream: &StreamId,
         loaded: &Loaded,
         jobs: &[Job],
         stored: &HashMap<String, answers::StoredAnswer>,
@@ -450,6 +496,9 @@ impl Worker {
             }
         }
         let due_count = events.len();
+        // The chain hashes of `events` so far, for the receipts.
+        let head = loaded.head.unwrap_or(GENESIS);
+        let mut chained: Vec<Hash> = Vec::with_capacity(events.len() + jobs.len());
         let mut decided: Vec<Decided> = Vec::with_capacity(jobs.len());
         let mut seen: HashMap<&str, (usize, &str)> = HashMap::new();
         let answers_since = inner.config.retention.expired_before(Expiring::Answers, now);
@@ -473,13 +522,27 @@ impl Worker {
             // The version the caller could have seen: the log's, and the commands before this
             // one in the batch; not the due transitions this batch decided first.
             let seen_version = loaded.version + (events.len() - due_count) as i64;
-            let Some(outcome) = self.decide_one(job, loaded.version, seen_version, &mut working, &mut events, now)
+            let Some(mut outcome) = self.decide_one(job, loaded.version, seen_version, &mut working, &mut events, now)
             else {
                 // Nothing about an unknown store is kept, not even the answer.
                 let refusal = Outcome::Refused(Refusal::Rule(DomainError::StoreNotFound));
                 decided.push(Decided::Answered(Ok(Answer::Decided(refusal))));
                 continue;
             };
+            if let Outcome::Accepted(accepted) = &mut outcome {
+                // Its own events are the batch's last; those before it were hashed first.
+                let own = accepted.facts.len().min(events.len());
+                let before = events.len() - own;
+                chained.extend(chain_hashes(
+                    stream,
+                    loaded.version + chained.len() as i64,
+                    &chained.last().copied().unwrap_or(head),
+                    &events[chained.len()..before],
+                ));
+                let previous = chained.last().copied().unwrap_or(head);
+                accepted.receipt = Receipt::of(stream, loaded.version + before as i64, &previous, &events[before..]);
+                chained.extend(accepted.receipt.events.iter().map(|event| event.hash));
+            }
             let stored = job.meta.idempotency.as_ref().map(|request| {
                 (request.clone(), inner.renderer.render(&outcome, &self.catalogs, &job.meta.correlation_id))
             });
@@ -529,6 +592,8 @@ impl Worker {
                     state: working.clone(),
                     version: loaded_version + events.len() as i64,
                     decided_at: now,
+                    // Filled in by the batch, which knows the hashes before these events.
+                    receipt: Receipt { events: Vec::new(), version: 0, head: GENESIS },
                 })))
             }
             Err(DomainError::StoreNotFound) => None,
@@ -552,7 +617,7 @@ impl Worker {
         let (reply, outcome) = oneshot::channel();
         let request = CommitRequest {
             store: self.store,
-            part: StreamAppend { stream, expected: loaded.version, events },
+            part: StreamAppend { stream, expected: loaded.version, events, expected_head: loaded.head },
             state: working.clone(),
             now,
             answers,
@@ -596,7 +661,7 @@ impl Worker {
         )))
     }
 
-    fn remember(&mut self, old_version: i64, new_version: i64, state: TenantState) {
+    fn remember(&mut self, old_version: i64, new_version: i64, state: TenantState, head: Option<Hash>) {
         let every = self.inner.config.snapshot_every.max(1);
         if new_version / every > old_version / every {
             // Snapshots only speed up cold loads; the log stays the truth, so this may lag.
@@ -615,7 +680,7 @@ impl Worker {
                 });
             }
         }
-        self.cache = Some(Loaded { version: new_version, state });
+        self.cache = Some(Loaded { version: new_version, state, head });
     }
 }
 

@@ -50,7 +50,10 @@ async fn rewind(db: &support::Db, store: StoreId, keep: i64) {
                 .execute(&pool)
                 .await
                 .unwrap();
-            sqlx::query("UPDATE ledger_streams SET version = ? WHERE stream_id = ?")
+            sqlx::query(
+                "UPDATE ledger_streams SET version = ?1,
+                     head = (SELECT hash FROM ledger_events WHERE stream_id = ?2 AND version = ?1) WHERE stream_id = ?2",
+            )
                 .bind(keep)
                 .bind(&stream)
                 .execute(&pool)
@@ -81,7 +84,10 @@ async fn rewind(db: &support::Db, store: StoreId, keep: i64) {
                 .execute(&mut *tx)
                 .await
                 .unwrap();
-            sqlx::query("UPDATE ledger_streams SET version = $2 WHERE stream_id = $1")
+            sqlx::query(
+                "UPDATE ledger_streams SET version = $2,
+                     head = (SELECT hash FROM ledger_events WHERE stream_id = $1 AND version = $2) WHERE stream_id = $1",
+            )
                 .bind(&stream)
                 .bind(keep)
                 .execute(&mut *tx)

@@ -110,6 +110,31 @@ pub enum AnyTx {
 }
 
 impl AnyEventLog {
+    /// The stream's version and the chain hash of its last event ([`crate::GENESIS`] for a
+    /// stream with none), read together from the primary.
+    pub async fn stream_head(&self, stream: &StreamId) -> Result<(Version, crate::Hash), StoreError> {
+        let row: Option<(i64, Option<Vec<u8>>)> = match self {
+            Self::Postgres(log) => {
+                sqlx::query_as(crate::texts::STREAM_HEAD.postgres())
+                    .bind(stream.as_str())
+                    .fetch_optional(log.pool())
+                    .await?
+            }
+            Self::Sqlite(log) => {
+                sqlx::query_as(crate::texts::STREAM_HEAD.sqlite())
+                    .bind(stream.as_str())
+                    .fetch_optional(log.readers())
+                    .await?
+            }
+        };
+        match row {
+            None => Ok((0, crate::GENESIS)),
+            Some((version, head)) => Ok((version, crate::types::hash_of(head.as_deref())?)),
+        }
+    }
+}
+
+impl AnyEventLog {
     pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
         let url = config.url.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") || crate::servers::is_key_value(url) {

@@ -167,7 +167,7 @@ impl AnyEventLog {
             Ok(connection) => connection,
             Err(error) => return Some(Err(error.into())),
         };
-        let error = match PgEventLog::append_group(&mut *connection, &group.parts, riders).await {
+        let error = match PgEventLog::append_group(&mut connection, &group.parts, riders).await {
             Ok(_) if faults.is_some_and(CommitFaults::fail_after_commit) => lost_by_injection(),
             Ok(outcomes) => return Some(Ok(outcomes.iter().map(result_of).collect())),
             Err(error) => error,

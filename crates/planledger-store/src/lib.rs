@@ -13,6 +13,7 @@
 //! One conformance suite (`tests/conformance.rs`) runs against both.
 
 mod any;
+pub mod audit;
 pub mod copy_text;
 mod error;
 pub mod group;
@@ -28,6 +29,8 @@ mod sqlite;
 mod texts;
 mod types;
 
+pub use planledger_chain::{Hash, GENESIS};
+
 use std::future::Future;
 
 pub use any::{AnyEventLog, AnyTx, DatabaseRole, Replication, StoreConfig};
@@ -40,8 +43,8 @@ pub use rows::{Column, Kind, OnConflict, Table, Value};
 pub use sql::{EventCopy, Row, Statement};
 pub use sqlite::{SqliteEventLog, SQLITE_NOW_US};
 pub use types::{
-    truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, MovedStream, NewEvent, RecordedEvent,
-    Snapshot, StreamAppend, StreamAppendOutcome, StreamId, Version, MAX_STREAM_ID_LEN,
+    chain_hashes, truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, MovedStream, NewEvent,
+    Rechain, RecordedEvent, Snapshot, StreamAppend, StreamAppendOutcome, StreamId, Version, MAX_STREAM_ID_LEN,
 };
 
 /// The most events one `read_stream` or `read_all` call returns.

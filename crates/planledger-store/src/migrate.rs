@@ -84,6 +84,16 @@ pub const POSTGRES: &[Migration] = &[
         name: "catalog_previews",
         sql: include_str!("../../../migrations/postgres/0014_catalog_previews.sql"),
     },
+    Migration {
+        version: 15,
+        name: "event_hashes",
+        sql: include_str!("../../../migrations/postgres/0015_event_hashes.sql"),
+    },
+    Migration {
+        version: 16,
+        name: "event_hashes_required",
+        sql: include_str!("../../../migrations/postgres/0016_event_hashes_required.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -140,7 +150,20 @@ pub const SQLITE: &[Migration] = &[
         name: "catalog_previews",
         sql: include_str!("../../../migrations/sqlite/0013_catalog_previews.sql"),
     },
+    Migration {
+        version: 14,
+        name: "event_hashes",
+        sql: include_str!("../../../migrations/sqlite/0014_event_hashes.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "event_hashes_required",
+        sql: include_str!("../../../migrations/sqlite/0015_event_hashes_required.sql"),
+    },
 ];
+
+/// The migration after which the events written before it are hashed (in its transaction).
+pub(crate) const EVENT_HASHES: &str = "event_hashes";
 
 /// What `migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

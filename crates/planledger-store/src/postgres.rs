@@ -16,22 +16,22 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use crate::migrate::{self, MigrationReport};
 use crate::primary::{Primary, Purpose};
 use crate::texts;
-use crate::types::{idempotency_keys, recorded, MovedStream};
+use crate::types::{hash_of, idempotency_keys, recorded, MovedStream};
 use crate::{
-    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
+    AppendOutcome, Checkpoint, EventLog, Hash, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
     StreamAppendOutcome, StreamId, Version, MAX_READ_LIMIT,
 };
 
 /// The envelope columns, in the order [`event_from_row`] reads them.
 pub(crate) const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, \
     event_id, stream_id, version, event_type, schema_version, data, correlation_id, causation_id, \
-    idempotency_key, actor, catalog_fingerprint, recorded_at";
+    idempotency_key, actor, catalog_fingerprint, recorded_at, hash";
 
 /// Bumps the version row of a stream that does not exist yet.
 const BUMP_NEW_STREAM: &str = "WITH bumped AS (
-    INSERT INTO ledger_streams (stream_id, version)
-    SELECT $1, $3
-    WHERE $2 = 0 AND NOT EXISTS (
+    INSERT INTO ledger_streams (stream_id, version, head)
+    SELECT $1, $3, $19
+    WHERE $2 = 0 AND $20::bytea = $20::bytea AND NOT EXISTS (
         SELECT 1 FROM ledger_idempotency_keys
         WHERE stream_id = $1 AND idempotency_key = ANY($15::text[]))
     ON CONFLICT (stream_id) DO NOTHING
@@ -40,8 +40,8 @@ const BUMP_NEW_STREAM: &str = "WITH bumped AS (
 
 /// Bumps the version row of an existing stream, if it is at the expected version.
 const BUMP_EXISTING_STREAM: &str = "WITH bumped AS (
-    UPDATE ledger_streams SET version = $3
-    WHERE stream_id = $1 AND version = $2 AND NOT EXISTS (
+    UPDATE ledger_streams SET version = $3, head = $19
+    WHERE stream_id = $1 AND version = $2 AND head = $20 AND NOT EXISTS (
         SELECT 1 FROM ledger_idempotency_keys
         WHERE stream_id = $1 AND idempotency_key = ANY($15::text[]))
     RETURNING stream_id
@@ -50,13 +50,13 @@ const BUMP_EXISTING_STREAM: &str = "WITH bumped AS (
 /// Inserts the events and idempotency keys, only if the bump above happened.
 const INSERT_FROM_BUMP: &str = "inserted AS (
     INSERT INTO ledger_events (event_id, stream_id, version, event_type, schema_version, data,
-        correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at)
+        correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at, hash)
     SELECT e.event_id, b.stream_id, e.version, e.event_type, e.schema_version, e.data,
-        e.correlation_id, e.causation_id, e.idempotency_key, e.actor, e.catalog_fingerprint, e.recorded_at
+        e.correlation_id, e.causation_id, e.idempotency_key, e.actor, e.catalog_fingerprint, e.recorded_at, e.hash
     FROM bumped b, unnest($4::uuid[], $5::bigint[], $6::text[], $7::int4[], $8::jsonb[], $9::text[],
-        $10::text[], $11::text[], $12::text[], $13::text[], $14::timestamptz[])
+        $10::text[], $11::text[], $12::text[], $13::text[], $14::timestamptz[], $21::bytea[])
         AS e(event_id, version, event_type, schema_version, data, correlation_id, causation_id,
-             idempotency_key, actor, catalog_fingerprint, recorded_at)
+             idempotency_key, actor, catalog_fingerprint, recorded_at, hash)
     RETURNING global_position, version, transaction_id
 ), keys AS (
     INSERT INTO ledger_idempotency_keys (stream_id, idempotency_key, first_version, last_version, created_at)
@@ -95,7 +95,8 @@ fn append_many_sql(riders: &[Rider<'_>]) -> String {
     }
     sql.push_str(&format!(
         "input AS (
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS i(stream_id, expected, new_version)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $23::bytea[], $24::bytea[])
+        AS i(stream_id, expected, new_version, expected_head, head)
 ), used AS (
     SELECT DISTINCT q.stream_id FROM unnest($15::text[], $16::text[]) AS q(stream_id, idempotency_key)
     CROSS JOIN LATERAL (
@@ -103,14 +104,15 @@ fn append_many_sql(riders: &[Rider<'_>]) -> String {
         WHERE k.stream_id = q.stream_id AND k.idempotency_key = q.idempotency_key LIMIT 1
     ) AS hit{vetoes}
 ), created AS (
-    INSERT INTO ledger_streams (stream_id, version)
-    SELECT i.stream_id, i.new_version FROM input i
+    INSERT INTO ledger_streams (stream_id, version, head)
+    SELECT i.stream_id, i.new_version, i.head FROM input i
     WHERE i.expected = 0 AND i.new_version > 0 AND i.stream_id NOT IN (SELECT stream_id FROM used)
     ON CONFLICT (stream_id) DO NOTHING
     RETURNING stream_id
 ), moved AS (
-    UPDATE ledger_streams s SET version = i.new_version FROM input i
+    UPDATE ledger_streams s SET version = i.new_version, head = i.head FROM input i
     WHERE s.stream_id = i.stream_id AND i.expected > 0 AND i.new_version > i.expected AND s.version = i.expected
+      AND s.head = i.expected_head
       AND i.stream_id NOT IN (SELECT stream_id FROM used)
     RETURNING s.stream_id
 ), checked AS (
@@ -123,13 +125,13 @@ fn append_many_sql(riders: &[Rider<'_>]) -> String {
     SELECT stream_id FROM bumped UNION ALL SELECT stream_id FROM checked
 ), inserted AS (
     INSERT INTO ledger_events (event_id, stream_id, version, event_type, schema_version, data,
-        correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at)
+        correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at, hash)
     SELECT e.event_id, e.stream_id, e.version, e.event_type, e.schema_version, e.data,
-        e.correlation_id, e.causation_id, e.idempotency_key, e.actor, e.catalog_fingerprint, e.recorded_at
+        e.correlation_id, e.causation_id, e.idempotency_key, e.actor, e.catalog_fingerprint, e.recorded_at, e.hash
     FROM unnest($4::text[], $5::uuid[], $6::bigint[], $7::text[], $8::int4[], $9::jsonb[], $10::text[],
-        $11::text[], $12::text[], $13::text[], $14::text[], $17::timestamptz[])
+        $11::text[], $12::text[], $13::text[], $14::text[], $17::timestamptz[], $25::bytea[])
         AS e(stream_id, event_id, version, event_type, schema_version, data, correlation_id, causation_id,
-             idempotency_key, actor, catalog_fingerprint, recorded_at)
+             idempotency_key, actor, catalog_fingerprint, recorded_at, hash)
     WHERE e.stream_id IN (SELECT stream_id FROM bumped)
     RETURNING stream_id, version, global_position, transaction_id
 ), keys AS (
@@ -158,7 +160,7 @@ SELECT stream_id, 0, 0, 0, 2::int2 FROM checked",
 }
 
 /// The parameters of the group append itself; riders' are numbered after them.
-const APPEND_MANY_PARAMS: usize = 22;
+const APPEND_MANY_PARAMS: usize = 25;
 
 /// `sql` with each parameter `$n` renumbered `$(n + by)`. Riders are written as if they stood
 /// alone, so no rider needs to know what else shares its statement.
@@ -354,10 +356,47 @@ impl PgEventLog {
             .bind(migration.checksum())
             .execute(&mut *tx)
             .await?;
+            if migration.name == migrate::EVENT_HASHES {
+                Self::hash_existing_events(&mut tx).await?;
+            }
             report.applied.push(migration.version);
         }
         tx.commit().await?;
         Ok(report)
+    }
+
+    /// Hashes the events written before the chain (migration `event_hashes`), stream by
+    /// stream in version order, and sets each stream's head.
+    async fn hash_existing_events(tx: &mut Transaction<'static, Postgres>) -> Result<(), StoreError> {
+        let mut chain = crate::types::Rechain::default();
+        let mut after = (String::new(), 0i64);
+        loop {
+            let rows = sqlx::query(texts::READ_BY_STREAM.postgres())
+                .bind(&after.0)
+                .bind(after.1)
+                .bind(crate::types::HASHING_PAGE)
+                .fetch_all(&mut **tx)
+                .await?;
+            let events: Vec<RecordedEvent> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+            let Some(last) = events.last() else { break };
+            after = (last.stream_id.as_str().to_owned(), last.version);
+            let hashes: Vec<Vec<u8>> = events.iter().map(|event| chain.next(event).to_vec()).collect();
+            sqlx::query(
+                "UPDATE ledger_events e SET hash = u.hash FROM unnest($1::bigint[], $2::bytea[]) AS u(position, hash)
+                 WHERE e.global_position = u.position",
+            )
+            .bind(events.iter().map(|e| e.global_position).collect::<Vec<_>>())
+            .bind(&hashes)
+            .execute(&mut **tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE ledger_streams s SET head = e.hash FROM ledger_events e
+             WHERE e.stream_id = s.stream_id AND e.version = s.version",
+        )
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// The number of migrations this build knows that the database lacks.
@@ -394,7 +433,7 @@ impl PgEventLog {
         tx: &mut Transaction<'static, Postgres>,
         parts: &[impl AsRef<StreamAppend> + Sync],
     ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
-        Self::append_group(&mut **tx, parts, Vec::new()).await
+        Self::append_group(tx, parts, Vec::new()).await
     }
 
     /// Appends to several streams, and checks the version of parts without events, in one
@@ -402,14 +441,25 @@ impl PgEventLog {
     /// connection where the statement commits on its own, whole or not at all. Each stream is
     /// bumped only at its expected version and if no guard vetoes it; only bumped streams get
     /// events. Streams are independent: one's conflict does not stop the others.
-    pub async fn append_group<'c>(
-        executor: impl sqlx::Executor<'c, Database = Postgres>,
+    pub async fn append_group(
+        connection: &mut sqlx::PgConnection,
         parts: &[impl AsRef<StreamAppend> + Sync],
         riders: Vec<Rider<'_>>,
     ) -> Result<Vec<StreamAppendOutcome>, StoreError> {
         // Versions are checked, and events inserted, per stream: a stream named twice would
         // have the second part's events written under the first part's check.
         crate::types::one_part_per_stream(parts)?;
+        // The heads the writers did not give are read (one round trip, for all of them); a
+        // head read here of a stream that moves before the statement fails its check there.
+        let unknown: Vec<(&str, Version)> = parts
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|part| part.expected_head.is_none() && part.expected > 0)
+            .map(|part| (part.stream.as_str(), part.expected))
+            .collect();
+        let mut read =
+            if unknown.is_empty() { Vec::new() } else { Self::heads_in(&mut *connection, &unknown).await? }.into_iter();
+        let (mut expected_heads, mut heads, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
         let mut streams = Vec::new();
         let (mut expected, mut new_version) = (Vec::new(), Vec::new());
         let mut e_stream = Vec::new();
@@ -423,6 +473,15 @@ impl PgEventLog {
             streams.push(part.stream.as_str());
             expected.push(part.expected);
             new_version.push(part.expected + part.events.len() as Version);
+            let expected_head = match part.expected_head {
+                Some(head) => head,
+                None if part.expected == 0 => crate::GENESIS,
+                None => read.next().unwrap_or(crate::GENESIS),
+            };
+            let chained = crate::types::chain_hashes(&part.stream, part.expected, &expected_head, &part.events);
+            expected_heads.push(expected_head.to_vec());
+            heads.push(chained.last().copied().unwrap_or(expected_head).to_vec());
+            hashes.extend(chained.iter().map(|h| h.to_vec()));
             for (offset, event) in part.events.iter().enumerate() {
                 e_stream.push(part.stream.as_str());
                 e_version.push(part.expected + 1 + offset as Version);
@@ -461,12 +520,15 @@ impl PgEventLog {
             .bind(&k_key)
             .bind(&k_first)
             .bind(&k_last)
-            .bind(&k_at);
+            .bind(&k_at)
+            .bind(&expected_heads)
+            .bind(&heads)
+            .bind(&hashes);
         for rider in riders {
             query = (rider.bind)(query);
         }
         let rows: Vec<(String, i64, i64, i64, i16)> =
-            query.try_map(|row: PgRow| sqlx::FromRow::from_row(&row)).fetch_all(executor).await?;
+            query.try_map(|row: PgRow| sqlx::FromRow::from_row(&row)).fetch_all(&mut *connection).await?;
         let mut positions: std::collections::HashMap<&str, Vec<(i64, Checkpoint)>> = std::collections::HashMap::new();
         let mut duplicates = std::collections::HashSet::new();
         let mut checked = std::collections::HashSet::new();
@@ -502,6 +564,24 @@ impl PgEventLog {
                 _ => StreamAppendOutcome::Conflict,
             })
             .collect())
+    }
+
+    /// The chain hash of each stream's event at the given version, in their order; the genesis
+    /// hash for version 0, or for a stream no longer (or not yet) at that version, whose append
+    /// will then fail its check.
+    async fn heads_in(connection: &mut sqlx::PgConnection, at: &[(&str, Version)]) -> Result<Vec<Hash>, StoreError> {
+        let streams: Vec<&str> = at.iter().map(|(stream, _)| *stream).collect();
+        let rows: Vec<(String, i64, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT stream_id, version, head FROM ledger_streams WHERE stream_id = ANY($1::text[])")
+                .bind(&streams)
+                .fetch_all(connection)
+                .await?;
+        at.iter()
+            .map(|(stream, version)| match rows.iter().find(|(s, v, _)| s == stream && v == version) {
+                Some((_, _, head)) => hash_of(head.as_deref()),
+                None => Ok(crate::GENESIS),
+            })
+            .collect()
     }
 
     async fn read_range_in(
@@ -564,6 +644,7 @@ fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         actor: row.try_get("actor")?,
         catalog_fingerprint: row.try_get("catalog_fingerprint")?,
         recorded_at: row.try_get("recorded_at")?,
+        hash: hash_of(row.try_get::<Option<Vec<u8>>, _>("hash")?.as_deref())?,
     })
 }
 
@@ -591,6 +672,11 @@ impl EventLog for PgEventLog {
         }
         let new_version = expected + events.len() as Version;
         let keys = idempotency_keys(stream, events, expected)?;
+        let expected_head = Self::heads_in(tx, std::slice::from_ref(&(stream.as_str(), expected)))
+            .await?
+            .pop()
+            .unwrap_or(crate::GENESIS);
+        let hashes = crate::types::chain_hashes(stream, expected, &expected_head, events);
         let bump = if expected == 0 { BUMP_NEW_STREAM } else { BUMP_EXISTING_STREAM };
         let sql = format!("{bump}\n{INSERT_FROM_BUMP}");
         let rows: Vec<(i64, i64)> = sqlx::query_as(&sql)
@@ -612,6 +698,9 @@ impl EventLog for PgEventLog {
             .bind(keys.iter().map(|k| k.version).collect::<Vec<_>>())
             .bind(keys.iter().map(|k| k.version).collect::<Vec<_>>())
             .bind(keys.iter().map(|k| k.at).collect::<Vec<_>>())
+            .bind(hashes.last().map(|h| h.as_slice()))
+            .bind(expected_head.as_slice())
+            .bind(hashes.iter().map(|h| h.as_slice()).collect::<Vec<_>>())
             .fetch_all(&mut **tx)
             .await
             .map_err(|e| crate::error::classify_write_error(e, stream))?;
@@ -621,7 +710,10 @@ impl EventLog for PgEventLog {
                 .into_iter()
                 .map(|(position, transaction_id)| (position, Checkpoint { transaction_id, position }))
                 .collect();
-            return Ok(AppendOutcome::Appended { new_version, events: recorded(stream, expected, events, &positions) });
+            return Ok(AppendOutcome::Appended {
+                new_version,
+                events: recorded(stream, expected, events, &positions, &hashes),
+            });
         }
 
         // Nothing was written: either a key of the batch was used before, or the version moved.
@@ -791,8 +883,8 @@ mod tests {
             bind: Box::new(|query| query),
         };
         let sql = append_many_sql(&[rider("first", Some("first")), rider("second", None)]);
-        assert!(sql.contains("first AS (SELECT $23::text AS stream_id, $24::int)"), "{sql}");
-        assert!(sql.contains("second AS (SELECT $25::text AS stream_id, $26::int)"), "{sql}");
+        assert!(sql.contains("first AS (SELECT $26::text AS stream_id, $27::int)"), "{sql}");
+        assert!(sql.contains("second AS (SELECT $28::text AS stream_id, $29::int)"), "{sql}");
         assert!(sql.find("first AS").unwrap() < sql.find("used AS").unwrap(), "a guard comes before what it guards");
         assert!(sql.contains("UNION SELECT stream_id FROM first"), "its streams are not written");
         assert!(sql.find("second AS").unwrap() > sql.find("keys AS").unwrap(), "a follower comes after the append");

@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use crate::migrate::{self, MigrationReport};
 use crate::texts;
-use crate::types::{idempotency_keys, recorded, MovedStream};
+use crate::types::{hash_of, idempotency_keys, recorded, MovedStream};
 use crate::{
-    AppendOutcome, Checkpoint, EventLog, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
+    AppendOutcome, Checkpoint, EventLog, Hash, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend,
     StreamAppendOutcome, StreamId, Version, MAX_READ_LIMIT,
 };
 
@@ -28,7 +28,7 @@ pub const SQLITE_NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 864000000
 const NOW_US: &str = SQLITE_NOW_US;
 
 pub(crate) const EVENT_COLUMNS: &str = "global_position, event_id, stream_id, version, event_type, schema_version, \
-    data, correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at_us";
+    data, correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at_us, hash";
 
 /// The event log on SQLite.
 #[derive(Debug, Clone)]
@@ -104,10 +104,45 @@ impl SqliteEventLog {
             .bind(migration.checksum())
             .execute(&mut *tx)
             .await?;
+            if migration.name == migrate::EVENT_HASHES {
+                Self::hash_existing_events(&mut tx).await?;
+            }
             report.applied.push(migration.version);
         }
         tx.commit().await?;
         Ok(report)
+    }
+
+    /// Hashes the events written before the chain (migration `event_hashes`), stream by
+    /// stream in version order, and sets each stream's head.
+    async fn hash_existing_events(tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+        let mut chain = crate::types::Rechain::default();
+        let mut after = (String::new(), 0i64);
+        loop {
+            let rows = sqlx::query(texts::READ_BY_STREAM.sqlite())
+                .bind(&after.0)
+                .bind(after.1)
+                .bind(crate::types::HASHING_PAGE)
+                .fetch_all(&mut **tx)
+                .await?;
+            let events: Vec<RecordedEvent> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+            let Some(last) = events.last() else { break };
+            after = (last.stream_id.as_str().to_owned(), last.version);
+            for event in &events {
+                sqlx::query("UPDATE ledger_events SET hash = ? WHERE global_position = ?")
+                    .bind(chain.next(event).as_slice())
+                    .bind(event.global_position)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        sqlx::query(
+            "UPDATE ledger_streams SET head = (SELECT e.hash FROM ledger_events e
+                 WHERE e.stream_id = ledger_streams.stream_id AND e.version = ledger_streams.version)",
+        )
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
@@ -149,6 +184,13 @@ impl SqliteEventLog {
             let part = part.as_ref();
             // A refused part writes nothing (the checks come before the writes), so the
             // transaction goes on with the next.
+            if let Some(expected_head) = &part.expected_head {
+                let (version, head) = Self::head_in(tx, &part.stream).await?;
+                if version == part.expected && head != *expected_head {
+                    outcomes.push(StreamAppendOutcome::Conflict);
+                    continue;
+                }
+            }
             outcomes.push(match self.append_in(tx, &part.stream, part.expected, &part.events).await {
                 Ok(AppendOutcome::Appended { new_version, events }) => StreamAppendOutcome::Appended {
                     new_version,
@@ -160,6 +202,17 @@ impl SqliteEventLog {
             });
         }
         Ok(outcomes)
+    }
+
+    /// The stream's version and the chain hash of its last event ([`crate::GENESIS`] for a
+    /// stream with none), in `tx`.
+    async fn head_in(tx: &mut Transaction<'static, Sqlite>, stream: &StreamId) -> Result<(Version, Hash), StoreError> {
+        let row: Option<(i64, Option<Vec<u8>>)> =
+            sqlx::query_as(texts::STREAM_HEAD.sqlite()).bind(stream.as_str()).fetch_optional(&mut **tx).await?;
+        match row {
+            None => Ok((0, crate::GENESIS)),
+            Some((version, head)) => Ok((version, hash_of(head.as_deref())?)),
+        }
     }
 
     async fn checkpoint_in(tx: &mut Transaction<'static, Sqlite>, consumer: &str) -> Result<Checkpoint, StoreError> {
@@ -190,6 +243,7 @@ fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
         actor: row.try_get("actor")?,
         catalog_fingerprint: row.try_get("catalog_fingerprint")?,
         recorded_at: from_micros(row.try_get("recorded_at_us")?)?,
+        hash: hash_of(row.try_get::<Option<Vec<u8>>, _>("hash")?.as_deref())?,
     })
 }
 
@@ -235,22 +289,20 @@ impl EventLog for SqliteEventLog {
                 return Ok(AppendOutcome::Duplicate { events });
             }
         }
-        let actual: i64 = sqlx::query_scalar(texts::STREAM_VERSION.sqlite())
-            .bind(stream.as_str())
-            .fetch_optional(&mut **tx)
-            .await?
-            .unwrap_or(0);
+        let (actual, head) = Self::head_in(tx, stream).await?;
         if actual != expected {
             return Err(StoreError::Conflict { stream: stream.clone(), expected, actual });
         }
+        let hashes = crate::types::chain_hashes(stream, expected, &head, events);
         let new_version = expected + events.len() as Version;
         let write_error = |e| crate::error::classify_write_error(e, stream);
         sqlx::query(
-            "INSERT INTO ledger_streams (stream_id, version) VALUES (?1, ?2)
-             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
+            "INSERT INTO ledger_streams (stream_id, version, head) VALUES (?1, ?2, ?3)
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, head = excluded.head",
         )
         .bind(stream.as_str())
         .bind(new_version)
+        .bind(hashes.last().map(|h| h.as_slice()))
         .execute(&mut **tx)
         .await
         .map_err(write_error)?;
@@ -259,8 +311,8 @@ impl EventLog for SqliteEventLog {
             let data = serde_json::to_string(&event.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let position: i64 = sqlx::query_scalar(
                 "INSERT INTO ledger_events (event_id, stream_id, version, event_type, schema_version, data,
-                    correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at_us)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_position",
+                    correlation_id, causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at_us, hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_position",
             )
             .bind(event.event_id.to_string())
             .bind(stream.as_str())
@@ -274,6 +326,7 @@ impl EventLog for SqliteEventLog {
             .bind(&event.actor)
             .bind(&event.catalog_fingerprint)
             .bind(micros(event.recorded_at))
+            .bind(hashes[offset].as_slice())
             .fetch_one(&mut **tx)
             .await
             .map_err(write_error)?;
@@ -293,7 +346,7 @@ impl EventLog for SqliteEventLog {
             .await
             .map_err(write_error)?;
         }
-        Ok(AppendOutcome::Appended { new_version, events: recorded(stream, expected, events, &positions) })
+        Ok(AppendOutcome::Appended { new_version, events: recorded(stream, expected, events, &positions, &hashes) })
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {

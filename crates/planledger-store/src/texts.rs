@@ -39,6 +39,10 @@ text!(
     STREAM_VERSION = "SELECT version FROM ledger_streams WHERE stream_id = $1"
 );
 text!(
+    /// A stream's version and the chain hash of its last event (no row: 0, the genesis hash).
+    STREAM_HEAD = "SELECT version, head FROM ledger_streams WHERE stream_id = $1"
+);
+text!(
     /// Up to `$3` events of a stream from version `$2` on.
     READ_STREAM = "SELECT {events} FROM ledger_events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
 );

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use planledger_chain::{EventFields, Hash};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -189,6 +190,97 @@ pub struct RecordedEvent {
     pub actor: String,
     pub catalog_fingerprint: String,
     pub recorded_at: DateTime<Utc>,
+    /// The event's link in its stream's hash chain (docs/audit-chain.md), as stored.
+    #[serde(skip)]
+    pub hash: Hash,
+}
+
+impl RecordedEvent {
+    /// What the chain hashes of this event, as stored.
+    pub fn chain_fields(&self) -> EventFields<'_> {
+        EventFields {
+            stream_id: self.stream_id.as_str(),
+            version: self.version,
+            event_id: self.event_id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            data: &self.data,
+            correlation_id: &self.correlation_id,
+            causation_id: self.causation_id.as_deref(),
+            idempotency_key: self.idempotency_key.as_deref(),
+            actor: &self.actor,
+            catalog_fingerprint: &self.catalog_fingerprint,
+            recorded_at: self.recorded_at,
+        }
+    }
+}
+
+impl NewEvent {
+    /// What the chain hashes of this event once it is `version` of `stream`.
+    pub fn chain_fields<'a>(&'a self, stream: &'a StreamId, version: Version) -> EventFields<'a> {
+        EventFields {
+            stream_id: stream.as_str(),
+            version,
+            event_id: self.event_id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            data: &self.data,
+            correlation_id: &self.correlation_id,
+            causation_id: self.causation_id.as_deref(),
+            idempotency_key: self.idempotency_key.as_ref().map(|k| k.key.as_str()),
+            actor: &self.actor,
+            catalog_fingerprint: &self.catalog_fingerprint,
+            recorded_at: truncate_to_micros(self.recorded_at),
+        }
+    }
+}
+
+/// The chain hashes `events` get when appended to `stream` after `expected`, whose event there
+/// has the hash `head` ([`planledger_chain::GENESIS`] for a new stream). The writer that
+/// renders a receipt and the log that stores the hashes compute the same.
+pub fn chain_hashes(stream: &StreamId, expected: Version, head: &Hash, events: &[NewEvent]) -> Vec<Hash> {
+    let mut previous = *head;
+    events
+        .iter()
+        .enumerate()
+        .map(|(offset, event)| {
+            previous =
+                planledger_chain::event_hash(&previous, &event.chain_fields(stream, expected + 1 + offset as Version));
+            previous
+        })
+        .collect()
+}
+
+/// How many events the migration that introduced the chain hashes at a time.
+pub(crate) const HASHING_PAGE: i64 = 5_000;
+
+/// Chains events read in stream order (each stream's in version order): what the migration
+/// that introduced the chain hashes the log with, and what `verify` recomputes.
+#[derive(Debug, Default)]
+pub struct Rechain {
+    stream: Option<StreamId>,
+    previous: Hash,
+}
+
+impl Rechain {
+    /// The hash `event` gets chained to the events of its stream passed before it.
+    pub fn next(&mut self, event: &RecordedEvent) -> Hash {
+        if self.stream.as_ref() != Some(&event.stream_id) {
+            self.stream = Some(event.stream_id.clone());
+            self.previous = planledger_chain::GENESIS;
+        }
+        self.previous = planledger_chain::event_hash(&self.previous, &event.chain_fields());
+        self.previous
+    }
+}
+
+/// A stored hash; a missing one (an event of a log being hashed by the migration) reads as
+/// [`planledger_chain::GENESIS`], which no event's hash is, so that verifying it fails.
+pub(crate) fn hash_of(stored: Option<&[u8]>) -> Result<Hash, StoreError> {
+    match stored {
+        None => Ok(planledger_chain::GENESIS),
+        Some(bytes) => bytes.try_into().map_err(|_| StoreError::Corrupt(format!("a hash of {} bytes", bytes.len()))),
+    }
 }
 
 /// A place in the global log: the writing transaction and the position within it.
@@ -270,12 +362,14 @@ pub(crate) fn recorded(
     expected: Version,
     events: &[NewEvent],
     positions: &[(i64, Checkpoint)],
+    hashes: &[Hash],
 ) -> Vec<RecordedEvent> {
     events
         .iter()
         .zip(positions)
+        .zip(hashes)
         .enumerate()
-        .map(|(offset, (event, (global_position, checkpoint)))| RecordedEvent {
+        .map(|(offset, ((event, (global_position, checkpoint)), hash))| RecordedEvent {
             event_id: event.event_id,
             stream_id: stream.clone(),
             version: expected + 1 + offset as Version,
@@ -290,6 +384,7 @@ pub(crate) fn recorded(
             actor: event.actor.clone(),
             catalog_fingerprint: event.catalog_fingerprint.clone(),
             recorded_at: truncate_to_micros(event.recorded_at),
+            hash: *hash,
         })
         .collect()
 }
@@ -315,6 +410,17 @@ pub struct StreamAppend {
     pub stream: StreamId,
     pub expected: Version,
     pub events: Vec<NewEvent>,
+    /// The chain hash of the stream's event at `expected`, if the writer knows it (it rendered
+    /// receipts with it); else the log reads it. Checked like the version: a head that is not
+    /// the stream's is a conflict.
+    pub expected_head: Option<Hash>,
+}
+
+impl StreamAppend {
+    /// A part whose writer leaves the stream's head to the log.
+    pub fn new(stream: StreamId, expected: Version, events: Vec<NewEvent>) -> Self {
+        Self { stream, expected, events, expected_head: None }
+    }
 }
 
 /// Refuses parts that name one stream twice (see [`crate::StoreError::StreamTwice`]).

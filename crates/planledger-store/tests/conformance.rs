@@ -478,10 +478,10 @@ async fn appending_to_many_streams_checks_each_on_its_own(log: planledger_store:
     log.append(&b, 0, &[event("E", json!({}))]).await.expect("b");
     log.append(&d, 0, &[event("E", json!({})).with_system_key("k-d")]).await.expect("d");
     let parts = vec![
-        StreamAppend { stream: a.clone(), expected: 0, events: vec![event("A1", json!({})), event("A2", json!({}))] },
-        StreamAppend { stream: b.clone(), expected: 0, events: vec![event("B2", json!({}))] },
-        StreamAppend { stream: c.clone(), expected: 0, events: vec![event("C1", json!({}))] },
-        StreamAppend { stream: d.clone(), expected: 1, events: vec![event("D2", json!({})).with_system_key("k-d")] },
+        StreamAppend::new(a.clone(), 0, vec![event("A1", json!({})), event("A2", json!({}))]),
+        StreamAppend::new(b.clone(), 0, vec![event("B2", json!({}))]),
+        StreamAppend::new(c.clone(), 0, vec![event("C1", json!({}))]),
+        StreamAppend::new(d.clone(), 1, vec![event("D2", json!({})).with_system_key("k-d")]),
     ];
     let mut tx = log.begin().await.expect("begin");
     let outcomes = log.append_many_in(&mut tx, &parts).await.expect("append many");
@@ -570,8 +570,8 @@ async fn two_parts_of_one_stream_are_refused_whole(log: planledger_store::AnyEve
     use planledger_store::StreamAppend;
     let s = stream("one-stream-twice");
     let parts = vec![
-        StreamAppend { stream: s.clone(), expected: 0, events: vec![event("A", json!({}))] },
-        StreamAppend { stream: s.clone(), expected: 1, events: vec![event("B", json!({}))] },
+        StreamAppend::new(s.clone(), 0, vec![event("A", json!({}))]),
+        StreamAppend::new(s.clone(), 1, vec![event("B", json!({}))]),
     ];
     let mut tx = log.begin().await.expect("begin");
     let refused = log.append_many_in(&mut tx, &parts).await;

@@ -259,6 +259,37 @@ pub struct StoreView {
     pub version: i64,
     pub warnings: Vec<Warning>,
     pub usage: Vec<Usage>,
+    /// What the command wrote in the store's hash chain; on command answers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub receipt: Option<Receipt>,
+}
+
+/// What a command wrote in its store's hash chain (docs/audit-chain.md): each event's id,
+/// version and chain hash, and the stream's head after them. Keep it: checked later against a
+/// signed digest (`GET /v1/stores/{id}/proof`), it shows the ledger still holds what it
+/// answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipt {
+    /// The events the command recorded, in order; none if it changed nothing.
+    pub events: Vec<ReceiptEvent>,
+    /// The store's stream version `head` is the hash of.
+    pub version: i64,
+    /// The chain hash of the event at `version`: 64 hexadecimal digits.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub head: String,
+}
+
+/// One event of a [`Receipt`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptEvent {
+    pub event_id: Uuid,
+    pub version: i64,
+    /// The event's chain hash: 64 hexadecimal digits.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub hash: String,
 }
 
 /// The answer to `POST /v1/stores/{id}/trial`.
@@ -306,6 +337,10 @@ pub struct Consumed {
     pub warnings: Vec<Warning>,
     /// What it took from grants once the plan's allowance was used (`used` counts the rest).
     pub from_grants: Vec<GrantDraw>,
+    /// What the command wrote in the store's hash chain; on command answers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub receipt: Option<Receipt>,
 }
 
 /// The answer to `POST /v1/stores/{id}/quota/refund`.
@@ -322,6 +357,10 @@ pub struct Refunded {
     #[serde(with = "crate::time::option")]
     #[schema(required = true)]
     pub period_end: Option<DateTime<Utc>>,
+    /// What the command wrote in the store's hash chain; on command answers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub receipt: Option<Receipt>,
 }
 
 /// The answer to `POST /v1/stores/{id}/authorize` when the gate allows.
@@ -576,6 +615,15 @@ pub enum ErrorCode {
     /// under the follower (a failover to a standby that lacked its last events) or the cursor
     /// is from another log; `head` says where the log ends now. See docs/high-availability.md.
     CursorNotInLog,
+    // Audit.
+    /// 404: no signed digest has this id (or none has been made: `POST /v1/ledger/digests`).
+    DigestNotFound,
+    /// 404: the store had no events when the digest was made.
+    NotInDigest,
+    /// 409: the version asked for was written after the digest; prove it against a later one.
+    NotYetDigested,
+    /// 409: this server has no key to sign digests with (`PLANLEDGER_DIGEST_KEY`).
+    DigestKeyMissing,
     // The ledger.
     ConcurrencyConflict,
     StorageUnavailable,

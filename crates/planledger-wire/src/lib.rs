@@ -11,10 +11,12 @@
 mod answers;
 pub mod integer;
 pub mod notifications;
+pub mod proof;
 mod requests;
 pub mod time;
 
 pub use answers::*;
+pub use proof::{DigestList, Proof, ProofLeaf, ProvenEvent, SignedDigest};
 pub use requests::*;
 
 /// The store's time zone when none is given.

@@ -3,6 +3,7 @@
 //! Each subcommand parses its arguments and configuration here and hands the work to a library;
 //! `anyhow` turns their typed errors into a message that says what to do next.
 
+mod audit;
 mod import;
 mod logs;
 mod operate;
@@ -52,6 +53,16 @@ struct Cli {
     /// `storage_unavailable`, in milliseconds.
     #[arg(long, global = true, env = "PLANLEDGER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
     db_acquire_timeout_ms: u64,
+
+    /// The Ed25519 key digests are signed with: its 32-byte seed in hexadecimal (`planledger
+    /// keygen` makes one). Without it, no digest is made (docs/audit-chain.md).
+    #[arg(long, global = true, env = "PLANLEDGER_DIGEST_KEY", hide_env_values = true)]
+    digest_key: Option<String>,
+
+    /// Public keys (hexadecimal, comma-separated) whose digests `verify` trusts beside the
+    /// signing key's own: keys retired by a rotation.
+    #[arg(long, global = true, env = "PLANLEDGER_TRUSTED_DIGEST_KEYS")]
+    trusted_digest_keys: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -127,8 +138,35 @@ enum Command {
         /// Delivery attempts in flight at once to one webhook endpoint.
         #[arg(long, env = "PLANLEDGER_WEBHOOK_CONCURRENCY", default_value_t = 4)]
         webhook_concurrency: usize,
+        /// How often a signed digest is made, if none was made since (with PLANLEDGER_DIGEST_KEY):
+        /// a period like 1h or 1d, or `forever` for only on demand (`POST /v1/ledger/digests`).
+        #[arg(long, env = "PLANLEDGER_DIGEST_EVERY", value_parser = parse_keep, default_value = "1h")]
+        digest_every: Keep,
         #[command(flatten)]
         edge: EdgeArgs,
+    },
+    /// Make a key to sign digests with (PLANLEDGER_DIGEST_KEY), and print its public key.
+    Keygen {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a signed digest of every stream's head now (serve makes them periodically).
+    Digest {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute every stream's hash chain (or one store's) and check it against a signed
+    /// digest: names the first altered, missing or reordered event of each stream. Fails if
+    /// anything is found.
+    Verify {
+        /// Only this store.
+        #[arg(long)]
+        store: Option<String>,
+        /// The digest to check against: an id, `latest` or `none`.
+        #[arg(long, default_value = "latest", value_parser = audit::parse_digest_choice)]
+        digest: audit::DigestChoice,
+        #[arg(long)]
+        json: bool,
     },
     /// Apply the event log's migrations (serve does it too).
     Migrate {
@@ -489,6 +527,24 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Migrate { json } => migrate(&cli, *json).await,
+        Command::Keygen { json } => audit::keygen(*json),
+        Command::Digest { json } => {
+            async {
+                let key = audit::signing_key(cli.digest_key.as_deref())?;
+                let log = connect(&cli).await?;
+                audit::digest(&log, key.as_ref(), *json).await
+            }
+            .await
+        }
+        Command::Verify { store, digest, json } => {
+            async {
+                let key = audit::signing_key(cli.digest_key.as_deref())?;
+                let trusted = audit::trusted_keys(key.as_ref(), cli.trusted_digest_keys.as_deref())?;
+                let log = connect(&cli).await?;
+                audit::verify(&log, store.as_deref(), *digest, &trusted, *json).await
+            }
+            .await
+        }
         Command::Replay { store, at, compare, json } => {
             async {
                 let at = at
@@ -604,6 +660,7 @@ async fn main() -> std::process::ExitCode {
             webhook_timeout_seconds,
             webhook_allow,
             webhook_concurrency,
+            digest_every,
             edge,
         } => match (edge.limits(), connect(&cli).await) {
             (Err(e), _) | (_, Err(e)) => Err(e),
@@ -632,6 +689,14 @@ async fn main() -> std::process::ExitCode {
                     webhook_concurrency: (*webhook_concurrency).max(1),
                     server_limits,
                     edge,
+                    digest_key: match audit::signing_key(cli.digest_key.as_deref()) {
+                        Ok(key) => key,
+                        Err(e) => {
+                            eprintln!("error: {e:#}");
+                            return std::process::ExitCode::FAILURE;
+                        }
+                    },
+                    digest_every: digest_every.0,
                 };
                 serve::serve(log, options).await
             }

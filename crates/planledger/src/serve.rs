@@ -48,6 +48,10 @@ pub struct ServeOptions {
     pub server_limits: planledger_api::server::ServerLimits,
     /// What the handlers' edge enforces.
     pub edge: planledger_api::EdgeConfig,
+    /// The key digests are signed with (docs/audit-chain.md), if any.
+    pub digest_key: Option<planledger_chain::SigningKey>,
+    /// How often a digest is made; `None`: only on demand.
+    pub digest_every: Option<Duration>,
 }
 
 pub fn load_catalog(path: Option<&str>) -> anyhow::Result<Catalog> {
@@ -186,6 +190,13 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         .with_catalog_grace(options.catalog_poll * 5)
         .with_stripe(stripe.clone())
         .with_notifier(notifier.clone());
+    let state = match options.digest_key {
+        Some(key) => {
+            tracing::info!(key_id = %key.public_key().key_id(), public_key = %key.public_key().to_hex(), "digests are signed with this key");
+            state.with_digest_key(key, options.digest_every)
+        }
+        None => state,
+    };
 
     rebuild_stale_read_models(&state, &service.catalogs()).await?;
 
@@ -217,6 +228,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
         tracing::info!("Stripe webhooks accepted at POST /v1/webhooks/stripe");
     }
     let catalog_task = tokio::spawn(follow_catalog(state.clone(), options.catalog_poll, stopped.clone()));
+    let digest_task = tokio::spawn(digest_job(state.clone(), stopped.clone()));
     let projector_task = tokio::spawn(run_audit_projector(log, projector, stopped));
     let draining = state.clone();
     let shutdown = async move {
@@ -233,6 +245,7 @@ pub async fn serve(log: AnyEventLog, options: ServeOptions) -> anyhow::Result<()
     let _ = notify_task.await;
     let _ = projector_task.await;
     let _ = catalog_task.await;
+    let _ = digest_task.await;
     service.shutdown();
     drop(service);
     let _ = tokio::time::timeout(Duration::from_secs(5), journal_writer).await;
@@ -366,6 +379,35 @@ async fn retention_job(service: CommandService, interval: Duration, mut stop: wa
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "retention failed; retrying at the next interval"),
+        }
+    }
+}
+
+/// Makes a signed digest every `every`, unless one (from any node) is younger than that: nodes
+/// that look at once may make one each, which is harmless.
+async fn digest_job(state: AppState, mut stop: watch::Receiver<bool>) {
+    let (Some(key), Some(every)) = (state.digests.key.as_ref(), state.digests.every) else { return };
+    let look = every.min(Duration::from_secs(60));
+    loop {
+        let now = state.service.clock().now();
+        let due = match state.service.log().digests(None, 1).await {
+            Ok(latest) => latest
+                .first()
+                .is_none_or(|d| now - d.created_at >= chrono::TimeDelta::from_std(every).unwrap_or_default()),
+            Err(error) => {
+                tracing::warn!(%error, "could not read the latest digest; retrying");
+                false
+            }
+        };
+        if due {
+            match state.service.log().make_digest(key, now).await {
+                Ok(digest) => tracing::info!(digest = digest.digest_id, streams = digest.streams, "signed a digest"),
+                Err(error) => tracing::warn!(%error, "could not make a digest; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(look) => {}
+            _ = stop.changed() => return,
         }
     }
 }

@@ -425,6 +425,54 @@ fn state_table(view: &wire::StoreView, now: DateTime<Utc>) -> Markup {
     }
 }
 
+/// Why each action of the catalog is allowed or refused for `amount` at `at`, and the smallest
+/// changes that would allow it (`planledger_domain::explain`, as `GET /v1/stores/{id}/explain`
+/// answers it).
+fn explain_panel(
+    store: StoreId,
+    state: &planledger_domain::TenantState,
+    (amount, at): (planledger_domain::Amount, DateTime<Utc>),
+    catalog: &Catalog,
+) -> Markup {
+    let explained: Vec<wire::Explanation> = catalog
+        .actions()
+        .filter_map(|(action, _)| {
+            let explained = planledger_domain::explain(state, action, amount, at, catalog).ok()?;
+            Some(render::explanation(store, (action, amount.get(), at), &explained, catalog))
+        })
+        .collect();
+    html! {
+        table #explain {
+            thead { tr { th { "Action" } th { "Decision" } th { "Window" } th { "Would allow it" } } }
+            tbody {
+                @for e in &explained {
+                    tr data-action=(e.action) {
+                        td.mono { (e.action) @if let Some(feature) = &e.required_feature { br; span.muted.small { "requires " (feature) } } }
+                        td {
+                            @match &e.refusal {
+                                None => span.badge.ok { "allowed" },
+                                Some(refusal) => {
+                                    span.badge.bad.refusal { (h::wire_name(&refusal.error)) }
+                                    br; span.small { (refusal.message) }
+                                }
+                            }
+                        }
+                        td.small {
+                            (e.quota.used) " used"
+                            @match e.quota.limit { Some(limit) => { " of " (limit) }, None => { ", unmetered" } }
+                            @if e.quota.granted > 0 { ", " (e.quota.granted) " granted" }
+                        }
+                        td.small {
+                            @if e.would_allow.is_empty() { span.muted { "-" } }
+                            @for remedy in &e.would_allow { div.remedy { (remedy.description) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub async fn store(State(app): State<AppState>, viewer: Viewer, Path(id): Path<String>, params: Params) -> Page {
     let store = store_id(&id)?;
     let log = app.service.reads();
@@ -460,6 +508,8 @@ pub async fn store(State(app): State<AppState>, viewer: Viewer, Path(id): Path<S
             }
         })
         .collect();
+    let amount = planledger_domain::Amount::parse(params.int("amount", 1, 1..=1_000_000)?)
+        .map_err(|e| ConsoleError::Invalid(format!("amount: {e}")))?;
     let refusals = audit::store_refusals(log, &store.to_string(), STORE_REFUSALS_AMONG, STORE_REFUSALS_SHOWN).await?;
     let shown = view.version;
     // The timeline, newest first, a page at a time going back.
@@ -485,6 +535,16 @@ pub async fn store(State(app): State<AppState>, viewer: Viewer, Path(id): Path<S
         div.grid {
             section.card { h2 { "State" } (state_table(&view, as_of)) }
             section.card #quotas { h2 { "Quota windows" } (quota_bars(&view.usage, as_of, &refused)) }
+        }
+        section.card #why {
+            h2 { "Why: each action, decided now" }
+            form.inline #explain-amount method="get" action={ "/admin/stores/" (store) } {
+                @if shown < latest { input type="hidden" name="version" value=(shown); }
+                label { "For an amount of " input type="number" name="amount" min="1" max="1000000" value=(amount.get()); }
+                button type="submit" { "Explain" }
+            }
+            p.muted.small { "The rule that decides each action for the store as shown, and the smallest change of plan, date or allowance that would allow it, each checked against the rules." }
+            (explain_panel(store, &state, (amount, as_of), catalog))
         }
         section.card #store-refusals {
             h2 { "Recent refusals" }
