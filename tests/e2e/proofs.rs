@@ -74,6 +74,19 @@ async fn proofs_verify_offline_and_tampering_fails(backend: Backend) {
     let (status, body) = server.get(&format!("/v1/stores/{}/proof", uuid::Uuid::new_v4())).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("store_not_found")), "{body}");
 
+    // A later digest covers what came after; a proof against the earlier one still holds.
+    let store_id = uuid::Uuid::parse_str(&store).unwrap();
+    let (status, later) = server.post(&consume, json!({"action": "create_article"})).await;
+    assert_eq!(status, 200, "{later}");
+    let (status, second) = server.post("/v1/ledger/digests", json!({})).await;
+    assert_eq!((status, second["digestId"].as_i64()), (201, Some(2)), "{second}");
+    let newer = client.proof(store_id, None, None).await.unwrap().value;
+    assert_eq!((newer.digest.digest_id, newer.leaf.version), (2, receipt(&later).version));
+    assert!(newer.verify(&trusted).unwrap().covers(&receipt(&later)));
+    let older = client.proof(store_id, None, Some(1)).await.unwrap().value;
+    assert_eq!((older.digest.digest_id, older.leaf.version), (1, consumed_receipt.version));
+    older.verify(&trusted).unwrap();
+
     // The ledger and its database are gone: the proof and the key are all the auditor has.
     drop(server);
     drop(db);

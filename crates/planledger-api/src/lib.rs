@@ -109,13 +109,18 @@ pub struct AppState {
     pub digests: Arc<DigestKeys>,
 }
 
-/// The server's digest keys (docs/audit-chain.md).
+/// The server's digest keys (docs/audit-chain.md), and the digest proofs were last made
+/// against.
 #[derive(Debug, Default)]
 pub struct DigestKeys {
     /// Signs digests; none: digests are not made here.
     pub key: Option<planledger_chain::SigningKey>,
     /// How often this node makes one (if none was made since by another); `None`: only on demand.
     pub every: Option<std::time::Duration>,
+    /// The last digest a proof was made against, with its leaf hashes: a digest never changes,
+    /// and reading and hashing its leaves (80 bytes and a hash per store) for every proof would
+    /// let a reader's flood of proofs cost the database and the node that much each.
+    pub(crate) proving: Mutex<Option<Arc<routes::Proving>>>,
 }
 
 /// How far behind a background worker may fall before `/readyz` fails: well past a normal
@@ -151,7 +156,7 @@ impl AppState {
 
     /// With a key to sign digests, made every `every` if given.
     pub fn with_digest_key(mut self, key: planledger_chain::SigningKey, every: Option<std::time::Duration>) -> Self {
-        self.digests = Arc::new(DigestKeys { key: Some(key), every });
+        self.digests = Arc::new(DigestKeys { key: Some(key), every, ..DigestKeys::default() });
         self
     }
 

@@ -374,12 +374,13 @@ async fn scenario_raw(url: &str, clients: usize, duration: Duration) -> anyhow::
         Box::pin(async move {
             sqlx::query(
                 "INSERT INTO bench_raw (global_position, event_id, stream_id, version, event_type, schema_version, data,
-                    correlation_id, actor, catalog_fingerprint, recorded_at)
-                 VALUES (nextval(pg_get_serial_sequence('ledger_events', 'global_position')), $1, $2, 1, 'QuotaConsumed', 1, $3, 'bench', 'bench', 'fp', now())",
+                    correlation_id, actor, catalog_fingerprint, recorded_at, hash)
+                 VALUES (nextval(pg_get_serial_sequence('ledger_events', 'global_position')), $1, $2, 1, 'QuotaConsumed', 1, $3, 'bench', 'bench', 'fp', now(), $4)",
             )
             .bind(Uuid::now_v7())
             .bind(format!("store-{client}"))
             .bind(sqlx::types::Json(json!({"action": "create_article", "amount": 1})))
+            .bind([0u8; 32].as_slice())
             .execute(&pool)
             .await?;
             Ok(true)
@@ -684,6 +685,9 @@ struct HistoryCopy {
     streams: String,
     fingerprint: String,
     at: String,
+    recorded_at: chrono::DateTime<Utc>,
+    /// The chain hash of the last event written of the store being written.
+    head: planledger_chain::Hash,
 }
 
 impl HistoryCopy {
@@ -691,11 +695,14 @@ impl HistoryCopy {
     const CHUNK: usize = 32 << 20;
 
     fn new(fingerprint: &str, at: chrono::DateTime<Utc>) -> Self {
+        let at = planledger_store::truncate_to_micros(at);
         Self {
             events: String::new(),
             streams: String::new(),
             fingerprint: fingerprint.to_owned(),
             at: at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            recorded_at: at,
+            head: planledger_chain::GENESIS,
         }
     }
 
@@ -710,14 +717,34 @@ impl HistoryCopy {
             Event::QuotaConsumed { consumption_id, .. } => *consumption_id,
             _ => Uuid::now_v7(),
         };
+        let (stream, data) = (store.stream_name(), event.data());
+        // Chained as the log chains what it appends (docs/audit-chain.md).
+        let previous = if version == 1 { planledger_chain::GENESIS } else { self.head };
+        self.head = planledger_chain::event_hash(
+            &previous,
+            &planledger_chain::EventFields {
+                stream_id: &stream,
+                version,
+                event_id: id,
+                event_type: event.event_type(),
+                schema_version: event.schema_version(),
+                data: &data,
+                correlation_id: "bench",
+                causation_id: None,
+                idempotency_key: None,
+                actor: "bench",
+                catalog_fingerprint: &self.fingerprint,
+                recorded_at: self.recorded_at,
+            },
+        );
         let out = &mut self.events;
         for field in [
             id.to_string(),
-            store.stream_name(),
+            stream,
             version.to_string(),
             event.event_type().to_owned(),
             event.schema_version().to_string(),
-            event.data().to_string(),
+            data.to_string(),
         ] {
             push_field(out, &field);
             out.push('\t');
@@ -727,13 +754,19 @@ impl HistoryCopy {
             push_nullable(out, field);
             out.push('\t');
         }
-        out.pop();
+        push_field(out, &format!("\\x{}", planledger_chain::to_hex(&self.head)));
         out.push('\n');
     }
 
+    /// The store's row, after its last event.
     fn stream(&mut self, store: StoreId, version: i64) {
         planledger_store::copy_text::push_field(&mut self.streams, &store.stream_name());
-        self.streams.push_str(&format!("\t{version}\n"));
+        self.streams.push_str(&format!("\t{version}\t"));
+        planledger_store::copy_text::push_field(
+            &mut self.streams,
+            &format!("\\x{}", planledger_chain::to_hex(&self.head)),
+        );
+        self.streams.push('\n');
     }
 
     async fn flush(&mut self, pg: &sqlx::PgPool) -> anyhow::Result<()> {
@@ -741,10 +774,10 @@ impl HistoryCopy {
         for (statement, rows) in [
             (
                 "COPY ledger_events (event_id, stream_id, version, event_type, schema_version, data, correlation_id,
-                    causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at) FROM STDIN",
+                    causation_id, idempotency_key, actor, catalog_fingerprint, recorded_at, hash) FROM STDIN",
                 std::mem::take(&mut self.events),
             ),
-            ("COPY ledger_streams (stream_id, version) FROM STDIN", std::mem::take(&mut self.streams)),
+            ("COPY ledger_streams (stream_id, version, head) FROM STDIN", std::mem::take(&mut self.streams)),
         ] {
             if rows.is_empty() {
                 continue;
@@ -1143,6 +1176,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         "lockrow_hot",
         "lockrow_many",
         "hot_store",
+        "hot_store_unhashed",
         "many_stores",
         "http_hot_store",
         "http_many_stores",
@@ -1167,6 +1201,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                 "raw" => vec![scenario_raw(&db.url, clients, duration).await?],
                 "lockrow_hot" => vec![scenario_lockrow(&db.url, "lockrow_hot", 1, clients, duration).await?],
                 "lockrow_many" => vec![scenario_lockrow(&db.url, "lockrow_many", many, clients, duration).await?],
+                // The command path with the hash chain's hashing turned off: its cost is the
+                // ratio of `hot_store` to this, in one run.
+                "hot_store_unhashed" => {
+                    planledger_chain::baseline::set_hashing(false);
+                    let figures = scenario_service(&db.url, scenario, 1, clients, duration, false, Keys::None).await;
+                    planledger_chain::baseline::set_hashing(true);
+                    vec![figures?]
+                }
                 name @ ("hot_store"
                 | "many_stores"
                 | "http_hot_store"
@@ -1215,6 +1257,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     ratio(&mut figures, "lockrow_hot", "raw", false);
     ratio(&mut figures, "lockrow_many", "raw", false);
     ratio(&mut figures, "hot_store", "raw", false);
+    // The hash chain's cost on the hottest path, shown on the baseline's row (`hot_store`'s
+    // own is against raw): hashed over unhashed, target at least 0.95x.
+    let hashed = figures.iter().find(|f| f.name == "hot_store").map(|f| f.ops_per_sec);
+    if let (Some(hashed), Some(unhashed)) = (hashed, figures.iter_mut().find(|f| f.name == "hot_store_unhashed")) {
+        if unhashed.ops_per_sec > 0.0 {
+            unhashed.ratio = Some(("hot_store over this".to_owned(), hashed / unhashed.ops_per_sec));
+        }
+    }
     ratio(&mut figures, "many_stores", "raw", false);
     ratio(&mut figures, "http_hot_store", "hot_store", false);
     ratio(&mut figures, "http_many_stores", "many_stores", false);

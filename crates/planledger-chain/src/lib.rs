@@ -50,22 +50,47 @@ pub struct EventFields<'a> {
 /// every depth, strings escaped as JSON requires and no more (`"`, `\`, control characters),
 /// times in RFC 3339 UTC with six fractional digits.
 pub fn canonical_event(event: &EventFields<'_>) -> Vec<u8> {
-    let envelope = serde_json::json!({
-        "format": EVENT_FORMAT,
-        "streamId": event.stream_id,
-        "version": event.version,
-        "eventId": event.event_id.to_string(),
-        "type": event.event_type,
-        "schemaVersion": event.schema_version,
-        "data": event.data,
-        "correlationId": event.correlation_id,
-        "causationId": event.causation_id,
-        "idempotencyKey": event.idempotency_key,
-        "actor": event.actor,
-        "catalogFingerprint": event.catalog_fingerprint,
-        "recordedAt": event.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-    });
-    canonical_json(&envelope)
+    use std::io::Write;
+    // Written member by member, the keys in their byte order: on the append path this runs for
+    // every event, and a `Value` of the envelope would copy the event's data first.
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"{\"actor\":");
+    write_str(&mut out, event.actor);
+    out.extend_from_slice(b",\"catalogFingerprint\":");
+    write_str(&mut out, event.catalog_fingerprint);
+    out.extend_from_slice(b",\"causationId\":");
+    write_optional(&mut out, event.causation_id);
+    out.extend_from_slice(b",\"correlationId\":");
+    write_str(&mut out, event.correlation_id);
+    out.extend_from_slice(b",\"data\":");
+    write_canonical(event.data, &mut out);
+    out.extend_from_slice(b",\"eventId\":\"");
+    out.extend_from_slice(event.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+    out.extend_from_slice(b"\",\"format\":\"");
+    out.extend_from_slice(EVENT_FORMAT.as_bytes());
+    out.extend_from_slice(b"\",\"idempotencyKey\":");
+    write_optional(&mut out, event.idempotency_key);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, ",\"recordedAt\":\"{}\"", event.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true));
+    let _ = write!(out, ",\"schemaVersion\":{}", event.schema_version);
+    out.extend_from_slice(b",\"streamId\":");
+    write_str(&mut out, event.stream_id);
+    out.extend_from_slice(b",\"type\":");
+    write_str(&mut out, event.event_type);
+    let _ = write!(out, ",\"version\":{}}}", event.version);
+    out
+}
+
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, text);
+}
+
+fn write_optional(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => write_str(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// `value` in the canonical form's JSON: compact, object keys sorted by their UTF-8 bytes.
@@ -85,7 +110,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_scalar(&Value::String(key.clone()), out);
+                write_str(out, key);
                 out.push(b':');
                 write_canonical(&map[key], out);
             }
@@ -120,7 +145,29 @@ pub fn chain(previous: &Hash, canonical: &[u8]) -> Hash {
 
 /// [`chain`] of the event's canonical form.
 pub fn event_hash(previous: &Hash, event: &EventFields<'_>) -> Hash {
+    #[cfg(feature = "bench-baseline")]
+    if baseline::is_off() {
+        return GENESIS;
+    }
     chain(previous, &canonical_event(event))
+}
+
+/// The benchmarks' baseline (feature `bench-baseline`): with hashing off, every event hashes to
+/// [`GENESIS`], so the command path runs as it would without the chain (the hashes' 64 bytes
+/// per event are still written). Only `planledger-bench` turns it off, around one scenario.
+#[cfg(feature = "bench-baseline")]
+pub mod baseline {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static OFF: AtomicBool = AtomicBool::new(false);
+
+    pub fn set_hashing(on: bool) {
+        OFF.store(!on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_off() -> bool {
+        OFF.load(Ordering::Relaxed)
+    }
 }
 
 /// Lower-case hexadecimal.
@@ -204,6 +251,63 @@ pub fn inclusion_path(leaves: &[Hash], index: usize) -> Vec<Hash> {
     } else {
         let mut path = inclusion_path(&leaves[k..], index - k);
         path.push(merkle_root(&leaves[..k]));
+        path
+    }
+}
+
+/// A Merkle tree kept whole, level by level, so that each leaf's audit path is read in
+/// log2(leaves) steps: pairing neighbours bottom-up and carrying a lone last node up unchanged
+/// gives RFC 9162's tree (the tests hold it to [`merkle_root`] and [`inclusion_path`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerkleTree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl MerkleTree {
+    pub fn new(leaves: Vec<Hash>) -> Self {
+        let mut levels = vec![leaves];
+        while let Some(level) = levels.last().filter(|level| level.len() > 1) {
+            let up = level
+                .chunks(2)
+                .map(|pair| match pair {
+                    [left, right] => node_hash(left, right),
+                    [alone] => *alone,
+                    _ => unreachable!("chunks of two"),
+                })
+                .collect();
+            levels.push(up);
+        }
+        Self { levels }
+    }
+
+    pub fn root(&self) -> Hash {
+        match self.levels.last().and_then(|top| top.first()) {
+            Some(root) if !self.levels[0].is_empty() => *root,
+            _ => Sha256::digest([]).into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.levels[0].len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels[0].is_empty()
+    }
+
+    /// The audit path of leaf `index`, as [`inclusion_path`] gives it.
+    pub fn path(&self, mut index: usize) -> Vec<Hash> {
+        let mut path = Vec::new();
+        if index >= self.len() {
+            return path;
+        }
+        for level in &self.levels[..self.levels.len() - 1] {
+            let sibling = index ^ 1;
+            if sibling < level.len() {
+                path.push(level[sibling]);
+            }
+            index /= 2;
+        }
         path
     }
 }
@@ -362,6 +466,18 @@ mod tests {
                     let other_root = merkle_root(&leaves[..n - 1]);
                     assert!(!verify_inclusion(i as u64, n as u64, leaf, &path, &other_root), "root {i} of {n}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_tree_kept_whole_is_the_recursive_one() {
+        for n in 0..=40 {
+            let leaves = leaves(n);
+            let tree = MerkleTree::new(leaves.clone());
+            assert_eq!(tree.root(), merkle_root(&leaves), "root of {n}");
+            for i in 0..n {
+                assert_eq!(tree.path(i), inclusion_path(&leaves, i), "path of {i} of {n}");
             }
         }
     }

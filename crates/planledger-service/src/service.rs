@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use planledger_domain::command::ImportedStore;
 use planledger_domain::{decide, evolve, Catalog, Catalogs, Command, Consumption, Event, StoreId, TenantState};
 use planledger_projections::tenant_state;
-use planledger_store::{AnyEventLog, EventLog, Expiring, GroupOptions, StoreError, StreamAppend, StreamId, GENESIS};
+use planledger_store::{
+    AnyEventLog, Chain, EventLog, Expiring, GroupOptions, StoreError, StreamAppend, StreamId, GENESIS,
+};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -343,10 +345,11 @@ impl CommandService {
         let state = facts.iter().fold(TenantState::default(), evolve);
         let stream = stream_of(store)?;
         let receipt = Receipt::of(&stream, 0, &GENESIS, &events);
+        let chain = Chain { expected_head: GENESIS, hashes: receipt.events.iter().map(|e| e.hash).collect() };
         let (reply, outcome) = oneshot::channel();
         let request = CommitRequest {
             store,
-            part: StreamAppend { stream: stream.clone(), expected: 0, events, expected_head: Some(GENESIS) },
+            part: StreamAppend { stream: stream.clone(), expected: 0, events, chain: Some(chain) },
             state: state.clone(),
             now,
             answers: vec![],

@@ -19,7 +19,7 @@ use planledger_domain::{
 };
 use planledger_projections::history::{fold_stream, Folded, Until};
 use planledger_store::{
-    chain_hashes, EventLog, Expiring, Hash, IdempotencyKey, NewEvent, Snapshot, StreamAppend, StreamId, GENESIS,
+    chain_hashes, Chain, EventLog, Expiring, Hash, IdempotencyKey, NewEvent, Snapshot, StreamAppend, StreamId, GENESIS,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -137,6 +137,8 @@ struct DecidedBatch {
     events: Vec<NewEvent>,
     decided: Vec<Decided>,
     state: TenantState,
+    /// The chain the events continue, as the receipts were rendered with it.
+    chain: Chain,
 }
 
 /// What became of one command in a batch, before the commit.
@@ -348,7 +350,7 @@ impl Worker {
                 self.cache = Some(loaded);
                 return all(e);
             }
-            let DecidedBatch { events, decided, state: working } =
+            let DecidedBatch { events, decided, state: working, chain } =
                 self.decide_batch(&stream, &loaded, jobs, &stored, now);
             let answers: Vec<(IdempotencyRequest, RenderedAnswer)> = decided
                 .iter()
@@ -381,11 +383,10 @@ impl Worker {
                     )
                 })
                 .collect();
-            let new_head =
-                chain_hashes(&stream, loaded.version, &loaded.head.unwrap_or(GENESIS), &events).last().copied();
-            match self.commit(&loaded, events, &working, answers, now).await {
+            let new_head = chain.hashes.last().copied().unwrap_or(chain.expected_head);
+            match self.commit(&loaded, events, chain, &working, answers, now).await {
                 Ok(new_version) => {
-                    self.remember(loaded.version, new_version, working, new_head.or(loaded.head));
+                    self.remember(loaded.version, new_version, working, Some(new_head));
                     for (key, first) in committed {
                         self.recent.remember(key, first, now);
                     }
@@ -548,7 +549,15 @@ impl Worker {
             });
             decided.push(Decided::Recorded { outcome, stored });
         }
-        DecidedBatch { events, decided, state: working }
+        // The events after the last accepted command (a batch of refusals after due
+        // transitions) are hashed too.
+        chained.extend(chain_hashes(
+            stream,
+            loaded.version + chained.len() as i64,
+            &chained.last().copied().unwrap_or(head),
+            &events[chained.len()..],
+        ));
+        DecidedBatch { events, decided, state: working, chain: Chain { expected_head: head, hashes: chained } }
     }
 
     /// One command on `working`, its events appended to `events`; `None` for a store that does
@@ -609,6 +618,7 @@ impl Worker {
         &self,
         loaded: &Loaded,
         events: Vec<NewEvent>,
+        chain: Chain,
         working: &TenantState,
         answers: Vec<(IdempotencyRequest, RenderedAnswer)>,
         now: DateTime<Utc>,
@@ -617,7 +627,7 @@ impl Worker {
         let (reply, outcome) = oneshot::channel();
         let request = CommitRequest {
             store: self.store,
-            part: StreamAppend { stream, expected: loaded.version, events, expected_head: loaded.head },
+            part: StreamAppend { stream, expected: loaded.version, events, chain: Some(chain) },
             state: working.clone(),
             now,
             answers,

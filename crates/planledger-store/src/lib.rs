@@ -43,8 +43,9 @@ pub use rows::{Column, Kind, OnConflict, Table, Value};
 pub use sql::{EventCopy, Row, Statement};
 pub use sqlite::{SqliteEventLog, SQLITE_NOW_US};
 pub use types::{
-    chain_hashes, truncate_to_micros, AppendOutcome, Checkpoint, IdempotencyKey, KeyScope, MovedStream, NewEvent,
-    Rechain, RecordedEvent, Snapshot, StreamAppend, StreamAppendOutcome, StreamId, Version, MAX_STREAM_ID_LEN,
+    chain_hashes, truncate_to_micros, AppendOutcome, Chain, Checkpoint, IdempotencyKey, KeyScope, MovedStream,
+    NewEvent, Rechain, RecordedEvent, Snapshot, StreamAppend, StreamAppendOutcome, StreamId, Version,
+    MAX_STREAM_ID_LEN,
 };
 
 /// The most events one `read_stream` or `read_all` call returns.

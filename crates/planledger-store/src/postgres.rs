@@ -454,7 +454,7 @@ impl PgEventLog {
         let unknown: Vec<(&str, Version)> = parts
             .iter()
             .map(AsRef::as_ref)
-            .filter(|part| part.expected_head.is_none() && part.expected > 0)
+            .filter(|part| part.chain.is_none() && part.expected > 0)
             .map(|part| (part.stream.as_str(), part.expected))
             .collect();
         let mut read =
@@ -473,12 +473,11 @@ impl PgEventLog {
             streams.push(part.stream.as_str());
             expected.push(part.expected);
             new_version.push(part.expected + part.events.len() as Version);
-            let expected_head = match part.expected_head {
-                Some(head) => head,
-                None if part.expected == 0 => crate::GENESIS,
-                None => read.next().unwrap_or(crate::GENESIS),
+            let read_head = match part.chain {
+                None if part.expected > 0 => read.next().unwrap_or(crate::GENESIS),
+                _ => crate::GENESIS,
             };
-            let chained = crate::types::chain_hashes(&part.stream, part.expected, &expected_head, &part.events);
+            let (expected_head, chained) = part.chained_on(&read_head);
             expected_heads.push(expected_head.to_vec());
             heads.push(chained.last().copied().unwrap_or(expected_head).to_vec());
             hashes.extend(chained.iter().map(|h| h.to_vec()));

@@ -184,9 +184,9 @@ impl SqliteEventLog {
             let part = part.as_ref();
             // A refused part writes nothing (the checks come before the writes), so the
             // transaction goes on with the next.
-            if let Some(expected_head) = &part.expected_head {
+            if let Some(chain) = &part.chain {
                 let (version, head) = Self::head_in(tx, &part.stream).await?;
-                if version == part.expected && head != *expected_head {
+                if version == part.expected && head != chain.expected_head {
                     outcomes.push(StreamAppendOutcome::Conflict);
                     continue;
                 }

@@ -410,16 +410,46 @@ pub struct StreamAppend {
     pub stream: StreamId,
     pub expected: Version,
     pub events: Vec<NewEvent>,
-    /// The chain hash of the stream's event at `expected`, if the writer knows it (it rendered
-    /// receipts with it); else the log reads it. Checked like the version: a head that is not
-    /// the stream's is a conflict.
-    pub expected_head: Option<Hash>,
+    /// The chain the writer continues, if it knows the stream's head (it rendered receipts
+    /// with it); else the log reads the head and hashes the events itself.
+    pub chain: Option<Chain>,
 }
 
 impl StreamAppend {
     /// A part whose writer leaves the stream's head to the log.
     pub fn new(stream: StreamId, expected: Version, events: Vec<NewEvent>) -> Self {
-        Self { stream, expected, events, expected_head: None }
+        Self { stream, expected, events, chain: None }
+    }
+
+    /// The hash of the stream's event at `expected` and the hashes of `events` after it: the
+    /// writer's chain if it gave one that covers every event, else computed on `head`.
+    pub(crate) fn chained_on(&self, head: &Hash) -> (Hash, std::borrow::Cow<'_, [Hash]>) {
+        match &self.chain {
+            Some(chain) if chain.hashes.len() == self.events.len() => {
+                (chain.expected_head, std::borrow::Cow::Borrowed(chain.hashes.as_slice()))
+            }
+            Some(chain) => (
+                chain.expected_head,
+                std::borrow::Cow::Owned(chain_hashes(&self.stream, self.expected, &chain.expected_head, &self.events)),
+            ),
+            None => (*head, std::borrow::Cow::Owned(chain_hashes(&self.stream, self.expected, head, &self.events))),
+        }
+    }
+}
+
+/// The chain an append continues: the hash of the stream's event at the expected version (the
+/// head the writer decided on, checked like the version: a head that is not the stream's is a
+/// conflict), and the hashes the append's events get after it ([`chain_hashes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub expected_head: Hash,
+    pub hashes: Vec<Hash>,
+}
+
+impl Chain {
+    /// `events` chained onto `head`, the hash of `stream`'s event at `expected`.
+    pub fn of(stream: &StreamId, expected: Version, head: Hash, events: &[NewEvent]) -> Self {
+        Self { hashes: chain_hashes(stream, expected, &head, events), expected_head: head }
     }
 }
 

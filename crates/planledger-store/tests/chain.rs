@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use planledger_chain::SigningKey;
 use planledger_store::audit::{check_digest, FindingKind, VerifyReport};
 use planledger_store::{
-    AnyEventLog, EventLog, NewEvent, Rechain, StoreError, StreamAppend, StreamAppendOutcome, StreamId, GENESIS,
+    AnyEventLog, Chain, EventLog, NewEvent, Rechain, StoreError, StreamAppend, StreamAppendOutcome, StreamId, GENESIS,
 };
 use serde_json::json;
 
@@ -121,9 +121,9 @@ async fn every_append_chains_its_events(log: AnyEventLog) {
 async fn a_head_that_is_not_the_streams_is_a_conflict(log: AnyEventLog) {
     three_stores(&log).await;
     let mut wrong = StreamAppend::new(stream("a"), 4, vec![event("Consumed", "five")]);
-    wrong.expected_head = Some([7; 32]);
+    wrong.chain = Some(Chain::of(&wrong.stream, 4, [7; 32], &wrong.events));
     let mut right = StreamAppend::new(stream("b"), 4, vec![event("Consumed", "five")]);
-    right.expected_head = Some(log.stream_head(&stream("b")).await.unwrap().1);
+    right.chain = Some(Chain::of(&right.stream, 4, log.stream_head(&stream("b")).await.unwrap().1, &right.events));
     let mut tx = log.begin().await.unwrap();
     let outcomes = log.append_many_in(&mut tx, &[wrong, right]).await.unwrap();
     log.commit(tx).await.unwrap();

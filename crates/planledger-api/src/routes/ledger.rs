@@ -1,9 +1,38 @@
 //! The handlers of tamper evidence (docs/audit-chain.md): signed digests, and the proof that a
 //! store's events are the ones a digest signed.
 
+use std::sync::Arc;
+
 use planledger_store::audit::Digest;
 
 use super::*;
+
+/// A digest and its tree, as proofs are made against it.
+#[derive(Debug)]
+pub struct Proving {
+    digest: Digest,
+    tree: planledger_chain::MerkleTree,
+}
+
+/// Digest `id` (the latest if `None`) with its leaves, from the node's copy when it is the
+/// one proved against last.
+async fn proving(app: &AppState, id: Option<i64>) -> Result<Arc<Proving>, ApiError> {
+    let log = app.service.reads();
+    let id = match id {
+        Some(id) => id,
+        None => log.digests(None, 1).await?.first().map(|d| d.digest_id).ok_or(ApiError::DigestNotFound)?,
+    };
+    let cached = app.digests.proving.lock().ok().and_then(|held| held.clone());
+    if let Some(proving) = cached.filter(|p| p.digest.digest_id == id) {
+        return Ok(proving);
+    }
+    let digest = log.digest(Some(id)).await?.ok_or(ApiError::DigestNotFound)?;
+    let proving = Arc::new(Proving { tree: planledger_chain::MerkleTree::new(digest.leaves()), digest });
+    if let Ok(mut held) = app.digests.proving.lock() {
+        *held = Some(proving.clone());
+    }
+    Ok(proving)
+}
 
 /// A stored digest as the contract shows it.
 pub(crate) fn signed_digest(digest: &Digest) -> wire::SignedDigest {
@@ -83,7 +112,8 @@ pub async fn prove_store(State(app): State<AppState>, Path(id): Path<String>, pa
     if log.stream_version(&stream).await? == 0 {
         return Err(ApiError::store_not_found());
     }
-    let digest = log.digest(digest_id).await?.ok_or(ApiError::DigestNotFound)?;
+    let proving = proving(&app, digest_id).await?;
+    let digest = &proving.digest;
     let index = digest.index_of(&stream).ok_or(ApiError::NotInDigest(digest.digest_id))?;
     let leaf = &digest.heads[index];
     let from = from.unwrap_or(leaf.version);
@@ -112,11 +142,11 @@ pub async fn prove_store(State(app): State<AppState>, Path(id): Path<String>, pa
             hash: planledger_chain::to_hex(&event.hash),
         })
         .collect();
-    let path = planledger_chain::inclusion_path(&digest.leaves(), index);
+    let path = proving.tree.path(index);
     let proof = wire::Proof {
         store_id: store.as_uuid(),
         stream_id: stream.as_str().to_owned(),
-        digest: signed_digest(&digest),
+        digest: signed_digest(digest),
         previous_hash: planledger_chain::to_hex(&previous_hash),
         events,
         leaf: wire::ProofLeaf {
