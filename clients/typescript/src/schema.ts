@@ -1139,6 +1139,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -1465,6 +1470,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -1686,6 +1696,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -1734,6 +1749,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -1856,6 +1876,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -2107,6 +2132,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -2376,6 +2406,11 @@ export interface components {
                 eventId: string;
                 /** Format: int64 */
                 globalPosition: number;
+                /**
+                 * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+                 *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+                 */
+                hash: string;
                 idempotencyKey: string | null;
                 /** Format: date-time */
                 recordedAt: string;
@@ -2611,6 +2646,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -2677,6 +2717,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -2847,6 +2892,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -2932,6 +2982,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -3215,6 +3270,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -3258,6 +3318,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -3425,6 +3490,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -3509,6 +3579,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -3566,6 +3641,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -3703,6 +3783,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -3762,6 +3847,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -3819,6 +3909,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -3852,6 +3947,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -4037,6 +4137,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -4089,6 +4194,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -4127,6 +4237,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -4169,6 +4284,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;
@@ -4208,6 +4328,11 @@ export interface components {
             eventId: string;
             /** Format: int64 */
             globalPosition: number;
+            /**
+             * @description The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+             *     canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+             */
+            hash: string;
             idempotencyKey: string | null;
             /** Format: date-time */
             recordedAt: string;

@@ -209,6 +209,7 @@ fn every_event_type_publishes_its_data() {
             actor: "service:test".into(),
             catalog_fingerprint: "f".into(),
             recorded_at: chrono::Utc::now(),
+            hash: "ab".repeat(32),
         };
         let sent = serde_json::to_value(&sent).unwrap();
         conforms(&doc, "EventEnvelope", &sent);

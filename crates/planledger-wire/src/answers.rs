@@ -403,6 +403,10 @@ pub struct EventEnvelope {
     pub catalog_fingerprint: String,
     #[serde(with = "crate::time")]
     pub recorded_at: DateTime<Utc>,
+    /// The event's link in its stream's hash chain: SHA-256 of the hash before it and its
+    /// canonical form (docs/audit-chain.md), 64 hexadecimal digits.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub hash: String,
 }
 
 /// One row of the audit view.

@@ -17,6 +17,7 @@ pub(crate) fn envelope(e: planledger_store::RecordedEvent) -> wire::EventEnvelop
         actor: e.actor,
         catalog_fingerprint: e.catalog_fingerprint,
         recorded_at: e.recorded_at,
+        hash: planledger_chain::to_hex(&e.hash),
     }
 }
 

@@ -50,7 +50,7 @@ pub(crate) fn signed_digest(digest: &Digest) -> wire::SignedDigest {
 /// The signed digests, newest first.
 #[utoipa::path(get, path = "/v1/ledger/digests", tag = "history", operation_id = "listDigests",
     params(
-        ("before" = Option<String>, Query, description = "The `nextCursor` of the previous page", pattern = "^[0-9]{1,18}$"),
+        ("before" = Option<String>, Query, description = "The `nextCursor` of the previous page", pattern = "^[1-9][0-9]{0,17}$"),
         ("limit" = Option<i64>, Query, description = "Default 20", minimum = 1, maximum = 100),
     ),
     responses(
