@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use planledger_chain::{leaf_hash, merkle_root, DigestStatement, PublicKey, SigningKey};
 
 use crate::types::{hash_of, Rechain};
-use crate::{AnyEventLog, Checkpoint, EventLog, Hash, StoreError, StreamId, Version};
+use crate::{AnyEventLog, AnyTx, Checkpoint, EventLog, Hash, StoreError, StreamId, Version};
 
 /// One stream's last version and its chain hash: a leaf of a digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,78 +322,72 @@ impl AnyEventLog {
         Ok(report)
     }
 
-    /// Signs a digest of every stream's head now with `key`, stores it and returns it.
+    /// Signs a digest of every stream's head now with `key`, stores it and returns it. Digests
+    /// are numbered in one order: a digest's number is taken under a lock on the table (on
+    /// SQLite, the one writer), so two nodes making one at once wait for each other.
     pub async fn make_digest(&self, key: &SigningKey, now: DateTime<Utc>) -> Result<Digest, StoreError> {
         let created_at = crate::truncate_to_micros(now);
-        // Two nodes making one at the same moment both take the next id; the second writes
-        // nothing and takes the one after.
-        for _ in 0..5 {
-            let heads = self.stream_heads().await?;
-            let leaves: Vec<Hash> = heads.iter().map(StreamHead::leaf).collect();
-            let root = merkle_root(&leaves);
-            let digest_id = self.next_digest_id().await?;
-            let statement = DigestStatement { digest_id, created_at, streams: heads.len() as u64, root };
-            let public_key = key.public_key();
-            let digest = Digest {
-                digest_id,
-                created_at,
-                streams: statement.streams,
-                root,
-                key_id: public_key.key_id(),
-                public_key,
-                signature: key.sign(&statement.message()).to_vec(),
-                heads,
-            };
-            if self.insert_digest(&digest).await? {
-                return Ok(digest);
+        let heads = self.stream_heads().await?;
+        let leaves: Vec<Hash> = heads.iter().map(StreamHead::leaf).collect();
+        let root = merkle_root(&leaves);
+        let public_key = key.public_key();
+        let mut tx = self.begin().await?;
+        let next = "SELECT coalesce(max(digest_id), 0) + 1 FROM ledger_digests";
+        let digest_id: i64 = match &mut tx {
+            AnyTx::Postgres(tx) => {
+                sqlx::query("LOCK TABLE ledger_digests IN SHARE ROW EXCLUSIVE MODE").execute(&mut **tx).await?;
+                sqlx::query_scalar(next).fetch_one(&mut **tx).await?
+            }
+            AnyTx::Sqlite(tx) => sqlx::query_scalar(next).fetch_one(&mut **tx).await?,
+        };
+        let statement = DigestStatement { digest_id, created_at, streams: heads.len() as u64, root };
+        let digest = Digest {
+            digest_id,
+            created_at,
+            streams: statement.streams,
+            root,
+            key_id: public_key.key_id(),
+            public_key,
+            signature: key.sign(&statement.message()).to_vec(),
+            heads,
+        };
+        let encoded = encode_heads(&digest.heads);
+        match &mut tx {
+            AnyTx::Postgres(tx) => {
+                sqlx::query(
+                    "INSERT INTO ledger_digests (digest_id, created_at, streams, root, key_id, public_key, signature, heads)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(digest.digest_id)
+                .bind(digest.created_at)
+                .bind(digest.streams as i64)
+                .bind(digest.root.as_slice())
+                .bind(&digest.key_id)
+                .bind(digest.public_key.0.as_slice())
+                .bind(&digest.signature)
+                .bind(&encoded)
+                .execute(&mut **tx)
+                .await?;
+            }
+            AnyTx::Sqlite(tx) => {
+                sqlx::query(
+                    "INSERT INTO ledger_digests (digest_id, created_at_us, streams, root, key_id, public_key, signature, heads)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(digest.digest_id)
+                .bind(digest.created_at.timestamp_micros())
+                .bind(digest.streams as i64)
+                .bind(digest.root.as_slice())
+                .bind(&digest.key_id)
+                .bind(digest.public_key.0.as_slice())
+                .bind(&digest.signature)
+                .bind(&encoded)
+                .execute(&mut **tx)
+                .await?;
             }
         }
-        Err(StoreError::Corrupt("five digests were made at once: try again".into()))
-    }
-
-    async fn next_digest_id(&self) -> Result<i64, StoreError> {
-        let sql = "SELECT coalesce(max(digest_id), 0) + 1 FROM ledger_digests";
-        Ok(match self {
-            Self::Postgres(log) => sqlx::query_scalar(sql).fetch_one(log.pool()).await?,
-            Self::Sqlite(log) => sqlx::query_scalar(sql).fetch_one(log.writer()).await?,
-        })
-    }
-
-    async fn insert_digest(&self, digest: &Digest) -> Result<bool, StoreError> {
-        let heads = encode_heads(&digest.heads);
-        let inserted = match self {
-            Self::Postgres(log) => sqlx::query(
-                "INSERT INTO ledger_digests (digest_id, created_at, streams, root, key_id, public_key, signature, heads)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (digest_id) DO NOTHING",
-            )
-            .bind(digest.digest_id)
-            .bind(digest.created_at)
-            .bind(digest.streams as i64)
-            .bind(digest.root.as_slice())
-            .bind(&digest.key_id)
-            .bind(digest.public_key.0.as_slice())
-            .bind(&digest.signature)
-            .bind(&heads)
-            .execute(log.pool())
-            .await?
-            .rows_affected(),
-            Self::Sqlite(log) => sqlx::query(
-                "INSERT INTO ledger_digests (digest_id, created_at_us, streams, root, key_id, public_key, signature, heads)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest_id) DO NOTHING",
-            )
-            .bind(digest.digest_id)
-            .bind(digest.created_at.timestamp_micros())
-            .bind(digest.streams as i64)
-            .bind(digest.root.as_slice())
-            .bind(&digest.key_id)
-            .bind(digest.public_key.0.as_slice())
-            .bind(&digest.signature)
-            .bind(&heads)
-            .execute(log.writer())
-            .await?
-            .rows_affected(),
-        };
-        Ok(inserted == 1)
+        self.commit(tx).await?;
+        Ok(digest)
     }
 
     /// Up to `limit` digests before `before` (all if `None`), newest first, without their leaves.

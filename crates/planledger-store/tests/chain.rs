@@ -214,6 +214,24 @@ async fn a_digest_catches_a_chain_rewritten_whole(log: AnyEventLog) {
     assert_eq!(check_digest(&forged, &[key.public_key()])[0].kind, FindingKind::DigestInvalid);
 }
 
+/// Nodes that make a digest at the same moment get one number each, in one order.
+async fn digests_made_at_once_are_numbered_in_one_order(log: AnyEventLog) {
+    three_stores(&log).await;
+    let (key, _) = SigningKey::generate().unwrap();
+    let made = futures_util::future::join_all((0..8).map(|_| log.make_digest(&key, Utc::now()))).await;
+    let mut ids: Vec<i64> = made.into_iter().map(|d| d.expect("made").digest_id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=8).collect::<Vec<_>>());
+    let listed = log.digests(None, 100).await.unwrap();
+    assert_eq!(listed.iter().map(|d| d.digest_id).collect::<Vec<_>>(), (1..=8).rev().collect::<Vec<_>>());
+    assert!(listed.iter().all(|d| d.heads.is_empty()), "listed without their leaves");
+    assert_eq!(log.digests(Some(3), 100).await.unwrap().iter().map(|d| d.digest_id).collect::<Vec<_>>(), vec![2, 1]);
+    for id in 1..=8 {
+        let digest = log.digest(Some(id)).await.unwrap().unwrap();
+        assert!(check_digest(&digest, &[key.public_key()]).is_empty(), "digest {id}");
+    }
+}
+
 fn bytes(log: &AnyEventLog, hex: &str) -> String {
     match log {
         AnyEventLog::Postgres(_) => format!("'\\x{hex}'::bytea"),
@@ -251,6 +269,7 @@ both!(
     verify_names_a_deleted_event,
     verify_names_two_swapped_events,
     a_digest_catches_a_chain_rewritten_whole,
+    digests_made_at_once_are_numbered_in_one_order,
 );
 
 /// A log written before the chain: the migrations up to it, events written as the binaries of
