@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use planledger_chain::{leaf_hash, merkle_root, DigestStatement, PublicKey, SigningKey};
 
+use crate::rows::Kind;
+use crate::sql::{Row, Statement};
 use crate::types::{hash_of, Rechain};
 use crate::{AnyEventLog, AnyTx, Checkpoint, EventLog, Hash, StoreError, StreamId, Version};
 
@@ -332,13 +334,13 @@ impl AnyEventLog {
         let root = merkle_root(&leaves);
         let public_key = key.public_key();
         let mut tx = self.begin().await?;
-        let next = "SELECT coalesce(max(digest_id), 0) + 1 FROM ledger_digests";
-        let digest_id: i64 = match &mut tx {
-            AnyTx::Postgres(tx) => {
-                sqlx::query("LOCK TABLE ledger_digests IN SHARE ROW EXCLUSIVE MODE").execute(&mut **tx).await?;
-                sqlx::query_scalar(next).fetch_one(&mut **tx).await?
-            }
-            AnyTx::Sqlite(tx) => sqlx::query_scalar(next).fetch_one(&mut **tx).await?,
+        if let AnyTx::Postgres(pg) = &mut tx {
+            sqlx::query("LOCK TABLE ledger_digests IN SHARE ROW EXCLUSIVE MODE").execute(&mut **pg).await?;
+        }
+        let next = Statement::new("SELECT coalesce(max(digest_id), 0) + 1 FROM ledger_digests");
+        let digest_id = match tx.fetch_optional(&next, &[Kind::Int]).await? {
+            Some(row) => row.int(0)?,
+            None => 1,
         };
         let statement = DigestStatement { digest_id, created_at, streams: heads.len() as u64, root };
         let digest = Digest {
@@ -351,120 +353,64 @@ impl AnyEventLog {
             signature: key.sign(&statement.message()).to_vec(),
             heads,
         };
-        let encoded = encode_heads(&digest.heads);
-        match &mut tx {
-            AnyTx::Postgres(tx) => {
-                sqlx::query(
-                    "INSERT INTO ledger_digests (digest_id, created_at, streams, root, key_id, public_key, signature, heads)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(digest.digest_id)
-                .bind(digest.created_at)
-                .bind(digest.streams as i64)
-                .bind(digest.root.as_slice())
-                .bind(&digest.key_id)
-                .bind(digest.public_key.0.as_slice())
-                .bind(&digest.signature)
-                .bind(&encoded)
-                .execute(&mut **tx)
-                .await?;
-            }
-            AnyTx::Sqlite(tx) => {
-                sqlx::query(
-                    "INSERT INTO ledger_digests (digest_id, created_at_us, streams, root, key_id, public_key, signature, heads)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(digest.digest_id)
-                .bind(digest.created_at.timestamp_micros())
-                .bind(digest.streams as i64)
-                .bind(digest.root.as_slice())
-                .bind(&digest.key_id)
-                .bind(digest.public_key.0.as_slice())
-                .bind(&digest.signature)
-                .bind(&encoded)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
+        let insert = Statement::new(
+            "INSERT INTO ledger_digests (digest_id, @created_at, streams, root, key_id, public_key, signature, heads)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(digest.digest_id)
+        .bind(digest.created_at)
+        .bind(digest.streams as i64)
+        .bind(digest.root.as_slice())
+        .bind(&digest.key_id)
+        .bind(digest.public_key.0.as_slice())
+        .bind(digest.signature.as_slice())
+        .bind(encode_heads(&digest.heads).as_slice());
+        tx.execute(&insert).await?;
         self.commit(tx).await?;
         Ok(digest)
     }
 
     /// Up to `limit` digests before `before` (all if `None`), newest first, without their leaves.
     pub async fn digests(&self, before: Option<i64>, limit: i64) -> Result<Vec<Digest>, StoreError> {
-        let before = before.unwrap_or(i64::MAX);
-        let rows: Vec<DigestRow> = match self {
-            Self::Postgres(log) => {
-                sqlx::query_as(
-                    "SELECT digest_id, (extract(epoch FROM created_at) * 1000000)::bigint, streams, root, key_id,
-                        public_key, signature, NULL::bytea
-                 FROM ledger_digests WHERE digest_id < $1 ORDER BY digest_id DESC LIMIT $2",
-                )
-                .bind(before)
-                .bind(limit)
-                .fetch_all(log.pool())
-                .await?
-            }
-            Self::Sqlite(log) => {
-                sqlx::query_as(
-                    "SELECT digest_id, created_at_us, streams, root, key_id, public_key, signature, NULL
-                 FROM ledger_digests WHERE digest_id < ? ORDER BY digest_id DESC LIMIT ?",
-                )
-                .bind(before)
-                .bind(limit)
-                .fetch_all(log.readers())
-                .await?
-            }
-        };
-        rows.into_iter().map(digest_of).collect()
+        let statement = Statement::new(format!(
+            "SELECT {DIGEST_COLUMNS} FROM ledger_digests WHERE digest_id < $1 ORDER BY digest_id DESC LIMIT $2"
+        ))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit);
+        self.fetch(&statement, &DIGEST_KINDS).await?.iter().map(|row| digest_of(row, false)).collect()
     }
 
     /// Digest `id` with its leaves (the latest if `None`), if there is one.
     pub async fn digest(&self, id: Option<i64>) -> Result<Option<Digest>, StoreError> {
-        let id = id.unwrap_or(i64::MAX);
-        let row: Option<DigestRow> = match self {
-            Self::Postgres(log) => {
-                sqlx::query_as(
-                    "SELECT digest_id, (extract(epoch FROM created_at) * 1000000)::bigint, streams, root, key_id,
-                        public_key, signature, heads
-                 FROM ledger_digests WHERE digest_id <= $1 ORDER BY digest_id DESC LIMIT 1",
-                )
-                .bind(id)
-                .fetch_optional(log.pool())
-                .await?
-            }
-            Self::Sqlite(log) => {
-                sqlx::query_as(
-                    "SELECT digest_id, created_at_us, streams, root, key_id, public_key, signature, heads
-                 FROM ledger_digests WHERE digest_id <= ? ORDER BY digest_id DESC LIMIT 1",
-                )
-                .bind(id)
-                .fetch_optional(log.readers())
-                .await?
-            }
-        };
-        match row.map(digest_of).transpose()? {
-            Some(digest) if id != i64::MAX && digest.digest_id != id => Ok(None),
+        let statement = Statement::new(format!(
+            "SELECT {DIGEST_COLUMNS}, heads FROM ledger_digests WHERE digest_id <= $1 ORDER BY digest_id DESC LIMIT 1"
+        ))
+        .bind(id.unwrap_or(i64::MAX));
+        let kinds: Vec<Kind> = DIGEST_KINDS.iter().copied().chain([Kind::Bytes]).collect();
+        match self.fetch_optional(&statement, &kinds).await?.map(|row| digest_of(&row, true)).transpose()? {
+            Some(digest) if id.is_some_and(|id| id != digest.digest_id) => Ok(None),
             found => Ok(found),
         }
     }
 }
 
-type DigestRow = (i64, i64, i64, Vec<u8>, String, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+/// A digest's columns but its leaves, and their kinds.
+const DIGEST_COLUMNS: &str = "digest_id, @created_at, streams, root, key_id, public_key, signature";
+const DIGEST_KINDS: [Kind; 7] = [Kind::Int, Kind::Time, Kind::Int, Kind::Bytes, Kind::Text, Kind::Bytes, Kind::Bytes];
 
-fn digest_of(
-    (digest_id, created_us, streams, root, key_id, public_key, signature, heads): DigestRow,
-) -> Result<Digest, StoreError> {
+/// A digest from its row; with its leaves (the row's last column) if `with_heads`.
+fn digest_of(row: &Row, with_heads: bool) -> Result<Digest, StoreError> {
+    let digest_id = row.int(0)?;
     let corrupt = |what: &str| StoreError::Corrupt(format!("digest {digest_id}: {what}"));
     Ok(Digest {
         digest_id,
-        created_at: DateTime::from_timestamp_micros(created_us).ok_or_else(|| corrupt("time out of range"))?,
-        streams: streams as u64,
-        root: root.try_into().map_err(|_| corrupt("root is not 32 bytes"))?,
-        key_id,
-        public_key: PublicKey(public_key.try_into().map_err(|_| corrupt("public key is not 32 bytes"))?),
-        signature,
-        heads: heads.map(|h| decode_heads(&h)).transpose()?.unwrap_or_default(),
+        created_at: row.time(1)?,
+        streams: row.int(2)? as u64,
+        root: row.bytes(3)?.try_into().map_err(|_| corrupt("root is not 32 bytes"))?,
+        key_id: row.text(4)?,
+        public_key: PublicKey(row.bytes(5)?.try_into().map_err(|_| corrupt("public key is not 32 bytes"))?),
+        signature: row.bytes(6)?,
+        heads: if with_heads { decode_heads(&row.bytes(7)?)? } else { Vec::new() },
     })
 }
 

@@ -27,6 +27,8 @@ pub enum Kind {
     Time,
     /// `jsonb` on PostgreSQL, text on SQLite; written from its JSON text.
     Json,
+    /// `bytea` on PostgreSQL, a blob on SQLite (hashes, signatures).
+    Bytes,
 }
 
 /// One column of a [`Table`].
@@ -52,6 +54,9 @@ impl Column {
     pub const fn json(name: &'static str) -> Self {
         Self { name, kind: Kind::Json }
     }
+    pub const fn bytes(name: &'static str) -> Self {
+        Self { name, kind: Kind::Bytes }
+    }
 
     /// The column's name on SQLite.
     pub fn sqlite_name(&self) -> Cow<'static, str> {
@@ -67,6 +72,7 @@ impl Column {
             Kind::Int => "bigint[]",
             Kind::Bool => "bool[]",
             Kind::Time => "timestamptz[]",
+            Kind::Bytes => "bytea[]",
         }
     }
 }
@@ -82,6 +88,7 @@ pub enum Value {
     Json(String),
     /// A list of texts, an argument of `= ANY($n)` (see `crate::sql`); never a column's value.
     List(Vec<String>),
+    Bytes(Option<Vec<u8>>),
 }
 
 impl Value {
@@ -92,6 +99,7 @@ impl Value {
             Value::Bool(_) => Some(Kind::Bool),
             Value::Time(_) => Some(Kind::Time),
             Value::Json(_) => Some(Kind::Json),
+            Value::Bytes(_) => Some(Kind::Bytes),
             Value::List(_) => None,
         }
     }
@@ -118,6 +126,11 @@ impl From<&str> for Value {
 impl From<Option<String>> for Value {
     fn from(value: Option<String>) -> Self {
         Value::Text(value)
+    }
+}
+impl From<&[u8]> for Value {
+    fn from(value: &[u8]) -> Self {
+        Value::Bytes(Some(value.to_vec()))
     }
 }
 impl From<i64> for Value {
@@ -321,6 +334,7 @@ impl Table {
                     Kind::Int => PgColumn::Int(values.map(int).collect()),
                     Kind::Bool => PgColumn::Bool(values.map(|v| matches!(v, Value::Bool(true))).collect()),
                     Kind::Time => PgColumn::Time(values.map(time).collect()),
+                    Kind::Bytes => PgColumn::Bytes(values.map(bytes).collect()),
                 }
             })
             .collect()
@@ -334,6 +348,7 @@ pub(crate) enum PgColumn {
     Int(Vec<Option<i64>>),
     Bool(Vec<bool>),
     Time(Vec<Option<DateTime<Utc>>>),
+    Bytes(Vec<Option<Vec<u8>>>),
 }
 
 /// Binds the columns in their order.
@@ -344,6 +359,7 @@ pub(crate) fn bind_columns(mut query: PgQuery<'_>, columns: Vec<PgColumn>) -> Pg
             PgColumn::Int(values) => query.bind(values),
             PgColumn::Bool(values) => query.bind(values),
             PgColumn::Time(values) => query.bind(values),
+            PgColumn::Bytes(values) => query.bind(values),
         };
     }
     query
@@ -364,6 +380,13 @@ fn int(value: &Value) -> Option<i64> {
     }
 }
 
+fn bytes(value: &Value) -> Option<Vec<u8>> {
+    match value {
+        Value::Bytes(bytes) => bytes.clone(),
+        _ => None,
+    }
+}
+
 fn time(value: &Value) -> Option<DateTime<Utc>> {
     match value {
         Value::Time(at) => at.map(crate::truncate_to_micros),
@@ -379,6 +402,7 @@ pub(crate) fn bind_pg_value<'q>(query: PgQuery<'q>, value: &Value) -> PgQuery<'q
         Value::Bool(b) => query.bind(*b),
         Value::Time(at) => query.bind(*at),
         Value::Json(json) => query.bind(json.clone()),
+        Value::Bytes(bytes) => query.bind(bytes.clone()),
         Value::List(list) => query.bind(list.clone()),
     }
 }
@@ -393,18 +417,19 @@ pub(crate) fn bind_sqlite_value<'q>(query: SqliteQuery<'q>, value: &Value) -> Sq
         Value::Bool(b) => query.bind(*b),
         Value::Time(at) => query.bind(at.map(|t| t.timestamp_micros())),
         Value::Json(json) => query.bind(json.clone()),
+        Value::Bytes(bytes) => query.bind(bytes.clone()),
         Value::List(list) => query.bind(serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())),
     }
 }
 
 /// `WHERE` over the given columns of a row, compared for equality (`$n`, as a `Statement` is
-/// written): the columns a row can be found by again (text, integers, flags; times and JSON are
-/// left out).
+/// written): the columns a row can be found by again (text, integers, flags; times, JSON and
+/// bytes are left out).
 pub(crate) fn equality_on(table: &Table, row: &[Value]) -> (String, Vec<Value>) {
     let mut terms = Vec::new();
     let mut values = Vec::new();
     for (column, value) in table.columns.iter().zip(row) {
-        if matches!(column.kind, Kind::Time | Kind::Json) {
+        if matches!(column.kind, Kind::Time | Kind::Json | Kind::Bytes) {
             continue;
         }
         values.push(value.clone());

@@ -181,6 +181,15 @@ impl Row {
     pub fn time(&self, i: usize) -> Result<DateTime<Utc>, StoreError> {
         self.opt_time(i)?.ok_or_else(|| missing(i, "a time (it is null)"))
     }
+    pub fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.0.get(i) {
+            Some(Value::Bytes(bytes)) => Ok(bytes.clone()),
+            _ => Err(missing(i, "bytes")),
+        }
+    }
+    pub fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+        self.opt_bytes(i)?.ok_or_else(|| missing(i, "bytes (it is null)"))
+    }
 }
 
 fn pg_value(row: &sqlx::postgres::PgRow, i: usize, kind: Kind) -> Result<Value, StoreError> {
@@ -199,6 +208,7 @@ fn pg_value(row: &sqlx::postgres::PgRow, i: usize, kind: Kind) -> Result<Value, 
             Ok(json) => Value::Json(json.map(|j| j.0.get().to_owned()).unwrap_or_else(|| "null".to_owned())),
             Err(_) => Value::Json(row.try_get::<Option<String>, _>(i)?.unwrap_or_else(|| "null".to_owned())),
         },
+        Kind::Bytes => Value::Bytes(row.try_get(i)?),
     })
 }
 
@@ -212,6 +222,7 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize, kind: Kind) -> Result<V
             Some(us) => Some(crate::sqlite::from_micros(us)?),
         }),
         Kind::Json => Value::Json(row.try_get::<Option<String>, _>(i)?.unwrap_or_else(|| "null".to_owned())),
+        Kind::Bytes => Value::Bytes(row.try_get(i)?),
     })
 }
 
